@@ -1,0 +1,82 @@
+package discovery
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// DefaultListenAddress is used when no variable names a port.
+const DefaultListenAddress = ":8080"
+
+// ListenAddress returns the address the service's HTTP server listens on:
+// PORT (what the AppHost's WithHttpEndpoint(env: "PORT") injects), else the
+// first of HTTP_PORTS, else the first http URL of ASPNETCORE_URLS (a host
+// of "+", "*" or "0.0.0.0" means every interface), else ":8080". A value
+// that is not a valid port or URL is an error naming the variable.
+func (c *Config) ListenAddress() (string, error) {
+	root := c.root()
+	if v := strings.TrimSpace(root.String("PORT")); v != "" {
+		if err := checkPort(v); err != nil {
+			return "", &KeyError{Key: "PORT", Err: err}
+		}
+		return ":" + v, nil
+	}
+	if v := strings.TrimSpace(root.String("HTTP_PORTS")); v != "" {
+		first := strings.TrimSpace(strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ',' })[0])
+		if err := checkPort(first); err != nil {
+			return "", &KeyError{Key: "HTTP_PORTS", Err: err}
+		}
+		return ":" + first, nil
+	}
+	if v := strings.TrimSpace(root.String("ASPNETCORE_URLS")); v != "" {
+		addr, err := listenFromURLs(v)
+		if err != nil {
+			return "", &KeyError{Key: "ASPNETCORE_URLS", Err: err}
+		}
+		return addr, nil
+	}
+	return DefaultListenAddress, nil
+}
+
+func checkPort(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("invalid port %q", v)
+	}
+	return nil
+}
+
+// listenFromURLs picks the first http URL of an ASPNETCORE_URLS list
+// ("http://+:5000;https://+:5001"). https URLs are skipped: TLS termination
+// is the job of the proxy in front of a Go service.
+func listenFromURLs(v string) (string, error) {
+	for _, raw := range strings.Split(v, ";") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		scheme, rest, ok := strings.Cut(raw, "://")
+		if !ok {
+			return "", fmt.Errorf("invalid URL %q", raw)
+		}
+		if !strings.EqualFold(scheme, "http") {
+			continue
+		}
+		hostport, _, _ := strings.Cut(rest, "/")
+		host, port, err := net.SplitHostPort(hostport)
+		if err != nil {
+			host, port = hostport, "80"
+		}
+		if err := checkPort(port); err != nil {
+			return "", err
+		}
+		switch host {
+		case "+", "*", "0.0.0.0", "[::]", "::":
+			host = ""
+		}
+		return net.JoinHostPort(host, port), nil
+	}
+	return "", fmt.Errorf("no http URL in %q", v)
+}

@@ -1,0 +1,372 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Query is a parsed logical service URL, as
+// Microsoft.Extensions.ServiceDiscovery reads one: "https+http://catalog"
+// is service "catalog" with schemes [https http]; "http://_grpc.catalog" is
+// service "catalog", endpoint "grpc", schemes [http].
+type Query struct {
+	// Schemes are the allowed schemes in order of preference.
+	Schemes []string
+	// Service is the logical service name (the host without the endpoint
+	// prefix).
+	Service string
+	// Endpoint is the endpoint name, or "" when none was given.
+	Endpoint string
+}
+
+// ParseQuery parses a logical URL's scheme and host into a Query.
+func ParseQuery(u *url.URL) (Query, error) {
+	if u == nil || u.Scheme == "" {
+		return Query{}, errors.New("discovery: URL has no scheme")
+	}
+	host := u.Hostname()
+	if host == "" {
+		return Query{}, fmt.Errorf("discovery: URL %q has no host", u.Redacted())
+	}
+	q := Query{Service: host}
+	if dot := strings.IndexByte(host, '.'); strings.HasPrefix(host, "_") && dot > 1 && !strings.HasSuffix(host, ".") {
+		q.Endpoint = host[1:dot]
+		q.Service = host[dot+1:]
+	}
+	for _, s := range strings.Split(strings.ToLower(u.Scheme), "+") {
+		if s == "" {
+			return Query{}, fmt.Errorf("discovery: URL %q has an empty scheme in %q", u.Redacted(), u.Scheme)
+		}
+		q.Schemes = append(q.Schemes, s)
+	}
+	return q, nil
+}
+
+// Endpoint is one resolved address of a service.
+type Endpoint struct {
+	// Scheme is "http", "https", or another scheme the endpoint declared.
+	Scheme string
+	// Host is "host:port" (or just "host").
+	Host string
+	// Source names where the endpoint came from, such as
+	// "services:catalog:http:0" or "CATALOG_HTTP", for logs and errors.
+	Source string
+}
+
+// ResolveError reports endpoint configuration that cannot be used. It names
+// the key at fault.
+type ResolveError struct {
+	// Service is the logical service name.
+	Service string
+	// Key is the configuration key or variable at fault.
+	Key string
+	// Reason says what is wrong.
+	Reason string
+}
+
+func (e *ResolveError) Error() string {
+	return fmt.Sprintf("discovery: service %q: %s: %s", e.Service, e.Key, e.Reason)
+}
+
+// Resolver turns logical service URLs into endpoints, following
+// Microsoft.Extensions.ServiceDiscovery's configuration rules over three
+// variable forms, first match wins:
+//
+//  1. services__{service}__{endpoint}__{index} (Aspire 8.x–13.1, 13.2.3+);
+//  2. services__{service}__{scheme}__{index} (Aspire 13.2.0–13.2.2);
+//  3. {SERVICE}_{ENDPOINT}=scheme://host:port (Aspire 13.0+).
+//
+// With no endpoint name the "default" endpoint is used, else the first one
+// named after an allowed scheme. A named endpoint that only the
+// scheme-keyed form 2 could hold is looked up last, after form 3, since
+// that form cannot tell a named endpoint from the plain one. Of the
+// endpoints found, only those of the most preferred scheme present are
+// kept, so https+http:// returns no http endpoints when an https one
+// exists. Several endpoints are several instances, handed out round-robin.
+// Nothing found means pass-through: the host is used as a DNS name with the
+// first scheme.
+//
+// Configuration does not change after Load, so results are computed once
+// per logical host and cached. A Resolver is safe for concurrent use.
+type Resolver struct {
+	cfg    *Config
+	cache  sync.Map // cacheKey -> *resolution
+	cached atomic.Int64
+}
+
+// maxCached bounds the resolution cache, so a client that calls many
+// distinct real hosts through the Transport cannot grow it without limit.
+// Past it, results are computed per call (and round-robin restarts).
+const maxCached = 4096
+
+type cacheKey struct{ scheme, host string }
+
+type resolution struct {
+	endpoints []Endpoint // empty means pass-through
+	next      atomic.Uint64
+	err       error
+}
+
+// NewResolver returns a Resolver reading cfg.
+func NewResolver(cfg *Config) *Resolver {
+	return &Resolver{cfg: cfg.root()}
+}
+
+// Endpoints returns every endpoint configured for the logical URL, in
+// configuration order, or nil when nothing is configured (pass-through).
+// An error names the key whose value is unusable.
+func (r *Resolver) Endpoints(u *url.URL) ([]Endpoint, error) {
+	res, err := r.resolve(u)
+	if err != nil {
+		return nil, err
+	}
+	return res.endpoints, nil
+}
+
+func (r *Resolver) resolve(u *url.URL) (*resolution, error) {
+	key := cacheKey{u.Scheme, u.Host}
+	if v, ok := r.cache.Load(key); ok {
+		res := v.(*resolution)
+		return res, res.err
+	}
+	res := &resolution{}
+	q, err := ParseQuery(u)
+	if err != nil {
+		res.err = err
+	} else {
+		res.endpoints, res.err = r.lookup(q)
+	}
+	if r.cached.Load() >= maxCached {
+		return res, res.err
+	}
+	v, loaded := r.cache.LoadOrStore(key, res)
+	if !loaded {
+		r.cached.Add(1)
+	}
+	res = v.(*resolution)
+	return res, res.err
+}
+
+// Resolve returns the real URL for a logical one: the next endpoint
+// round-robin with the path, query and fragment of u kept, or, when nothing
+// is configured, u itself with its first scheme. It returns u unchanged
+// (the same pointer) when there is nothing to rewrite.
+func (r *Resolver) Resolve(u *url.URL) (*url.URL, error) {
+	res, err := r.resolve(u)
+	if err != nil {
+		return nil, err
+	}
+	if len(res.endpoints) == 0 {
+		scheme, _, plural := strings.Cut(u.Scheme, "+")
+		if !plural {
+			return u, nil
+		}
+		out := *u
+		out.Scheme = scheme
+		return &out, nil
+	}
+	n := res.next.Add(1) - 1
+	ep := res.endpoints[n%uint64(len(res.endpoints))]
+	out := *u
+	out.Scheme = ep.Scheme
+	out.Host = ep.Host
+	return &out, nil
+}
+
+func (r *Resolver) lookup(q Query) ([]Endpoint, error) {
+	var names []string
+	if q.Endpoint == "" {
+		names = append([]string{"default"}, q.Schemes...)
+		// Forms 1 and 2 share the services section; then form 3.
+		if eps, found, err := r.fromSection(q, names); found || err != nil {
+			return eps, err
+		}
+		return r.fromEndpointVars(q, names)
+	}
+	if eps, found, err := r.fromSection(q, []string{q.Endpoint}); found || err != nil {
+		return eps, err
+	}
+	if eps, err := r.fromEndpointVars(q, []string{q.Endpoint}); len(eps) > 0 || err != nil {
+		return eps, err
+	}
+	eps, _, err := r.fromSection(q, q.Schemes)
+	return eps, err
+}
+
+// fromSection reads services:{service}:{name} for the first name that
+// exists. found is true when a section existed, even if filtering by
+// scheme left nothing.
+func (r *Resolver) fromSection(q Query, names []string) ([]Endpoint, bool, error) {
+	svc := r.cfg.Section("services:" + q.Service)
+	for _, name := range names {
+		path := "services:" + q.Service + ":" + name
+		var eps []Endpoint
+		if v, ok := svc.Lookup(name); ok && strings.TrimSpace(v) != "" {
+			ep, err := parseEndpoint(q, path, v)
+			if err != nil {
+				return nil, true, err
+			}
+			eps = append(eps, ep)
+		} else {
+			children := svc.Section(name).Children()
+			if len(children) == 0 {
+				continue
+			}
+			indexed := make([]struct {
+				i   int
+				key string
+			}, 0, len(children))
+			for _, c := range children {
+				i, err := strconv.Atoi(c)
+				if err != nil || i < 0 {
+					return nil, true, &ResolveError{Service: q.Service, Key: path + ":" + c, Reason: "endpoint index is not a non-negative number"}
+				}
+				indexed = append(indexed, struct {
+					i   int
+					key string
+				}{i, c})
+			}
+			// Numeric order, as .NET binds arrays.
+			for a := 1; a < len(indexed); a++ {
+				for b := a; b > 0 && indexed[b].i < indexed[b-1].i; b-- {
+					indexed[b], indexed[b-1] = indexed[b-1], indexed[b]
+				}
+			}
+			for _, ix := range indexed {
+				key := path + ":" + ix.key
+				v := svc.Section(name).String(ix.key)
+				if strings.TrimSpace(v) == "" {
+					return nil, true, &ResolveError{Service: q.Service, Key: key, Reason: "empty endpoint"}
+				}
+				ep, err := parseEndpoint(q, key, v)
+				if err != nil {
+					return nil, true, err
+				}
+				eps = append(eps, ep)
+			}
+		}
+		return filterSchemes(q, eps), true, nil
+	}
+	return nil, false, nil
+}
+
+// fromEndpointVars reads the Aspire 13 {SERVICE}_{ENDPOINT} variables.
+func (r *Resolver) fromEndpointVars(q Query, names []string) ([]Endpoint, error) {
+	for _, name := range names {
+		key := EnvName(q.Service) + "_" + EnvName(name)
+		v, ok := r.cfg.Lookup(key)
+		if !ok || strings.TrimSpace(v) == "" {
+			continue
+		}
+		ep, err := parseEndpoint(q, key, v)
+		if err != nil {
+			return nil, err
+		}
+		if eps := filterSchemes(q, []Endpoint{ep}); len(eps) > 0 {
+			return eps, nil
+		}
+	}
+	return nil, nil
+}
+
+// parseEndpoint reads "scheme://host:port" or a bare "host:port" (which
+// takes the query's first scheme).
+func parseEndpoint(q Query, key, v string) (Endpoint, error) {
+	v = strings.TrimSpace(v)
+	bad := func(reason string) (Endpoint, error) {
+		return Endpoint{}, &ResolveError{Service: q.Service, Key: key, Reason: reason}
+	}
+	if !strings.Contains(v, "://") {
+		if _, _, err := net.SplitHostPort(v); err != nil && strings.Contains(v, ":") && !strings.HasPrefix(v, "[") {
+			return bad("invalid host:port")
+		}
+		if strings.ContainsAny(v, "/?#@ ") {
+			return bad("invalid host:port")
+		}
+		return Endpoint{Scheme: q.Schemes[0], Host: v, Source: key}, nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || u.Scheme == "" {
+		return bad("invalid endpoint URL")
+	}
+	if u.User != nil {
+		return bad("endpoint URL must not carry user information")
+	}
+	return Endpoint{Scheme: strings.ToLower(u.Scheme), Host: u.Host, Source: key}, nil
+}
+
+// filterSchemes keeps only endpoints whose scheme is the most preferred
+// allowed scheme present.
+func filterSchemes(q Query, eps []Endpoint) []Endpoint {
+	best := len(q.Schemes)
+	for _, ep := range eps {
+		if i := indexOf(q.Schemes, ep.Scheme); i >= 0 && i < best {
+			best = i
+		}
+	}
+	out := eps[:0:0]
+	for _, ep := range eps {
+		if i := indexOf(q.Schemes, ep.Scheme); i >= 0 && i <= best {
+			out = append(out, ep)
+		}
+	}
+	return out
+}
+
+func indexOf(list []string, s string) int {
+	for i, v := range list {
+		if v == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// Transport is an http.RoundTripper that resolves logical request URLs
+// through a Resolver before handing the request to Base. The path, query
+// and headers are kept; the Host header follows the resolved address
+// unless the caller set one of its own.
+type Transport struct {
+	// Resolver resolves request URLs. It must not be nil.
+	Resolver *Resolver
+	// Base sends the rewritten request; nil means http.DefaultTransport.
+	Base http.RoundTripper
+}
+
+// NewTransport returns a Transport resolving through r and sending through
+// base (nil for http.DefaultTransport).
+func NewTransport(r *Resolver, base http.RoundTripper) *Transport {
+	return &Transport{Resolver: r, Base: base}
+}
+
+// RoundTrip implements http.RoundTripper. It does not modify req.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := t.Base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	u, err := t.Resolver.Resolve(req.URL)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	if u == req.URL {
+		return base.RoundTrip(req)
+	}
+	out := new(http.Request)
+	*out = *req
+	out.URL = u
+	if req.Host == "" || req.Host == req.URL.Host {
+		out.Host = ""
+	}
+	return base.RoundTrip(out)
+}
