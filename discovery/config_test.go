@@ -40,16 +40,16 @@ func TestLoadLayers(t *testing.T) {
 		"CUSTOMCONNSTR_legacy=Host=l",
 	)
 	tests := []struct{ key, want string }{
-		{"Logging:LogLevel:Default", "Debug"},          // environment file wins over base
-		{"logging:loglevel:default", "Debug"},          // case-insensitive
-		{"Logging__LogLevel__Default", "Debug"},        // __ is :
-		{"Aspire:Npgsql:DisableHealthChecks", "true"},  // environment variable wins over files
-		{"Aspire:Npgsql:Timeout", "00:00:15"},          // kept from base
-		{"Hosts:1", "b"},                               // arrays by index
-		{"Count", "4"},                                 // numbers as text
-		{"Nothing", ""},                                // null as empty
-		{"ConnectionStrings:db", "Host=h"},             // plain variable
-		{"ConnectionStrings:legacy", "Host=l"},         // Azure prefix
+		{"Logging:LogLevel:Default", "Debug"},         // environment file wins over base
+		{"logging:loglevel:default", "Debug"},         // case-insensitive
+		{"Logging__LogLevel__Default", "Debug"},       // __ is :
+		{"Aspire:Npgsql:DisableHealthChecks", "true"}, // environment variable wins over files
+		{"Aspire:Npgsql:Timeout", "00:00:15"},         // kept from base
+		{"Hosts:1", "b"},                              // arrays by index
+		{"Count", "4"},                                // numbers as text
+		{"Nothing", ""},                               // null as empty
+		{"ConnectionStrings:db", "Host=h"},            // plain variable
+		{"ConnectionStrings:legacy", "Host=l"},        // Azure prefix
 	}
 	for _, tt := range tests {
 		got, ok := c.Lookup(tt.key)
@@ -112,7 +112,7 @@ func TestTypedGetters(t *testing.T) {
 		"S:Dur": "00:00:30", "S:GoDur": "1m30s", "S:BadDur": "30",
 		"S:Float": "0.1", "S:BadFloat": "NaN",
 		"S:Password": "hunter2",
-		"S:Empty": "",
+		"S:Empty":    "",
 	})
 	s := c.Section("s")
 	if n, err := s.Int("Int", 0); err != nil || n != 42 {
