@@ -110,3 +110,39 @@ func isExecutable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
+
+// postgresBinaries are the PostgreSQL programs of one installation.
+type postgresBinaries struct {
+	postgres, initdb string
+	// dir is the directory postgres really lives in (symlinks resolved).
+	dir string
+}
+
+// findPostgresBinaries finds postgres with [FindBinary], then initdb with
+// [postgresBinaries.tool].
+func findPostgresBinaries() (postgresBinaries, error) {
+	var b postgresBinaries
+	var err error
+	if b.postgres, err = FindBinary("postgres"); err != nil {
+		return b, err
+	}
+	b.dir = filepath.Dir(b.postgres)
+	if real, err := filepath.EvalSymlinks(b.postgres); err == nil {
+		b.dir = filepath.Dir(real)
+	}
+	if b.initdb, err = b.tool("initdb"); err != nil {
+		return b, err
+	}
+	return b, nil
+}
+
+// tool finds another PostgreSQL program, preferring the directory postgres
+// lives in: initdb must match the server's version exactly, and on Debian the
+// pg_basebackup on PATH is a wrapper script that picks a version by its own
+// rules.
+func (b postgresBinaries) tool(name string) (string, error) {
+	if path := filepath.Join(b.dir, name); isExecutable(path) {
+		return path, nil
+	}
+	return FindBinary(name)
+}
