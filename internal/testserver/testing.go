@@ -34,6 +34,20 @@ func (p *Postgres) NewReplica(tb testing.TB, opts ...PostgresOption) *Postgres {
 	return r
 }
 
+// NewRedis starts a Redis server for the test with [StartRedis] and closes it
+// in tb.Cleanup. It skips the test if redis-server is not installed, and fails
+// it on any other start error. When the test has failed, the cleanup logs the
+// tail of the server log first.
+func NewRedis(tb testing.TB, opts ...RedisOption) *Redis {
+	tb.Helper()
+	r, err := StartRedis(tb.Context(), opts...)
+	if err != nil {
+		skipOrFatal(tb, err)
+	}
+	tb.Cleanup(func() { closeForTest(tb, r, r.logPath, r.password) })
+	return r
+}
+
 // skipOrFatal skips the test for a missing binary and fails it otherwise.
 func skipOrFatal(tb testing.TB, err error) {
 	tb.Helper()
