@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/log/global"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/net/http/httpproxy"
 
@@ -295,7 +296,21 @@ func readHealthSettings(cfg *discovery.Config) (healthSettings, error) {
 // "{method} {route}" after the Go 1.22 ServeMux pattern that matched, with
 // http.route set, plus the http.server.* metrics. Requests to /health and
 // /alive are neither traced nor measured.
+//
+// With traces and metrics both off, otelhttp would still compute its
+// attributes for no-op instruments (tens of allocations per request), so
+// the handler only extracts the caller's trace context instead: logs and
+// outgoing calls stay correlated at almost no cost.
 func (a *App) instrument(mux *http.ServeMux) http.Handler {
+	if !a.tel.tracing && !a.tel.metering {
+		prop := a.tel.prop
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header)); ctx != r.Context() {
+				r = r.WithContext(ctx)
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
 	routed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mux.ServeHTTP(w, r)
 		// ServeMux set r.Pattern on this request; otelhttp renames the

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.uber.org/goleak"
 
 	"github.com/goaspire/goaspire/discovery"
@@ -41,17 +40,12 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// restoreGlobals puts slog's default logger and the otel globals back when
-// the test ends, since Add replaces them.
+// restoreGlobals puts slog's default logger back when the test ends,
+// since Add replaces it. (The otel globals are left pointing at the last
+// App's providers, which are no-ops once shut down.)
 func restoreGlobals(t testing.TB) {
 	logger := slog.Default()
-	tp, mp, prop := otel.GetTracerProvider(), otel.GetMeterProvider(), otel.GetTextMapPropagator()
-	t.Cleanup(func() {
-		slog.SetDefault(logger)
-		otel.SetTracerProvider(tp)
-		otel.SetMeterProvider(mp)
-		otel.SetTextMapPropagator(prop)
-	})
+	t.Cleanup(func() { slog.SetDefault(logger) })
 }
 
 // newApp calls Add with exactly values as configuration, logging to the

@@ -43,6 +43,8 @@ type telemetry struct {
 	lp   otellog.LoggerProvider // nil when logs are not exported
 	prop propagation.TextMapPropagator
 
+	tracing, metering bool // tp, mp are SDK providers (not no-ops)
+
 	providers []func(context.Context) error // flush and stop each SDK provider
 	conns     *grpcConns                    // closed once the providers have stopped
 }
@@ -123,7 +125,7 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 				sdktrace.WithMaxExportBatchSize(s.bsp.maxBatch),
 			),
 		)
-		t.tp = tp
+		t.tp, t.tracing = tp, true
 		t.providers = append(t.providers, tp.Shutdown)
 	}
 
@@ -148,7 +150,7 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			sdkmetric.WithExemplarFilter(filter),
 			sdkmetric.WithCardinalityLimit(2000), // the SDK default, so the process environment cannot change it
 		)
-		t.mp = mp
+		t.mp, t.metering = mp, true
 		t.providers = append(t.providers, mp.Shutdown)
 		if err := runtime.Start(runtime.WithMeterProvider(mp)); err != nil {
 			return nil, fmt.Errorf("servicedefaults: starting Go runtime metrics: %w", err)
