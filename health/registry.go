@@ -212,8 +212,13 @@ func (r *Registry) run(ctx context.Context, pred func(Check) bool) (Report, uint
 	}
 	h, err := healthgo.New(healthgo.WithMaxConcurrent(len(configs)), healthgo.WithChecks(configs...))
 	if err != nil {
-		// Only a duplicate or empty name fails here, which Register refuses.
-		panic("health: health-go refused checks: " + err.Error())
+		// Only a duplicate or empty name fails here, which Register
+		// refuses; report it rather than panic should that ever change.
+		for i, c := range checks {
+			rep.Entries[i] = Entry{Name: c.Name, Status: Unhealthy, Error: Scrub(err.Error()), Tags: slices.Clone(c.Tags)}
+		}
+		rep.Status, rep.Duration = Unhealthy, time.Since(start)
+		return rep, gen
 	}
 	res := h.Measure(ctx)
 	rep.Duration = time.Since(start)

@@ -202,7 +202,7 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 
 	w := o.logWriter
 	if w == nil {
-		w = stderr
+		w = os.Stderr
 	}
 	handler, console := newLogHandler(w, ls, a.tel.lp)
 	a.logger = slog.New(handler)
@@ -237,19 +237,16 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	if a.tel.lp != nil {
 		global.SetLoggerProvider(a.tel.lp)
 	}
-	// Exporter errors go to the console only: sending them through the
-	// OTel log pipeline that may be what is failing would loop.
+	// SDK errors (failed exports mostly) go to the console only: sending
+	// them through the OTel log pipeline that may be what is failing
+	// would loop.
 	consoleLogger := slog.New(console)
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		consoleLogger.Warn("OpenTelemetry export error", "error", health.Scrub(err.Error()))
+		consoleLogger.Warn("OpenTelemetry error", "error", health.Scrub(err.Error()))
 	}))
 	slog.SetDefault(a.logger)
 	return a, nil
 }
-
-// stderr is where logs go by default; a variable so the SIGTERM test's
-// child process output stays observable.
-var stderr io.Writer = os.Stderr
 
 // handle registers h on mux, turning ServeMux's panic on a conflicting
 // pattern into an error.
