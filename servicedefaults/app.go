@@ -404,7 +404,8 @@ func (a *App) OnShutdown(f func(context.Context) error) {
 // first) the WithHTTPMiddleware middlewares, service discovery
 // (logical URLs such as "https+http://catalog/items" resolve through
 // App.Resolver), client instrumentation (a span per attempt, with the
-// trace context propagated to the callee, and http.client.* metrics), and
+// trace context propagated to the callee, and http.client.* metrics; with
+// traces and metrics off, only the propagation), and
 // one connection pool shared by the whole App. The pool trusts the system
 // roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration, and uses
 // HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.
@@ -421,11 +422,15 @@ func (a *App) HTTPClient(name string) *http.Client {
 		if a.base == nil {
 			a.base = a.newBaseTransport()
 		}
-		rt = otelhttp.NewTransport(a.base,
-			otelhttp.WithTracerProvider(a.tel.tp),
-			otelhttp.WithMeterProvider(a.tel.mp),
-			otelhttp.WithPropagators(a.tel.prop),
-		)
+		if a.tel.tracing || a.tel.metering {
+			rt = otelhttp.NewTransport(a.base,
+				otelhttp.WithTracerProvider(a.tel.tp),
+				otelhttp.WithMeterProvider(a.tel.mp),
+				otelhttp.WithPropagators(a.tel.prop),
+			)
+		} else {
+			rt = &propagatingTransport{base: a.base, prop: a.tel.prop}
+		}
 		rt = discovery.NewTransport(a.resolver, rt)
 		for i := len(a.wrapTransport) - 1; i >= 0; i-- {
 			rt = a.wrapTransport[i](name, rt)
@@ -433,6 +438,27 @@ func (a *App) HTTPClient(name string) *http.Client {
 		a.clients[name] = rt
 	}
 	return &http.Client{Transport: rt}
+}
+
+// propagatingTransport passes the trace context and baggage on to the
+// callee when telemetry is off, so a trace that came in still flows
+// through this service, without otelhttp's cost over no-op providers.
+type propagatingTransport struct {
+	base http.RoundTripper
+	prop propagation.TextMapPropagator
+}
+
+func (t *propagatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	carrier := propagation.MapCarrier{}
+	t.prop.Inject(r.Context(), carrier)
+	if len(carrier) == 0 {
+		return t.base.RoundTrip(r)
+	}
+	out := r.Clone(r.Context()) // a RoundTripper must not modify r
+	for k, v := range carrier {
+		out.Header.Set(k, v)
+	}
+	return t.base.RoundTrip(out)
 }
 
 func (a *App) newBaseTransport() *http.Transport {

@@ -478,3 +478,37 @@ func readLines(r *bufio.Scanner) <-chan string {
 	}()
 	return ch
 }
+
+// TestPropagationWithoutExporters: with telemetry off, a trace that comes
+// in still flows out through the App's clients, so the services around
+// this one keep one trace.
+func TestPropagationWithoutExporters(t *testing.T) {
+	var got atomic.Value
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Header.Get("traceparent") + "|" + r.Header.Get("baggage"))
+	}))
+	defer backend.Close()
+	mux := http.NewServeMux()
+	app, _ := newApp(t, map[string]string{"services__backend__http__0": backend.URL}, mux)
+	client := app.HTTPClient("backend")
+	mux.HandleFunc("GET /front", func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://backend/", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), 502)
+			return
+		}
+		resp.Body.Close()
+	})
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/front", nil)
+	req.Header.Set("traceparent", traceparent)
+	req.Header.Set("baggage", "tenant=t1")
+	app.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("GET /front = %d %s", rec.Code, rec.Body)
+	}
+	if v, _ := got.Load().(string); v != traceparent+"|tenant=t1" {
+		t.Fatalf("backend got %q, want the incoming trace context and baggage", v)
+	}
+}
