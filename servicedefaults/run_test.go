@@ -250,8 +250,7 @@ func TestSIGTERM(t *testing.T) {
 	killed := false
 	defer func() {
 		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			_ = cmd.Process.Kill() // the reader goroutine then sees EOF and reaps it
 		}
 	}()
 	lines := readLines(bufio.NewScanner(stderr))
@@ -311,10 +310,19 @@ func TestSIGTERM(t *testing.T) {
 	if res := <-resc; res.err != nil || res.code != 200 || res.body != "done" {
 		t.Fatalf("in-flight request = %+v", res)
 	}
-	for range lines { // drain until the child closes stderr
+	exited := make(chan error, 1)
+	go func() {
+		for l := range lines { // until the child closes stderr
+			all = append(all, l)
+		}
+		exited <- cmd.Wait()
+	}()
+	select {
+	case err = <-exited:
+		killed = true
+	case <-time.After(grace + 10*time.Second):
+		t.Fatalf("child still running %v after SIGTERM", grace+10*time.Second)
 	}
-	err = cmd.Wait()
-	killed = true
 	if err != nil {
 		t.Fatalf("child exited with %v:\n%s\n%s", err, stdout.String(), strings.Join(all, "\n"))
 	}
