@@ -302,8 +302,13 @@ func (a *App) instrument(mux *http.ServeMux) http.Handler {
 	if !a.tel.tracing && !a.tel.metering {
 		prop := a.tel.prop
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header)); ctx != r.Context() {
-				r = r.WithContext(ctx)
+			// The server canonicalizes header keys, so a map lookup skips
+			// untraced requests without HeaderCarrier's per-call
+			// canonicalization of the lower-case names.
+			if len(r.Header["Traceparent"]) != 0 || len(r.Header["Baggage"]) != 0 {
+				if ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header)); ctx != r.Context() {
+					r = r.WithContext(ctx)
+				}
 			}
 			mux.ServeHTTP(w, r)
 		})

@@ -17,7 +17,8 @@ import (
 // instrumentation against a bare ServeMux, on the handler path alone (no
 // network): "bare" is the mux, "noop" is App.Handler with exporters off
 // (the default without OTEL_EXPORTER_OTLP_ENDPOINT: trace-context
-// extraction only), "otelhttp-noop" is otelhttp over no-op providers (what
+// extraction only; "noop-untraced" without a traceparent header),
+// "otelhttp-noop" is otelhttp over no-op providers (what
 // "noop" would cost without that shortcut), "sdk" is App.Handler
 // recording spans into a batch processor with a discarding exporter and
 // metrics into a reader that is never collected.
@@ -32,9 +33,11 @@ func BenchmarkServer(b *testing.B) {
 		})
 		return mux
 	}
-	run := func(b *testing.B, h http.Handler) {
+	run := func(b *testing.B, h http.Handler, traced bool) {
 		req := httptest.NewRequest("GET", "/items/42", nil)
-		req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		if traced {
+			req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		}
 		w := &discardWriter{h: http.Header{}}
 		b.ReportAllocs()
 		for b.Loop() {
@@ -51,12 +54,13 @@ func BenchmarkServer(b *testing.B) {
 		return app
 	}
 
-	b.Run("bare", func(b *testing.B) { run(b, newMux()) })
-	b.Run("noop", func(b *testing.B) { run(b, newApp(b, newMux()).Handler()) })
+	b.Run("bare", func(b *testing.B) { run(b, newMux(), true) })
+	b.Run("noop", func(b *testing.B) { run(b, newApp(b, newMux()).Handler(), true) })
+	b.Run("noop-untraced", func(b *testing.B) { run(b, newApp(b, newMux()).Handler(), false) })
 	b.Run("otelhttp-noop", func(b *testing.B) {
 		app := newApp(b, newMux())
 		app.tel.tracing, app.tel.metering = true, true // force otelhttp over the no-op providers
-		run(b, app.instrument(app.mux))
+		run(b, app.instrument(app.mux), true)
 	})
 	b.Run("sdk", func(b *testing.B) {
 		app := newApp(b, newMux())
@@ -64,7 +68,7 @@ func BenchmarkServer(b *testing.B) {
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 		b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
 		app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
-		run(b, app.instrument(app.mux))
+		run(b, app.instrument(app.mux), true)
 	})
 }
 
