@@ -306,7 +306,7 @@ func (a *App) instrument(mux *http.ServeMux) http.Handler {
 			// untraced requests without HeaderCarrier's per-call
 			// canonicalization of the lower-case names.
 			if len(r.Header["Traceparent"]) != 0 || len(r.Header["Baggage"]) != 0 {
-				if ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header)); ctx != r.Context() {
+				if ctx := prop.Extract(r.Context(), headerCarrier(r.Header)); ctx != r.Context() {
 					r = r.WithContext(ctx)
 				}
 			}
@@ -332,6 +332,26 @@ func (a *App) instrument(mux *http.ServeMux) http.Handler {
 		}),
 	)
 }
+
+// headerCarrier is propagation.HeaderCarrier without the per-call
+// canonicalization (an allocation) of the propagators' lower-case names.
+type headerCarrier http.Header
+
+var canonicalNames = map[string]string{"traceparent": "Traceparent", "tracestate": "Tracestate", "baggage": "Baggage"}
+
+func (h headerCarrier) Get(key string) string {
+	if ck, ok := canonicalNames[key]; ok {
+		if v := h[ck]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	return http.Header(h).Get(key)
+}
+
+func (h headerCarrier) Set(key, value string) { http.Header(h).Set(key, value) }
+
+func (h headerCarrier) Keys() []string { return propagation.HeaderCarrier(h).Keys() }
 
 // route returns the path part of a ServeMux pattern
 // ("GET example.com/items/{id}" -> "/items/{id}").
