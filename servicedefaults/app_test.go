@@ -495,7 +495,7 @@ func TestPropagationWithoutExporters(t *testing.T) {
 		req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://backend/", nil)
 		resp, err := client.Do(req)
 		if err != nil {
-			http.Error(w, err.Error(), 502)
+			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
 		resp.Body.Close()
