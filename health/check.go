@@ -1,5 +1,3 @@
-// Package health is goaspire's health-check registry and its /health and
-// /alive endpoints, built on github.com/hellofresh/health-go/v5.
 package health
 
 import (

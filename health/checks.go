@@ -1,0 +1,85 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/goaspire/goaspire/internal/redact"
+)
+
+// PgxPool returns a check, tagged TagReady, that pings the database
+// through pool: it borrows a pooled connection (waiting for one when the
+// pool is exhausted, which then counts against the timeout) instead of
+// dialling a new one as health-go's checks/pgx5 does.
+func PgxPool(name string, pool *pgxpool.Pool) Check {
+	return Check{
+		Name: name,
+		Tags: []string{TagReady},
+		Check: func(ctx context.Context) error {
+			if pool == nil {
+				return errors.New("no pool")
+			}
+			return pool.Ping(ctx)
+		},
+	}
+}
+
+// Redis returns a check, tagged TagReady, that sends PING through client's
+// own connection pool.
+func Redis(name string, client redis.UniversalClient) Check {
+	return Check{
+		Name: name,
+		Tags: []string{TagReady},
+		Check: func(ctx context.Context) error {
+			if client == nil {
+				return errors.New("no client")
+			}
+			return client.Ping(ctx).Err()
+		},
+	}
+}
+
+// HTTP returns a check, tagged TagReady, that sends GET target through
+// client (http.DefaultClient when nil) and passes on a 2xx answer.
+// Redirects are followed as client does. Errors name the URL with its
+// password and secret query parameters masked.
+//
+// The client may be one from servicedefaults' App.HTTPClient, so target
+// may be a logical URL such as "https+http://catalog/health".
+func HTTP(name string, client *http.Client, target string) Check {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	shown := redact.URL(target)
+	return Check{
+		Name: name,
+		Tags: []string{TagReady},
+		Check: func(ctx context.Context) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+			if err != nil {
+				return fmt.Errorf("GET %s: invalid request", shown)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				var ue *url.Error
+				if errors.As(err, &ue) {
+					err = ue.Err
+				}
+				return fmt.Errorf("GET %s: %w", shown, err)
+			}
+			defer resp.Body.Close()
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			if resp.StatusCode < 200 || resp.StatusCode > 299 {
+				return fmt.Errorf("GET %s: status %s", shown, resp.Status)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,546 @@
+package servicedefaults
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/log/global"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"golang.org/x/net/http/httpproxy"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
+)
+
+// Default durations, each overridable from configuration (see the package
+// documentation) or by an Option.
+const (
+	// DefaultShutdownTimeout is the grace period in-flight requests get to
+	// finish after SIGTERM. With DefaultFlushTimeout it makes 30 s, the
+	// Kubernetes default terminationGracePeriodSeconds.
+	DefaultShutdownTimeout = 25 * time.Second
+	// DefaultFlushTimeout bounds flushing telemetry and closing clients
+	// once the server has drained.
+	DefaultFlushTimeout = 5 * time.Second
+	// DefaultHealthCacheDuration is how long outside Development a health
+	// report is reused.
+	DefaultHealthCacheDuration = 2 * time.Second
+)
+
+// Paths of the health endpoints, as in .NET Aspire's ServiceDefaults.
+const (
+	HealthPath = "/health"
+	AlivePath  = "/alive"
+)
+
+// SelfCheckName names the always-present live check.
+const SelfCheckName = "self"
+
+// App is a service set up by Add. Its methods are safe for concurrent use.
+type App struct {
+	cfg      *discovery.Config
+	resolver *discovery.Resolver
+	tel      *telemetry
+	logger   *slog.Logger
+	health   *health.Registry
+	mux      *http.ServeMux
+	handler  http.Handler
+	certPool *x509.CertPool
+
+	shutdownTimeout, flushTimeout time.Duration
+
+	// wrapTransport stacks the HTTP client middleware (outermost first)
+	// over the discovery-aware, instrumented transport of a named client.
+	// The resilience pipeline plugs in here.
+	wrapTransport []func(name string, next http.RoundTripper) http.RoundTripper
+
+	mu         sync.Mutex
+	base       *http.Transport
+	clients    map[string]http.RoundTripper
+	hooks      []func(context.Context) error
+	serving    bool
+	serverDone chan struct{} // closed when Serve has drained; nil until Serve starts
+	shutDown   bool
+
+	stopping     chan struct{} // closed when Shutdown starts
+	stopOnce     sync.Once
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// Option configures Add.
+type Option func(*options)
+
+type options struct {
+	cfg             *discovery.Config
+	shutdownTimeout time.Duration
+	flushTimeout    time.Duration
+	logWriter       io.Writer
+	middleware      []func(string, http.RoundTripper) http.RoundTripper
+}
+
+// WithConfig makes Add use cfg instead of calling discovery.Load. Tests
+// pass discovery.FromMap(...) so they never depend on the process
+// environment; every OTEL_* variable is then read from cfg too.
+func WithConfig(cfg *discovery.Config) Option { return func(o *options) { o.cfg = cfg } }
+
+// WithShutdownTimeout sets the grace period in-flight requests get to
+// finish once shutdown starts, overriding
+// Aspire:ServiceDefaults:ShutdownTimeout. Past it, remaining connections
+// are closed.
+func WithShutdownTimeout(d time.Duration) Option {
+	return func(o *options) { o.shutdownTimeout = d }
+}
+
+// WithFlushTimeout bounds the Shutdown that Run performs after draining
+// (flushing telemetry, closing clients), overriding
+// Aspire:ServiceDefaults:FlushTimeout.
+func WithFlushTimeout(d time.Duration) Option {
+	return func(o *options) { o.flushTimeout = d }
+}
+
+// WithLogWriter makes the App's logger write to w instead of os.Stderr.
+func WithLogWriter(w io.Writer) Option { return func(o *options) { o.logWriter = w } }
+
+// WithHTTPMiddleware wraps the transport of every client App.HTTPClient
+// makes. mw receives the client's name and the transport below it
+// (service discovery, then client instrumentation, then the shared
+// connection pool) and returns the transport to use. Several middlewares
+// stack with the first given outermost.
+func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundTripper) Option {
+	return func(o *options) { o.middleware = append(o.middleware, mw) }
+}
+
+// Add sets up a service the way .NET Aspire's AddServiceDefaults and
+// MapDefaultEndpoints do, and returns the App to run it. In order, it:
+//
+//  1. loads configuration (discovery.Load, unless WithConfig);
+//  2. sets up OpenTelemetry traces, metrics and logs from the OTEL_*
+//     variables, each exported over OTLP only when an endpoint is set
+//     (otherwise a no-op provider), and installs them, with W3C trace
+//     context and baggage propagation, as the otel globals;
+//  3. replaces slog's default logger (slog.SetDefault, which also routes
+//     the log package) with App.Logger: stderr (text in Development, JSON
+//     otherwise) with trace_id/span_id from the context, plus the OTel log
+//     pipeline;
+//  4. creates the health registry with its "self" live check and maps
+//     "GET /health" and "GET /alive" on mux;
+//  5. wraps mux in server instrumentation (App.Handler).
+//
+// mux may be nil for a worker: the App then serves only the health
+// endpoints. Errors name the variable or key at fault. If Add fails,
+// nothing needs closing.
+func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg := o.cfg
+	if cfg == nil {
+		var err error
+		if cfg, err = discovery.Load(); err != nil {
+			return nil, fmt.Errorf("servicedefaults: %w", err)
+		}
+	}
+	a := &App{
+		cfg:           cfg,
+		resolver:      discovery.NewResolver(cfg),
+		clients:       map[string]http.RoundTripper{},
+		stopping:      make(chan struct{}),
+		wrapTransport: o.middleware,
+	}
+
+	// Read every setting before building anything, so a bad value fails
+	// Add without side effects.
+	sd := cfg.Section("Aspire:ServiceDefaults")
+	var errs []error
+	var err error
+	a.shutdownTimeout, err = sd.Duration("ShutdownTimeout", DefaultShutdownTimeout)
+	errs = append(errs, err)
+	a.flushTimeout, err = sd.Duration("FlushTimeout", DefaultFlushTimeout)
+	errs = append(errs, err)
+	if o.shutdownTimeout > 0 {
+		a.shutdownTimeout = o.shutdownTimeout
+	}
+	if o.flushTimeout > 0 {
+		a.flushTimeout = o.flushTimeout
+	}
+	hs, err := readHealthSettings(cfg)
+	errs = append(errs, err)
+	ls, err := readLogSettings(cfg)
+	errs = append(errs, err)
+	if _, err := cfg.ListenAddress(); err != nil {
+		errs = append(errs, err)
+	}
+	ots, err := readOTelSettings(cfg)
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("servicedefaults: %w", err)
+	}
+	a.certPool = ots.certPool
+
+	a.tel, err = newTelemetry(ctx, ots)
+	if err != nil {
+		return nil, err
+	}
+
+	w := o.logWriter
+	if w == nil {
+		w = os.Stderr
+	}
+	handler, console := newLogHandler(w, ls, a.tel.lp)
+	a.logger = slog.New(handler)
+
+	a.health = health.NewRegistry(health.WithDefaultTimeout(hs.timeout), health.WithLogger(a.logger))
+	_ = a.health.Register(health.Check{
+		Name:  SelfCheckName,
+		Tags:  []string{health.TagLive},
+		Check: func(context.Context) error { return nil },
+	})
+	if mux == nil {
+		mux = http.NewServeMux()
+	}
+	a.mux = mux
+	if err := errors.Join(
+		handle(mux, "GET "+HealthPath, a.health.Handler(health.HandlerOptions{
+			Detailed: hs.detailed, CacheDuration: hs.cache,
+		})),
+		handle(mux, "GET "+AlivePath, a.health.Handler(health.HandlerOptions{
+			Predicate: health.Tagged(health.TagLive), Detailed: hs.detailed, CacheDuration: hs.cache,
+		})),
+	); err != nil {
+		_ = a.tel.shutdown(ctx)
+		return nil, err
+	}
+	a.handler = a.instrument(mux)
+
+	// Side effects on process-wide state come last, once nothing can fail.
+	otel.SetTracerProvider(a.tel.tp)
+	otel.SetMeterProvider(a.tel.mp)
+	otel.SetTextMapPropagator(a.tel.prop)
+	if a.tel.lp != nil {
+		global.SetLoggerProvider(a.tel.lp)
+	}
+	// SDK errors (failed exports mostly) go to the console only: sending
+	// them through the OTel log pipeline that may be what is failing
+	// would loop.
+	consoleLogger := slog.New(console)
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		consoleLogger.Warn("OpenTelemetry error", "error", health.Scrub(err.Error()))
+	}))
+	slog.SetDefault(a.logger)
+	return a, nil
+}
+
+// handle registers h on mux, turning ServeMux's panic on a conflicting
+// pattern into an error.
+func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("servicedefaults: mapping %q: %v", pattern, p)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
+}
+
+type healthSettings struct {
+	detailed bool
+	cache    time.Duration
+	timeout  time.Duration
+}
+
+func readHealthSettings(cfg *discovery.Config) (healthSettings, error) {
+	hc := cfg.Section("Aspire:ServiceDefaults:HealthChecks")
+	dev := cfg.IsDevelopment()
+	defCache := DefaultHealthCacheDuration
+	if dev {
+		defCache = 0
+	}
+	var s healthSettings
+	var errs []error
+	var err error
+	s.detailed, err = hc.Bool("DetailedOutput", dev)
+	errs = append(errs, err)
+	s.cache, err = hc.Duration("CacheDuration", defCache)
+	errs = append(errs, err)
+	s.timeout, err = hc.Duration("Timeout", health.DefaultTimeout)
+	errs = append(errs, err)
+	if s.timeout <= 0 {
+		errs = append(errs, &discovery.KeyError{Key: "Aspire:ServiceDefaults:HealthChecks:Timeout", Err: errors.New("must be positive")})
+	}
+	return s, errors.Join(errs...)
+}
+
+// instrument wraps mux in otelhttp server instrumentation: one server span
+// per request (continuing the caller's trace from its traceparent), named
+// "{method} {route}" after the Go 1.22 ServeMux pattern that matched, with
+// http.route set, plus the http.server.* metrics. Requests to /health and
+// /alive are neither traced nor measured.
+//
+// With traces and metrics both off, otelhttp would still compute its
+// attributes for no-op instruments (tens of allocations per request), so
+// the handler only extracts the caller's trace context instead: logs and
+// outgoing calls stay correlated at almost no cost.
+func (a *App) instrument(mux *http.ServeMux) http.Handler {
+	if !a.tel.tracing && !a.tel.metering {
+		prop := a.tel.prop
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			// The server canonicalizes header keys, so a map lookup skips
+			// untraced requests without HeaderCarrier's per-call
+			// canonicalization of the lower-case names.
+			if len(r.Header["Traceparent"]) != 0 || len(r.Header["Baggage"]) != 0 {
+				if ctx := prop.Extract(r.Context(), headerCarrier(r.Header)); ctx != r.Context() {
+					r = r.WithContext(ctx)
+				}
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
+	routed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r)
+		// ServeMux set r.Pattern on this request; otelhttp renames the
+		// span from it but does not record http.route on the span.
+		if r.Pattern != "" {
+			if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+				span.SetAttributes(attribute.String("http.route", route(r.Pattern)))
+			}
+		}
+	})
+	return otelhttp.NewHandler(routed, "",
+		otelhttp.WithTracerProvider(a.tel.tp),
+		otelhttp.WithMeterProvider(a.tel.mp),
+		otelhttp.WithPropagators(a.tel.prop),
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			return r.URL.Path != HealthPath && r.URL.Path != AlivePath
+		}),
+	)
+}
+
+// headerCarrier is propagation.HeaderCarrier without the per-call
+// canonicalization (an allocation) of the propagators' lower-case names.
+type headerCarrier http.Header
+
+var canonicalNames = map[string]string{"traceparent": "Traceparent", "tracestate": "Tracestate", "baggage": "Baggage"}
+
+func (h headerCarrier) Get(key string) string {
+	if ck, ok := canonicalNames[key]; ok {
+		if v := h[ck]; len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	return http.Header(h).Get(key)
+}
+
+func (h headerCarrier) Set(key, value string) { http.Header(h).Set(key, value) }
+
+func (h headerCarrier) Keys() []string { return propagation.HeaderCarrier(h).Keys() }
+
+// route returns the path part of a ServeMux pattern
+// ("GET example.com/items/{id}" -> "/items/{id}").
+func route(pattern string) string {
+	if i := strings.IndexAny(pattern, " \t"); i >= 0 {
+		pattern = strings.TrimLeft(pattern[i:], " \t")
+	}
+	if i := strings.IndexByte(pattern, '/'); i > 0 {
+		pattern = pattern[i:]
+	}
+	return pattern
+}
+
+// Config returns the configuration the App was built from.
+func (a *App) Config() *discovery.Config { return a.cfg }
+
+// Resolver returns the App's service-endpoint resolver.
+func (a *App) Resolver() *discovery.Resolver { return a.resolver }
+
+// Logger returns the App's logger (also slog's default after Add). Log
+// with the ...Context methods inside a request so records carry the
+// trace_id and span_id of the current span.
+func (a *App) Logger() *slog.Logger { return a.logger }
+
+// Health returns the App's health registry. Register checks on it to have
+// /health (every check) and /alive (checks tagged health.TagLive) run
+// them.
+func (a *App) Health() *health.Registry { return a.health }
+
+// Handler returns the instrumented handler Run serves: the mux given to
+// Add, with the health endpoints, wrapped in server instrumentation. Use
+// it to serve the App with an http.Server of your own.
+func (a *App) Handler() http.Handler { return a.handler }
+
+// TracerProvider returns the App's tracer provider (a no-op one when
+// traces are not exported), to hand to client libraries.
+func (a *App) TracerProvider() trace.TracerProvider { return a.tel.tp }
+
+// MeterProvider returns the App's meter provider (a no-op one when
+// metrics are not exported).
+func (a *App) MeterProvider() metric.MeterProvider { return a.tel.mp }
+
+// Tracer returns a tracer for user code; name is the instrumentation
+// scope, conventionally the package path.
+func (a *App) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return a.tel.tp.Tracer(name, opts...)
+}
+
+// Meter returns a meter for user code's instruments (counters,
+// histograms...); name is the instrumentation scope.
+func (a *App) Meter(name string, opts ...metric.MeterOption) metric.Meter {
+	return a.tel.mp.Meter(name, opts...)
+}
+
+// OnShutdown registers f to run during Shutdown, after the server has
+// drained and before telemetry is flushed, in reverse order of
+// registration (like defer). Clients made by the App register their Close
+// here; users may add their own. f registered after Shutdown has started
+// runs at once with a background context.
+func (a *App) OnShutdown(f func(context.Context) error) {
+	a.mu.Lock()
+	if !a.shutDown {
+		a.hooks = append(a.hooks, f)
+		a.mu.Unlock()
+		return
+	}
+	a.mu.Unlock()
+	if err := f(context.Background()); err != nil {
+		a.logger.Warn("shutdown hook failed", "error", err)
+	}
+}
+
+// HTTPClient returns an http.Client for calling other services. Its
+// transport, shared by every client of the same name, stacks (outermost
+// first) the WithHTTPMiddleware middlewares, service discovery
+// (logical URLs such as "https+http://catalog/items" resolve through
+// App.Resolver), client instrumentation (a span per attempt, with the
+// trace context propagated to the callee, and http.client.* metrics; with
+// traces and metrics off, only the propagation), and
+// one connection pool shared by the whole App. The pool trusts the system
+// roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration, and uses
+// HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.
+//
+// name identifies the client to middleware and configuration; requests
+// still carry full URLs. The client has no Timeout: set one, use request
+// contexts, or add a resilience middleware. Shutdown closes the pool's
+// idle connections.
+func (a *App) HTTPClient(name string) *http.Client {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rt, ok := a.clients[name]
+	if !ok {
+		if a.base == nil {
+			a.base = a.newBaseTransport()
+		}
+		if a.tel.tracing || a.tel.metering {
+			rt = otelhttp.NewTransport(a.base,
+				otelhttp.WithTracerProvider(a.tel.tp),
+				otelhttp.WithMeterProvider(a.tel.mp),
+				otelhttp.WithPropagators(a.tel.prop),
+			)
+		} else {
+			rt = &propagatingTransport{base: a.base, prop: a.tel.prop}
+		}
+		rt = discovery.NewTransport(a.resolver, rt)
+		for i := len(a.wrapTransport) - 1; i >= 0; i-- {
+			rt = a.wrapTransport[i](name, rt)
+		}
+		a.clients[name] = rt
+	}
+	return &http.Client{Transport: rt}
+}
+
+// propagatingTransport passes the trace context and baggage on to the
+// callee when telemetry is off, so a trace that came in still flows
+// through this service, without otelhttp's cost over no-op providers.
+type propagatingTransport struct {
+	base http.RoundTripper
+	prop propagation.TextMapPropagator
+}
+
+func (t *propagatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	carrier := propagation.MapCarrier{}
+	t.prop.Inject(r.Context(), carrier)
+	if len(carrier) == 0 {
+		return t.base.RoundTrip(r)
+	}
+	out := r.Clone(r.Context()) // a RoundTripper must not modify r
+	for k, v := range carrier {
+		out.Header.Set(k, v)
+	}
+	return t.base.RoundTrip(out)
+}
+
+func (a *App) newBaseTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64 // the default 2 throttles service-to-service traffic
+	pc := &httpproxy.Config{
+		HTTPProxy:  a.cfg.String("HTTP_PROXY"),
+		HTTPSProxy: a.cfg.String("HTTPS_PROXY"),
+		NoProxy:    a.cfg.String("NO_PROXY"),
+	}
+	proxy := pc.ProxyFunc()
+	t.Proxy = func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }
+	if a.certPool != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: a.certPool, MinVersion: tls.VersionTLS12}
+	}
+	return t
+}
+
+// Shutdown stops the App: it stops the server if Serve is running (the
+// grace period for in-flight requests applies, bounded by ctx), runs the
+// OnShutdown hooks (closing the clients the App made), closes idle HTTP
+// client connections, then flushes and stops telemetry. It is idempotent:
+// later calls wait for the first and return its result. Run calls it
+// after draining, so a deferred Shutdown after Run is harmless.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.stopOnce.Do(func() { close(a.stopping) })
+	a.shutdownOnce.Do(func() {
+		a.mu.Lock()
+		done := a.serverDone
+		a.mu.Unlock()
+		var errs []error
+		if done != nil {
+			select {
+			case <-done:
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("servicedefaults: waiting for the server to drain: %w", ctx.Err()))
+			}
+		}
+
+		a.mu.Lock()
+		a.shutDown = true
+		hooks := a.hooks
+		a.hooks = nil
+		base := a.base
+		a.mu.Unlock()
+		for i := len(hooks) - 1; i >= 0; i-- {
+			if err := hooks[i](ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if base != nil {
+			base.CloseIdleConnections()
+		}
+		if err := a.tel.shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("servicedefaults: flushing telemetry: %w", err))
+		}
+		a.shutdownErr = errors.Join(errs...)
+	})
+	return a.shutdownErr
+}

@@ -1,0 +1,140 @@
+// Package servicedefaults is goaspire's entry point: one call gives a Go
+// service what builder.AddServiceDefaults() and app.MapDefaultEndpoints()
+// give a .NET Aspire one.
+//
+//	mux := http.NewServeMux()
+//	app, err := servicedefaults.Add(ctx, mux)
+//	if err != nil {
+//		log.Fatal(err) // names the variable or key at fault
+//	}
+//	defer app.Shutdown(context.Background())
+//	mux.HandleFunc("GET /orders/{id}", getOrder)
+//	log.Fatal(app.Run(ctx)) // serves on PORT; drains on SIGTERM
+//
+// Add configures OpenTelemetry (traces, metrics, logs) from the OTEL_*
+// variables an AppHost injects, makes slog's default logger write to
+// stderr and to the OTel log pipeline with trace correlation, maps /health
+// and /alive, and wraps the mux in server instrumentation. App.Run serves
+// and shuts down gracefully; App.HTTPClient makes discovery-aware,
+// instrumented clients; App.Tracer, App.Meter, App.Logger and App.Health
+// are for user code's own spans, instruments, logs and checks.
+//
+// # Telemetry
+//
+// Each signal is exported over OTLP only when an endpoint is configured
+// for it; otherwise its provider is the no-op one and costs nothing. All
+// OTEL_* values are read from the App's configuration (discovery.Config,
+// which holds the environment), never from os.Getenv, and are passed to
+// the SDK explicitly, so a configuration built with discovery.FromMap is
+// the whole truth. Supported, with the specification's defaults:
+//
+//	OTEL_SDK_DISABLED                      true: every signal no-op (propagation still works)
+//	OTEL_SERVICE_NAME                      service.name; never overridden from code
+//	                                       (default: service.name in OTEL_RESOURCE_ATTRIBUTES,
+//	                                       else "unknown_service:<executable>")
+//	OTEL_RESOURCE_ATTRIBUTES               k=v,k2=v2 (percent-decoded), e.g. service.instance.id
+//	OTEL_EXPORTER_OTLP_ENDPOINT            base URL; http/protobuf appends /v1/{traces,metrics,logs}
+//	OTEL_EXPORTER_OTLP_{SIGNAL}_ENDPOINT   per-signal URL, used as is
+//	OTEL_EXPORTER_OTLP_[SIGNAL_]PROTOCOL   grpc or http/protobuf (default http/protobuf;
+//	                                       Aspire sets grpc). http/json is refused.
+//	OTEL_EXPORTER_OTLP_[SIGNAL_]HEADERS    k=v,... e.g. x-otlp-api-key=... (never logged)
+//	OTEL_EXPORTER_OTLP_[SIGNAL_]TIMEOUT    ms, default 10000
+//	OTEL_EXPORTER_OTLP_[SIGNAL_]COMPRESSION gzip or none
+//	OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE PEM file of extra trusted roots for an https endpoint
+//	OTEL_EXPORTER_OTLP_[SIGNAL_]CLIENT_CERTIFICATE, _CLIENT_KEY   mTLS client certificate
+//	SSL_CERT_FILE, SSL_CERT_DIR            extra trusted roots (added to the system's) for
+//	                                       https exporters and App.HTTPClient; this is how
+//	                                       Aspire's developer certificate is trusted
+//	OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_LOGS_EXPORTER   otlp (default) or none
+//	OTEL_TRACES_SAMPLER                    always_on, always_off, traceidratio, parentbased_always_on
+//	                                       (default), parentbased_always_off, parentbased_traceidratio
+//	OTEL_TRACES_SAMPLER_ARG                ratio for the traceidratio samplers (default 1)
+//	OTEL_PROPAGATORS                       tracecontext,baggage (default), none
+//	OTEL_BSP_SCHEDULE_DELAY                ms, default 5000 (Aspire sets 1000 in development)
+//	OTEL_BSP_EXPORT_TIMEOUT, _MAX_QUEUE_SIZE, _MAX_EXPORT_BATCH_SIZE   30000, 2048, 512
+//	OTEL_BLRP_SCHEDULE_DELAY               ms, default 1000
+//	OTEL_BLRP_EXPORT_TIMEOUT, _MAX_QUEUE_SIZE, _MAX_EXPORT_BATCH_SIZE  30000, 2048, 512
+//	OTEL_METRIC_EXPORT_INTERVAL            ms, default 60000 (Aspire sets 1000 in development)
+//	OTEL_METRIC_EXPORT_TIMEOUT             ms, default 30000
+//	OTEL_METRICS_EXEMPLAR_FILTER           trace_based (default), always_on, always_off
+//	OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE        cumulative (default), delta, lowmemory
+//	OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION explicit_bucket_histogram (default),
+//	                                       base2_exponential_bucket_histogram
+//	OTEL_ATTRIBUTE_COUNT_LIMIT, OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT, OTEL_SPAN_*_LIMIT,
+//	OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT, OTEL_LINK_ATTRIBUTE_COUNT_LIMIT,
+//	OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT, OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT
+//
+// An endpoint must be an http:// or https:// URL. An unsupported or
+// malformed value is an error from Add naming the variable (header values
+// are never quoted). When traces are exported, gRPC exporters of the same
+// endpoint share one connection.
+//
+// Add installs the providers and the propagator as the otel globals, so
+// libraries that default to them (otelpgx, redisotel, goaspire's own
+// packages) report through the App, and starts the Go runtime metrics
+// (go.memory.used, go.goroutine.count, ...) when metrics are exported.
+// Export errors are logged to stderr only.
+//
+// Server instrumentation (App.Handler) makes one span per request,
+// continuing the caller's trace from its traceparent header, named
+// "{method} {route}" after the ServeMux pattern that matched, with
+// http.route set, and records http.server.request.duration and friends.
+// /health and /alive are neither traced nor measured.
+//
+// # Logging
+//
+// Add replaces slog's default logger (slog.SetDefault, which also routes
+// the standard log package) with App.Logger, which writes
+//
+//   - to stderr: text in Development, JSON otherwise, with trace_id and
+//     span_id on every record made with a context holding a span (use
+//     the ...Context methods: slog.InfoContext(r.Context(), ...));
+//   - to the OTel log pipeline when logs are exported, through the
+//     otelslog bridge, which carries the trace context in the record.
+//
+// Keys, as in .NET's logging configuration:
+//
+//	Logging:LogLevel:Default                 Trace, Debug, Information (default), Warning,
+//	                                         Error, Critical, None
+//	Logging:Console:LogLevel:Default         stderr only (default: Logging:LogLevel:Default)
+//	Logging:OpenTelemetry:LogLevel:Default   OTel pipeline only (same default)
+//	Logging:Console:FormatterName            json or simple (default: simple in Development,
+//	                                         json otherwise)
+//
+// # Health endpoints
+//
+// Add maps "GET /health" (every check; HEAD too) and "GET /alive" (checks
+// tagged health.TagLive, including the always-present "self" check) in
+// every environment, because orchestrators need them. Healthy and
+// Degraded answer 200, Unhealthy 503. See package health.
+//
+//	Aspire:ServiceDefaults:HealthChecks:DetailedOutput  true: JSON report instead of the status
+//	                                                    word (default true in Development only)
+//	Aspire:ServiceDefaults:HealthChecks:CacheDuration   report reuse, e.g. "00:00:02" or "2s"
+//	                                                    (default 2s; 0 in Development)
+//	Aspire:ServiceDefaults:HealthChecks:Timeout         default per-check timeout (default 5s)
+//
+// # Serving and shutdown
+//
+// Run listens on PORT, else the first of HTTP_PORTS, else the first http
+// URL of ASPNETCORE_URLS, else ":8080". On SIGINT, SIGTERM, ctx done or
+// Shutdown it stops accepting connections, lets in-flight requests finish,
+// then calls Shutdown, which runs the OnShutdown hooks (closing every
+// client the App made), closes idle client connections and flushes
+// telemetry.
+//
+//	Aspire:ServiceDefaults:ShutdownTimeout  grace period for in-flight requests (default 25s)
+//	Aspire:ServiceDefaults:FlushTimeout     bound on the final Shutdown (default 5s)
+//
+// The defaults add up to Kubernetes' default 30 s termination grace
+// period. The server uses Kestrel's header (30 s) and keep-alive (130 s)
+// timeouts.
+//
+// # HTTP clients
+//
+// App.HTTPClient(name) stacks the WithHTTPMiddleware middlewares,
+// service discovery (package discovery), client instrumentation with trace
+// propagation, and one shared connection pool that trusts SSL_CERT_FILE /
+// SSL_CERT_DIR and uses HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the
+// configuration.
+package servicedefaults
