@@ -101,6 +101,13 @@ func parseURL(s string) (*pgxpool.Config, error) {
 	if err != nil {
 		return nil, pgxParseError(err, urlSecrets(s))
 	}
+	for _, h := range append([]string{c.ConnConfig.Host}, fallbackHosts(c)...) {
+		if strings.ContainsAny(h, "@/") && !strings.HasPrefix(h, "/") {
+			// postgres://u:p@ss@h parses as host "ss@h": a password with an
+			// '@' (or '/') that was not percent-encoded.
+			return nil, errors.New("cqrs: connection URL: the host contains '@' or '/': percent-encode them in the user name and password (%40, %2F)")
+		}
+	}
 	params := urlQueryKeys(s)
 	if !params["connect_timeout"] {
 		c.ConnConfig.ConnectTimeout = defaultConnectTimeout
@@ -118,6 +125,14 @@ func parseURL(s string) (*pgxpool.Config, error) {
 		return nil, fmt.Errorf("cqrs: connection URL: pool_min_conns (%d) exceeds pool_max_conns (%d): %w", c.MinConns, c.MaxConns, ErrInvalidValue)
 	}
 	return c, nil
+}
+
+func fallbackHosts(c *pgxpool.Config) []string {
+	var hs []string
+	for _, f := range c.ConnConfig.Fallbacks {
+		hs = append(hs, f.Host)
+	}
+	return hs
 }
 
 // urlQueryKeys returns the names of the query parameters of a URL, without
@@ -212,12 +227,65 @@ func urlUnescape(s string) (string, error) {
 }
 
 // pgxParseError rewrites an error from pgx's parser so that it carries no
-// secret: the text is scrubbed of every secret the caller knows about, and
-// the pgx error is not wrapped, because *pgconn.ParseConfigError keeps the
-// raw connection string in a public field.
+// secret. pgx quotes the whole connection string in its message, masking
+// only what it recognizes as a password; that part is cut out, the rest is
+// scrubbed of every secret the caller knows about, and the pgx error is not
+// wrapped, because *pgconn.ParseConfigError keeps the raw connection string
+// in a public field.
 func pgxParseError(err error, secrets []string) error {
-	msg := scrub(err.Error(), secrets)
-	return fmt.Errorf("cqrs: connection string rejected by pgx: %s", msg)
+	msg := err.Error()
+	const open = "cannot parse `"
+	if i := strings.Index(msg, open); i >= 0 {
+		// The quoted string ends at the last "`: ": cutting there may cut
+		// some of pgx's reason too, never leave some of the string.
+		if j := strings.LastIndex(msg, "`: "); j >= i+len(open) {
+			msg = msg[:i] + msg[j+len("`: "):]
+		} else {
+			msg = msg[:i] + "invalid connection string"
+		}
+	}
+	return fmt.Errorf("cqrs: connection string rejected by pgx: %s", scrub(unquote(msg), secrets))
+}
+
+// unquote replaces the double-quoted parts of a pgx message with "…",
+// except those shaped like a parameter name or a single character: pgx
+// quotes pieces of a malformed URL (hosts, values) that may hold secrets.
+func unquote(msg string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(msg, '"')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(msg[i+1:], '"')
+		if j < 0 {
+			break
+		}
+		q := msg[i+1 : i+1+j]
+		b.WriteString(msg[:i+1])
+		if len(q) <= 1 || isParamName(q) {
+			b.WriteString(q)
+		} else {
+			b.WriteString("…")
+		}
+		b.WriteByte('"')
+		msg = msg[i+1+j+1:]
+	}
+	b.WriteString(msg)
+	return b.String()
+}
+
+func isParamName(s string) bool {
+	if len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // scrub replaces every occurrence of each secret in msg with redact.Mask,
@@ -659,9 +727,15 @@ func parseKeywords(raw string) (*pgxpool.Config, error) {
 		return nil, fmt.Errorf("cqrs: %w", err)
 	}
 	s := &npgsqlSettings{libpq: map[string]string{}}
-	for _, p := range pairs {
+	for i, p := range pairs {
 		kw, ok := keywords[connstr.NormalizeKey(p.Key)]
 		if !ok {
+			if i > 0 && redact.IsSecretKey(pairs[i-1].Key) {
+				// "Password=ab;cd=ef": the "keyword" is likely the rest of
+				// a password with an unquoted ';'. Do not quote it.
+				return nil, &KeywordError{Keyword: pairs[i-1].Key, Err: fmt.Errorf(
+					"%w follows it: if the value contains ';', enclose it in double quotes", ErrUnknownKeyword)}
+			}
 			return nil, &KeywordError{Keyword: p.Key, Err: ErrUnknownKeyword}
 		}
 		if strings.IndexByte(p.Value, 0) >= 0 {

@@ -66,9 +66,11 @@ type DB struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	reads     metric.Int64Counter
-	readAttrs [readKinds][]metric.AddOption
-	reg       metric.Registration
+	// reads counts reads by kind; an observable counter reports them, so
+	// that routing a read costs an atomic add rather than a metric
+	// instrument's bookkeeping.
+	reads [readKinds]paddedCounter
+	reg   metric.Registration
 	closeOnce sync.Once
 }
 
@@ -85,6 +87,13 @@ type node struct {
 	lagNanos   atomic.Int64
 	lagBytes   atomic.Int64
 	reason     atomic.Pointer[string] // why out of rotation
+}
+
+// paddedCounter is an atomic counter on its own cache line, so that the
+// counters of different read kinds do not contend.
+type paddedCounter struct {
+	atomic.Int64
+	_ [56]byte
 }
 
 type lsnSample struct {
@@ -247,7 +256,7 @@ func (db *DB) Primary() *pgxpool.Pool { return db.primary.pool.Pool }
 // the rotation. It does not know the caller's read-your-writes session; use
 // ReplicaFor, or DB.Query and DB.QueryRow, for that.
 func (db *DB) Replica() *pgxpool.Pool {
-	return db.choose(context.Background(), 0, 0).pool.Pool
+	return db.choose(0, 0).pool.Pool
 }
 
 // ReplicaFor is Replica for a read made with ctx: when ctx is a
@@ -255,7 +264,7 @@ func (db *DB) Replica() *pgxpool.Pool {
 // replica known to have replayed the session's latest write, else the
 // primary.
 func (db *DB) ReplicaFor(ctx context.Context) *pgxpool.Pool {
-	return db.choose(ctx, db.minLSN(ctx), 0).pool.Pool
+	return db.choose(db.minLSN(ctx), 0).pool.Pool
 }
 
 // Keyed returns the pool for key: "primary" (Primary), "replica" (Replica,
@@ -367,7 +376,7 @@ func (db *DB) closePools() {
 
 // choose picks the server for a read that must see WAL position min,
 // skipping the replicas in tried.
-func (db *DB) choose(ctx context.Context, min LSN, tried uint64) *node {
+func (db *DB) choose(min LSN, tried uint64) *node {
 	rs := *db.rotation.Load()
 	if n := uint64(len(rs)); n > 0 {
 		start := db.rr.Add(1)
@@ -381,13 +390,13 @@ func (db *DB) choose(ctx context.Context, min LSN, tried uint64) *node {
 				behind = true
 				continue
 			}
-			db.reads.Add(ctx, 1, db.readAttrs[readReplica]...)
+			db.reads[readReplica].Add(1)
 			return c
 		}
 		if behind {
 			// A fresh check may show a replica has caught up.
 			db.kickCheck()
-			db.reads.Add(ctx, 1, db.readAttrs[readReadYourWrites]...)
+			db.reads[readReadYourWrites].Add(1)
 			return db.primary
 		}
 	}
@@ -395,7 +404,7 @@ func (db *DB) choose(ctx context.Context, min LSN, tried uint64) *node {
 	if len(db.replicas) == 0 {
 		kind = readNoReplicas
 	}
-	db.reads.Add(ctx, 1, db.readAttrs[kind]...)
+	db.reads[kind].Add(1)
 	return db.primary
 }
 
@@ -589,45 +598,54 @@ func (db *DB) lagOf(l LSN, now time.Time) (time.Duration, int64) {
 	return max(now.Sub(db.samples[i].at), 0), bytes
 }
 
-// initMetrics creates the read counter and the replica gauges.
+// initMetrics registers the read counter and the replica gauges.
 func (db *DB) initMetrics(m metric.Meter) error {
-	var err error
-	db.reads, err = m.Int64Counter("goaspire.cqrs.reads",
+	reads, err := m.Int64ObservableCounter("goaspire.cqrs.reads",
 		metric.WithDescription("Reads routed by a DB, by target (replica or primary); fallback=true when replicas are configured but none was usable."),
 		metric.WithUnit("{read}"))
 	if err != nil {
 		return err
 	}
 	dbAttr := attribute.String("goaspire.cqrs.db", db.name)
-	mk := func(target string, fallback bool, reason string) []metric.AddOption {
+	mk := func(target string, fallback bool, reason string) metric.ObserveOption {
 		kv := []attribute.KeyValue{dbAttr, attribute.String("target", target), attribute.Bool("fallback", fallback)}
 		if reason != "" {
 			kv = append(kv, attribute.String("reason", reason))
 		}
-		return []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
+		return metric.WithAttributeSet(attribute.NewSet(kv...))
 	}
-	db.readAttrs[readReplica] = mk("replica", false, "")
-	db.readAttrs[readFallback] = mk("primary", true, "no_replica_in_rotation")
-	db.readAttrs[readReadYourWrites] = mk("primary", false, "read_your_writes")
-	db.readAttrs[readNoReplicas] = mk("primary", false, "no_replicas")
-	if len(db.replicas) == 0 {
-		return nil
-	}
+	var readAttrs [readKinds]metric.ObserveOption
+	readAttrs[readReplica] = mk("replica", false, "")
+	readAttrs[readFallback] = mk("primary", true, "no_replica_in_rotation")
+	readAttrs[readReadYourWrites] = mk("primary", false, "read_your_writes")
+	readAttrs[readNoReplicas] = mk("primary", false, "no_replicas")
+	instruments := []metric.Observable{reads}
 
-	healthy, err1 := m.Int64ObservableGauge("goaspire.cqrs.replica.healthy",
-		metric.WithDescription("1 when the replica is in read rotation, else 0."))
-	lag, err2 := m.Float64ObservableGauge("goaspire.cqrs.replica.lag",
-		metric.WithDescription("How long ago the primary was where the replica is now."), metric.WithUnit("s"))
-	lagBytes, err3 := m.Int64ObservableGauge("goaspire.cqrs.replica.lag_bytes",
-		metric.WithDescription("WAL the replica has still to replay."), metric.WithUnit("By"))
-	if err := errors.Join(err1, err2, err3); err != nil {
-		return err
-	}
+	var healthy, lagBytes metric.Int64ObservableGauge
+	var lag metric.Float64ObservableGauge
 	sets := make([]metric.ObserveOption, len(db.replicas))
-	for i, n := range db.replicas {
-		sets[i] = metric.WithAttributeSet(attribute.NewSet(dbAttr, attribute.String("goaspire.cqrs.replica", n.name)))
+	if len(db.replicas) > 0 {
+		var err1, err2, err3 error
+		healthy, err1 = m.Int64ObservableGauge("goaspire.cqrs.replica.healthy",
+			metric.WithDescription("1 when the replica is in read rotation, else 0."))
+		lag, err2 = m.Float64ObservableGauge("goaspire.cqrs.replica.lag",
+			metric.WithDescription("How long ago the primary was where the replica is now."), metric.WithUnit("s"))
+		lagBytes, err3 = m.Int64ObservableGauge("goaspire.cqrs.replica.lag_bytes",
+			metric.WithDescription("WAL the replica has still to replay."), metric.WithUnit("By"))
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return err
+		}
+		instruments = append(instruments, healthy, lag, lagBytes)
+		for i, n := range db.replicas {
+			sets[i] = metric.WithAttributeSet(attribute.NewSet(dbAttr, attribute.String("goaspire.cqrs.replica", n.name)))
+		}
 	}
 	db.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for k := range db.reads {
+			if v := db.reads[k].Load(); v > 0 || k == readReplica || k == readFallback {
+				o.ObserveInt64(reads, v, readAttrs[k])
+			}
+		}
 		for i, n := range db.replicas {
 			var h int64
 			if n.inRotation.Load() {
@@ -638,6 +656,6 @@ func (db *DB) initMetrics(m metric.Meter) error {
 			o.ObserveInt64(lagBytes, n.lagBytes.Load(), sets[i])
 		}
 		return nil
-	}, healthy, lag, lagBytes)
+	}, instruments...)
 	return err
 }

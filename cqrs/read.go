@@ -177,7 +177,7 @@ func (db *DB) read(ctx context.Context, fn func(*node) error) error {
 	min := db.minLSN(ctx)
 	var tried uint64
 	for attempt := 0; ; attempt++ {
-		n := db.choose(ctx, min, tried)
+		n := db.choose(min, tried)
 		err := fn(n)
 		if err == nil || n == db.primary || attempt >= len(db.replicas) || !retryableRead(ctx, err) {
 			return err

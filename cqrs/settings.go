@@ -68,13 +68,6 @@ func (l layers) find(key string) (*discovery.Config, bool) {
 	return nil, false
 }
 
-func (l layers) string(key string) string {
-	if c, ok := l.find(key); ok {
-		return strings.TrimSpace(c.String(key))
-	}
-	return ""
-}
-
 func (l layers) bool(key string, def bool) (bool, error) {
 	if c, ok := l.find(key); ok {
 		return c.Bool(key, def)
