@@ -69,8 +69,8 @@ type DB struct {
 	// reads counts reads by kind; an observable counter reports them, so
 	// that routing a read costs an atomic add rather than a metric
 	// instrument's bookkeeping.
-	reads [readKinds]paddedCounter
-	reg   metric.Registration
+	reads     [readKinds]paddedCounter
+	reg       metric.Registration
 	closeOnce sync.Once
 }
 
@@ -444,18 +444,33 @@ func (db *DB) checkLoop(ctx context.Context) {
 	}
 }
 
-// checkAll samples the primary's WAL position, then checks the replicas
-// concurrently.
+// checkAll samples the primary's WAL position and checks the replicas,
+// all concurrently, so that a slow server delays no other. Replica lag is
+// measured against the samples taken so far.
 func (db *DB) checkAll(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, db.settings.checkTimeout)
 	defer cancel()
-	var text string
-	if err := db.primary.pool.QueryRow(cctx, "select pg_current_wal_lsn()::text").Scan(&text); err == nil {
-		if l, err := ParseLSN(text); err == nil {
-			db.addSample(time.Now(), l)
+	sample := func() {
+		var text string
+		if err := db.primary.pool.QueryRow(cctx, "select pg_current_wal_lsn()::text").Scan(&text); err == nil {
+			if l, err := ParseLSN(text); err == nil {
+				db.addSample(time.Now(), l)
+			}
 		}
 	}
+	db.mu.Lock()
+	first := len(db.samples) == 0
+	db.mu.Unlock()
 	var wg sync.WaitGroup
+	if first {
+		sample() // lag cannot be judged without a first sample
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sample()
+		}()
+	}
 	for _, n := range db.replicas {
 		wg.Add(1)
 		go func() {
