@@ -1,0 +1,57 @@
+package discovery_test
+
+import (
+	"fmt"
+	"net/url"
+
+	"github.com/goaspire/goaspire/discovery"
+)
+
+// What an Aspire AppHost injects into a service that references "catalog"
+// and a database "db", read the way a .NET service would read it.
+func ExampleResolver() {
+	cfg := discovery.FromMap(map[string]string{
+		"services__catalog__http__0":  "http://localhost:5001",
+		"services__catalog__https__0": "https://localhost:7001",
+		"ConnectionStrings__db":       "Host=localhost;Port=5432;Username=postgres;Password=secret;Database=db",
+	})
+	r := discovery.NewResolver(cfg)
+
+	for _, raw := range []string{"http://catalog/products/1", "https+http://catalog/products/1", "http://inventory/items"} {
+		u, _ := url.Parse(raw)
+		resolved, err := r.Resolve(u)
+		if err != nil {
+			fmt.Println(err)
+			continue
+		}
+		fmt.Printf("%s -> %s\n", raw, resolved)
+	}
+	_, err := cfg.ConnectionString("orders")
+	fmt.Println(err)
+	// Output:
+	// http://catalog/products/1 -> http://localhost:5001/products/1
+	// https+http://catalog/products/1 -> https://localhost:7001/products/1
+	// http://inventory/items -> http://inventory/items
+	// discovery: connection "orders": not found: set ConnectionStrings__orders, or ORDERS_URI, or ORDERS_HOST and ORDERS_PORT
+}
+
+// Layered configuration: appsettings.json, appsettings.{Environment}.json,
+// then environment variables, with typed getters whose errors name the key.
+func ExampleLoad() {
+	cfg, err := discovery.Load(
+		discovery.WithDir("testdata/example"),
+		discovery.WithEnviron([]string{"DOTNET_ENVIRONMENT=Development", "Aspire__Npgsql__DisableTracing=true"}),
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	disabled, _ := cfg.Bool("Aspire:Npgsql:DisableTracing", false)
+	timeout, _ := cfg.Duration("Aspire:Npgsql:Timeout", 0)
+	_, err = cfg.Int("Aspire:Npgsql:MaxConnections", 100)
+	fmt.Println(cfg.Environment(), disabled, timeout)
+	fmt.Println(err)
+	// Output:
+	// Development true 15s
+	// config key "Aspire:Npgsql:MaxConnections": invalid integer "lots"
+}
