@@ -26,7 +26,7 @@ func benchDB(tb testing.TB, n int, mp metric.MeterProvider) *DB {
 		}
 		return &Pool{Pool: p, cancel: func() {}}
 	}
-	db := &DB{name: "bench", primary: &node{name: "p", pool: newPool()}, kick: make(chan struct{}, 1)}
+	db := &DB{name: "bench", log: quietLogger, primary: &node{name: "p", pool: newPool()}, kick: make(chan struct{}, 1)}
 	for i := range n {
 		r := &node{name: "r", pool: newPool(), replica: true, bit: 1 << i}
 		r.inRotation.Store(true)
