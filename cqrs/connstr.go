@@ -846,7 +846,7 @@ func (s *npgsqlSettings) build() (*pgxpool.Config, error) {
 	}
 
 	if s.keepAlive != nil || s.tcpKeepAlive != nil || s.tcpKAIdle != nil || s.tcpKAInterval != nil {
-		c.ConnConfig.DialFunc = s.dialer(connectTimeout).DialContext
+		c.ConnConfig.DialFunc = s.dialer().DialContext
 	}
 	if s.loadBalance && len(c.ConnConfig.Fallbacks) > 0 {
 		c.BeforeConnect = rotateHosts()
@@ -856,9 +856,10 @@ func (s *npgsqlSettings) build() (*pgxpool.Config, error) {
 
 // dialer builds the TCP dialer for the keepalive keywords. Npgsql's
 // Keepalive sends a query after that many idle seconds; the nearest pgx
-// equivalent is the TCP keepalive idle time, which is what it sets.
-func (s *npgsqlSettings) dialer(connectTimeout time.Duration) *net.Dialer {
-	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 5 * time.Minute}
+// equivalent is the TCP keepalive idle time, which is what it sets. The
+// connect timeout is pgx's, applied through the dial's context.
+func (s *npgsqlSettings) dialer() *net.Dialer {
+	d := &net.Dialer{KeepAlive: 5 * time.Minute}
 	cfg := net.KeepAliveConfig{Enable: true}
 	if s.tcpKeepAlive != nil && !*s.tcpKeepAlive && s.keepAlive == nil {
 		cfg.Enable = false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -211,7 +212,8 @@ func TestDB(t *testing.T) {
 func TestDBReplicaKilledUnderLoad(t *testing.T) {
 	c := newCluster(t)
 	ctx := t.Context()
-	db := openTestDB(t, c.config(nil))
+	var logs syncBuffer
+	db := openTestDB(t, c.config(nil), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	eventually(t, 10*time.Second, "the replica is in rotation", func() bool { return inRotation(db, "db-replica-east") })
 
 	var (
@@ -281,6 +283,13 @@ func TestDBReplicaKilledUnderLoad(t *testing.T) {
 		t.Errorf("a read failed: %v", err)
 	}
 	t.Logf("reads: %d from the replica, %d from the primary", fromReplica.Load(), fromPrim.Load())
+	out := logs.String()
+	if !strings.Contains(out, "replica out of rotation") || !strings.Contains(out, "reads go to the primary") {
+		t.Errorf("logs:\n%s", out)
+	}
+	if strings.Contains(out, c.replica.Password()) {
+		t.Error("a log holds the password")
+	}
 }
 
 // TestDBReplicaNotInRecovery configures the primary as a "replica": it
