@@ -34,6 +34,7 @@ func openTestDB(t *testing.T, cfg *discovery.Config, opts ...Option) *DB {
 // TestDB covers the routing a healthy cluster sees, then replay lag, on one
 // primary and replica.
 func TestDB(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	ctx := t.Context()
 	reader := sdkmetric.NewManualReader()
@@ -210,6 +211,7 @@ func TestDB(t *testing.T) {
 // TestDBReplicaKilledUnderLoad kills the replica while readers run: no read
 // fails, the primary serves them, and the restarted replica returns.
 func TestDBReplicaKilledUnderLoad(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t)
 	ctx := t.Context()
 	var logs syncBuffer
@@ -292,38 +294,44 @@ func TestDBReplicaKilledUnderLoad(t *testing.T) {
 	}
 }
 
-// TestDBReplicaNotInRecovery configures the primary as a "replica": it
-// never enters the rotation.
-func TestDBReplicaNotInRecovery(t *testing.T) {
-	c := newCluster(t)
-	cfg := c.config(map[string]string{"ConnectionStrings__db-replica-east": c.primary.ConnectionString()})
-	db := openTestDB(t, cfg, WithReadYourWrites(true))
-	eventually(t, 10*time.Second, "the replica is checked", func() bool {
-		return strings.Contains(db.Replicas()[0].Reason, "not in recovery")
-	})
-	// With ReadYourWrites on, writes without a session still count.
-	if _, err := db.Exec(t.Context(), "create table t (id int)"); err != nil {
-		t.Fatal(err)
-	}
-	if db.minLSN(t.Context()) == 0 {
-		t.Error("ReadYourWrites: the write set no floor")
-	}
-}
-
-func TestDBNoReplicas(t *testing.T) {
+// TestDBOnePrimary runs on a lone server: as a DB without replicas, and as
+// a DB whose "replica" is that primary, which never enters the rotation.
+func TestDBOnePrimary(t *testing.T) {
+	t.Parallel()
 	p := testserver.NewPostgres(t)
-	cfg := discovery.FromMap(map[string]string{"ConnectionStrings__db": p.ConnectionString()})
-	db := openTestDB(t, cfg)
-	if db.Replica() != db.Primary() {
-		t.Error("with no replicas, Replica() is not the primary")
-	}
-	var one int
-	if err := db.QueryRow(t.Context(), "select 1").Scan(&one); err != nil || one != 1 {
-		t.Fatalf("read: %v", err)
-	}
-	if len(db.HealthChecks()) != 1 || len(db.Replicas()) != 0 {
-		t.Errorf("checks %d replicas %d", len(db.HealthChecks()), len(db.Replicas()))
-	}
+	ctx := t.Context()
+
+	t.Run("no replicas", func(t *testing.T) {
+		db := openTestDB(t, discovery.FromMap(map[string]string{"ConnectionStrings__db": p.ConnectionString()}))
+		if db.Replica() != db.Primary() {
+			t.Error("with no replicas, Replica() is not the primary")
+		}
+		var one int
+		if err := db.QueryRow(ctx, "select 1").Scan(&one); err != nil || one != 1 {
+			t.Fatalf("read: %v", err)
+		}
+		if len(db.HealthChecks()) != 1 || len(db.Replicas()) != 0 {
+			t.Errorf("checks %d replicas %d", len(db.HealthChecks()), len(db.Replicas()))
+		}
+	})
+
+	t.Run("replica not in recovery", func(t *testing.T) {
+		db := openTestDB(t, discovery.FromMap(map[string]string{
+			"ConnectionStrings__db-primary":               p.ConnectionString(),
+			"ConnectionStrings__db-replica-east":          p.ConnectionString(),
+			"Aspire__Npgsql__db__Replicas__CheckInterval": "100ms",
+		}), WithReadYourWrites(true))
+		eventually(t, 10*time.Second, "the replica is checked", func() bool {
+			return strings.Contains(db.Replicas()[0].Reason, "not in recovery")
+		})
+		// With ReadYourWrites on, writes without a session still count.
+		if _, err := db.Exec(ctx, "create table t (id int)"); err != nil {
+			t.Fatal(err)
+		}
+		if db.minLSN(ctx) == 0 {
+			t.Error("ReadYourWrites: the write set no floor")
+		}
+	})
 }
 
 func TestOpenErrors(t *testing.T) {

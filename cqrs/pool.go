@@ -192,10 +192,10 @@ func (p *Pool) connectLoop(ctx context.Context) {
 			return
 		}
 		if err == nil {
-			p.markReady()
 			if attempt > 1 {
 				p.log.Info("cqrs: connected to postgres", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond))
 			}
+			p.markReady()
 			return
 		}
 		if attempt == 1 {

@@ -38,6 +38,7 @@ func (s *syncBuffer) String() string {
 }
 
 func TestOpenPool(t *testing.T) {
+	t.Parallel()
 	srv := testserver.NewPostgres(t)
 	ctx := t.Context()
 	spans := tracetest.NewSpanRecorder()
@@ -105,37 +106,40 @@ func TestOpenPool(t *testing.T) {
 	if names := metricNames(t, reader); names["db.client.connection.count"] {
 		t.Error("pool metrics still reported after Close")
 	}
-}
 
-func TestOpenPoolDisabledTelemetry(t *testing.T) {
-	srv := testserver.NewPostgres(t)
-	spans := tracetest.NewSpanRecorder()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	cfg := discovery.FromMap(map[string]string{
-		"ConnectionStrings__pg":                   srv.ConnectionString(),
-		"Aspire__Npgsql__DisableTracing":          "true",
-		"Aspire__Npgsql__DisableMetrics":          "true",
-		"Aspire__Npgsql__pg__DisableHealthChecks": "true",
+	t.Run("telemetry and health checks disabled", func(t *testing.T) {
+		spans := tracetest.NewSpanRecorder()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+		reader := sdkmetric.NewManualReader()
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+		cfg := discovery.FromMap(map[string]string{
+			"ConnectionStrings__pg":                   srv.ConnectionString(),
+			"Aspire__Npgsql__DisableTracing":          "true",
+			"Aspire__Npgsql__DisableMetrics":          "true",
+			"Aspire__Npgsql__pg__DisableHealthChecks": "true",
+		})
+		p, err := OpenPool(t.Context(), cfg, "pg", WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(quietLogger))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		sctx, parent := tp.Tracer("test").Start(t.Context(), "request")
+		_, err = p.Exec(sctx, "select 1")
+		parent.End()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(spans.Ended()) != 1 || len(metricNames(t, reader)) != 0 || len(p.HealthChecks()) != 0 {
+			t.Errorf("spans %d (want only the parent) metrics %v checks %d", len(spans.Ended()), metricNames(t, reader), len(p.HealthChecks()))
+		}
 	})
-	p, err := OpenPool(t.Context(), cfg, "pg", WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(quietLogger))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	if _, err := p.Exec(t.Context(), "select 1"); err != nil {
-		t.Fatal(err)
-	}
-	if len(spans.Ended()) != 0 || len(metricNames(t, reader)) != 0 || len(p.HealthChecks()) != 0 {
-		t.Errorf("spans %d metrics %v checks %d", len(spans.Ended()), metricNames(t, reader), len(p.HealthChecks()))
-	}
 }
 
 // TestOpenPoolRetry opens a pool while the database is down: the open
 // succeeds, the background loop retries, and the pool becomes ready when
 // the database starts.
 func TestOpenPoolRetry(t *testing.T) {
+	t.Parallel()
 	srv := testserver.NewPostgres(t)
 	ctx := t.Context()
 	if err := srv.Stop(ctx); err != nil {
