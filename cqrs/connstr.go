@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -247,63 +248,51 @@ func pgxParseError(err error, secrets []string) error {
 	return fmt.Errorf("cqrs: connection string rejected by pgx: %s", scrub(unquote(msg), secrets))
 }
 
-// unquote replaces the double-quoted parts of a pgx message with "…",
-// except those shaped like a parameter name or a single character: pgx
-// quotes pieces of a malformed URL (hosts, values) that may hold secrets.
-func unquote(msg string) string {
-	var b strings.Builder
-	for {
-		i := strings.IndexByte(msg, '"')
-		if i < 0 {
-			break
-		}
-		j := strings.IndexByte(msg[i+1:], '"')
-		if j < 0 {
-			break
-		}
-		q := msg[i+1 : i+1+j]
-		b.WriteString(msg[:i+1])
-		if len(q) <= 1 || isParamName(q) {
-			b.WriteString(q)
-		} else {
-			b.WriteString("…")
-		}
-		b.WriteByte('"')
-		msg = msg[i+1+j+1:]
-	}
-	b.WriteString(msg)
-	return b.String()
+// safeQuoted are the pgx messages whose quoted parts are known to be a
+// parameter name or one character, never a value.
+var safeQuoted = []*regexp.Regexp{
+	regexp.MustCompile(`(missing|extra) key/value separator "=" in URI query parameter: "[a-z_][a-z0-9_]{0,63}"`),
+	regexp.MustCompile(`unexpected character "[^"]" at position \d+ in URI \(expected ":" or "/"\)`),
+	regexp.MustCompile(`end of string reached when looking for matching "\]" in IPv6 host address in URI`),
 }
 
-func isParamName(s string) bool {
-	if len(s) > 64 {
-		return false
+// unquote cuts the quoted part of a pgx message: pgx quotes pieces of a
+// malformed URL (hosts, database names, parameter values) that may hold a
+// secret, without escaping quotes inside them, so everything from the
+// first quote to the last goes, unless the message is one of safeQuoted.
+func unquote(msg string) string {
+	first := strings.IndexByte(msg, '"')
+	if first < 0 {
+		return msg
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c == '_' || i > 0 && c >= '0' && c <= '9') {
-			return false
+	last := strings.LastIndexByte(msg, '"')
+	for _, re := range safeQuoted {
+		if loc := re.FindStringIndex(msg); loc != nil && loc[0] <= first && last < loc[1] {
+			return msg
 		}
 	}
-	return true
+	return msg[:first] + `"…"` + msg[last+1:]
 }
 
 // scrub replaces every occurrence of each secret in msg with redact.Mask,
-// longest secrets first so that one secret containing another is masked
-// whole.
+// in one pass, trying longer secrets first so that a secret containing
+// another is masked whole. (One pass: a secret may occur in the mask.)
 func scrub(msg string, secrets []string) string {
-	for {
-		longest := ""
-		for _, s := range secrets {
-			if s != "" && len(s) > len(longest) && strings.Contains(msg, s) {
-				longest = s
-			}
+	var ss []string
+	for _, s := range secrets {
+		if s != "" {
+			ss = append(ss, s)
 		}
-		if longest == "" {
-			return msg
-		}
-		msg = strings.ReplaceAll(msg, longest, redact.Mask)
 	}
+	if len(ss) == 0 {
+		return msg
+	}
+	sort.Slice(ss, func(i, j int) bool { return len(ss[i]) > len(ss[j]) })
+	pairs := make([]string, 0, 2*len(ss))
+	for _, s := range ss {
+		pairs = append(pairs, s, redact.Mask)
+	}
+	return strings.NewReplacer(pairs...).Replace(msg)
 }
 
 // keyword says what one Npgsql keyword means.

@@ -384,3 +384,41 @@ func isPassword(s, marker string) bool {
 	}
 	return false
 }
+
+func TestScrub(t *testing.T) {
+	tests := []struct {
+		msg     string
+		secrets []string
+		want    string
+	}{
+		{"a hunter2 b hunter2", []string{"hunter2"}, "a *** b ***"},
+		{"abc ab", []string{"ab", "abc"}, "*** ***"},
+		{"x * y", []string{"*"}, "x *** y"}, // the mask holds the secret: no endless rewriting
+		{"plain", []string{""}, "plain"},
+	}
+	for _, tt := range tests {
+		if got := scrub(tt.msg, tt.secrets); got != tt.want {
+			t.Errorf("scrub(%q, %q) = %q, want %q", tt.msg, tt.secrets, got, tt.want)
+		}
+	}
+}
+
+func TestUnquote(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`failed to parse as URL (extra key/value separator "=" in URI query parameter: "sslmode")`, ""},
+		{`failed to parse as URL (unexpected character "x" at position 12 in URI (expected ":" or "/"))`, ""},
+		{`failed to parse as URL (invalid percent-encoded token: "pa%zz")`, `failed to parse as URL (invalid percent-encoded token: "…")`},
+		{`x (unexpected spaces found in ""a"secret"b"", use %20)`, `x (unexpected spaces found in "…", use %20)`},
+		{`x (extra key/value separator "=" in URI query parameter: "Secret")`, `x (extra key/value separator "…")`},
+		{"no quotes", ""},
+	}
+	for _, tt := range tests {
+		want := tt.want
+		if want == "" {
+			want = tt.in
+		}
+		if got := unquote(tt.in); got != want {
+			t.Errorf("unquote(%q) = %q, want %q", tt.in, got, want)
+		}
+	}
+}
