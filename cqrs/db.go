@@ -1,0 +1,676 @@
+package cqrs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
+)
+
+// Keys accepted by DB.Keyed besides connection names, matching the seed's
+// [FromKeyedServices("primary")] and [FromKeyedServices("replica")].
+const (
+	KeyPrimary = "primary"
+	KeyReplica = "replica"
+)
+
+// DB is a primary and any number of streaming replicas of one PostgreSQL
+// database, with reads routed to healthy replicas.
+//
+// Writes go to the primary: Primary(), or DB.Exec and DB.Begin, which also
+// record the write's WAL position for read-your-writes. Reads go to a
+// replica: Replica() picks one round-robin among those in rotation;
+// DB.Query and DB.QueryRow also honour read-your-writes and, when a
+// replica fails with a connection error, take it out of rotation and run
+// the read again elsewhere, so callers see no error. With no replica in
+// rotation, reads go to the primary.
+//
+// A background checker takes a replica out of rotation when it is down, not
+// in recovery, or further behind the primary than Replicas:MaxLag, and puts
+// it back when it is well again.
+//
+// A DB is safe for concurrent use. DB satisfies the Exec/Query/QueryRow
+// interface that sqlc and similar tools generate (DBTX).
+type DB struct {
+	name     string
+	settings dbSettings
+	log      *slog.Logger
+
+	primary  *node
+	replicas []*node
+	byName   map[string]*node // lower-cased connection name
+
+	rotation atomic.Pointer[[]*node] // replicas in rotation
+	rr       atomic.Uint64
+	floor    floor // read-your-writes position of the whole DB (ReadYourWrites)
+
+	mu      sync.Mutex // guards rotation changes and samples
+	samples []lsnSample
+	empty   bool // rotation was empty at the last change (for logging)
+
+	kick   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// reads counts reads by kind; an observable counter reports them, so
+	// that routing a read costs an atomic add rather than a metric
+	// instrument's bookkeeping.
+	reads     [readKinds]paddedCounter
+	reg       metric.Registration
+	closeOnce sync.Once
+}
+
+// node is one server of the DB.
+type node struct {
+	name    string
+	pool    *Pool
+	replica bool
+	bit     uint64 // 1<<index among replicas (0 past 64)
+
+	inRotation atomic.Bool
+	gen        atomic.Uint64 // bumped when a read reports the node down
+	replay     atomic.Uint64 // last replay LSN seen by a check
+	lagNanos   atomic.Int64
+	lagBytes   atomic.Int64
+	reason     atomic.Pointer[string] // why out of rotation
+}
+
+// paddedCounter is an atomic counter on its own cache line, so that the
+// counters of different read kinds do not contend.
+type paddedCounter struct {
+	atomic.Int64
+	_ [56]byte
+}
+
+type lsnSample struct {
+	at  time.Time
+	lsn LSN
+}
+
+// kinds of read, for the goaspire.cqrs.reads metric.
+const (
+	readReplica        = iota // served by a replica
+	readFallback              // replicas configured, none usable: primary
+	readReadYourWrites        // no replica has replayed the session's writes: primary
+	readNoReplicas            // no replicas configured: primary
+	readKinds
+)
+
+// Open opens a DB whose primary is the connection called primary and whose
+// replicas are the connections called replicas (each configured as
+// OpenPool describes). DB settings (Replicas:*, ReadYourWrites) are read
+// from Aspire:Npgsql:{primary}, then Aspire:Npgsql.
+func Open(ctx context.Context, cfg *discovery.Config, primary string, replicas []string, opts ...Option) (*DB, error) {
+	return open(ctx, cfg, primary, primary, replicas, opts)
+}
+
+// OpenDB opens the DB called name, finding its connections in
+// configuration: the primary is Aspire:Npgsql:{name}:Primary, else the
+// connection called name, else "{name}-primary"; the replicas are
+// Aspire:Npgsql:{name}:Replicas:Names (a list, or a comma-separated
+// string), else every connection whose name starts with "{name}-replica"
+// (ConnectionStrings__db-replica-east, or Aspire 13's
+// DB_REPLICA_EAST_URI), in name order. DB settings are read from
+// Aspire:Npgsql:{name}, then Aspire:Npgsql.
+//
+// With the seed's ConnectionStrings__db-primary, __db-replica-east and
+// __db-replica-west, OpenDB(ctx, cfg, "db") opens all three.
+func OpenDB(ctx context.Context, cfg *discovery.Config, name string, opts ...Option) (*DB, error) {
+	if cfg == nil {
+		cfg = discovery.FromMap(nil)
+	}
+	primary, replicas, err := resolveNames(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	return open(ctx, cfg, name, primary, replicas, opts)
+}
+
+func open(ctx context.Context, cfg *discovery.Config, name, primary string, replicas []string, opts []Option) (*DB, error) {
+	if cfg == nil {
+		cfg = discovery.FromMap(nil)
+	}
+	o := buildOptions(opts)
+	s, err := readDBSettings(settingsLayers(cfg, name))
+	if err != nil {
+		return nil, err
+	}
+	if o.readYourWrites != nil {
+		s.readYourWrites = *o.readYourWrites
+	}
+	if o.checkInterval != nil {
+		s.checkInterval = *o.checkInterval
+	}
+	if o.maxLag != nil {
+		s.maxLag = *o.maxLag
+	}
+	if s.checkInterval <= 0 {
+		return nil, &discovery.KeyError{Key: SettingsSection + ":" + name + ":Replicas:CheckInterval", Err: errors.New("must be positive")}
+	}
+	if s.checkTimeout <= 0 {
+		s.checkTimeout = max(s.checkInterval, time.Second)
+	}
+
+	db := &DB{
+		name:     name,
+		settings: s,
+		log:      o.logger.With("goaspire.cqrs.db", name),
+		byName:   map[string]*node{},
+		kick:     make(chan struct{}, 1),
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			db.closePools()
+		}
+	}()
+
+	add := func(conn string, replica bool) error {
+		conn = strings.TrimSpace(conn)
+		if conn == "" {
+			return fmt.Errorf("cqrs: DB %q: empty connection name", name)
+		}
+		key := strings.ToLower(conn)
+		if _, dup := db.byName[key]; dup || key == KeyPrimary || key == KeyReplica {
+			return fmt.Errorf("cqrs: DB %q: connection name %q is used twice or is reserved", name, conn)
+		}
+		l := settingsLayers(cfg, conn, name)
+		if strings.EqualFold(conn, name) {
+			l = settingsLayers(cfg, conn)
+		}
+		p, err := openPool(ctx, cfg, conn, l, o, !replica)
+		if err != nil {
+			return err
+		}
+		n := &node{name: conn, pool: p, replica: replica}
+		if replica {
+			if i := len(db.replicas); i < 64 {
+				n.bit = 1 << i
+			}
+			r := "not checked yet"
+			n.reason.Store(&r)
+			db.replicas = append(db.replicas, n)
+		} else {
+			db.primary = n
+		}
+		db.byName[key] = n
+		return nil
+	}
+	if err := add(primary, false); err != nil {
+		return nil, err
+	}
+	for _, r := range replicas {
+		if err := add(r, true); err != nil {
+			return nil, err
+		}
+	}
+	empty := []*node{}
+	db.rotation.Store(&empty)
+	db.empty = true
+
+	mp := o.mp
+	if s.disableMetrics {
+		mp = metricnoop.NewMeterProvider()
+	}
+	if err := db.initMetrics(mp.Meter(scopeName)); err != nil {
+		return nil, err
+	}
+
+	loopCtx, cancel := context.WithCancel(context.Background())
+	db.cancel = cancel
+	if len(db.replicas) > 0 {
+		db.wg.Add(1)
+		go db.checkLoop(loopCtx)
+	}
+	if err := db.primary.pool.waitOnOpen(ctx, o); err != nil {
+		db.stop()
+		return nil, err
+	}
+	ok = true
+	return db, nil
+}
+
+// Name returns the DB's name (the primary's connection name for Open).
+func (db *DB) Name() string { return db.name }
+
+// Primary returns the primary's pool, for writes.
+func (db *DB) Primary() *pgxpool.Pool { return db.primary.pool.Pool }
+
+// Replica returns a pool to read from: the next replica in rotation,
+// round-robin, or the primary when none is in rotation. Call it for each
+// read (it is cheap) rather than keeping its result, so that reads follow
+// the rotation. It does not know the caller's read-your-writes session; use
+// ReplicaFor, or DB.Query and DB.QueryRow, for that.
+func (db *DB) Replica() *pgxpool.Pool {
+	return db.choose(0, 0).pool.Pool
+}
+
+// ReplicaFor is Replica for a read made with ctx: when ctx is a
+// read-your-writes session (or ReadYourWrites is on) it returns only a
+// replica known to have replayed the session's latest write, else the
+// primary.
+func (db *DB) ReplicaFor(ctx context.Context) *pgxpool.Pool {
+	return db.choose(db.minLSN(ctx), 0).pool.Pool
+}
+
+// Keyed returns the pool for key: "primary" (Primary), "replica" (Replica,
+// chosen at this call), or the name of one of the DB's connections
+// ("db-replica-east"). Keys are case-insensitive. An unknown key is an
+// error naming the keys there are.
+func (db *DB) Keyed(key string) (*pgxpool.Pool, error) {
+	k := strings.ToLower(strings.TrimSpace(key))
+	switch k {
+	case KeyPrimary:
+		return db.Primary(), nil
+	case KeyReplica:
+		return db.Replica(), nil
+	}
+	if n, ok := db.byName[k]; ok {
+		return n.pool.Pool, nil
+	}
+	keys := []string{KeyPrimary, KeyReplica, db.primary.name}
+	for _, r := range db.replicas {
+		keys = append(keys, r.name)
+	}
+	return nil, fmt.Errorf("cqrs: DB %q has no handle %q: %w (have %s)", db.name, key, discovery.ErrNotFound, strings.Join(keys, ", "))
+}
+
+// ReplicaStatus describes one replica as the checker last saw it.
+type ReplicaStatus struct {
+	// Name is the replica's connection name.
+	Name string
+	// InRotation reports whether reads go to it.
+	InRotation bool
+	// Reason says why it is out of rotation ("" when in).
+	Reason string
+	// ReplayLSN is the last WAL position it was seen to have replayed.
+	ReplayLSN LSN
+	// Lag is how long ago the primary was where the replica is now, to
+	// within one check interval; LagBytes is the WAL distance.
+	Lag      time.Duration
+	LagBytes int64
+}
+
+// Replicas reports the state of each replica, in configuration order.
+func (db *DB) Replicas() []ReplicaStatus {
+	out := make([]ReplicaStatus, 0, len(db.replicas))
+	for _, n := range db.replicas {
+		st := ReplicaStatus{
+			Name:       n.name,
+			InRotation: n.inRotation.Load(),
+			ReplayLSN:  LSN(n.replay.Load()),
+			Lag:        time.Duration(n.lagNanos.Load()),
+			LagBytes:   n.lagBytes.Load(),
+		}
+		if !st.InRotation {
+			if r := n.reason.Load(); r != nil {
+				st.Reason = *r
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// HealthChecks returns one check per server, named "postgres:{connection}":
+// the primary's reports Unhealthy when it cannot be reached; a replica's
+// reports Degraded when it is down, not in recovery, or lagging beyond the
+// bound. Servers whose DisableHealthChecks is set are left out.
+func (db *DB) HealthChecks() []health.Check {
+	var cs []health.Check
+	cs = append(cs, db.primary.pool.HealthChecks()...)
+	for _, n := range db.replicas {
+		if n.pool.settings.disableHealthChecks {
+			continue
+		}
+		n := n
+		cs = append(cs, health.Check{
+			Name:          "postgres:" + n.name,
+			Tags:          []string{health.TagReady},
+			FailureStatus: health.Degraded,
+			Check:         func(ctx context.Context) error { return db.checkReplica(ctx, n) },
+		})
+	}
+	return cs
+}
+
+// Close stops the replica checker and closes every pool. It is safe to
+// call more than once.
+func (db *DB) Close() {
+	db.closeOnce.Do(db.stop)
+}
+
+func (db *DB) stop() {
+	if db.cancel != nil {
+		db.cancel()
+	}
+	db.wg.Wait()
+	if db.reg != nil {
+		_ = db.reg.Unregister()
+	}
+	db.closePools()
+}
+
+func (db *DB) closePools() {
+	if db.primary != nil {
+		db.primary.pool.Close()
+	}
+	for _, n := range db.replicas {
+		n.pool.Close()
+	}
+}
+
+// choose picks the server for a read that must see WAL position min,
+// skipping the replicas in tried.
+func (db *DB) choose(min LSN, tried uint64) *node {
+	rs := *db.rotation.Load()
+	if n := uint64(len(rs)); n > 0 {
+		start := db.rr.Add(1)
+		behind := false
+		for j := uint64(0); j < n; j++ {
+			c := rs[(start+j)%n]
+			if tried&c.bit != 0 {
+				continue
+			}
+			if min != 0 && LSN(c.replay.Load()) < min {
+				behind = true
+				continue
+			}
+			db.reads[readReplica].Add(1)
+			return c
+		}
+		if behind {
+			// A fresh check may show a replica has caught up.
+			db.kickCheck()
+			db.reads[readReadYourWrites].Add(1)
+			return db.primary
+		}
+	}
+	kind := readFallback
+	if len(db.replicas) == 0 {
+		kind = readNoReplicas
+	}
+	db.reads[kind].Add(1)
+	return db.primary
+}
+
+func (db *DB) kickCheck() {
+	select {
+	case db.kick <- struct{}{}:
+	default:
+	}
+}
+
+// checkLoop checks every replica each CheckInterval, and sooner when
+// kicked (a read found a replica down or behind), at most every tenth of
+// the interval.
+func (db *DB) checkLoop(ctx context.Context) {
+	defer db.wg.Done()
+	minGap := max(db.settings.checkInterval/10, 10*time.Millisecond)
+	t := time.NewTicker(db.settings.checkInterval)
+	defer t.Stop()
+	for {
+		last := time.Now()
+		db.checkAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-db.kick:
+			if wait := minGap - time.Since(last); wait > 0 {
+				w := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					w.Stop()
+					return
+				case <-w.C:
+				}
+			}
+		}
+	}
+}
+
+// checkAll samples the primary's WAL position and checks the replicas,
+// all concurrently, so that a slow server delays no other. Replica lag is
+// measured against the samples taken so far.
+func (db *DB) checkAll(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, db.settings.checkTimeout)
+	defer cancel()
+	sample := func() {
+		var text string
+		if err := db.primary.pool.QueryRow(cctx, "select pg_current_wal_lsn()::text").Scan(&text); err == nil {
+			if l, err := ParseLSN(text); err == nil {
+				db.addSample(time.Now(), l)
+			}
+		}
+	}
+	db.mu.Lock()
+	first := len(db.samples) == 0
+	db.mu.Unlock()
+	var wg sync.WaitGroup
+	if first {
+		sample() // lag cannot be judged without a first sample
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sample()
+		}()
+	}
+	for _, n := range db.replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = db.checkReplica(cctx, n)
+		}()
+	}
+	wg.Wait()
+}
+
+// checkReplica checks one replica, updates its state and returns why it
+// is unfit for reads (nil when fit).
+func (db *DB) checkReplica(ctx context.Context, n *node) error {
+	gen := n.gen.Load()
+	var inRecovery bool
+	var replay *string
+	err := n.pool.QueryRow(ctx, "select pg_is_in_recovery(), pg_last_wal_replay_lsn()::text").Scan(&inRecovery, &replay)
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		return err // shutting down, or the caller gave up: leave the state alone
+	}
+	var why error
+	switch {
+	case err != nil:
+		why = fmt.Errorf("down: %w", err)
+	case !inRecovery:
+		why = errors.New("not in recovery: promoted, or not a replica")
+	case replay == nil:
+		why = errors.New("has replayed no WAL yet")
+	default:
+		l, perr := ParseLSN(*replay)
+		if perr != nil {
+			why = perr
+			break
+		}
+		n.replay.Store(uint64(l))
+		lag, bytes := db.lagOf(l, time.Now())
+		n.lagNanos.Store(int64(lag))
+		n.lagBytes.Store(bytes)
+		if m := db.settings.maxLag; m > 0 && lag > m {
+			why = fmt.Errorf("lagging %v behind the primary (Replicas:MaxLag is %v)", lag.Round(time.Millisecond), m)
+		} else if m := db.settings.maxLagBytes; m > 0 && bytes > m {
+			why = fmt.Errorf("lagging %d bytes of WAL behind the primary (Replicas:MaxLagBytes is %d)", bytes, m)
+		}
+	}
+	db.setState(n, why, gen)
+	if why != nil {
+		return fmt.Errorf("replica %q %w", n.name, why)
+	}
+	return nil
+}
+
+// setState puts n in rotation (why == nil) or takes it out. A check that
+// started before a read reported n down (gen changed) cannot put it back.
+// It reports whether n left the rotation.
+func (db *DB) setState(n *node, why error, gen uint64) (left bool) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if why == nil && n.gen.Load() != gen {
+		return false
+	}
+	was := n.inRotation.Load()
+	if why == nil {
+		if was {
+			return false
+		}
+		n.inRotation.Store(true)
+		db.log.Info("cqrs: replica in rotation", "replica", n.name)
+	} else {
+		msg := why.Error()
+		n.reason.Store(&msg)
+		if !was {
+			return false
+		}
+		n.inRotation.Store(false)
+		db.log.Warn("cqrs: replica out of rotation", "replica", n.name, "reason", msg)
+	}
+	rs := make([]*node, 0, len(db.replicas))
+	for _, r := range db.replicas {
+		if r.inRotation.Load() {
+			rs = append(rs, r)
+		}
+	}
+	db.rotation.Store(&rs)
+	if len(rs) == 0 && !db.empty {
+		db.log.Warn("cqrs: no replica in rotation; reads go to the primary")
+	}
+	db.empty = len(rs) == 0
+	return was && why != nil
+}
+
+// markDown takes n out of rotation after a read failed on it with a
+// connection error, drops its pooled connections, and asks for a check.
+func (db *DB) markDown(n *node, err error) {
+	gen := n.gen.Add(1)
+	if db.setState(n, fmt.Errorf("read failed: %w", err), gen) {
+		n.pool.Reset()
+	}
+	db.kickCheck()
+}
+
+// addSample records the primary's WAL position at t. Samples keep the
+// first time each position was seen and go back far enough to measure lag
+// up to twice MaxLag.
+func (db *DB) addSample(t time.Time, l LSN) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if k := len(db.samples); k > 0 {
+		last := db.samples[k-1].lsn
+		if l == last {
+			return
+		}
+		if l < last { // the primary went back (restored): start over
+			db.samples = db.samples[:0]
+		}
+	}
+	db.samples = append(db.samples, lsnSample{at: t, lsn: l})
+	keep := max(2*db.settings.maxLag, 20*db.settings.checkInterval)
+	i := 0
+	for i < len(db.samples)-1 && t.Sub(db.samples[i].at) > keep {
+		i++
+	}
+	if i > 0 {
+		db.samples = append(db.samples[:0], db.samples[i:]...)
+	}
+}
+
+// lagOf returns how far a replica that has replayed up to l is behind:
+// the time since the primary was first seen past l, and the WAL distance
+// to the primary's latest position. An idle primary does not make an
+// up-to-date replica look stale, as replay timestamps would.
+func (db *DB) lagOf(l LSN, now time.Time) (time.Duration, int64) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	k := len(db.samples)
+	if k == 0 || l >= db.samples[k-1].lsn {
+		return 0, 0
+	}
+	bytes := int64(min(uint64(db.samples[k-1].lsn-l), math.MaxInt64))
+	i := sort.Search(k, func(i int) bool { return db.samples[i].lsn > l })
+	return max(now.Sub(db.samples[i].at), 0), bytes
+}
+
+// initMetrics registers the read counter and the replica gauges.
+func (db *DB) initMetrics(m metric.Meter) error {
+	reads, err := m.Int64ObservableCounter("goaspire.cqrs.reads",
+		metric.WithDescription("Reads routed by a DB, by target (replica or primary); fallback=true when replicas are configured but none was usable."),
+		metric.WithUnit("{read}"))
+	if err != nil {
+		return err
+	}
+	dbAttr := attribute.String("goaspire.cqrs.db", db.name)
+	mk := func(target string, fallback bool, reason string) metric.ObserveOption {
+		kv := []attribute.KeyValue{dbAttr, attribute.String("target", target), attribute.Bool("fallback", fallback)}
+		if reason != "" {
+			kv = append(kv, attribute.String("reason", reason))
+		}
+		return metric.WithAttributeSet(attribute.NewSet(kv...))
+	}
+	var readAttrs [readKinds]metric.ObserveOption
+	readAttrs[readReplica] = mk("replica", false, "")
+	readAttrs[readFallback] = mk("primary", true, "no_replica_in_rotation")
+	readAttrs[readReadYourWrites] = mk("primary", false, "read_your_writes")
+	readAttrs[readNoReplicas] = mk("primary", false, "no_replicas")
+	instruments := []metric.Observable{reads}
+
+	var healthy, lagBytes metric.Int64ObservableGauge
+	var lag metric.Float64ObservableGauge
+	sets := make([]metric.ObserveOption, len(db.replicas))
+	if len(db.replicas) > 0 {
+		var err1, err2, err3 error
+		healthy, err1 = m.Int64ObservableGauge("goaspire.cqrs.replica.healthy",
+			metric.WithDescription("1 when the replica is in read rotation, else 0."))
+		lag, err2 = m.Float64ObservableGauge("goaspire.cqrs.replica.lag",
+			metric.WithDescription("How long ago the primary was where the replica is now."), metric.WithUnit("s"))
+		lagBytes, err3 = m.Int64ObservableGauge("goaspire.cqrs.replica.lag_bytes",
+			metric.WithDescription("WAL the replica has still to replay."), metric.WithUnit("By"))
+		if err := errors.Join(err1, err2, err3); err != nil {
+			return err
+		}
+		instruments = append(instruments, healthy, lag, lagBytes)
+		for i, n := range db.replicas {
+			sets[i] = metric.WithAttributeSet(attribute.NewSet(dbAttr, attribute.String("goaspire.cqrs.replica", n.name)))
+		}
+	}
+	db.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for k := range db.reads {
+			if v := db.reads[k].Load(); v > 0 || k == readReplica || k == readFallback {
+				o.ObserveInt64(reads, v, readAttrs[k])
+			}
+		}
+		for i, n := range db.replicas {
+			var h int64
+			if n.inRotation.Load() {
+				h = 1
+			}
+			o.ObserveInt64(healthy, h, sets[i])
+			o.ObserveFloat64(lag, time.Duration(n.lagNanos.Load()).Seconds(), sets[i])
+			o.ObserveInt64(lagBytes, n.lagBytes.Load(), sets[i])
+		}
+		return nil
+	}, instruments...)
+	return err
+}

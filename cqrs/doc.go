@@ -1,0 +1,215 @@
+// Package cqrs gives a Go service pooled PostgreSQL access from the
+// connection strings an Aspire AppHost injects, and a DB with keyed
+// primary and replica handles for a read/write (CQRS) split: reads go to
+// healthy, caught-up streaming replicas, writes to the primary.
+//
+// # Entry points
+//
+//   - [ParseConnectionString] turns an Npgsql keyword string or a
+//     postgres:// URL into a *pgxpool.Config.
+//   - [OpenPool] opens one pool (a [Pool], embedding *pgxpool.Pool) from
+//     configuration, with tracing, pool metrics, a first-connect retry and a
+//     health check.
+//   - [OpenDB] opens a [DB] by name ("db": the seed's db-primary,
+//     db-replica-east, db-replica-west), [Open] from explicit connection
+//     names. A DB has [DB.Primary], [DB.Replica], [DB.Keyed]("primary" /
+//     "replica" / a connection name), read methods with failover
+//     ([DB.Query], [DB.QueryRow]), write methods that record WAL positions
+//     ([DB.Exec], [DB.Begin]), [DB.HealthChecks] and [DB.Close].
+//
+// servicedefaults builds App.DB(name) on OpenDB and App.Postgres(name) on
+// OpenPool, passing its tracer and meter providers and logger
+// ([WithTracerProvider], [WithMeterProvider], [WithLogger]), registering
+// HealthChecks, and calling Close from Shutdown.
+//
+// # Where a connection comes from
+//
+// For the connection called name, the first of these that is set:
+//
+//	ConnectionStrings:{name}              ConnectionStrings__db-primary=Host=...;Password=...
+//	{NAME}_URI                            DB_PRIMARY_URI=postgresql://user:pass@host:5432/db   (Aspire 13+)
+//	{NAME}_HOST, _PORT, _USERNAME,        DB_PRIMARY_HOST=..., DB_PRIMARY_PORT=...             (Aspire 13+)
+//	  _PASSWORD, _DATABASENAME
+//	Aspire:Npgsql:{name}:ConnectionString
+//	Aspire:Npgsql:ConnectionString
+//
+// ({NAME} is the name upper-cased with characters outside [A-Za-z0-9_]
+// replaced by '_', as Aspire writes it.) Errors name the key or variable at
+// fault and never contain a password.
+//
+// # Settings
+//
+// Settings are read from "Aspire:Npgsql:{name}" and then "Aspire:Npgsql"
+// (the more specific wins), like Aspire.Npgsql's NpgsqlSettings, so one
+// appsettings.json serves .NET and Go services. For a DB, a connection's
+// settings are looked up under its own name, then the DB's name, then the
+// unnamed section. Durations take .NET TimeSpan text ("00:00:30") or Go
+// durations ("30s"). Options passed in code override configuration.
+//
+//	Key (under Aspire:Npgsql[:{name}])   Default         Meaning
+//	ConnectionString                     -               connection string, when ConnectionStrings:{name} is not set
+//	DisableHealthChecks                  false           leave the pool's (or replica's) health check out
+//	DisableTracing                       false           no query spans
+//	DisableMetrics                       false           no pool or routing metrics
+//	MaxConnections                       string or 100   pool size (overrides Maximum Pool Size)
+//	MinConnections                       string or 0     connections kept open (overrides Minimum Pool Size)
+//	MinIdleConnections                   0               idle connections kept ready
+//	MaxConnectionLifetime                string or 1h    connections are replaced after this long
+//	MaxConnectionLifetimeJitter          0               random extra lifetime, so replacements spread out
+//	MaxConnectionIdleTime                string or 300s  idle connections are closed after this long
+//	HealthCheckPeriod                    string or 10s   how often the pool prunes idle and expired connections
+//	ConnectTimeout                       string or 15s   connect timeout (overrides Timeout)
+//	ConnectRetry:InitialInterval         250ms           first wait of the startup connect retry
+//	ConnectRetry:MaxInterval             10s             longest wait between startup attempts
+//	ConnectRetry:MaxElapsed              0 (no limit)    stop the startup retry (not the pool) after this long
+//	ConnectRetry:WaitOnOpen              0 (no wait)     make the open wait this long for the database, failing with ErrNotReady
+//
+//	Key (under Aspire:Npgsql[:{db}])     Default         Meaning
+//	Primary                              see OpenDB      the primary's connection name
+//	Replicas:Names                       see OpenDB      the replicas' connection names (a list, or comma-separated)
+//	Replicas:CheckInterval               2s              how often replicas are checked
+//	Replicas:CheckTimeout                max(interval,1s) time limit of one check
+//	Replicas:MaxLag                      10s             a replica further behind leaves the rotation (0: no bound)
+//	Replicas:MaxLagBytes                 0 (no bound)    the same bound in bytes of WAL
+//	ReadYourWrites                       false           every read sees every earlier write through the DB
+//
+// "string or N" means: the connection string's value if it sets one, else
+// N.
+//
+// # Npgsql keywords
+//
+// Keywords are case-insensitive and spaces in them are ignored ("User ID",
+// "userid"); values may be quoted with ' or ". Every Npgsql keyword is
+// accepted; an unknown one is an error naming it. Their pgx meaning:
+//
+//	Host, Server                     host list "h1,h2:5433,[::1]:5434,/socket/dir"; a host's own port wins over Port
+//	Port                             5432
+//	Database, DB                     database
+//	Username, User Name, User ID,    user
+//	  UserId, Uid, User
+//	Password, PSW, PWD               password (never in ConnString, errors or logs)
+//	Passfile                         passfile
+//	SSL Mode, SslMode                Disable, Allow, Prefer (default), Require, VerifyCA, VerifyFull: libpq's sslmode
+//	Trust Server Certificate         accepted: pgx, like libpq, validates nothing under Prefer/Require unless a
+//	                                 Root Certificate is given; an error with VerifyCA/VerifyFull, as in Npgsql
+//	Root Certificate                 sslrootcert
+//	SSL Certificate, SSL Key,        sslcert, sslkey, sslpassword
+//	  SSL Password
+//	SSL Negotiation                  Postgres, Direct: sslnegotiation
+//	Channel Binding                  Disable, Prefer, Require: channel_binding
+//	Require Auth                     Password, MD5, GSS, SSPI, ScramSHA256, None (each may be negated with '!'): require_auth
+//	Kerberos Service Name, KrbSrvName krbsrvname
+//	Timeout                          connect timeout in seconds (default 15; 0: none)
+//	Command Timeout                  seconds; when set and not 0, sent as the statement_timeout parameter (server-side).
+//	                                 Unset, nothing is sent: use context deadlines, the Go way, and poolers that
+//	                                 refuse startup parameters keep working. (Npgsql's default is 30 s client-side.)
+//	Minimum Pool Size, MinPoolSize   MinConns (default 0)
+//	Maximum Pool Size, MaxPoolSize   MaxConns (default 100)
+//	Connection Idle Lifetime         MaxConnIdleTime in seconds (default 300)
+//	Connection Pruning Interval      HealthCheckPeriod in seconds (default 10)
+//	Connection Lifetime,             MaxConnLifetime in seconds (0: no limit; unset: pgx's 1 h)
+//	  Load Balance Timeout
+//	Keepalive                        TCP keepalive idle time in seconds (pgx sends no keepalive queries)
+//	Tcp Keepalive                    TCP keepalive on/off
+//	Tcp Keepalive Time, Interval     TCP keepalive idle time and probe interval, in milliseconds
+//	Target Session Attributes        any, primary, standby, prefer-standby, read-write, read-only: target_session_attrs;
+//	                                 prefer-primary only with one host (pgx has no prefer-primary)
+//	Load Balance Hosts               true: each new connection starts at the next host of the list
+//	Application Name                 application_name
+//	Search Path                      search_path
+//	Timezone                         timezone
+//	Options                          options ("-c name=value ...")
+//	Client Encoding, Encoding        UTF8 only (pgx needs it); anything else is an error
+//	Pooling                          true only: cqrs always pools
+//	Integrated Security,             false only: GSS needs a provider registered in code; Go's TLS has no CRL check
+//	  Check Certificate Revocation
+//	GSS Encryption Mode              Disable or Prefer (pgx never encrypts with GSS); Require is an error
+//	Server Compatibility Mode        None, NoTypeLoading (pgx loads no types anyway); Redshift is an error
+//	Replication Mode                 Off only
+//	Enlist, Multiplexing, and the    accepted and ignored: Go has no ambient transactions; pgx does not multiplex,
+//	  tuning keywords                sizes its own buffers and caches prepared statements itself. The tuning
+//	                                 keywords are Max Auto Prepare, Auto Prepare Min Usages, Read/Write Buffer Size,
+//	                                 Socket Receive/Send Buffer Size, No Reset On Close, Write Coalescing Buffer
+//	                                 Threshold Bytes, Internal Command Timeout, Cancellation Timeout, Host Recheck
+//	                                 Seconds, Load Table Composites, Array Nullability Mode, Include Realm,
+//	                                 Persist Security Info, EF Template Database, EF Admin Database
+//	Include Error Detail             accepted: pgx always fills PgError.Detail (its Error text leaves it out)
+//	Log Parameters                   accepted: query parameters are never recorded, by design
+//
+// A keyword's value is checked even when the keyword is ignored. In URL
+// form, pgx parses the URL with libpq's rules (and its pool_* parameters);
+// unknown query parameters become server parameters, as in pgx. The
+// Npgsql pool defaults above apply to both forms. As in Npgsql and libpq,
+// the PG* environment variables and ~/.pgpass supply what a connection
+// string leaves out (pgx reads them).
+//
+// # Startup
+//
+// Opening never fails because the database is still starting: pools
+// connect lazily, and a background loop pings the primary with exponential
+// backoff, logging once when it is not reachable and once when it is.
+// Until then queries fail and the health check reports Unhealthy. Set
+// ConnectRetry:WaitOnOpen to make the open wait for the database instead.
+//
+// # Read routing
+//
+// [DB.Replica] picks the next replica in rotation round-robin (an atomic
+// increment and a load: about 5 ns under parallel load); with none in
+// rotation it returns the primary, and the goaspire.cqrs.reads metric
+// counts the read with fallback=true. A background checker queries every
+// replica each Replicas:CheckInterval (and sooner when a read finds one
+// down or behind) and takes it out of rotation when it is unreachable, not
+// in recovery (promoted, or not a replica), or further behind than
+// Replicas:MaxLag or Replicas:MaxLagBytes; it is put back after its next
+// good check.
+//
+// Lag is measured against the primary's WAL position, sampled at each
+// check: a replica that has replayed up to position L lags by the time
+// since the primary was first seen past L. Unlike now() -
+// pg_last_xact_replay_timestamp(), this does not count an idle primary as
+// lag, and it grows while replay is paused and the primary moves on.
+//
+// [DB.Query] and [DB.QueryRow] add failover: a read that fails on a replica
+// with a connection error (or a recovery conflict) takes the replica out of
+// rotation at once and runs again on the next replica or the primary, so
+// killing a replica under load returns no error to callers. A query that
+// has started returning rows is not retried.
+//
+// # Read your writes
+//
+// A context made with [WithSession] (or by [Middleware], one per HTTP
+// request) is a read-your-writes session. [DB.Exec] and transactions from
+// [DB.Begin] record pg_current_wal_insert_lsn() after a write in a session
+// (one small query on the primary); reads in the session then go only to a
+// replica whose last checked replay position is at or past it, else to the
+// primary. Writes made directly through Primary() can be recorded with
+// [DB.RecordWrite]. [SessionLSN] and [WithSessionLSN] carry a session's
+// position across requests. With ReadYourWrites on, every write through
+// the DB is recorded for every context, so all reads see all earlier
+// writes: simpler, but under a steady write load most reads then go to the
+// primary. Outside sessions, with ReadYourWrites off, writes cost nothing
+// extra.
+//
+// # Health
+//
+// [Pool.HealthChecks] and [DB.HealthChecks] return health.Check values
+// named "postgres:{connection}", tagged ready: the primary (or a lone
+// pool) reports Unhealthy when it cannot be reached; a replica reports
+// Degraded when it is down, not in recovery or lagging.
+//
+// # Telemetry
+//
+// Queries become OpenTelemetry spans through github.com/exaring/otelpgx
+// (under a recording parent span, such as an HTTP request's), with the
+// statement text and the db.client.operation.duration histogram; query
+// arguments are never recorded, and acquire spans are off. Each pool
+// reports db.client.connection.count (state idle/used),
+// db.client.connection.max, db.client.connection.idle.min and the
+// cumulative pgxpool.acquires, pgxpool.acquire_duration,
+// pgxpool.empty_acquires, pgxpool.canceled_acquires and
+// pgxpool.new_connections, labelled db.client.connection.pool.name; these
+// are ours rather than otelpgx.RecordStats because its registration cannot
+// be removed when a pool closes. A DB reports goaspire.cqrs.reads (target,
+// fallback, reason), goaspire.cqrs.replica.healthy,
+// goaspire.cqrs.replica.lag (s) and goaspire.cqrs.replica.lag_bytes.
+package cqrs

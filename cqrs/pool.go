@@ -1,0 +1,305 @@
+package cqrs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
+)
+
+// ErrNotReady is wrapped by the error of an open that waited for the
+// database (ConnectRetry:WaitOnOpen) and gave up.
+var ErrNotReady = errors.New("database not reachable")
+
+// instrumentation names.
+const (
+	scopeName = "github.com/goaspire/goaspire/cqrs"
+	// poolNameKey is the OpenTelemetry attribute naming a pool.
+	poolNameKey = attribute.Key("db.client.connection.pool.name")
+)
+
+// Pool is a pgx connection pool opened from configuration, with its
+// tracing, pool metrics, first-connect retry and health check. It embeds
+// *pgxpool.Pool, so it runs queries directly; pass p.Pool where a
+// *pgxpool.Pool is wanted. Close it with Close (not p.Pool.Close, which
+// would leave its background work running).
+type Pool struct {
+	*pgxpool.Pool
+
+	name     string
+	source   string
+	settings poolSettings
+	log      *slog.Logger
+
+	ready     chan struct{} // closed at the first successful ping
+	readyOnce sync.Once
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	reg       metric.Registration
+	closeOnce sync.Once
+}
+
+// OpenPool opens the pool of the connection called name, configured as
+// the package documentation describes (connection string from
+// ConnectionStrings:name or the Aspire 13 variables; settings from
+// Aspire:Npgsql and Aspire:Npgsql:{name}).
+//
+// The database need not be up: the pool connects lazily, and a background
+// loop retries the first connection with exponential backoff and logs
+// when it succeeds. Set ConnectRetry:WaitOnOpen (or WithWaitOnOpen) to
+// make OpenPool wait for it instead.
+func OpenPool(ctx context.Context, cfg *discovery.Config, name string, opts ...Option) (*Pool, error) {
+	o := buildOptions(opts)
+	p, err := openPool(ctx, cfg, name, settingsLayers(cfg, name), o, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitOnOpen(ctx, o); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// openPool builds one pool. l are the settings sections, most specific
+// first. retry starts the first-connect loop.
+func openPool(ctx context.Context, cfg *discovery.Config, name string, l layers, o options, retry bool) (*Pool, error) {
+	if cfg == nil {
+		cfg = discovery.FromMap(nil)
+	}
+	pc, source, err := resolveConnection(cfg, name, l)
+	if err != nil {
+		return nil, err
+	}
+	settings, err := readPoolSettings(l, pc)
+	if err != nil {
+		return nil, &ConnectionError{Name: name, Source: source, Err: err}
+	}
+
+	attrs := []attribute.KeyValue{poolNameKey.String(name)}
+	if !settings.disableTracing || !settings.disableMetrics {
+		tp, mp := o.tp, o.mp
+		if settings.disableTracing {
+			tp = tracenoop.NewTracerProvider()
+		}
+		if settings.disableMetrics {
+			mp = metricnoop.NewMeterProvider()
+		}
+		// otelpgx never records query arguments unless asked to
+		// (WithIncludeQueryParameters), and we do not ask.
+		pc.ConnConfig.Tracer = otelpgx.NewTracer(
+			otelpgx.WithTracerProvider(tp),
+			otelpgx.WithMeterProvider(mp),
+			otelpgx.WithTracerAttributes(attrs...),
+			otelpgx.WithMeterAttributes(attrs...),
+			otelpgx.WithDisableAcquireTracer(),
+		)
+	}
+	if o.configure != nil {
+		if err := o.configure(name, pc); err != nil {
+			return nil, &ConnectionError{Name: name, Source: source, Err: err}
+		}
+	}
+
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, &ConnectionError{Name: name, Source: source, Err: err}
+	}
+	p := &Pool{
+		Pool:     pool,
+		name:     name,
+		source:   source,
+		settings: settings,
+		log:      o.logger.With("db.client.connection.pool.name", name),
+		ready:    make(chan struct{}),
+	}
+	if !settings.disableMetrics {
+		reg, err := registerPoolMetrics(o.mp.Meter(scopeName), pool, attribute.NewSet(attrs...))
+		if err != nil {
+			pool.Close()
+			return nil, &ConnectionError{Name: name, Source: source, Err: err}
+		}
+		p.reg = reg
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	if retry {
+		p.wg.Add(1)
+		go p.connectLoop(loopCtx)
+	}
+	return p, nil
+}
+
+// Name returns the connection name the pool was opened for.
+func (p *Pool) Name() string { return p.name }
+
+// Ready returns a channel that is closed once the pool has connected to the
+// database for the first time.
+func (p *Pool) Ready() <-chan struct{} { return p.ready }
+
+func (p *Pool) markReady() { p.readyOnce.Do(func() { close(p.ready) }) }
+
+// waitOnOpen waits for the first connection when configured to.
+func (p *Pool) waitOnOpen(ctx context.Context, o options) error {
+	wait := p.settings.waitOnOpen
+	if o.waitOnOpen != nil {
+		wait = *o.waitOnOpen
+	}
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-p.ready:
+		return nil
+	case <-ctx.Done():
+		return &ConnectionError{Name: p.name, Source: p.source, Err: ctx.Err()}
+	case <-t.C:
+		return &ConnectionError{Name: p.name, Source: p.source, Err: fmt.Errorf("%w within %v (ConnectRetry:WaitOnOpen)", ErrNotReady, wait)}
+	}
+}
+
+// connectLoop pings until the first success, with exponential backoff (each
+// wait drawn from [interval/2, 3·interval/2)), giving up after ConnectRetry:MaxElapsed when that is set.
+func (p *Pool) connectLoop(ctx context.Context) {
+	defer p.wg.Done()
+	start := time.Now()
+	interval := p.settings.retryInitial
+	timeout := p.Config().ConnConfig.ConnectTimeout
+	if timeout <= 0 {
+		timeout = defaultConnectTimeout
+	}
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		err := p.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			if attempt > 1 {
+				p.log.Info("cqrs: connected to postgres", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond))
+			}
+			p.markReady()
+			return
+		}
+		if attempt == 1 {
+			p.log.Warn("cqrs: postgres not reachable yet; retrying in the background", "error", err)
+		}
+		if max := p.settings.retryMaxElapsed; max > 0 && time.Since(start) >= max {
+			p.log.Error("cqrs: postgres still not reachable; giving up the startup retry (queries keep trying)", "attempts", attempt, "error", err)
+			return
+		}
+		sleep := time.Duration(rand.Int64N(int64(interval))) + interval/2
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		interval *= 2
+		if interval > p.settings.retryMax {
+			interval = p.settings.retryMax
+		}
+	}
+}
+
+// HealthCheck returns the pool's health check, "postgres:{name}": it pings
+// the database through the pool and reports Unhealthy when that fails.
+func (p *Pool) HealthCheck() health.Check {
+	return health.Check{
+		Name:          "postgres:" + p.name,
+		Tags:          []string{health.TagReady},
+		FailureStatus: health.Unhealthy,
+		Check:         p.healthCheck,
+	}
+}
+
+// HealthChecks returns the pool's health check, or none when
+// DisableHealthChecks is set.
+func (p *Pool) HealthChecks() []health.Check {
+	if p.settings.disableHealthChecks {
+		return nil
+	}
+	return []health.Check{p.HealthCheck()}
+}
+
+func (p *Pool) healthCheck(ctx context.Context) error {
+	if err := p.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres %q: %w", p.name, err)
+	}
+	p.markReady()
+	return nil
+}
+
+// Close stops the pool's background work, unregisters its metrics and
+// closes its connections. It is safe to call more than once.
+func (p *Pool) Close() {
+	p.closeOnce.Do(func() {
+		p.cancel()
+		p.wg.Wait()
+		if p.reg != nil {
+			_ = p.reg.Unregister()
+		}
+		p.Pool.Close()
+	})
+}
+
+// registerPoolMetrics reports the pool's statistics. otelpgx.RecordStats
+// does the same but cannot be unregistered, so a closed pool would stay
+// registered (and referenced) for the life of the process; these are
+// unregistered by Close.
+func registerPoolMetrics(m metric.Meter, pool *pgxpool.Pool, set attribute.Set) (metric.Registration, error) {
+	count, err1 := m.Int64ObservableUpDownCounter("db.client.connection.count",
+		metric.WithDescription("Connections in the pool, by state (idle or used)."), metric.WithUnit("{connection}"))
+	max, err2 := m.Int64ObservableUpDownCounter("db.client.connection.max",
+		metric.WithDescription("The most connections the pool may open."), metric.WithUnit("{connection}"))
+	idleMin, err3 := m.Int64ObservableUpDownCounter("db.client.connection.idle.min",
+		metric.WithDescription("The fewest idle connections the pool keeps."), metric.WithUnit("{connection}"))
+	acquires, err4 := m.Int64ObservableCounter("pgxpool.acquires",
+		metric.WithDescription("Successful acquires from the pool."))
+	acquireDur, err5 := m.Float64ObservableCounter("pgxpool.acquire_duration",
+		metric.WithDescription("Total time spent in successful acquires."), metric.WithUnit("s"))
+	empty, err6 := m.Int64ObservableCounter("pgxpool.empty_acquires",
+		metric.WithDescription("Acquires that had to wait for a connection to be released or made."))
+	canceled, err7 := m.Int64ObservableCounter("pgxpool.canceled_acquires",
+		metric.WithDescription("Acquires canceled by their context."))
+	created, err8 := m.Int64ObservableCounter("pgxpool.new_connections",
+		metric.WithDescription("Connections opened."))
+	if err := errors.Join(err1, err2, err3, err4, err5, err6, err7, err8); err != nil {
+		return nil, err
+	}
+	base := metric.WithAttributeSet(set)
+	minIdle := int64(pool.Config().MinIdleConns)
+	idleSet := metric.WithAttributeSet(attribute.NewSet(append(set.ToSlice(), attribute.String("db.client.connection.state", "idle"))...))
+	usedSet := metric.WithAttributeSet(attribute.NewSet(append(set.ToSlice(), attribute.String("db.client.connection.state", "used"))...))
+	return m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		st := pool.Stat()
+		o.ObserveInt64(count, int64(st.IdleConns()), idleSet)
+		o.ObserveInt64(count, int64(st.AcquiredConns()+st.ConstructingConns()), usedSet)
+		o.ObserveInt64(max, int64(st.MaxConns()), base)
+		o.ObserveInt64(idleMin, minIdle, base)
+		o.ObserveInt64(acquires, st.AcquireCount(), base)
+		o.ObserveFloat64(acquireDur, st.AcquireDuration().Seconds(), base)
+		o.ObserveInt64(empty, st.EmptyAcquireCount(), base)
+		o.ObserveInt64(canceled, st.CanceledAcquireCount(), base)
+		o.ObserveInt64(created, st.NewConnsCount(), base)
+		return nil
+	}, count, max, idleMin, acquires, acquireDur, empty, canceled, created)
+}

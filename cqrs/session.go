@@ -1,0 +1,92 @@
+package cqrs
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+// LSN is a PostgreSQL write-ahead log position (pg_lsn).
+type LSN uint64
+
+// String formats the position as PostgreSQL does ("16/B374D848").
+func (l LSN) String() string { return fmt.Sprintf("%X/%X", uint64(l)>>32, uint32(l)) }
+
+// ParseLSN parses PostgreSQL's text form of a WAL position ("16/B374D848").
+func ParseLSN(s string) (LSN, error) {
+	hi, lo, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return 0, fmt.Errorf("cqrs: invalid LSN %q: want hex/hex", s)
+	}
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("cqrs: invalid LSN %q: want hex/hex", s)
+	}
+	return LSN(h<<32 | l), nil
+}
+
+// session is a read-your-writes scope: the WAL position of its latest
+// write through a DB.
+type session struct {
+	lsn atomic.Uint64
+}
+
+// observe raises the session's position to l.
+func (s *session) observe(l LSN) {
+	for {
+		cur := s.lsn.Load()
+		if uint64(l) <= cur || s.lsn.CompareAndSwap(cur, uint64(l)) {
+			return
+		}
+	}
+}
+
+type sessionKey struct{}
+
+// WithSession returns a context that is a read-your-writes session: reads
+// through a DB with this context (or one derived from it) see every write
+// made through the DB with it. Reads go to a replica only once that
+// replica has replayed the session's latest write, else to the primary.
+// If ctx already is a session, it is returned unchanged.
+func WithSession(ctx context.Context) context.Context {
+	if sessionFrom(ctx) != nil {
+		return ctx
+	}
+	return context.WithValue(ctx, sessionKey{}, &session{})
+}
+
+// WithSessionLSN returns a new session that starts at position l, so that a
+// session can continue across requests: hand SessionLSN to the client (in
+// a cookie or header) after a write and pass it back here on its next
+// request.
+func WithSessionLSN(ctx context.Context, l LSN) context.Context {
+	s := &session{}
+	s.lsn.Store(uint64(l))
+	return context.WithValue(ctx, sessionKey{}, s)
+}
+
+// SessionLSN returns the WAL position of the latest write in ctx's
+// session, or 0 when ctx is not a session or has not written.
+func SessionLSN(ctx context.Context) LSN {
+	if s := sessionFrom(ctx); s != nil {
+		return LSN(s.lsn.Load())
+	}
+	return 0
+}
+
+func sessionFrom(ctx context.Context) *session {
+	s, _ := ctx.Value(sessionKey{}).(*session)
+	return s
+}
+
+// Middleware makes each HTTP request a read-your-writes session (see
+// WithSession).
+func Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(WithSession(r.Context())))
+	})
+}

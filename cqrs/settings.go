@@ -1,0 +1,379 @@
+package cqrs
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/connstr"
+)
+
+// SettingsSection is the configuration section cqrs reads, as Aspire.Npgsql
+// does. Settings in "Aspire:Npgsql:{name}" override those in
+// "Aspire:Npgsql".
+const SettingsSection = "Aspire:Npgsql"
+
+// ConnectionError reports a connection that could not be configured. It
+// names the connection and where its settings came from, never a secret.
+type ConnectionError struct {
+	// Name is the connection name ("db-primary").
+	Name string
+	// Source is the configuration key or variable the connection string
+	// came from ("ConnectionStrings:db-primary", "DB_PRIMARY_URI", ...),
+	// empty when none was found.
+	Source string
+	// Err is the underlying error.
+	Err error
+}
+
+func (e *ConnectionError) Error() string {
+	msg := strings.TrimPrefix(e.Err.Error(), "cqrs: ")
+	if e.Source == "" {
+		return fmt.Sprintf("cqrs: connection %q: %s", e.Name, msg)
+	}
+	return fmt.Sprintf("cqrs: connection %q (from %s): %s", e.Name, e.Source, msg)
+}
+
+// Unwrap returns the underlying error.
+func (e *ConnectionError) Unwrap() error { return e.Err }
+
+// layers is an ordered list of configuration sections, most specific
+// first: a value is taken from the first section that sets it.
+type layers []*discovery.Config
+
+// settingsLayers returns the sections for names, most specific first,
+// ending with the unnamed Aspire:Npgsql section.
+func settingsLayers(cfg *discovery.Config, names ...string) layers {
+	root := cfg.Section(SettingsSection)
+	var l layers
+	for _, n := range names {
+		if n != "" {
+			l = append(l, root.Section(n))
+		}
+	}
+	return append(l, root)
+}
+
+func (l layers) find(key string) (*discovery.Config, bool) {
+	for _, c := range l {
+		if v, ok := c.Lookup(key); ok && strings.TrimSpace(v) != "" {
+			return c, true
+		}
+	}
+	return nil, false
+}
+
+func (l layers) bool(key string, def bool) (bool, error) {
+	if c, ok := l.find(key); ok {
+		return c.Bool(key, def)
+	}
+	return def, nil
+}
+
+func (l layers) int(key string) (int, bool, error) {
+	if c, ok := l.find(key); ok {
+		n, err := c.Int(key, 0)
+		return n, err == nil, err
+	}
+	return 0, false, nil
+}
+
+func (l layers) duration(key string) (time.Duration, bool, error) {
+	if c, ok := l.find(key); ok {
+		d, err := c.Duration(key, 0)
+		if err == nil && d < 0 {
+			err = &discovery.KeyError{Key: c.Path() + ":" + key, Err: errors.New("must not be negative")}
+		}
+		return d, err == nil, err
+	}
+	return 0, false, nil
+}
+
+// poolSettings are the Aspire:Npgsql settings of one connection.
+type poolSettings struct {
+	disableHealthChecks bool
+	disableTracing      bool
+	disableMetrics      bool
+
+	retryInitial    time.Duration
+	retryMax        time.Duration
+	retryMaxElapsed time.Duration
+	waitOnOpen      time.Duration
+}
+
+// Defaults of the ConnectRetry settings.
+const (
+	defaultRetryInitial = 250 * time.Millisecond
+	defaultRetryMax     = 10 * time.Second
+)
+
+// readPoolSettings reads the settings of one connection and applies the
+// pool overrides to c.
+func readPoolSettings(l layers, c *pgxpool.Config) (poolSettings, error) {
+	var s poolSettings
+	var err error
+	if s.disableHealthChecks, err = l.bool("DisableHealthChecks", false); err != nil {
+		return s, err
+	}
+	if s.disableTracing, err = l.bool("DisableTracing", false); err != nil {
+		return s, err
+	}
+	if s.disableMetrics, err = l.bool("DisableMetrics", false); err != nil {
+		return s, err
+	}
+
+	ints := []struct {
+		key string
+		dst *int32
+		min int
+	}{
+		{"MaxConnections", &c.MaxConns, 1},
+		{"MinConnections", &c.MinConns, 0},
+		{"MinIdleConnections", &c.MinIdleConns, 0},
+	}
+	for _, it := range ints {
+		n, ok, err := l.int(it.key)
+		if err != nil {
+			return s, err
+		}
+		if !ok {
+			continue
+		}
+		if n < it.min || n > 1<<30 {
+			return s, &discovery.KeyError{Key: SettingsSection + ":" + it.key, Err: fmt.Errorf("must be at least %d", it.min)}
+		}
+		*it.dst = int32(n)
+	}
+	if c.MinConns > c.MaxConns || c.MinIdleConns > c.MaxConns {
+		return s, &discovery.KeyError{Key: SettingsSection + ":MinConnections", Err: errors.New("MinConnections and MinIdleConnections must not exceed MaxConnections")}
+	}
+
+	durs := []struct {
+		key string
+		dst *time.Duration
+	}{
+		{"MaxConnectionLifetime", &c.MaxConnLifetime},
+		{"MaxConnectionLifetimeJitter", &c.MaxConnLifetimeJitter},
+		{"MaxConnectionIdleTime", &c.MaxConnIdleTime},
+		{"HealthCheckPeriod", &c.HealthCheckPeriod},
+		{"ConnectTimeout", &c.ConnConfig.ConnectTimeout},
+		{"ConnectRetry:InitialInterval", &s.retryInitial},
+		{"ConnectRetry:MaxInterval", &s.retryMax},
+		{"ConnectRetry:MaxElapsed", &s.retryMaxElapsed},
+		{"ConnectRetry:WaitOnOpen", &s.waitOnOpen},
+	}
+	for _, it := range durs {
+		d, ok, err := l.duration(it.key)
+		if err != nil {
+			return s, err
+		}
+		if ok {
+			*it.dst = d
+		}
+	}
+	if c.HealthCheckPeriod <= 0 {
+		return s, &discovery.KeyError{Key: SettingsSection + ":HealthCheckPeriod", Err: errors.New("must be positive")}
+	}
+	if s.retryInitial <= 0 {
+		s.retryInitial = defaultRetryInitial
+	}
+	if s.retryMax <= 0 {
+		s.retryMax = defaultRetryMax
+	}
+	if s.retryMax < s.retryInitial {
+		s.retryMax = s.retryInitial
+	}
+	return s, nil
+}
+
+// resolveConnection finds the connection string of name, in this order:
+// ConnectionStrings:name; the Aspire 13 variable NAME_URI; the variables
+// NAME_HOST, NAME_PORT, NAME_USERNAME, NAME_PASSWORD, NAME_DATABASENAME;
+// Aspire:Npgsql:{name}:ConnectionString; Aspire:Npgsql:ConnectionString.
+// It returns the pgx configuration and the source's name.
+func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.Config, string, error) {
+	conn, err := cfg.Connection(name)
+	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
+		return nil, "", &ConnectionError{Name: name, Err: err}
+	}
+	parse := func(source, s string) (*pgxpool.Config, string, error) {
+		c, err := ParseConnectionString(s)
+		if err != nil {
+			return nil, source, &ConnectionError{Name: name, Source: source, Err: err}
+		}
+		return c, source, nil
+	}
+	env := discovery.EnvName(name) + "_"
+	switch {
+	case strings.TrimSpace(conn.ConnectionString) != "":
+		return parse("ConnectionStrings:"+name, conn.ConnectionString)
+	case strings.TrimSpace(conn.URI) != "":
+		return parse(env+"URI", conn.URI)
+	case conn.Host != "":
+		var b strings.Builder
+		add := func(k, v string) {
+			if v != "" {
+				fmt.Fprintf(&b, "%s=%s;", k, connstr.QuoteValue(v))
+			}
+		}
+		add("Host", conn.Host)
+		add("Port", conn.Port)
+		add("Username", conn.Username)
+		add("Password", conn.Password)
+		add("Database", conn.DatabaseName)
+		return parse(env+"HOST", b.String())
+	case conn.HasProperties():
+		return nil, "", &ConnectionError{Name: name, Err: fmt.Errorf("%w: %sHOST is not set (only other %s* properties are)", discovery.ErrNotFound, env, env)}
+	}
+	for _, c := range l {
+		if s := strings.TrimSpace(c.String("ConnectionString")); s != "" {
+			return parse(c.Path()+":ConnectionString", s)
+		}
+	}
+	return nil, "", &ConnectionError{Name: name, Err: fmt.Errorf("%w: set ConnectionStrings__%s, %sURI, %sHOST, or %s:%s:ConnectionString",
+		discovery.ErrNotFound, name, env, env, SettingsSection, name)}
+}
+
+// hasConnection reports whether anything is configured for name.
+func hasConnection(cfg *discovery.Config, name string) bool {
+	_, err := cfg.Connection(name)
+	return err == nil
+}
+
+// dbSettings are the settings of a DB (as opposed to one of its pools).
+type dbSettings struct {
+	readYourWrites bool
+	checkInterval  time.Duration
+	checkTimeout   time.Duration
+	maxLag         time.Duration
+	maxLagBytes    int64
+	disableMetrics bool
+}
+
+// Defaults of the DB settings.
+const (
+	defaultCheckInterval = 2 * time.Second
+	defaultMaxLag        = 10 * time.Second
+)
+
+func readDBSettings(l layers) (dbSettings, error) {
+	s := dbSettings{checkInterval: defaultCheckInterval, maxLag: defaultMaxLag}
+	var err error
+	if s.readYourWrites, err = l.bool("ReadYourWrites", false); err != nil {
+		return s, err
+	}
+	if s.disableMetrics, err = l.bool("DisableMetrics", false); err != nil {
+		return s, err
+	}
+	if d, ok, err := l.duration("Replicas:CheckInterval"); err != nil {
+		return s, err
+	} else if ok {
+		s.checkInterval = d
+	}
+	if d, ok, err := l.duration("Replicas:CheckTimeout"); err != nil {
+		return s, err
+	} else if ok {
+		s.checkTimeout = d
+	}
+	if d, ok, err := l.duration("Replicas:MaxLag"); err != nil {
+		return s, err
+	} else if ok {
+		s.maxLag = d
+	}
+	if n, ok, err := l.int("Replicas:MaxLagBytes"); err != nil {
+		return s, err
+	} else if ok {
+		if n < 0 {
+			return s, &discovery.KeyError{Key: SettingsSection + ":Replicas:MaxLagBytes", Err: errors.New("must not be negative")}
+		}
+		s.maxLagBytes = int64(n)
+	}
+	return s, nil
+}
+
+// resolveNames finds the primary and replica connection names of the DB
+// called name: Aspire:Npgsql:{name}:Primary and
+// Aspire:Npgsql:{name}:Replicas:Names when set, else by convention.
+func resolveNames(cfg *discovery.Config, name string) (string, []string, error) {
+	sec := cfg.Section(SettingsSection).Section(name)
+	primary := strings.TrimSpace(sec.String("Primary"))
+	switch {
+	case primary != "":
+	case hasConnection(cfg, name):
+		primary = name
+	case hasConnection(cfg, name+"-primary"):
+		primary = name + "-primary"
+	default:
+		return "", nil, &ConnectionError{Name: name, Err: fmt.Errorf("%w: no primary: set ConnectionStrings__%s or ConnectionStrings__%s-primary, or %s:%s:Primary",
+			discovery.ErrNotFound, name, name, SettingsSection, name)}
+	}
+
+	var replicas []string
+	names := sec.Section("Replicas").Section("Names")
+	if v := strings.TrimSpace(sec.String("Replicas:Names")); v != "" {
+		for _, r := range strings.Split(v, ",") {
+			if r = strings.TrimSpace(r); r != "" {
+				replicas = append(replicas, r)
+			}
+		}
+	} else if kids := names.Children(); len(kids) > 0 {
+		sort.Slice(kids, func(i, j int) bool { return numericLess(kids[i], kids[j]) })
+		for _, k := range kids {
+			if r := strings.TrimSpace(names.String(k)); r != "" {
+				replicas = append(replicas, r)
+			}
+		}
+	} else {
+		replicas = discoverReplicas(cfg, name)
+	}
+	return primary, replicas, nil
+}
+
+func numericLess(a, b string) bool {
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return a < b
+}
+
+// discoverReplicas finds the connections named "{name}-replica*", from
+// ConnectionStrings and from Aspire 13's NAME_REPLICA*_URI/_HOST variables,
+// sorted by name.
+func discoverReplicas(cfg *discovery.Config, name string) []string {
+	seen := map[string]bool{}
+	var out []string
+	prefix := strings.ToLower(name + "-replica")
+	for _, k := range cfg.Section("ConnectionStrings").Children() {
+		if strings.HasPrefix(strings.ToLower(k), prefix) && !seen[discovery.EnvName(k)] {
+			seen[discovery.EnvName(k)] = true
+			out = append(out, k)
+		}
+	}
+	envPrefix := discovery.EnvName(name) + "_REPLICA"
+	for _, k := range cfg.Children() {
+		u := strings.ToUpper(k)
+		if !strings.HasPrefix(u, envPrefix) {
+			continue
+		}
+		var base string
+		switch {
+		case strings.HasSuffix(u, "_URI"):
+			base = u[:len(u)-len("_URI")]
+		case strings.HasSuffix(u, "_HOST"):
+			base = u[:len(u)-len("_HOST")]
+		default:
+			continue
+		}
+		if !seen[base] {
+			seen[base] = true
+			out = append(out, base)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return strings.ToLower(out[i]) < strings.ToLower(out[j]) })
+	return out
+}

@@ -1,0 +1,200 @@
+package cqrs
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/goaspire/goaspire/discovery"
+)
+
+func TestResolveConnection(t *testing.T) {
+	tests := []struct {
+		name       string
+		env        map[string]string
+		wantSource string
+		wantHost   string
+		wantPass   string
+	}{
+		{"connection string wins", map[string]string{
+			"ConnectionStrings__db": "Host=cs;Password=a",
+			"DB_URI":                "postgres://u:b@uri/db",
+			"DB_HOST":               "prop",
+		}, "ConnectionStrings:db", "cs", "a"},
+		{"URI next", map[string]string{
+			"DB_URI":  "postgresql://u:b@uri/db",
+			"DB_HOST": "prop",
+		}, "DB_URI", "uri", "b"},
+		{"properties", map[string]string{
+			"DB_HOST": "prop", "DB_PORT": "5433", "DB_USERNAME": "u", "DB_PASSWORD": `p;"x`, "DB_DATABASENAME": "d",
+		}, "DB_HOST", "prop", `p;"x`},
+		{"named settings section", map[string]string{
+			"Aspire__Npgsql__db__ConnectionString": "Host=named",
+			"Aspire__Npgsql__ConnectionString":     "Host=unnamed",
+		}, "Aspire:Npgsql:db:ConnectionString", "named", ""},
+		{"unnamed settings section", map[string]string{
+			"Aspire__Npgsql__ConnectionString": "Host=unnamed",
+		}, "Aspire:Npgsql:ConnectionString", "unnamed", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := discovery.FromMap(tt.env)
+			c, source, err := resolveConnection(cfg, "db", settingsLayers(cfg, "db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if source != tt.wantSource || c.ConnConfig.Host != tt.wantHost || c.ConnConfig.Password != tt.wantPass {
+				t.Errorf("source %q host %q password %q", source, c.ConnConfig.Host, c.ConnConfig.Password)
+			}
+		})
+	}
+}
+
+func TestResolveConnectionErrors(t *testing.T) {
+	cfg := discovery.FromMap(map[string]string{
+		"ConnectionStrings__bad": "Host=h;Password=hunter2;Port=1;Nope=1",
+		"ONLY_PORT":              "5432",
+	})
+	_, _, err := resolveConnection(cfg, "missing", settingsLayers(cfg, "missing"))
+	if !errors.Is(err, discovery.ErrNotFound) || !strings.Contains(err.Error(), "ConnectionStrings__missing") {
+		t.Errorf("missing: %v", err)
+	}
+	_, _, err = resolveConnection(cfg, "only", settingsLayers(cfg, "only"))
+	if !errors.Is(err, discovery.ErrNotFound) || !strings.Contains(err.Error(), "ONLY_HOST") {
+		t.Errorf("only port: %v", err)
+	}
+	_, _, err = resolveConnection(cfg, "bad", settingsLayers(cfg, "bad"))
+	var ce *ConnectionError
+	if !errors.As(err, &ce) || ce.Source != "ConnectionStrings:bad" || !errors.Is(err, ErrUnknownKeyword) {
+		t.Fatalf("bad: %v", err)
+	}
+	if want := `cqrs: connection "bad" (from ConnectionStrings:bad): connection string keyword "Nope": unknown keyword`; err.Error() != want {
+		t.Errorf("error text %q, want %q", err, want)
+	}
+}
+
+func TestPoolSettings(t *testing.T) {
+	cfg := discovery.FromMap(map[string]string{
+		"Aspire:Npgsql:MaxConnections":                 "50",
+		"Aspire:Npgsql:db:MaxConnections":              "20",
+		"Aspire:Npgsql:db:MinConnections":              "2",
+		"Aspire:Npgsql:db:MinIdleConnections":          "1",
+		"Aspire:Npgsql:MaxConnectionLifetime":          "00:30:00",
+		"Aspire:Npgsql:db:MaxConnectionLifetimeJitter": "1m",
+		"Aspire:Npgsql:db:MaxConnectionIdleTime":       "2m",
+		"Aspire:Npgsql:HealthCheckPeriod":              "30s",
+		"Aspire:Npgsql:db:ConnectTimeout":              "5s",
+		"Aspire:Npgsql:db:ConnectRetry:MaxElapsed":     "1m",
+		"Aspire:Npgsql:ConnectRetry:InitialInterval":   "100ms",
+		"Aspire:Npgsql:db:ConnectRetry:WaitOnOpen":     "3s",
+		"Aspire:Npgsql:DisableTracing":                 "true",
+		"Aspire:Npgsql:db:DisableTracing":              "false",
+		"Aspire:Npgsql:DisableMetrics":                 "true",
+	})
+	c, err := ParseConnectionString("Host=h;Maximum Pool Size=7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := readPoolSettings(settingsLayers(cfg, "db"), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxConns != 20 || c.MinConns != 2 || c.MinIdleConns != 1 || c.MaxConnLifetime != 30*time.Minute ||
+		c.MaxConnLifetimeJitter != time.Minute || c.MaxConnIdleTime != 2*time.Minute || c.HealthCheckPeriod != 30*time.Second ||
+		c.ConnConfig.ConnectTimeout != 5*time.Second {
+		t.Errorf("pool %d %d %d %v %v %v %v %v", c.MaxConns, c.MinConns, c.MinIdleConns, c.MaxConnLifetime,
+			c.MaxConnLifetimeJitter, c.MaxConnIdleTime, c.HealthCheckPeriod, c.ConnConfig.ConnectTimeout)
+	}
+	want := poolSettings{disableMetrics: true, retryInitial: 100 * time.Millisecond, retryMax: defaultRetryMax,
+		retryMaxElapsed: time.Minute, waitOnOpen: 3 * time.Second}
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("settings %+v, want %+v", s, want)
+	}
+
+	for key, val := range map[string]string{
+		"Aspire:Npgsql:MaxConnections":          "0",
+		"Aspire:Npgsql:MinConnections":          "200",
+		"Aspire:Npgsql:MaxConnectionIdleTime":   "30",
+		"Aspire:Npgsql:HealthCheckPeriod":       "0",
+		"Aspire:Npgsql:DisableTracing":          "maybe",
+		"Aspire:Npgsql:ConnectRetry:MaxElapsed": "-00:00:01",
+	} {
+		c, _ := ParseConnectionString("Host=h")
+		_, err := readPoolSettings(settingsLayers(discovery.FromMap(map[string]string{key: val}), "db"), c)
+		var kerr *discovery.KeyError
+		if !errors.As(err, &kerr) {
+			t.Errorf("%s=%s: error %v is not a KeyError", key, val, err)
+		}
+	}
+}
+
+func TestDBSettings(t *testing.T) {
+	cfg := discovery.FromMap(map[string]string{
+		"Aspire:Npgsql:db:ReadYourWrites":        "true",
+		"Aspire:Npgsql:Replicas:CheckInterval":   "500ms",
+		"Aspire:Npgsql:db:Replicas:MaxLag":       "00:00:03",
+		"Aspire:Npgsql:db:Replicas:MaxLagBytes":  "1048576",
+		"Aspire:Npgsql:db:Replicas:CheckTimeout": "1s",
+	})
+	s, err := readDBSettings(settingsLayers(cfg, "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := dbSettings{readYourWrites: true, checkInterval: 500 * time.Millisecond, checkTimeout: time.Second, maxLag: 3 * time.Second, maxLagBytes: 1 << 20}
+	if s != want {
+		t.Errorf("got %+v, want %+v", s, want)
+	}
+}
+
+func TestResolveNames(t *testing.T) {
+	tests := []struct {
+		name        string
+		env         map[string]string
+		wantPrimary string
+		wantReps    []string
+	}{
+		{"seed convention", map[string]string{
+			"ConnectionStrings__db-primary":      "Host=p",
+			"ConnectionStrings__db-replica-west": "Host=w",
+			"ConnectionStrings__db-replica-east": "Host=e",
+			"ConnectionStrings__other":           "Host=o",
+		}, "db-primary", []string{"db-replica-east", "db-replica-west"}},
+		{"plain name and Aspire 13 properties", map[string]string{
+			"ConnectionStrings__db": "Host=p",
+			"DB_REPLICA_EAST_URI":   "postgres://e/db",
+			"DB_REPLICA2_HOST":      "r2",
+			"DB_REPLICA2_PORT":      "5433",
+			"DB_REPLICA_EAST_HOST":  "e",
+			"DBX_REPLICA_URI":       "postgres://x/db",
+		}, "db", []string{"DB_REPLICA2", "DB_REPLICA_EAST"}},
+		{"explicit list", map[string]string{
+			"ConnectionStrings__main":                 "Host=p",
+			"Aspire__Npgsql__db__Primary":             "main",
+			"Aspire__Npgsql__db__Replicas__Names__1":  "r2",
+			"Aspire__Npgsql__db__Replicas__Names__0":  "r1",
+			"Aspire__Npgsql__db__Replicas__Names__10": "r11",
+			"ConnectionStrings__db-replica-x":         "Host=ignored",
+		}, "main", []string{"r1", "r2", "r11"}},
+		{"comma list", map[string]string{
+			"ConnectionStrings__db-primary":       "Host=p",
+			"Aspire__Npgsql__db__Replicas__Names": "a, b",
+		}, "db-primary", []string{"a", "b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, rs, err := resolveNames(discovery.FromMap(tt.env), "db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p != tt.wantPrimary || !reflect.DeepEqual(rs, tt.wantReps) {
+				t.Errorf("got %q %q, want %q %q", p, rs, tt.wantPrimary, tt.wantReps)
+			}
+		})
+	}
+	_, _, err := resolveNames(discovery.FromMap(nil), "db")
+	if !errors.Is(err, discovery.ErrNotFound) {
+		t.Errorf("no primary: %v", err)
+	}
+}
