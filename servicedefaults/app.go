@@ -65,6 +65,9 @@ type App struct {
 
 	shutdownTimeout, flushTimeout time.Duration
 
+	// res holds the databases, caches and Redis clients opened by name.
+	res resources
+
 	// wrapTransport stacks the HTTP client middleware (outermost first)
 	// over the discovery-aware, instrumented transport of a named client.
 	// The resilience pipeline plugs in here.

@@ -1,0 +1,103 @@
+package servicedefaults
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/goaspire/goaspire/cqrs"
+	"github.com/goaspire/goaspire/health"
+)
+
+// resources holds the clients the App opened by name, each opened once.
+type resources struct {
+	mu    sync.Mutex
+	dbs   map[string]*cqrs.DB
+	pools map[string]*cqrs.Pool
+}
+
+// DB returns the primary/replica database called name, opened on first use
+// and shared afterwards: its primary is the connection
+// Aspire:Npgsql:{name}:Primary, else the one called name, else
+// "{name}-primary"; its replicas are Aspire:Npgsql:{name}:Replicas:Names,
+// else every connection named "{name}-replica*" (see cqrs.OpenDB). Reads
+// through it go to healthy replicas, writes to the primary.
+//
+// The DB reports through the App's telemetry, registers a health check per
+// node (primary down is Unhealthy, a replica down is Degraded; off with
+// Aspire:Npgsql:DisableHealthChecks) and is closed by Shutdown. The
+// database need not be up yet: the pools connect lazily and retry.
+// Errors name the configuration key or connection at fault.
+func (a *App) DB(name string) (*cqrs.DB, error) {
+	a.res.mu.Lock()
+	defer a.res.mu.Unlock()
+	if db, ok := a.res.dbs[name]; ok {
+		return db, nil
+	}
+	db, err := cqrs.OpenDB(context.Background(), a.cfg, name, a.cqrsOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("servicedefaults: database %q: %w", name, err)
+	}
+	if err := a.registerChecks(db.HealthChecks()); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("servicedefaults: database %q: %w", name, err)
+	}
+	if a.res.dbs == nil {
+		a.res.dbs = map[string]*cqrs.DB{}
+	}
+	a.res.dbs[name] = db
+	a.OnShutdown(func(context.Context) error { db.Close(); return nil })
+	return db, nil
+}
+
+// Postgres returns the single pgx pool of the connection called name
+// (ConnectionStrings:name, or Aspire 13's NAME_URI / NAME_HOST ...),
+// opened on first use and shared afterwards, for a service with no
+// read/write split. It reports through the App's telemetry, registers its
+// health check and is closed by Shutdown. Use p.Pool where a
+// *pgxpool.Pool is wanted.
+func (a *App) Postgres(name string) (*cqrs.Pool, error) {
+	a.res.mu.Lock()
+	defer a.res.mu.Unlock()
+	if p, ok := a.res.pools[name]; ok {
+		return p, nil
+	}
+	p, err := cqrs.OpenPool(context.Background(), a.cfg, name, a.cqrsOptions()...)
+	if err != nil {
+		return nil, fmt.Errorf("servicedefaults: postgres %q: %w", name, err)
+	}
+	if err := a.registerChecks(p.HealthChecks()); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("servicedefaults: postgres %q: %w", name, err)
+	}
+	if a.res.pools == nil {
+		a.res.pools = map[string]*cqrs.Pool{}
+	}
+	a.res.pools[name] = p
+	a.OnShutdown(func(context.Context) error { p.Close(); return nil })
+	return p, nil
+}
+
+// registerChecks registers the checks whose names are not registered yet:
+// a connection used both by a DB and as a plain pool is checked once.
+func (a *App) registerChecks(checks []health.Check) error {
+	have := map[string]bool{}
+	for _, c := range a.health.Checks() {
+		have[c.Name] = true
+	}
+	var add []health.Check
+	for _, c := range checks {
+		if !have[c.Name] {
+			add = append(add, c)
+		}
+	}
+	return a.health.Register(add...)
+}
+
+func (a *App) cqrsOptions() []cqrs.Option {
+	return []cqrs.Option{
+		cqrs.WithTracerProvider(a.tel.tp),
+		cqrs.WithMeterProvider(a.tel.mp),
+		cqrs.WithLogger(a.logger),
+	}
+}
