@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 type sqlStateErr string
@@ -56,6 +58,8 @@ func TestIsTransient(t *testing.T) {
 		{redisErr("READONLY You can't write against a read only replica."), true},
 		{redisErr("WRONGTYPE Operation against a key holding the wrong kind of value"), false},
 		{errors.New("redis: connection pool timeout"), true},
+		{&pgconn.PgError{Code: "40001", Message: "could not serialize access"}, true},
+		{fmt.Errorf("tx: %w", &pgconn.PgError{Code: "23505"}), false},
 		{&TimeoutError{Kind: AttemptTimeout}, true},
 		{&CircuitOpenError{Destination: "x"}, false},
 		{&RejectedError{}, false},
