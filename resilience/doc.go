@@ -136,6 +136,7 @@
 //	TotalRequestTimeout:Timeout                                   00:00:30  TotalRequestTimeout
 //	Hedging:Delay                                                 00:00:02  Hedging.Delay
 //	Hedging:MaxHedgedAttempts                                     1         Hedging.MaxHedgedAttempts
+//	Hedging:HedgeNonIdempotent                                    false     Hedging.HedgeNonIdempotent (goaspire only)
 //	Endpoint:RateLimiter:DefaultRateLimiterOptions:PermitLimit    1000      Endpoint.RateLimiter.PermitLimit
 //	Endpoint:RateLimiter:DefaultRateLimiterOptions:QueueLimit     0         Endpoint.RateLimiter.QueueLimit
 //	Endpoint:CircuitBreaker:FailureRatio (and the other breaker keys)       Endpoint.CircuitBreaker

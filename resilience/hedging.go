@@ -19,8 +19,8 @@ type hedgeAttempt struct {
 	err    error
 }
 
-// Value makes the attempt reachable from the contexts failsafe-go derives
-// from it.
+// Value makes this attempt, rather than the call's, reachable from the
+// contexts derived from it.
 func (h *hedgeAttempt) Value(key any) any {
 	if key == attemptKey {
 		return &h.a

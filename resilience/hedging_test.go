@@ -131,6 +131,22 @@ func TestHedgingSendsNonIdempotentOnce(t *testing.T) {
 	if resp.StatusCode != 503 || srv.hits.Load() != 1 {
 		t.Fatalf("got %d after %d requests, want one attempt", resp.StatusCode, srv.hits.Load())
 	}
+
+	h := hedgingOptions()
+	h.Hedging.HedgeNonIdempotent = true
+	c, _ = newHedgingClient(t, resilience.WithHedgingOptions(h))
+	srv.hits.Store(0)
+	resp, err = c.Post(srv.URL, "text/plain", strings.NewReader("order"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if srv.hits.Load() != 2 {
+		t.Fatalf("%d attempts with HedgeNonIdempotent, want 2", srv.hits.Load())
+	}
+	if b := srv.Bodies(); b[len(b)-1] != "order" || b[len(b)-2] != "order" {
+		t.Fatalf("hedged bodies %q", b)
+	}
 }
 
 func TestHedgingTimeouts(t *testing.T) {

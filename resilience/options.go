@@ -178,6 +178,9 @@ type HedgingStrategyOptions struct {
 	// MaxHedgedAttempts is the number of attempts on top of the first.
 	// Default 1.
 	MaxHedgedAttempts int
+	// HedgeNonIdempotent hedges requests whose method is not idempotent
+	// too; see RetryOptions.RetryNonIdempotent for the rules otherwise.
+	HedgeNonIdempotent bool
 }
 
 // EndpointOptions configures the strategies applied per destination by
@@ -246,6 +249,7 @@ const (
 	keyAttemptTimeout  = "AttemptTimeout:Timeout"
 	keyHedgeDelay      = "Hedging:Delay"
 	keyMaxHedged       = "Hedging:MaxHedgedAttempts"
+	keyHedgeNonIdem    = "Hedging:HedgeNonIdempotent"
 	keyEndpointTimeout = "Endpoint:Timeout:Timeout"
 )
 
@@ -493,6 +497,9 @@ func (o *HedgingOptions) ApplyConfig(sec *discovery.Config) error {
 		return err
 	}
 	if o.Hedging.MaxHedgedAttempts, err = sec.Int(keyMaxHedged, o.Hedging.MaxHedgedAttempts); err != nil {
+		return err
+	}
+	if o.Hedging.HedgeNonIdempotent, err = sec.Bool(keyHedgeNonIdem, o.Hedging.HedgeNonIdempotent); err != nil {
 		return err
 	}
 	if err = o.Endpoint.RateLimiter.applyConfig(sec, "Endpoint:RateLimiter:DefaultRateLimiterOptions:"); err != nil {

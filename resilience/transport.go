@@ -20,8 +20,8 @@ import (
 )
 
 // Transport is an http.RoundTripper that sends requests through a
-// resilience pipeline built from failsafe-go policies: the standard one
-// (NewTransport) or the hedging one (NewHedgingTransport).
+// resilience pipeline: the standard one (NewTransport) or the hedging one
+// (NewHedgingTransport).
 //
 // A Transport is safe for concurrent use; make one per client
 // configuration and share it (with its base transport's connection pool).
@@ -36,6 +36,7 @@ type Transport struct {
 	scale        float64
 	resolver     *discovery.Resolver
 	shouldHandle func(*http.Response, error) bool
+	anyMethod    bool // retry or hedge non-idempotent methods too
 
 	limiter    bulkhead.Bulkhead[any] // standard pipeline only
 	queueLimit int
@@ -54,7 +55,7 @@ type Transport struct {
 //
 //  1. a concurrency limit (RateLimiter; failsafe-go bulkhead), refusing
 //     calls with ErrRejected past it;
-//  2. a total timeout (failsafe-go timeout), ErrTotalTimeout;
+//  2. a total timeout, failing the call with ErrTotalTimeout;
 //  3. retries (failsafe-go retrypolicy) of transient failures: 408, 429,
 //     5xx and transport errors, with exponential backoff and decorrelated
 //     jitter, or the delay a Retry-After header asks for;
@@ -63,7 +64,10 @@ type Transport struct {
 //     another instance;
 //  5. a circuit breaker per destination authority (failsafe-go
 //     circuitbreaker), refusing calls with ErrCircuitOpen while open;
-//  6. an attempt timeout (failsafe-go timeout), ErrAttemptTimeout.
+//  6. an attempt timeout, failing the attempt with ErrAttemptTimeout.
+//
+// (The package documentation says which parts are failsafe-go's and why
+// the timeouts are timers of this package's.)
 //
 // Requests are retried only when their method is idempotent (GET, HEAD,
 // OPTIONS, TRACE, PUT, DELETE), when they carry an Idempotency-Key or
@@ -164,6 +168,11 @@ func newTransport(base http.RoundTripper, s *settings) *Transport {
 	}
 	if t.shouldHandle == nil {
 		t.shouldHandle = IsTransientHTTP
+	}
+	if s.kind == kindHedging {
+		t.anyMethod = s.hedging.Hedging.HedgeNonIdempotent
+	} else {
+		t.anyMethod = s.opts.Retry.RetryNonIdempotent
 	}
 	t.hedgeFn = t.hedge
 	return t
@@ -311,7 +320,7 @@ func (t *Transport) newCall(req *http.Request) *call {
 		c.Context, c.cancel = context.WithCancel(req.Context())
 	}
 	c.cur.c = c
-	methodOK := t.opts.Retry.RetryNonIdempotent || idempotent(req.Method) || hasIdempotencyKey(req.Header) ||
+	methodOK := t.anyMethod || idempotent(req.Method) || hasIdempotencyKey(req.Header) ||
 		req.Context().Value(nonIdempotentKey) != nil
 	bodyOK := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	c.retryable = methodOK && bodyOK
@@ -576,7 +585,7 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 		return resp, nil
 	}
 	af := &attemptFailure{resp: resp}
-	if t.opts.Retry.ShouldRetryAfterHeader {
+	if t.kind == kindStandard && t.opts.Retry.ShouldRetryAfterHeader {
 		if d := retryAfter(resp.Header, time.Now()); d > 0 {
 			d = scale(d, t.scale)
 			if m := t.opts.Retry.MaxDelay; m > 0 && d > m {
