@@ -65,6 +65,9 @@ func Respond(status int) Step { return Step{status: status, times: 1} }
 // Fail makes RoundTrip return err, such as ErrConnectionReset.
 func Fail(err error) Step { return Step{err: err, times: 1} }
 
+// Delay answers 200 OK after d: a slow server. It is Respond(200).After(d).
+func Delay(d time.Duration) Step { return Respond(http.StatusOK).After(d) }
+
 // Hang blocks until the request's context is done, then returns its
 // error: a server that never answers.
 func Hang() Step { return Step{hang: true, times: 1} }

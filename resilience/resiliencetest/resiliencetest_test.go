@@ -85,7 +85,7 @@ func TestRetriesThroughThePipelineInMilliseconds(t *testing.T) {
 }
 
 func TestHangAndAfterHonourTheContext(t *testing.T) {
-	fake := resiliencetest.NewTransport(resiliencetest.Hang(), resiliencetest.Respond(200).After(time.Hour))
+	fake := resiliencetest.NewTransport(resiliencetest.Hang(), resiliencetest.Delay(time.Hour))
 	c, err := resiliencetest.NewClient(fake)
 	if err != nil {
 		t.Fatal(err)
