@@ -399,11 +399,16 @@ func (f *attemptFailure) outcome() string {
 // readable until it is closed.
 func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response, error) {
 	c := a.c
-	c.attempts.Add(1)
+	n := c.attempts.Add(1)
 
 	limit, kind := t.opts.AttemptTimeout, AttemptTimeout
 	if t.kind == kindHedging {
 		limit = t.hedging.Endpoint.Timeout
+	} else if n == 1 {
+		// The call has just started: the whole total timeout is left.
+		if t.opts.TotalRequestTimeout <= limit {
+			limit, kind = t.opts.TotalRequestTimeout, TotalTimeout
+		}
 	} else if left := t.opts.TotalRequestTimeout - time.Since(c.start); left <= 0 {
 		return nil, t.totalTimeout(c)
 	} else if left < limit {
