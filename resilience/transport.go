@@ -305,7 +305,7 @@ type attempt struct {
 // context.
 func (a *attempt) release() {
 	if a.resp != nil {
-		drain(a.resp)
+		drain(a.resp, a.cancel)
 		a.resp = nil
 	}
 	if a.cancel != nil {
@@ -487,7 +487,7 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 		a.cancel = cancel
 	} else {
 		if r != nil {
-			drain(r)
+			drain(r, cancel)
 			a.resp = nil
 		}
 		cancel()
@@ -728,13 +728,23 @@ func (b *rwBody) Close() error {
 	return err
 }
 
-// maxDrain bounds how much of a failed attempt's body is read to reuse
-// its connection; past it the connection is closed instead.
+// maxDrain and drainTimeout bound how much of a failed attempt's body is
+// read, and for how long, to reuse its connection; past them the
+// connection is closed instead.
 const maxDrain = 64 << 10
 
-func drain(resp *http.Response) {
+var drainTimeout = time.Second // a variable for tests
+
+// drain reads what is left of a response body, within bounds, and closes
+// it. cancel, if not nil, ends the body's context: it is called if the
+// drain takes longer than drainTimeout.
+func drain(resp *http.Response, cancel context.CancelFunc) {
 	if resp == nil || resp.Body == nil {
 		return
+	}
+	if cancel != nil {
+		timer := time.AfterFunc(drainTimeout, cancel)
+		defer timer.Stop()
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	_ = resp.Body.Close()
