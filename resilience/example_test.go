@@ -29,7 +29,7 @@ func ExampleNewTransport() {
 	rt, err := resilience.NewTransport(network,
 		resilience.WithResolver(discovery.NewResolver(cfg)),
 		resilience.WithConfig(cfg, "catalog"),
-		resilience.WithTimeScale(0.001), // a fast example; leave it out in production
+		resilience.WithTimeScale(0.01), // a fast example; leave it out in production
 	)
 	if err != nil {
 		fmt.Println(err)
@@ -91,7 +91,7 @@ func ExampleNewHedgingTransport() {
 // The same policies around a database call: transient errors (here a
 // broken connection) are retried with backoff.
 func ExampleDo() {
-	p, err := resilience.NewPipeline(resilience.WithName("orders-db"), resilience.WithTimeScale(0.001))
+	p, err := resilience.NewPipeline(resilience.WithName("orders-db"), resilience.WithTimeScale(0.01))
 	if err != nil {
 		fmt.Println(err)
 		return

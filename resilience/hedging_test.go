@@ -42,7 +42,7 @@ func TestHedgingRacesInstances(t *testing.T) {
 	})
 	fast := newServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "fast") })
 	h := hedgingOptions()
-	h.Hedging.Delay = 50 * time.Millisecond
+	h.Hedging.Delay = 200 * time.Millisecond
 	c, _ := newHedgingClient(t, resilience.WithHedgingOptions(h), resilience.WithResolver(resolverFor(slow, fast)))
 	// Round-robin makes one call start on each instance.
 	for i := 0; i < 2; i++ {
@@ -55,10 +55,13 @@ func TestHedgingRacesInstances(t *testing.T) {
 			t.Fatalf("call %d took %v", i, d)
 		}
 	}
-	if slow.hits.Load() != 1 {
-		t.Fatalf("slow instance got %d requests, want 1 (the call that started there)", slow.hits.Load())
+	// The call that started on the slow instance hedged to the fast one
+	// (on a loaded machine the other call may have hedged too): every
+	// slow attempt lost and was canceled.
+	if slow.hits.Load() < 1 {
+		t.Fatal("no call started on the slow instance")
 	}
-	eventually(t, "the losing attempt to be canceled", func() bool { return canceled.Load() == 1 })
+	eventually(t, "the losing attempts to be canceled", func() bool { return canceled.Load() == slow.hits.Load() })
 }
 
 func TestHedgingStartsAtOnceOnFailure(t *testing.T) {

@@ -119,8 +119,8 @@ func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.logger = l
 // WithTimeScale multiplies every duration of the pipeline (timeouts,
 // delays, the breaker's window and break, Retry-After delays) by f, after
 // validation. Tests use it to run failure scenarios in milliseconds:
-// WithTimeScale(0.001) turns the 2 s base delay into 2 ms. f must be
-// positive.
+// WithTimeScale(0.01) turns the 2 s base delay into 20 ms and the 10 s
+// attempt timeout into 100 ms. f must be positive.
 func WithTimeScale(f float64) Option {
 	return func(s *settings) {
 		if f > 0 {

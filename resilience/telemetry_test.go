@@ -98,15 +98,16 @@ func TestTelemetry(t *testing.T) {
 	slow := newServer(t, hang)
 	o := testOptions()
 	o.Retry.MaxRetryAttempts = 1
-	o.AttemptTimeout = 50 * time.Millisecond
 	o.CircuitBreaker.MinimumThroughput = 2
 	o.CircuitBreaker.FailureRatio = 0.5
 	o.CircuitBreaker.BreakDuration = time.Minute
-	c, _ := newClient(t, resilience.WithOptions(o), resilience.WithName("catalog"),
-		resilience.WithMeterProvider(mp), resilience.WithLogger(slog.New(logs)))
+	common := []resilience.Option{resilience.WithName("catalog"), resilience.WithMeterProvider(mp), resilience.WithLogger(slog.New(logs))}
+	c, _ := newClient(t, append(common, resilience.WithOptions(o))...)
+	o.AttemptTimeout = 50 * time.Millisecond
+	cSlow, _ := newClient(t, append(common, resilience.WithOptions(o))...)
 
 	ctx, span := tp.Tracer("test").Start(context.Background(), "call")
-	do := func(url string) error {
+	do := func(c *http.Client, url string) error {
 		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 		resp, err := c.Do(req)
 		if err == nil {
@@ -115,15 +116,15 @@ func TestTelemetry(t *testing.T) {
 		return err
 	}
 	// 503, retried, 503 again: two failures open the bad breaker.
-	if err := do(bad.URL); err != nil {
+	if err := do(c, bad.URL); err != nil {
 		t.Fatal(err)
 	}
 	// Refused while open.
-	if err := do(bad.URL); err == nil {
+	if err := do(c, bad.URL); err == nil {
 		t.Fatal("want a circuit-open error")
 	}
 	// Two attempt timeouts.
-	if err := do(slow.URL); err == nil {
+	if err := do(cSlow, slow.URL); err == nil {
 		t.Fatal("want a timeout")
 	}
 	span.End()

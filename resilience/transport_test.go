@@ -95,7 +95,7 @@ func TestAttemptTimeoutIsRetried(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	})
 	o := testOptions()
-	o.AttemptTimeout = 100 * time.Millisecond
+	o.AttemptTimeout = 250 * time.Millisecond
 	c, _ := newClient(t, resilience.WithOptions(o))
 	start := time.Now()
 	st, body, err := get(t, c, srv.URL)
@@ -542,12 +542,12 @@ func TestBodyReadableAfterTimeoutsElapse(t *testing.T) {
 	srv := newServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "head ")
 		w.(http.Flusher).Flush()
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(700 * time.Millisecond)
 		_, _ = io.WriteString(w, "tail")
 	})
 	o := testOptions()
-	o.AttemptTimeout = 100 * time.Millisecond
-	o.TotalRequestTimeout = 150 * time.Millisecond
+	o.AttemptTimeout = 250 * time.Millisecond
+	o.TotalRequestTimeout = 300 * time.Millisecond
 	o.CircuitBreaker.SamplingDuration = time.Second
 	c, _ := newClient(t, resilience.WithOptions(o))
 	st, body, err := get(t, c, srv.URL)

@@ -258,13 +258,14 @@ func (b *body) Close() error {
 }
 
 // FastOptions returns options that scale every duration of a resilience
-// pipeline by 1/1000, so the defaults become a 2 ms base retry delay, a
-// 10 ms attempt timeout, a 30 ms total timeout and a 5 ms break, and a
-// Retry-After of one second waits one millisecond. Durations you set
-// yourself are scaled too, whatever the order of the options. On a slow
-// or loaded machine, resilience.WithTimeScale(0.01) gives more headroom.
+// pipeline by 1/100, so the defaults become a 20 ms base retry delay, a
+// 100 ms attempt timeout, a 300 ms total timeout and a 50 ms break, and a
+// Retry-After of one second waits 10 ms: a scenario with a few retries
+// runs in tens of milliseconds, with timeouts still wide enough for a
+// loaded CI machine. Durations you set yourself are scaled too, whatever
+// the order of the options; resilience.WithTimeScale sets another factor.
 func FastOptions() []resilience.Option {
-	return []resilience.Option{resilience.WithTimeScale(0.001)}
+	return []resilience.Option{resilience.WithTimeScale(0.01)}
 }
 
 // NewClient returns an *http.Client sending through the standard pipeline
