@@ -14,8 +14,18 @@ import (
 	"github.com/goaspire/goaspire/resilience"
 )
 
-// The benchmarks compare the full client stack with a bare http.Client on
-// loopback, in the same run: go test -bench Client -benchmem ./resilience
+// The benchmarks compare the full client stack (Resolver + standard
+// pipeline, optionally under otelhttp) with a bare http.Client on loopback,
+// in the same run:
+//
+//	go test -run XXX -bench 'Client|Overhead' -benchmem ./resilience
+//
+// BenchmarkClient_Ratio is the one to read on a shared machine: it
+// interleaves the two and reports wall and CPU time ratios. The no-failure
+// path adds 9 allocations (about 1.2 KB) per request: the call's state,
+// the attempt's request copy and resolved URL, its cancelable context and
+// timer. BenchmarkPipelineOverhead measures the pipeline alone over a stub
+// transport (3 of its 9 allocations are the stub's response).
 
 func benchServer(b *testing.B) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
