@@ -21,6 +21,7 @@ const (
 	CircuitHalfOpen CircuitState = CircuitState(circuitbreaker.HalfOpenState)
 )
 
+// String returns the state's name: closed, open or half_open.
 func (s CircuitState) String() string {
 	switch s {
 	case CircuitClosed:

@@ -55,6 +55,7 @@ type CircuitOpenError struct {
 	RemainingDelay time.Duration
 }
 
+// Error implements error.
 func (e *CircuitOpenError) Error() string {
 	if e.RemainingDelay > 0 {
 		return fmt.Sprintf("resilience: circuit breaker for %s is open (retry in %s)", e.Destination, e.RemainingDelay.Round(time.Millisecond))
@@ -78,6 +79,7 @@ const (
 	AttemptTimeout
 )
 
+// String returns "total" or "attempt".
 func (k TimeoutKind) String() string {
 	switch k {
 	case TotalTimeout:
@@ -102,6 +104,7 @@ type TimeoutError struct {
 	Destination string
 }
 
+// Error implements error.
 func (e *TimeoutError) Error() string {
 	return fmt.Sprintf("resilience: %s timeout of %s exceeded calling %s", e.Kind, e.Duration, e.Destination)
 }
@@ -130,6 +133,7 @@ type RejectedError struct {
 	PermitLimit int
 }
 
+// Error implements error.
 func (e *RejectedError) Error() string {
 	return fmt.Sprintf("resilience: concurrency limit of %d reached calling %s", e.PermitLimit, e.Destination)
 }
@@ -149,6 +153,7 @@ type RetriesExceededError struct {
 	Err error
 }
 
+// Error implements error.
 func (e *RetriesExceededError) Error() string {
 	return fmt.Sprintf("resilience: giving up after %d attempts: %v", e.Attempts, e.Err)
 }

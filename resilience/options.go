@@ -57,6 +57,7 @@ const (
 	BackoffExponential
 )
 
+// String returns the type's configuration name.
 func (b BackoffType) String() string {
 	switch b {
 	case BackoffConstant:
@@ -112,7 +113,9 @@ type RetryOptions struct {
 // destination. A breaker opens when, within SamplingDuration, at least
 // MinimumThroughput calls were made and at least FailureRatio of them
 // failed; it then refuses calls for BreakDuration, lets one trial call
-// through (half-open), and closes if that call succeeds.
+// through (half-open), and closes if that call succeeds or opens again if
+// it fails. As in Polly, the breaker turns half-open when the first call
+// after BreakDuration arrives, not on a timer.
 type CircuitBreakerOptions struct {
 	// FailureRatio is the failure ratio, in (0, 1], that opens the
 	// breaker. Default 0.1.
@@ -223,6 +226,7 @@ type ValidationError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *ValidationError) Error() string {
 	if e.Section != "" {
 		return fmt.Sprintf("resilience: %s:%s: %s", e.Section, e.Field, e.Reason)

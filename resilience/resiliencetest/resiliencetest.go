@@ -110,6 +110,7 @@ func (s Step) Times(n int) Step {
 	return s
 }
 
+// String describes the step, for test failure messages.
 func (s Step) String() string {
 	switch {
 	case s.hang:
