@@ -470,7 +470,21 @@ func TestBreakerOpensAndFailsFast(t *testing.T) {
 	if srv.hits.Load() != 3 {
 		t.Fatalf("server saw %d requests, want 3: an open breaker must not send", srv.hits.Load())
 	}
-	// After the break, one trial call closes it again.
+	if s := rt.CircuitState(srv.authority()); s != resilience.CircuitOpen {
+		t.Fatalf("breaker is %v, want open", s)
+	}
+	// After the break, a failed trial call opens it again...
+	time.Sleep(250 * time.Millisecond)
+	if st, _, err := get(t, c, srv.URL); err != nil || st != 500 {
+		t.Fatalf("failed trial call: %d %v", st, err)
+	}
+	if s := rt.CircuitState(srv.authority()); s != resilience.CircuitOpen {
+		t.Fatalf("breaker is %v after a failed trial call, want open", s)
+	}
+	if _, _, err := get(t, c, srv.URL); !errors.Is(err, resilience.ErrCircuitOpen) {
+		t.Fatalf("after a failed trial: %v, want ErrCircuitOpen", err)
+	}
+	// ...and a good one closes it.
 	mu.Lock()
 	ok = true
 	mu.Unlock()
