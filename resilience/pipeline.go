@@ -76,12 +76,9 @@ func NewPipeline(opts ...Option) (*Pipeline, error) {
 		}).
 		ReturnLastFailure().
 		WithDelayFunc(func(exec failsafe.ExecutionAttempt[any]) time.Duration {
-			pc, _ := exec.Context().Value(callKey).(*pipelineCall)
-			var prev float64
-			if pc != nil {
-				return backoff(p.opts.Retry, exec.Retries(), &pc.prev, randFloat)
-			}
-			return backoff(p.opts.Retry, exec.Retries(), &prev, randFloat)
+			// Do always runs with its pipelineCall as the context root.
+			pc := exec.Context().Value(callKey).(*pipelineCall)
+			return backoff(p.opts.Retry, exec.Retries(), &pc.prev, randFloat)
 		}).
 		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
 			if af, ok := e.LastError().(*attemptFailure); ok {
