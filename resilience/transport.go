@@ -454,10 +454,17 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 	}
 
 	a.resp, a.cancel = nil, nil
-	ctx, cancel := context.WithCancel(parent)
-	timer := time.AfterFunc(limit, cancel)
+	ctx, cancel := parent, context.CancelFunc(nil)
+	var timer *time.Timer
+	if dl, ok := parent.Deadline(); !ok || time.Until(dl) > limit {
+		// (When the caller's own deadline comes first, it bounds the
+		// attempt and no timer is needed: the error is then the
+		// caller's.)
+		ctx, cancel = context.WithCancel(parent)
+		timer = time.AfterFunc(limit, cancel)
+	}
 	resp, err := t.send(ctx, a)
-	if !timer.Stop() {
+	if timer != nil && !timer.Stop() {
 		// The timer fired: whatever the attempt produced is dropped.
 		resp = nil
 		if kind == TotalTimeout {
@@ -490,7 +497,9 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 			drain(r, cancel)
 			a.resp = nil
 		}
-		cancel()
+		if cancel != nil {
+			cancel()
+		}
 	}
 
 	if af != nil {

@@ -424,6 +424,15 @@ func TestCallerCancellationStopsAtOnce(t *testing.T) {
 			t.Fatalf("server saw %d requests, want 1", srv.hits.Load())
 		}
 	})
+	t.Run("caller deadline before the attempt timeout", func(t *testing.T) {
+		srv := newServer(t, failFirst(1, 503))
+		c, _ := newClient(t, resilience.WithOptions(testOptions()))
+		c.Timeout = 5 * time.Second // below the 10 s attempt timeout
+		st, body, err := get(t, c, srv.URL)
+		if err != nil || st != 200 || body != "ok" || srv.hits.Load() != 2 {
+			t.Fatalf("GET = %d %q %v after %d requests", st, body, err, srv.hits.Load())
+		}
+	})
 	t.Run("caller deadline", func(t *testing.T) {
 		srv := newServer(t, hang)
 		c, _ := newClient(t, resilience.WithOptions(testOptions()))
