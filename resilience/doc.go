@@ -1,0 +1,170 @@
+// Package resilience is goaspire's counterpart of
+// Microsoft.Extensions.Http.Resilience, the resilience handlers Aspire's
+// ServiceDefaults put on every HttpClient, built on failsafe-go.
+//
+// It gives:
+//
+//   - NewTransport: the standard resilience pipeline as an
+//     http.RoundTripper, outermost first: a concurrency limit, a total
+//     timeout, retries with exponential backoff and jitter, a circuit
+//     breaker per destination authority and an attempt timeout, with
+//     Aspire's defaults (DefaultOptions);
+//   - NewHedgingTransport: the hedging pipeline, which races a request
+//     across the instances service discovery resolves (DefaultHedgingOptions);
+//   - NewPipeline and Do: the same policies around any call, such as a
+//     database query, with IsTransient deciding what to retry;
+//   - metrics, span events and logs for every retry, breaker transition,
+//     rejection and timeout;
+//   - package resiliencetest: a scripted fake transport and fast options
+//     to unit-test code under failure in milliseconds.
+//
+// # Stacking
+//
+// An application client stacks, outermost first: client instrumentation
+// (otelhttp), this package's Transport, and a base transport shared by the
+// application's clients. Give the Transport the discovery Resolver
+// (WithResolver) rather than wrapping the base in discovery.Transport:
+// the logical URL is then resolved on every attempt, inside the retry
+// loop, so a retry goes to the next instance and each instance has its own
+// circuit breaker:
+//
+//	rt, err := resilience.NewTransport(base,
+//		resilience.WithResolver(discovery.NewResolver(cfg)),
+//		resilience.WithConfig(cfg, "catalog"))
+//	client := &http.Client{Transport: otelhttp.NewTransport(rt)}
+//
+// # Behaviour
+//
+// Transient failures are 408, 429 and 5xx responses and transport errors
+// (IsTransientHTTP). They are retried only for requests that may be sent
+// twice: idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE),
+// requests with an Idempotency-Key or X-Idempotency-Key header, and
+// requests the caller opted in (RetryOptions.RetryNonIdempotent,
+// ContextWithRetryNonIdempotent). .NET retries every method; not retrying
+// POST and PATCH by default is a deliberate difference. Bodies are
+// replayed with Request.GetBody; a body that cannot be replayed makes the
+// request single-shot (its failure wraps ErrBodyNotReplayable).
+//
+// Retry delays follow Polly v8: with the default exponential backoff and
+// jitter, Polly's decorrelated jitter formula (DecorrelatedJitterBackoffV2),
+// implemented here rather than failsafe-go's proportional jitter. A
+// Retry-After header (seconds or an HTTP date) replaces the delay; when it
+// asks for longer than the total timeout leaves, the response is returned
+// at once instead of waiting for a timeout. Responses of failed attempts
+// are drained (up to 64 KiB) and closed, so their connections are reused.
+// When the retries are exhausted, the last response is returned as is (a
+// 503 with a nil error), or the last error wrapped in a
+// RetriesExceededError.
+//
+// The circuit breakers are failsafe-go's time-based breakers, one per
+// destination authority ("host:port"): a breaker opens when, within
+// SamplingDuration, at least MinimumThroughput calls were made and at
+// least FailureRatio of them failed; it then refuses calls with a
+// *CircuitOpenError (ErrCircuitOpen) for BreakDuration, lets one trial
+// call through, and closes if it succeeds. With a Resolver, an instance
+// whose breaker is open is skipped in favour of another instance.
+//
+// The timeouts cover a call up to its response headers; reading the body
+// is bounded by the request's context alone. The attempt timeout fails an
+// attempt with ErrAttemptTimeout (retried); the total timeout fails the
+// call with ErrTotalTimeout. Canceling the request's context stops the
+// call at once, whatever it is doing, and returns the context's error.
+//
+// Errors match this package's sentinels and failsafe-go's with errors.Is:
+// ErrCircuitOpen and circuitbreaker.ErrOpen, ErrTimeout/ErrTotalTimeout/
+// ErrAttemptTimeout and timeout.ErrExceeded (and context.DeadlineExceeded),
+// ErrRejected and bulkhead.ErrFull, ErrRetriesExceeded and
+// retrypolicy.ErrExceeded.
+//
+// # Built on failsafe-go
+//
+// The policies are failsafe-go's where they fit, and this package's where
+// failsafe-go falls short (DESIGN.md, "Known limits"):
+//
+//   - concurrency limit: a failsafe-go bulkhead (the bounded queue is this
+//     package's; a bulkhead bounds waiting time, not waiters);
+//   - retries: a failsafe-go retrypolicy with this package's predicate and
+//     delay function (Polly's jitter, Retry-After as seconds or date on any
+//     status: failsafehttp.DelayFunc reads whole seconds on 429/503 only,
+//     and failsafehttp's retry skips 408). Its executor runs only once a
+//     first attempt has failed and may be retried, its first execution
+//     replaying that outcome: an executor allocates about a dozen objects
+//     per call, which the no-failure path does without;
+//   - circuit breakers: failsafe-go circuitbreakers, one per destination,
+//     driven through their permit and record methods because the
+//     destination is known only once the attempt's URL is resolved;
+//   - timeouts: one timer per attempt, firing at the attempt timeout or at
+//     the end of the total timeout, which cancels the attempt's context as
+//     failsafe-go's timeout policy does but is stopped, not canceled, when
+//     the response headers arrive (failsafe-go's timeout cancels the
+//     context when the attempt returns, cutting off the response body).
+//     The hedging pipeline's total timeout and the non-HTTP Pipeline's
+//     timeouts are failsafe-go timeout policies;
+//   - hedging: this package's loop, because failsafe-go's hedgepolicy
+//     starts the next attempt only when the delay elapses (Polly also
+//     starts it as soon as an attempt fails) and has no per-endpoint
+//     pipelines.
+//
+// # Configuration
+//
+// WithConfig and LoadOptions read .NET-shaped keys; durations accept .NET
+// TimeSpan text ("00:00:02") and Go durations ("2s"). Keys this package
+// does not know are ignored, as .NET's binder does. The standard pipeline
+// reads Aspire:Resilience:Http, then Aspire:Resilience:Http:Clients:{name}
+// for the named client; the hedging pipeline reads Aspire:Resilience:Hedging
+// and Aspire:Resilience:Hedging:Clients:{name}; a non-HTTP Pipeline reads
+// Aspire:Resilience:Pipelines:{name}. Below those sections:
+//
+//	key (standard pipeline and Pipeline)                 default      option
+//	RateLimiter:DefaultRateLimiterOptions:PermitLimit    1000         RateLimiter.PermitLimit
+//	RateLimiter:DefaultRateLimiterOptions:QueueLimit     0            RateLimiter.QueueLimit
+//	TotalRequestTimeout:Timeout                          00:00:30     TotalRequestTimeout
+//	Retry:MaxRetryAttempts                               3            Retry.MaxRetryAttempts
+//	Retry:BackoffType                                    Exponential  Retry.BackoffType (Constant, Linear, Exponential)
+//	Retry:UseJitter                                      true         Retry.UseJitter
+//	Retry:Delay                                          00:00:02     Retry.Delay
+//	Retry:MaxDelay                                       (none)       Retry.MaxDelay
+//	Retry:ShouldRetryAfterHeader                         true         Retry.ShouldRetryAfterHeader
+//	Retry:RetryNonIdempotent                             false        Retry.RetryNonIdempotent (goaspire only)
+//	CircuitBreaker:FailureRatio                          0.1          CircuitBreaker.FailureRatio
+//	CircuitBreaker:MinimumThroughput                     100          CircuitBreaker.MinimumThroughput
+//	CircuitBreaker:SamplingDuration                      00:00:30     CircuitBreaker.SamplingDuration
+//	CircuitBreaker:BreakDuration                         00:00:05     CircuitBreaker.BreakDuration
+//	AttemptTimeout:Timeout                               00:00:10     AttemptTimeout
+//
+//	key (hedging pipeline)                                        default   option
+//	TotalRequestTimeout:Timeout                                   00:00:30  TotalRequestTimeout
+//	Hedging:Delay                                                 00:00:02  Hedging.Delay
+//	Hedging:MaxHedgedAttempts                                     1         Hedging.MaxHedgedAttempts
+//	Hedging:HedgeNonIdempotent                                    false     Hedging.HedgeNonIdempotent (goaspire only)
+//	Endpoint:RateLimiter:DefaultRateLimiterOptions:PermitLimit    1000      Endpoint.RateLimiter.PermitLimit
+//	Endpoint:RateLimiter:DefaultRateLimiterOptions:QueueLimit     0         Endpoint.RateLimiter.QueueLimit
+//	Endpoint:CircuitBreaker:FailureRatio (and the other breaker keys)       Endpoint.CircuitBreaker
+//	Endpoint:Timeout:Timeout                                      00:00:10  Endpoint.Timeout
+//
+// For example, Aspire__Resilience__Http__Clients__catalog__Retry__MaxRetryAttempts=5
+// gives the catalog client five retries. The options are validated as
+// .NET validates them: the attempt timeout may not exceed the total
+// timeout, and the sampling duration must be at least twice the attempt
+// timeout; errors name the section and key.
+//
+// # Telemetry
+//
+// Metrics use the meter provider given WithMeterProvider (default: the
+// OpenTelemetry global), scope ScopeName, with attributes destination
+// (the authority, or the pipeline name), outcome and pipeline (the name
+// given WithName or WithConfig, when set):
+//
+//	goaspire.resilience.retries                counter  outcome: the failed attempt's status code, transport_error, attempt_timeout, error
+//	goaspire.resilience.breaker.state_changes  counter  outcome: the new state (open, half_open, closed)
+//	goaspire.resilience.breaker.state          gauge    0 closed, 1 open, 2 half-open
+//	goaspire.resilience.rejections             counter  outcome: circuit_open, concurrency_limit
+//	goaspire.resilience.timeouts               counter  outcome: attempt, total
+//	goaspire.resilience.hedges                 counter  hedged attempts started
+//
+// The same events are added to the span active in the request's context
+// (EventRetry, EventBreakerState, EventRejected, EventTimeout,
+// EventHedge); the package creates no spans of its own. Breaker
+// transitions are logged once each, through the logger given WithLogger
+// (default slog.Default()): opening at Warn, the others at Info.
+package resilience

@@ -1,0 +1,194 @@
+package resilience
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ScopeName is the instrumentation scope of this package's metrics.
+const ScopeName = "github.com/goaspire/goaspire/resilience"
+
+// Metric names.
+const (
+	MetricRetries            = "goaspire.resilience.retries"
+	MetricBreakerStateChange = "goaspire.resilience.breaker.state_changes"
+	MetricBreakerState       = "goaspire.resilience.breaker.state"
+	MetricRejections         = "goaspire.resilience.rejections"
+	MetricTimeouts           = "goaspire.resilience.timeouts"
+)
+
+// Attribute keys of the metrics and span events.
+const (
+	AttrDestination = attribute.Key("destination")
+	AttrOutcome     = attribute.Key("outcome")
+	AttrPipeline    = attribute.Key("pipeline")
+	AttrAttempt     = attribute.Key("attempt")
+	AttrDelay       = attribute.Key("delay_ms")
+)
+
+// Span event names, added to the span active in the request's context.
+const (
+	EventRetry        = "goaspire.resilience.retry"
+	EventBreakerState = "goaspire.resilience.breaker.state_change"
+	EventRejected     = "goaspire.resilience.rejected"
+	EventTimeout      = "goaspire.resilience.timeout"
+	EventHedge        = "goaspire.resilience.hedge"
+)
+
+// Outcome attribute values other than HTTP status codes.
+const (
+	outcomeTransportError   = "transport_error"
+	outcomeError            = "error"
+	outcomeAttemptTimeout   = "attempt_timeout"
+	outcomeCircuitOpen      = "circuit_open"
+	outcomeConcurrencyLimit = "concurrency_limit"
+)
+
+type telemetry struct {
+	pipeline     string
+	logger       *slog.Logger
+	retries      metric.Int64Counter
+	stateChanges metric.Int64Counter
+	rejections   metric.Int64Counter
+	timeouts     metric.Int64Counter
+	hedges       metric.Int64Counter
+	reg          metric.Registration
+}
+
+func newTelemetry(s *settings, dests *destinations) (*telemetry, error) {
+	mp := s.meter
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	logger := s.logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	m := mp.Meter(ScopeName)
+	t := &telemetry{pipeline: s.name, logger: logger}
+	var err error
+	if t.retries, err = m.Int64Counter(MetricRetries, metric.WithUnit("{retry}"),
+		metric.WithDescription("Retries scheduled after a transient failure.")); err != nil {
+		return nil, err
+	}
+	if t.stateChanges, err = m.Int64Counter(MetricBreakerStateChange, metric.WithUnit("{change}"),
+		metric.WithDescription("Circuit breaker state changes; outcome is the new state.")); err != nil {
+		return nil, err
+	}
+	if t.rejections, err = m.Int64Counter(MetricRejections, metric.WithUnit("{call}"),
+		metric.WithDescription("Calls refused without being tried: circuit_open or concurrency_limit.")); err != nil {
+		return nil, err
+	}
+	if t.timeouts, err = m.Int64Counter(MetricTimeouts, metric.WithUnit("{timeout}"),
+		metric.WithDescription("Timeouts that fired; outcome is attempt or total.")); err != nil {
+		return nil, err
+	}
+	if t.hedges, err = m.Int64Counter("goaspire.resilience.hedges", metric.WithUnit("{attempt}"),
+		metric.WithDescription("Hedged attempts started.")); err != nil {
+		return nil, err
+	}
+	gauge, err := m.Int64ObservableGauge(MetricBreakerState, metric.WithUnit("{state}"),
+		metric.WithDescription("Circuit breaker state per destination: 0 closed, 1 open, 2 half-open."))
+	if err != nil {
+		return nil, err
+	}
+	t.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		dests.each(func(d *destination) {
+			o.ObserveInt64(gauge, int64(d.state.Load()), metric.WithAttributeSet(d.attrs))
+		})
+		return nil
+	}, gauge)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *telemetry) close() error {
+	if t.reg != nil {
+		return t.reg.Unregister()
+	}
+	return nil
+}
+
+func (t *telemetry) attrs(dest, outcome string) metric.MeasurementOption {
+	if t.pipeline != "" {
+		return metric.WithAttributes(AttrDestination.String(dest), AttrOutcome.String(outcome), AttrPipeline.String(t.pipeline))
+	}
+	return metric.WithAttributes(AttrDestination.String(dest), AttrOutcome.String(outcome))
+}
+
+func (t *telemetry) event(ctx context.Context, name string, attrs ...attribute.KeyValue) {
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	if t.pipeline != "" {
+		attrs = append(attrs, AttrPipeline.String(t.pipeline))
+	}
+	span.AddEvent(name, trace.WithAttributes(attrs...))
+}
+
+func (t *telemetry) retry(ctx context.Context, dest, outcome string, attempt int, delay time.Duration) {
+	t.retries.Add(ctx, 1, t.attrs(dest, outcome))
+	t.event(ctx, EventRetry, AttrDestination.String(dest), AttrOutcome.String(outcome),
+		AttrAttempt.Int(attempt), AttrDelay.Int64(delay.Milliseconds()))
+}
+
+func (t *telemetry) hedge(ctx context.Context, dest string, attempt int) {
+	t.hedges.Add(ctx, 1, t.attrs(dest, "started"))
+	t.event(ctx, EventHedge, AttrDestination.String(dest), AttrAttempt.Int(attempt))
+}
+
+func (t *telemetry) rejected(ctx context.Context, dest, outcome string) {
+	t.rejections.Add(ctx, 1, t.attrs(dest, outcome))
+	t.event(ctx, EventRejected, AttrDestination.String(dest), AttrOutcome.String(outcome))
+}
+
+func (t *telemetry) timedOut(ctx context.Context, dest string, kind TimeoutKind) {
+	t.timeouts.Add(ctx, 1, t.attrs(dest, kind.String()))
+	t.event(ctx, EventTimeout, AttrDestination.String(dest), AttrOutcome.String(kind.String()))
+}
+
+// stateChanged records a breaker transition: once, from the breaker's
+// listener, so it is counted and logged exactly once per transition.
+func (t *telemetry) stateChanged(dest string, from, to CircuitState, failureRate float64, executions uint, breakFor time.Duration) {
+	t.stateChanges.Add(context.Background(), 1, t.attrs(dest, to.String()))
+	args := []any{slog.String("destination", dest), slog.String("from", from.String()), slog.String("to", to.String())}
+	if t.pipeline != "" {
+		args = append(args, slog.String("pipeline", t.pipeline))
+	}
+	switch to {
+	case CircuitOpen:
+		args = append(args, slog.Float64("failure_ratio", failureRate), slog.Uint64("calls", uint64(executions)), slog.Duration("break", breakFor))
+		t.logger.Warn("resilience: circuit breaker opened", args...)
+	case CircuitHalfOpen:
+		t.logger.Info("resilience: circuit breaker half-open, trying one call", args...)
+	default:
+		t.logger.Info("resilience: circuit breaker closed", args...)
+	}
+}
+
+// stateEvent adds the breaker's new state to the span of the call that
+// saw the transition.
+func (t *telemetry) stateEvent(ctx context.Context, dest string, to CircuitState) {
+	t.event(ctx, EventBreakerState, AttrDestination.String(dest), AttrOutcome.String(to.String()))
+}
+
+// outcomeOf names an attempt's failure for the outcome attribute.
+func outcomeOf(status int, err error) string {
+	if err != nil {
+		if _, ok := err.(*TimeoutError); ok {
+			return outcomeAttemptTimeout
+		}
+		return outcomeTransportError
+	}
+	return strconv.Itoa(status)
+}

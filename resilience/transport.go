@@ -1,0 +1,766 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/bulkhead"
+	"github.com/failsafe-go/failsafe-go/common"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+	"github.com/failsafe-go/failsafe-go/timeout"
+
+	"github.com/goaspire/goaspire/discovery"
+)
+
+// Transport is an http.RoundTripper that sends requests through a
+// resilience pipeline: the standard one (NewTransport) or the hedging one
+// (NewHedgingTransport).
+//
+// A Transport is safe for concurrent use; make one per client
+// configuration and share it (with its base transport's connection pool).
+type Transport struct {
+	base         http.RoundTripper
+	kind         kind
+	name         string
+	opts         Options        // effective (scaled) standard options
+	hedging      HedgingOptions // effective (scaled) hedging options
+	declared     Options        // as configured, for error messages
+	declaredH    HedgingOptions
+	scale        float64
+	resolver     *discovery.Resolver
+	shouldHandle func(*http.Response, error) bool
+	anyMethod    bool // retry or hedge non-idempotent methods too
+
+	limiter    bulkhead.Bulkhead[any] // standard pipeline only
+	queueLimit int
+	queued     atomic.Int64
+	dests      *destinations
+	tel        *telemetry
+
+	// exec runs the retries (standard) or the total timeout (hedging).
+	exec    failsafe.Executor[*http.Response]
+	hedgeFn func(failsafe.Execution[*http.Response]) (*http.Response, error)
+}
+
+// NewTransport returns a Transport applying the standard resilience
+// pipeline of .NET's AddStandardResilienceHandler to every request sent
+// through base (nil means http.DefaultTransport), outermost first:
+//
+//  1. a concurrency limit (RateLimiter; failsafe-go bulkhead), refusing
+//     calls with ErrRejected past it;
+//  2. a total timeout, failing the call with ErrTotalTimeout;
+//  3. retries (failsafe-go retrypolicy) of transient failures: 408, 429,
+//     5xx and transport errors, with exponential backoff and decorrelated
+//     jitter, or the delay a Retry-After header asks for;
+//  4. per attempt, the destination: the URL is resolved through the
+//     Resolver given WithResolver, if any, so each retry may go to
+//     another instance;
+//  5. a circuit breaker per destination authority (failsafe-go
+//     circuitbreaker), refusing calls with ErrCircuitOpen while open;
+//  6. an attempt timeout, failing the attempt with ErrAttemptTimeout.
+//
+// (The package documentation says which parts are failsafe-go's and why
+// the timeouts are timers of this package's.)
+//
+// Requests are retried only when their method is idempotent (GET, HEAD,
+// OPTIONS, TRACE, PUT, DELETE), when they carry an Idempotency-Key or
+// X-Idempotency-Key header, or when the caller opted in
+// (RetryOptions.RetryNonIdempotent, ContextWithRetryNonIdempotent). A
+// request body is replayed through Request.GetBody; a request whose body
+// cannot be replayed is sent once. Responses of failed attempts are
+// drained and closed. When retries are exhausted the last response is
+// returned as is (a 503 stays a 503, with a nil error), or the last error
+// wrapped in a RetriesExceededError.
+//
+// The timeouts cover a call until its response headers arrive; reading
+// the body is bounded by the request's context. Canceling that context
+// stops everything at once.
+//
+// Options come from DefaultOptions, then the Option arguments in order;
+// the result is validated and an invalid value is an error naming it.
+func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
+	s := newSettings(kindStandard, opts)
+	if s.err != nil {
+		return nil, s.err
+	}
+	if err := s.opts.validate(s.section); err != nil {
+		return nil, err
+	}
+	t := newTransport(base, s)
+	o := t.opts
+	t.limiter = bulkhead.New[any](uint(o.RateLimiter.PermitLimit))
+	t.queueLimit = o.RateLimiter.QueueLimit
+	t.dests = &destinations{opts: o.CircuitBreaker}
+	if err := t.initTelemetry(s); err != nil {
+		return nil, err
+	}
+	retry := retrypolicy.NewBuilder[*http.Response]().
+		WithMaxRetries(o.Retry.MaxRetryAttempts).
+		HandleIf(func(_ *http.Response, err error) bool {
+			af, ok := err.(*attemptFailure)
+			return ok && af.retryable
+		}).
+		ReturnLastFailure().
+		WithDelayFunc(t.retryDelay).
+		OnRetryScheduled(t.onRetryScheduled).
+		Build()
+	// The retry executor takes over only when the first attempt failed and
+	// may be retried (see RoundTrip); each attempt is the retryStep. The
+	// total and attempt timeouts are timers per attempt; see attempt.
+	t.exec = failsafe.With[*http.Response](retry, step[*http.Response](t.retryStep))
+	return t, nil
+}
+
+// NewHedgingTransport returns a Transport applying the hedging pipeline of
+// .NET's AddStandardHedgingHandler to every request sent through base (nil
+// means http.DefaultTransport), outermost first: a total timeout, then
+// hedging, then per destination a concurrency limit, a circuit breaker and
+// an attempt timeout.
+//
+// Hedging sends the request, and when no response has come after
+// Hedging.Delay, or as soon as an attempt fails with a transient failure
+// (including an open breaker), sends it again, up to MaxHedgedAttempts
+// more times; the first response that is not a transient failure wins and
+// the other attempts are canceled, their responses drained. With a
+// Resolver (WithResolver), each attempt goes to a different instance of
+// the service, in round-robin order. The method and body rules are those
+// of NewTransport: a request that may not be sent twice is sent once.
+func NewHedgingTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
+	s := newSettings(kindHedging, opts)
+	if s.err != nil {
+		return nil, s.err
+	}
+	if err := s.hedging.validate(s.section); err != nil {
+		return nil, err
+	}
+	t := newTransport(base, s)
+	h := t.hedging
+	t.dests = &destinations{opts: h.Endpoint.CircuitBreaker, permits: h.Endpoint.RateLimiter.PermitLimit, queue: h.Endpoint.RateLimiter.QueueLimit}
+	if err := t.initTelemetry(s); err != nil {
+		return nil, err
+	}
+	t.exec = failsafe.With[*http.Response](timeout.New[*http.Response](h.TotalRequestTimeout))
+	return t, nil
+}
+
+func newTransport(base http.RoundTripper, s *settings) *Transport {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	t := &Transport{
+		base:         base,
+		kind:         s.kind,
+		name:         s.name,
+		declared:     s.opts,
+		declaredH:    s.hedging,
+		opts:         s.opts.scaled(s.scale),
+		hedging:      s.hedging.scaled(s.scale),
+		scale:        s.scale,
+		resolver:     s.resolver,
+		shouldHandle: s.shouldHandleHTTP,
+	}
+	if t.shouldHandle == nil {
+		t.shouldHandle = IsTransientHTTP
+	}
+	if s.kind == kindHedging {
+		t.anyMethod = s.hedging.Hedging.HedgeNonIdempotent
+	} else {
+		t.anyMethod = s.opts.Retry.RetryNonIdempotent
+	}
+	t.hedgeFn = t.hedge
+	return t
+}
+
+func (t *Transport) initTelemetry(s *settings) error {
+	tel, err := newTelemetry(s, t.dests)
+	if err != nil {
+		return err
+	}
+	t.tel = tel
+	t.dests.tel = tel
+	return nil
+}
+
+// Options returns the standard pipeline's options, as configured (before
+// any WithTimeScale).
+func (t *Transport) Options() Options { return t.declared }
+
+// HedgingOptions returns the hedging pipeline's options, as configured.
+func (t *Transport) HedgingOptions() HedgingOptions { return t.declaredH }
+
+// CircuitState returns the state of the circuit breaker of destination (an
+// authority, "host:port"); CircuitClosed when there is none.
+func (t *Transport) CircuitState(destination string) CircuitState {
+	if d, ok := t.dests.lookup(destination); ok {
+		return CircuitState(d.state.Load())
+	}
+	return CircuitClosed
+}
+
+// CloseIdleConnections closes the base transport's idle connections, when
+// it can.
+func (t *Transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// Close unregisters the Transport's metric callbacks. It does not close
+// the base transport, which may be shared.
+func (t *Transport) Close() error { return t.tel.close() }
+
+// RoundTrip implements http.RoundTripper. It does not modify req.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL == nil {
+		closeBody(req)
+		return nil, errors.New("resilience: request has no URL")
+	}
+	if t.kind == kindHedging {
+		c := t.newCall(req)
+		resp, err := t.exec.WithContext(c).GetWithExecution(t.hedgeFn)
+		return c.finish(resp, err)
+	}
+	ctx := req.Context()
+	if err := acquire(ctx, t.limiter, t.queueLimit, &t.queued); err != nil {
+		closeBody(req)
+		if errors.Is(err, bulkhead.ErrFull) {
+			t.tel.rejected(ctx, req.URL.Host, outcomeConcurrencyLimit)
+			return nil, &RejectedError{Destination: req.URL.Host, PermitLimit: t.opts.RateLimiter.PermitLimit}
+		}
+		return nil, err
+	}
+	defer t.limiter.ReleasePermit()
+	c := t.newCall(req)
+	resp, err := t.attempt(c, &c.cur)
+	if af, ok := err.(*attemptFailure); ok && af.retryable && t.opts.Retry.MaxRetryAttempts > 0 {
+		// The first attempt failed and may be retried: failsafe-go's
+		// retry policy takes over, its first execution replaying this
+		// outcome. The no-failure path thus costs no executor.
+		c.replay, c.first = true, af
+		resp, err = t.exec.WithContext(c).Get(noResponse)
+	}
+	return c.finish(resp, err)
+}
+
+// retryStep is the retry policy's inner step: one attempt of the call,
+// the first one replayed.
+func (t *Transport) retryStep(exec failsafe.Execution[*http.Response], _ func(failsafe.Execution[*http.Response]) *common.PolicyResult[*http.Response]) *common.PolicyResult[*http.Response] {
+	c := exec.Context().Value(callKey).(*call)
+	var (
+		resp *http.Response
+		err  error
+	)
+	if c.replay {
+		c.replay, err = false, c.first
+		c.first = nil
+	} else {
+		resp, err = t.attempt(c, &c.cur)
+	}
+	return &common.PolicyResult[*http.Response]{Result: resp, Error: err, Done: true, Success: true, SuccessAll: true}
+}
+
+// noResponse is the function the retry executor is given; retryStep makes
+// the attempts instead.
+func noResponse() (*http.Response, error) { return nil, nil }
+
+// call is the state of one RoundTrip. It is also the root context of the
+// call's executions, so the steps find it (and its current attempt)
+// through the contexts failsafe-go derives from it.
+type call struct {
+	context.Context
+	cancel      context.CancelFunc // hedging only: ends every attempt's context
+	t           *Transport
+	req         *http.Request
+	start       time.Time
+	retryable   bool // the method and body allow sending the request again
+	bodyBlocked bool // the method allows it but the body cannot be replayed
+	bodySent    atomic.Bool
+	attempts    atomic.Int32
+	prev        float64 // decorrelated jitter state
+	cur         attempt // the current attempt (the standard pipeline's attempts are sequential)
+	rb          respBody
+	replay      bool // the retry executor's first attempt replays first
+	first       *attemptFailure
+}
+
+// attempt is the state of one attempt.
+type attempt struct {
+	c     *call
+	url   *url.URL // where the attempt goes
+	fixed bool     // url was chosen by hedging; do not resolve or reroute
+	resp  *http.Response
+	// cancel ends the context resp is read through, once resp is drained
+	// or its body closed.
+	cancel context.CancelFunc
+}
+
+// release drains the attempt's response, if it has one, and ends its
+// context.
+func (a *attempt) release() {
+	if a.resp != nil {
+		drain(a.resp, a.cancel)
+		a.resp = nil
+	}
+	if a.cancel != nil {
+		a.cancel()
+		a.cancel = nil
+	}
+}
+
+func (t *Transport) newCall(req *http.Request) *call {
+	c := &call{t: t, req: req, start: time.Now(), Context: req.Context()}
+	if t.kind == kindHedging {
+		c.Context, c.cancel = context.WithCancel(req.Context())
+	}
+	c.cur.c = c
+	methodOK := t.anyMethod || idempotent(req.Method) || hasIdempotencyKey(req.Header) ||
+		req.Context().Value(nonIdempotentKey) != nil
+	bodyOK := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	c.retryable = methodOK && bodyOK
+	c.bodyBlocked = methodOK && !bodyOK
+	return c
+}
+
+// Value makes the call, and its current attempt, reachable from the
+// contexts failsafe-go derives from it.
+func (c *call) Value(key any) any {
+	switch key {
+	case callKey:
+		return c
+	case attemptKey:
+		return &c.cur
+	}
+	return c.Context.Value(key)
+}
+
+// body returns the body for an attempt: the request's own for the first,
+// a replay from GetBody for the others.
+func (c *call) body() (io.ReadCloser, error) {
+	if c.bodySent.CompareAndSwap(false, true) {
+		return c.req.Body, nil
+	}
+	if c.req.Body == nil || c.req.Body == http.NoBody {
+		return c.req.Body, nil
+	}
+	if c.req.GetBody == nil {
+		return nil, &bodyError{msg: "the request has no GetBody"}
+	}
+	b, err := c.req.GetBody()
+	if err != nil {
+		return nil, &bodyError{err: err, msg: "GetBody failed"}
+	}
+	return b, nil
+}
+
+// attemptFailure is an attempt's transient failure: a response or an
+// error. The retry policy retries it when retryable.
+type attemptFailure struct {
+	resp       *http.Response
+	err        error
+	retryAfter time.Duration
+	retryable  bool
+	dest       string
+}
+
+func (f *attemptFailure) Error() string {
+	if f.err != nil {
+		return f.err.Error()
+	}
+	return "resilience: transient failure: HTTP " + strconv.Itoa(f.resp.StatusCode)
+}
+
+func (f *attemptFailure) Unwrap() error { return f.err }
+
+func (f *attemptFailure) outcome() string {
+	if f.resp != nil {
+		return outcomeOf(f.resp.StatusCode, nil)
+	}
+	return outcomeOf(0, f.err)
+}
+
+// attempt makes one attempt of call a.c, as a child of parent: it checks
+// the time left, picks the destination (resolving the URL), applies the
+// destination's concurrency limit (hedging) and circuit breaker, sends the
+// request under a timer, and classifies the outcome for the breaker and
+// the retry. A transient failure is returned as an *attemptFailure.
+//
+// The timer is the attempt timeout, or the total timeout when that comes
+// first; between attempts the retry delay is capped at what the total
+// timeout leaves, so one timer per attempt enforces both. It cancels the
+// attempt's context, as failsafe-go's timeout policy does, but is stopped
+// (not canceled) when the response headers arrive, so the body stays
+// readable until it is closed.
+func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response, error) {
+	c := a.c
+	n := c.attempts.Add(1)
+
+	limit, kind := t.opts.AttemptTimeout, AttemptTimeout
+	if t.kind == kindHedging {
+		limit = t.hedging.Endpoint.Timeout
+	} else if n == 1 {
+		// The call has just started: the whole total timeout is left.
+		if t.opts.TotalRequestTimeout <= limit {
+			limit, kind = t.opts.TotalRequestTimeout, TotalTimeout
+		}
+	} else if left := t.opts.TotalRequestTimeout - time.Since(c.start); left <= 0 {
+		return nil, t.totalTimeout(c)
+	} else if left < limit {
+		limit, kind = left, TotalTimeout
+	}
+
+	if !a.fixed {
+		u, err := t.resolve(c.req.URL)
+		if err != nil {
+			return nil, err
+		}
+		a.url = u
+	}
+	d := t.dests.get(a.url.Host, c.start)
+	if d.limiter != nil {
+		if err := acquire(parent, d.limiter, t.dests.queue, &d.queued); err != nil {
+			if !errors.Is(err, bulkhead.ErrFull) {
+				return nil, err
+			}
+			t.tel.rejected(parent, d.name, outcomeConcurrencyLimit)
+			rej := &RejectedError{Destination: d.name, PermitLimit: d.permits}
+			return nil, &attemptFailure{err: rej, retryable: c.retryable, dest: d.name}
+		}
+		defer d.limiter.ReleasePermit()
+	}
+	seq := d.seq.Load()
+	if !d.cb.TryAcquirePermit() {
+		if seq != d.seq.Load() {
+			t.tel.stateEvent(parent, d.name, CircuitState(d.state.Load()))
+		}
+		if alt := t.reroute(a, d); alt != nil {
+			d = alt
+			seq = d.seq.Load()
+		} else {
+			t.tel.rejected(parent, d.name, outcomeCircuitOpen)
+			open := &CircuitOpenError{Destination: d.name, RemainingDelay: d.cb.RemainingDelay()}
+			if a.fixed {
+				// Hedging: another attempt may go elsewhere.
+				return nil, &attemptFailure{err: open, retryable: c.retryable, dest: d.name}
+			}
+			return nil, open
+		}
+	}
+
+	a.resp, a.cancel = nil, nil
+	ctx, cancel := parent, context.CancelFunc(nil)
+	var timer *time.Timer
+	if dl, ok := parent.Deadline(); !ok || time.Until(dl) > limit {
+		// (When the caller's own deadline comes first, it bounds the
+		// attempt and no timer is needed: the error is then the
+		// caller's.)
+		ctx, cancel = context.WithCancel(parent)
+		timer = time.AfterFunc(limit, cancel)
+	}
+	resp, err := t.send(ctx, a)
+	if timer != nil && !timer.Stop() {
+		// The timer fired: whatever the attempt produced is dropped.
+		resp = nil
+		if kind == TotalTimeout {
+			err = t.totalTimeout(c)
+		} else {
+			err = &attemptFailure{err: &TimeoutError{Kind: AttemptTimeout, Duration: t.declaredAttemptTimeout(), Destination: d.name}}
+			t.tel.timedOut(parent, d.name, AttemptTimeout)
+		}
+	}
+
+	af, _ := err.(*attemptFailure)
+	if af != nil {
+		d.cb.RecordFailure()
+	} else {
+		// As Polly: an outcome that is not a transient failure, the
+		// caller's cancellation and the total timeout included, counts
+		// as a success.
+		d.cb.RecordSuccess()
+	}
+	if seq != d.seq.Load() {
+		t.tel.stateEvent(parent, d.name, CircuitState(d.state.Load()))
+	}
+
+	// Keep the attempt's context alive only while its response may
+	// still be read.
+	if r := a.resp; r != nil && (r == resp || (af != nil && af.resp == r)) {
+		a.cancel = cancel
+	} else {
+		if r != nil {
+			drain(r, cancel)
+			a.resp = nil
+		}
+		if cancel != nil {
+			cancel()
+		}
+	}
+
+	if af != nil {
+		af.dest = d.name
+		af.retryable = c.retryable
+		if af.resp != nil && af.retryAfter > 0 && t.kind == kindStandard &&
+			af.retryAfter >= t.opts.TotalRequestTimeout-time.Since(c.start) {
+			// Retry-After asks for longer than the total timeout leaves:
+			// waiting would only end in a timeout, so hand the response
+			// back now.
+			af.retryable = false
+		}
+	}
+	return resp, err
+}
+
+func (t *Transport) totalTimeout(c *call) error {
+	d := t.declared.TotalRequestTimeout
+	if t.kind == kindHedging {
+		d = t.declaredH.TotalRequestTimeout
+	}
+	t.tel.timedOut(c, c.req.URL.Host, TotalTimeout)
+	return &TimeoutError{Kind: TotalTimeout, Duration: d, Destination: c.req.URL.Host}
+}
+
+func (t *Transport) declaredAttemptTimeout() time.Duration {
+	if t.kind == kindHedging {
+		return t.declaredH.Endpoint.Timeout
+	}
+	return t.declared.AttemptTimeout
+}
+
+// resolve returns the URL an attempt goes to.
+func (t *Transport) resolve(u *url.URL) (*url.URL, error) {
+	if t.resolver == nil {
+		return u, nil
+	}
+	return t.resolver.Resolve(u)
+}
+
+// reroute looks for another instance of the service whose breaker lets a
+// call through, when the chosen one's is open. It returns nil when there
+// is none.
+func (t *Transport) reroute(a *attempt, open *destination) *destination {
+	if a.fixed || t.resolver == nil {
+		return nil
+	}
+	eps, err := t.resolver.Endpoints(a.c.req.URL)
+	if err != nil || len(eps) < 2 {
+		return nil
+	}
+	for i := 1; i < len(eps); i++ {
+		u, err := t.resolver.Resolve(a.c.req.URL)
+		if err != nil {
+			return nil
+		}
+		if u.Host == open.name {
+			continue
+		}
+		d := t.dests.get(u.Host, a.c.start)
+		seq := d.seq.Load()
+		if d.cb.TryAcquirePermit() {
+			a.url = u
+			return d
+		}
+		if seq != d.seq.Load() {
+			t.tel.stateEvent(a.c, d.name, CircuitState(d.state.Load()))
+		}
+	}
+	return nil
+}
+
+// send makes one attempt through the base transport.
+func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error) {
+	c := a.c
+	body, err := c.body()
+	if err != nil {
+		return nil, err
+	}
+	r := c.req.WithContext(ctx)
+	if a.url != c.req.URL {
+		r.URL = a.url
+		if c.req.Host == "" || c.req.Host == c.req.URL.Host {
+			r.Host = ""
+		}
+	}
+	r.Body = body
+	resp, err := t.base.RoundTrip(r)
+	if err != nil {
+		if ctx.Err() != nil || !t.shouldHandle(nil, err) {
+			return nil, err
+		}
+		return nil, &attemptFailure{err: err}
+	}
+	a.resp = resp
+	if !t.shouldHandle(resp, nil) {
+		return resp, nil
+	}
+	af := &attemptFailure{resp: resp}
+	if t.kind == kindStandard && t.opts.Retry.ShouldRetryAfterHeader {
+		if d := retryAfter(resp.Header, time.Now()); d > 0 {
+			d = scale(d, t.scale)
+			if m := t.opts.Retry.MaxDelay; m > 0 && d > m {
+				d = m
+			}
+			af.retryAfter = d
+		}
+	}
+	return nil, af
+}
+
+// retryDelay is the retry policy's delay: the Retry-After the last
+// response asked for, else the backoff; never past the total timeout.
+func (t *Transport) retryDelay(exec failsafe.ExecutionAttempt[*http.Response]) time.Duration {
+	c, _ := exec.Context().Value(callKey).(*call)
+	if c == nil {
+		return 0
+	}
+	var d time.Duration
+	if af, ok := exec.LastError().(*attemptFailure); ok && af.retryAfter > 0 {
+		d = af.retryAfter
+	} else {
+		d = backoff(t.opts.Retry, exec.Retries(), &c.prev, randFloat)
+	}
+	if left := t.opts.TotalRequestTimeout - time.Since(c.start); d > left {
+		// The next attempt will find the total timeout spent.
+		d = max(left, 0)
+	}
+	return d
+}
+
+// onRetryScheduled drains the failed attempt's response, so its
+// connection goes back to the pool during the delay, and records the
+// retry.
+func (t *Transport) onRetryScheduled(e failsafe.ExecutionScheduledEvent[*http.Response]) {
+	ctx := e.Context()
+	af, _ := e.LastError().(*attemptFailure)
+	if af == nil {
+		return
+	}
+	if a, ok := ctx.Value(attemptKey).(*attempt); ok {
+		a.release()
+	}
+	t.tel.retry(ctx, af.dest, af.outcome(), e.Attempts(), e.Delay)
+}
+
+// finish turns the pipeline's result into RoundTrip's, and hands what is
+// left of the call over to the response body.
+func (c *call) finish(resp *http.Response, err error) (*http.Response, error) {
+	if !c.bodySent.Load() {
+		closeBody(c.req)
+	}
+	if err != nil {
+		resp = nil
+		switch e := err.(type) {
+		case *attemptFailure:
+			if e.resp != nil {
+				resp, err = e.resp, nil
+			} else {
+				err = e.err
+				if c.bodyBlocked {
+					err = &bodyError{err: err, msg: "the request was not retried"}
+				} else if n := int(c.attempts.Load()); n > 1 {
+					err = &RetriesExceededError{Attempts: n, Err: err}
+				}
+			}
+		default:
+			if cerr := c.req.Context().Err(); cerr != nil {
+				if !errors.Is(err, cerr) {
+					err = cerr
+				}
+			} else if err == timeout.ErrExceeded {
+				err = c.t.totalTimeout(c)
+			}
+		}
+	}
+	a := &c.cur
+	if resp == nil || a.resp != resp {
+		a.release()
+		if c.cancel != nil {
+			c.cancel()
+		}
+		if resp == nil {
+			if err == nil {
+				err = errors.New("resilience: no response")
+			}
+			return nil, err
+		}
+	}
+	dn := done{attempt: a.cancel, call: c.cancel}
+	a.resp, a.cancel = nil, nil
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &rwBody{ReadWriteCloser: rwc, done: dn}
+		return resp, nil
+	}
+	c.rb = respBody{ReadCloser: resp.Body, done: dn}
+	resp.Body = &c.rb
+	return resp, nil
+}
+
+// done ends what a response's body still holds.
+type done struct {
+	attempt, call context.CancelFunc
+}
+
+func (d *done) run() {
+	if d.attempt != nil {
+		d.attempt()
+	}
+	if d.call != nil {
+		d.call()
+	}
+}
+
+// respBody ends the attempt's context when the caller closes the body.
+type respBody struct {
+	io.ReadCloser
+	done done
+}
+
+func (b *respBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.done.run()
+	return err
+}
+
+type rwBody struct {
+	io.ReadWriteCloser
+	done done
+}
+
+func (b *rwBody) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.done.run()
+	return err
+}
+
+// maxDrain and drainTimeout bound how much of a failed attempt's body is
+// read, and for how long, to reuse its connection; past them the
+// connection is closed instead.
+const maxDrain = 64 << 10
+
+var drainTimeout = time.Second // a variable for tests
+
+// drain reads what is left of a response body, within bounds, and closes
+// it. cancel, if not nil, ends the body's context: it is called if the
+// drain takes longer than drainTimeout.
+func drain(resp *http.Response, cancel context.CancelFunc) {
+	if resp == nil || resp.Body == nil {
+		return
+	}
+	if cancel != nil {
+		timer := time.AfterFunc(drainTimeout, cancel)
+		defer timer.Stop()
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
+	_ = resp.Body.Close()
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
