@@ -26,6 +26,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/resilience"
 )
 
 // Default durations, each overridable from configuration (see the package
@@ -72,10 +73,13 @@ type App struct {
 	// over the discovery-aware, instrumented transport of a named client.
 	// The resilience pipeline plugs in here.
 	wrapTransport []func(name string, next http.RoundTripper) http.RoundTripper
+	// hedged names the clients WithHedging gave the hedging handler.
+	hedged map[string]bool
 
 	mu         sync.Mutex
 	base       *http.Transport
 	clients    map[string]http.RoundTripper
+	pipelines  []*resilience.Transport // closed by Shutdown
 	hooks      []func(context.Context) error
 	serving    bool
 	serverDone chan struct{} // closed when Serve has drained; nil until Serve starts
@@ -96,6 +100,7 @@ type options struct {
 	flushTimeout    time.Duration
 	logWriter       io.Writer
 	middleware      []func(string, http.RoundTripper) http.RoundTripper
+	hedged          map[string]bool
 }
 
 // WithConfig makes Add use cfg instead of calling discovery.Load. Tests
@@ -167,6 +172,7 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 		clients:       map[string]http.RoundTripper{},
 		stopping:      make(chan struct{}),
 		wrapTransport: o.middleware,
+		hedged:        o.hedged,
 	}
 
 	// Read every setting before building anything, so a bad value fails
@@ -193,6 +199,7 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	}
 	ots, err := readOTelSettings(cfg)
 	errs = append(errs, err)
+	errs = append(errs, readResilienceSettings(cfg, o.hedged))
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("servicedefaults: %w", err)
 	}
@@ -427,42 +434,38 @@ func (a *App) OnShutdown(f func(context.Context) error) {
 	}
 }
 
-// HTTPClient returns an http.Client for calling other services. Its
-// transport, shared by every client of the same name, stacks (outermost
-// first) the WithHTTPMiddleware middlewares, service discovery
-// (logical URLs such as "https+http://catalog/items" resolve through
-// App.Resolver), client instrumentation (a span per attempt, with the
-// trace context propagated to the callee, and http.client.* metrics; with
-// traces and metrics off, only the propagation), and
-// one connection pool shared by the whole App. The pool trusts the system
-// roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration, and uses
-// HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.
+// HTTPClient returns an http.Client for calling other services, as an
+// Aspire .NET service's HttpClient with AddServiceDiscovery and
+// AddStandardResilienceHandler. Its transport, shared by every client of
+// the same name, stacks (outermost first):
+//
+//   - the WithHTTPMiddleware middlewares;
+//   - the standard resilience pipeline (package resilience: concurrency
+//     limit, total timeout 30 s, up to 3 retries with backoff, a circuit
+//     breaker per destination, attempt timeout 10 s), configured from
+//     Aspire:Resilience:Http and Aspire:Resilience:Http:Clients:{name}; or
+//     the hedging pipeline for clients named in WithHedging; or none, by
+//     Aspire:ServiceDefaults:HttpClients:{name}:Resilience = None;
+//   - service discovery, on every attempt: logical URLs such as
+//     "https+http://catalog/items" resolve through App.Resolver, so a
+//     retry goes to the next instance;
+//   - client instrumentation: a span per attempt, with the trace context
+//     propagated to the callee, and http.client.* metrics (with traces and
+//     metrics off, only the propagation);
+//   - one connection pool shared by the whole App, trusting the system
+//     roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration and
+//     using HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.
 //
 // name identifies the client to middleware and configuration; requests
-// still carry full URLs. The client has no Timeout: set one, use request
-// contexts, or add a resilience middleware. Shutdown closes the pool's
-// idle connections.
+// still carry full URLs. The pipeline's total timeout bounds each call;
+// request contexts still apply. Shutdown closes the pool's idle
+// connections.
 func (a *App) HTTPClient(name string) *http.Client {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	rt, ok := a.clients[name]
 	if !ok {
-		if a.base == nil {
-			a.base = a.newBaseTransport()
-		}
-		if a.tel.tracing || a.tel.metering {
-			rt = otelhttp.NewTransport(a.base,
-				otelhttp.WithTracerProvider(a.tel.tp),
-				otelhttp.WithMeterProvider(a.tel.mp),
-				otelhttp.WithPropagators(a.tel.prop),
-			)
-		} else {
-			rt = &propagatingTransport{base: a.base, prop: a.tel.prop}
-		}
-		rt = discovery.NewTransport(a.resolver, rt)
-		for i := len(a.wrapTransport) - 1; i >= 0; i-- {
-			rt = a.wrapTransport[i](name, rt)
-		}
+		rt = a.newClientTransport(name)
 		a.clients[name] = rt
 	}
 	return &http.Client{Transport: rt}
@@ -531,9 +534,15 @@ func (a *App) Shutdown(ctx context.Context) error {
 		hooks := a.hooks
 		a.hooks = nil
 		base := a.base
+		pipelines := a.pipelines
 		a.mu.Unlock()
 		for i := len(hooks) - 1; i >= 0; i-- {
 			if err := hooks[i](ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, p := range pipelines {
+			if err := p.Close(); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -1,0 +1,160 @@
+package servicedefaults
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/resilience"
+)
+
+// Which resilience handler a client gets, as Aspire's
+// AddStandardResilienceHandler / AddStandardHedgingHandler.
+const (
+	handlerStandard = "Standard"
+	handlerHedging  = "Hedging"
+	handlerNone     = "None"
+)
+
+// clientHandlerKey names the handler of one client:
+// Aspire:ServiceDefaults:HttpClients:{name}:Resilience is Standard (the
+// default), Hedging or None.
+func clientHandlerKey(name string) string {
+	return "Aspire:ServiceDefaults:HttpClients:" + name + ":Resilience"
+}
+
+// readResilienceSettings validates, when Add runs, the resilience options
+// of the default client and of every client configured by name, so that
+// a bad value fails Add naming its key instead of failing requests later.
+func readResilienceSettings(cfg *discovery.Config, hedged map[string]bool) error {
+	if _, err := resilience.LoadOptions(cfg, ""); err != nil {
+		return err
+	}
+	if _, err := resilience.LoadHedgingOptions(cfg, ""); err != nil {
+		return err
+	}
+	for _, name := range cfg.Section(resilience.SectionHTTP + ":Clients").Children() {
+		if _, err := resilience.LoadOptions(cfg, name); err != nil {
+			return err
+		}
+	}
+	for _, name := range cfg.Section(resilience.SectionHedging + ":Clients").Children() {
+		if _, err := resilience.LoadHedgingOptions(cfg, name); err != nil {
+			return err
+		}
+	}
+	for _, name := range cfg.Section("Aspire:ServiceDefaults:HttpClients").Children() {
+		if _, err := clientHandler(cfg, name, hedged); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func clientHandler(cfg *discovery.Config, name string, hedged map[string]bool) (string, error) {
+	key := clientHandlerKey(name)
+	v := cfg.String(key)
+	switch {
+	case v == "" && hedged[name]:
+		return handlerHedging, nil
+	case v == "":
+		return handlerStandard, nil
+	}
+	for _, h := range []string{handlerStandard, handlerHedging, handlerNone} {
+		if strings.EqualFold(v, h) {
+			return h, nil
+		}
+	}
+	return "", &discovery.KeyError{Key: key, Err: errBadHandler}
+}
+
+// newClientTransport builds the transport of the client called name,
+// outermost first: the resilience pipeline (which resolves the logical
+// URL through discovery on every attempt, so retries and hedges go to
+// other instances and each instance has its own circuit breaker), then
+// client instrumentation (a span per attempt, as .NET's HttpClient makes,
+// and the trace context passed on), then the App's shared connection pool.
+// With the handler None, discovery alone sits above the instrumentation.
+// The caller holds a.mu.
+func (a *App) newClientTransport(name string) http.RoundTripper {
+	if a.base == nil {
+		a.base = a.newBaseTransport()
+	}
+	var inner http.RoundTripper
+	if a.tel.tracing || a.tel.metering {
+		inner = otelhttp.NewTransport(a.base,
+			otelhttp.WithTracerProvider(a.tel.tp),
+			otelhttp.WithMeterProvider(a.tel.mp),
+			otelhttp.WithPropagators(a.tel.prop),
+		)
+	} else {
+		inner = &propagatingTransport{base: a.base, prop: a.tel.prop}
+	}
+
+	handler, err := clientHandler(a.cfg, name, a.hedged)
+	var rt http.RoundTripper
+	if err == nil {
+		opts := []resilience.Option{
+			resilience.WithResolver(a.resolver),
+			resilience.WithConfig(a.cfg, name),
+			resilience.WithMeterProvider(a.tel.mp),
+			resilience.WithLogger(a.logger),
+		}
+		var t *resilience.Transport
+		switch handler {
+		case handlerNone:
+			rt = discovery.NewTransport(a.resolver, inner)
+		case handlerHedging:
+			t, err = resilience.NewHedgingTransport(inner, opts...)
+		default:
+			t, err = resilience.NewTransport(inner, opts...)
+		}
+		if t != nil {
+			a.pipelines = append(a.pipelines, t)
+			rt = t
+		}
+	}
+	if err != nil {
+		// Add validated the configuration, so this is a programming
+		// error (a name configured only through WithHedging, say); make
+		// it loud but keep the process up.
+		a.logger.Error("HTTP client configuration is invalid; its requests will fail", "client", name, "error", err)
+		rt = failingTransport{err: err}
+	}
+	for i := len(a.wrapTransport) - 1; i >= 0; i-- {
+		rt = a.wrapTransport[i](name, rt)
+	}
+	return rt
+}
+
+// failingTransport answers every request with the same error.
+type failingTransport struct{ err error }
+
+func (t failingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+	return nil, t.err
+}
+
+var errBadHandler = errors.New(`must be "Standard", "Hedging" or "None"`)
+
+// WithHedging gives the named clients the standard hedging handler instead
+// of the standard resilience handler, as AddStandardHedgingHandler does in
+// .NET: a request still waiting after Hedging:Delay (2 s) is raced against
+// another instance, each instance behind its own circuit breaker. The
+// configuration key Aspire:ServiceDefaults:HttpClients:{name}:Resilience
+// (Standard, Hedging or None) overrides it.
+func WithHedging(names ...string) Option {
+	return func(o *options) {
+		if o.hedged == nil {
+			o.hedged = map[string]bool{}
+		}
+		for _, n := range names {
+			o.hedged[n] = true
+		}
+	}
+}
