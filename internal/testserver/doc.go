@@ -1,0 +1,31 @@
+// Package testserver starts throwaway PostgreSQL and Redis servers on
+// 127.0.0.1 for goaspire's own tests and for the examples launcher.
+//
+// It is internal on purpose: it is a development helper, not a way to run
+// databases in production. Every server gets a fresh temporary directory, a
+// free port, and a random password, and never touches a system instance on
+// the standard ports.
+//
+// The core API ([StartPostgres], [StartRedis] and the methods on [Postgres]
+// and [Redis]) does not depend on package testing, so a program such as the
+// examples launcher can use it. The thin wrappers [NewPostgres],
+// [Postgres.NewReplica] and [NewRedis] take a [testing.TB]: they skip the test
+// when a server binary is not installed (and only then), fail it on any other
+// start error, and stop and remove the server in t.Cleanup.
+//
+// Binaries are looked up with [FindBinary]: on PATH, else in the
+// highest-versioned /usr/lib/postgresql/*/bin, where Debian and Ubuntu
+// install the PostgreSQL server programs. initdb and pg_basebackup are taken
+// from the directory the chosen postgres really lives in when they are there,
+// so that all three come from one installation.
+//
+// PostgreSQL refuses to run as root. When the process runs as root, the
+// PostgreSQL programs run as the unprivileged "postgres" user and the
+// temporary directory is handed to that user; otherwise they run as the
+// current user. Redis runs as the current user.
+//
+// The lifecycle methods simulate what tests need: Stop shuts a server down
+// cleanly, Kill crashes it with SIGKILL, and Start brings it back on the same
+// port with the same data directory. Close stops the server and removes its
+// directory. Every process started here is reaped.
+package testserver

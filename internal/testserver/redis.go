@@ -1,0 +1,438 @@
+package testserver
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// redisHost is the only address Redis listens on.
+const redisHost = "127.0.0.1"
+
+// Redis is a throwaway Redis server in its own temporary directory. It
+// listens on 127.0.0.1 only, requires a random password, and keeps nothing
+// on disk (no RDB snapshots, no AOF), so a kill loses its data. Its methods
+// are safe for concurrent use.
+type Redis struct {
+	bin      string
+	password string
+	port     int
+	dir      string // the temporary directory Close removes
+	confPath string
+	logPath  string
+	settings []redisSetting
+	tls      *redisTLS // nil without TLS
+
+	mu     sync.Mutex
+	proc   *process // nil while stopped
+	closed bool
+}
+
+type redisSetting struct {
+	name string
+	args []string
+}
+
+// RedisOption configures [StartRedis].
+type RedisOption func(*redisConfig)
+
+type redisConfig struct {
+	tls      bool
+	port     int
+	settings []redisSetting
+}
+
+// WithRedisTLS serves TLS only: a throwaway CA and a server certificate for
+// 127.0.0.1, ::1 and localhost are generated in the temporary directory, and
+// Redis listens with tls-port only (no plain port; client certificates are
+// not required). Trust the CA with [Redis.CACertPool], [Redis.TLSConfig] or
+// [Redis.CACertFile].
+func WithRedisTLS() RedisOption {
+	return func(c *redisConfig) { c.tls = true }
+}
+
+// WithRedisPort listens on a fixed port instead of a free one. The start
+// fails if the port is taken.
+func WithRedisPort(port int) RedisOption {
+	return func(c *redisConfig) { c.port = port }
+}
+
+// WithRedisSetting adds a configuration directive, such as
+// WithRedisSetting("maxmemory", "10mb"); each argument is quoted. It
+// overrides the helper's defaults; do not set bind, port, tls-port,
+// requirepass or dir.
+func WithRedisSetting(name string, args ...string) RedisOption {
+	return func(c *redisConfig) { c.settings = append(c.settings, redisSetting{name, args}) }
+}
+
+// StartRedis starts redis-server in a temporary directory on a free port with
+// a random password; it returns once the server answers PING. If ctx has no
+// deadline, one minute applies. Stop the server with [Redis.Close].
+//
+// A missing binary gives an error matching [ErrBinaryNotFound]; errors carry
+// the tail of the server log, never the password.
+func StartRedis(ctx context.Context, opts ...RedisOption) (*Redis, error) {
+	var cfg redisConfig
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+
+	bin, err := FindBinary("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("testserver: start redis: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "goaspire-redis-*")
+	if err != nil {
+		return nil, fmt.Errorf("testserver: start redis: make temporary directory: %w", err)
+	}
+	r := &Redis{
+		bin:      bin,
+		password: rand.Text(),
+		dir:      dir,
+		confPath: filepath.Join(dir, "redis.conf"),
+		logPath:  filepath.Join(dir, "redis.log"),
+		settings: cfg.settings,
+	}
+	if cfg.tls {
+		if r.tls, err = writeTLSFiles(dir); err != nil {
+			return nil, errors.Join(fmt.Errorf("testserver: start redis: %w", err), r.Close())
+		}
+	}
+	if err := r.startOnFreePort(ctx, cfg.port); err != nil {
+		return nil, errors.Join(fmt.Errorf("testserver: start redis: %w", err), r.Close())
+	}
+	return r, nil
+}
+
+// writeConfig writes redis.conf (mode 0600: it holds the password, which is
+// why it is not passed on the command line).
+func (r *Redis) writeConfig() error {
+	var b strings.Builder
+	line := func(name string, args ...string) {
+		b.WriteString(name)
+		for _, a := range args {
+			b.WriteString(" " + quoteRedis(a))
+		}
+		b.WriteString("\n")
+	}
+	line("bind", redisHost)
+	if r.tls != nil {
+		line("port", "0")
+		line("tls-port", strconv.Itoa(r.port))
+		line("tls-cert-file", r.tls.certFile)
+		line("tls-key-file", r.tls.keyFile)
+		line("tls-ca-cert-file", r.tls.caFile)
+		line("tls-auth-clients", "no")
+	} else {
+		line("port", strconv.Itoa(r.port))
+	}
+	line("daemonize", "no")
+	line("logfile", "")
+	line("save", "")
+	line("appendonly", "no")
+	line("dir", r.dir)
+	line("requirepass", r.password)
+	for _, s := range r.settings {
+		line(s.name, s.args...)
+	}
+	if err := os.WriteFile(r.confPath, []byte(b.String()), 0o600); err != nil {
+		return fmt.Errorf("write redis.conf: %w", err)
+	}
+	return nil
+}
+
+// quoteRedis quotes a configuration argument for redis.conf.
+func quoteRedis(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
+}
+
+// startOnFreePort starts the server on port, or if port is 0 on a free port,
+// trying another one when a different process takes it first.
+func (r *Redis) startOnFreePort(ctx context.Context, port int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		r.port = port
+		if port == 0 {
+			free, err := freePort()
+			if err != nil {
+				return err
+			}
+			r.port = free
+		}
+		if err := r.writeConfig(); err != nil {
+			return err
+		}
+		err := r.startLocked(ctx)
+		if err == nil || port != 0 || !errors.Is(err, errPortInUse) || attempt == bindAttempts {
+			return err
+		}
+	}
+}
+
+// startLocked starts redis-server and waits until it answers PING.
+func (r *Redis) startLocked(ctx context.Context) error {
+	log, from, err := openLog(r.logPath)
+	if err != nil {
+		return err
+	}
+	defer log.Close() // the server has its own descriptor
+	proc, err := startProcess(account{}.command(r.dir, log, r.bin, r.confPath))
+	if err != nil {
+		return fmt.Errorf("run %s: %w", r.bin, err)
+	}
+	if err := r.waitReady(ctx, proc, from); err != nil {
+		proc.kill()
+		return err
+	}
+	r.proc = proc
+	return nil
+}
+
+// waitReady pings until the server answers, exits or ctx ends.
+func (r *Redis) waitReady(ctx context.Context, proc *process, logFrom int64) error {
+	attemptCtx, cancel := proc.untilExit(ctx)
+	defer cancel()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		err := r.ping(attemptCtx)
+		if err == nil {
+			return nil
+		}
+		if proc.exited() {
+			tail := logTail(r.logPath, logFrom, r.password)
+			if strings.Contains(tail, "Address already in use") {
+				return fmt.Errorf("redis on port %d exited during startup (%v): %w%s", r.port, proc.err, errPortInUse, withLog(tail))
+			}
+			return fmt.Errorf("redis on port %d exited during startup (%v)%s", r.port, proc.err, withLog(tail))
+		}
+		select {
+		case <-proc.done: // reported above, on the next round
+		case <-ctx.Done():
+			return fmt.Errorf("redis on port %d not ready: %w (last attempt: %s)%s", r.port, ctx.Err(),
+				redact(err.Error(), r.password), withLog(logTail(r.logPath, logFrom, r.password)))
+		case <-tick.C:
+		}
+	}
+}
+
+// ping authenticates and sends PING over a new connection, speaking RESP
+// directly so that readiness checks start no client goroutines.
+func (r *Redis) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var d interface {
+		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	} = &net.Dialer{}
+	if r.tls != nil {
+		d = &tls.Dialer{Config: r.TLSConfig()}
+	}
+	conn, err := d.DialContext(ctx, "tcp", r.Addr())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	defer context.AfterFunc(ctx, func() { conn.Close() })()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	cmd := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n", len(r.password), r.password)
+	if _, err := conn.Write([]byte(cmd)); err != nil {
+		return err
+	}
+	br := bufio.NewReader(conn)
+	for _, want := range []string{"+OK", "+PONG"} {
+		got, err := br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if got = strings.TrimRight(got, "\r\n"); got != want {
+			return fmt.Errorf("unexpected reply %q", got)
+		}
+	}
+	return nil
+}
+
+// Addr returns the server's address, "127.0.0.1:port".
+func (r *Redis) Addr() string { return net.JoinHostPort(redisHost, strconv.Itoa(r.port)) }
+
+// Port returns the TCP port (the TLS port with [WithRedisTLS]); it stays the
+// same across [Redis.Start].
+func (r *Redis) Port() int { return r.port } // set before r is shared
+
+// Password returns the random password (requirepass).
+func (r *Redis) Password() string { return r.password }
+
+// LogFile returns the path of the server log.
+func (r *Redis) LogFile() string { return r.logPath }
+
+// ConnectionString returns the connection string in the StackExchange.Redis
+// form an Aspire AppHost injects, "127.0.0.1:port,password=...", with
+// ",ssl=true" appended under TLS. It holds the password: never put it in an
+// error or a log.
+func (r *Redis) ConnectionString() string {
+	s := r.Addr() + ",password=" + r.password
+	if r.tls != nil {
+		s += ",ssl=true"
+	}
+	return s
+}
+
+// URL returns the connection string in URL form, redis://:password@127.0.0.1:port
+// (rediss:// under TLS). It holds the password: never put it in an error or
+// a log.
+func (r *Redis) URL() string {
+	u := url.URL{Scheme: "redis", User: url.UserPassword("", r.password), Host: r.Addr()}
+	if r.tls != nil {
+		u.Scheme = "rediss"
+	}
+	return u.String()
+}
+
+// String describes the server without its password.
+func (r *Redis) String() string {
+	if r.tls != nil {
+		return "redis " + r.Addr() + " (TLS)"
+	}
+	return "redis " + r.Addr()
+}
+
+// GoString describes the server without its password, for %#v.
+func (r *Redis) GoString() string { return "testserver.Redis{" + r.String() + "}" }
+
+// Stop shuts the server down (SIGTERM) and waits for it to exit. If ctx ends
+// first, the server is killed. Stopping a stopped server does nothing; if the
+// server had exited on its own, Stop reports how.
+func (r *Redis) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	proc := r.proc
+	if proc == nil {
+		return nil
+	}
+	r.proc = nil
+	if proc.exited() {
+		return r.unexpectedExit(proc)
+	}
+	if err := proc.signal(syscall.SIGTERM); err != nil {
+		proc.kill()
+		return fmt.Errorf("testserver: stop %s: %w", r, err)
+	}
+	if err := proc.wait(ctx); err != nil {
+		proc.kill()
+		return fmt.Errorf("testserver: stop %s: %w", r, err)
+	}
+	return nil
+}
+
+func (r *Redis) unexpectedExit(proc *process) error {
+	if proc.err == nil {
+		return nil
+	}
+	return fmt.Errorf("testserver: %s had exited on its own: %w%s", r, proc.err, withLog(logTail(r.logPath, 0, r.password)))
+}
+
+// Kill crashes the server with SIGKILL and reaps it; its data is lost.
+// Killing a stopped server does nothing.
+func (r *Redis) Kill() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	proc := r.proc
+	if proc == nil {
+		return nil
+	}
+	r.proc = nil
+	if proc.exited() {
+		return r.unexpectedExit(proc)
+	}
+	proc.kill()
+	return nil
+}
+
+// Start starts a stopped or killed server again on the same port, with the
+// same password and certificates, and waits until it answers PING. If ctx
+// has no deadline, one minute applies.
+func (r *Redis) Start(ctx context.Context) error {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("testserver: start %s: closed", r)
+	}
+	if r.proc != nil {
+		if !r.proc.exited() {
+			return fmt.Errorf("testserver: start %s: already running", r)
+		}
+		r.proc = nil
+	}
+	if err := r.startLocked(ctx); err != nil {
+		return fmt.Errorf("testserver: start %s: %w", r, err)
+	}
+	return nil
+}
+
+// Close stops the server and removes its temporary directory. It is safe to
+// call more than once.
+func (r *Redis) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	errs := []error{r.Stop(ctx)}
+	if err := os.RemoveAll(r.dir); err != nil {
+		errs = append(errs, fmt.Errorf("testserver: remove %s: %w", r.dir, err))
+	}
+	return errors.Join(errs...)
+}
+
+// CACertFile returns the path of the PEM file holding the throwaway CA
+// certificate, or "" without TLS. Child processes can trust it through
+// SSL_CERT_FILE; in this process, Go reads SSL_CERT_FILE only once, when the
+// system roots are first loaded, so prefer [Redis.CACertPool].
+func (r *Redis) CACertFile() string {
+	if r.tls == nil {
+		return ""
+	}
+	return r.tls.caFile
+}
+
+// CACertPool returns a pool holding only the throwaway CA certificate, or nil
+// without TLS.
+func (r *Redis) CACertPool() *x509.CertPool {
+	if r.tls == nil {
+		return nil
+	}
+	return r.tls.pool
+}
+
+// TLSConfig returns a new client TLS configuration that trusts the throwaway
+// CA and expects the server name 127.0.0.1, or nil without TLS.
+func (r *Redis) TLSConfig() *tls.Config {
+	if r.tls == nil {
+		return nil
+	}
+	return &tls.Config{RootCAs: r.tls.pool, ServerName: redisHost, MinVersion: tls.VersionTLS12}
+}

@@ -1,0 +1,76 @@
+package testserver
+
+import (
+	"errors"
+	"testing"
+)
+
+// NewPostgres starts a PostgreSQL server for the test with [StartPostgres]
+// and closes it in tb.Cleanup. It skips the test if a PostgreSQL binary is not
+// installed, and fails it on any other start error. When the test has failed,
+// the cleanup logs the tail of the server log first.
+func NewPostgres(tb testing.TB, opts ...PostgresOption) *Postgres {
+	tb.Helper()
+	p, err := StartPostgres(tb.Context(), opts...)
+	if err != nil {
+		skipOrFatal(tb, err)
+	}
+	tb.Cleanup(func() { closeForTest(tb, p, p.logPath, p.password) })
+	return p
+}
+
+// NewReplica starts a streaming replica of p for the test with
+// [Postgres.StartReplica] and closes it in tb.Cleanup (before the primary,
+// when the primary came from [NewPostgres] earlier in the same test). It
+// skips the test if pg_basebackup is not installed, and fails it on any other
+// start error.
+func (p *Postgres) NewReplica(tb testing.TB, opts ...PostgresOption) *Postgres {
+	tb.Helper()
+	r, err := p.StartReplica(tb.Context(), opts...)
+	if err != nil {
+		skipOrFatal(tb, err)
+	}
+	tb.Cleanup(func() { closeForTest(tb, r, r.logPath, r.password) })
+	return r
+}
+
+// NewRedis starts a Redis server for the test with [StartRedis] and closes it
+// in tb.Cleanup. It skips the test if redis-server is not installed, and fails
+// it on any other start error. When the test has failed, the cleanup logs the
+// tail of the server log first.
+func NewRedis(tb testing.TB, opts ...RedisOption) *Redis {
+	tb.Helper()
+	r, err := StartRedis(tb.Context(), opts...)
+	if err != nil {
+		skipOrFatal(tb, err)
+	}
+	tb.Cleanup(func() { closeForTest(tb, r, r.logPath, r.password) })
+	return r
+}
+
+// skipOrFatal skips the test for a missing binary and fails it otherwise.
+func skipOrFatal(tb testing.TB, err error) {
+	tb.Helper()
+	var missing *BinaryNotFoundError
+	if errors.As(err, &missing) {
+		tb.Skipf("testserver: %s not installed: %v", missing.Name, err)
+	}
+	tb.Fatal(err)
+}
+
+type closer interface {
+	Close() error
+	String() string
+}
+
+func closeForTest(tb testing.TB, s closer, logPath, password string) {
+	tb.Helper()
+	if tb.Failed() {
+		if tail := logTail(logPath, 0, password); tail != "" {
+			tb.Logf("%s log (%s):\n%s", s, logPath, tail)
+		}
+	}
+	if err := s.Close(); err != nil {
+		tb.Error(err)
+	}
+}
