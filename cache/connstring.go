@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/goaspire/goaspire/internal/connstr"
+	"github.com/goaspire/goaspire/internal/redact"
 )
 
 // ErrConnectionString is wrapped by every error about a Redis connection
@@ -120,23 +121,90 @@ func (c *redisConfig) parse(s string) error {
 	if scheme, _, ok := strings.Cut(s, "://"); ok && isURLScheme(scheme) {
 		return c.parseURL(s)
 	}
-	r, err := connstr.ParseRedis(s)
-	if err != nil {
-		return fmt.Errorf("cache: %w: %w", ErrConnectionString, err)
-	}
-	for i, ep := range r.Endpoints {
-		e, err := parseEndpoint(ep)
-		if err != nil {
-			return fmt.Errorf("cache: %w: endpoint %d: %v", ErrConnectionString, i+1, err)
+	// Items in order: an endpoint or a key=value option. (internal/connstr
+	// has the same lexing, but loses the order, which is needed to spot a
+	// password cut by a comma.)
+	afterSecret := false
+	n := 0
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
 		}
-		c.addEndpoint(e)
-	}
-	for _, p := range r.Options {
-		if err := c.set(p.Key, p.Value); err != nil {
-			return fmt.Errorf("cache: %w: %w", ErrConnectionString, err)
+		n++
+		key, value, isOption := strings.Cut(item, "=")
+		key = strings.TrimSpace(key)
+		switch {
+		case afterSecret && (!isOption || !knownOption(key)):
+			// StackExchange.Redis strings cannot quote a ',': what follows
+			// a password here is most likely the rest of it.
+			return fmt.Errorf("cache: %w: item %d follows %q and is not an option (not shown: a password containing ',' cannot be written in this form; use a redis:// URL or a separate password setting)",
+				ErrConnectionString, n, "password")
+		case !isOption:
+			e, err := parseEndpoint(item)
+			if err != nil {
+				return fmt.Errorf("cache: %w: endpoint %d: %v", ErrConnectionString, n, err)
+			}
+			c.addEndpoint(e)
+		case key == "":
+			return fmt.Errorf("cache: %w: item %d has an empty option name", ErrConnectionString, n)
+		case !knownOption(key):
+			return fmt.Errorf("cache: %w: %s", ErrConnectionString, unknownOption(key, n))
+		default:
+			if err := c.set(key, strings.TrimSpace(value)); err != nil {
+				return fmt.Errorf("cache: %w: %w", ErrConnectionString, err)
+			}
 		}
+		afterSecret = isOption && redact.IsSecretKey(key)
 	}
 	return nil
+}
+
+// knownOption reports whether set understands key.
+func knownOption(key string) bool {
+	if strings.HasPrefix(key, "$") {
+		return true
+	}
+	_, ok := optionNames[strings.ToLower(key)]
+	return ok
+}
+
+// unknownOption describes an unknown option, naming it only when it looks
+// like an option name (a value put in the wrong place must not be echoed).
+func unknownOption(key string, item int) string {
+	if len(key) <= 40 && isIdentifier(key) {
+		return fmt.Sprintf("unknown option %q", key)
+	}
+	if item > 0 {
+		return fmt.Sprintf("item %d is an unknown option (name not shown: it does not look like one)", item)
+	}
+	return "an unknown option (name not shown: it does not look like one)"
+}
+
+func isIdentifier(s string) bool {
+	for i, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || r == '_' || i > 0 && '0' <= r && r <= '9') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// optionNames are the StackExchange.Redis option names set understands,
+// lower-cased.
+var optionNames = map[string]struct{}{}
+
+func init() {
+	for _, k := range []string{
+		"password", "user", "name", "ssl", "sslhost", "sslprotocols", "abortconnect", "connectretry",
+		"connecttimeout", "synctimeout", "asynctimeout", "defaultdatabase", "servicename", "protocol",
+		"setlib", "proxy", "channelprefix", "allowadmin", "resolvedns", "checkcertificaterevocation",
+		"keepalive", "configcheckseconds", "version", "configchannel", "tiebreaker",
+		"highprioritythreads", "highprioritysocketthreads", "preserveasyncorder", "responsetimeout",
+		"writebuffer", "tunnel",
+	} {
+		optionNames[k] = struct{}{}
+	}
 }
 
 func isURLScheme(s string) bool {
@@ -149,11 +217,6 @@ func isURLScheme(s string) bool {
 }
 
 func (c *redisConfig) addEndpoint(e endpoint) {
-	for _, have := range c.endpoints {
-		if have == e {
-			return
-		}
-	}
 	c.endpoints = append(c.endpoints, e)
 }
 
@@ -265,6 +328,9 @@ func (c *redisConfig) parseURL(s string) error {
 			key = "defaultDatabase"
 		case "client_name":
 			key = "name"
+		}
+		if !knownOption(key) || strings.HasPrefix(key, "$") {
+			return fmt.Errorf("cache: %w: URL query: %s", ErrConnectionString, unknownOption(key, 0))
 		}
 		if err := c.set(key, vs[len(vs)-1]); err != nil {
 			return fmt.Errorf("cache: %w: URL query: %w", ErrConnectionString, err)
@@ -394,7 +460,7 @@ func (c *redisConfig) set(key, value string) error {
 			return optionError(key, "HTTP tunnels are not supported by go-redis")
 		}
 	default:
-		return fmt.Errorf("unknown option %q", key)
+		return errors.New(unknownOption(key, 0))
 	}
 	return nil
 }
@@ -539,7 +605,9 @@ func (c *redisConfig) options() (*redis.UniversalOptions, error) {
 		if e.unix && len(c.endpoints) > 1 {
 			return nil, fmt.Errorf("cache: %w: a unix socket must be the only endpoint", ErrConnectionString)
 		}
-		o.Addrs = append(o.Addrs, e.addr(defPort))
+		if a := e.addr(defPort); !slices.Contains(o.Addrs, a) {
+			o.Addrs = append(o.Addrs, a)
+		}
 	}
 	if o.DB != 0 && len(o.Addrs) > 1 && o.MasterName == "" {
 		return nil, fmt.Errorf("cache: %w: option %q: a cluster (several endpoints) has only database 0", ErrConnectionString, "defaultDatabase")
