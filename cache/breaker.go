@@ -50,7 +50,3 @@ func (b *breaker) failure(now int64) {
 	}
 	b.probing.Store(false)
 }
-
-// release gives back a probe whose outcome says nothing about Redis (the
-// caller's context ended).
-func (b *breaker) release() { b.probing.Store(false) }

@@ -38,6 +38,8 @@ type bus struct {
 	subs map[string]map[subscriber]struct{} // channel -> caches
 	ps   *redis.PubSub
 
+	idle time.Duration // busIdle when the bus started
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -48,6 +50,8 @@ var (
 	busIdle       = 10 * time.Second // ping after this long without traffic
 	busMinBackoff = 50 * time.Millisecond
 	busMaxBackoff = 2 * time.Second
+	// subscribeTimeout bounds (un)subscribing from New and Close.
+	subscribeTimeout = 250 * time.Millisecond
 )
 
 var buses = struct {
@@ -67,15 +71,19 @@ func joinBus(rdb redis.UniversalClient, channel string, s subscriber, logger *sl
 			rdb:    rdb,
 			logger: logger,
 			subs:   map[string]map[subscriber]struct{}{},
+			idle:   busIdle,
 			ctx:    ctx,
 			cancel: cancel,
 			done:   make(chan struct{}),
 		}
 		b.subs[channel] = map[subscriber]struct{}{s: {}}
 		b.refs = 1
-		// Subscribe does not fail when Redis is down: go-redis records the
-		// channel and subscribes when it connects.
-		b.ps = rdb.Subscribe(ctx, channel)
+		// Subscribing does not fail when Redis is down: go-redis records
+		// the channel and subscribes when it connects. The short timeout
+		// keeps New from waiting on an unreachable server.
+		sctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
+		b.ps = rdb.Subscribe(sctx, channel)
+		cancel()
 		buses.m[rdb] = b
 		go b.run()
 		return b
@@ -87,7 +95,7 @@ func joinBus(rdb redis.UniversalClient, channel string, s subscriber, logger *sl
 	if set == nil {
 		set = map[subscriber]struct{}{}
 		b.subs[channel] = set
-		ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+		ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
 		// An error here leaves the channel recorded for the next
 		// (re)connection; nothing else to do.
 		_ = b.ps.Subscribe(ctx, channel)
@@ -108,7 +116,7 @@ func (b *bus) leave(channel string, s subscriber) {
 		if len(set) == 0 {
 			delete(b.subs, channel)
 			if !last {
-				ctx, cancel := context.WithTimeout(b.ctx, time.Second)
+				ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
 				_ = b.ps.Unsubscribe(ctx, channel)
 				cancel()
 			}
@@ -124,6 +132,10 @@ func (b *bus) leave(channel string, s subscriber) {
 		b.cancel()
 		_ = ps.Close()
 		<-b.done
+		// run may have replaced the PubSub meanwhile.
+		b.mu.Lock()
+		_ = b.ps.Close()
+		b.mu.Unlock()
 	}
 }
 
@@ -137,7 +149,7 @@ func (b *bus) run() {
 		b.mu.Lock()
 		ps := b.ps
 		b.mu.Unlock()
-		msg, err := ps.ReceiveTimeout(b.ctx, busIdle)
+		msg, err := ps.ReceiveTimeout(b.ctx, b.idle)
 		if b.ctx.Err() != nil {
 			return
 		}
@@ -146,7 +158,7 @@ func (b *bus) run() {
 			switch {
 			case errors.As(err, &ne) && ne.Timeout() && !pingPending:
 				pingPending = true
-				ctx, cancel := context.WithTimeout(b.ctx, busIdle)
+				ctx, cancel := context.WithTimeout(b.ctx, b.idle)
 				_ = ps.Ping(ctx)
 				cancel()
 				continue
@@ -189,16 +201,23 @@ func (b *bus) run() {
 }
 
 // replace closes the current PubSub and opens a new one on the same
-// channels.
+// channels. The new one is made without I/O under the lock; subscribing
+// (which dials) happens outside it, bounded, and is retried by the next
+// Receive if Redis does not answer.
 func (b *bus) replace() {
+	ps := b.rdb.Subscribe(b.ctx)
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	_ = b.ps.Close()
+	old := b.ps
+	b.ps = ps
 	channels := make([]string, 0, len(b.subs))
 	for ch := range b.subs {
 		channels = append(channels, ch)
 	}
-	b.ps = b.rdb.Subscribe(b.ctx, channels...)
+	b.mu.Unlock()
+	_ = old.Close()
+	ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
+	_ = ps.Subscribe(ctx, channels...)
+	cancel()
 }
 
 func (b *bus) dispatch(channel, payload string) {

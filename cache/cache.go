@@ -162,11 +162,12 @@ type Cache[T any] struct {
 	flight      flight[T]
 	stats       counters
 	tracer      trace.Tracer
-	attrs       trace.SpanStartEventOption
+	spanOpts    []trace.SpanStartOption
 	logger      *slog.Logger
 	metricsReg  metric.Registration
 	closeCtx    context.Context
 	closeCancel context.CancelFunc
+	closeMu     sync.RWMutex // orders track against Close
 	closed      atomic.Bool
 	wg          sync.WaitGroup
 }
@@ -205,7 +206,7 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 func (c *Cache[T]) configure(o Options) error {
 	neg := func(field string, d time.Duration) error {
 		if d < 0 {
-			return fmt.Errorf("Options.%s must not be negative", field)
+			return fmt.Errorf("invalid Options.%s: negative", field)
 		}
 		return nil
 	}
@@ -220,7 +221,7 @@ func (c *Cache[T]) configure(o Options) error {
 		}
 	}
 	if o.L1MaxBytes < 0 {
-		return errors.New("Options.L1MaxBytes must not be negative")
+		return errors.New("invalid Options.L1MaxBytes: negative")
 	}
 	c.ttl = cmp0(o.TTL, DefaultTTL)
 	c.l1ttl = min(cmp0(o.L1TTL, DefaultL1TTL), c.ttl)
@@ -268,7 +269,10 @@ func (c *Cache[T]) configure(o Options) error {
 		tp = otel.GetTracerProvider()
 	}
 	c.tracer = tp.Tracer(instrumentationName)
-	c.attrs = trace.WithAttributes(attribute.String("cache.name", c.name))
+	c.spanOpts = []trace.SpanStartOption{
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attribute.String("cache.name", c.name)),
+	}
 	c.logger = o.Logger
 	if c.logger == nil {
 		c.logger = slog.Default()
@@ -331,19 +335,22 @@ func (c *Cache[T]) getOrLoadSlow(ctx context.Context, key string, load Loader[T]
 }
 
 func resolve(opts []EntryOption) entryOptions {
-	var eo entryOptions
+	if len(opts) == 0 {
+		return entryOptions{}
+	}
+	eo := new(entryOptions)
 	for _, o := range opts {
 		if o != nil {
-			o(&eo)
+			o(eo)
 		}
 	}
-	return eo
+	return *eo
 }
 
 // lead does the work of a miss for everyone waiting on cl: L1 again, then
 // L2, then the loader in its own goroutine.
 func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T]) {
-	ctx, span := c.tracer.Start(ctx, "cache.get", trace.WithSpanKind(trace.SpanKindInternal), c.attrs)
+	ctx, span := c.tracer.Start(ctx, "cache.get", c.spanOpts...)
 	now := clock.refresh()
 	var stale *entry[T]
 	if c.l1 != nil {
@@ -379,8 +386,31 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		}
 		c.stats.l2Misses.Add(1)
 	}
-	c.wg.Add(1)
+	if !c.track() {
+		span.End()
+		var zero T
+		c.flight.finish(key, cl, zero, ErrClosed)
+		return
+	}
+	if ctx.Done() == nil && (stale == nil || c.softTimeout <= 0) {
+		// The caller cannot give up early and there is no soft timeout to
+		// watch: load on this goroutine and save two thread wake-ups.
+		c.load(ctx, span, key, load, eo, cl, stale)
+		return
+	}
 	go c.load(ctx, span, key, load, eo, cl, stale)
+}
+
+// track reserves a slot for work Close must wait for; it fails once the
+// cache is closed.
+func (c *Cache[T]) track() bool {
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.wg.Add(1)
+	return true
 }
 
 func (c *Cache[T]) finishWith(key string, cl *call[T], e *entry[T]) {
@@ -439,7 +469,7 @@ func (c *Cache[T]) load(ctx context.Context, span trace.Span, key string, load L
 // a goroutine of the cache, where a panic would take the process down
 // without the caller's stack.
 func (c *Cache[T]) runLoader(ctx context.Context, key string, load Loader[T]) (v T, err error) {
-	ctx, span := c.tracer.Start(ctx, "cache.load", trace.WithSpanKind(trace.SpanKindInternal), c.attrs)
+	ctx, span := c.tracer.Start(ctx, "cache.load", c.spanOpts...)
 	defer func() {
 		if r := recover(); r != nil {
 			c.logger.Error("cache: loader panicked", "panic", r, "stack", string(debug.Stack()))
@@ -639,7 +669,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 	}
 	ttl := c.physicalTTL(eo)
 	if err := c.writeL2(ctx, key, env, ttl, eo.tags, true); err != nil {
-		c.recovery.add(pendingOp{kind: opSet, id: key, env: env, ttl: ttl, tags: eo.tags}, c.logger)
+		c.recovery.add(pendingOp{kind: opSet, id: key, env: env, expires: time.Now().Add(ttl), tags: eo.tags}, c.logger)
 	}
 	return nil
 }
@@ -686,9 +716,12 @@ func (c *Cache[T]) RemoveByTag(ctx context.Context, tag string) error {
 // still running in the background and waits for them, and empties L1.
 // Operations waiting to be replayed to Redis are dropped (and logged).
 func (c *Cache[T]) Close() error {
+	c.closeMu.Lock()
 	if !c.closed.CompareAndSwap(false, true) {
+		c.closeMu.Unlock()
 		return nil
 	}
+	c.closeMu.Unlock()
 	c.closeCancel()
 	if c.bus != nil {
 		c.bus.leave(c.channel, c)

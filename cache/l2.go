@@ -39,7 +39,9 @@ func (c *Cache[T]) tagKey(tag string) string  { return c.tagPfx + tag }
 // cancellation: the result may serve other callers, and an operation cut
 // short by one caller's impatience would count as a Redis failure.
 func (c *Cache[T]) l2ctx(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx = context.WithoutCancel(ctx)
+	if ctx.Done() != nil {
+		ctx = context.WithoutCancel(ctx)
+	}
 	if c.l2Timeout > 0 {
 		return context.WithTimeout(ctx, c.l2Timeout)
 	}

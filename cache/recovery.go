@@ -17,12 +17,12 @@ const (
 
 // pendingOp is a write that could not reach Redis.
 type pendingOp struct {
-	seq  uint64
-	kind int
-	id   string // the key, or the tag for opRemoveTag
-	env  []byte
-	ttl  time.Duration
-	tags []string
+	seq     uint64
+	kind    int
+	id      string // the key, or the tag for opRemoveTag
+	env     []byte
+	expires time.Time // when Redis should drop the value (opSet)
+	tags    []string
 }
 
 // recoveryQueue keeps the writes that failed while Redis was unreachable,
@@ -116,7 +116,10 @@ func (c *Cache[T]) startRecovery() {
 	if !c.replaying.CompareAndSwap(false, true) {
 		return
 	}
-	c.wg.Add(1)
+	if !c.track() {
+		c.replaying.Store(false)
+		return
+	}
 	go func() {
 		defer c.wg.Done()
 		defer c.replaying.Store(false)
@@ -131,7 +134,13 @@ func (c *Cache[T]) replay() {
 		var err error
 		switch op.kind {
 		case opSet:
-			err = c.writeL2(ctx, op.id, op.env, op.ttl, op.tags, true)
+			if ttl := time.Until(op.expires); ttl > time.Millisecond {
+				err = c.writeL2(ctx, op.id, op.env, ttl, op.tags, true)
+			} else {
+				// Expired while Redis was away: make sure no older value
+				// survives instead.
+				err = c.removeL2(ctx, op.id)
+			}
 		case opRemove:
 			err = c.removeL2(ctx, op.id)
 		case opRemoveTag:

@@ -312,3 +312,42 @@ func TestNegativeCachingShared(t *testing.T) {
 		t.Errorf("loader called %d times; the second instance should find the cached not-found", n.calls.Load())
 	}
 }
+
+// TestSilentPartition cuts one instance off from Redis without any error
+// (a black-holed connection): its subscription goes quiet, it misses an
+// invalidation, and when the network heals it must notice, reconnect and
+// drop its possibly stale L1.
+func TestSilentPartition(t *testing.T) {
+	defer func(d time.Duration) { busIdle = d }(busIdle)
+	busIdle = 100 * time.Millisecond
+
+	srv := testserver.NewRedis(t)
+	px := newProxy(t, srv.Addr())
+	cut := openClient(t, srv, "ConnectionStrings__cache", px.addr()+",password="+srv.Password())
+	direct := openClient(t, srv)
+	a := newCache[int](t, cut, "partition", Options{BreakDuration: 50 * time.Millisecond})
+	b := newCache[int](t, direct, "partition", Options{})
+	waitSubscribed(t, direct, a.channel, 2)
+	ctx := context.Background()
+	load := func(v int) Loader[int] { return func(context.Context) (int, error) { return v, nil } }
+	if v, _ := a.GetOrLoad(ctx, "k", load(1)); v != 1 {
+		t.Fatal(v)
+	}
+
+	px.hole.Store(true)
+	if err := b.Set(ctx, "k", 2); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // A's subscription is silent by now
+	if v, _ := a.GetOrLoad(ctx, "k", load(-1)); v != 1 {
+		t.Fatalf("a got %d while cut off; its L1 should still say 1", v)
+	}
+	px.hole.Store(false)
+	eventually(t, 15*time.Second, "a drops its stale L1 after the partition heals", func() bool {
+		v, err := a.GetOrLoad(ctx, "k", load(-1))
+		return err == nil && v == 2
+	})
+	if a.Stats().Reconnects == 0 {
+		t.Error("no reconnection recorded")
+	}
+}
