@@ -537,14 +537,12 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 func (c *Cache[T]) serveStale(key string, cl *call[T], stale *entry[T], reason int) {
 	now := clock.now()
 	e := &entry[T]{
-		value:     stale.value,
-		key:       stale.key,
-		tags:      stale.tags,
-		cost:      stale.cost,
-		fresh:     min(now+int64(c.throttle), stale.stale),
-		stale:     stale.stale,
-		wallFresh: stale.wallFresh,
-		wallStale: stale.wallStale,
+		value: stale.value,
+		key:   stale.key,
+		tags:  stale.tags,
+		cost:  stale.cost,
+		fresh: min(now+int64(c.throttle), stale.stale),
+		stale: stale.stale,
 	}
 	c.storeL1(e, now)
 	c.stats.staleServed[reason].Add(1)
@@ -581,15 +579,13 @@ func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now
 	}
 	wallNow := time.Now().UnixMilli()
 	e := &entry[T]{
-		value:     v,
-		key:       key,
-		tags:      eo.tags,
-		negative:  negative,
-		fresh:     now + int64(min(ttl, c.l1ttl)),
-		stale:     now + int64(phys),
-		wallFresh: wallNow + ttl.Milliseconds(),
-		wallStale: wallNow + phys.Milliseconds(),
-		cost:      1,
+		value:    v,
+		key:      key,
+		tags:     eo.tags,
+		negative: negative,
+		fresh:    now + int64(min(ttl, c.l1ttl)),
+		stale:    now + int64(phys),
+		cost:     1,
 	}
 	if c.rdb == nil && !c.bytesBound {
 		return e, nil
@@ -607,7 +603,7 @@ func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now
 			return e, nil
 		}
 	}
-	env := appendEnvelope(make([]byte, 0, envelopeSize(eo.tags, len(payload))), negative, e.wallFresh, e.wallStale, eo.tags, payload)
+	env := appendEnvelope(make([]byte, 0, envelopeSize(eo.tags, len(payload))), negative, wallNow+ttl.Milliseconds(), wallNow+phys.Milliseconds(), eo.tags, payload)
 	if c.bytesBound {
 		e.cost = entryOverhead + int64(len(key)+len(env))
 	}

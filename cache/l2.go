@@ -86,12 +86,10 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64) *entry[T] 
 	}
 	wallNow := time.Now()
 	e := &entry[T]{
-		key:       key,
-		tags:      env.tags,
-		negative:  env.negative,
-		wallFresh: env.fresh,
-		wallStale: env.stale,
-		cost:      1,
+		key:      key,
+		tags:     env.tags,
+		negative: env.negative,
+		cost:     1,
 	}
 	if !env.negative {
 		if err := c.codec.Unmarshal(env.payload, &e.value); err != nil {

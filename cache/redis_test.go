@@ -351,3 +351,28 @@ func TestSilentPartition(t *testing.T) {
 		t.Error("no reconnection recorded")
 	}
 }
+
+// TestBreakerSkipsUnresponsiveRedis black-holes Redis: the first call
+// waits for L2Timeout, the breaker opens, and the following calls do not
+// wait on Redis at all.
+func TestBreakerSkipsUnresponsiveRedis(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	px := newProxy(t, srv.Addr())
+	rdb := openClient(t, srv, "ConnectionStrings__cache", px.addr()+",password="+srv.Password())
+	c := newCache[int](t, rdb, "breaker", Options{L2Timeout: 50 * time.Millisecond, BreakDuration: time.Hour})
+	ctx := context.Background()
+	if err := ping(rdb); err != nil {
+		t.Fatal(err)
+	}
+	px.hole.Store(true)
+	for i := range 100 {
+		v, err := c.GetOrLoad(ctx, fmt.Sprint(i), func(context.Context) (int, error) { return i, nil })
+		if err != nil || v != i {
+			t.Fatalf("GetOrLoad(%d) = %d, %v", i, v, err)
+		}
+	}
+	s := c.Stats()
+	if s.L2Errors != 1 || !s.BreakerOpen || s.Loads != 100 {
+		t.Errorf("stats %+v: want exactly one Redis attempt, then the breaker open", s)
+	}
+}
