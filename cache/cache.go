@@ -331,7 +331,7 @@ func (c *Cache[T]) getOrLoadSlow(ctx context.Context, key string, load Loader[T]
 	if leader {
 		c.lead(ctx, key, load, resolve(opts), cl)
 	}
-	return cl.wait(ctx)
+	return c.flight.wait(ctx, cl)
 }
 
 func resolve(opts []EntryOption) entryOptions {
@@ -348,18 +348,17 @@ func resolve(opts []EntryOption) entryOptions {
 }
 
 // lead does the work of a miss for everyone waiting on cl: L1 again, then
-// L2, then the loader in its own goroutine.
+// L2, then the loader (on its own goroutine when the caller may leave
+// early or a soft timeout is to be watched).
 func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T]) {
-	ctx, span := c.tracer.Start(ctx, "cache.get", c.spanOpts...)
-	now := clock.refresh()
+	wallNow := time.Now()
+	now := clock.advance(wallNow)
 	var stale *entry[T]
 	if c.l1 != nil {
 		if e := c.l1.get(key); e != nil {
 			if now < e.fresh {
 				// Filled by a call that finished after our first look.
 				c.stats.l1Hits.Add(1)
-				span.SetAttributes(attrResult.String("l1"))
-				span.End()
 				c.finishWith(key, cl, e)
 				return
 			}
@@ -372,13 +371,11 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		c.stats.l1Misses.Add(1)
 	}
 	if c.rdb != nil {
-		e := c.readL2(ctx, key, now)
+		e := c.readL2(ctx, key, now, wallNow)
 		switch {
 		case e != nil && now < e.fresh:
 			c.stats.l2Hits.Add(1)
 			c.storeL1(e, now)
-			span.SetAttributes(attrResult.String("l2"))
-			span.End()
 			c.finishWith(key, cl, e)
 			return
 		case e != nil && now < e.stale && !e.negative && c.failSafe > 0 && (stale == nil || e.fresh > stale.fresh):
@@ -387,7 +384,6 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		c.stats.l2Misses.Add(1)
 	}
 	if !c.track() {
-		span.End()
 		var zero T
 		c.flight.finish(key, cl, zero, ErrClosed)
 		return
@@ -395,10 +391,10 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 	if ctx.Done() == nil && (stale == nil || c.softTimeout <= 0) {
 		// The caller cannot give up early and there is no soft timeout to
 		// watch: load on this goroutine and save two thread wake-ups.
-		c.load(ctx, span, key, load, eo, cl, stale)
+		c.load(ctx, key, load, eo, cl, stale)
 		return
 	}
-	go c.load(ctx, span, key, load, eo, cl, stale)
+	go c.load(ctx, key, load, eo, cl, stale)
 }
 
 // track reserves a slot for work Close must wait for; it fails once the
@@ -422,9 +418,12 @@ func (c *Cache[T]) finishWith(key string, cl *call[T], e *entry[T]) {
 	c.flight.finish(key, cl, e.value, nil)
 }
 
-// load runs the loader for a miss and fills the tiers with its result.
-func (c *Cache[T]) load(ctx context.Context, span trace.Span, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T]) {
+// load runs the loader for a miss and fills the tiers with its result,
+// in a "cache.load" span whose cache.result attribute says how the callers
+// were answered.
+func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T]) {
 	defer c.wg.Done()
+	ctx, span := c.tracer.Start(ctx, "cache.load", c.spanOpts...)
 	defer span.End()
 	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -438,7 +437,7 @@ func (c *Cache[T]) load(ctx context.Context, span trace.Span, key string, load L
 	c.stats.loads.Add(1)
 
 	if stale == nil || c.softTimeout <= 0 {
-		v, err := c.runLoader(lctx, key, load)
+		v, err := c.runLoader(lctx, load)
 		c.loaded(ctx, span, key, eo, cl, stale, v, err)
 		return
 	}
@@ -448,7 +447,7 @@ func (c *Cache[T]) load(ctx context.Context, span trace.Span, key string, load L
 	}
 	ch := make(chan result, 1)
 	go func() {
-		v, err := c.runLoader(lctx, key, load)
+		v, err := c.runLoader(lctx, load)
 		ch <- result{v, err}
 	}()
 	t := time.NewTimer(c.softTimeout)
@@ -465,21 +464,15 @@ func (c *Cache[T]) load(ctx context.Context, span trace.Span, key string, load L
 	}
 }
 
-// runLoader calls load, turning a panic into an error: the loader runs on
-// a goroutine of the cache, where a panic would take the process down
+// runLoader calls load, turning a panic into an error: the loader may run
+// on a goroutine of the cache, where a panic would take the process down
 // without the caller's stack.
-func (c *Cache[T]) runLoader(ctx context.Context, key string, load Loader[T]) (v T, err error) {
-	ctx, span := c.tracer.Start(ctx, "cache.load", c.spanOpts...)
+func (c *Cache[T]) runLoader(ctx context.Context, load Loader[T]) (v T, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			c.logger.Error("cache: loader panicked", "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("cache %q: loader panicked: %v", c.name, r)
 		}
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, "load failed")
-		}
-		span.End()
 	}()
 	return load(ctx)
 }
@@ -487,11 +480,12 @@ func (c *Cache[T]) runLoader(ctx context.Context, key string, load Loader[T]) (v
 // loaded handles a loader's result. cl is nil when the callers were
 // already answered (soft timeout).
 func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo entryOptions, cl *call[T], stale *entry[T], v T, err error) {
-	now := clock.refresh()
+	wallNow := time.Now()
+	now := clock.advance(wallNow)
 	var zero T
 	switch {
 	case err == nil:
-		e, env := c.newEntry(key, v, false, eo, now)
+		e, env := c.newEntry(key, v, false, eo, now, wallNow)
 		c.storeL1(e, now)
 		if env != nil {
 			_ = c.writeL2(ctx, key, env, c.physicalTTL(eo), eo.tags, false)
@@ -504,7 +498,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 		c.stats.loadNotFound.Add(1)
 		if c.negativeTTL > 0 {
 			neo := entryOptions{ttl: c.negativeTTL, tags: eo.tags}
-			e, env := c.newEntry(key, zero, true, neo, now)
+			e, env := c.newEntry(key, zero, true, neo, now, wallNow)
 			c.storeL1(e, now)
 			if env != nil {
 				_ = c.writeL2(ctx, key, env, c.negativeTTL, eo.tags, false)
@@ -518,6 +512,8 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 		}
 	default:
 		c.stats.loadErrors.Add(1)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "load failed")
 		if cl == nil {
 			c.logger.Debug("cache: background refresh failed", "error", err)
 			return
@@ -571,13 +567,13 @@ func (c *Cache[T]) physicalTTL(eo entryOptions) time.Duration {
 // newEntry builds the L1 entry for v and, when there is an L2 (or L1 is
 // bounded by size), its encoded envelope. An encoding failure is logged and
 // the value is kept in L1 only.
-func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now int64) (*entry[T], []byte) {
+func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now int64, wall time.Time) (*entry[T], []byte) {
 	ttl := c.ttlOf(eo)
 	phys := ttl
 	if !negative {
 		phys += c.failSafe
 	}
-	wallNow := time.Now().UnixMilli()
+	wallNow := wall.UnixMilli()
 	e := &entry[T]{
 		value:    v,
 		key:      key,
@@ -631,8 +627,9 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 	if c.rdb == nil || c.closed.Load() {
 		return zero, false
 	}
-	now = clock.refresh()
-	e := c.readL2(ctx, key, now)
+	wallNow := time.Now()
+	now = clock.advance(wallNow)
+	e := c.readL2(ctx, key, now, wallNow)
 	if e == nil || now >= e.fresh {
 		c.stats.l2Misses.Add(1)
 		return zero, false
@@ -654,8 +651,9 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 		return ErrClosed
 	}
 	eo := resolve(opts)
-	now := clock.refresh()
-	e, env := c.newEntry(key, v, false, eo, now)
+	wallNow := time.Now()
+	now := clock.advance(wallNow)
+	e, env := c.newEntry(key, v, false, eo, now, wallNow)
 	if c.rdb != nil && env == nil {
 		return fmt.Errorf("cache %q: encoding the value for key failed", c.name)
 	}
@@ -665,7 +663,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 	}
 	ttl := c.physicalTTL(eo)
 	if err := c.writeL2(ctx, key, env, ttl, eo.tags, true); err != nil {
-		c.recovery.add(pendingOp{kind: opSet, id: key, env: env, expires: time.Now().Add(ttl), tags: eo.tags}, c.logger)
+		c.recovery.add(pendingOp{kind: opSet, id: key, env: env, expires: wallNow.Add(ttl), tags: eo.tags}, c.logger)
 	}
 	return nil
 }

@@ -33,15 +33,18 @@ var (
 func (c *coarseClock) now() int64 { return c.nanos.Load() }
 
 // refresh advances the clock to the precise time and returns it.
-func (c *coarseClock) refresh() int64 {
-	t := int64(time.Since(clockBase))
+func (c *coarseClock) refresh() int64 { return c.advance(time.Now()) }
+
+// advance moves the clock forward to t (never back) and returns it.
+func (c *coarseClock) advance(t time.Time) int64 {
+	n := int64(t.Sub(clockBase))
 	for {
 		cur := c.nanos.Load()
-		if cur >= t {
+		if cur >= n {
 			return cur
 		}
-		if c.nanos.CompareAndSwap(cur, t) {
-			return t
+		if c.nanos.CompareAndSwap(cur, n) {
+			return n
 		}
 	}
 }

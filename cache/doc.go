@@ -152,10 +152,10 @@
 // goaspire.cache.errors {cache.tier=l2|codec}, goaspire.cache.l1.entries
 // and goaspire.cache.l1.evictions. They are read from atomic counters in a
 // callback, so the hot paths pay no instrument call; Cache.Stats returns
-// the same counters. Spans: "cache.get" for every read that misses L1
-// (attribute cache.result = l1|l2|loaded|stale|not_found|error), and
-// "cache.load" around the loader; L1 hits make none. Keys are not
-// recorded.
+// the same counters. Spans: "cache.load" around each load, with attribute
+// cache.result = loaded|stale|not_found|error and the loader's error; Redis
+// commands get their spans from the client (OpenRedis instruments it).
+// Hits in either tier add no span of their own, and keys are not recorded.
 //
 // Known limits: stampede protection is per process; a Set racing with a
 // load of the same key may be overwritten by the load's older value; the

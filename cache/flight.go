@@ -7,18 +7,20 @@ import (
 
 // flight deduplicates concurrent misses for one key in one process: the
 // first caller (the leader) does the work, the others wait for its result.
-// Unlike golang.org/x/sync/singleflight it is generic (no interface boxing)
-// and a waiter can leave when its own context ends without disturbing the
-// others.
+// Unlike golang.org/x/sync/singleflight it is generic (no interface boxing),
+// a waiter can leave when its own context ends without disturbing the
+// others, and a call nobody waits for allocates no channel.
 type flight[T any] struct {
 	mu    sync.Mutex
 	calls map[string]*call[T]
 }
 
 type call[T any] struct {
-	done  chan struct{}
-	value T
-	err   error
+	// Guarded by flight.mu until finished is set; read-only after.
+	done     chan struct{} // made when someone has to wait
+	finished bool
+	value    T
+	err      error
 }
 
 // join returns the call in progress for key, or starts one; leader reports
@@ -32,7 +34,7 @@ func (f *flight[T]) join(key string) (c *call[T], leader bool) {
 	if f.calls == nil {
 		f.calls = make(map[string]*call[T])
 	}
-	c = &call[T]{done: make(chan struct{})}
+	c = &call[T]{}
 	f.calls[key] = c
 	return c, true
 }
@@ -41,20 +43,33 @@ func (f *flight[T]) join(key string) (c *call[T], leader bool) {
 // a new call. Only the first finish of a call counts.
 func (f *flight[T]) finish(key string, c *call[T], value T, err error) {
 	f.mu.Lock()
-	if f.calls[key] != c {
-		f.mu.Unlock()
+	defer f.mu.Unlock()
+	if c.finished {
 		return
 	}
-	delete(f.calls, key)
-	f.mu.Unlock()
-	c.value, c.err = value, err
-	close(c.done)
+	if f.calls[key] == c {
+		delete(f.calls, key)
+	}
+	c.value, c.err, c.finished = value, err, true
+	if c.done != nil {
+		close(c.done)
+	}
 }
 
 // wait blocks until c is finished or ctx ends.
-func (c *call[T]) wait(ctx context.Context) (T, error) {
+func (f *flight[T]) wait(ctx context.Context, c *call[T]) (T, error) {
+	f.mu.Lock()
+	if c.finished {
+		f.mu.Unlock()
+		return c.value, c.err
+	}
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	done := c.done
+	f.mu.Unlock()
 	select {
-	case <-c.done:
+	case <-done:
 		return c.value, c.err
 	case <-ctx.Done():
 		var zero T

@@ -69,7 +69,7 @@ func (c *Cache[T]) l2result(err error) bool {
 
 // readL2 returns the entry for key in Redis (fresh or not), or nil on a
 // miss, an unreadable entry, a failure, or while the breaker is open.
-func (c *Cache[T]) readL2(ctx context.Context, key string, now int64) *entry[T] {
+func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow time.Time) *entry[T] {
 	if !c.brk.allow(now) {
 		return nil
 	}
@@ -84,7 +84,6 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64) *entry[T] 
 		c.stats.codecErrors.Add(1)
 		return nil
 	}
-	wallNow := time.Now()
 	e := &entry[T]{
 		key:      key,
 		tags:     env.tags,

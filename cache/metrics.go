@@ -11,8 +11,8 @@ import (
 
 const instrumentationName = "github.com/goaspire/goaspire/cache"
 
-// attrResult is the span attribute saying how a miss was answered: l1, l2,
-// loaded, stale, not_found or error.
+// attrResult is the "cache.load" span attribute saying how the callers
+// were answered: loaded, stale, not_found or error.
 var attrResult = attribute.Key("cache.result")
 
 // Reasons a stale value was served.
