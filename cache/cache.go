@@ -96,7 +96,9 @@ type Options struct {
 
 	// KeyPrefix is put in front of every Redis key of this cache
 	// (default "goaspire:cache:{name}:"). Values are stored under
-	// KeyPrefix+"v:"+key, tag sets under KeyPrefix+"t:"+tag.
+	// KeyPrefix+"v:"+key, tag sets under KeyPrefix+"t:"+tag, and
+	// invalidations go to the channel KeyPrefix+"invalidate". Instances
+	// share values and invalidations when their name and KeyPrefix agree.
 	KeyPrefix string
 	// Codec encodes values for Redis (default JSONCodec). L1 keeps values
 	// decoded, so an L1 hit does no decoding.
@@ -178,8 +180,8 @@ const entryOverhead = 160
 
 // New makes a cache named name over the Redis client rdb. A nil rdb gives
 // an L1-only cache (no L2, no cross-instance invalidation). The name
-// appears in Redis keys, the invalidation channel
-// ("goaspire:cache:{name}:invalidate"), metrics and spans.
+// appears in Redis keys and the invalidation channel (see
+// Options.KeyPrefix), metrics and spans.
 //
 // New returns an error naming the Options field at fault. It does not
 // contact Redis, so it succeeds while Redis is down. Close the cache when
@@ -251,8 +253,8 @@ func (c *Cache[T]) configure(o Options) error {
 		c.prefix = "goaspire:cache:" + c.name + ":"
 	}
 	c.tagPfx = c.prefix + "t:"
+	c.channel = c.prefix + "invalidate"
 	c.prefix += "v:"
-	c.channel = "goaspire:cache:" + c.name + ":invalidate"
 	c.codec = o.Codec
 	if c.codec == nil {
 		c.codec = JSONCodec{}

@@ -107,7 +107,7 @@
 // TTL, so a lost invalidation message costs at most L1TTL of staleness.
 //
 // Writes (Set, Remove, RemoveByTag) change both tiers here and publish an
-// invalidation on "goaspire:cache:{name}:invalidate", which every other
+// invalidation on "{KeyPrefix}invalidate", which every other
 // instance applies to its L1 within milliseconds. All caches on one Redis
 // client share one Pub/Sub connection. When that subscription is lost and
 // comes back (Redis restarted, network cut, or a connection that went
