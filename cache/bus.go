@@ -1,0 +1,261 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// subscriber is what a cache gives the bus.
+type subscriber interface {
+	// onMessage handles one invalidation message on the cache's channel.
+	onMessage(payload string)
+	// onReconnect is called when the subscription was lost and is back:
+	// messages may have been missed.
+	onReconnect()
+}
+
+// bus is the one Pub/Sub connection shared by every cache on one Redis
+// client. It subscribes to each cache's invalidation channel, hands
+// messages to the caches, and tells them when it had to reconnect.
+//
+// go-redis reconnects a PubSub by itself and resubscribes; the bus reads
+// with Receive so it sees the subscription confirmations that follow a
+// reconnection. It also pings when idle, and replaces a connection that
+// stops answering (a half-open TCP connection never errors by itself).
+type bus struct {
+	rdb    redis.UniversalClient
+	logger *slog.Logger
+
+	mu   sync.Mutex
+	refs int
+	subs map[string]map[subscriber]struct{} // channel -> caches
+	ps   *redis.PubSub
+
+	idle time.Duration // busIdle when the bus started
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// Timings of the bus; variables so tests can shorten them.
+var (
+	busIdle       = 10 * time.Second // ping after this long without traffic
+	busMinBackoff = 50 * time.Millisecond
+	busMaxBackoff = 2 * time.Second
+	// subscribeTimeout bounds (un)subscribing from New and Close.
+	subscribeTimeout = 250 * time.Millisecond
+)
+
+var buses = struct {
+	mu sync.Mutex
+	m  map[redis.UniversalClient]*bus
+}{m: map[redis.UniversalClient]*bus{}}
+
+// joinBus subscribes s to channel on the bus of rdb, starting the bus if
+// needed.
+func joinBus(rdb redis.UniversalClient, channel string, s subscriber, logger *slog.Logger) *bus {
+	buses.mu.Lock()
+	defer buses.mu.Unlock()
+	b := buses.m[rdb]
+	if b == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		b = &bus{
+			rdb:    rdb,
+			logger: logger,
+			subs:   map[string]map[subscriber]struct{}{},
+			idle:   busIdle,
+			ctx:    ctx,
+			cancel: cancel,
+			done:   make(chan struct{}),
+		}
+		b.subs[channel] = map[subscriber]struct{}{s: {}}
+		b.refs = 1
+		// Subscribing does not fail when Redis is down: go-redis records
+		// the channel and subscribes when it connects. The short timeout
+		// keeps New from waiting on an unreachable server.
+		sctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
+		b.ps = rdb.Subscribe(sctx, channel)
+		cancel()
+		buses.m[rdb] = b
+		go b.run()
+		return b
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refs++
+	set := b.subs[channel]
+	if set == nil {
+		set = map[subscriber]struct{}{}
+		b.subs[channel] = set
+		ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
+		// An error here leaves the channel recorded for the next
+		// (re)connection; nothing else to do.
+		_ = b.ps.Subscribe(ctx, channel)
+		cancel()
+	}
+	set[s] = struct{}{}
+	return b
+}
+
+// leave unsubscribes s and stops the bus after its last user.
+func (b *bus) leave(channel string, s subscriber) {
+	buses.mu.Lock()
+	b.mu.Lock()
+	b.refs--
+	last := b.refs == 0
+	if set := b.subs[channel]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(b.subs, channel)
+			if !last {
+				ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
+				_ = b.ps.Unsubscribe(ctx, channel)
+				cancel()
+			}
+		}
+	}
+	if last {
+		delete(buses.m, b.rdb)
+	}
+	ps := b.ps
+	b.mu.Unlock()
+	buses.mu.Unlock()
+	if last {
+		b.cancel()
+		_ = ps.Close()
+		<-b.done
+		// run may have replaced the PubSub meanwhile.
+		b.mu.Lock()
+		_ = b.ps.Close()
+		b.mu.Unlock()
+	}
+}
+
+// run reads the subscription until the bus stops.
+func (b *bus) run() {
+	defer close(b.done)
+	backoff := busMinBackoff
+	broken := false      // the connection failed since the last subscription
+	pingPending := false // a ping is unanswered
+	for {
+		b.mu.Lock()
+		ps := b.ps
+		b.mu.Unlock()
+		msg, err := ps.ReceiveTimeout(b.ctx, b.idle)
+		if b.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout() && !pingPending:
+				pingPending = true
+				ctx, cancel := context.WithTimeout(b.ctx, b.idle)
+				_ = ps.Ping(ctx)
+				cancel()
+				continue
+			case errors.As(err, &ne) && ne.Timeout():
+				// No answer to the ping: the connection is dead without
+				// knowing it. Replace the PubSub.
+				b.logger.Debug("cache: invalidation subscription is silent; reconnecting")
+				b.replace()
+			case errors.Is(err, redis.ErrClosed):
+				// The Redis client was closed under us; the caches
+				// carry on with L1 and their loaders.
+				b.logger.Warn("cache: the Redis client was closed; cross-instance invalidation stopped")
+				<-b.ctx.Done()
+				return
+			}
+			pingPending = false
+			if !broken {
+				b.logger.Warn("cache: invalidation subscription lost; reconnecting", "error", err)
+			}
+			broken = true
+			if !sleepCtx(b.ctx, backoff/2+rand.N(backoff/2+1)) {
+				return
+			}
+			backoff = min(backoff*2, busMaxBackoff)
+			continue
+		}
+		pingPending = false
+		backoff = busMinBackoff
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if broken && m.Kind == "subscribe" {
+				broken = false
+				b.logger.Info("cache: invalidation subscription restored")
+				b.reconnected()
+			}
+		case *redis.Message:
+			b.dispatch(m.Channel, m.Payload)
+		}
+	}
+}
+
+// replace closes the current PubSub and opens a new one on the same
+// channels. The new one is made without I/O under the lock; subscribing
+// (which dials) happens outside it, bounded, and is retried by the next
+// Receive if Redis does not answer.
+func (b *bus) replace() {
+	ps := b.rdb.Subscribe(b.ctx)
+	b.mu.Lock()
+	old := b.ps
+	b.ps = ps
+	channels := make([]string, 0, len(b.subs))
+	for ch := range b.subs {
+		channels = append(channels, ch)
+	}
+	b.mu.Unlock()
+	_ = old.Close()
+	ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
+	_ = ps.Subscribe(ctx, channels...)
+	cancel()
+}
+
+func (b *bus) dispatch(channel, payload string) {
+	b.mu.Lock()
+	set := b.subs[channel]
+	targets := make([]subscriber, 0, len(set))
+	for s := range set {
+		targets = append(targets, s)
+	}
+	b.mu.Unlock()
+	for _, s := range targets {
+		s.onMessage(payload)
+	}
+}
+
+func (b *bus) reconnected() {
+	b.mu.Lock()
+	var targets []subscriber
+	for _, set := range b.subs {
+		for s := range set {
+			targets = append(targets, s)
+		}
+	}
+	b.mu.Unlock()
+	for _, s := range targets {
+		s.onReconnect()
+	}
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether it slept
+// the whole time.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

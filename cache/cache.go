@@ -1,0 +1,737 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// ErrNotFound says a key has no value. A loader returns it (possibly
+// wrapped) to say so; GetOrLoad then returns the loader's error, and with
+// Options.NegativeTTL set, remembers the answer (later hits return
+// ErrNotFound itself). It never triggers fail-safe: a value that is gone
+// is not served stale.
+var ErrNotFound = errors.New("cache: not found")
+
+// ErrClosed is returned by a Cache's methods after Close.
+var ErrClosed = errors.New("cache: closed")
+
+// Defaults for Options.
+const (
+	DefaultTTL              = 5 * time.Minute
+	DefaultL1TTL            = time.Minute
+	DefaultL1MaxEntries     = 10_000
+	DefaultFailSafeMaxAge   = time.Hour
+	DefaultFailSafeThrottle = 30 * time.Second
+	DefaultL2Timeout        = 500 * time.Millisecond
+	DefaultBreakDuration    = 2 * time.Second
+	DefaultRecoveryQueue    = 10_000
+)
+
+// Options configure a Cache. The zero value is a good start: every zero
+// field takes the default named in its comment.
+type Options struct {
+	// TTL is how long a value stays fresh (DefaultTTL, 5 min). A fresh
+	// value is served without calling the loader.
+	TTL time.Duration
+	// L1TTL is how long an instance serves a value from its own memory
+	// before asking Redis again (DefaultL1TTL, 1 min, and never more than
+	// TTL). Invalidation messages normally clear L1 entries long before;
+	// L1TTL bounds the damage of a lost message.
+	L1TTL time.Duration
+	// L1MaxEntries bounds L1 by number of entries (DefaultL1MaxEntries).
+	// Negative disables L1: every read goes to Redis.
+	L1MaxEntries int
+	// L1MaxBytes, when positive, bounds L1 by estimated size instead: the
+	// encoded size of each value plus its key and a fixed overhead. A value
+	// bigger than the budget of one L1 shard is not kept in L1.
+	L1MaxBytes int64
+
+	// FailSafeMaxAge is how long after it stops being fresh a value may
+	// still be served when reloading fails or is too slow
+	// (DefaultFailSafeMaxAge, 1 h). Values stay in Redis that much longer.
+	// Negative disables fail-safe.
+	FailSafeMaxAge time.Duration
+	// FailSafeThrottle is how long a stale value served after a failure is
+	// served again before the loader is retried (DefaultFailSafeThrottle,
+	// 30 s), so a failing database is not hit by every request.
+	FailSafeThrottle time.Duration
+	// SoftTimeout, when positive, bounds how long a caller waits for the
+	// loader when a stale value exists: past it the caller gets the stale
+	// value and the load goes on in the background to refresh the cache.
+	SoftTimeout time.Duration
+	// HardTimeout, when positive, bounds every load (its context ends).
+	HardTimeout time.Duration
+	// NegativeTTL, when positive, caches "not found" (a loader returning
+	// ErrNotFound) for that long.
+	NegativeTTL time.Duration
+
+	// L2Timeout bounds each Redis operation of the cache
+	// (DefaultL2Timeout, 500 ms); a slower Redis counts as failing.
+	// Negative means no bound other than the client's own timeouts.
+	L2Timeout time.Duration
+	// BreakDuration is how long L2 is skipped after a Redis failure before
+	// it is tried again (DefaultBreakDuration, 2 s).
+	BreakDuration time.Duration
+	// RecoveryQueue bounds how many Set, Remove and RemoveByTag operations
+	// that could not reach Redis are kept to be replayed when it returns
+	// (DefaultRecoveryQueue). The last operation per key wins. Negative
+	// disables replay.
+	RecoveryQueue int
+
+	// KeyPrefix is put in front of every Redis key of this cache
+	// (default "goaspire:cache:{name}:"). Values are stored under
+	// KeyPrefix+"v:"+key, tag sets under KeyPrefix+"t:"+tag, and
+	// invalidations go to the channel KeyPrefix+"invalidate". Instances
+	// share values and invalidations when their name and KeyPrefix agree.
+	KeyPrefix string
+	// Codec encodes values for Redis (default JSONCodec). L1 keeps values
+	// decoded, so an L1 hit does no decoding.
+	Codec Codec
+
+	// TracerProvider, MeterProvider and Logger default to the
+	// OpenTelemetry globals and slog.Default().
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	Logger         *slog.Logger
+}
+
+// Loader loads the value for a key on a miss. Its context carries the
+// caller's values (trace, deadline-free) but is not canceled when the
+// caller gives up, since other callers may be waiting for the same load; it
+// ends at Options.HardTimeout or when the cache is closed.
+type Loader[T any] func(ctx context.Context) (T, error)
+
+// EntryOption adjusts one Set or GetOrLoad.
+type EntryOption func(*entryOptions)
+
+type entryOptions struct {
+	ttl  time.Duration
+	tags []string
+}
+
+// WithTTL gives this entry its own freshness duration instead of
+// Options.TTL.
+func WithTTL(d time.Duration) EntryOption { return func(o *entryOptions) { o.ttl = d } }
+
+// WithTags attaches tags to the entry, so RemoveByTag can remove it.
+func WithTags(tags ...string) EntryOption {
+	return func(o *entryOptions) { o.tags = append(o.tags, tags...) }
+}
+
+// Cache is a two-tier cache of T values: a bounded in-process L1 in front
+// of Redis (L2), in front of the loader. See the package documentation.
+// A Cache is safe for concurrent use. Values are shared between callers
+// as they are: treat them as immutable (use pointer or value types
+// accordingly).
+type Cache[T any] struct {
+	name    string
+	id      string // instance id, to ignore our own messages
+	channel string
+	prefix  string // data keys
+	tagPfx  string // tag sets
+
+	ttl, l1ttl  time.Duration
+	failSafe    time.Duration // 0: disabled
+	throttle    time.Duration
+	softTimeout time.Duration
+	hardTimeout time.Duration
+	negativeTTL time.Duration
+	l2Timeout   time.Duration
+	bytesBound  bool
+	codec       Codec
+	l1          *l1[T] // nil when disabled
+	rdb         redis.UniversalClient
+	bus         *bus
+	brk         breaker
+	recovery    recoveryQueue
+	replaying   atomic.Bool
+	flight      flight[T]
+	stats       counters
+	tracer      trace.Tracer
+	spanOpts    []trace.SpanStartOption
+	logger      *slog.Logger
+	metricsReg  metric.Registration
+	closeCtx    context.Context
+	closeCancel context.CancelFunc
+	closeMu     sync.RWMutex // orders track against Close
+	closed      atomic.Bool
+	wg          sync.WaitGroup
+}
+
+// entryOverhead is the fixed per-entry cost, in bytes, assumed when L1 is
+// bounded by size: the entry struct, map and ring slots.
+const entryOverhead = 160
+
+// New makes a cache named name over the Redis client rdb. A nil rdb gives
+// an L1-only cache (no L2, no cross-instance invalidation). The name
+// appears in Redis keys and the invalidation channel (see
+// Options.KeyPrefix), metrics and spans.
+//
+// New returns an error naming the Options field at fault. It does not
+// contact Redis, so it succeeds while Redis is down. Close the cache when
+// done: it holds a share of a Pub/Sub connection and a clock goroutine.
+func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T], error) {
+	if strings.TrimSpace(name) == "" {
+		return nil, errors.New("cache: New: empty cache name")
+	}
+	c := &Cache[T]{name: name, rdb: rdb, id: newInstanceID()}
+	if err := c.configure(opts); err != nil {
+		return nil, fmt.Errorf("cache %q: %w", name, err)
+	}
+	if err := c.registerMetrics(opts.MeterProvider); err != nil {
+		return nil, fmt.Errorf("cache %q: metrics: %w", name, err)
+	}
+	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
+	clock.acquire()
+	if rdb != nil {
+		c.bus = joinBus(rdb, c.channel, c, c.logger)
+	}
+	return c, nil
+}
+
+func (c *Cache[T]) configure(o Options) error {
+	neg := func(field string, d time.Duration) error {
+		if d < 0 {
+			return fmt.Errorf("invalid Options.%s: negative", field)
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"TTL", o.TTL}, {"L1TTL", o.L1TTL}, {"FailSafeThrottle", o.FailSafeThrottle},
+		{"SoftTimeout", o.SoftTimeout}, {"HardTimeout", o.HardTimeout}, {"NegativeTTL", o.NegativeTTL},
+		{"BreakDuration", o.BreakDuration}} {
+		if err := neg(f.name, f.d); err != nil {
+			return err
+		}
+	}
+	if o.L1MaxBytes < 0 {
+		return errors.New("invalid Options.L1MaxBytes: negative")
+	}
+	c.ttl = cmp0(o.TTL, DefaultTTL)
+	c.l1ttl = min(cmp0(o.L1TTL, DefaultL1TTL), c.ttl)
+	switch {
+	case o.FailSafeMaxAge == 0:
+		c.failSafe = DefaultFailSafeMaxAge
+	case o.FailSafeMaxAge > 0:
+		c.failSafe = o.FailSafeMaxAge
+	}
+	c.throttle = cmp0(o.FailSafeThrottle, DefaultFailSafeThrottle)
+	c.softTimeout, c.hardTimeout, c.negativeTTL = o.SoftTimeout, o.HardTimeout, o.NegativeTTL
+	switch {
+	case o.L2Timeout == 0:
+		c.l2Timeout = DefaultL2Timeout
+	case o.L2Timeout > 0:
+		c.l2Timeout = o.L2Timeout
+	}
+	c.brk.duration = int64(cmp0(o.BreakDuration, DefaultBreakDuration))
+	switch {
+	case o.RecoveryQueue == 0:
+		c.recovery.max = DefaultRecoveryQueue
+	case o.RecoveryQueue > 0:
+		c.recovery.max = o.RecoveryQueue
+	}
+	c.prefix = o.KeyPrefix
+	if c.prefix == "" {
+		c.prefix = "goaspire:cache:" + c.name + ":"
+	}
+	c.tagPfx = c.prefix + "t:"
+	c.channel = c.prefix + "invalidate"
+	c.prefix += "v:"
+	c.codec = o.Codec
+	if c.codec == nil {
+		c.codec = JSONCodec{}
+	}
+	switch {
+	case o.L1MaxBytes > 0:
+		c.bytesBound = true
+		c.l1 = newL1[T](o.L1MaxBytes, 64<<10)
+	case o.L1MaxEntries >= 0:
+		c.l1 = newL1[T](int64(cmp0(o.L1MaxEntries, DefaultL1MaxEntries)), 32)
+	}
+	tp := o.TracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	c.tracer = tp.Tracer(instrumentationName)
+	c.spanOpts = []trace.SpanStartOption{
+		trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attribute.String("cache.name", c.name)),
+	}
+	c.logger = o.Logger
+	if c.logger == nil {
+		c.logger = slog.Default()
+	}
+	c.logger = c.logger.With("cache", c.name)
+	return nil
+}
+
+func cmp0[N int | int64 | time.Duration](v, def N) N {
+	if v == 0 {
+		return def
+	}
+	return v
+}
+
+func newInstanceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Name returns the cache's name.
+func (c *Cache[T]) Name() string { return c.name }
+
+// GetOrLoad returns the value for key: from L1 if fresh there, else from
+// Redis if fresh there, else from load, whose result then fills both
+// tiers. Concurrent misses for one key in this process share one load.
+//
+// When the load fails (or outlasts Options.SoftTimeout) and a stale value
+// younger than Options.FailSafeMaxAge exists in either tier, that value is
+// returned instead of the error. When Redis is down the cache works on L1
+// and the loader; Redis errors are never returned. A loader returning
+// ErrNotFound makes GetOrLoad return that error (cached with NegativeTTL).
+func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load Loader[T], opts ...EntryOption) (T, error) {
+	if c.l1 != nil {
+		if e := c.l1.getFresh(key, clock.now()); e != nil {
+			if e.negative {
+				var zero T
+				return zero, ErrNotFound
+			}
+			return e.value, nil
+		}
+	}
+	return c.getOrLoadSlow(ctx, key, load, opts)
+}
+
+func (c *Cache[T]) getOrLoadSlow(ctx context.Context, key string, load Loader[T], opts []EntryOption) (T, error) {
+	var zero T
+	if c.closed.Load() {
+		return zero, ErrClosed
+	}
+	if load == nil {
+		return zero, errors.New("cache: GetOrLoad: nil loader")
+	}
+	cl, leader := c.flight.join(key)
+	if leader {
+		c.lead(ctx, key, load, resolve(opts), cl)
+	}
+	return c.flight.wait(ctx, cl)
+}
+
+func resolve(opts []EntryOption) entryOptions {
+	if len(opts) == 0 {
+		return entryOptions{}
+	}
+	eo := new(entryOptions)
+	for _, o := range opts {
+		if o != nil {
+			o(eo)
+		}
+	}
+	return *eo
+}
+
+// lead does the work of a miss for everyone waiting on cl: L1 again, then
+// L2, then the loader (on its own goroutine when the caller may leave
+// early or a soft timeout is to be watched).
+func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T]) {
+	wallNow := time.Now()
+	now := clock.advance(wallNow)
+	var stale *entry[T]
+	if c.l1 != nil {
+		if e := c.l1.get(key); e != nil {
+			if now < e.fresh {
+				// Filled by a call that finished after our first look.
+				c.stats.l1Hits.Add(1)
+				c.finishWith(key, cl, e)
+				return
+			}
+			if now < e.stale && !e.negative && c.failSafe > 0 {
+				stale = e
+			} else {
+				c.l1.removeIf(e)
+			}
+		}
+		c.stats.l1Misses.Add(1)
+	}
+	if c.rdb != nil {
+		e := c.readL2(ctx, key, now, wallNow)
+		switch {
+		case e != nil && now < e.fresh:
+			c.stats.l2Hits.Add(1)
+			c.storeL1(e, now)
+			c.finishWith(key, cl, e)
+			return
+		case e != nil && now < e.stale && !e.negative && c.failSafe > 0 && (stale == nil || e.fresh > stale.fresh):
+			stale = e
+		}
+		c.stats.l2Misses.Add(1)
+	}
+	if !c.track() {
+		var zero T
+		c.flight.finish(key, cl, zero, ErrClosed)
+		return
+	}
+	if ctx.Done() == nil && (stale == nil || c.softTimeout <= 0) {
+		// The caller cannot give up early and there is no soft timeout to
+		// watch: load on this goroutine and save two thread wake-ups.
+		c.load(ctx, key, load, eo, cl, stale)
+		return
+	}
+	go c.load(ctx, key, load, eo, cl, stale)
+}
+
+// track reserves a slot for work Close must wait for; it fails once the
+// cache is closed.
+func (c *Cache[T]) track() bool {
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.wg.Add(1)
+	return true
+}
+
+func (c *Cache[T]) finishWith(key string, cl *call[T], e *entry[T]) {
+	if e.negative {
+		var zero T
+		c.flight.finish(key, cl, zero, ErrNotFound)
+		return
+	}
+	c.flight.finish(key, cl, e.value, nil)
+}
+
+// load runs the loader for a miss and fills the tiers with its result,
+// in a "cache.load" span whose cache.result attribute says how the callers
+// were answered.
+func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T]) {
+	defer c.wg.Done()
+	ctx, span := c.tracer.Start(ctx, "cache.load", c.spanOpts...)
+	defer span.End()
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(c.closeCtx, cancel)
+	defer stop()
+	if c.hardTimeout > 0 {
+		var cancelHard context.CancelFunc
+		lctx, cancelHard = context.WithTimeout(lctx, c.hardTimeout)
+		defer cancelHard()
+	}
+	c.stats.loads.Add(1)
+
+	if stale == nil || c.softTimeout <= 0 {
+		v, err := c.runLoader(lctx, load)
+		c.loaded(ctx, span, key, eo, cl, stale, v, err)
+		return
+	}
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := c.runLoader(lctx, load)
+		ch <- result{v, err}
+	}()
+	t := time.NewTimer(c.softTimeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		c.loaded(ctx, span, key, eo, cl, stale, r.v, r.err)
+	case <-t.C:
+		c.serveStale(key, cl, stale, staleTimeout)
+		span.SetAttributes(attrResult.String("stale"))
+		r := <-ch
+		// The callers have their answer; only refresh the tiers.
+		c.loaded(ctx, span, key, eo, nil, nil, r.v, r.err)
+	}
+}
+
+// runLoader calls load, turning a panic into an error: the loader may run
+// on a goroutine of the cache, where a panic would take the process down
+// without the caller's stack.
+func (c *Cache[T]) runLoader(ctx context.Context, load Loader[T]) (v T, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.logger.Error("cache: loader panicked", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("cache %q: loader panicked: %v", c.name, r)
+		}
+	}()
+	return load(ctx)
+}
+
+// loaded handles a loader's result. cl is nil when the callers were
+// already answered (soft timeout).
+func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo entryOptions, cl *call[T], stale *entry[T], v T, err error) {
+	wallNow := time.Now()
+	now := clock.advance(wallNow)
+	var zero T
+	switch {
+	case err == nil:
+		e, env := c.newEntry(key, v, false, eo, now, wallNow)
+		c.storeL1(e, now)
+		if env != nil {
+			_ = c.writeL2(ctx, key, env, c.physicalTTL(eo), eo.tags, false)
+		}
+		if cl != nil {
+			span.SetAttributes(attrResult.String("loaded"))
+			c.flight.finish(key, cl, v, nil)
+		}
+	case errors.Is(err, ErrNotFound):
+		c.stats.loadNotFound.Add(1)
+		if c.negativeTTL > 0 {
+			neo := entryOptions{ttl: c.negativeTTL, tags: eo.tags}
+			e, env := c.newEntry(key, zero, true, neo, now, wallNow)
+			c.storeL1(e, now)
+			if env != nil {
+				_ = c.writeL2(ctx, key, env, c.negativeTTL, eo.tags, false)
+			}
+		} else if c.l1 != nil {
+			c.l1.remove(key)
+		}
+		if cl != nil {
+			span.SetAttributes(attrResult.String("not_found"))
+			c.flight.finish(key, cl, zero, err)
+		}
+	default:
+		c.stats.loadErrors.Add(1)
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "load failed")
+		if cl == nil {
+			c.logger.Debug("cache: background refresh failed", "error", err)
+			return
+		}
+		if stale != nil && now < stale.stale {
+			span.SetAttributes(attrResult.String("stale"))
+			c.serveStale(key, cl, stale, staleError)
+			return
+		}
+		span.SetAttributes(attrResult.String("error"))
+		c.flight.finish(key, cl, zero, err)
+	}
+}
+
+// serveStale answers the callers with a stale value, and keeps it in L1
+// for FailSafeThrottle so the next requests do not retry at once.
+func (c *Cache[T]) serveStale(key string, cl *call[T], stale *entry[T], reason int) {
+	now := clock.now()
+	e := &entry[T]{
+		value: stale.value,
+		key:   stale.key,
+		tags:  stale.tags,
+		cost:  stale.cost,
+		fresh: min(now+int64(c.throttle), stale.stale),
+		stale: stale.stale,
+	}
+	c.storeL1(e, now)
+	c.stats.staleServed[reason].Add(1)
+	c.flight.finish(key, cl, e.value, nil)
+}
+
+func (c *Cache[T]) storeL1(e *entry[T], now int64) {
+	if c.l1 != nil {
+		c.l1.set(e, now)
+	}
+}
+
+func (c *Cache[T]) ttlOf(eo entryOptions) time.Duration {
+	if eo.ttl > 0 {
+		return eo.ttl
+	}
+	return c.ttl
+}
+
+// physicalTTL is how long Redis keeps an entry: its freshness plus the
+// fail-safe window.
+func (c *Cache[T]) physicalTTL(eo entryOptions) time.Duration {
+	return c.ttlOf(eo) + c.failSafe
+}
+
+// newEntry builds the L1 entry for v and, when there is an L2 (or L1 is
+// bounded by size), its encoded envelope. An encoding failure is logged and
+// the value is kept in L1 only.
+func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now int64, wall time.Time) (*entry[T], []byte) {
+	ttl := c.ttlOf(eo)
+	phys := ttl
+	if !negative {
+		phys += c.failSafe
+	}
+	wallNow := wall.UnixMilli()
+	e := &entry[T]{
+		value:    v,
+		key:      key,
+		tags:     eo.tags,
+		negative: negative,
+		fresh:    now + int64(min(ttl, c.l1ttl)),
+		stale:    now + int64(phys),
+		cost:     1,
+	}
+	if c.rdb == nil && !c.bytesBound {
+		return e, nil
+	}
+	var payload []byte
+	if !negative {
+		var err error
+		payload, err = c.codec.Marshal(v)
+		if err != nil {
+			c.stats.codecErrors.Add(1)
+			c.logger.Error("cache: encoding a value failed; kept in L1 only", "error", err)
+			if c.bytesBound {
+				e.cost = entryOverhead + int64(len(key))
+			}
+			return e, nil
+		}
+	}
+	env := appendEnvelope(make([]byte, 0, envelopeSize(eo.tags, len(payload))), negative, wallNow+ttl.Milliseconds(), wallNow+phys.Milliseconds(), eo.tags, payload)
+	if c.bytesBound {
+		e.cost = entryOverhead + int64(len(key)+len(env))
+	}
+	if c.rdb == nil {
+		return e, nil
+	}
+	return e, env
+}
+
+// Get returns the fresh value for key from L1 or Redis, without loading.
+// It reports false on a miss, for a cached "not found", and when Redis is
+// unreachable.
+func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
+	var zero T
+	now := clock.now()
+	if c.l1 != nil {
+		if e := c.l1.getFresh(key, now); e != nil {
+			if e.negative {
+				return zero, false
+			}
+			return e.value, true
+		}
+		c.stats.l1Misses.Add(1)
+	}
+	if c.rdb == nil || c.closed.Load() {
+		return zero, false
+	}
+	wallNow := time.Now()
+	now = clock.advance(wallNow)
+	e := c.readL2(ctx, key, now, wallNow)
+	if e == nil || now >= e.fresh {
+		c.stats.l2Misses.Add(1)
+		return zero, false
+	}
+	c.stats.l2Hits.Add(1)
+	c.storeL1(e, now)
+	if e.negative {
+		return zero, false
+	}
+	return e.value, true
+}
+
+// Set stores v under key in both tiers and tells the other instances to
+// drop their L1 copy. When Redis is unreachable the value is kept in L1
+// and the Redis write is replayed when Redis returns; Set returns an error
+// only when v cannot be encoded or the cache is closed.
+func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	eo := resolve(opts)
+	wallNow := time.Now()
+	now := clock.advance(wallNow)
+	e, env := c.newEntry(key, v, false, eo, now, wallNow)
+	if c.rdb != nil && env == nil {
+		return fmt.Errorf("cache %q: encoding the value for key failed", c.name)
+	}
+	c.storeL1(e, now)
+	if c.rdb == nil {
+		return nil
+	}
+	ttl := c.physicalTTL(eo)
+	if err := c.writeL2(ctx, key, env, ttl, eo.tags, true); err != nil {
+		c.recovery.add(pendingOp{kind: opSet, id: key, env: env, expires: wallNow.Add(ttl), tags: eo.tags}, c.logger)
+	}
+	return nil
+}
+
+// Remove deletes key from both tiers here and from the L1 of every other
+// instance. When Redis is unreachable the removal is replayed when it
+// returns.
+func (c *Cache[T]) Remove(ctx context.Context, key string) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.l1 != nil {
+		c.l1.remove(key)
+	}
+	if c.rdb == nil {
+		return nil
+	}
+	if err := c.removeL2(ctx, key); err != nil {
+		c.recovery.add(pendingOp{kind: opRemove, id: key}, c.logger)
+	}
+	return nil
+}
+
+// RemoveByTag deletes every entry tagged tag, from both tiers here and from
+// the L1 of every other instance. Tags are kept in Redis as one set of keys
+// per tag (see the package documentation).
+func (c *Cache[T]) RemoveByTag(ctx context.Context, tag string) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.l1 != nil {
+		c.l1.removeTag(tag)
+	}
+	if c.rdb == nil {
+		return nil
+	}
+	if err := c.removeTagL2(ctx, tag); err != nil {
+		c.recovery.add(pendingOp{kind: opRemoveTag, id: tag}, c.logger)
+	}
+	return nil
+}
+
+// Close stops the cache: it leaves the invalidation channel, cancels loads
+// still running in the background and waits for them, and empties L1.
+// Operations waiting to be replayed to Redis are dropped (and logged).
+func (c *Cache[T]) Close() error {
+	c.closeMu.Lock()
+	if !c.closed.CompareAndSwap(false, true) {
+		c.closeMu.Unlock()
+		return nil
+	}
+	c.closeMu.Unlock()
+	c.closeCancel()
+	if c.bus != nil {
+		c.bus.leave(c.channel, c)
+	}
+	c.wg.Wait()
+	if n := c.recovery.len(); n > 0 {
+		c.logger.Warn("cache: closed with Redis operations not replayed", "pending", n)
+	}
+	if c.metricsReg != nil {
+		_ = c.metricsReg.Unregister()
+	}
+	if c.l1 != nil {
+		c.l1.clear()
+	}
+	clock.release()
+	return nil
+}

@@ -1,0 +1,108 @@
+package cache
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+)
+
+// Codec turns values into bytes for Redis and back. Implementations must be
+// safe for concurrent use. Unmarshal receives a pointer to the value to
+// fill and must not keep data after it returns.
+type Codec interface {
+	Marshal(v any) ([]byte, error)
+	Unmarshal(data []byte, v any) error
+}
+
+// JSONCodec is the default Codec: encoding/json.
+type JSONCodec struct{}
+
+// Marshal implements Codec.
+func (JSONCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// Unmarshal implements Codec.
+func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+
+// The L2 envelope: what goes into Redis around the encoded value, so every
+// instance knows when the value stops being fresh, how long it may be
+// served stale, whether it is a cached "not found", and its tags.
+//
+//	byte 0      version (1)
+//	byte 1      flags (1: not found)
+//	bytes 2-9   fresh until, Unix milliseconds, big endian
+//	bytes 10-17 stale until (the Redis TTL), Unix milliseconds
+//	uvarint     number of tags, then each tag as uvarint length + bytes
+//	rest        the value as the codec encoded it
+const (
+	envelopeVersion = 1
+	flagNegative    = 1
+	envelopeHeader  = 18
+)
+
+var errBadEnvelope = errors.New("cache: malformed L2 entry")
+
+type envelope struct {
+	negative bool
+	fresh    int64 // Unix ms
+	stale    int64 // Unix ms
+	tags     []string
+	payload  []byte
+}
+
+// appendEnvelope writes the envelope for payload.
+func appendEnvelope(dst []byte, negative bool, fresh, stale int64, tags []string, payload []byte) []byte {
+	var flags byte
+	if negative {
+		flags |= flagNegative
+	}
+	dst = append(dst, envelopeVersion, flags)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(fresh))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(stale))
+	dst = binary.AppendUvarint(dst, uint64(len(tags)))
+	for _, t := range tags {
+		dst = binary.AppendUvarint(dst, uint64(len(t)))
+		dst = append(dst, t...)
+	}
+	return append(dst, payload...)
+}
+
+func envelopeSize(tags []string, payload int) int {
+	n := envelopeHeader + binary.MaxVarintLen64 + payload
+	for _, t := range tags {
+		n += binary.MaxVarintLen64 + len(t)
+	}
+	return n
+}
+
+// parseEnvelope reads an envelope; the payload aliases data.
+func parseEnvelope(data []byte) (envelope, error) {
+	var e envelope
+	if len(data) < envelopeHeader+1 {
+		return e, errBadEnvelope
+	}
+	if data[0] != envelopeVersion {
+		return e, errBadEnvelope
+	}
+	e.negative = data[1]&flagNegative != 0
+	e.fresh = int64(binary.BigEndian.Uint64(data[2:10]))
+	e.stale = int64(binary.BigEndian.Uint64(data[10:18]))
+	rest := data[envelopeHeader:]
+	n, k := binary.Uvarint(rest)
+	if k <= 0 || n > uint64(len(rest)) {
+		return e, errBadEnvelope
+	}
+	rest = rest[k:]
+	if n > 0 {
+		e.tags = make([]string, 0, n)
+		for range n {
+			l, k := binary.Uvarint(rest)
+			if k <= 0 || l > uint64(len(rest)-k) {
+				return e, errBadEnvelope
+			}
+			e.tags = append(e.tags, string(rest[k:k+int(l)]))
+			rest = rest[k+int(l):]
+		}
+	}
+	e.payload = rest
+	return e, nil
+}

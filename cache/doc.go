@@ -1,0 +1,165 @@
+// Package cache gives a Go service what Aspire's Redis client integration
+// gives a .NET one, plus the two-tier cache such services otherwise write by
+// hand:
+//
+//   - OpenRedis: a go-redis v9 client from the connection Aspire injects
+//     (StackExchange.Redis strings, redis:// URLs or the Aspire 13
+//     per-property variables), trusting Aspire's development certificate,
+//     reconnecting by itself, traced, measured and health-checked;
+//   - New: a generic two-tier cache, Cache[T], with a bounded in-process L1
+//     in front of Redis (L2) in front of a loader, with stampede
+//     protection, fail-safe, a Redis circuit breaker, tags, negative
+//     caching, and L1 invalidation across instances through Redis Pub/Sub.
+//
+// # Connecting
+//
+//	rdb, err := cache.OpenRedis(ctx, cfg, "cache")
+//
+// OpenRedis reads, for the resource name "cache":
+//
+//	key                                                  meaning
+//	ConnectionStrings:cache                              the connection (first choice)
+//	CACHE_URI                                            Aspire 13: redis[s]://[:password@]host:port
+//	CACHE_HOST, CACHE_PORT, CACHE_USERNAME,
+//	CACHE_PASSWORD                                       Aspire 13 properties, when there is no URI
+//	Aspire:StackExchange:Redis[:cache]:ConnectionString  fallback connection string
+//	Aspire:StackExchange:Redis[:cache]:ConfigurationOptions:{Property}
+//	                                                     overrides, by StackExchange.Redis
+//	                                                     ConfigurationOptions property name
+//	                                                     (ConnectTimeout, SyncTimeout, ClientName,
+//	                                                     DefaultDatabase, Ssl, ...); an unknown one
+//	                                                     is an error naming its key
+//	Aspire:StackExchange:Redis[:cache]:DisableHealthChecks  no readiness check (default false)
+//	Aspire:StackExchange:Redis[:cache]:DisableTracing       no command spans (default false)
+//	Aspire:StackExchange:Redis[:cache]:DisableMetrics       no pool/command metrics (goaspire; default false)
+//	Aspire:StackExchange:Redis[:cache]:PoolSize             go-redis pool size (goaspire; default 10 per CPU)
+//	Aspire:StackExchange:Redis[:cache]:MinIdleConns         idle connections kept open (goaspire; default 0)
+//	Aspire:StackExchange:Redis[:cache]:MaxRetries           command retries, -1 for none (goaspire; default 3)
+//	SSL_CERT_FILE, SSL_CERT_DIR                          extra trusted CAs for TLS
+//
+// The named section "Aspire:StackExchange:Redis:cache" overrides the
+// general one. Keys are read through discovery.Config, so they come from
+// appsettings.json as well as the environment ("__" for ":").
+//
+// Connection string options (StackExchange.Redis names, case-insensitive),
+// and what they mean here:
+//
+//	option                     effect in go-redis
+//	host[:port] (several)      Addrs; default port 6379, 6380 with ssl, 26379 with serviceName.
+//	                           Several endpoints make a cluster client (go-redis's
+//	                           convention); with serviceName, Sentinel servers.
+//	/path, unix:/path          a unix socket
+//	password, user             Password, Username (ACL)
+//	ssl, sslHost               TLS, server name to verify (default: each endpoint's host)
+//	sslProtocols               TLS version range (Tls12|Tls13; Ssl2/Ssl3 are refused)
+//	abortConnect               true: OpenRedis pings first and fails if no server answers.
+//	                           Default false (as Aspire): the service starts while Redis is down.
+//	connectRetry               dial attempts per connection (default 3), with exponential backoff
+//	connectTimeout             dial timeout in ms (default 5000)
+//	syncTimeout, asyncTimeout  read/write timeout in ms: the larger of the two (default 5000)
+//	defaultDatabase            DB (not with a cluster)
+//	name                       ClientName (CLIENT SETNAME)
+//	serviceName                Sentinel master name
+//	protocol                   resp2 or resp3 (default: go-redis's, RESP3 with fallback)
+//	setlib                     false: no CLIENT SETINFO
+//	$COMMAND=                  disabling a command is accepted ($CLIENT= also disables
+//	                           CLIENT SETINFO, $HELLO= forces RESP2); renaming one is an error
+//	proxy                      None accepted; Twemproxy/Envoyproxy accepted with a warning
+//	channelPrefix              accepted with a warning: go-redis does not prefix channels
+//	allowAdmin, keepAlive, resolveDns, checkCertificateRevocation, configChannel,
+//	configCheckSeconds, tiebreaker, version, highPriorityThreads, preserveAsyncOrder,
+//	responseTimeout, writeBuffer
+//	                           validated and accepted without effect: go-redis has no
+//	                           counterpart (no admin-command gate, keep-alive and DNS are the
+//	                           OS's, Go does not check revocation, no tie-breaker election),
+//	                           or StackExchange.Redis itself ignores them
+//	tunnel                     refused: go-redis has no HTTP tunnel
+//
+// URLs (redis://, rediss:// for TLS, tcp:// read as redis://) take the
+// user and password from the user information, the database from the path,
+// and the same options as query parameters. An unknown option is an error
+// naming it; errors never quote a value. Because a StackExchange.Redis
+// string cannot hold a ',' inside a password, an item after "password="
+// that is not an option is reported as a probable password fragment
+// without being shown.
+//
+// Commands are traced with command names only (no arguments, so no AUTH
+// secrets or cached values in spans), and the client's pool and command
+// metrics are recorded, through redisotel. The health check is a PING
+// through the client's own pool, tagged ready. go-redis connects lazily and
+// redials by itself; it logs failed dials to stderr through its own global
+// logger (redis.SetLogger changes that for the whole process).
+//
+// # The two-tier cache
+//
+//	products, err := cache.New[Product](rdb, "product", cache.Options{TTL: 10 * time.Minute})
+//	defer products.Close()
+//	p, err := products.GetOrLoad(ctx, id, func(ctx context.Context) (Product, error) {
+//		return db.Product(ctx, id)
+//	}, cache.WithTags("category:"+cat))
+//
+// Reads go to L1, then to Redis, then to the loader. Concurrent misses for a
+// key in one process share one load (stampede protection; not across
+// processes). L1 keeps values decoded, so a hit costs a map lookup and no
+// decoding and does not allocate. Its bound is a number of entries
+// (L1MaxEntries) or an estimated size (L1MaxBytes), enforced per shard by
+// CLOCK (second-chance) eviction; its entries live for L1TTL, shorter than
+// TTL, so a lost invalidation message costs at most L1TTL of staleness.
+//
+// Writes (Set, Remove, RemoveByTag) change both tiers here and publish an
+// invalidation on "{KeyPrefix}invalidate", which every other
+// instance applies to its L1 within milliseconds. All caches on one Redis
+// client share one Pub/Sub connection. When that subscription is lost and
+// comes back (Redis restarted, network cut, or a connection that went
+// silent, detected by pinging), the instance empties its L1, since it may
+// have missed messages.
+//
+// Fail-safe: Redis keeps each value FailSafeMaxAge beyond its TTL, in an
+// envelope that records when it stops being fresh. When the loader fails,
+// or outlasts SoftTimeout, a stale value from either tier is served instead
+// of the error (and then for FailSafeThrottle, so a failing database is not
+// hit by every request); with SoftTimeout the load goes on in the
+// background and refreshes the cache. HardTimeout bounds every load. A
+// loader returning ErrNotFound is never answered with a stale value; with
+// NegativeTTL the "not found" is cached in both tiers.
+//
+// Redis failures never reach callers. Each Redis operation is bounded by
+// L2Timeout; one failure opens a breaker that skips Redis for
+// BreakDuration, after which one call probes it. Meanwhile reads use L1 and
+// the loader, and writes are queued (last one per key wins, up to
+// RecoveryQueue) and replayed when Redis answers again. If the queue
+// overflowed, the replay ends by telling every instance to empty its L1.
+// The loader's own errors are returned (unless fail-safe applies).
+//
+// Tags are kept in Redis as one set of data keys per tag
+// ("{KeyPrefix}t:{tag}", living as long as its longest member). RemoveByTag
+// reads the set, deletes the keys one command each (so it works on a
+// cluster) and publishes the tag; instances drop matching L1 entries by
+// scanning L1. Compared with a tag-version scheme (FusionCache's), this
+// costs nothing on reads and frees memory at once, at the price of sets
+// that may list already-expired keys until they expire themselves.
+//
+// Redis layout, for a cache named n with the default KeyPrefix
+// "goaspire:cache:n:": values at "goaspire:cache:n:v:{key}", tag sets at
+// "goaspire:cache:n:t:{tag}", invalidations on
+// "goaspire:cache:n:invalidate" as "1|{instance}|{k|t|c}|{key or tag}".
+//
+// Metrics (meter "github.com/goaspire/goaspire/cache", all with cache.name):
+// goaspire.cache.hits and goaspire.cache.misses {cache.tier=l1|l2},
+// goaspire.cache.loads {cache.outcome=success|error|not_found},
+// goaspire.cache.stale_served {cache.reason=error|timeout},
+// goaspire.cache.invalidations_received, goaspire.cache.reconnects,
+// goaspire.cache.errors {cache.tier=l2|codec}, goaspire.cache.l1.entries
+// and goaspire.cache.l1.evictions. They are read from atomic counters in a
+// callback, so the hot paths pay no instrument call; Cache.Stats returns
+// the same counters. Spans: "cache.load" around each load, with attribute
+// cache.result = loaded|stale|not_found|error and the loader's error; Redis
+// commands get their spans from the client (OpenRedis instruments it).
+// Hits in either tier add no span of their own, and keys are not recorded.
+//
+// Known limits: stampede protection is per process; a Set racing with a
+// load of the same key may be overwritten by the load's older value; the
+// replay after an outage is last-writer-wins against writes other
+// instances made meanwhile; values are shared between callers, so treat
+// them as immutable.
+package cache

@@ -1,0 +1,91 @@
+package cache_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/goaspire/goaspire/cache"
+	"github.com/goaspire/goaspire/discovery"
+)
+
+type Product struct {
+	ID    string  `json:"id"`
+	Name  string  `json:"name"`
+	Price float64 `json:"price"`
+}
+
+func ExampleParseConnectionString() {
+	// The form an Aspire AppHost injects as ConnectionStrings__cache.
+	o, err := cache.ParseConnectionString("cache.internal:6380,password=secret,ssl=true,connectTimeout=2000")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(o.Addrs, o.TLSConfig != nil, o.DialTimeout)
+
+	_, err = cache.ParseConnectionString("cache.internal,frobnicate=1,password=secret")
+	fmt.Println(err)
+	// Output:
+	// [cache.internal:6380] true 2s
+	// cache: invalid redis connection string: unknown option "frobnicate"
+}
+
+func ExampleOpenRedis() {
+	// In a service, cfg comes from discovery.Load(); here it is built by hand.
+	cfg := discovery.FromMap(map[string]string{
+		"ConnectionStrings__cache": "127.0.0.1:6379,password=secret,abortConnect=false",
+		"Aspire__StackExchange__Redis__ConfigurationOptions__ConnectTimeout": "2000",
+	})
+	rdb, err := cache.OpenRedis(context.Background(), cfg, "cache")
+	if err != nil {
+		log.Fatal(err) // names the key at fault, never the password
+	}
+	defer rdb.Close()
+	// rdb connects lazily and reconnects by itself: no Redis is needed to
+	// get this far.
+	fmt.Printf("%T\n", rdb)
+	// Output: *redis.Client
+}
+
+func ExampleNew() {
+	// A nil client gives an L1-only cache, handy in tests; pass the client
+	// from OpenRedis for the two-tier cache.
+	products, err := cache.New[Product](nil, "product", cache.Options{
+		TTL:         10 * time.Minute,
+		NegativeTTL: 30 * time.Second,
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer products.Close()
+
+	loads := 0
+	load := func(id string) cache.Loader[Product] {
+		return func(ctx context.Context) (Product, error) {
+			loads++
+			if id == "missing" {
+				return Product{}, cache.ErrNotFound
+			}
+			return Product{ID: id, Name: "Trail Runner", Price: 129.5}, nil
+		}
+	}
+	ctx := context.Background()
+	for range 3 {
+		p, _ := products.GetOrLoad(ctx, "p1", load("p1"), cache.WithTags("shoes"))
+		fmt.Println(p.Name)
+	}
+	_, err = products.GetOrLoad(ctx, "missing", load("missing"))
+	fmt.Println(errors.Is(err, cache.ErrNotFound), loads)
+
+	_ = products.RemoveByTag(ctx, "shoes")
+	_, _ = products.GetOrLoad(ctx, "p1", load("p1"))
+	fmt.Println(loads)
+	// Output:
+	// Trail Runner
+	// Trail Runner
+	// Trail Runner
+	// true 2
+	// 3
+}
