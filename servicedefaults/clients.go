@@ -5,15 +5,20 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/health"
 )
 
 // resources holds the clients the App opened by name, each opened once.
 type resources struct {
-	mu    sync.Mutex
-	dbs   map[string]*cqrs.DB
-	pools map[string]*cqrs.Pool
+	mu     sync.Mutex
+	dbs    map[string]*cqrs.DB
+	pools  map[string]*cqrs.Pool
+	redis  map[string]redis.UniversalClient
+	caches map[string]bool // "{redis}/{cache}" names made by NewCache
 }
 
 // DB returns the primary/replica database called name, opened on first use
@@ -100,4 +105,85 @@ func (a *App) cqrsOptions() []cqrs.Option {
 		cqrs.WithMeterProvider(a.tel.mp),
 		cqrs.WithLogger(a.logger),
 	}
+}
+
+// Redis returns the go-redis client of the connection called name
+// (ConnectionStrings:name in StackExchange.Redis form or a redis:// URL,
+// or Aspire 13's NAME_URI / NAME_HOST ...; settings from
+// Aspire:StackExchange:Redis and Aspire:StackExchange:Redis:{name}),
+// opened on first use and shared afterwards, so every cache on it shares
+// one pub/sub connection. Redis need not be up: the client reconnects with
+// backoff. It reports through the App's telemetry, registers its health
+// check (off with Aspire:StackExchange:Redis:DisableHealthChecks) and is
+// closed by Shutdown, after the caches made on it.
+func (a *App) Redis(name string) (redis.UniversalClient, error) {
+	a.res.mu.Lock()
+	defer a.res.mu.Unlock()
+	return a.redisLocked(name)
+}
+
+func (a *App) redisLocked(name string) (redis.UniversalClient, error) {
+	if c, ok := a.res.redis[name]; ok {
+		return c, nil
+	}
+	var checks []health.Check
+	c, err := cache.OpenRedis(context.Background(), a.cfg, name,
+		cache.WithTracerProvider(a.tel.tp),
+		cache.WithMeterProvider(a.tel.mp),
+		cache.WithLogger(a.logger),
+		cache.WithHealthChecks(func(c health.Check) { checks = append(checks, c) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("servicedefaults: redis %q: %w", name, err)
+	}
+	if err := a.registerChecks(checks); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("servicedefaults: redis %q: %w", name, err)
+	}
+	if a.res.redis == nil {
+		a.res.redis = map[string]redis.UniversalClient{}
+	}
+	a.res.redis[name] = c
+	a.OnShutdown(func(context.Context) error { return c.Close() })
+	return c, nil
+}
+
+// NewCache makes a two-tier cache of T values called cacheName over the
+// App's Redis client redisName (see App.Redis), reporting through the
+// App's telemetry and logger unless opts names its own, and closed by
+// Shutdown before the client (so writes queued during a Redis outage
+// still get their chance to reach it). See package cache for the options.
+//
+// It is a function, not a method, because Go methods cannot have type
+// parameters. Each cacheName may be made once per Redis connection.
+func NewCache[T any](app *App, redisName, cacheName string, opts cache.Options) (*cache.Cache[T], error) {
+	app.res.mu.Lock()
+	defer app.res.mu.Unlock()
+	rdb, err := app.redisLocked(redisName)
+	if err != nil {
+		return nil, err
+	}
+	id := redisName + "/" + cacheName
+	if app.res.caches[id] {
+		return nil, fmt.Errorf("servicedefaults: cache %q on redis %q already made: make it once and share it", cacheName, redisName)
+	}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = app.tel.tp
+	}
+	if opts.MeterProvider == nil {
+		opts.MeterProvider = app.tel.mp
+	}
+	if opts.Logger == nil {
+		opts.Logger = app.logger
+	}
+	c, err := cache.New[T](rdb, cacheName, opts)
+	if err != nil {
+		return nil, fmt.Errorf("servicedefaults: cache %q: %w", cacheName, err)
+	}
+	if app.res.caches == nil {
+		app.res.caches = map[string]bool{}
+	}
+	app.res.caches[id] = true
+	app.OnShutdown(func(context.Context) error { return c.Close() })
+	return c, nil
 }
