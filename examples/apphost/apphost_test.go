@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/goaspire/goaspire/internal/testserver"
+)
+
+// TestScenario runs the launcher end to end, as `go run ./examples/apphost`
+// does: real Postgres primary and replica, real Redis, two catalog
+// instances and a gateway as separate processes, and every scenario step.
+func TestScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end scenario: skipped with -short")
+	}
+	for _, bin := range []string{"postgres", "initdb", "pg_basebackup", "redis-server"} {
+		if _, err := testserver.FindBinary(bin); errors.Is(err, testserver.ErrBinaryNotFound) {
+			t.Skipf("end-to-end scenario needs %s, which is not installed", bin)
+		}
+	}
+	// The services inherit this process's environment; keep it hermetic.
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "OTEL_") || strings.HasPrefix(strings.ToLower(k), "connectionstrings__") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, &out, config{environ: env})
+	t.Log("\n" + out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"scenario passed", "Redis killed", "replica killed", "catalog-0 killed"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}

@@ -1,0 +1,258 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type config struct {
+	keep    bool
+	environ []string
+	// catalogs is how many catalog instances to start (default 2).
+	catalogs int
+}
+
+// stack is everything the launcher started.
+type stack struct {
+	res      *resources
+	catalogs []*service
+	gateway  *service
+	dir      string
+}
+
+func run(ctx context.Context, out io.Writer, cfg config) (err error) {
+	if cfg.catalogs == 0 {
+		cfg.catalogs = 2
+	}
+	dir, err := os.MkdirTemp("", "goaspire-apphost-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	fmt.Fprintln(out, "goaspire apphost: starting resources")
+	res, err := startResources(ctx, out, cfg.environ)
+	if err != nil {
+		return err
+	}
+	defer res.close()
+
+	fmt.Fprintln(out, "· building catalog and gateway")
+	bins, err := buildServices(ctx, dir, "catalog", "gateway")
+	if err != nil {
+		return err
+	}
+
+	st := &stack{res: res, dir: dir}
+	defer func() {
+		if stopErr := st.stop(); stopErr != nil && err == nil {
+			err = stopErr
+		}
+	}()
+	if err := st.start(ctx, out, cfg, bins); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(out, "\nscenario")
+	if err := runScenario(ctx, out, st); err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(out, "\ninterrupted")
+			return nil
+		}
+		fmt.Fprintf(out, "\nscenario FAILED: %v\n", err)
+		for _, s := range st.all() {
+			fmt.Fprintf(out, "\n--- %s log (last lines) ---\n%s\n", s.name, s.logTail())
+		}
+		return errors.New("the scenario failed")
+	}
+	fmt.Fprintln(out, "\nscenario passed")
+
+	if cfg.keep {
+		fmt.Fprintf(out, "\nrunning until interrupted: gateway %s, catalogs", st.gateway.url())
+		for _, c := range st.catalogs {
+			fmt.Fprintf(out, " %s", c.url())
+		}
+		fmt.Fprintf(out, "\nlogs in %s\n", dir)
+		<-ctx.Done()
+	}
+	fmt.Fprintln(out, "\nstopping (SIGTERM, then waiting for each service to drain)")
+	return nil
+}
+
+func (st *stack) all() []*service {
+	all := append([]*service(nil), st.catalogs...)
+	if st.gateway != nil {
+		all = append(all, st.gateway)
+	}
+	return all
+}
+
+func (st *stack) stop() error {
+	var errs []error
+	for _, s := range st.all() {
+		if err := s.stop(30 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// injected is what an Aspire AppHost puts into a process's environment.
+// Both the classic and the Aspire 13 forms are given, as Aspire 13 does.
+type injected map[string]string
+
+func (e injected) connection(name, connStr string) {
+	e["ConnectionStrings__"+name] = connStr
+	envName := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(name))
+	if props := connProperties(connStr); props != nil {
+		for k, v := range props {
+			e[envName+"_"+k] = v
+		}
+	}
+}
+
+// connProperties splits the test servers' connection strings into Aspire
+// 13's per-property variables (HOST, PORT, ...).
+func connProperties(connStr string) map[string]string {
+	props := map[string]string{}
+	if strings.Contains(connStr, "=") && strings.Contains(connStr, ";") { // Npgsql form
+		for _, kv := range strings.Split(connStr, ";") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				continue
+			}
+			switch strings.ToLower(k) {
+			case "host":
+				props["HOST"] = v
+			case "port":
+				props["PORT"] = v
+			case "username":
+				props["USERNAME"] = v
+			case "password":
+				props["PASSWORD"] = v
+			case "database":
+				props["DATABASENAME"] = v
+			}
+		}
+		return props
+	}
+	hostport, rest, _ := strings.Cut(connStr, ",") // StackExchange.Redis form
+	if h, p, ok := strings.Cut(hostport, ":"); ok {
+		props["HOST"], props["PORT"] = h, p
+	}
+	for _, kv := range strings.Split(rest, ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(k, "password") {
+			props["PASSWORD"] = v
+			u := url.URL{Scheme: "redis", User: url.UserPassword("", v), Host: hostport}
+			props["URI"] = u.String()
+		}
+	}
+	return props
+}
+
+// environ merges the launcher's own environment (minus anything the
+// AppHost would set itself) with the injected variables.
+func (e injected) environ(base []string) []string {
+	out := make([]string, 0, len(base)+len(e))
+	for _, kv := range base {
+		k, _, _ := strings.Cut(kv, "=")
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "connectionstrings__") || strings.HasPrefix(lk, "services__") || lk == "port" {
+			continue
+		}
+		if _, ok := e[k]; ok {
+			continue
+		}
+		out = append(out, kv)
+	}
+	for k, v := range e {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// telemetry adds what WithOtlpExporter() injects when the launcher was
+// given an OTLP endpoint: the endpoint, protocol and headers, the service
+// name and instance id, and the short development batch delays.
+func (e injected) telemetry(base []string, service, instance string) {
+	e["OTEL_SERVICE_NAME"] = service
+	e["OTEL_RESOURCE_ATTRIBUTES"] = "service.instance.id=" + instance
+	if lookupEnv(base, "OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
+		return
+	}
+	for k, v := range map[string]string{
+		"OTEL_BSP_SCHEDULE_DELAY":      "1000",
+		"OTEL_BLRP_SCHEDULE_DELAY":     "1000",
+		"OTEL_METRIC_EXPORT_INTERVAL":  "1000",
+		"OTEL_TRACES_SAMPLER":          "always_on",
+		"OTEL_METRICS_EXEMPLAR_FILTER": "trace_based",
+	} {
+		if lookupEnv(base, k) == "" {
+			e[k] = v
+		}
+	}
+}
+
+func (st *stack) start(ctx context.Context, out io.Writer, cfg config, bins map[string]string) error {
+	for i := 0; i < cfg.catalogs; i++ {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		name := "catalog-" + strconv.Itoa(i)
+		env := injected{"PORT": strconv.Itoa(port)}
+		env.connection("db-primary", st.res.primaryConn)
+		if st.res.replicaConn != "" {
+			env.connection("db-replica-east", st.res.replicaConn)
+		}
+		env.connection("cache", st.res.redisConn)
+		env.telemetry(cfg.environ, "catalog", name)
+		for k, v := range demoSettings["catalog"] {
+			env[k] = v
+		}
+		st.catalogs = append(st.catalogs, &service{
+			name: name, binary: bins["catalog"], port: port,
+			env: env.environ(cfg.environ), logPath: filepath.Join(st.dir, name+".log"),
+		})
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	env := injected{"PORT": strconv.Itoa(port)}
+	for i, c := range st.catalogs {
+		// Aspire 8.x-13.1 form, one index per instance ...
+		env["services__catalog__http__"+strconv.Itoa(i)] = c.url()
+	}
+	// ... and the Aspire 13 form, which names one address.
+	env["CATALOG_HTTP"] = st.catalogs[0].url()
+	env.telemetry(cfg.environ, "gateway", "gateway-0")
+	for k, v := range demoSettings["gateway"] {
+		env[k] = v
+	}
+	st.gateway = &service{
+		name: "gateway", binary: bins["gateway"], port: port,
+		env: env.environ(cfg.environ), logPath: filepath.Join(st.dir, "gateway.log"),
+	}
+
+	for _, s := range st.all() {
+		if err := s.start(); err != nil {
+			return err
+		}
+	}
+	for _, s := range st.all() {
+		if err := s.waitHealthy(ctx, 90*time.Second); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "· %-9s healthy at %s\n", s.name, s.url())
+	}
+	return nil
+}
