@@ -15,10 +15,40 @@ import (
 // resources holds the clients the App opened by name, each opened once.
 type resources struct {
 	mu     sync.Mutex
-	dbs    map[string]*cqrs.DB
-	pools  map[string]*cqrs.Pool
-	redis  map[string]redis.UniversalClient
+	opened map[string]any  // "{kind}/{name}" -> *cqrs.DB, *cqrs.Pool or redis.UniversalClient
 	caches map[string]bool // "{redis}/{cache}" names made by NewCache
+}
+
+// opened is what openOnce needs from a freshly opened client.
+type opened[T any] struct {
+	client T
+	checks []health.Check
+	close  func() error
+}
+
+// openOnce returns the client of kind called name, opening it with open
+// on first use: its health checks are registered and its close runs at
+// Shutdown. The caller holds a.res.mu.
+func openOnce[T any](a *App, kind, name string, open func() (opened[T], error)) (T, error) {
+	id := kind + "/" + name
+	if c, ok := a.res.opened[id]; ok {
+		return c.(T), nil
+	}
+	var zero T
+	o, err := open()
+	if err != nil {
+		return zero, fmt.Errorf("servicedefaults: %s %q: %w", kind, name, err)
+	}
+	if err := a.registerChecks(o.checks); err != nil {
+		o.close()
+		return zero, fmt.Errorf("servicedefaults: %s %q: %w", kind, name, err)
+	}
+	if a.res.opened == nil {
+		a.res.opened = map[string]any{}
+	}
+	a.res.opened[id] = o.client
+	a.OnShutdown(func(context.Context) error { return o.close() })
+	return o.client, nil
 }
 
 // DB returns the primary/replica database called name, opened on first use
@@ -36,23 +66,13 @@ type resources struct {
 func (a *App) DB(name string) (*cqrs.DB, error) {
 	a.res.mu.Lock()
 	defer a.res.mu.Unlock()
-	if db, ok := a.res.dbs[name]; ok {
-		return db, nil
-	}
-	db, err := cqrs.OpenDB(context.Background(), a.cfg, name, a.cqrsOptions()...)
-	if err != nil {
-		return nil, fmt.Errorf("servicedefaults: database %q: %w", name, err)
-	}
-	if err := a.registerChecks(db.HealthChecks()); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("servicedefaults: database %q: %w", name, err)
-	}
-	if a.res.dbs == nil {
-		a.res.dbs = map[string]*cqrs.DB{}
-	}
-	a.res.dbs[name] = db
-	a.OnShutdown(func(context.Context) error { db.Close(); return nil })
-	return db, nil
+	return openOnce(a, "database", name, func() (opened[*cqrs.DB], error) {
+		db, err := cqrs.OpenDB(context.Background(), a.cfg, name, a.cqrsOptions()...)
+		if err != nil {
+			return opened[*cqrs.DB]{}, err
+		}
+		return opened[*cqrs.DB]{db, db.HealthChecks(), func() error { db.Close(); return nil }}, nil
+	})
 }
 
 // Postgres returns the single pgx pool of the connection called name
@@ -64,23 +84,13 @@ func (a *App) DB(name string) (*cqrs.DB, error) {
 func (a *App) Postgres(name string) (*cqrs.Pool, error) {
 	a.res.mu.Lock()
 	defer a.res.mu.Unlock()
-	if p, ok := a.res.pools[name]; ok {
-		return p, nil
-	}
-	p, err := cqrs.OpenPool(context.Background(), a.cfg, name, a.cqrsOptions()...)
-	if err != nil {
-		return nil, fmt.Errorf("servicedefaults: postgres %q: %w", name, err)
-	}
-	if err := a.registerChecks(p.HealthChecks()); err != nil {
-		p.Close()
-		return nil, fmt.Errorf("servicedefaults: postgres %q: %w", name, err)
-	}
-	if a.res.pools == nil {
-		a.res.pools = map[string]*cqrs.Pool{}
-	}
-	a.res.pools[name] = p
-	a.OnShutdown(func(context.Context) error { p.Close(); return nil })
-	return p, nil
+	return openOnce(a, "postgres", name, func() (opened[*cqrs.Pool], error) {
+		p, err := cqrs.OpenPool(context.Background(), a.cfg, name, a.cqrsOptions()...)
+		if err != nil {
+			return opened[*cqrs.Pool]{}, err
+		}
+		return opened[*cqrs.Pool]{p, p.HealthChecks(), func() error { p.Close(); return nil }}, nil
+	})
 }
 
 // registerChecks registers the checks whose names are not registered yet:
@@ -123,29 +133,19 @@ func (a *App) Redis(name string) (redis.UniversalClient, error) {
 }
 
 func (a *App) redisLocked(name string) (redis.UniversalClient, error) {
-	if c, ok := a.res.redis[name]; ok {
-		return c, nil
-	}
-	var checks []health.Check
-	c, err := cache.OpenRedis(context.Background(), a.cfg, name,
-		cache.WithTracerProvider(a.tel.tp),
-		cache.WithMeterProvider(a.tel.mp),
-		cache.WithLogger(a.logger),
-		cache.WithHealthChecks(func(c health.Check) { checks = append(checks, c) }),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("servicedefaults: redis %q: %w", name, err)
-	}
-	if err := a.registerChecks(checks); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("servicedefaults: redis %q: %w", name, err)
-	}
-	if a.res.redis == nil {
-		a.res.redis = map[string]redis.UniversalClient{}
-	}
-	a.res.redis[name] = c
-	a.OnShutdown(func(context.Context) error { return c.Close() })
-	return c, nil
+	return openOnce(a, "redis", name, func() (opened[redis.UniversalClient], error) {
+		var checks []health.Check
+		c, err := cache.OpenRedis(context.Background(), a.cfg, name,
+			cache.WithTracerProvider(a.tel.tp),
+			cache.WithMeterProvider(a.tel.mp),
+			cache.WithLogger(a.logger),
+			cache.WithHealthChecks(func(c health.Check) { checks = append(checks, c) }),
+		)
+		if err != nil {
+			return opened[redis.UniversalClient]{}, err
+		}
+		return opened[redis.UniversalClient]{c, checks, c.Close}, nil
+	})
 }
 
 // NewCache makes a two-tier cache of T values called cacheName over the
