@@ -41,7 +41,7 @@ func TestScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"scenario passed", "Redis killed", "replica killed", "catalog-0 killed"} {
+	for _, want := range []string{"scenario passed", "Redis killed", "replica killed", "catalog-0 killed", "no password appears in their logs"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

@@ -165,3 +165,18 @@ func (s *service) logTail() string {
 	}
 	return "    " + strings.Join(lines, "\n    ")
 }
+
+// findSecret returns the name of the first secret that appears in the
+// service's log, or "".
+func (s *service) findSecret(secrets map[string]string) string {
+	b, err := os.ReadFile(s.logPath)
+	if err != nil {
+		return ""
+	}
+	for what, secret := range secrets {
+		if secret != "" && strings.Contains(string(b), secret) {
+			return what
+		}
+	}
+	return ""
+}

@@ -72,3 +72,16 @@ func (r *resources) close() {
 		r.primary.Close() // closes its replica first
 	}
 }
+
+// secrets returns the passwords of the servers started here, by what they
+// are, for the log check.
+func (r *resources) secrets() map[string]string {
+	out := map[string]string{}
+	if r.primary != nil {
+		out["Postgres password"] = r.primary.Password()
+	}
+	if r.redis != nil {
+		out["Redis password"] = r.redis.Password()
+	}
+	return out
+}

@@ -84,6 +84,17 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 		<-ctx.Done()
 	}
 	fmt.Fprintln(out, "\nstopping (SIGTERM, then waiting for each service to drain)")
+	if err := st.stop(); err != nil {
+		return err
+	}
+	// Secrets never leave a process: not one service log may hold a
+	// password the launcher handed it.
+	for _, s := range st.all() {
+		if leak := s.findSecret(res.secrets()); leak != "" {
+			return fmt.Errorf("the log of %s contains the %s", s.name, leak)
+		}
+	}
+	fmt.Fprintln(out, "all services stopped cleanly; no password appears in their logs")
 	return nil
 }
 
@@ -95,6 +106,7 @@ func (st *stack) all() []*service {
 	return all
 }
 
+// stop stops every service still running; it is safe to call twice.
 func (st *stack) stop() error {
 	var errs []error
 	for _, s := range st.all() {
