@@ -674,3 +674,33 @@ func (db *DB) initMetrics(m metric.Meter) error {
 	}, instruments...)
 	return err
 }
+
+// ReadStats counts the reads the DB has routed since it was opened: the
+// same counts the goaspire.cqrs.reads metric reports.
+type ReadStats struct {
+	// Replica counts reads served by a replica.
+	Replica int64 `json:"replica"`
+	// Fallback counts reads sent to the primary because replicas are
+	// configured but none was in rotation.
+	Fallback int64 `json:"fallback"`
+	// ReadYourWrites counts reads sent to the primary because no replica
+	// had replayed the session's latest write yet.
+	ReadYourWrites int64 `json:"readYourWrites"`
+	// NoReplicas counts reads sent to the primary because the DB has no
+	// replicas.
+	NoReplicas int64 `json:"noReplicas"`
+}
+
+// Primary returns the reads the primary served, for whatever reason.
+func (s ReadStats) Primary() int64 { return s.Fallback + s.ReadYourWrites + s.NoReplicas }
+
+// ReadStats returns how the DB has routed its reads so far (Replica,
+// ReplicaFor, Query and QueryRow each count one per routing decision).
+func (db *DB) ReadStats() ReadStats {
+	return ReadStats{
+		Replica:        db.reads[readReplica].Load(),
+		Fallback:       db.reads[readFallback].Load(),
+		ReadYourWrites: db.reads[readReadYourWrites].Load(),
+		NoReplicas:     db.reads[readNoReplicas].Load(),
+	}
+}

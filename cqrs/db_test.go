@@ -85,6 +85,9 @@ func TestDB(t *testing.T) {
 		if got := sumCounter(t, reader, "goaspire.cqrs.reads", attribute.String("target", "replica")); got < 4 {
 			t.Errorf("goaspire.cqrs.reads{target=replica} = %d", got)
 		}
+		if rs := db.ReadStats(); rs.Replica < 4 || rs.Replica != sumCounter(t, reader, "goaspire.cqrs.reads", attribute.String("target", "replica")) {
+			t.Errorf("ReadStats = %+v, disagrees with the metric", rs)
+		}
 	})
 
 	t.Run("keyed handles", func(t *testing.T) {
@@ -312,6 +315,9 @@ func TestDBOnePrimary(t *testing.T) {
 		}
 		if len(db.HealthChecks()) != 1 || len(db.Replicas()) != 0 {
 			t.Errorf("checks %d replicas %d", len(db.HealthChecks()), len(db.Replicas()))
+		}
+		if rs := db.ReadStats(); rs.NoReplicas < 2 || rs.Primary() != rs.NoReplicas || rs.Replica != 0 {
+			t.Errorf("ReadStats = %+v, want only no-replica reads", rs)
 		}
 	})
 

@@ -54,10 +54,23 @@ type replicaStatus struct {
 	Reason     string
 }
 
+type readStats struct {
+	Replica, Fallback, ReadYourWrites, NoReplicas int64
+}
+
+func (r readStats) primary() int64 { return r.Fallback + r.ReadYourWrites + r.NoReplicas }
+
 type catalogStats struct {
 	Instance string          `json:"instance"`
 	Cache    cacheStats      `json:"cache"`
 	Replicas []replicaStatus `json:"replicas"`
+	Reads    readStats       `json:"reads"`
+}
+
+// reads says where the database reads between two snapshots went.
+func reads(before, after catalogStats) string {
+	return fmt.Sprintf("database reads: %d on the replica, %d on the primary",
+		after.Reads.Replica-before.Reads.Replica, after.Reads.primary()-before.Reads.primary())
 }
 
 // client talks to the services the way a person with curl would.
@@ -94,7 +107,7 @@ func (c *client) do(ctx context.Context, method, url string, body any, header ma
 	if err != nil {
 		return resp.StatusCode, err
 	}
-	if into != nil && resp.StatusCode < 300 {
+	if into != nil && len(raw) > 0 {
 		if err := json.Unmarshal(raw, into); err != nil {
 			return resp.StatusCode, fmt.Errorf("%s %s: decoding %q: %w", method, url, raw, err)
 		}
@@ -228,12 +241,25 @@ func runScenario(ctx context.Context, out io.Writer, st *stack) error {
 	if err != nil || code != http.StatusOK {
 		return fmt.Errorf("PUT product 2: status %d, %v", code, err)
 	}
-	if _, code, err := c.getProduct(ctx, cat0.url(), 404404); err != nil || code != http.StatusNotFound {
-		return fmt.Errorf("GET a missing product: status %d, %v", code, err)
+	var apiErr struct {
+		Error struct {
+			Code       string    `json:"code"`
+			Message    string    `json:"message"`
+			StatusCode int       `json:"statusCode"`
+			Timestamp  time.Time `json:"timestamp"`
+		} `json:"error"`
+	}
+	code, err = c.do(ctx, http.MethodGet, cat0.url()+"/products/404404", nil, nil, &apiErr)
+	if err != nil || code != http.StatusNotFound || apiErr.Error.Code != "not_found" ||
+		apiErr.Error.StatusCode != http.StatusNotFound || apiErr.Error.Timestamp.IsZero() {
+		return fmt.Errorf("GET a missing product: status %d, %+v, %v", code, apiErr, err)
 	}
 	after0, _ := c.stats(ctx, cat0)
-	c.step("GET  /products/404404 on catalog-0 → 404 in the standard error format; loaded from %s; cache: %s",
-		readSource(after0), delta(before0.Cache, after0.Cache))
+	if after0.Reads.Replica <= before0.Reads.Replica {
+		return fmt.Errorf("the read of a product not in the cache did not go to the replica: %s", reads(before0, after0))
+	}
+	c.step("GET  /products/404404 on catalog-0 → 404 {\"error\": {\"code\": %q, ...}}; %s; cache: %s",
+		apiErr.Error.Code, reads(before0, after0), delta(before0.Cache, after0.Cache))
 
 	// 5. Orders: a transaction on the primary, safe to retry with an
 	// Idempotency-Key.
@@ -328,6 +354,7 @@ func replicaOutage(ctx context.Context, c *client, st *stack) error {
 	if err := st.res.replica.Kill(); err != nil {
 		return err
 	}
+	before, _ := c.stats(ctx, st.catalogs[0])
 	for i := 0; i < 20; i++ {
 		// Missing ids are never in the cache for long: each read reaches the database.
 		_, code, err := c.getProduct(ctx, st.catalogs[i%2].url(), int64(900000+i))
@@ -343,7 +370,7 @@ func replicaOutage(ctx context.Context, c *client, st *stack) error {
 	}
 	s, _ := c.stats(ctx, st.catalogs[0])
 	reason, _, _ := strings.Cut(s.Replicas[0].Reason, ":")
-	c.step("replica killed → 20/20 database reads answered (from the primary); replica out of rotation (%s)", reason)
+	c.step("replica killed → 20/20 reads answered, none failed; catalog-0 %s; replica out of rotation (%s)", reads(before, s), reason)
 
 	if err := st.res.replica.Start(ctx); err != nil {
 		return err
@@ -354,7 +381,15 @@ func replicaOutage(ctx context.Context, c *client, st *stack) error {
 	}); err != nil {
 		return err
 	}
-	c.step("replica restarted → back in rotation, reads go to it again")
+	before, _ = c.stats(ctx, st.catalogs[0])
+	if _, code, err := c.getProduct(ctx, st.catalogs[0].url(), 900100); err != nil || code != http.StatusNotFound {
+		return fmt.Errorf("after the replica restarted, GET: status %d, %v", code, err)
+	}
+	after, _ := c.stats(ctx, st.catalogs[0])
+	if after.Reads.Replica <= before.Reads.Replica {
+		return fmt.Errorf("after the replica returned, a read did not go to it: %s", reads(before, after))
+	}
+	c.step("replica restarted → back in rotation; %s", reads(before, after))
 	return nil
 }
 

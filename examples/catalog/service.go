@@ -340,6 +340,7 @@ type Stats struct {
 	Instance string               `json:"instance"`
 	Cache    cache.Stats          `json:"cache"`
 	Replicas []cqrs.ReplicaStatus `json:"replicas"`
+	Reads    cqrs.ReadStats       `json:"reads"`
 }
 
 func (s *service) stats(w http.ResponseWriter, r *http.Request) {
@@ -347,5 +348,6 @@ func (s *service) stats(w http.ResponseWriter, r *http.Request) {
 		Instance: s.instance,
 		Cache:    s.products.Stats(),
 		Replicas: s.db.Replicas(),
+		Reads:    s.db.ReadStats(),
 	})
 }
