@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -258,6 +259,13 @@ func (s *service) createOrder(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 
 	order, product, replay, err := s.placeOrder(ctx, in, key)
+	var pgErr *pgconn.PgError
+	const uniqueViolation = "23505"
+	if key != "" && errors.As(err, &pgErr) && pgErr.Code == uniqueViolation {
+		// The same key raced in from another request (a retry that
+		// overtook the first attempt): that one won; answer with it.
+		order, product, replay, err = s.placeOrder(ctx, in, key)
+	}
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		httpapi.WriteError(w, http.StatusNotFound, "not_found", fmt.Sprintf("product %d does not exist", in.ProductID))
