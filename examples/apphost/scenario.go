@@ -23,6 +23,9 @@ var demoSettings = map[string]map[string]string{
 		// Retry after 100 ms instead of 2 s, so a dead instance costs
 		// little time in the scenario.
 		"Aspire__Resilience__Http__Retry__Delay": "00:00:00.1",
+		// Judge an instance after 5 calls instead of 100, so the demo's
+		// few requests are enough to open a dead instance's circuit.
+		"Aspire__Resilience__Http__CircuitBreaker__MinimumThroughput": "5",
 	},
 }
 
@@ -398,14 +401,30 @@ func replicaOutage(ctx context.Context, c *client, st *stack) error {
 func instanceOutage(ctx context.Context, c *client, st *stack) error {
 	dead := st.catalogs[0]
 	dead.kill()
-	start := time.Now()
-	for i := 0; i < 20; i++ {
-		got, code, err := c.getProduct(ctx, st.gateway.url()+"/api", 1)
-		if err != nil || code != http.StatusOK || got.ID != 1 {
-			return fmt.Errorf("with %s down, GET through the gateway: status %d, %v", dead.name, code, err)
+	var timings [2]time.Duration
+	for half := 0; half < 2; half++ {
+		start := time.Now()
+		for i := 0; i < 10; i++ {
+			got, code, err := c.getProduct(ctx, st.gateway.url()+"/api", 1)
+			if err != nil || code != http.StatusOK || got.ID != 1 {
+				return fmt.Errorf("with %s down, GET through the gateway: status %d, %v", dead.name, code, err)
+			}
 		}
+		timings[half] = time.Since(start)
 	}
-	c.step("%s killed → 20/20 reads through the gateway answered 200 in %s (retried on catalog-1)",
-		dead.name, time.Since(start).Round(time.Millisecond))
+	var gs struct {
+		Circuits map[string]string `json:"circuits"`
+	}
+	if _, err := c.do(ctx, http.MethodGet, st.gateway.url()+"/stats", nil, nil, &gs); err != nil {
+		return err
+	}
+	deadHost := strings.TrimPrefix(dead.url(), "http://")
+	state := gs.Circuits[deadHost]
+	if state == "" || state == "closed" {
+		return fmt.Errorf("after 20 calls with %s down its circuit is %q (all: %v)", dead.name, state, gs.Circuits)
+	}
+	c.step("%s killed → 20/20 reads through the gateway answered 200: the first 10 in %s (retried on catalog-1), "+
+		"then its circuit was %s and the next 10 took %s", dead.name,
+		timings[0].Round(time.Millisecond), state, timings[1].Round(time.Millisecond))
 	return nil
 }

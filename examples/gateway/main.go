@@ -9,6 +9,7 @@
 //	GET  /api/products/{id}   proxied to the catalog
 //	PUT  /api/products/{id}   proxied (PUT is idempotent, so it is retried)
 //	POST /api/orders          proxied with an Idempotency-Key, so it is retried safely
+//	GET  /stats               the circuit breaker state of each catalog instance
 //	GET  /health, /alive      probes
 package main
 
@@ -21,6 +22,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -54,6 +56,7 @@ func run(ctx context.Context) error {
 	mux.HandleFunc("GET /api/products/{id}", g.proxy("/products/"))
 	mux.HandleFunc("PUT /api/products/{id}", g.proxy("/products/"))
 	mux.HandleFunc("POST /api/orders", g.proxy("/orders"))
+	mux.HandleFunc("GET /stats", g.stats)
 	return app.Run(ctx)
 }
 
@@ -114,6 +117,27 @@ func (g *gateway) proxy(path string) http.HandlerFunc {
 		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
 	}
+}
+
+// circuitStater is what the standard resilience pipeline under
+// App.HTTPClient offers to look at its circuit breakers.
+type circuitStater interface {
+	CircuitState(destination string) resilience.CircuitState
+}
+
+// stats answers the state of the circuit breaker of every catalog
+// instance discovery knows, for the launcher's scenario.
+func (g *gateway) stats(w http.ResponseWriter, r *http.Request) {
+	circuits := map[string]string{}
+	cs, ok := g.catalog.Transport.(circuitStater)
+	u, _ := url.Parse(catalogURL)
+	eps, err := g.app.Resolver().Endpoints(u)
+	if ok && err == nil {
+		for _, ep := range eps {
+			circuits[ep.Host] = cs.CircuitState(ep.Host).String()
+		}
+	}
+	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"circuits": circuits})
 }
 
 func newKey() string {
