@@ -395,18 +395,10 @@ func (p *Postgres) Kill() error { return p.crash(p) }
 // same data, recovering from a crash if it was killed, and waits until it
 // accepts connections. If ctx has no deadline, one minute applies.
 func (p *Postgres) Start(ctx context.Context) error {
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err := p.checkRestartLocked(p); err != nil {
-		return err
-	}
-	p.removeStaleLock()
-	if err := p.startLocked(ctx); err != nil {
-		return fmt.Errorf("testserver: start %s: %w", p, err)
-	}
-	return nil
+	return p.restart(ctx, p, func(ctx context.Context) error {
+		p.removeStaleLock()
+		return p.startLocked(ctx)
+	})
 }
 
 // removeStaleLock removes the postmaster.pid a killed server left behind if

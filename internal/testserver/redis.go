@@ -326,19 +326,7 @@ func (r *Redis) Kill() error { return r.crash(r) }
 // Start starts a stopped or killed server again on the same port, with the
 // same password and certificates, and waits until it answers PING. If ctx
 // has no deadline, one minute applies.
-func (r *Redis) Start(ctx context.Context) error {
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.checkRestartLocked(r); err != nil {
-		return err
-	}
-	if err := r.startLocked(ctx); err != nil {
-		return fmt.Errorf("testserver: start %s: %w", r, err)
-	}
-	return nil
-}
+func (r *Redis) Start(ctx context.Context) error { return r.restart(ctx, r, r.startLocked) }
 
 // Close stops the server and removes its temporary directory. It is safe to
 // call more than once.
