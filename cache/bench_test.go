@@ -149,7 +149,21 @@ func BenchmarkL2(b *testing.B) {
 	if err := rdb.Set(ctx, "raw:p1", data, 0).Err(); err != nil {
 		b.Fatal(err)
 	}
+	benchL2Reads(b, rdb, noL1, tinyL1, keys)
+	b.StopTimer()
+	if s := noL1.Stats(); s.Loads != 0 || s.L2Errors != 0 {
+		b.Fatalf("no-L1 cache stats %+v: want L2 hits only", s)
+	}
+	if s := tinyL1.Stats(); s.Loads != 0 || s.L1Hits > s.L2Hits/100 {
+		b.Fatalf("one-entry cache stats %+v: want L2 hits only", s)
+	}
+}
 
+// benchL2Reads runs the sub-benchmarks BenchmarkL2 and BenchmarkL2Overhead
+// share: cache reads "p1" through noL1, cache-filling-l1 alternates keys
+// through tinyL1, and raw GETs and decodes "raw:p1" on rdb.
+func benchL2Reads(b *testing.B, rdb redis.UniversalClient, noL1, tinyL1 *Cache[product], keys []string) {
+	ctx := context.Background()
 	b.Run("cache", func(b *testing.B) {
 		b.ReportAllocs()
 		measureCPU(b)
@@ -185,13 +199,6 @@ func BenchmarkL2(b *testing.B) {
 			}
 		}
 	})
-	b.StopTimer()
-	if s := noL1.Stats(); s.Loads != 0 || s.L2Errors != 0 {
-		b.Fatalf("no-L1 cache stats %+v: want L2 hits only", s)
-	}
-	if s := tinyL1.Stats(); s.Loads != 0 || s.L1Hits > s.L2Hits/100 {
-		b.Fatalf("one-entry cache stats %+v: want L2 hits only", s)
-	}
 }
 
 // missKeys makes every miss benchmark key new, across -count runs too.
@@ -277,50 +284,19 @@ func (memoryGet) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 // (stampede bookkeeping, timeout, envelope, entry).
 func BenchmarkL2Overhead(b *testing.B) {
 	rdb := openClient(b, testserver.NewRedis(b))
-	ctx := context.Background()
 	noL1 := newCache[product](b, rdb, "bench", Options{L1MaxEntries: -1})
 	tinyL1 := newCache[product](b, rdb, "bench", Options{L1MaxEntries: 1})
+	keys := []string{"p1", "p2"}
 	mem := memoryGet{}
-	for _, k := range []string{"p1", "p2"} {
+	for _, k := range keys {
 		_, env := noL1.newEntry(k, sampleProduct(1), false, entryOptions{}, clock.now(), time.Now())
 		mem[noL1.dataKey(k)] = string(env)
 	}
 	data, _ := json.Marshal(sampleProduct(1))
 	mem["raw:p1"] = string(data)
 	rdb.AddHook(mem)
-	keys := []string{"p1", "p2"}
 
-	b.Run("cache", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if v, err := noL1.GetOrLoad(ctx, "p1", benchLoader); err != nil || v.ID != 1 {
-				b.Fatal(v, err)
-			}
-		}
-	})
-	b.Run("cache-filling-l1", func(b *testing.B) {
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			if _, err := tinyL1.GetOrLoad(ctx, keys[i&1], benchLoader); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
-	})
-	b.Run("raw", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			raw, err := rdb.Get(ctx, "raw:p1").Bytes()
-			if err != nil {
-				b.Fatal(err)
-			}
-			var v product
-			if err := json.Unmarshal(raw, &v); err != nil || v.ID != 1 {
-				b.Fatal(v, err)
-			}
-		}
-	})
+	benchL2Reads(b, rdb, noL1, tinyL1, keys)
 	b.StopTimer()
 	if s := noL1.Stats(); s.Loads != 0 || s.L2Hits == 0 {
 		b.Fatalf("stats %+v: want L2 hits only", s)

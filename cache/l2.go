@@ -108,17 +108,12 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 // writeL2 stores an envelope with its tags, and with publish tells the
 // other instances to drop the key from their L1.
 func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time.Duration, tags []string, publish bool) error {
-	if !c.brk.allow(clock.now()) {
-		return errBreakerOpen
-	}
-	lctx, cancel := c.l2ctx(ctx)
-	defer cancel()
 	dk := c.dataKey(key)
-	var err error
-	if len(tags) == 0 && !publish {
-		err = c.rdb.Set(lctx, dk, env, ttl).Err()
-	} else {
-		_, err = c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
+	return c.l2write(ctx, func(lctx context.Context) error {
+		if len(tags) == 0 && !publish {
+			return c.rdb.Set(lctx, dk, env, ttl).Err()
+		}
+		_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
 			p.Set(lctx, dk, env, ttl)
 			for _, t := range tags {
 				p.Eval(lctx, tagScript, []string{c.tagKey(t)}, dk, ttl.Milliseconds())
@@ -128,26 +123,31 @@ func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time
 			}
 			return nil
 		})
-	}
-	if !c.l2result(err) {
 		return err
-	}
-	return nil
+	})
 }
 
 // removeL2 deletes key and publishes its invalidation.
 func (c *Cache[T]) removeL2(ctx context.Context, key string) error {
+	return c.l2write(ctx, func(lctx context.Context) error {
+		_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
+			p.Del(lctx, c.dataKey(key))
+			p.Publish(lctx, c.channel, c.message(msgKey, key))
+			return nil
+		})
+		return err
+	})
+}
+
+// l2write runs one Redis write unless the breaker is open, bounded by
+// l2ctx, and feeds the breaker with its outcome.
+func (c *Cache[T]) l2write(ctx context.Context, write func(lctx context.Context) error) error {
 	if !c.brk.allow(clock.now()) {
 		return errBreakerOpen
 	}
 	lctx, cancel := c.l2ctx(ctx)
 	defer cancel()
-	_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
-		p.Del(lctx, c.dataKey(key))
-		p.Publish(lctx, c.channel, c.message(msgKey, key))
-		return nil
-	})
-	if !c.l2result(err) {
+	if err := write(lctx); !c.l2result(err) {
 		return err
 	}
 	return nil

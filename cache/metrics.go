@@ -138,40 +138,25 @@ func (c *Cache[T]) registerMetrics(mp metric.MeterProvider) error {
 			staleTimeout: set(attribute.String("cache.reason", "timeout")),
 		}
 	)
-	counter := func(n, desc string) (metric.Int64ObservableCounter, error) {
-		return m.Int64ObservableCounter(n, metric.WithDescription(desc), metric.WithUnit("{operation}"))
-	}
-	hits, err := counter("goaspire.cache.hits", "Reads answered by a cache tier.")
-	if err != nil {
-		return err
-	}
-	misses, err := counter("goaspire.cache.misses", "Reads a cache tier could not answer.")
-	if err != nil {
-		return err
-	}
-	loads, err := counter("goaspire.cache.loads", "Loader calls.")
-	if err != nil {
-		return err
-	}
-	stale, err := counter("goaspire.cache.stale_served", "Stale values served by fail-safe.")
-	if err != nil {
-		return err
-	}
-	inval, err := counter("goaspire.cache.invalidations_received", "Invalidation messages received from other instances.")
-	if err != nil {
-		return err
-	}
-	reconn, err := counter("goaspire.cache.reconnects", "L1 flushes after the invalidation subscription was restored.")
-	if err != nil {
-		return err
-	}
-	errs, err := counter("goaspire.cache.errors", "Failed Redis operations and codec failures.")
-	if err != nil {
-		return err
-	}
-	evictions, err := counter("goaspire.cache.l1.evictions", "L1 entries evicted to respect its bound.")
-	if err != nil {
-		return err
+	var hits, misses, loads, stale, inval, reconn, errs, evictions metric.Int64ObservableCounter
+	for _, in := range []struct {
+		dst        *metric.Int64ObservableCounter
+		name, desc string
+	}{
+		{&hits, "goaspire.cache.hits", "Reads answered by a cache tier."},
+		{&misses, "goaspire.cache.misses", "Reads a cache tier could not answer."},
+		{&loads, "goaspire.cache.loads", "Loader calls."},
+		{&stale, "goaspire.cache.stale_served", "Stale values served by fail-safe."},
+		{&inval, "goaspire.cache.invalidations_received", "Invalidation messages received from other instances."},
+		{&reconn, "goaspire.cache.reconnects", "L1 flushes after the invalidation subscription was restored."},
+		{&errs, "goaspire.cache.errors", "Failed Redis operations and codec failures."},
+		{&evictions, "goaspire.cache.l1.evictions", "L1 entries evicted to respect its bound."},
+	} {
+		var err error
+		*in.dst, err = m.Int64ObservableCounter(in.name, metric.WithDescription(in.desc), metric.WithUnit("{operation}"))
+		if err != nil {
+			return err
+		}
 	}
 	entries, err := m.Int64ObservableGauge("goaspire.cache.l1.entries", metric.WithDescription("Entries in L1."), metric.WithUnit("{entry}"))
 	if err != nil {

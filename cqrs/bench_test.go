@@ -43,6 +43,12 @@ func benchDB(tb testing.TB, n int, mp metric.MeterProvider) *DB {
 	return db
 }
 
+// newSDKMeterProvider returns an SDK meter provider with a manual reader,
+// so instruments record as in production without exporting.
+func newSDKMeterProvider() metric.MeterProvider {
+	return sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+}
+
 // BenchmarkReplica measures the cost of choosing a read handle under
 // parallel load, against a plain atomic round-robin over a slice of pools
 // in the same run.
@@ -66,32 +72,27 @@ func BenchmarkReplica(b *testing.B) {
 			sink.Store(p)
 		})
 	})
-	b.Run("Replica-noop-meter", func(b *testing.B) {
-		db := benchDB(b, replicas, metricnoop.NewMeterProvider())
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			var p *pgxpool.Pool
-			for pb.Next() {
-				p = db.Replica()
-			}
-			sink.Store(p)
+	for _, m := range []struct {
+		name  string
+		newMP func() metric.MeterProvider
+	}{
+		{"noop", func() metric.MeterProvider { return metricnoop.NewMeterProvider() }},
+		{"sdk", newSDKMeterProvider},
+	} {
+		b.Run("Replica-"+m.name+"-meter", func(b *testing.B) {
+			db := benchDB(b, replicas, m.newMP())
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				var p *pgxpool.Pool
+				for pb.Next() {
+					p = db.Replica()
+				}
+				sink.Store(p)
+			})
 		})
-	})
-	b.Run("Replica-sdk-meter", func(b *testing.B) {
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-		db := benchDB(b, replicas, mp)
-		b.ReportAllocs()
-		b.RunParallel(func(pb *testing.PB) {
-			var p *pgxpool.Pool
-			for pb.Next() {
-				p = db.Replica()
-			}
-			sink.Store(p)
-		})
-	})
+	}
 	b.Run("ReplicaFor-session-sdk-meter", func(b *testing.B) {
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-		db := benchDB(b, replicas, mp)
+		db := benchDB(b, replicas, newSDKMeterProvider())
 		ctx := WithSessionLSN(context.Background(), 1<<39)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {

@@ -37,14 +37,29 @@ type settings struct {
 	shouldHandle     func(error) bool
 }
 
-func newSettings(k kind, opts []Option) *settings {
+// newSettings applies opts over the defaults and validates the options a
+// constructor of kind k uses: the hedging options for kindHedging, the
+// standard ones otherwise.
+func newSettings(k kind, opts []Option) (*settings, error) {
 	s := &settings{kind: k, opts: DefaultOptions(), hedging: DefaultHedgingOptions(), scale: 1}
 	for _, o := range opts {
 		if o != nil && s.err == nil {
 			o(s)
 		}
 	}
-	return s
+	if s.err != nil {
+		return nil, s.err
+	}
+	var err error
+	if k == kindHedging {
+		err = s.hedging.validate(s.section)
+	} else {
+		err = s.opts.validate(s.section)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // WithOptions replaces the standard pipeline's options (for NewTransport
@@ -73,19 +88,9 @@ func WithConfig(cfg *discovery.Config, name string) Option {
 		}
 		switch s.kind {
 		case kindStandard:
-			s.err = s.opts.ApplyConfig(cfg.Section(SectionHTTP))
-			s.section = SectionHTTP
-			if s.err == nil && name != "" {
-				s.section = SectionHTTP + ":Clients:" + name
-				s.err = s.opts.ApplyConfig(cfg.Section(s.section))
-			}
+			s.section, s.err = applySections(&s.opts, cfg, SectionHTTP, name)
 		case kindHedging:
-			s.err = s.hedging.ApplyConfig(cfg.Section(SectionHedging))
-			s.section = SectionHedging
-			if s.err == nil && name != "" {
-				s.section = SectionHedging + ":Clients:" + name
-				s.err = s.hedging.ApplyConfig(cfg.Section(s.section))
-			}
+			s.section, s.err = applySections(&s.hedging, cfg, SectionHedging, name)
 		case kindPipeline:
 			if name != "" {
 				s.section = SectionPipelines + ":" + name

@@ -383,10 +383,11 @@ func (c CircuitBreakerOptions) validate(section, prefix string) error {
 // fault.
 func LoadOptions(cfg *discovery.Config, name string) (Options, error) {
 	o := DefaultOptions()
-	if err := o.loadSections(cfg, SectionHTTP, name); err != nil {
+	sec, err := applySections(&o, cfg, SectionHTTP, name)
+	if err != nil {
 		return o, err
 	}
-	return o, nil
+	return o, o.validate(sec)
 }
 
 // LoadHedgingOptions returns DefaultHedgingOptions overridden by the keys
@@ -394,10 +395,11 @@ func LoadOptions(cfg *discovery.Config, name string) (Options, error) {
 // validates the result.
 func LoadHedgingOptions(cfg *discovery.Config, name string) (HedgingOptions, error) {
 	o := DefaultHedgingOptions()
-	if err := o.loadSections(cfg, SectionHedging, name); err != nil {
+	sec, err := applySections(&o, cfg, SectionHedging, name)
+	if err != nil {
 		return o, err
 	}
-	return o, nil
+	return o, o.validate(sec)
 }
 
 // LoadPipelineOptions returns DefaultOptions overridden by the keys set in
@@ -414,32 +416,18 @@ func LoadPipelineOptions(cfg *discovery.Config, name string) (Options, error) {
 	return o, o.validate(sec)
 }
 
-func (o *Options) loadSections(cfg *discovery.Config, root, name string) error {
+// applySections applies the section root to o, then root:Clients:{name}
+// when name is not empty, stopping at the first error. It returns the last
+// section it read, the one validation errors name.
+func applySections(o interface{ ApplyConfig(*discovery.Config) error }, cfg *discovery.Config, root, name string) (string, error) {
 	if err := o.ApplyConfig(cfg.Section(root)); err != nil {
-		return err
+		return root, err
 	}
-	sec := root
-	if name != "" {
-		sec = root + ":Clients:" + name
-		if err := o.ApplyConfig(cfg.Section(sec)); err != nil {
-			return err
-		}
+	if name == "" {
+		return root, nil
 	}
-	return o.validate(sec)
-}
-
-func (o *HedgingOptions) loadSections(cfg *discovery.Config, root, name string) error {
-	if err := o.ApplyConfig(cfg.Section(root)); err != nil {
-		return err
-	}
-	sec := root
-	if name != "" {
-		sec = root + ":Clients:" + name
-		if err := o.ApplyConfig(cfg.Section(sec)); err != nil {
-			return err
-		}
-	}
-	return o.validate(sec)
+	sec := root + ":Clients:" + name
+	return sec, o.ApplyConfig(cfg.Section(sec))
 }
 
 // ApplyConfig overrides the options whose keys are set in sec (a section

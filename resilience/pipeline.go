@@ -40,11 +40,8 @@ type Pipeline struct {
 // WithShouldHandle, WithTimeScale, WithMeterProvider, WithLogger). The
 // name, when given, is the breaker's destination in metrics and errors.
 func NewPipeline(opts ...Option) (*Pipeline, error) {
-	s := newSettings(kindPipeline, opts)
-	if s.err != nil {
-		return nil, s.err
-	}
-	if err := s.opts.validate(s.section); err != nil {
+	s, err := newSettings(kindPipeline, opts)
+	if err != nil {
 		return nil, err
 	}
 	o := s.opts.scaled(s.scale)

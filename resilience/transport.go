@@ -86,11 +86,8 @@ type Transport struct {
 // Options come from DefaultOptions, then the Option arguments in order;
 // the result is validated and an invalid value is an error naming it.
 func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
-	s := newSettings(kindStandard, opts)
-	if s.err != nil {
-		return nil, s.err
-	}
-	if err := s.opts.validate(s.section); err != nil {
+	s, err := newSettings(kindStandard, opts)
+	if err != nil {
 		return nil, err
 	}
 	t := newTransport(base, s)
@@ -133,11 +130,8 @@ func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
 // the service, in round-robin order. The method and body rules are those
 // of NewTransport: a request that may not be sent twice is sent once.
 func NewHedgingTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
-	s := newSettings(kindHedging, opts)
-	if s.err != nil {
-		return nil, s.err
-	}
-	if err := s.hedging.validate(s.section); err != nil {
+	s, err := newSettings(kindHedging, opts)
+	if err != nil {
 		return nil, err
 	}
 	t := newTransport(base, s)

@@ -177,46 +177,48 @@ func slowRetry() []resilience.Option {
 	return []resilience.Option{resilience.WithOptions(o), resilience.WithTimeScale(0.05)}
 }
 
-func TestRetryAfterSeconds(t *testing.T) {
-	srv := newServer(t, func(n int, w http.ResponseWriter, _ *http.Request) {
-		if n == 1 {
-			w.Header().Set("Retry-After", "2")
-			w.WriteHeader(429)
-			return
-		}
-		_, _ = io.WriteString(w, "ok")
-	})
-	c, _ := newClient(t, slowRetry()...)
-	start := time.Now()
-	st, _, err := get(t, c, srv.URL)
-	d := time.Since(start)
-	if err != nil || st != 200 {
-		t.Fatalf("GET = %d %v", st, err)
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		name       string
+		retryAfter func() string // computed when the first request arrives
+		status     int
+		want       string
+	}{
+		{
+			name:       "seconds",
+			retryAfter: func() string { return "2" },
+			status:     429,
+			want:       "Retry-After's 2 s (100 ms scaled), not the 3 s backoff",
+		},
+		{
+			// 3 to 4 s of date, scaled by 0.05: 150 to 200 ms.
+			name:       "date",
+			retryAfter: func() string { return time.Now().Add(4 * time.Second).UTC().Format(http.TimeFormat) },
+			status:     503,
+			want:       "the Retry-After date (about 175 ms scaled)",
+		},
 	}
-	if d < 100*time.Millisecond || d > 2*time.Second {
-		t.Fatalf("retried after %v, want Retry-After's 2 s (100 ms scaled), not the 3 s backoff", d)
-	}
-}
-
-func TestRetryAfterDate(t *testing.T) {
-	srv := newServer(t, func(n int, w http.ResponseWriter, _ *http.Request) {
-		if n == 1 {
-			w.Header().Set("Retry-After", time.Now().Add(4*time.Second).UTC().Format(http.TimeFormat))
-			w.WriteHeader(503)
-			return
-		}
-		_, _ = io.WriteString(w, "ok")
-	})
-	c, _ := newClient(t, slowRetry()...)
-	start := time.Now()
-	st, _, err := get(t, c, srv.URL)
-	d := time.Since(start)
-	if err != nil || st != 200 {
-		t.Fatalf("GET = %d %v", st, err)
-	}
-	// 3 to 4 s of date, scaled by 0.05: 150 to 200 ms.
-	if d < 100*time.Millisecond || d > 2*time.Second {
-		t.Fatalf("retried after %v, want the Retry-After date (about 175 ms scaled)", d)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newServer(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+				if n == 1 {
+					w.Header().Set("Retry-After", tt.retryAfter())
+					w.WriteHeader(tt.status)
+					return
+				}
+				_, _ = io.WriteString(w, "ok")
+			})
+			c, _ := newClient(t, slowRetry()...)
+			start := time.Now()
+			st, _, err := get(t, c, srv.URL)
+			d := time.Since(start)
+			if err != nil || st != 200 {
+				t.Fatalf("GET = %d %v", st, err)
+			}
+			if d < 100*time.Millisecond || d > 2*time.Second {
+				t.Fatalf("retried after %v, want %s", d, tt.want)
+			}
+		})
 	}
 }
 

@@ -22,6 +22,31 @@ import (
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
+// getResult is the outcome of a GET started with getAsync.
+type getResult struct {
+	code int
+	body string
+	err  error
+}
+
+// getAsync sends a GET to url on its own goroutine and delivers the status,
+// body and error on the returned channel, so a test can act while the
+// request is in flight.
+func getAsync(url string) <-chan getResult {
+	resc := make(chan getResult, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			resc <- getResult{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		resc <- getResult{resp.StatusCode, string(b), err}
+	}()
+	return resc
+}
+
 // TestServeDrainsInFlightRequests: when shutdown starts, the listener
 // closes at once, the request in flight completes, and only then do the
 // OnShutdown hooks run.
@@ -52,22 +77,7 @@ func TestServeDrainsInFlightRequests(t *testing.T) {
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- app.Serve(ctx, ln) }()
 
-	type result struct {
-		code int
-		body string
-		err  error
-	}
-	resc := make(chan result, 1)
-	go func() {
-		resp, err := http.Get("http://" + addr + "/slow")
-		if err != nil {
-			resc <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		resc <- result{resp.StatusCode, string(b), err}
-	}()
+	resc := getAsync("http://" + addr + "/slow")
 	<-started
 	cancel() // as SIGTERM would
 
@@ -280,22 +290,7 @@ func TestSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	type result struct {
-		code int
-		body string
-		err  error
-	}
-	resc := make(chan result, 1)
-	go func() {
-		resp, err := http.Get("http://127.0.0.1:" + port + "/slow")
-		if err != nil {
-			resc <- result{err: err}
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		resc <- result{resp.StatusCode, string(b), err}
-	}()
+	resc := getAsync("http://127.0.0.1:" + port + "/slow")
 	started := next("slow request started")
 	if started["trace_id"] == nil {
 		t.Errorf("request log without trace_id: %v", started)

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -27,22 +26,17 @@ const postgresHost = "127.0.0.1"
 // scram-sha-256, and runs with fsync off. Its methods are safe for concurrent
 // use.
 type Postgres struct {
+	server   // its mu also guards replicas
 	bin      postgresBinaries
 	acct     account
 	user     string
-	password string
 	database string
 	port     int
 	dir      string // the temporary directory Close removes
 	dataDir  string
-	logPath  string
 	settings []setting // settings beyond the defaults; later ones win
 	primary  *Postgres // nil unless this is a replica
-
-	mu       sync.Mutex
-	proc     *process // nil while stopped
 	replicas []*Postgres
-	closed   bool
 }
 
 type setting struct{ name, value string }
@@ -138,11 +132,15 @@ func newPostgres(bin postgresBinaries, acct account, pattern string) (*Postgres,
 		return nil, errors.Join(err, os.RemoveAll(dir))
 	}
 	return &Postgres{
+		server: server{
+			logPath:    filepath.Join(dir, "postgres.log"),
+			stopSignal: syscall.SIGINT, // "fast" shutdown
+			kill:       killTree,
+		},
 		bin:     bin,
 		acct:    acct,
 		dir:     dir,
 		dataDir: filepath.Join(dir, "data"),
-		logPath: filepath.Join(dir, "postgres.log"),
 	}, nil
 }
 
@@ -237,7 +235,7 @@ func (p *Postgres) startLocked(ctx context.Context) error {
 		return fmt.Errorf("run %s%s: %w", p.bin.postgres, p.acct.hint(), err)
 	}
 	if err := p.waitReady(ctx, proc, from); err != nil {
-		killTree(proc)
+		p.kill(proc)
 		return err
 	}
 	p.proc = proc
@@ -385,80 +383,22 @@ func (p *Postgres) Exec(ctx context.Context, sql string, args ...any) error {
 // a checkpoint is written) and waits for it to exit. If ctx ends first, the
 // server is killed. Stopping a stopped server does nothing; if the server had
 // exited on its own, Stop reports how.
-func (p *Postgres) Stop(ctx context.Context) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stopLocked(ctx)
-}
-
-func (p *Postgres) stopLocked(ctx context.Context) error {
-	proc := p.proc
-	if proc == nil {
-		return nil
-	}
-	p.proc = nil
-	if proc.exited() {
-		return p.unexpectedExit(proc)
-	}
-	if err := proc.signal(syscall.SIGINT); err != nil {
-		killTree(proc)
-		return fmt.Errorf("testserver: stop %s: %w", p, err)
-	}
-	if err := proc.wait(ctx); err != nil {
-		killTree(proc)
-		return fmt.Errorf("testserver: stop %s: %w", p, err)
-	}
-	return nil
-}
-
-func (p *Postgres) unexpectedExit(proc *process) error {
-	if proc.err == nil {
-		return nil
-	}
-	return fmt.Errorf("testserver: %s had exited on its own: %w%s", p, proc.err, withLog(logTail(p.logPath, 0, p.password)))
-}
+func (p *Postgres) Stop(ctx context.Context) error { return p.stop(ctx, p) }
 
 // Kill crashes the server: it SIGKILLs the postmaster and, on Linux, every
 // process it started, and reaps them. Clients see their connections drop;
 // committed data survives, as after a power cut with a disk cache that
 // survived. Killing a stopped server does nothing.
-func (p *Postgres) Kill() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	proc := p.proc
-	if proc == nil {
-		return nil
-	}
-	p.proc = nil
-	if proc.exited() {
-		return p.unexpectedExit(proc)
-	}
-	killTree(proc)
-	return nil
-}
+func (p *Postgres) Kill() error { return p.crash(p) }
 
 // Start starts a stopped or killed server again on the same port with the
 // same data, recovering from a crash if it was killed, and waits until it
 // accepts connections. If ctx has no deadline, one minute applies.
 func (p *Postgres) Start(ctx context.Context) error {
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return fmt.Errorf("testserver: start %s: closed", p)
-	}
-	if p.proc != nil {
-		if !p.proc.exited() {
-			return fmt.Errorf("testserver: start %s: already running", p)
-		}
-		p.proc = nil
-	}
-	p.removeStaleLock()
-	if err := p.startLocked(ctx); err != nil {
-		return fmt.Errorf("testserver: start %s: %w", p, err)
-	}
-	return nil
+	return p.restart(ctx, p, func(ctx context.Context) error {
+		p.removeStaleLock()
+		return p.startLocked(ctx)
+	})
 }
 
 // removeStaleLock removes the postmaster.pid a killed server left behind if

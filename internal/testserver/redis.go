@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -27,18 +26,13 @@ const redisHost = "127.0.0.1"
 // on disk (no RDB snapshots, no AOF), so a kill loses its data. Its methods
 // are safe for concurrent use.
 type Redis struct {
+	server
 	bin      string
-	password string
 	port     int
 	dir      string // the temporary directory Close removes
 	confPath string
-	logPath  string
 	settings []redisSetting
 	tls      *redisTLS // nil without TLS
-
-	mu     sync.Mutex
-	proc   *process // nil while stopped
-	closed bool
 }
 
 type redisSetting struct {
@@ -101,11 +95,15 @@ func StartRedis(ctx context.Context, opts ...RedisOption) (*Redis, error) {
 		return nil, fmt.Errorf("testserver: start redis: make temporary directory: %w", err)
 	}
 	r := &Redis{
+		server: server{
+			logPath:    filepath.Join(dir, "redis.log"),
+			password:   rand.Text(),
+			stopSignal: syscall.SIGTERM,
+			kill:       (*process).kill,
+		},
 		bin:      bin,
-		password: rand.Text(),
 		dir:      dir,
 		confPath: filepath.Join(dir, "redis.conf"),
-		logPath:  filepath.Join(dir, "redis.log"),
 		settings: cfg.settings,
 	}
 	if cfg.tls {
@@ -197,7 +195,7 @@ func (r *Redis) startLocked(ctx context.Context) error {
 		return fmt.Errorf("run %s: %w", r.bin, err)
 	}
 	if err := r.waitReady(ctx, proc, from); err != nil {
-		proc.kill()
+		r.kill(proc)
 		return err
 	}
 	r.proc = proc
@@ -319,74 +317,16 @@ func (r *Redis) GoString() string { return "testserver.Redis{" + r.String() + "}
 // Stop shuts the server down (SIGTERM) and waits for it to exit. If ctx ends
 // first, the server is killed. Stopping a stopped server does nothing; if the
 // server had exited on its own, Stop reports how.
-func (r *Redis) Stop(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	proc := r.proc
-	if proc == nil {
-		return nil
-	}
-	r.proc = nil
-	if proc.exited() {
-		return r.unexpectedExit(proc)
-	}
-	if err := proc.signal(syscall.SIGTERM); err != nil {
-		proc.kill()
-		return fmt.Errorf("testserver: stop %s: %w", r, err)
-	}
-	if err := proc.wait(ctx); err != nil {
-		proc.kill()
-		return fmt.Errorf("testserver: stop %s: %w", r, err)
-	}
-	return nil
-}
-
-func (r *Redis) unexpectedExit(proc *process) error {
-	if proc.err == nil {
-		return nil
-	}
-	return fmt.Errorf("testserver: %s had exited on its own: %w%s", r, proc.err, withLog(logTail(r.logPath, 0, r.password)))
-}
+func (r *Redis) Stop(ctx context.Context) error { return r.stop(ctx, r) }
 
 // Kill crashes the server with SIGKILL and reaps it; its data is lost.
 // Killing a stopped server does nothing.
-func (r *Redis) Kill() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	proc := r.proc
-	if proc == nil {
-		return nil
-	}
-	r.proc = nil
-	if proc.exited() {
-		return r.unexpectedExit(proc)
-	}
-	proc.kill()
-	return nil
-}
+func (r *Redis) Kill() error { return r.crash(r) }
 
 // Start starts a stopped or killed server again on the same port, with the
 // same password and certificates, and waits until it answers PING. If ctx
 // has no deadline, one minute applies.
-func (r *Redis) Start(ctx context.Context) error {
-	ctx, cancel := withDefaultTimeout(ctx)
-	defer cancel()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return fmt.Errorf("testserver: start %s: closed", r)
-	}
-	if r.proc != nil {
-		if !r.proc.exited() {
-			return fmt.Errorf("testserver: start %s: already running", r)
-		}
-		r.proc = nil
-	}
-	if err := r.startLocked(ctx); err != nil {
-		return fmt.Errorf("testserver: start %s: %w", r, err)
-	}
-	return nil
-}
+func (r *Redis) Start(ctx context.Context) error { return r.restart(ctx, r, r.startLocked) }
 
 // Close stops the server and removes its temporary directory. It is safe to
 // call more than once.
