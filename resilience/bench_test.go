@@ -1,6 +1,7 @@
 package resilience_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -97,7 +98,21 @@ func BenchmarkClient_ResilientOtel(b *testing.B) {
 // reports each one's wall time and process CPU time (client and server
 // together, from getrusage) per request, and their ratios. On a busy
 // machine the CPU ratio is the steadier figure.
+//
+// "background" sends requests with context.Background(), the cheapest
+// case for the bare client; "request-context" sends them with a
+// cancelable context, as a handler passing r.Context() on does, which is
+// how service-to-service calls are made.
 func BenchmarkClient_Ratio(b *testing.B) {
+	b.Run("background", func(b *testing.B) { benchRatio(b, context.Background()) })
+	b.Run("request-context", func(b *testing.B) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		benchRatio(b, ctx)
+	})
+}
+
+func benchRatio(b *testing.B, ctx context.Context) {
 	srv := benchServer(b)
 	bareBase, resBase := benchBase(), benchBase()
 	defer bareBase.CloseIdleConnections()
@@ -106,7 +121,11 @@ func BenchmarkClient_Ratio(b *testing.B) {
 	res := &http.Client{Transport: resilientTransport(b, srv, resBase)}
 	bareURL, resURL := srv.URL+"/products/1", "http://catalog/products/1"
 	get := func(c *http.Client, url string) {
-		resp, err := c.Get(url)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp, err := c.Do(req)
 		if err != nil {
 			b.Fatal(err)
 		}
