@@ -252,7 +252,7 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	// would loop.
 	consoleLogger := slog.New(console)
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		consoleLogger.Warn("OpenTelemetry error", "error", health.Scrub(err.Error()))
+		consoleLogger.Warn("OpenTelemetry error", "error", a.tel.scrub(err.Error()))
 	}))
 	slog.SetDefault(a.logger)
 	return a, nil
