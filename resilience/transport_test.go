@@ -198,6 +198,29 @@ func TestRetryAfterSeconds(t *testing.T) {
 	}
 }
 
+// TestRetryAfterZero: "Retry-After: 0" asks for an immediate retry (as
+// in Polly), not for the computed backoff.
+func TestRetryAfterZero(t *testing.T) {
+	srv := newServer(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(503)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	c, _ := newClient(t, slowRetry()...)
+	start := time.Now()
+	st, _, err := get(t, c, srv.URL)
+	d := time.Since(start)
+	if err != nil || st != 200 {
+		t.Fatalf("GET = %d %v", st, err)
+	}
+	if d > 2*time.Second {
+		t.Fatalf("retried after %v, want at once, not after the 3 s backoff", d)
+	}
+}
+
 func TestRetryAfterDate(t *testing.T) {
 	srv := newServer(t, func(n int, w http.ResponseWriter, _ *http.Request) {
 		if n == 1 {
