@@ -43,6 +43,8 @@ type counters struct {
 
 // Stats is a snapshot of a cache's counters since it was made.
 type Stats struct {
+	// L1Hits and L1Misses count lookups in the in-process tier, L2Hits
+	// and L2Misses those that went on to Redis.
 	L1Hits, L1Misses int64
 	L2Hits, L2Misses int64
 	// Loads counts loader calls; LoadErrors those that failed (not

@@ -216,17 +216,25 @@ func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.C
 		return parse(env+"URI", conn.URI)
 	case conn.Host != "":
 		var b strings.Builder
-		add := func(k, v string) {
+		var vars []string
+		add := func(k, v, suffix string) {
 			if v != "" {
 				fmt.Fprintf(&b, "%s=%s;", k, connstr.QuoteValue(v))
+				vars = append(vars, env+suffix)
 			}
 		}
-		add("Host", conn.Host)
-		add("Port", conn.Port)
-		add("Username", conn.Username)
-		add("Password", conn.Password)
-		add("Database", conn.DatabaseName)
-		return parse(env+"HOST", b.String())
+		add("Host", conn.Host, "HOST")
+		add("Port", conn.Port, "PORT")
+		add("Username", conn.Username, "USERNAME")
+		add("Password", conn.Password, "PASSWORD")
+		add("Database", conn.DatabaseName, "DATABASENAME")
+		c, source, err := parse(env+"HOST", b.String())
+		if err != nil {
+			// The keyword at fault (Port, say) is one of the
+			// variables: name them all so the reader finds it.
+			err.(*ConnectionError).Source = strings.Join(vars, "/")
+		}
+		return c, source, err
 	case conn.HasProperties():
 		return nil, "", &ConnectionError{Name: name, Err: fmt.Errorf("%w: %sHOST is not set (only other %s* properties are)", discovery.ErrNotFound, env, env)}
 	}

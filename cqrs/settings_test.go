@@ -73,6 +73,13 @@ func TestResolveConnectionErrors(t *testing.T) {
 	if want := `cqrs: connection "bad" (from ConnectionStrings:bad): connection string keyword "Nope": unknown keyword`; err.Error() != want {
 		t.Errorf("error text %q, want %q", err, want)
 	}
+
+	// A bad Aspire 13 property names the variables it came from.
+	cfg = discovery.FromMap(map[string]string{"PROP_HOST": "h", "PROP_PORT": "x", "PROP_PASSWORD": "hunter2"})
+	_, _, err = resolveConnection(cfg, "prop", settingsLayers(cfg, "prop"))
+	if !errors.As(err, &ce) || ce.Source != "PROP_HOST/PROP_PORT/PROP_PASSWORD" || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("bad property: %v", err)
+	}
 }
 
 func TestPoolSettings(t *testing.T) {

@@ -95,6 +95,12 @@ func TestListenAddress(t *testing.T) {
 		{map[string]string{"HTTP_PORTS": "70000"}, "", `"HTTP_PORTS"`},
 		{map[string]string{"ASPNETCORE_URLS": "https://+:1"}, "", `"ASPNETCORE_URLS"`},
 		{map[string]string{"ASPNETCORE_URLS": "localhost"}, "", `"ASPNETCORE_URLS"`},
+		{map[string]string{"ASPNETCORE_URLS": "http://[::1"}, "", `"ASPNETCORE_URLS"`},
+		{map[string]string{"ASPNETCORE_URLS": "http://"}, "", `"ASPNETCORE_URLS"`},
+		{map[string]string{"ASPNETCORE_URLS": "http://localhost"}, "localhost:80", ""},
+		{map[string]string{"ASPNETCORE_URLS": "http://[::1]:7000"}, "[::1]:7000", ""},
+		{map[string]string{"HTTP_PORTS": ";"}, "", `"HTTP_PORTS"`},
+		{map[string]string{"HTTP_PORTS": " , "}, "", `"HTTP_PORTS"`},
 	}
 	for _, tt := range tests {
 		got, err := FromMap(tt.env).ListenAddress()

@@ -2,6 +2,9 @@ package discovery_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 
 	"github.com/goaspire/goaspire/discovery"
@@ -54,4 +57,30 @@ func ExampleLoad() {
 	// Output:
 	// Development true 15s
 	// config key "Aspire:Npgsql:MaxConnections": invalid integer "lots"
+}
+
+// NewTransport lets a plain http.Client call services by their logical
+// names: each request is resolved against the endpoints the AppHost
+// injected, here one instance of "catalog" standing in for a real one.
+func ExampleNewTransport() {
+	catalog := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "catalog got %s", r.URL.Path)
+	}))
+	defer catalog.Close()
+
+	cfg := discovery.FromMap(map[string]string{"services__catalog__http__0": catalog.URL})
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+	client := &http.Client{Transport: discovery.NewTransport(discovery.NewResolver(cfg), base)}
+
+	resp, err := client.Get("https+http://catalog/products/1")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(string(body))
+	// Output:
+	// catalog got /products/1
 }

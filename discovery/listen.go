@@ -24,7 +24,10 @@ func (c *Config) ListenAddress() (string, error) {
 		return ":" + v, nil
 	}
 	if v := strings.TrimSpace(root.String("HTTP_PORTS")); v != "" {
-		first := strings.TrimSpace(strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ',' })[0])
+		var first string
+		if ports := strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ',' }); len(ports) > 0 {
+			first = strings.TrimSpace(ports[0])
+		}
 		if err := checkPort(first); err != nil {
 			return "", &KeyError{Key: "HTTP_PORTS", Err: err}
 		}
@@ -67,6 +70,11 @@ func listenFromURLs(v string) (string, error) {
 		hostport, _, _ := strings.Cut(rest, "/")
 		host, port, err := net.SplitHostPort(hostport)
 		if err != nil {
+			// No port: the host alone, which must not look like a
+			// broken host:port or IPv6 literal.
+			if hostport == "" || strings.ContainsAny(hostport, ":[]") {
+				return "", fmt.Errorf("invalid URL %q", raw)
+			}
 			host, port = hostport, "80"
 		}
 		if err := checkPort(port); err != nil {

@@ -183,26 +183,26 @@ func hasIdempotencyKey(h http.Header) bool {
 }
 
 // retryAfter parses a Retry-After header: delay-seconds or an HTTP date.
-// It returns 0 when the header is absent, malformed or in the past.
-func retryAfter(h http.Header, now time.Time) time.Duration {
-	v := h.Get("Retry-After")
+// ok is false when the header is absent, malformed or a date in the past;
+// "0" is a valid header asking for an immediate retry, as in Polly.
+func retryAfter(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
 	if v == "" {
-		return 0
+		return 0, false
 	}
-	v = strings.TrimSpace(v)
 	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs <= 0 {
-			return 0
+		switch {
+		case secs < 0:
+			return 0, false
+		case secs > int64(maxDelay/time.Second):
+			return maxDelay, true
 		}
-		if secs > int64(maxDelay/time.Second) {
-			return maxDelay
-		}
-		return time.Duration(secs) * time.Second
+		return time.Duration(secs) * time.Second, true
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		if d := t.Sub(now); d > 0 {
-			return d
+			return d, true
 		}
 	}
-	return 0
+	return 0, false
 }

@@ -101,28 +101,29 @@ func TestIsTransientHTTP(t *testing.T) {
 func TestRetryAfter(t *testing.T) {
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	tests := []struct {
-		value string
-		want  time.Duration
+		value  string
+		want   time.Duration
+		wantOK bool
 	}{
-		{"", 0},
-		{"3", 3 * time.Second},
-		{" 120 ", 2 * time.Minute},
-		{"0", 0},
-		{"-5", 0},
-		{"1.5", 0},
-		{"soon", 0},
-		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
-		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
-		{"Thu, 02 Jan 2025 03:04:15 GMT", 10 * time.Second},
-		{"Thursday, 02-Jan-25 03:04:15 GMT", 10 * time.Second}, // RFC 850, which ParseTime also reads
+		{"", 0, false},
+		{"3", 3 * time.Second, true},
+		{" 120 ", 2 * time.Minute, true},
+		{"0", 0, true}, // retry at once, as Polly does
+		{"-5", 0, false},
+		{"1.5", 0, false},
+		{"soon", 0, false},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second, true},
+		{now.Add(-time.Minute).Format(http.TimeFormat), 0, false},
+		{"Thu, 02 Jan 2025 03:04:15 GMT", 10 * time.Second, true},
+		{"Thursday, 02-Jan-25 03:04:15 GMT", 10 * time.Second, true}, // RFC 850, which ParseTime also reads
 	}
 	for _, tt := range tests {
 		h := http.Header{}
 		if tt.value != "" {
 			h.Set("Retry-After", tt.value)
 		}
-		if got := retryAfter(h, now); got != tt.want {
-			t.Errorf("retryAfter(%q) = %v, want %v", tt.value, got, tt.want)
+		if got, ok := retryAfter(h, now); got != tt.want || ok != tt.wantOK {
+			t.Errorf("retryAfter(%q) = %v, %v; want %v, %v", tt.value, got, ok, tt.want, tt.wantOK)
 		}
 	}
 }

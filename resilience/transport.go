@@ -359,8 +359,11 @@ type attemptFailure struct {
 	resp       *http.Response
 	err        error
 	retryAfter time.Duration
-	retryable  bool
-	dest       string
+	// hasRetryAfter says retryAfter came from a Retry-After header
+	// (which may ask for 0: retry at once).
+	hasRetryAfter bool
+	retryable     bool
+	dest          string
 }
 
 func (f *attemptFailure) Error() string {
@@ -594,12 +597,12 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 	}
 	af := &attemptFailure{resp: resp}
 	if t.kind == kindStandard && t.opts.Retry.ShouldRetryAfterHeader {
-		if d := retryAfter(resp.Header, time.Now()); d > 0 {
+		if d, ok := retryAfter(resp.Header, time.Now()); ok {
 			d = scale(d, t.scale)
 			if m := t.opts.Retry.MaxDelay; m > 0 && d > m {
 				d = m
 			}
-			af.retryAfter = d
+			af.retryAfter, af.hasRetryAfter = d, true
 		}
 	}
 	return nil, af
@@ -613,7 +616,7 @@ func (t *Transport) retryDelay(exec failsafe.ExecutionAttempt[*http.Response]) t
 		return 0
 	}
 	var d time.Duration
-	if af, ok := exec.LastError().(*attemptFailure); ok && af.retryAfter > 0 {
+	if af, ok := exec.LastError().(*attemptFailure); ok && af.hasRetryAfter {
 		d = af.retryAfter
 	} else {
 		d = backoff(t.opts.Retry, exec.Retries(), &c.prev, randFloat)

@@ -182,19 +182,29 @@ func TestRetryAfter(t *testing.T) {
 		name       string
 		retryAfter func() string // computed when the first request arrives
 		status     int
+		min        time.Duration
 		want       string
 	}{
 		{
 			name:       "seconds",
 			retryAfter: func() string { return "2" },
 			status:     429,
+			min:        100 * time.Millisecond,
 			want:       "Retry-After's 2 s (100 ms scaled), not the 3 s backoff",
+		},
+		{
+			// "Retry-After: 0" asks for an immediate retry, as in Polly.
+			name:       "zero",
+			retryAfter: func() string { return "0" },
+			status:     503,
+			want:       "at once, not after the 3 s backoff",
 		},
 		{
 			// 3 to 4 s of date, scaled by 0.05: 150 to 200 ms.
 			name:       "date",
 			retryAfter: func() string { return time.Now().Add(4 * time.Second).UTC().Format(http.TimeFormat) },
 			status:     503,
+			min:        100 * time.Millisecond,
 			want:       "the Retry-After date (about 175 ms scaled)",
 		},
 	}
@@ -215,7 +225,7 @@ func TestRetryAfter(t *testing.T) {
 			if err != nil || st != 200 {
 				t.Fatalf("GET = %d %v", st, err)
 			}
-			if d < 100*time.Millisecond || d > 2*time.Second {
+			if d < tt.min || d > 2*time.Second {
 				t.Fatalf("retried after %v, want %s", d, tt.want)
 			}
 		})

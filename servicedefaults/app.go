@@ -252,7 +252,7 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	// would loop.
 	consoleLogger := slog.New(console)
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		consoleLogger.Warn("OpenTelemetry error", "error", health.Scrub(err.Error()))
+		consoleLogger.Warn("OpenTelemetry error", "error", a.tel.scrub(err.Error()))
 	}))
 	slog.SetDefault(a.logger)
 	return a, nil
@@ -451,7 +451,8 @@ func (a *App) OnShutdown(f func(context.Context) error) {
 //     retry goes to the next instance;
 //   - client instrumentation: a span per attempt, with the trace context
 //     propagated to the callee, and http.client.* metrics (with traces and
-//     metrics off, only the propagation);
+//     metrics off, only the propagation); the span's url.full has no user
+//     information and secret query parameters (api_key, token, ...) masked;
 //   - one connection pool shared by the whole App, trusting the system
 //     roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration and
 //     using HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.

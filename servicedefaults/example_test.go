@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
@@ -72,4 +74,39 @@ func ExampleAdd() {
 	// Output:
 	// 201 Created
 	// 200 Healthy
+}
+
+// A service calling another by its logical name: the AppHost injects the
+// callee's endpoints (services__catalog__http__0 here, pointing at a test
+// server), and the client resolves them on every attempt, retries
+// transient failures and propagates the trace context.
+func ExampleApp_HTTPClient() {
+	var calls atomic.Int32
+	catalog := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 { // one transient failure, retried by the client
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprint(w, "product ", strings.TrimPrefix(r.URL.Path, "/products/"))
+	}))
+	defer catalog.Close()
+
+	cfg := discovery.FromMap(map[string]string{"services__catalog__http__0": catalog.URL})
+	app, err := servicedefaults.Add(context.Background(), nil, servicedefaults.WithConfig(cfg), servicedefaults.WithLogWriter(io.Discard))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer app.Shutdown(context.Background())
+
+	client := app.HTTPClient("catalog")
+	resp, err := client.Get("https+http://catalog/products/7")
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	fmt.Println(resp.StatusCode, string(body))
+	// Output:
+	// 200 product 7
 }

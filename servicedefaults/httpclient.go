@@ -6,8 +6,11 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/redact"
 	"github.com/goaspire/goaspire/resilience"
 )
 
@@ -85,7 +88,7 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 	}
 	var inner http.RoundTripper
 	if a.tel.tracing || a.tel.metering {
-		inner = otelhttp.NewTransport(a.base,
+		inner = otelhttp.NewTransport(redactingTransport{a.base},
 			otelhttp.WithTracerProvider(a.tel.tp),
 			otelhttp.WithMeterProvider(a.tel.mp),
 			otelhttp.WithPropagators(a.tel.prop),
@@ -128,6 +131,27 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 		rt = a.wrapTransport[i](name, rt)
 	}
 	return rt
+}
+
+// redactingTransport sits just under otelhttp's client transport, where
+// the request's context holds the attempt's span. otelhttp records the
+// request URL as url.full with the user information removed but the query
+// kept; when a query parameter names a secret (api_key, access_token,
+// ...), its value is replaced by redact.Mask on the span.
+type redactingTransport struct{ base http.RoundTripper }
+
+func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.RawQuery != "" {
+		if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
+			u := *r.URL
+			u.User = nil
+			full := u.String()
+			if shown := redact.URL(full); shown != full {
+				span.SetAttributes(attribute.String("url.full", shown))
+			}
+		}
+	}
+	return t.base.RoundTrip(r)
 }
 
 // failingTransport answers every request with the same error.

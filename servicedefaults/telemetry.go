@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +35,9 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip" // register the gzip compressor for OTLP/gRPC
+
+	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/redact"
 )
 
 // telemetry holds the providers built from otelSettings. A signal whose
@@ -47,6 +53,68 @@ type telemetry struct {
 
 	providers []func(context.Context) error // flush and stop each SDK provider
 	conns     *grpcConns                    // closed once the providers have stopped
+
+	// secrets are the OTLP header values (API keys, bearer tokens):
+	// a collector may quote them back in an error body, which the
+	// exporters put in their errors.
+	secrets *strings.Replacer
+}
+
+// scrub redacts an SDK error text: URL passwords and secret key=value
+// pairs (health.Scrub), and every OTLP header value.
+func (t *telemetry) scrub(msg string) string {
+	msg = health.Scrub(msg)
+	if t.secrets != nil {
+		msg = t.secrets.Replace(msg)
+	}
+	return msg
+}
+
+// scrubError returns err unchanged unless its text holds a secret; then
+// an error with the redacted text that still matches errors.Is targets
+// of err (context.DeadlineExceeded, say) but does not unwrap to it.
+func (t *telemetry) scrubError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if msg := t.scrub(err.Error()); msg != err.Error() {
+		return &scrubbedError{msg: msg, err: err}
+	}
+	return err
+}
+
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+
+func (e *scrubbedError) Is(target error) bool { return errors.Is(e.err, target) }
+
+// headerSecrets builds the replacer masking every OTLP header value,
+// longest first so a value containing another is masked whole; nil when
+// there are none.
+func headerSecrets(s *otelSettings) *strings.Replacer {
+	var vals []string
+	for _, es := range []exporterSettings{s.traces, s.metrics, s.logs} {
+		for _, v := range es.headers {
+			// Values too short to be a credential would mask ordinary
+			// words in the message.
+			if len(v) >= 4 && !slices.Contains(vals, v) {
+				vals = append(vals, v)
+			}
+		}
+	}
+	if len(vals) == 0 {
+		return nil
+	}
+	sort.Slice(vals, func(i, j int) bool { return len(vals[i]) > len(vals[j]) })
+	pairs := make([]string, 0, 2*len(vals))
+	for _, v := range vals {
+		pairs = append(pairs, v, redact.Mask)
+	}
+	return strings.NewReplacer(pairs...)
 }
 
 // minStopGrace is the live context a provider gets when shutdown is
@@ -81,7 +149,7 @@ func (t *telemetry) shutdown(ctx context.Context) error {
 	if t.conns != nil {
 		errs[len(errs)-1] = t.conns.close()
 	}
-	return errors.Join(errs...)
+	return t.scrubError(errors.Join(errs...))
 }
 
 // instrumentationName is the scope name of goaspire's own telemetry.
@@ -89,9 +157,10 @@ const instrumentationName = "github.com/goaspire/goaspire/servicedefaults"
 
 func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error) {
 	t := &telemetry{
-		tp:   tracenoop.NewTracerProvider(),
-		mp:   metricnoop.NewMeterProvider(),
-		prop: newPropagator(s.propagators),
+		tp:      tracenoop.NewTracerProvider(),
+		mp:      metricnoop.NewMeterProvider(),
+		prop:    newPropagator(s.propagators),
+		secrets: headerSecrets(s),
 	}
 	defer func() {
 		if err != nil {

@@ -295,15 +295,6 @@ func runScenario(ctx context.Context, out io.Writer, st *stack) error {
 	return instanceOutage(ctx, c, st)
 }
 
-func readSource(s catalogStats) string {
-	for _, r := range s.Replicas {
-		if r.InRotation {
-			return "the replica (" + r.Name + " in rotation)"
-		}
-	}
-	return "the primary (no replica in rotation)"
-}
-
 // redisOutage kills Redis under load: every request must still succeed,
 // served from L1 and the database, and the cache must heal by itself.
 func redisOutage(ctx context.Context, c *client, st *stack) error {

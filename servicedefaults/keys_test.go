@@ -1,0 +1,123 @@
+package servicedefaults_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/servicedefaults"
+)
+
+// TestBadValuesNameTheirKey feeds one bad value from each configuration
+// key family to the call that reads it: every error must name the key (or
+// the connection-string keyword) at fault, never panic, and never quote a
+// password.
+func TestBadValuesNameTheirKey(t *testing.T) {
+	const secret = "KeyTestS3cret"
+	pg := "Host=127.0.0.1;Port=1;Username=u;Password=" + secret + ";Database=d"
+	rd := "127.0.0.1:1,password=" + secret
+	type call int
+	const (
+		add call = iota
+		db
+		postgres
+		redis
+	)
+	tests := []struct {
+		name   string
+		call   call
+		values map[string]string
+		want   string
+	}{
+		// Aspire:Npgsql:*
+		{"npgsql max connections", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__MaxConnections": "lots"}, "MaxConnections"},
+		{"npgsql named max connections", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__db__MaxConnections": "-3"}, "MaxConnections"},
+		{"npgsql disable tracing", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__DisableTracing": "nope"}, "DisableTracing"},
+		{"npgsql health checks", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__DisableHealthChecks": "2"}, "DisableHealthChecks"},
+		{"npgsql connect timeout", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__ConnectTimeout": "soon"}, "ConnectTimeout"},
+		{"npgsql retry interval", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__ConnectRetry__InitialInterval": "x"}, "InitialInterval"},
+		{"npgsql replica lag", db, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__db__Replicas__MaxLag": "far"}, "MaxLag"},
+		{"npgsql replica check interval", db, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__Replicas__CheckInterval": "-1s"}, "CheckInterval"},
+		{"npgsql read your writes", db, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__ReadYourWrites": "sometimes"}, "ReadYourWrites"},
+		{"npgsql missing replica", db, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__db__Replicas__Names": "ghost"}, "ghost"},
+		{"npgsql port keyword", postgres, map[string]string{"ConnectionStrings__db": "Host=h;Port=x;Password=" + secret}, "Port"},
+		{"npgsql pool size keyword", postgres, map[string]string{"ConnectionStrings__db": "Host=h;Maximum Pool Size=big;Password=" + secret}, "Maximum Pool Size"},
+		{"npgsql ssl mode keyword", postgres, map[string]string{"ConnectionStrings__db": "Host=h;SSL Mode=Sometimes;Password=" + secret}, "SSL Mode"},
+		{"npgsql url", postgres, map[string]string{"ConnectionStrings__db": "postgres://u:" + secret + "@h:port/d"}, "ConnectionStrings:db"},
+		{"npgsql aspire 13 port", postgres, map[string]string{"DB_HOST": "h", "DB_PORT": "x", "DB_PASSWORD": secret}, "DB_PORT"},
+
+		// Aspire:StackExchange:Redis:*
+		{"redis pool size", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__PoolSize": "many"}, "PoolSize"},
+		{"redis named tracing", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__cache__DisableTracing": "2"}, "DisableTracing"},
+		{"redis configuration option", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__ConfigurationOptions__ConnectTimeout": "soon"}, "ConnectTimeout"},
+		{"redis unknown configuration option", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__ConfigurationOptions__Frobnicate": "1"}, "Frobnicate"},
+		{"redis option value", redis, map[string]string{"ConnectionStrings__cache": "h:1,connectTimeout=later,password=" + secret}, "connectTimeout"},
+		{"redis port", redis, map[string]string{"ConnectionStrings__cache": "h:port,password=" + secret}, "ConnectionStrings:cache"},
+		{"redis uri", redis, map[string]string{"CACHE_URI": "redis://:" + secret + "@h:port"}, "CACHE_URI"},
+
+		// Aspire:Resilience:*
+		{"resilience retry delay", add, map[string]string{"Aspire__Resilience__Http__Retry__Delay": "soon"}, "Delay"},
+		{"resilience backoff", add, map[string]string{"Aspire__Resilience__Http__Retry__BackoffType": "Fibonacci"}, "BackoffType"},
+		{"resilience failure ratio", add, map[string]string{"Aspire__Resilience__Http__CircuitBreaker__FailureRatio": "1.5"}, "FailureRatio"},
+		{"resilience sampling window", add, map[string]string{"Aspire__Resilience__Http__CircuitBreaker__SamplingDuration": "00:00:05"}, "SamplingDuration"},
+		{"resilience total timeout", add, map[string]string{"Aspire__Resilience__Http__TotalRequestTimeout__Timeout": "-1s"}, "TotalRequestTimeout"},
+		{"resilience concurrency", add, map[string]string{"Aspire__Resilience__Http__RateLimiter__DefaultRateLimiterOptions__PermitLimit": "none"}, "PermitLimit"},
+		{"hedging delay", add, map[string]string{"Aspire__Resilience__Hedging__Hedging__Delay": "x"}, "Delay"},
+		{"hedging client attempts", add, map[string]string{"Aspire__Resilience__Hedging__Clients__catalog__Hedging__MaxHedgedAttempts": "-2"}, "MaxHedgedAttempts"},
+
+		// Aspire:ServiceDefaults:*
+		{"flush timeout", add, map[string]string{"Aspire__ServiceDefaults__FlushTimeout": "quick"}, "Aspire:ServiceDefaults:FlushTimeout"},
+		{"health cache", add, map[string]string{"Aspire__ServiceDefaults__HealthChecks__CacheDuration": "long"}, "Aspire:ServiceDefaults:HealthChecks:CacheDuration"},
+
+		// Listening address.
+		{"port range", add, map[string]string{"PORT": "70000"}, "PORT"},
+		{"http ports", add, map[string]string{"HTTP_PORTS": "eighty"}, "HTTP_PORTS"},
+		{"http ports separators only", add, map[string]string{"HTTP_PORTS": ";"}, "HTTP_PORTS"},
+		{"aspnetcore urls", add, map[string]string{"ASPNETCORE_URLS": "http://[::1"}, "ASPNETCORE_URLS"},
+
+		// OTEL_*
+		{"otlp signal headers", add, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4317", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "k=%zz" + secret}, "OTEL_EXPORTER_OTLP_TRACES_HEADERS"},
+		{"attribute limit", add, map[string]string{"OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "short"}, "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			restoreGlobals(t)
+			var err error
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Fatalf("panic: %v", p)
+					}
+				}()
+				var app *servicedefaults.App
+				app, err = servicedefaults.Add(context.Background(), nil,
+					servicedefaults.WithConfig(discovery.FromMap(tt.values)),
+					servicedefaults.WithLogWriter(&syncBuffer{}))
+				if err != nil {
+					return
+				}
+				defer app.Shutdown(context.Background())
+				switch tt.call {
+				case add:
+					t.Fatal("Add succeeded")
+				case db:
+					_, err = app.DB("db")
+				case postgres:
+					_, err = app.Postgres("db")
+				case redis:
+					_, err = app.Redis("cache")
+				}
+			}()
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not name %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("error %q leaks the password", err)
+			}
+		})
+	}
+}

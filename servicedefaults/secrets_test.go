@@ -1,0 +1,326 @@
+package servicedefaults_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/otlptest"
+	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/servicedefaults"
+)
+
+// These tests try to make a secret leave the process through every way
+// out the App has: returned errors, console logs, exported spans, metrics
+// and logs, and the detailed health JSON. Each secret is a distinctive
+// string so a leak anywhere is found by substring.
+
+// leakSink gathers everything that left an App.
+type leakSink struct {
+	t    *testing.T
+	rcv  *otlptest.Receiver
+	logs *syncBuffer
+	app  *servicedefaults.App
+	errs []string
+}
+
+// newLeakApp starts an App in Development (detailed health JSON) that
+// exports every signal to an OTLP receiver, with values added to the
+// configuration.
+func newLeakApp(t *testing.T, values map[string]string) *leakSink {
+	rcv := otlptest.Start(t)
+	cfg := with(slowExport,
+		"DOTNET_ENVIRONMENT", "Development",
+		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.HTTPEndpoint,
+		"OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf",
+		"OTEL_TRACES_SAMPLER", "always_on",
+		"Logging:LogLevel:Default", "Debug",
+	)
+	for k, v := range values {
+		cfg[k] = v
+	}
+	app, logs := newApp(t, cfg, http.NewServeMux())
+	return &leakSink{t: t, rcv: rcv, logs: logs, app: app}
+}
+
+// err records an error text returned to the caller.
+func (s *leakSink) err(err error) {
+	if err != nil {
+		s.errs = append(s.errs, err.Error())
+	}
+}
+
+// health records the detailed /health and /alive answers.
+func (s *leakSink) health() string {
+	var out strings.Builder
+	for _, p := range []string{servicedefaults.HealthPath, servicedefaults.AlivePath} {
+		rec := httptest.NewRecorder()
+		s.app.Handler().ServeHTTP(rec, httptest.NewRequest("GET", p, nil))
+		out.WriteString(rec.Body.String())
+	}
+	return out.String()
+}
+
+// check shuts the App down (flushing telemetry) and fails the test if any
+// secret appears in what left it.
+func (s *leakSink) check(healthOut string, secrets ...string) {
+	s.t.Helper()
+	if err := s.app.Shutdown(context.Background()); err != nil {
+		s.errs = append(s.errs, err.Error())
+	}
+	var exported strings.Builder
+	for _, sp := range s.rcv.Spans() {
+		exported.WriteString(sp.Span.String())
+	}
+	for _, m := range s.rcv.Metrics() {
+		exported.WriteString(m.Metric.String())
+	}
+	for _, l := range s.rcv.Logs() {
+		exported.WriteString(l.Record.String())
+	}
+	outs := map[string]string{
+		"errors":         strings.Join(s.errs, "\n"),
+		"console logs":   s.logs.String(),
+		"exported OTLP":  exported.String(),
+		"health reports": healthOut,
+	}
+	for _, secret := range secrets {
+		for where, text := range outs {
+			if strings.Contains(text, secret) {
+				s.t.Errorf("%s leak %q:\n%s", where, secret, text)
+			}
+		}
+	}
+}
+
+func TestSecretsPostgresWrongPassword(t *testing.T) {
+	srv := testserver.NewPostgres(t)
+	const wrong = "Wr0ngPassw0rdLeak"
+	port := strconv.Itoa(srv.Port())
+	for _, tt := range []struct {
+		name, cs string
+	}{
+		{"url", "postgres://" + srv.User() + ":" + wrong + "@127.0.0.1:" + port + "/" + srv.Database() + "?sslmode=disable"},
+		{"keyword", "Host=127.0.0.1;Port=" + port + ";Username=" + srv.User() + ";Password=" + wrong + ";Database=" + srv.Database()},
+		{"quoted keyword", "Host=127.0.0.1;Port=" + port + ";Username=" + srv.User() + ";Password='" + wrong + "';Database=" + srv.Database()},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newLeakApp(t, map[string]string{"ConnectionStrings__db": tt.cs})
+			db, err := s.app.DB("db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, span := s.app.Tracer("test").Start(context.Background(), "request")
+			_, err = db.Exec(ctx, "select 1")
+			span.End()
+			if err == nil {
+				t.Fatal("a query with a wrong password succeeded")
+			}
+			s.err(err)
+			p, err := s.app.Postgres("db")
+			s.err(err)
+			if p != nil {
+				s.err(p.Ping(ctx))
+			}
+			var healthOut string
+			waitFor(t, "the database check to fail", func() bool {
+				healthOut = s.health()
+				return strings.Contains(healthOut, "Unhealthy")
+			})
+			s.app.Logger().Error("query failed", "error", err)
+			s.check(healthOut, wrong)
+		})
+	}
+}
+
+func TestSecretsPostgresDown(t *testing.T) {
+	// The real password of a server that is not there: the pool's
+	// background connect loop logs its failures.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	ln.Close()
+	const secret = "RealPassw0rdLeak"
+	s := newLeakApp(t, map[string]string{
+		"ConnectionStrings__db":                         "Host=127.0.0.1;Port=" + strconv.Itoa(addr.Port) + ";Username=u;Password=" + secret + ";Database=d",
+		"Aspire__Npgsql__ConnectRetry__InitialInterval": "10ms",
+		"Aspire__Npgsql__ConnectRetry__MaxInterval":     "20ms",
+	})
+	db, err := s.app.DB("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(context.Background(), "select 1")
+	s.err(err)
+	var healthOut string
+	waitFor(t, "the database check to fail", func() bool {
+		healthOut = s.health()
+		return strings.Contains(healthOut, "Unhealthy")
+	})
+	s.check(healthOut, secret)
+}
+
+func TestSecretsRedisRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	const secret = "RedisPassw0rdLeak"
+	for _, tt := range []struct{ name, cs string }{
+		{"stackexchange", addr + ",user=app,password=" + secret},
+		{"url", "redis://app:" + secret + "@" + addr + "/0"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newLeakApp(t, map[string]string{"ConnectionStrings__cache": tt.cs})
+			rdb, err := s.app.Redis("cache")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, span := s.app.Tracer("test").Start(context.Background(), "request")
+			s.err(rdb.Ping(ctx).Err())
+			span.End()
+			var healthOut string
+			waitFor(t, "the Redis check to fail", func() bool {
+				healthOut = s.health()
+				return strings.Contains(healthOut, "Unhealthy")
+			})
+			s.check(healthOut, secret)
+		})
+	}
+}
+
+func TestSecretsRedisWrongPassword(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	const wrong = "RedisWr0ngLeak"
+	s := newLeakApp(t, map[string]string{"ConnectionStrings__cache": srv.Addr() + ",password=" + wrong})
+	rdb, err := s.app.Redis("cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, span := s.app.Tracer("test").Start(context.Background(), "request")
+	s.err(rdb.Set(ctx, "k", "v", 0).Err())
+	span.End()
+	var healthOut string
+	waitFor(t, "the Redis check to fail", func() bool {
+		healthOut = s.health()
+		return strings.Contains(healthOut, "Unhealthy")
+	})
+	s.check(healthOut, wrong, srv.Password())
+}
+
+// TestSecretsHealthDetail registers checks whose errors embed connection
+// strings and URLs the way drivers' errors do.
+func TestSecretsHealthDetail(t *testing.T) {
+	const secret = "HealthS3cretLeak"
+	s := newLeakApp(t, nil)
+	errs := []string{
+		"dial postgres://u:" + secret + "@h:5432/db: refused",
+		"bad Host=h;Password=" + secret + ";Database=d",
+		"bad Host=h;Password='" + secret + "';Database=d",
+		"bad Host=h;Pwd=\"" + secret + "\";Database=d",
+		"redis h:6379,password=" + secret + ",ssl=true: refused",
+		"GET https://h/x?api_key=" + secret + "&a=b: 500",
+		"GET https://h/x?access_token=" + secret + ": 500",
+		"x-otlp-api-key=" + secret,
+	}
+	for i, e := range errs {
+		msg := e
+		if err := s.app.Health().Register(health.Check{
+			Name:  "dep" + strconv.Itoa(i),
+			Tags:  []string{health.TagLive},
+			Check: func(context.Context) error { return stringError(msg) },
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	healthOut := s.health()
+	if !strings.Contains(healthOut, "Unhealthy") {
+		t.Fatalf("health = %s", healthOut)
+	}
+	s.check(healthOut, secret)
+}
+
+type stringError string
+
+func (e stringError) Error() string { return string(e) }
+
+// TestSecretsHTTPClient calls through App.HTTPClient with URLs holding
+// user information and secret query parameters, against a server that
+// fails (retries, breaker) and a port that refuses.
+func TestSecretsHTTPClient(t *testing.T) {
+	const secret = "HTTPS3cretLeak"
+	var calls atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Retry-After", "0")
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	}))
+	defer backend.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+
+	s := newLeakApp(t, map[string]string{
+		"Aspire:Resilience:Http:Retry:Delay":                      "1ms",
+		"Aspire:Resilience:Http:CircuitBreaker:MinimumThroughput": "2",
+		"Aspire:Resilience:Http:CircuitBreaker:BreakDuration":     "1s",
+		"Aspire:Resilience:Http:CircuitBreaker:FailureRatio":      "0.1",
+		"Aspire:Resilience:Http:AttemptTimeout:Timeout":           "2s",
+		"Aspire:Resilience:Http:CircuitBreaker:SamplingDuration":  "5s",
+		"Aspire:Resilience:Http:TotalRequestTimeout:Timeout":      "5s",
+		"Aspire:ServiceDefaults:HealthChecks:Timeout":             "5s",
+		"OTEL_EXPORTER_OTLP_HEADERS":                              "x-otlp-api-key=" + secret,
+	})
+	client := s.app.HTTPClient("backend")
+	host := strings.TrimPrefix(backend.URL, "http://")
+	urls := []string{
+		"http://user:" + secret + "@" + host + "/items?api_key=" + secret,
+		"http://" + host + "/items?token=" + secret + "&x=1",
+		"http://user:" + secret + "@" + refused + "/items?apikey=" + secret,
+	}
+	for _, u := range urls {
+		ctx, span := s.app.Tracer("test").Start(context.Background(), "request")
+		req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		} else {
+			// The query string is the caller's own URL, which net/http
+			// quotes in its *url.Error; what we add must be clean.
+			_, query, _ := strings.Cut(u, "?")
+			s.errs = append(s.errs, strings.ReplaceAll(err.Error(), query, ""))
+		}
+		span.End()
+	}
+	if calls.Load() == 0 {
+		t.Fatal("the backend was never called")
+	}
+	healthOut := s.health()
+	s.check(healthOut, secret)
+	// The spans still say which URL was called.
+	var masked bool
+	for _, sp := range s.rcv.Spans() {
+		if full, _ := otlptest.Attr(sp.Span.Attributes, "url.full"); strings.Contains(full, "/items?") && strings.Contains(full, "api_key=") {
+			masked = true
+		}
+	}
+	if !masked {
+		t.Error("no client span records the masked url.full")
+	}
+}
