@@ -234,41 +234,19 @@ func (p *Postgres) startLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("run %s%s: %w", p.bin.postgres, p.acct.hint(), err)
 	}
-	if err := p.waitReady(ctx, proc, from); err != nil {
+	ready := func(ctx context.Context) error {
+		conn, err := p.connect(ctx, "postgres")
+		if err == nil {
+			err = conn.Close(ctx)
+		}
+		return err
+	}
+	if err := p.waitReady(ctx, proc, from, p.kind(), p.port, ready); err != nil {
 		p.kill(proc)
 		return err
 	}
 	p.proc = proc
 	return nil
-}
-
-// waitReady connects until a connection succeeds, the server exits or ctx
-// ends.
-func (p *Postgres) waitReady(ctx context.Context, proc *process, logFrom int64) error {
-	attemptCtx, cancel := proc.untilExit(ctx)
-	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		conn, err := p.connect(attemptCtx, "postgres")
-		if err == nil {
-			return conn.Close(ctx)
-		}
-		if proc.exited() {
-			tail := logTail(p.logPath, logFrom, p.password)
-			if strings.Contains(tail, "Address already in use") {
-				return fmt.Errorf("%s on port %d exited during startup (%v): %w%s", p.kind(), p.port, proc.err, errPortInUse, withLog(tail))
-			}
-			return fmt.Errorf("%s on port %d exited during startup (%v)%s", p.kind(), p.port, proc.err, withLog(tail))
-		}
-		select {
-		case <-proc.done: // reported above, on the next round
-		case <-ctx.Done():
-			return fmt.Errorf("%s on port %d not ready: %w (last attempt: %s)%s", p.kind(), p.port, ctx.Err(),
-				redact(err.Error(), p.password), withLog(logTail(p.logPath, logFrom, p.password)))
-		case <-tick.C:
-		}
-	}
 }
 
 func (p *Postgres) kind() string {

@@ -194,40 +194,12 @@ func (r *Redis) startLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("run %s: %w", r.bin, err)
 	}
-	if err := r.waitReady(ctx, proc, from); err != nil {
+	if err := r.waitReady(ctx, proc, from, "redis", r.port, r.ping); err != nil {
 		r.kill(proc)
 		return err
 	}
 	r.proc = proc
 	return nil
-}
-
-// waitReady pings until the server answers, exits or ctx ends.
-func (r *Redis) waitReady(ctx context.Context, proc *process, logFrom int64) error {
-	attemptCtx, cancel := proc.untilExit(ctx)
-	defer cancel()
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
-	for {
-		err := r.ping(attemptCtx)
-		if err == nil {
-			return nil
-		}
-		if proc.exited() {
-			tail := logTail(r.logPath, logFrom, r.password)
-			if strings.Contains(tail, "Address already in use") {
-				return fmt.Errorf("redis on port %d exited during startup (%v): %w%s", r.port, proc.err, errPortInUse, withLog(tail))
-			}
-			return fmt.Errorf("redis on port %d exited during startup (%v)%s", r.port, proc.err, withLog(tail))
-		}
-		select {
-		case <-proc.done: // reported above, on the next round
-		case <-ctx.Done():
-			return fmt.Errorf("redis on port %d not ready: %w (last attempt: %s)%s", r.port, ctx.Err(),
-				redact(err.Error(), r.password), withLog(logTail(r.logPath, logFrom, r.password)))
-		case <-tick.C:
-		}
-	}
 }
 
 // ping authenticates and sends PING over a new connection, speaking RESP

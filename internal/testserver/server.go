@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
+	"time"
 )
 
 // server is the process bookkeeping [Postgres] and [Redis] share: the running
@@ -93,4 +95,34 @@ func (s *server) restart(ctx context.Context, describe fmt.Stringer, start func(
 		return fmt.Errorf("testserver: start %s: %w", describe, err)
 	}
 	return nil
+}
+
+// waitReady runs probe until it succeeds, the server exits or ctx ends.
+// what names the server ("redis", "postgres replica") and port its port in
+// errors, which carry the log's tail from logFrom on.
+func (s *server) waitReady(ctx context.Context, proc *process, logFrom int64, what string, port int, probe func(context.Context) error) error {
+	attemptCtx, cancel := proc.untilExit(ctx)
+	defer cancel()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		err := probe(attemptCtx)
+		if err == nil {
+			return nil
+		}
+		if proc.exited() {
+			tail := logTail(s.logPath, logFrom, s.password)
+			if strings.Contains(tail, "Address already in use") {
+				return fmt.Errorf("%s on port %d exited during startup (%v): %w%s", what, port, proc.err, errPortInUse, withLog(tail))
+			}
+			return fmt.Errorf("%s on port %d exited during startup (%v)%s", what, port, proc.err, withLog(tail))
+		}
+		select {
+		case <-proc.done: // reported above, on the next round
+		case <-ctx.Done():
+			return fmt.Errorf("%s on port %d not ready: %w (last attempt: %s)%s", what, port, ctx.Err(),
+				redact(err.Error(), s.password), withLog(logTail(s.logPath, logFrom, s.password)))
+		case <-tick.C:
+		}
+	}
 }
