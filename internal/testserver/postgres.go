@@ -207,20 +207,10 @@ func (p *Postgres) serverArgs() []string {
 func (p *Postgres) startOnFreePort(ctx context.Context, port int) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for attempt := 1; ; attempt++ {
+	return onFreePort(port, func(port int) error {
 		p.port = port
-		if port == 0 {
-			free, err := freePort()
-			if err != nil {
-				return err
-			}
-			p.port = free
-		}
-		err := p.startLocked(ctx)
-		if err == nil || port != 0 || !errors.Is(err, errPortInUse) || attempt == bindAttempts {
-			return err
-		}
-	}
+		return p.startLocked(ctx)
+	})
 }
 
 // startLocked starts postgres and waits until it accepts connections.

@@ -164,23 +164,13 @@ func quoteRedis(s string) string {
 func (r *Redis) startOnFreePort(ctx context.Context, port int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for attempt := 1; ; attempt++ {
+	return onFreePort(port, func(port int) error {
 		r.port = port
-		if port == 0 {
-			free, err := freePort()
-			if err != nil {
-				return err
-			}
-			r.port = free
-		}
 		if err := r.writeConfig(); err != nil {
 			return err
 		}
-		err := r.startLocked(ctx)
-		if err == nil || port != 0 || !errors.Is(err, errPortInUse) || attempt == bindAttempts {
-			return err
-		}
-	}
+		return r.startLocked(ctx)
+	})
 }
 
 // startLocked starts redis-server and waits until it answers PING.

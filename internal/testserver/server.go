@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -123,6 +124,26 @@ func (s *server) waitReady(ctx context.Context, proc *process, logFrom int64, wh
 			return fmt.Errorf("%s on port %d not ready: %w (last attempt: %s)%s", what, port, ctx.Err(),
 				redact(err.Error(), s.password), withLog(logTail(s.logPath, logFrom, s.password)))
 		case <-tick.C:
+		}
+	}
+}
+
+// onFreePort calls start with port, or, when port is 0, with a free port,
+// trying another free port (up to bindAttempts in all) when a different
+// process takes the chosen one first.
+func onFreePort(port int, start func(port int) error) error {
+	for attempt := 1; ; attempt++ {
+		p := port
+		if port == 0 {
+			free, err := freePort()
+			if err != nil {
+				return err
+			}
+			p = free
+		}
+		err := start(p)
+		if err == nil || port != 0 || !errors.Is(err, errPortInUse) || attempt == bindAttempts {
+			return err
 		}
 	}
 }
