@@ -47,3 +47,30 @@ func TestScenario(t *testing.T) {
 		}
 	}
 }
+
+func TestInjectedConnection(t *testing.T) {
+	e := injected{}
+	e.connection("db-primary", `Host=127.0.0.1;Port=5433;Username=postgres;Password="p;w";Database=catalog`, postgresProperties)
+	e.connection("cache", "127.0.0.1:6380,password=s3cret", redisProperties)
+	want := map[string]string{
+		"ConnectionStrings__db-primary": `Host=127.0.0.1;Port=5433;Username=postgres;Password="p;w";Database=catalog`,
+		"DB_PRIMARY_HOST":               "127.0.0.1",
+		"DB_PRIMARY_PORT":               "5433",
+		"DB_PRIMARY_USERNAME":           "postgres",
+		"DB_PRIMARY_PASSWORD":           "p;w",
+		"DB_PRIMARY_DATABASENAME":       "catalog",
+		"ConnectionStrings__cache":      "127.0.0.1:6380,password=s3cret",
+		"CACHE_HOST":                    "127.0.0.1",
+		"CACHE_PORT":                    "6380",
+		"CACHE_PASSWORD":                "s3cret",
+		"CACHE_URI":                     "redis://:s3cret@127.0.0.1:6380",
+	}
+	for k, v := range want {
+		if e[k] != v {
+			t.Errorf("%s = %q, want %q", k, e[k], v)
+		}
+	}
+	if len(e) != len(want) {
+		t.Errorf("injected %d variables, want %d: %v", len(e), len(want), e)
+	}
+}

@@ -5,12 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/connstr"
 )
 
 type config struct {
@@ -121,52 +125,52 @@ func (st *stack) stop() error {
 // Both the classic and the Aspire 13 forms are given, as Aspire 13 does.
 type injected map[string]string
 
-func (e injected) connection(name, connStr string) {
+func (e injected) connection(name, connStr string, parse func(string) map[string]string) {
 	e["ConnectionStrings__"+name] = connStr
-	envName := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(name))
-	if props := connProperties(connStr); props != nil {
-		for k, v := range props {
-			e[envName+"_"+k] = v
-		}
+	for k, v := range parse(connStr) {
+		e[discovery.EnvName(name)+"_"+k] = v
 	}
 }
 
-// connProperties splits the test servers' connection strings into Aspire
-// 13's per-property variables (HOST, PORT, ...).
-func connProperties(connStr string) map[string]string {
+// postgresProperties splits an Npgsql connection string into Aspire 13's
+// per-property variables (HOST, PORT, USERNAME, PASSWORD, DATABASENAME).
+// A string it cannot read gives none: the connection string still stands.
+func postgresProperties(connStr string) map[string]string {
+	pairs, err := connstr.ParseKeyValue(connStr)
+	if err != nil {
+		return nil
+	}
+	names := map[string]string{"host": "HOST", "port": "PORT", "username": "USERNAME", "password": "PASSWORD", "database": "DATABASENAME"}
 	props := map[string]string{}
-	if strings.Contains(connStr, "=") && strings.Contains(connStr, ";") { // Npgsql form
-		for _, kv := range strings.Split(connStr, ";") {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				continue
-			}
-			switch strings.ToLower(k) {
-			case "host":
-				props["HOST"] = v
-			case "port":
-				props["PORT"] = v
-			case "username":
-				props["USERNAME"] = v
-			case "password":
-				props["PASSWORD"] = v
-			case "database":
-				props["DATABASENAME"] = v
-			}
-		}
-		return props
-	}
-	hostport, rest, _ := strings.Cut(connStr, ",") // StackExchange.Redis form
-	if h, p, ok := strings.Cut(hostport, ":"); ok {
-		props["HOST"], props["PORT"] = h, p
-	}
-	for _, kv := range strings.Split(rest, ",") {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(k, "password") {
-			props["PASSWORD"] = v
-			u := url.URL{Scheme: "redis", User: url.UserPassword("", v), Host: hostport}
-			props["URI"] = u.String()
+	for _, p := range pairs {
+		if prop, ok := names[connstr.NormalizeKey(p.Key)]; ok {
+			props[prop] = p.Value
 		}
 	}
+	return props
+}
+
+// redisProperties splits a StackExchange.Redis connection string into
+// Aspire 13's per-property variables (HOST, PORT, PASSWORD, URI).
+func redisProperties(connStr string) map[string]string {
+	r, err := connstr.ParseRedis(connStr)
+	if err != nil {
+		return nil
+	}
+	props := map[string]string{}
+	host, port, err := net.SplitHostPort(r.Endpoints[0])
+	if err != nil {
+		return nil
+	}
+	props["HOST"], props["PORT"] = host, port
+	u := url.URL{Scheme: "redis", Host: r.Endpoints[0]}
+	for _, o := range r.Options {
+		if strings.EqualFold(o.Key, "password") {
+			props["PASSWORD"] = o.Value
+			u.User = url.UserPassword("", o.Value)
+		}
+	}
+	props["URI"] = u.String()
 	return props
 }
 
@@ -221,11 +225,11 @@ func (st *stack) start(ctx context.Context, out io.Writer, cfg config, bins map[
 		}
 		name := "catalog-" + strconv.Itoa(i)
 		env := injected{"PORT": strconv.Itoa(port)}
-		env.connection("db-primary", st.res.primaryConn)
+		env.connection("db-primary", st.res.primaryConn, postgresProperties)
 		if st.res.replicaConn != "" {
-			env.connection("db-replica-east", st.res.replicaConn)
+			env.connection("db-replica-east", st.res.replicaConn, postgresProperties)
 		}
-		env.connection("cache", st.res.redisConn)
+		env.connection("cache", st.res.redisConn, redisProperties)
 		env.telemetry(cfg.environ, "catalog", name)
 		for k, v := range demoSettings["catalog"] {
 			env[k] = v
