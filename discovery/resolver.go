@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,29 +220,21 @@ func (r *Resolver) fromSection(q Query, names []string) ([]Endpoint, bool, error
 			if len(children) == 0 {
 				continue
 			}
-			indexed := make([]struct {
-				i   int
-				key string
-			}, 0, len(children))
 			for _, c := range children {
-				i, err := strconv.Atoi(c)
-				if err != nil || i < 0 {
+				if i, err := strconv.Atoi(c); err != nil || i < 0 {
 					return nil, true, &ResolveError{Service: q.Service, Key: path + ":" + c, Reason: "endpoint index is not a non-negative number"}
 				}
-				indexed = append(indexed, struct {
-					i   int
-					key string
-				}{i, c})
 			}
-			// Numeric order, as .NET binds arrays.
-			for a := 1; a < len(indexed); a++ {
-				for b := a; b > 0 && indexed[b].i < indexed[b-1].i; b-- {
-					indexed[b], indexed[b-1] = indexed[b-1], indexed[b]
-				}
-			}
-			for _, ix := range indexed {
-				key := path + ":" + ix.key
-				v := svc.Section(name).String(ix.key)
+			// Numeric order, as .NET binds arrays (the keys are checked
+			// numbers above).
+			slices.SortFunc(children, func(a, b string) int {
+				x, _ := strconv.Atoi(a)
+				y, _ := strconv.Atoi(b)
+				return x - y
+			})
+			for _, c := range children {
+				key := path + ":" + c
+				v := svc.Section(name).String(c)
 				if strings.TrimSpace(v) == "" {
 					return nil, true, &ResolveError{Service: q.Service, Key: key, Reason: "empty endpoint"}
 				}
