@@ -210,3 +210,31 @@ func TestMiddleware(t *testing.T) {
 		t.Errorf("fresh session LSN %v", got)
 	}
 }
+
+// TestRouteContext checks that WithPrimary and the session functions keep
+// each other's part of the context.
+func TestRouteContext(t *testing.T) {
+	ctx := context.Background()
+	if r := routeFrom(ctx); r.primary || r.session != nil {
+		t.Fatalf("empty context: %+v", r)
+	}
+	s := WithSession(ctx)
+	p := WithPrimary(s)
+	if r := routeFrom(p); !r.primary || r.session != sessionFrom(s) || r.session == nil {
+		t.Errorf("WithPrimary(session): %+v", r)
+	}
+	if WithSession(p) != p {
+		t.Error("WithSession of a session with WithPrimary made a new context")
+	}
+	ps := WithSession(WithPrimary(ctx))
+	if r := routeFrom(ps); !r.primary || r.session == nil {
+		t.Errorf("WithSession(WithPrimary): %+v", r)
+	}
+	pl := WithSessionLSN(WithPrimary(ctx), 7)
+	if r := routeFrom(pl); !r.primary || SessionLSN(pl) != 7 {
+		t.Errorf("WithSessionLSN(WithPrimary): %+v", r)
+	}
+	if routeFrom(s).primary {
+		t.Error("WithPrimary changed its parent context")
+	}
+}

@@ -337,6 +337,9 @@ func TestSQLCQueries(t *testing.T) {
 	if err := primary.Exec(ctx, schema); err != nil {
 		t.Fatal(err)
 	}
+	if err := replica.WaitCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
 	db, err := cqrs.OpenDB(ctx, discovery.FromMap(map[string]string{
 		"ConnectionStrings__db-primary":               primary.ConnectionString(),
 		"ConnectionStrings__db-replica-east":          replica.ConnectionString(),
@@ -526,6 +529,9 @@ func TestSendBatch(t *testing.T) {
 	replica := primary.NewReplica(t)
 	ctx := t.Context()
 	if err := primary.Exec(ctx, "CREATE TABLE kv (k text PRIMARY KEY, v text)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := replica.WaitCaughtUp(ctx); err != nil {
 		t.Fatal(err)
 	}
 	db, err := cqrs.OpenDB(ctx, discovery.FromMap(map[string]string{
