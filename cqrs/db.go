@@ -702,8 +702,10 @@ type ReadStats struct {
 // Primary returns the reads the primary served, for whatever reason.
 func (s ReadStats) Primary() int64 { return s.Fallback + s.ReadYourWrites + s.NoReplicas }
 
-// ReadStats returns how the DB has routed its reads so far (Replica,
-// ReplicaFor, Query and QueryRow each count one per routing decision).
+// ReadStats returns how the DB has routed its reads so far: Replica and
+// ReplicaFor count one per call; a read through Query, QueryRow or the
+// Reader counts one per routing decision. Statements sent to the primary
+// as writes are not reads and are not counted.
 func (db *DB) ReadStats() ReadStats {
 	return ReadStats{
 		Replica:        db.reads[readReplica].Load(),
