@@ -61,13 +61,15 @@ func (db *DB) records(r route) bool { return r.session != nil || db.settings.rea
 // mayHaveWritten reports whether a statement that ended with err may have
 // changed the database: it succeeded, or it failed in a way that leaves
 // that open (the connection broke after it was sent). A statement the
-// server rejected rolled back; one that was never sent did nothing.
+// server rejected rolled back; one that was never sent (no connection)
+// did nothing.
 func mayHaveWritten(err error) bool {
 	if err == nil {
 		return true
 	}
 	var pgErr *pgconn.PgError
-	return !errors.As(err, &pgErr) && !pgconn.SafeToRetry(err)
+	var connectErr *pgconn.ConnectError
+	return !errors.As(err, &pgErr) && !errors.As(err, &connectErr) && !pgconn.SafeToRetry(err)
 }
 
 // Exec runs a statement on the primary. In a read-your-writes session (or

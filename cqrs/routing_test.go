@@ -238,3 +238,29 @@ func TestRouteContext(t *testing.T) {
 		t.Error("WithPrimary changed its parent context")
 	}
 }
+
+func TestMayHaveWritten(t *testing.T) {
+	_, refused := pgconn.Connect(t.Context(), "host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable")
+	var connectErr *pgconn.ConnectError
+	if !errors.As(refused, &connectErr) {
+		t.Fatalf("connecting to port 1: %v, want a ConnectError", refused)
+	}
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, true},
+		{pgx.ErrNoRows, true}, // UPDATE ... RETURNING that matched nothing: ran
+		{io.ErrUnexpectedEOF, true},
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("scan: %w", errors.New("can't scan into dest[0]")), true},
+		{&pgconn.PgError{Code: "23505"}, false},
+		{fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: "25006"}), false},
+		{refused, false},
+	}
+	for _, tt := range tests {
+		if got := mayHaveWritten(tt.err); got != tt.want {
+			t.Errorf("mayHaveWritten(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
