@@ -20,8 +20,9 @@ import (
 // dollar-quoted strings and comments, so that a keyword in a literal does
 // not count; a quoted identifier is still checked against the function
 // names. A string constant holding a backslash (whose end depends on
-// standard_conforming_strings), anything unterminated, and a second
-// statement after a ';' make the statement unknown.
+// standard_conforming_strings), a U&"..." identifier, anything
+// unterminated, and a second statement after a ';' make the statement
+// unknown.
 func readOnly(sql string) bool {
 	const (
 		start   = iota // before the first word
@@ -114,6 +115,9 @@ func readOnly(sql string) bool {
 			}
 			i = j
 		case c == '"':
+			if i > 0 && sql[i-1] == '&' {
+				return false // U&"..." may spell a name with escapes
+			}
 			j := i + 1
 			for {
 				k := strings.IndexByte(sql[j:], '"')
@@ -244,7 +248,9 @@ func isReadStart(w string) bool {
 var writeWords = [...]string{"insert", "update", "delete", "merge", "into"}
 
 // writeFuncs are the functions that write, take locks or assign a
-// transaction id, none of which a replica can do; writeFuncPrefixes are
+// transaction id, none of which a replica can do, and the ones that act on
+// the server they run on as a standby (pg_promote, pg_wal_replay_*), which
+// must not run on whichever replica is next; writeFuncPrefixes are
 // families of them.
 var (
 	writeFuncs = [...]string{
@@ -253,8 +259,12 @@ var (
 		"lo_creat", "lo_create", "lo_import", "lo_unlink", "lo_from_bytea", "lo_put",
 		"lo_truncate", "lo_truncate64", "lowrite",
 		"pg_logical_emit_message", "pg_switch_wal", "pg_create_restore_point",
+		"pg_promote", // on a replica, it would promote it
 	}
-	writeFuncPrefixes = [...]string{"pg_advisory_", "pg_try_advisory_", "pg_current_wal", "dblink"}
+	writeFuncPrefixes = [...]string{
+		"pg_advisory_", "pg_try_advisory_", "pg_current_wal", "dblink",
+		"pg_wal_replay_", "pg_replication_origin_",
+	}
 )
 
 func isWriteWord(w string) bool {

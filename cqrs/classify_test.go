@@ -75,6 +75,11 @@ func TestReadOnly(t *testing.T) {
 		{"SELECT txid_current()", false},
 		{"SELECT pg_current_wal_lsn()", false},
 		{"SELECT lo_create(0)", false},
+		{"SELECT pg_promote()", false},
+		{"SELECT pg_wal_replay_pause()", false},
+		{"SELECT pg_replication_origin_advance('o', '0/1')", false},
+		{`SELECT U&"nextva\006C"('s')`, false},
+		{`SELECT U&'\0069nsert'`, false},
 		{"VALUES (nextval('s'))", false},
 		{"SELECT 1; DELETE FROM t", false},
 		{"SELECT 1; SELECT 2", false}, // a second statement: unknown

@@ -172,10 +172,12 @@
 // setval, currval, lastval, pg_advisory_* and pg_try_advisory_*,
 // pg_notify, txid_current, pg_current_xact_id, pg_current_wal_*, the
 // large-object writers (lo_create, lo_import, lo_put, ...), dblink*,
-// pg_logical_emit_message, pg_switch_wal, pg_create_restore_point.
-// Whatever it cannot tell (an unterminated literal, a string constant
-// with a backslash, whose end depends on standard_conforming_strings,
-// EXPLAIN, a prepared statement's name) goes to the primary. The answer is
+// pg_logical_emit_message, pg_switch_wal, pg_create_restore_point,
+// pg_replication_origin_*, and pg_promote and pg_wal_replay_*, which act
+// on the standby they run on. Whatever it cannot tell (an unterminated
+// literal, a string constant with a backslash, whose end depends on
+// standard_conforming_strings, a U&"..." identifier, EXPLAIN, a prepared
+// statement's name) goes to the primary. The answer is
 // cached per SQL text in the DB (up to about 1 MiB of text, emptied when
 // full), so a repeated statement costs one lock-free map lookup (tens of
 // nanoseconds) and no allocation.
