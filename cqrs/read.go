@@ -190,8 +190,8 @@ func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 //
 // Any other statement, and every statement made with a context from
 // WithPrimary, runs on the primary, as a write: it is never retried, and
-// in a read-your-writes session its WAL position is recorded when the rows
-// are closed. sqlc sends ":one" and ":many" statements, INSERT ...
+// in a read-your-writes session (or with ReadYourWrites on) its WAL
+// position is recorded when the rows are closed. sqlc sends ":one" and ":many" statements, INSERT ...
 // RETURNING among them, through QueryRow and Query.
 //
 // A statement is known to be read-only when it starts (after comments)
