@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
@@ -145,21 +144,15 @@ func OpenRedis(ctx context.Context, cfg *discovery.Config, name string, opts ...
 
 	rdb := newUniversalClient(uo, dialBackoff(uo.DialTimeout))
 	if !settings.disableTracing {
-		err := redisotel.InstrumentTracing(rdb,
-			redisotel.WithTracerProvider(o.tp),
-			// Command arguments may hold secrets or personal data (AUTH,
-			// ACL SETUSER, cached values): record command names only, as
-			// Aspire's StackExchange.Redis instrumentation does by default.
-			redisotel.WithDBStatement(false),
-			redisotel.WithCallerEnabled(false),
-		)
-		if err != nil {
+		if err := instrumentTracing(rdb, o.tp); err != nil {
 			_ = rdb.Close()
 			return nil, fmt.Errorf("cache: redis %q: tracing: %w", name, err)
 		}
 	}
 	if !settings.disableMetrics {
-		if err := redisotel.InstrumentMetrics(rdb, redisotel.WithMeterProvider(o.mp)); err != nil {
+		// The pool statistics stay registered for the life of the meter
+		// provider, as redisotel's do: go-redis has no close hook.
+		if _, err := instrumentMetrics(rdb, uo, name, o.mp); err != nil {
 			_ = rdb.Close()
 			return nil, fmt.Errorf("cache: redis %q: metrics: %w", name, err)
 		}
