@@ -88,6 +88,17 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	if err := st.start(ctx, out, cfg, bins); err != nil {
 		return err
 	}
+	if res.owned() {
+		// The catalogs created the schema on the primary as they started;
+		// the scenario's first replica read must find it there, as it
+		// would after a migration run before the deployment.
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := res.replica.WaitCaughtUp(wctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 
 	fmt.Fprintln(out, "\nscenario")
 	if err := runScenario(ctx, out, st); err != nil {
