@@ -103,7 +103,7 @@ func TestStatementSpans(t *testing.T) {
 				}
 				attrs := map[string]string{}
 				for _, kv := range s.Attributes() {
-					attrs[string(kv.Key)] = kv.Value.Emit()
+					attrs[string(kv.Key)] = kv.Value.String()
 				}
 				if attrs["db.system"] != "postgresql" || attrs["db.system.name"] != "postgresql" {
 					t.Errorf("span %q: db.system %q, db.system.name %q", s.Name(), attrs["db.system"], attrs["db.system.name"])
