@@ -66,15 +66,19 @@ func checkTelemetry(t *testing.T, rcv *otlptest.Receiver, faults []fault) {
 		}
 	}
 
+	// during names the deliberate failure a span started in: the one
+	// whose window holds it, else one whose slack does.
 	during := func(ns uint64) string {
 		at := time.Unix(0, int64(ns))
-		for _, f := range faults {
-			end := f.to
-			if end.IsZero() {
-				end = time.Now()
-			}
-			if !at.Before(f.from) && !at.After(end.Add(faultSlack)) {
-				return f.name
+		for _, slack := range []time.Duration{0, faultSlack} {
+			for _, f := range faults {
+				end := f.to
+				if end.IsZero() {
+					end = time.Now()
+				}
+				if !at.Before(f.from) && !at.After(end.Add(slack)) {
+					return f.name
+				}
 			}
 		}
 		return ""
@@ -87,6 +91,11 @@ func checkTelemetry(t *testing.T, rcv *otlptest.Receiver, faults []fault) {
 					serviceName(s), s.Span.Name, s.Span.GetStatus().GetMessage())
 			} else {
 				errorsInFaults++
+				root := ""
+				if len(s.Span.ParentSpanId) == 0 {
+					root = " (root)"
+				}
+				t.Logf("during %s: %s span %q%s in Error: %s", during(s.Span.StartTimeUnixNano), serviceName(s), s.Span.Name, root, s.Span.GetStatus().GetMessage())
 			}
 		}
 		_, hasName := otlptest.Attr(s.Span.Attributes, "db.system.name")
