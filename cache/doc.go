@@ -94,7 +94,8 @@
 // db.client.operation.duration, db.client.connection.create_time,
 // db.client.connection.count (state idle/used), db.client.connection.max,
 // db.client.connection.idle.max, db.client.connection.idle.min and
-// db.client.connection.timeouts. The health check is a PING
+// db.client.connection.timeouts. Spans carry both db.system and
+// db.system.name. The health check is an untraced, unmeasured PING
 // through the client's own pool, tagged ready. go-redis connects lazily and
 // redials by itself; it logs failed dials to stderr through its own global
 // logger (redis.SetLogger changes that for the whole process).

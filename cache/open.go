@@ -456,13 +456,16 @@ func connectOrAbort(ctx context.Context, rdb redis.UniversalClient, rc *redisCon
 
 // HealthCheck is the readiness check for a Redis client: a PING through
 // the client's own pool. It is tagged ready, not live, so that a Redis
-// outage takes the instance out of rotation without restarting it.
+// outage takes the instance out of rotation without restarting it. The
+// probe's PING is neither traced nor measured by the client's
+// instrumentation: probes run outside any request, and each would
+// otherwise be a trace of its own.
 func HealthCheck(name string, rdb redis.UniversalClient) health.Check {
 	return health.Check{
 		Name: "redis:" + name,
 		Tags: []string{health.TagReady},
 		Check: func(ctx context.Context) error {
-			if err := rdb.Ping(ctx).Err(); err != nil {
+			if err := rdb.Do(ctx, "ping", healthPing).Err(); err != nil {
 				return fmt.Errorf("redis %q: %w", name, err)
 			}
 			return nil

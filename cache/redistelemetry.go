@@ -16,15 +16,19 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// instrumentTracing adds command spans to rdb through redisotel, minus
-// the noise: no span for a dial (a command that had to dial carries the
+// instrumentTracing adds command spans to rdb through redisotel, with
+// db.system and db.system.name, minus the noise: no span for a dial (a command that had to dial carries the
 // dial's failure in its own span; a background reconnect is no one's
 // operation), and none for the connection handshake (HELLO, AUTH, CLIENT
 // SETINFO, CLIENT MAINT_NOTIFICATIONS ...), whose error replies from an
-// older server are expected and ignored by go-redis.
+// older server are expected and ignored by go-redis, nor for the health
+// check's PING.
 func instrumentTracing(rdb redis.UniversalClient, tp trace.TracerProvider) error {
 	return redisotel.InstrumentTracing(rdb,
 		redisotel.WithTracerProvider(tp),
+		// redisotel sets the older db.system only; the conventions now
+		// name the system db.system.name. Spans carry both.
+		redisotel.WithAttributes(keyDBSystem.String("redis")),
 		// Command arguments may hold secrets or personal data (AUTH,
 		// ACL SETUSER, cached values): record command names only, as
 		// Aspire's StackExchange.Redis instrumentation does by default.
@@ -32,7 +36,7 @@ func instrumentTracing(rdb redis.UniversalClient, tp trace.TracerProvider) error
 		redisotel.WithCallerEnabled(false),
 		redisotel.WithDialFilter(true),
 		redisotel.WithCommandFilter(func(cmd redis.Cmder) bool {
-			return redisotel.DefaultCommandFilter(cmd) || isHandshake(cmd)
+			return redisotel.DefaultCommandFilter(cmd) || isHandshake(cmd) || isHealthProbe(cmd)
 		}),
 		redisotel.WithCommandsFilter(skipPipeline),
 	)
@@ -70,6 +74,19 @@ func isHandshake(cmd redis.Cmder) bool {
 		}
 	}
 	return false
+}
+
+// healthPing is the message of HealthCheck's PING, which marks the probe's
+// command as one the instrumentation skips.
+const healthPing = "goaspire:health"
+
+// isHealthProbe reports whether cmd is HealthCheck's PING.
+func isHealthProbe(cmd redis.Cmder) bool {
+	if cmd.Name() != "ping" {
+		return false
+	}
+	args := cmd.Args()
+	return len(args) == 2 && args[1] == healthPing
 }
 
 // isSetup reports whether cmd may appear in a new connection's setup
@@ -194,7 +211,7 @@ func (h *metricsHook) DialHook(next redis.DialHook) redis.DialHook {
 
 func (h *metricsHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if isHandshake(cmd) {
+		if isHandshake(cmd) || isHealthProbe(cmd) {
 			return next(ctx, cmd)
 		}
 		start := time.Now()

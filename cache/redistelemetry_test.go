@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -17,10 +18,11 @@ import (
 // TestRedisSpansAcrossOutage runs commands on a real Redis, kills it,
 // lets the client redial in the background (MinIdleConns makes it) and
 // restarts it. The only spans are the commands' own, under the caller's
-// span: no "redis.dial" trace, no span for the handshake of a new
-// connection (this Redis rejects CLIENT SETINFO and CLIENT
-// MAINT_NOTIFICATIONS, which go-redis ignores), and no root span with
-// status Error.
+// span, with db.system and db.system.name: no "redis.dial" trace, no span
+// for the handshake of a new connection (this Redis rejects CLIENT
+// SETINFO and CLIENT MAINT_NOTIFICATIONS, which go-redis ignores), none
+// for the health check's PING (a root trace per probe otherwise), and no
+// root span with status Error.
 func TestRedisSpansAcrossOutage(t *testing.T) {
 	srv := testserver.NewRedis(t)
 	spans := tracetest.NewSpanRecorder()
@@ -42,11 +44,18 @@ func TestRedisSpansAcrossOutage(t *testing.T) {
 			t.Fatalf("SET %s: err %v, want error %v", what, err, wantErr)
 		}
 	}
+	check := HealthCheck("cache", rdb)
 	call("before", false)
+	if err := check.Check(context.Background()); err != nil {
+		t.Fatalf("health check with Redis up: %v", err)
+	}
 	if err := srv.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	call("during", true)
+	if err := check.Check(context.Background()); err == nil {
+		t.Fatal("health check passed with Redis down")
+	}
 	// The pool's background refill redials the dead server; give it a
 	// few attempts to make (and, before the fix, trace) them.
 	time.Sleep(500 * time.Millisecond)
@@ -79,6 +88,9 @@ func TestRedisSpansAcrossOutage(t *testing.T) {
 		if !s.Parent().IsValid() {
 			t.Errorf("root span %q (status %v): every span should belong to the caller's operation", name, s.Status().Code)
 			continue
+		}
+		if v := s.Attributes(); !hasAttr(v, "db.system", "redis") || !hasAttr(v, "db.system.name", "redis") {
+			t.Errorf("span %q lacks db.system or db.system.name = redis: %v", name, v)
 		}
 		switch name {
 		case "set":
@@ -161,4 +173,13 @@ func TestRedisMetrics(t *testing.T) {
 	} else {
 		t.Errorf("db.client.operation.duration is %T", got["db.client.operation.duration"].Data)
 	}
+}
+
+func hasAttr(attrs []attribute.KeyValue, key, value string) bool {
+	for _, kv := range attrs {
+		if string(kv.Key) == key && kv.Value.AsString() == value {
+			return true
+		}
+	}
+	return false
 }
