@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
 	"github.com/goaspire/goaspire/internal/otlptest"
+	"github.com/goaspire/goaspire/internal/testserver"
 )
 
 // TestLogScopes logs from user code (slog's default and App.Logger) and
@@ -146,5 +149,106 @@ func TestHTTPJSONProtocol(t *testing.T) {
 				t.Errorf("%d log lines name %s, want one warning:\n%s", n, key, console.String())
 			}
 		})
+	}
+}
+
+// TestDatabaseSpans serves a request that queries a real Postgres and a
+// real Redis through the App's clients, exporting to an OTLP receiver:
+// the request is one trace; every database span in it has db.system and
+// db.system.name; a statement run for the first time on a connection is
+// one span (its prepare an event); nothing else makes a trace (no Redis
+// dial, handshake or health-probe trace); nothing is in Error; and the
+// Redis metrics are in seconds with the pool name.
+func TestDatabaseSpans(t *testing.T) {
+	pg := testserver.NewPostgres(t)
+	rd := testserver.NewRedis(t)
+	rcv := otlptest.Start(t)
+	mux := http.NewServeMux()
+	app, _ := newApp(t, with(slowExport,
+		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.GRPCEndpoint,
+		"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
+		"ConnectionStrings__db", pg.ConnectionString(),
+		"ConnectionStrings__cache", rd.ConnectionString(),
+		"Aspire__Npgsql__ConnectRetry__WaitOnOpen", "10s",
+	), mux)
+	pool, err := app.Postgres("db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb, err := app.Redis("cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux.HandleFunc("GET /work", func(w http.ResponseWriter, r *http.Request) {
+		var n int
+		for range 2 {
+			if err := pool.QueryRow(r.Context(), "select 40 + $1::int", 2).Scan(&n); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+		}
+		if err := rdb.Set(r.Context(), "answer", n, 0).Err(); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+	})
+	base := serve(t, app)
+	if code, body := get(t, nil, base+"/work"); code != 200 {
+		t.Fatalf("GET /work = %d %s", code, body)
+	}
+	if code, _ := get(t, nil, base+"/health"); code != 200 {
+		t.Fatalf("GET /health = %d", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	server, ok := rcv.SpanNamed("GET /work")
+	if !ok {
+		t.Fatalf("no server span: %v", spanNames(rcv))
+	}
+	var selects, sets int
+	for _, s := range rcv.Spans() {
+		if string(s.Span.TraceId) != string(server.Span.TraceId) {
+			t.Errorf("span %q is a trace of its own", s.Span.Name)
+			continue
+		}
+		if s.Span.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("span %q in Error: %s", s.Span.Name, s.Span.GetStatus().GetMessage())
+		}
+		if string(s.Span.SpanId) == string(server.Span.SpanId) {
+			continue
+		}
+		sys, _ := otlptest.Attr(s.Span.Attributes, "db.system")
+		name, _ := otlptest.Attr(s.Span.Attributes, "db.system.name")
+		switch {
+		case sys == "postgresql" && name == "postgresql":
+			selects++
+		case sys == "redis" && name == "redis":
+			sets++
+		default:
+			t.Errorf("span %q: db.system %q, db.system.name %q", s.Span.Name, sys, name)
+		}
+	}
+	if selects != 2 || sets != 1 {
+		t.Errorf("%d Postgres and %d Redis spans, want 2 and 1: %v", selects, sets, spanNames(rcv))
+	}
+	found := false
+	for _, m := range rcv.Metrics() {
+		if m.Scope.GetName() != "github.com/goaspire/goaspire/cache" || m.Metric.Name != "db.client.operation.duration" {
+			continue
+		}
+		if m.Metric.Unit != "s" {
+			t.Errorf("Redis db.client.operation.duration unit %q", m.Metric.Unit)
+		}
+		for _, dp := range m.Metric.GetHistogram().GetDataPoints() {
+			pool, _ := otlptest.Attr(dp.Attributes, "db.client.connection.pool.name")
+			found = found || pool == "cache"
+		}
+	}
+	if !found {
+		t.Error("no Redis db.client.operation.duration point for pool cache")
 	}
 }
