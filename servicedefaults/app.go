@@ -219,8 +219,8 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	a.logs = newLogHandlers(w, ls, a.tel.lp)
 	a.logger = a.logs.logger(instrumentationName)
 	a.user = a.logs.logger(ots.serviceName)
-	for _, w := range ots.warnings {
-		a.logger.Warn(w.msg, "variable", w.key)
+	for _, warning := range ots.warnings {
+		a.logger.Warn(warning.msg, "variable", warning.key)
 	}
 
 	a.health = health.NewRegistry(health.WithDefaultTimeout(hs.timeout), health.WithLogger(a.componentLogger(scopeHealth)))
