@@ -244,7 +244,12 @@
 // Queries become OpenTelemetry spans through github.com/exaring/otelpgx
 // (under a recording parent span, such as an HTTP request's), with the
 // statement text and the db.client.operation.duration histogram; query
-// arguments are never recorded, and acquire spans are off. Each pool
+// arguments are never recorded, and acquire spans are off. Spans carry
+// both db.system and db.system.name (postgresql), since the Aspire
+// dashboard reads the former. A statement is one span: the prepare pgx
+// runs the first time a statement is used on a connection is a "prepare"
+// event on it, and only an explicit Prepare gets a span of its own,
+// "prepare {operation}". Each pool
 // reports db.client.connection.count (state idle/used),
 // db.client.connection.max, db.client.connection.idle.min and the
 // cumulative pgxpool.acquires, pgxpool.acquire_duration,

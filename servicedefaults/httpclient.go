@@ -105,7 +105,7 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 			resilience.WithResolver(a.resolver),
 			resilience.WithConfig(a.cfg, name),
 			resilience.WithMeterProvider(a.tel.mp),
-			resilience.WithLogger(a.logger),
+			resilience.WithLogger(a.componentLogger(scopeResilience)),
 		}
 		var t *resilience.Transport
 		switch handler {
