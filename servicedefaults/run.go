@@ -70,6 +70,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
+	// The gRPC server of App.GRPCServer, if any (grpc.go).
+	gsrv, err := a.startGRPC(srv, ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		close(done)
+		return err
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -93,15 +100,20 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		errs = append(errs, fmt.Errorf("servicedefaults: serving: %w", err))
 	}
 	signal.Stop(sigs)
+	a.beginGRPCDrain()
 	a.logger.Info("shutting down", "reason", reason, "grace", a.shutdownTimeout.String())
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
-	err := srv.Shutdown(drainCtx)
-	cancel()
+	waitGRPC := gsrv.beginStop(drainCtx, a.shutdownTimeout)
+	err = srv.Shutdown(drainCtx)
 	if err != nil {
 		_ = srv.Close()
 		errs = append(errs, fmt.Errorf("servicedefaults: requests still in flight after the %v grace period were cut off: %w", a.shutdownTimeout, err))
 	}
+	if err := waitGRPC(); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) && len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("servicedefaults: serving: %w", err))
 	}
