@@ -31,7 +31,7 @@ type Echo struct {
 	// means every call.
 	FailTimes int64
 	// Calls counts the calls received, by method.
-	Calls [4]atomic.Int64 // Get, Put, Post, Watch
+	Calls  [4]atomic.Int64 // Get, Put, Post, Watch
 	failed atomic.Int64
 }
 
