@@ -29,6 +29,13 @@ const (
 // ":8080") and serves App.Handler until ctx is done, SIGINT or SIGTERM
 // arrives, or Shutdown is called. See Serve for what happens then. It
 // returns nil after a clean shutdown.
+//
+// When App.GRPCServer made a gRPC server, Serve serves it too: on its own
+// listener when Aspire:ServiceDefaults:Grpc:Port or GRPC_PORT names a port
+// (other than the HTTP one), else on the HTTP listener, which then also
+// speaks HTTP/2 without TLS (h2c) and hands requests of content type
+// application/grpc to it. It stops within the same grace period as HTTP:
+// gracefully, then by force.
 func (a *App) Run(ctx context.Context) error {
 	addr, err := a.cfg.ListenAddress()
 	if err != nil {
