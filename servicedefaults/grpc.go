@@ -455,7 +455,8 @@ func grpcDuration(d time.Duration) string {
 }
 
 // GRPCServer returns the App's gRPC server, made on first use: register
-// services on it, and App.Run serves it (see Serve). Later calls return
+// services on it before calling App.Run, which serves it (on its own
+// port or the HTTP one; see Run) and stops it gracefully. Later calls return
 // the same server; options given to a later call are an error logged and
 // ignored. The server has:
 //

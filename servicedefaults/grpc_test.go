@@ -567,3 +567,73 @@ func hexID(b []byte) string {
 	}
 	return string(out)
 }
+
+// TestGRPCServerRecovers: a panicking unary or streaming handler answers
+// Internal and is logged with its stack; the server keeps serving.
+func TestGRPCServerRecovers(t *testing.T) {
+	app, logs := newApp(t, nil, nil)
+	addr, _ := serveGRPC(t, app, "server")
+	c := echopb.NewEchoClient(plainClient(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tests := []struct {
+		name string
+		call func() error
+	}{
+		{"unary", func() error {
+			_, err := c.Get(ctx, &echopb.EchoRequest{Panic: true})
+			return err
+		}},
+		{"stream", func() error {
+			w, err := c.Watch(ctx, &echopb.EchoRequest{Panic: true})
+			if err != nil {
+				return err
+			}
+			_, err = w.Recv()
+			return err
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(); status.Code(err) != codes.Internal {
+				t.Fatalf("panicking call = %v, want Internal", err)
+			}
+			if _, err := getInstance(c); err != nil {
+				t.Fatalf("after the panic: %v", err)
+			}
+		})
+	}
+	for _, want := range []string{"goaspire.test.v1.Echo/Get", "goaspire.test.v1.Echo/Watch", "echo: asked to panic", "grpc.go"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs)
+		}
+	}
+}
+
+// TestGRPCReflection: server reflection is registered in Development only.
+func TestGRPCReflection(t *testing.T) {
+	for _, env := range []string{"Development", "Production"} {
+		t.Run(env, func(t *testing.T) {
+			app, _ := newApp(t, map[string]string{"DOTNET_ENVIRONMENT": env}, nil)
+			_, has := app.GRPCServer().GetServiceInfo()["grpc.reflection.v1.ServerReflection"]
+			if has != (env == "Development") {
+				t.Errorf("reflection registered = %v in %s", has, env)
+			}
+		})
+	}
+}
+
+// TestGRPCClientClosedByShutdown: Shutdown closes the App's connections.
+func TestGRPCClientClosedByShutdown(t *testing.T) {
+	app, _ := newApp(t, nil, nil)
+	cc, err := app.GRPCClient("users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := app.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := cc.GetState(); s.String() != "SHUTDOWN" {
+		t.Fatalf("state after Shutdown = %v", s)
+	}
+}
