@@ -317,16 +317,35 @@ func grpcClientHandler(cfg *discovery.Config, name string) (string, error) {
 }
 
 // grpcRetryOptions reads the retry and timeout settings of the client
-// called name.
+// called name. Only the options gRPC uses are checked (the attempt
+// timeout and the circuit breaker do not apply), and an error names the
+// key in the most specific section that sets it.
 func grpcRetryOptions(cfg *discovery.Config, name string) (resilience.Options, error) {
 	o := resilience.DefaultOptions()
-	if err := o.ApplyConfig(cfg.Section(SectionGRPCResilience)); err != nil {
-		return o, err
+	sections := []string{SectionGRPCResilience, SectionGRPCResilience + ":Clients:" + name}
+	for _, sec := range sections {
+		if err := o.ApplyConfig(cfg.Section(sec)); err != nil {
+			return o, err
+		}
 	}
-	if err := o.ApplyConfig(cfg.Section(SectionGRPCResilience + ":Clients:" + name)); err != nil {
-		return o, err
+	bad := func(field, reason string) error {
+		key := sections[0] + ":" + field
+		if _, ok := cfg.Lookup(sections[1] + ":" + field); ok {
+			key = sections[1] + ":" + field
+		}
+		return &discovery.KeyError{Key: key, Err: errors.New(reason)}
 	}
-	return o, o.Validate()
+	switch {
+	case o.TotalRequestTimeout <= 0:
+		return o, bad("TotalRequestTimeout:Timeout", "must be positive")
+	case o.Retry.MaxRetryAttempts < 0:
+		return o, bad("Retry:MaxRetryAttempts", "must not be negative")
+	case o.Retry.Delay < 0:
+		return o, bad("Retry:Delay", "must not be negative")
+	case o.Retry.MaxDelay < 0:
+		return o, bad("Retry:MaxDelay", "must not be negative")
+	}
+	return o, nil
 }
 
 // grpc's service config, as JSON.
@@ -434,7 +453,9 @@ func grpcRetry(r resilience.RetryOptions) *grpcRetryPolicy {
 	maxBackoff := initial
 	if r.BackoffType == resilience.BackoffExponential {
 		mult = 2
-		maxBackoff = initial << (attempts - 2)
+		if maxBackoff = initial << (attempts - 2); maxBackoff < initial { // overflow
+			maxBackoff = initial
+		}
 	}
 	if r.MaxDelay > 0 {
 		maxBackoff = max(min(maxBackoff, r.MaxDelay), time.Millisecond)

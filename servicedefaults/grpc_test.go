@@ -205,6 +205,8 @@ func TestGRPCClientConfigErrors(t *testing.T) {
 		{"bad endpoint", map[string]string{"USERS_GRPC": "http://a b"}, "USERS_GRPC"},
 		{"bad retry count", map[string]string{"Aspire__Resilience__Grpc__Retry__MaxRetryAttempts": "many"}, "Aspire:Resilience:Grpc:Retry:MaxRetryAttempts"},
 		{"bad client timeout", map[string]string{"Aspire__Resilience__Grpc__Clients__users__TotalRequestTimeout__Timeout": "soon"}, "Aspire:Resilience:Grpc:Clients:users:TotalRequestTimeout:Timeout"},
+		{"negative delay", map[string]string{"Aspire__Resilience__Grpc__Clients__users__Retry__Delay": "-00:00:01"}, "Aspire:Resilience:Grpc:Clients:users:Retry:Delay"},
+		{"zero timeout", map[string]string{"Aspire__Resilience__Grpc__TotalRequestTimeout__Timeout": "0s"}, "Aspire:Resilience:Grpc:TotalRequestTimeout:Timeout"},
 		{"bad handler", map[string]string{"Aspire__ServiceDefaults__GrpcClients__users__Resilience": "Hedging"}, "Aspire:ServiceDefaults:GrpcClients:users:Resilience"},
 	}
 	for _, tt := range tests {
