@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -637,5 +638,90 @@ func TestGRPCClientClosedByShutdown(t *testing.T) {
 	}
 	if s := cc.GetState(); s.String() != "SHUTDOWN" {
 		t.Fatalf("state after Shutdown = %v", s)
+	}
+}
+
+// traceEcho answers Get with the trace id of the call's context.
+type traceEcho struct{ echopb.UnimplementedEchoServer }
+
+func (traceEcho) Get(ctx context.Context, _ *echopb.EchoRequest) (*echopb.EchoReply, error) {
+	return &echopb.EchoReply{Message: trace.SpanContextFromContext(ctx).TraceID().String()}, nil
+}
+
+// TestGRPCPropagatesWithTelemetryOff: with no exporter configured, the
+// trace context still flows from a client call to the server's handler.
+func TestGRPCPropagatesWithTelemetryOff(t *testing.T) {
+	for _, port := range []string{"", "own"} {
+		t.Run("grpc port "+port, func(t *testing.T) {
+			env := map[string]string{}
+			if port != "" {
+				port = freePort(t)
+				env["GRPC_PORT"] = port
+			}
+			server, _ := newApp(t, env, nil)
+			echopb.RegisterEchoServer(server.GRPCServer(), traceEcho{})
+			addr := strings.TrimPrefix(serve(t, server), "http://")
+			if port != "" {
+				addr = "127.0.0.1:" + port
+			}
+			client, _ := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + addr}, nil)
+			c := echoClient(t, client, "echo")
+			tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+			sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+			ctx := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+				TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true,
+			}))
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			rep, err := c.Get(ctx, &echopb.EchoRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.GetMessage() != tid.String() {
+				t.Fatalf("server saw trace %q, want %s", rep.GetMessage(), tid)
+			}
+		})
+	}
+}
+
+// TestGRPCGraceBounded: a call still running when the grace period ends
+// is cut off, and Serve says so, on the shared and on its own port.
+func TestGRPCGraceBounded(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		t.Run("own port "+strconv.FormatBool(own), func(t *testing.T) {
+			env := map[string]string{}
+			port := ""
+			if own {
+				port = freePort(t)
+				env["GRPC_PORT"] = port
+			}
+			app, _ := newApp(t, env, nil, servicedefaults.WithShutdownTimeout(100*time.Millisecond))
+			echopb.RegisterEchoServer(app.GRPCServer(), &grpctest.Echo{})
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- app.Serve(context.Background(), ln) }()
+			addr := ln.Addr().String()
+			if own {
+				addr = "127.0.0.1:" + port
+			}
+			c := echopb.NewEchoClient(plainClient(t, addr))
+			w, err := c.Watch(context.Background(), &echopb.EchoRequest{}, grpc.WaitForReady(true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			go app.Shutdown(context.Background())
+			if err := <-served; err == nil || !strings.Contains(err.Error(), "grace period") {
+				t.Fatalf("Serve = %v, want an error about the grace period", err)
+			}
+			if _, err := w.Recv(); err == nil {
+				t.Fatal("the stream outlived the grace period")
+			}
+		})
 	}
 }
