@@ -492,7 +492,8 @@ func grpcDuration(d time.Duration) string {
 //   - grpc.health.v1 answered from the App's health registry: SERVING
 //     while every check is Healthy or Degraded, NOT_SERVING when one is
 //     Unhealthy and from the moment shutdown begins (Watch streams get
-//     NOT_SERVING and end then);
+//     NOT_SERVING and end then); results are reused for
+//     Aspire:ServiceDefaults:HealthChecks:CacheDuration, as /health does;
 //   - server reflection, in Development only;
 //   - keepalive pings accepted every 30 s or more.
 //
@@ -520,7 +521,8 @@ func (a *App) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {
 		sopts = append([]grpc.ServerOption{grpc.ChainUnaryInterceptor(p.unaryServer), grpc.ChainStreamInterceptor(p.streamServer)}, sopts...)
 	}
 	gs := grpc.NewServer(append(sopts, opts...)...)
-	healthpb.RegisterHealthServer(gs, &grpcHealth{app: a, server: gs})
+	hs, _ := readHealthSettings(a.cfg) // validated by Add
+	healthpb.RegisterHealthServer(gs, &grpcHealth{app: a, server: gs, cache: hs.cache})
 	if a.cfg.IsDevelopment() {
 		reflection.Register(gs)
 	}
@@ -584,6 +586,34 @@ type grpcHealth struct {
 	healthpb.UnimplementedHealthServer
 	app    *App
 	server *grpc.Server
+	// cache is how long a run of the checks is reused, as the HTTP
+	// health endpoints do (Aspire:ServiceDefaults:HealthChecks:CacheDuration).
+	cache time.Duration
+
+	mu      sync.Mutex
+	last    health.Status
+	lastRun time.Time
+}
+
+// run returns the status of every check, reusing a run younger than the
+// cache duration.
+func (h *grpcHealth) run(ctx context.Context) health.Status {
+	if h.cache > 0 {
+		h.mu.Lock()
+		if !h.lastRun.IsZero() && time.Since(h.lastRun) < h.cache {
+			s := h.last
+			h.mu.Unlock()
+			return s
+		}
+		h.mu.Unlock()
+	}
+	s := h.app.health.Run(ctx, nil).Status
+	if h.cache > 0 && ctx.Err() == nil {
+		h.mu.Lock()
+		h.last, h.lastRun = s, time.Now()
+		h.mu.Unlock()
+	}
+	return s
 }
 
 // grpcWatchInterval is how often a Watch stream re-runs the checks.
@@ -609,7 +639,7 @@ func (h *grpcHealth) status(ctx context.Context, service string) (healthpb.Healt
 	if h.draining() {
 		return healthpb.HealthCheckResponse_NOT_SERVING, true
 	}
-	if h.app.health.Run(ctx, nil).Status == health.Unhealthy {
+	if h.run(ctx) == health.Unhealthy {
 		return healthpb.HealthCheckResponse_NOT_SERVING, true
 	}
 	return healthpb.HealthCheckResponse_SERVING, true

@@ -385,7 +385,7 @@ func TestGRPCPortErrors(t *testing.T) {
 // TestGRPCHealth: grpc.health.v1 follows the App's health registry, and
 // turns NOT_SERVING (ending Watch streams) once shutdown begins.
 func TestGRPCHealth(t *testing.T) {
-	app, _ := newApp(t, nil, nil)
+	app, _ := newApp(t, map[string]string{"Aspire:ServiceDefaults:HealthChecks:CacheDuration": "0"}, nil)
 	var sick atomic.Bool
 	if err := app.Health().Register(health.Check{Name: "dependency", Check: func(context.Context) error {
 		if sick.Load() {
@@ -436,6 +436,32 @@ func TestGRPCHealth(t *testing.T) {
 	}
 	if err := <-shutdown; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestGRPCHealthCached: outside Development a run of the checks is reused
+// for the cache duration, as /health does.
+func TestGRPCHealthCached(t *testing.T) {
+	app, _ := newApp(t, map[string]string{"Aspire:ServiceDefaults:HealthChecks:CacheDuration": "1h"}, nil)
+	var sick atomic.Bool
+	if err := app.Health().Register(health.Check{Name: "dependency", Check: func(context.Context) error {
+		if sick.Load() {
+			return errors.New("down")
+		}
+		return nil
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := serveGRPC(t, app, "server")
+	hc := healthpb.NewHealthClient(plainClient(t, addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, want := range []healthpb.HealthCheckResponse_ServingStatus{healthpb.HealthCheckResponse_SERVING, healthpb.HealthCheckResponse_SERVING} {
+		rep, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil || rep.GetStatus() != want {
+			t.Fatalf("Check %d = %v, %v; want %v", i, rep.GetStatus(), err, want)
+		}
+		sick.Store(true) // not seen by the second Check: the first run is reused
 	}
 }
 
