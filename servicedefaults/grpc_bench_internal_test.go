@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -18,7 +19,8 @@ import (
 
 // BenchmarkGRPCClient measures one unary call on loopback to a plain
 // grpc-go server: "off/bare" is grpc.NewClient with no options but
-// plaintext, "off/app" is App.GRPCClient with telemetry off (discovery,
+// plaintext, "off/bare-deadline" the same with a 30 s deadline on each
+// call (what App.GRPCClient's total timeout adds), "off/app" is App.GRPCClient with telemetry off (discovery,
 // round_robin, the retry and timeout policy, keepalive, trace-context
 // propagation); "sdk/otelgrpc" is the bare client with plain otelgrpc
 // over a recording SDK (spans into a batch processor with a discarding
@@ -29,7 +31,7 @@ import (
 func BenchmarkGRPCClient(b *testing.B) {
 	srv := grpctest.Start(b, "bench", nil)
 	req := &echopb.EchoRequest{Message: "hello"}
-	run := func(b *testing.B, cc *grpc.ClientConn) {
+	runWith := func(b *testing.B, cc *grpc.ClientConn, deadline time.Duration) {
 		c := echopb.NewEchoClient(cc)
 		ctx := context.Background()
 		if _, err := c.Get(ctx, req); err != nil { // connect outside the loop
@@ -37,11 +39,18 @@ func BenchmarkGRPCClient(b *testing.B) {
 		}
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := c.Get(ctx, req); err != nil {
+			ctx, cancel := ctx, context.CancelFunc(func() {})
+			if deadline > 0 {
+				ctx, cancel = context.WithTimeout(ctx, deadline)
+			}
+			_, err := c.Get(ctx, req)
+			cancel()
+			if err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
+	run := func(b *testing.B, cc *grpc.ClientConn) { runWith(b, cc, 0) }
 	bare := func(b *testing.B, opts ...grpc.DialOption) *grpc.ClientConn {
 		cc, err := grpc.NewClient(srv.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 		if err != nil {
@@ -75,6 +84,7 @@ func BenchmarkGRPCClient(b *testing.B) {
 	}
 
 	b.Run("off/bare", func(b *testing.B) { run(b, bare(b)) })
+	b.Run("off/bare-deadline", func(b *testing.B) { runWith(b, bare(b), 30*time.Second) })
 	b.Run("off/app", func(b *testing.B) { run(b, client(b, newApp(b))) })
 	b.Run("sdk/otelgrpc", func(b *testing.B) {
 		tp, mp := sdk(b)
