@@ -147,4 +147,26 @@
 // propagation, and one shared connection pool that trusts SSL_CERT_FILE /
 // SSL_CERT_DIR and uses HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the
 // configuration.
+//
+// # gRPC
+//
+// App.GRPCClient(name) resolves name through package discovery/grpcresolver
+// (the endpoint named "grpc", else "https", else "http"; DNS otherwise),
+// balances over every instance with round_robin, uses TLS for https
+// endpoints with the same trusted roots as the HTTP clients, traces and
+// measures calls with otelgrpc (plus the rpc.system, rpc.service and
+// rpc.grpc.status_code attributes the Aspire dashboard reads), and retries
+// UNAVAILABLE and RESOURCE_EXHAUSTED for methods the proto declares free of
+// side effects or idempotent. App.GRPCServer's server is served by Run
+// next to HTTP, with recovery, grpc.health.v1 and, in Development,
+// reflection.
+//
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxRetryAttempts  retries (default 3, at most 4)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:Delay             first backoff bound (default 2s)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxDelay          backoff cap (default none)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:BackoffType       Exponential (default) or Constant
+//	Aspire:Resilience:Grpc[:Clients:{name}]:TotalRequestTimeout:Timeout  unary call bound (default 30s)
+//	Aspire:ServiceDefaults:GrpcClients:{name}:Resilience            Standard (default) or None
+//	Aspire:ServiceDefaults:Grpc:Port, else GRPC_PORT                the gRPC server's own port
+//	                                                                (default: share the HTTP port)
 package servicedefaults

@@ -29,6 +29,13 @@ const (
 // ":8080") and serves App.Handler until ctx is done, SIGINT or SIGTERM
 // arrives, or Shutdown is called. See Serve for what happens then. It
 // returns nil after a clean shutdown.
+//
+// When App.GRPCServer made a gRPC server, Serve serves it too: on its own
+// listener when Aspire:ServiceDefaults:Grpc:Port or GRPC_PORT names a port
+// (other than the HTTP one), else on the HTTP listener, which then also
+// speaks HTTP/2 without TLS (h2c) and hands requests of content type
+// application/grpc to it. It stops within the same grace period as HTTP:
+// gracefully, then by force.
 func (a *App) Run(ctx context.Context) error {
 	addr, err := a.cfg.ListenAddress()
 	if err != nil {
@@ -70,6 +77,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
+	// The gRPC server of App.GRPCServer, if any (grpc.go).
+	gsrv, err := a.startGRPC(srv, ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		close(done)
+		return err
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -93,15 +107,20 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		errs = append(errs, fmt.Errorf("servicedefaults: serving: %w", err))
 	}
 	signal.Stop(sigs)
+	a.beginGRPCDrain()
 	a.logger.Info("shutting down", "reason", reason, "grace", a.shutdownTimeout.String())
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
-	err := srv.Shutdown(drainCtx)
-	cancel()
+	waitGRPC := gsrv.beginStop(drainCtx, a.shutdownTimeout)
+	err = srv.Shutdown(drainCtx)
 	if err != nil {
 		_ = srv.Close()
 		errs = append(errs, fmt.Errorf("servicedefaults: requests still in flight after the %v grace period were cut off: %w", a.shutdownTimeout, err))
 	}
+	if err := waitGRPC(); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) && len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("servicedefaults: serving: %w", err))
 	}
