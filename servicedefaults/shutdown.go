@@ -56,23 +56,31 @@ func (a *App) runHooks(ctx context.Context, hooks []hook) []error {
 		h := hooks[i]
 		res := make(chan error, 1)
 		go func() { res <- callHook(ctx, h) }()
+		var err error
 		select {
-		case err := <-res:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("servicedefaults: shutdown: %s: %w", h.name, err))
-			}
-			continue
+		case err = <-res:
 		case <-ctx.Done():
+			select {
+			case err = <-res: // it returned just in time
+			default:
+				return append(errs, a.abandon(ctx, h, hooks[:i]))
+			}
 		}
-		rest := hooks[:i]
-		for j := len(rest) - 1; j >= 0; j-- {
-			go func() { _ = callHook(ctx, rest[j]) }()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("servicedefaults: shutdown: %s: %w", h.name, err))
 		}
-		err := &HookTimeoutError{Hook: h.name, NotWaited: len(rest), Err: ctx.Err()}
-		a.logger.Error("shutdown hook abandoned at the deadline", "hook", h.name, "not_waited", len(rest))
-		return append(errs, err)
 	}
 	return errs
+}
+
+// abandon leaves the stuck hook h running, starts the hooks rest at once
+// without waiting for them, and returns the error reporting h.
+func (a *App) abandon(ctx context.Context, h hook, rest []hook) error {
+	for j := len(rest) - 1; j >= 0; j-- {
+		go func() { _ = callHook(ctx, rest[j]) }()
+	}
+	a.logger.Error("shutdown hook abandoned at the deadline", "hook", h.name, "not_waited", len(rest))
+	return &HookTimeoutError{Hook: h.name, NotWaited: len(rest), Err: ctx.Err()}
 }
 
 // HookTimeoutError reports a shutdown hook (an OnShutdown function, or
