@@ -99,9 +99,14 @@ func openOnce[T any](ctx context.Context, a *App, kind, name string, open func(c
 func openClient[T any](ctx context.Context, a *App, kind, name string, o *opening, open func(context.Context) (opened[T], error)) (client T, err error) {
 	octx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(a.opening, cancel)
+	finished := false
 	defer func() {
 		stop()
 		cancel()
+		p := recover()
+		if p != nil || !finished {
+			err = fmt.Errorf("panic opening: %v", p) // for the waiters; p goes on up
+		}
 		a.res.mu.Lock()
 		if err != nil {
 			delete(a.res.opened, kind+"/"+name)
@@ -111,9 +116,13 @@ func openClient[T any](ctx context.Context, a *App, kind, name string, o *openin
 		}
 		a.res.mu.Unlock()
 		close(o.done)
+		if p != nil {
+			panic(p)
+		}
 	}()
 
 	res, err := open(octx)
+	finished = true
 	if err != nil {
 		if a.opening.Err() != nil {
 			err = errShutDown{}

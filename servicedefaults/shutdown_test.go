@@ -387,7 +387,10 @@ func TestNegativeShutdownDurations(t *testing.T) {
 	}
 }
 
-const secondSignalEnv = "GOASPIRE_SERVICEDEFAULTS_SECOND_SIGNAL_CHILD"
+const (
+	secondSignalEnv    = "GOASPIRE_SERVICEDEFAULTS_SECOND_SIGNAL_CHILD"
+	secondSignalMarker = "sending the second SIGTERM"
+)
 
 // TestSecondSignalChild is the service TestSecondSignal runs in a child
 // process. With a request stuck in flight and a long grace period, it
@@ -432,6 +435,9 @@ func TestSecondSignalChild(t *testing.T) {
 		<-stuck
 		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
 		<-began
+		// Still running: the first signal was not taken for a second one.
+		time.Sleep(100 * time.Millisecond) // room for a wrong exit to happen
+		fmt.Fprintln(os.Stderr, secondSignalMarker)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
 	}()
 	err = app.Serve(ctx, ln)
@@ -497,8 +503,10 @@ func TestSecondSignal(t *testing.T) {
 				t.Fatalf("child exited with %v, want status %d:\n%s\n%s", err, 128+int(syscall.SIGTERM), stdout.String(), strings.Join(all, "\n"))
 			}
 			logged := strings.Join(all, "\n")
-			if !strings.Contains(logged, `"msg":"second signal during shutdown: exiting at once"`) {
-				t.Errorf("child did not log the second signal:\n%s", logged)
+			marker := strings.Index(logged, secondSignalMarker)
+			exiting := strings.Index(logged, `"msg":"second signal during shutdown: exiting at once"`)
+			if marker < 0 || exiting < marker {
+				t.Errorf("child did not log the second signal after sending it:\n%s", logged)
 			}
 			if n := strings.Count(logged, `"msg":"shutting down"`); n != 1 {
 				t.Errorf("child logged %d shutdowns, want 1:\n%s", n, logged)
