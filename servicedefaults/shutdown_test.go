@@ -433,15 +433,24 @@ func TestSecondSignalChild(t *testing.T) {
 	}()
 	go func() {
 		<-stuck
-		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		_ = signalSelf(syscall.SIGTERM)
 		<-began
 		// Still running: the first signal was not taken for a second one.
 		time.Sleep(100 * time.Millisecond) // room for a wrong exit to happen
 		fmt.Fprintln(os.Stderr, secondSignalMarker)
-		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		_ = signalSelf(syscall.SIGTERM)
 	}()
 	err = app.Serve(ctx, ln)
 	t.Fatalf("Serve returned (%v): the second SIGTERM did not exit the process", err)
+}
+
+// signalSelf sends sig to this process.
+func signalSelf(sig os.Signal) error {
+	p, err := os.FindProcess(os.Getpid())
+	if err != nil {
+		return err
+	}
+	return p.Signal(sig)
 }
 
 // lineWatcher copies to w and calls seen when a write contains msg.

@@ -12,10 +12,14 @@ import (
 // signal, the copy of that signal Serve's own channel got is recognised
 // as the trigger, not taken for a second signal.
 func TestDropTriggerSignal(t *testing.T) {
+	self, err := os.FindProcess(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 20 {
 		sigs := notifySignals()
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		if err := self.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		<-ctx.Done()
