@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
@@ -90,12 +91,29 @@ func New(ctx context.Context, c *Config, opts ...Option) (*nats.Conn, error) {
 	if wait <= 0 {
 		wait = DefaultReconnectWait
 	}
+	// The first failed attempt of a streak is a warning, the rest debug:
+	// a server down for an hour must not flood the log.
+	var failing atomic.Bool
 	nopts := []nats.Option{
 		nats.Name(c.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(wait),
 		nats.RetryOnFailedConnect(true),
+		// Keep trying after authorization errors too: the server's
+		// credentials may be rotated before the client's.
+		nats.IgnoreAuthErrorAbort(),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return
+			}
+			if failing.CompareAndSwap(false, true) {
+				log.Warn("nats connection attempt failed; retrying", "error", scrub(err, c))
+				return
+			}
+			log.Debug("nats connection attempt failed; retrying", "error", scrub(err, c))
+		}),
 		nats.ConnectHandler(func(nc *nats.Conn) {
+			failing.Store(false)
 			log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
@@ -104,9 +122,16 @@ func New(ctx context.Context, c *Config, opts ...Option) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
+			failing.Store(false)
 			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
-		nats.ClosedHandler(func(*nats.Conn) { log.Info("nats connection closed") }),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if err := nc.LastError(); err != nil {
+				log.Warn("nats connection closed", "error", scrub(err, c))
+				return
+			}
+			log.Info("nats connection closed")
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			attrs := []any{"error", scrub(err, c)}
 			if sub != nil {
@@ -158,7 +183,11 @@ func HealthCheck(name string, nc *nats.Conn) health.Check {
 			case nats.CLOSED:
 				return health.WithStatus(health.Unhealthy, errors.New("connection closed"))
 			default:
-				return health.WithStatus(health.Degraded, fmt.Errorf("connection %s", strings.ToLower(st.String())))
+				err := fmt.Errorf("connection %s", strings.ToLower(st.String()))
+				if last := nc.LastError(); last != nil {
+					err = fmt.Errorf("%w: %s", err, last.Error())
+				}
+				return health.WithStatus(health.Degraded, err)
 			}
 		},
 	}
