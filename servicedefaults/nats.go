@@ -1,0 +1,83 @@
+package servicedefaults
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/goaspire/goaspire/health"
+	natsmsg "github.com/goaspire/goaspire/messaging/nats"
+)
+
+// NATS returns nats.go's connection to the NATS resource called name
+// (ConnectionStrings:name: nats://[user:password@]host:port, several URLs
+// separated by commas; or Aspire 13's NAME_URI / NAME_HOST ...; settings
+// from Aspire:NATS:Net and Aspire:NATS:Net:{name}, see
+// natsmsg.LoadConfig), opened on first use and shared afterwards. NATS
+// need not be up: the connection retries and reconnects forever, logging
+// through the App's logger.
+//
+// Its health check "nats:{name}" (off with
+// Aspire:NATS:Net:DisableHealthChecks) is Degraded while reconnecting and
+// Unhealthy once closed. Shutdown drains it (pending publishes are sent,
+// subscriptions finish the messages they hold) within its bound, after the
+// App's workers have returned, then closes it.
+//
+// The traced helpers of package natsmsg (Publish, Subscribe,
+// PublishJetStream, ConsumeJetStream ...) use the App's tracer provider
+// and propagator, which Add installed as OpenTelemetry's globals.
+func (a *App) NATS(name string) (*nats.Conn, error) {
+	a.res.mu.Lock()
+	defer a.res.mu.Unlock()
+	var fresh *nats.Conn
+	nc, err := openOnce(a, "nats", name, func() (opened[*nats.Conn], error) {
+		c, err := natsmsg.LoadConfig(a.cfg, name)
+		if err != nil {
+			return opened[*nats.Conn]{}, err
+		}
+		nc, err := natsmsg.New(context.Background(), c,
+			natsmsg.WithLogger(a.logger),
+			natsmsg.WithTracerProvider(a.tel.tp),
+			natsmsg.WithPropagator(a.tel.prop),
+		)
+		if err != nil {
+			return opened[*nats.Conn]{}, err
+		}
+		fresh = nc
+		var checks []health.Check
+		if !c.DisableHealthChecks {
+			checks = append(checks, natsmsg.HealthCheck(name, nc))
+		}
+		// Closed by the drain hook below, which needs Shutdown's context.
+		return opened[*nats.Conn]{nc, checks, func() error { return nil }}, nil
+	})
+	if err != nil {
+		if fresh != nil {
+			fresh.Close()
+		}
+		return nil, err
+	}
+	if fresh != nil {
+		a.OnShutdown(func(ctx context.Context) error { return drainNATS(ctx, fresh) })
+	}
+	return nc, nil
+}
+
+// drainNATS drains nc and waits, within ctx, for it to close; past ctx, or
+// when it cannot drain (closed, reconnecting), it closes it at once.
+func drainNATS(ctx context.Context, nc *nats.Conn) error {
+	closed := nc.StatusChanged(nats.CLOSED)
+	defer nc.RemoveStatusListener(closed)
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return nil
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-ctx.Done():
+		nc.Close()
+		return fmt.Errorf("servicedefaults: draining nats: %w", ctx.Err())
+	}
+}
