@@ -21,6 +21,9 @@ import (
 // natsHost is the only address NATS listens on.
 const natsHost = "127.0.0.1"
 
+// debianNATS is where Debian's nats-server package puts the binary.
+const debianNATS = "/usr/sbin/nats-server"
+
 // natsUser is the user the throwaway NATS server accepts.
 const natsUser = "goaspire"
 
@@ -65,7 +68,11 @@ func StartNATS(ctx context.Context, opts ...NATSOption) (*NATS, error) {
 
 	bin, err := FindBinary("nats-server")
 	if err != nil {
-		return nil, fmt.Errorf("testserver: start nats: %w", err)
+		// Debian installs it in /usr/sbin, which a non-root PATH may lack.
+		if _, serr := os.Stat(debianNATS); serr != nil {
+			return nil, fmt.Errorf("testserver: start nats: %w", err)
+		}
+		bin = debianNATS
 	}
 	dir, err := os.MkdirTemp("", "goaspire-nats-*")
 	if err != nil {
