@@ -126,6 +126,11 @@
 //	Aspire:ServiceDefaults:ShutdownTimeout  grace period for in-flight requests (default 25s)
 //	Aspire:ServiceDefaults:FlushTimeout     bound on the final Shutdown (default 5s)
 //
+// Background workers started with App.Go get a context that ends when
+// shutdown begins; Shutdown waits for them (within its bound) before it
+// runs the OnShutdown hooks, so they may use the App's clients until they
+// return.
+//
 // The defaults add up to Kubernetes' default 30 s termination grace
 // period. The server uses Kestrel's header (30 s) and keep-alive (130 s)
 // timeouts.
