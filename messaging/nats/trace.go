@@ -57,16 +57,30 @@ func messagingAttrs(op, opType, subject string, size int) []attribute.KeyValue {
 
 // startPublish starts the producer span for msg and writes its context
 // into msg's headers.
-func startPublish(ctx context.Context, s *settings, msg *nats.Msg, extra ...attribute.KeyValue) (context.Context, trace.Span) {
-	ctx, span := s.tp.Tracer(scope).Start(ctx, "publish "+msg.Subject,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(append(messagingAttrs("publish", "send", msg.Subject, len(msg.Data)), extra...)...))
-	if msg.Header == nil {
-		msg.Header = nats.Header{}
+func startPublish(ctx context.Context, s *settings, msg *nats.Msg) (context.Context, trace.Span) {
+	ctx, span := s.tp.Tracer(scope).Start(ctx, "publish "+msg.Subject, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(messagingAttrs("publish", "send", msg.Subject, len(msg.Data))...)
 	}
-	s.prop.Inject(ctx, headerCarrier(msg.Header))
+	s.prop.Inject(ctx, msgCarrier{msg})
 	return ctx, span
 }
+
+// msgCarrier writes into a message's headers, making them only when there
+// is something to write: a message without headers goes out as a plain
+// PUB, cheaper than HPUB.
+type msgCarrier struct{ msg *nats.Msg }
+
+func (c msgCarrier) Get(key string) string { return headerCarrier(c.msg.Header).Get(key) }
+
+func (c msgCarrier) Set(key, value string) {
+	if c.msg.Header == nil {
+		c.msg.Header = nats.Header{}
+	}
+	c.msg.Header[key] = []string{value}
+}
+
+func (c msgCarrier) Keys() []string { return headerCarrier(c.msg.Header).Keys() }
 
 func endSpan(span trace.Span, err error) {
 	if err != nil {
@@ -147,9 +161,11 @@ func startProcess(ctx context.Context, s *settings, subject string, header nats.
 	if header != nil {
 		ctx = s.prop.Extract(ctx, headerCarrier(header))
 	}
-	return s.tp.Tracer(scope).Start(ctx, "process "+subject,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(append(messagingAttrs("process", "process", subject, size), extra...)...))
+	ctx, span := s.tp.Tracer(scope).Start(ctx, "process "+subject, trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() {
+		span.SetAttributes(append(messagingAttrs("process", "process", subject, size), extra...)...)
+	}
+	return ctx, span
 }
 
 // safeCall runs f, turning a panic into an error with its stack.
