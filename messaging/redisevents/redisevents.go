@@ -196,10 +196,11 @@ func decode(parent context.Context, s *settings, channel, payload string) (conte
 // subscribers received it (0 is not an error: Pub/Sub has no queue).
 func Publish(ctx context.Context, rdb redis.UniversalClient, channel string, data []byte, opts ...Option) (int64, error) {
 	s := newSettings(opts)
-	ctx, span := s.tp.Tracer(scope).Start(ctx, "publish "+channel,
-		trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(attrs("publish", "send", channel, len(data))...))
+	ctx, span := s.tp.Tracer(scope).Start(ctx, "publish "+channel, trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attrs("publish", "send", channel, len(data))...)
+	}
 	msg, err := encode(ctx, &s, data)
 	if err == nil {
 		var n int64
@@ -302,10 +303,11 @@ func subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, names 
 func handle(parent context.Context, s *settings, h Handler, msg *redis.Message) {
 	ctx, ev := decode(parent, s, msg.Channel, msg.Payload)
 	ev.Pattern = msg.Pattern
-	ctx, span := s.tp.Tracer(scope).Start(ctx, "process "+msg.Channel,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attrs("process", "process", msg.Channel, len(ev.Data))...))
+	ctx, span := s.tp.Tracer(scope).Start(ctx, "process "+msg.Channel, trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attrs("process", "process", msg.Channel, len(ev.Data))...)
+	}
 	err := func() (err error) {
 		defer func() {
 			if p := recover(); p != nil {

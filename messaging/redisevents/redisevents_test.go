@@ -43,7 +43,7 @@ func (s *syncBuffer) String() string {
 }
 
 // client opens the server as servicedefaults' App.Redis does.
-func client(t *testing.T, srv *testserver.Redis) redis.UniversalClient {
+func client(t testing.TB, srv *testserver.Redis) redis.UniversalClient {
 	t.Helper()
 	rdb, err := cache.OpenRedis(context.Background(), discovery.FromMap(map[string]string{"ConnectionStrings:cache": srv.ConnectionString()}), "cache",
 		cache.WithLogger(slog.New(slog.NewTextHandler(&syncBuffer{}, nil))))
