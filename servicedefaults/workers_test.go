@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -427,5 +428,50 @@ func TestGoAfterShutdownDoesNotRun(t *testing.T) {
 	case <-ran:
 		t.Error("a worker started after Shutdown ran")
 	default:
+	}
+}
+
+// Workers stop when shutdown begins, while requests are still draining,
+// not after: a request that waits for a worker to stop completes within
+// the grace period.
+func TestWorkersStopWhenDrainBegins(t *testing.T) {
+	mux := http.NewServeMux()
+	workerStopped := make(chan struct{})
+	inFlight := make(chan struct{})
+	mux.HandleFunc("GET /wait", func(w http.ResponseWriter, r *http.Request) {
+		close(inFlight)
+		<-workerStopped
+		w.WriteHeader(http.StatusNoContent)
+	})
+	app, _ := newApp(t, nil, mux, servicedefaults.WithShutdownTimeout(3*time.Second))
+	app.Go("listener", func(ctx context.Context) error {
+		<-ctx.Done()
+		close(workerStopped)
+		return nil
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- app.Serve(ctx, ln) }()
+	status := make(chan int, 1)
+	go func() {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/wait")
+		if err != nil {
+			status <- 0
+			return
+		}
+		resp.Body.Close()
+		status <- resp.StatusCode
+	}()
+	<-inFlight
+	cancel() // as SIGTERM would
+	if err := <-served; err != nil {
+		t.Errorf("Serve = %v: the in-flight request was cut off waiting for the worker", err)
+	}
+	if got := <-status; got != http.StatusNoContent {
+		t.Errorf("in-flight request got %d, want 204", got)
 	}
 }
