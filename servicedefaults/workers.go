@@ -283,8 +283,8 @@ func (w *worker) loop(ctx context.Context) {
 		if w.opts.fatal {
 			log.Error("worker failed; stopping the app", attrs...)
 			err = fmt.Errorf("servicedefaults: worker %q: %w", w.name, err)
-			w.setDown(fmt.Errorf("failed and stopped the app: %w", err))
 			a.failApp(err)
+			w.setDown(fmt.Errorf("failed and stopped the app: %w", err))
 			return
 		}
 		d := bo.Next()
