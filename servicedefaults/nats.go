@@ -2,6 +2,7 @@ package servicedefaults
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
@@ -16,7 +17,9 @@ import (
 // from Aspire:NATS:Net and Aspire:NATS:Net:{name}, see
 // natsmsg.LoadConfig), opened on first use and shared afterwards. NATS
 // need not be up: the connection retries and reconnects forever, logging
-// through the App's logger.
+// through the App's logger. TLS servers (tls://, or a server that requires
+// TLS) are trusted through the system roots plus SSL_CERT_FILE and
+// SSL_CERT_DIR, where Aspire puts its development certificate.
 //
 // Its health check "nats:{name}" (off with
 // Aspire:NATS:Net:DisableHealthChecks) is Degraded while reconnecting and
@@ -36,11 +39,21 @@ func (a *App) NATS(name string) (*nats.Conn, error) {
 		if err != nil {
 			return opened[*nats.Conn]{}, err
 		}
-		nc, err := natsmsg.New(context.Background(), c,
+		opts := []natsmsg.Option{
 			natsmsg.WithLogger(a.logger),
 			natsmsg.WithTracerProvider(a.tel.tp),
 			natsmsg.WithPropagator(a.tel.prop),
-		)
+		}
+		if a.certPool != nil {
+			// Used for tls:// servers and servers that require TLS; a
+			// plain nats:// server is still reached in the clear.
+			pool := a.certPool
+			opts = append(opts, natsmsg.WithNATSOptions(func(o *nats.Options) error {
+				o.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+				return nil
+			}))
+		}
+		nc, err := natsmsg.New(context.Background(), c, opts...)
 		if err != nil {
 			return opened[*nats.Conn]{}, err
 		}

@@ -178,3 +178,32 @@ func TestAppNATSTraceReachesOTLP(t *testing.T) {
 		}
 	}
 }
+
+func TestAppNATSTrustsSSLCertFile(t *testing.T) {
+	srv := testserver.NewNATS(t, testserver.WithNATSTLS())
+	tests := []struct {
+		name      string
+		values    map[string]string
+		connected bool
+	}{
+		{"trusted through SSL_CERT_FILE", map[string]string{"ConnectionStrings:events": srv.URL(), "SSL_CERT_FILE": srv.CACertFile()}, true},
+		{"untrusted", map[string]string{"ConnectionStrings:events": srv.URL()}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			app, logs := newApp(t, tt.values, nil)
+			nc, err := app.NATS("events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.connected {
+				waitFor(t, "connected over TLS", nc.IsConnected)
+				return
+			}
+			waitFor(t, "a certificate error logged", func() bool { return strings.Contains(logs.String(), "certificate") })
+			if nc.IsConnected() {
+				t.Error("connected to a server signed by an unknown CA")
+			}
+		})
+	}
+}

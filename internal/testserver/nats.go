@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +39,7 @@ type NATS struct {
 	port     int
 	dir      string
 	confPath string
+	tls      *redisTLS // nil without TLS
 }
 
 // NATSOption configures [StartNATS].
@@ -44,7 +47,14 @@ type NATSOption func(*natsConfig)
 
 type natsConfig struct {
 	port int
+	tls  bool
 }
+
+// WithNATSTLS requires TLS: a throwaway CA and a server certificate for
+// 127.0.0.1, ::1 and localhost are generated in the temporary directory.
+// Trust the CA with [NATS.CACertFile] or [NATS.CACertPool]; [NATS.URL]
+// then uses the tls:// scheme.
+func WithNATSTLS() NATSOption { return func(c *natsConfig) { c.tls = true } }
 
 // WithNATSPort listens on a fixed port instead of a free one.
 func WithNATSPort(port int) NATSOption {
@@ -88,6 +98,11 @@ func StartNATS(ctx context.Context, opts ...NATSOption) (*NATS, error) {
 		bin:      bin,
 		dir:      dir,
 		confPath: filepath.Join(dir, "nats.conf"),
+	}
+	if cfg.tls {
+		if n.tls, err = writeTLSFiles(dir); err != nil {
+			return nil, errors.Join(fmt.Errorf("testserver: start nats: %w", err), n.Close())
+		}
 	}
 	n.mu.Lock()
 	err = onFreePort(cfg.port, func(port int) error {
@@ -135,6 +150,9 @@ authorization {
   password: %s
 }
 `, q(net.JoinHostPort(natsHost, strconv.Itoa(n.port))), q(filepath.Join(n.dir, "jetstream")), q(natsUser), q(n.password))
+	if n.tls != nil {
+		conf += fmt.Sprintf("tls {\n  cert_file: %s\n  key_file: %s\n}\n", q(n.tls.certFile), q(n.tls.keyFile))
+	}
 	if err := os.WriteFile(n.confPath, []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("write nats.conf: %w", err)
 	}
@@ -170,18 +188,30 @@ func (n *NATS) ping(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	br := bufio.NewReader(conn)
+	info, err := br.ReadString('\n')
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	if !strings.HasPrefix(info, "INFO ") {
+		conn.Close()
+		return fmt.Errorf("unexpected greeting %q", strings.TrimSpace(info))
+	}
+	if n.tls != nil {
+		// NATS greets in the clear, then the client upgrades.
+		tc := tls.Client(conn, &tls.Config{RootCAs: n.tls.pool, ServerName: natsHost, MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return err
+		}
+		conn = tc
+		br = bufio.NewReader(conn)
+	}
 	defer conn.Close()
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
-	}
-	br := bufio.NewReader(conn)
-	info, err := br.ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(info, "INFO ") {
-		return fmt.Errorf("unexpected greeting %q", strings.TrimSpace(info))
 	}
 	connect, _ := json.Marshal(map[string]any{"user": natsUser, "pass": n.password, "verbose": false, "pedantic": false})
 	if _, err := fmt.Fprintf(conn, "CONNECT %s\r\nPING\r\n", connect); err != nil {
@@ -213,11 +243,32 @@ func (n *NATS) Password() string { return n.password }
 func (n *NATS) LogFile() string { return n.logPath }
 
 // URL returns the connection string an Aspire AppHost injects,
-// nats://user:password@127.0.0.1:port. It holds the password: never put it
+// nats://user:password@127.0.0.1:port (tls:// with [WithNATSTLS]). It holds the password: never put it
 // in an error or a log.
 func (n *NATS) URL() string {
 	u := url.URL{Scheme: "nats", User: url.UserPassword(natsUser, n.password), Host: n.Addr()}
+	if n.tls != nil {
+		u.Scheme = "tls"
+	}
 	return u.String()
+}
+
+// CACertFile returns the path of the PEM file holding the throwaway CA
+// certificate, or "" without TLS.
+func (n *NATS) CACertFile() string {
+	if n.tls == nil {
+		return ""
+	}
+	return n.tls.caFile
+}
+
+// CACertPool returns a pool holding only the throwaway CA certificate, or
+// nil without TLS.
+func (n *NATS) CACertPool() *x509.CertPool {
+	if n.tls == nil {
+		return nil
+	}
+	return n.tls.pool
 }
 
 // String describes the server without its password.

@@ -39,3 +39,17 @@ func TestNATSLifecycle(t *testing.T) {
 		t.Error("a wrong password was accepted")
 	}
 }
+
+func TestNATSTLS(t *testing.T) {
+	n := NewNATS(t, WithNATSTLS())
+	if err := n.ping(context.Background()); err != nil {
+		t.Fatalf("ping over TLS: %v", err)
+	}
+	if !strings.HasPrefix(n.URL(), "tls://") || n.CACertFile() == "" || n.CACertPool() == nil {
+		t.Errorf("URL %s, CA file %q", n.URL(), n.CACertFile())
+	}
+	plain := &NATS{server: server{password: n.Password()}, port: n.Port()}
+	if err := plain.ping(context.Background()); err == nil {
+		t.Error("a plain connection was accepted by a TLS server")
+	}
+}
