@@ -91,6 +91,7 @@ type App struct {
 	shutDown   bool          // the hooks were taken: no more are registered
 
 	stopping     chan struct{} // closed when Shutdown starts
+	workers      workers       // App.Go's background workers (workers.go)
 	stopOnce     sync.Once
 	shutdownDone chan struct{} // closed when the first Shutdown returns; nil until it starts
 	shutdownErr  error

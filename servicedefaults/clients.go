@@ -37,6 +37,9 @@ type opened[T any] struct {
 	client T
 	checks []health.Check
 	close  func() error
+	// drain, if set, is what Shutdown calls instead of close: a close
+	// that takes Shutdown's context (draining pending work within it).
+	drain func(context.Context) error
 }
 
 // errShutDown is the error of an open asked for or finished once
@@ -134,7 +137,11 @@ func openClient[T any](ctx context.Context, a *App, kind, name string, o *openin
 		return client, err
 	}
 	closeName := fmt.Sprintf("closing %s %q", kind, name)
-	if !a.addHook(closeName, func(context.Context) error { return res.close() }) {
+	hook := func(context.Context) error { return res.close() }
+	if res.drain != nil {
+		hook = res.drain
+	}
+	if !a.addHook(closeName, hook) {
 		_ = res.close()
 		return client, errShutDown{}
 	}
@@ -171,7 +178,7 @@ func (a *App) DBContext(ctx context.Context, name string) (*cqrs.DB, error) {
 		if err != nil {
 			return opened[*cqrs.DB]{}, err
 		}
-		return opened[*cqrs.DB]{db, db.HealthChecks(), func() error { db.Close(); return nil }}, nil
+		return opened[*cqrs.DB]{client: db, checks: db.HealthChecks(), close: func() error { db.Close(); return nil }}, nil
 	})
 }
 
@@ -192,7 +199,7 @@ func (a *App) PostgresContext(ctx context.Context, name string) (*cqrs.Pool, err
 		if err != nil {
 			return opened[*cqrs.Pool]{}, err
 		}
-		return opened[*cqrs.Pool]{p, p.HealthChecks(), func() error { p.Close(); return nil }}, nil
+		return opened[*cqrs.Pool]{client: p, checks: p.HealthChecks(), close: func() error { p.Close(); return nil }}, nil
 	})
 }
 
@@ -250,7 +257,7 @@ func (a *App) RedisContext(ctx context.Context, name string) (redis.UniversalCli
 		if err != nil {
 			return opened[redis.UniversalClient]{}, err
 		}
-		return opened[redis.UniversalClient]{c, checks, c.Close}, nil
+		return opened[redis.UniversalClient]{client: c, checks: checks, close: c.Close}, nil
 	})
 }
 

@@ -170,6 +170,11 @@
 // open of the same name in progress, with a context. Shutdown ends an
 // open still in progress.
 //
+// Background workers started with App.Go get a context that ends when
+// the drain begins; Shutdown waits for them (within its bound) before it
+// runs the OnShutdown hooks, so they may use the App's clients until they
+// return.
+//
 // # HTTP clients
 //
 // App.HTTPClient(name) stacks the WithHTTPMiddleware middlewares,

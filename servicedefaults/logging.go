@@ -83,6 +83,7 @@ const (
 	scopeCQRS       = "github.com/goaspire/goaspire/cqrs"
 	scopeResilience = "github.com/goaspire/goaspire/resilience"
 	scopeHealth     = "github.com/goaspire/goaspire/health"
+	scopeNATS       = "github.com/goaspire/goaspire/messaging/nats"
 )
 
 // logHandlers builds the App's slog handlers: one console handler shared

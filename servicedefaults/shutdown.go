@@ -172,6 +172,14 @@ func (a *App) shutdown(ctx context.Context) error {
 		}
 	}
 
+	// Workers (App.Go) were told to stop when the drain began; they stop
+	// before the clients they use are closed, within half of what is left.
+	wctx, cancel := share(ctx, 1, 2)
+	if err := a.stopWorkers(wctx); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
+
 	fctx, cancel := share(ctx, 1, 2)
 	if err := a.flushTelemetry(fctx); err != nil {
 		errs = append(errs, fmt.Errorf("servicedefaults: flushing telemetry: %w", err))

@@ -1,0 +1,50 @@
+package natsmsg_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/goaspire/goaspire/discovery"
+	natsmsg "github.com/goaspire/goaspire/messaging/nats"
+)
+
+func ExampleLoadConfig() {
+	// An AppHost injects ConnectionStrings__events; here it is given
+	// explicitly. New would then connect (and keep reconnecting).
+	cfg := discovery.FromMap(map[string]string{
+		"ConnectionStrings:events": "nats://app:s3cret@nats-0:4222,nats://app:s3cret@nats-1:4222",
+	})
+	c, err := natsmsg.LoadConfig(cfg, "events")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(c) // the password is masked
+	// Output: nats "events" servers=nats://nats-0:4222,nats://nats-1:4222 user=app password=***
+}
+
+func ExamplePublish() {
+	ctx := context.Background()
+	c := &natsmsg.Config{Name: "events", Servers: []string{"nats://127.0.0.1:4222"}}
+	nc, err := natsmsg.New(ctx, c)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+
+	// The consumer: each message is handled in a span of the producer's
+	// trace.
+	_, err = natsmsg.QueueSubscribe(ctx, nc, "orders.*", "billing", func(ctx context.Context, msg *nats.Msg) error {
+		log.Printf("order event %s: %s", msg.Subject, msg.Data)
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The producer: the trace context of ctx travels in the headers.
+	if err := natsmsg.Publish(ctx, nc, "orders.created", []byte(`{"id":42}`)); err != nil {
+		log.Print(err)
+	}
+}

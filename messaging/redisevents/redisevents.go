@@ -1,0 +1,335 @@
+// Package redisevents broadcasts events between services over Redis
+// Pub/Sub (the "events" channel of the Aspire samples), with the trace
+// context carried from publisher to subscriber.
+//
+// Publish wraps the payload in a small JSON envelope,
+//
+//	{"envelope":"goaspire.v1","headers":{"traceparent":"00-…"},"data":"user.created:123"}
+//
+// ("data_base64" replaces "data" for a payload that is not UTF-8), inside
+// a producer span "publish {channel}". Subscribe unwraps it and runs the
+// handler in a consumer span "process {channel}" of the same trace. A
+// message that is not an envelope (published by redis-cli, a Python
+// service's r.publish('events', 'user.created:123') ...) is handed to the
+// handler as is, in a span of its own, so both kinds of publisher can share
+// a channel.
+//
+// Redis Pub/Sub delivers at most once, to the subscribers connected at
+// that moment: a message published while a subscriber is disconnected is
+// not seen by it. go-redis reconnects a subscription by itself and
+// subscribes again; Subscribe relies on that, with go-redis's periodic
+// health-check PING finding connections that died silently. For messages
+// that must not be lost use a queue (RabbitMQ, NATS JetStream) instead.
+package redisevents
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// EnvelopeVersion marks a message as a goaspire envelope.
+const EnvelopeVersion = "goaspire.v1"
+
+// scope is the instrumentation scope of the spans.
+const scope = "github.com/goaspire/goaspire/messaging/redisevents"
+
+// envelope is the JSON form of a published event.
+type envelope struct {
+	Envelope   string            `json:"envelope"`
+	Headers    map[string]string `json:"headers,omitempty"`
+	Data       *string           `json:"data,omitempty"`
+	DataBase64 []byte            `json:"data_base64,omitempty"`
+}
+
+// Event is one received message.
+type Event struct {
+	// Channel is the channel it was published on.
+	Channel string
+	// Pattern is the pattern that matched, for PSubscribe; "" otherwise.
+	Pattern string
+	// Data is the payload: the envelope's data, or the whole message when
+	// it was not an envelope.
+	Data []byte
+	// Enveloped reports whether the message came in a goaspire envelope.
+	Enveloped bool
+}
+
+// Handler handles one event. Its ctx carries the consumer span. An error
+// or a panic is recorded on the span and logged; the event is not
+// redelivered.
+type Handler func(ctx context.Context, ev Event) error
+
+// Option configures Publish and Subscribe.
+type Option func(*settings)
+
+type settings struct {
+	tp          trace.TracerProvider
+	prop        propagation.TextMapPropagator
+	logger      *slog.Logger
+	healthCheck time.Duration
+}
+
+func newSettings(opts []Option) settings {
+	s := settings{healthCheck: DefaultHealthCheckInterval}
+	for _, opt := range opts {
+		opt(&s)
+	}
+	if s.tp == nil {
+		s.tp = otel.GetTracerProvider()
+	}
+	if s.prop == nil {
+		s.prop = otel.GetTextMapPropagator()
+	}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	return s
+}
+
+// DefaultHealthCheckInterval is how often an idle subscription PINGs Redis
+// to find a connection that died without an error.
+const DefaultHealthCheckInterval = 3 * time.Second
+
+// WithTracerProvider sets the tracer provider (default: OpenTelemetry's
+// global one).
+func WithTracerProvider(tp trace.TracerProvider) Option { return func(s *settings) { s.tp = tp } }
+
+// WithPropagator sets how the trace context is written into and read from
+// the envelope (default: OpenTelemetry's global propagator).
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(s *settings) { s.prop = p }
+}
+
+// WithLogger sets the logger for handler failures (default:
+// slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
+
+// WithHealthCheckInterval sets how often an idle subscription PINGs Redis
+// (default DefaultHealthCheckInterval); a connection that does not answer
+// is replaced and the channels subscribed again.
+func WithHealthCheckInterval(d time.Duration) Option {
+	return func(s *settings) {
+		if d > 0 {
+			s.healthCheck = d
+		}
+	}
+}
+
+func attrs(op, opType, channel string, size int) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("messaging.system", "redis"),
+		attribute.String("messaging.operation", op),
+		attribute.String("messaging.operation.name", op),
+		attribute.String("messaging.operation.type", opType),
+		attribute.String("messaging.destination.name", channel),
+		attribute.Int("messaging.message.body.size", size),
+	}
+}
+
+// Encode returns the envelope of data carrying the trace context of ctx,
+// as Publish sends it; for publishing through a pipeline of one's own.
+func Encode(ctx context.Context, data []byte, opts ...Option) ([]byte, error) {
+	s := newSettings(opts)
+	return encode(ctx, &s, data)
+}
+
+func encode(ctx context.Context, s *settings, data []byte) ([]byte, error) {
+	env := envelope{Envelope: EnvelopeVersion, Headers: map[string]string{}}
+	s.prop.Inject(ctx, propagation.MapCarrier(env.Headers))
+	if utf8.Valid(data) {
+		str := string(data)
+		env.Data = &str
+	} else {
+		env.DataBase64 = data
+	}
+	return json.Marshal(env)
+}
+
+// Decode returns the event in payload, unwrapping an envelope, and the
+// context with the trace context it carried (parent unchanged otherwise).
+func Decode(parent context.Context, channel, payload string, opts ...Option) (context.Context, Event) {
+	s := newSettings(opts)
+	return decode(parent, &s, channel, payload)
+}
+
+func decode(parent context.Context, s *settings, channel, payload string) (context.Context, Event) {
+	ev := Event{Channel: channel, Data: []byte(payload)}
+	if !strings.HasPrefix(payload, "{") || !strings.Contains(payload, EnvelopeVersion) {
+		return parent, ev
+	}
+	var env envelope
+	if err := json.Unmarshal([]byte(payload), &env); err != nil || env.Envelope != EnvelopeVersion {
+		return parent, ev
+	}
+	switch {
+	case env.Data != nil:
+		ev.Data = []byte(*env.Data)
+	case env.DataBase64 != nil:
+		ev.Data = env.DataBase64
+	default:
+		ev.Data = nil
+	}
+	ev.Enveloped = true
+	if len(env.Headers) > 0 {
+		parent = s.prop.Extract(parent, propagation.MapCarrier(env.Headers))
+	}
+	return parent, ev
+}
+
+// Publish sends data on channel in an envelope carrying ctx's trace
+// context, inside a producer span "publish {channel}", and returns how many
+// subscribers received it (0 is not an error: Pub/Sub has no queue).
+func Publish(ctx context.Context, rdb redis.UniversalClient, channel string, data []byte, opts ...Option) (int64, error) {
+	s := newSettings(opts)
+	ctx, span := s.tp.Tracer(scope).Start(ctx, "publish "+channel, trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attrs("publish", "send", channel, len(data))...)
+	}
+	msg, err := encode(ctx, &s, data)
+	if err == nil {
+		var n int64
+		n, err = rdb.Publish(ctx, channel, msg).Result()
+		if err == nil {
+			return n, nil
+		}
+	}
+	span.RecordError(err)
+	span.SetStatus(codes.Error, err.Error())
+	return 0, fmt.Errorf("redisevents: publish to %q: %w", channel, err)
+}
+
+// PublishJSON publishes v encoded as JSON (see Publish).
+func PublishJSON(ctx context.Context, rdb redis.UniversalClient, channel string, v any, opts ...Option) (int64, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, fmt.Errorf("redisevents: publish to %q: %w", channel, err)
+	}
+	return Publish(ctx, rdb, channel, data, opts...)
+}
+
+// Subscription is a running subscription made by Subscribe or PSubscribe.
+type Subscription struct {
+	ps     *redis.PubSub
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+// Subscribe subscribes to channels and calls h for each event, one at a
+// time and in order, in a goroutine of its own. It returns once Redis has
+// confirmed the subscription, so an event published after it returns is
+// received; if Redis cannot be reached it returns that error (run it in a
+// servicedefaults App.Go worker, which retries with backoff). From then on
+// the subscription survives Redis restarts and network failures: go-redis
+// reconnects and subscribes again by itself (events published meanwhile
+// are missed, as Pub/Sub has no queue).
+//
+// The subscription ends when ctx is done or Close is called. The handler's
+// ctx has ctx's values but not its cancellation.
+func Subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, channels []string, opts ...Option) (*Subscription, error) {
+	return subscribe(ctx, rdb, h, channels, false, opts)
+}
+
+// PSubscribe is Subscribe for channel patterns ("events.*").
+func PSubscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, patterns []string, opts ...Option) (*Subscription, error) {
+	return subscribe(ctx, rdb, h, patterns, true, opts)
+}
+
+func subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, names []string, pattern bool, opts []Option) (*Subscription, error) {
+	if len(names) == 0 {
+		return nil, errors.New("redisevents: subscribe: no channels")
+	}
+	if h == nil {
+		return nil, errors.New("redisevents: subscribe: nil handler")
+	}
+	s := newSettings(opts)
+	var ps *redis.PubSub
+	if pattern {
+		ps = rdb.PSubscribe(ctx, names...)
+	} else {
+		ps = rdb.Subscribe(ctx, names...)
+	}
+	// The confirmations of every channel, before any message.
+	for range names {
+		msg, err := ps.Receive(ctx)
+		if err == nil {
+			if _, ok := msg.(*redis.Subscription); !ok {
+				err = fmt.Errorf("unexpected reply %T", msg)
+			}
+		}
+		if err != nil {
+			_ = ps.Close()
+			return nil, fmt.Errorf("redisevents: subscribe to %q: %w", names, err)
+		}
+	}
+	ch := ps.Channel(redis.WithChannelHealthCheckInterval(s.healthCheck))
+	runCtx, cancel := context.WithCancel(ctx)
+	sub := &Subscription{ps: ps, cancel: cancel, done: make(chan struct{})}
+	hctx := context.WithoutCancel(ctx)
+	go func() {
+		defer close(sub.done)
+		for {
+			select {
+			case <-runCtx.Done():
+				_ = ps.Close()
+				return
+			case msg, ok := <-ch:
+				if !ok {
+					return
+				}
+				handle(hctx, &s, h, msg)
+			}
+		}
+	}()
+	return sub, nil
+}
+
+func handle(parent context.Context, s *settings, h Handler, msg *redis.Message) {
+	ctx, ev := decode(parent, s, msg.Channel, msg.Payload)
+	ev.Pattern = msg.Pattern
+	ctx, span := s.tp.Tracer(scope).Start(ctx, "process "+msg.Channel, trace.WithSpanKind(trace.SpanKindConsumer))
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attrs("process", "process", msg.Channel, len(ev.Data))...)
+	}
+	err := func() (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("handler panicked: %v\n%s", p, debug.Stack())
+			}
+		}()
+		return h(ctx, ev)
+	}()
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		s.logger.ErrorContext(ctx, "redis event handler failed", "channel", msg.Channel, "error", err)
+	}
+}
+
+// Close ends the subscription and waits for the handler to return. It is
+// safe to call more than once.
+func (s *Subscription) Close() error {
+	s.once.Do(s.cancel)
+	<-s.done
+	return nil
+}
+
+// Done is closed once the subscription has ended (ctx done or Close).
+func (s *Subscription) Done() <-chan struct{} { return s.done }

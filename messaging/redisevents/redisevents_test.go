@@ -1,0 +1,356 @@
+package redisevents_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/goleak"
+
+	"github.com/goaspire/goaspire/cache"
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/messaging/redisevents"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// client opens the server as servicedefaults' App.Redis does.
+func client(t testing.TB, srv *testserver.Redis) redis.UniversalClient {
+	t.Helper()
+	rdb, err := cache.OpenRedis(context.Background(), discovery.FromMap(map[string]string{"ConnectionStrings:cache": srv.ConnectionString()}), "cache",
+		cache.WithLogger(slog.New(slog.NewTextHandler(&syncBuffer{}, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+func recorder() (*tracetest.SpanRecorder, []redisevents.Option) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	return rec, []redisevents.Option{redisevents.WithTracerProvider(tp), redisevents.WithPropagator(propagation.TraceContext{})}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type received struct {
+	ev redisevents.Event
+	sc trace.SpanContext
+}
+
+func collect(ch chan received) redisevents.Handler {
+	return func(ctx context.Context, ev redisevents.Event) error {
+		ch <- received{ev, trace.SpanContextFromContext(ctx)}
+		return nil
+	}
+}
+
+func next(t *testing.T, ch chan received) received {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(15 * time.Second):
+		t.Fatal("no event received")
+		return received{}
+	}
+}
+
+func TestPublishSubscribeCarriesTrace(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	rdb := client(t, srv)
+	rec, opts := recorder()
+	got := make(chan received, 4)
+	sub, err := redisevents.Subscribe(context.Background(), rdb, collect(got), []string{"events"}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"text", []byte("user.created:123")},
+		{"json", []byte(`{"user":123}`)},
+		{"binary", []byte{0xff, 0x00, 0xfe}},
+		{"empty", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec.Reset()
+			n, err := redisevents.Publish(context.Background(), rdb, "events", tt.data, opts...)
+			if err != nil || n != 1 {
+				t.Fatalf("Publish = %d, %v; want 1 receiver", n, err)
+			}
+			r := next(t, got)
+			if !bytes.Equal(r.ev.Data, tt.data) || !r.ev.Enveloped || r.ev.Channel != "events" {
+				t.Errorf("event %+v, want data %q enveloped", r.ev, tt.data)
+			}
+			waitFor(t, "both spans", func() bool { return len(rec.Ended()) == 2 })
+			var pub, proc sdktrace.ReadOnlySpan
+			for _, s := range rec.Ended() {
+				switch s.SpanKind() {
+				case trace.SpanKindProducer:
+					pub = s
+				case trace.SpanKindConsumer:
+					proc = s
+				}
+			}
+			if pub == nil || proc == nil || pub.Name() != "publish events" || proc.Name() != "process events" {
+				t.Fatalf("spans %v", rec.Ended())
+			}
+			if proc.Parent().SpanID() != pub.SpanContext().SpanID() || r.sc.SpanID() != proc.SpanContext().SpanID() {
+				t.Error("the consumer span is not the producer's child, or not in the handler's ctx")
+			}
+			for _, s := range []sdktrace.ReadOnlySpan{pub, proc} {
+				found := map[string]string{}
+				for _, kv := range s.Attributes() {
+					found[string(kv.Key)] = kv.Value.String()
+				}
+				if found["messaging.system"] != "redis" || found["messaging.destination.name"] != "events" || found["messaging.operation"] == "" {
+					t.Errorf("%s attributes %v", s.Name(), found)
+				}
+			}
+		})
+	}
+}
+
+func TestPlainMessagesAreDelivered(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	rdb := client(t, srv)
+	got := make(chan received, 4)
+	sub, err := redisevents.PSubscribe(context.Background(), rdb, collect(got), []string{"ev*"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	// As the Aspire sample's Python publisher sends them.
+	for _, payload := range []string{"user.created:123", `{"data":"not an envelope"}`, `{"envelope":"goaspire.v1",broken`} {
+		if err := rdb.Publish(context.Background(), "events", payload).Err(); err != nil {
+			t.Fatal(err)
+		}
+		r := next(t, got)
+		if string(r.ev.Data) != payload || r.ev.Enveloped || r.ev.Pattern != "ev*" {
+			t.Errorf("event %+v, want %q as is, from pattern ev*", r.ev, payload)
+		}
+	}
+}
+
+func TestHandlerFailureIsLoggedAndSubscriptionGoesOn(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	rdb := client(t, srv)
+	logs := &syncBuffer{}
+	rec, opts := recorder()
+	opts = append(opts, redisevents.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	var mu sync.Mutex
+	var seen []string
+	sub, err := redisevents.Subscribe(context.Background(), rdb, func(_ context.Context, ev redisevents.Event) error {
+		mu.Lock()
+		seen = append(seen, string(ev.Data))
+		mu.Unlock()
+		switch string(ev.Data) {
+		case "fail":
+			return errors.New("cannot apply")
+		case "panic":
+			panic("nil map")
+		}
+		return nil
+	}, []string{"events"}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for _, d := range []string{"fail", "panic", "ok"} {
+		if _, err := redisevents.Publish(context.Background(), rdb, "events", []byte(d), opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "three events", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == 3 })
+	for _, want := range []string{"cannot apply", "handler panicked: nil map"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	waitFor(t, "six spans", func() bool { return len(rec.Ended()) == 6 })
+	errSpans := 0
+	for _, s := range rec.Ended() {
+		if s.Status().Code == 1 {
+			errSpans++
+		}
+	}
+	if errSpans != 2 {
+		t.Errorf("%d error spans, want 2", errSpans)
+	}
+}
+
+func TestSubscriptionSurvivesRedisRestart(t *testing.T) {
+	tests := []struct {
+		name string
+		down func(*testserver.Redis) error
+	}{
+		{"kill", (*testserver.Redis).Kill},
+		{"stop", func(r *testserver.Redis) error { return r.Stop(context.Background()) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := testserver.NewRedis(t)
+			rdb := client(t, srv)
+			got := make(chan received, 64)
+			sub, err := redisevents.Subscribe(context.Background(), rdb, collect(got), []string{"events"},
+				redisevents.WithHealthCheckInterval(50*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			if _, err := redisevents.Publish(context.Background(), rdb, "events", []byte("before")); err != nil {
+				t.Fatal(err)
+			}
+			if r := next(t, got); string(r.ev.Data) != "before" {
+				t.Fatalf("got %q", r.ev.Data)
+			}
+			if err := tt.down(srv); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			// Once go-redis has subscribed again, Redis counts a receiver.
+			waitFor(t, "the subscription to be back", func() bool {
+				n, err := redisevents.Publish(context.Background(), rdb, "events", []byte("probe"))
+				return err == nil && n == 1
+			})
+			if _, err := redisevents.Publish(context.Background(), rdb, "events", []byte("after")); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				r := next(t, got)
+				if string(r.ev.Data) == "after" {
+					break
+				}
+			}
+		})
+	}
+}
+
+func TestSubscribeFailsWhenRedisIsDown(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	rdb := client(t, srv)
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := redisevents.Subscribe(ctx, rdb, func(context.Context, redisevents.Event) error { return nil }, []string{"events"})
+	if err == nil || !strings.Contains(err.Error(), "events") || strings.Contains(err.Error(), srv.Password()) {
+		t.Errorf("Subscribe = %v, want an error naming the channel without the password", err)
+	}
+}
+
+func TestSubscriptionEndsWithContext(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	rdb := client(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	sub, err := redisevents.Subscribe(ctx, rdb, func(context.Context, redisevents.Event) error { return nil }, []string{"events"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-sub.Done()
+	n, err := redisevents.Publish(context.Background(), rdb, "events", []byte("x"))
+	if err != nil || n != 0 {
+		t.Errorf("Publish after the end = %d, %v; want no receiver", n, err)
+	}
+	if err := sub.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSubscribeMisuse(t *testing.T) {
+	tests := []struct {
+		name     string
+		h        redisevents.Handler
+		channels []string
+		want     string
+	}{
+		{"no channels", func(context.Context, redisevents.Event) error { return nil }, nil, "no channels"},
+		{"nil handler", nil, []string{"events"}, "nil handler"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := redisevents.Subscribe(context.Background(), nil, tt.h, tt.channels)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecode(t *testing.T) {
+	prop := redisevents.WithPropagator(propagation.TraceContext{})
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	tests := []struct {
+		payload   string
+		data      string
+		enveloped bool
+		traced    bool
+	}{
+		{"plain", "plain", false, false},
+		{`{"envelope":"goaspire.v1","data":"x"}`, "x", true, false},
+		{`{"envelope":"goaspire.v1","headers":{"traceparent":"` + tp + `"},"data":"y"}`, "y", true, true},
+		{`{"envelope":"goaspire.v1","data_base64":"/w=="}`, "\xff", true, false},
+		{`{"envelope":"other","data":"x"}`, `{"envelope":"other","data":"x"}`, false, false},
+		{`{"envelope":"goaspire.v1"`, `{"envelope":"goaspire.v1"`, false, false},
+	}
+	for _, tt := range tests {
+		ctx, ev := redisevents.Decode(context.Background(), "c", tt.payload, prop)
+		if string(ev.Data) != tt.data || ev.Enveloped != tt.enveloped {
+			t.Errorf("%s: event %+v", tt.payload, ev)
+		}
+		if traced := trace.SpanContextFromContext(ctx).IsValid(); traced != tt.traced {
+			t.Errorf("%s: traced %v, want %v", tt.payload, traced, tt.traced)
+		}
+	}
+	enc, err := redisevents.Encode(context.Background(), []byte("z"))
+	if err != nil || !strings.Contains(string(enc), `"data":"z"`) {
+		t.Errorf("Encode = %s, %v", enc, err)
+	}
+}
