@@ -69,6 +69,25 @@ type Config struct {
 	data *configData
 }
 
+// Format implements fmt.Formatter: every verb prints the section's path
+// and how many keys it holds, never a value, since values may be secrets.
+func (c Config) Format(f fmt.State, verb rune) {
+	n := 0
+	if c.data != nil {
+		lp := strings.ToLower(c.prefix)
+		for lk := range c.data.values {
+			if strings.HasPrefix(lk, lp) {
+				n++
+			}
+		}
+	}
+	path := strings.TrimSuffix(c.prefix, ":")
+	if path == "" {
+		path = "root"
+	}
+	_, _ = fmt.Fprintf(f, "discovery.Config(%s, %d keys)", path, n)
+}
+
 type configData struct {
 	values      map[string]string // lower-cased full key -> value
 	keys        map[string]string // lower-cased full key -> key as first spelled

@@ -180,6 +180,9 @@ func Header(h http.Header) http.Header {
 var (
 	// urlPattern finds URLs with a scheme.
 	urlPattern = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.\-]*://[^\s"'<>` + "`" + `]+`)
+	// userinfoPattern finds "user:password@host" outside a URL with a
+	// scheme (a malformed URL, a DSN written without one).
+	userinfoPattern = regexp.MustCompile(`([^\s/@:"'=;,]+):([^\s/@"']+)@([A-Za-z0-9.\-\[\]]+)`)
 	// bearerPattern finds HTTP authorization credentials.
 	bearerPattern = regexp.MustCompile(`(?i)\b(bearer)(\s+)[A-Za-z0-9\-._~+/]+=*`)
 	// jsonPattern finds JSON object members: {"key": value or ,"key": value.
@@ -195,7 +198,8 @@ var (
 )
 
 // Text masks what may be secret in free text: passwords and secret query
-// parameters of URLs (see URL); the values of key=value pairs, "key: value"
+// parameters of URLs (see URL), and "user:password@host" without a scheme;
+// the values of key=value pairs, "key: value"
 // pairs and JSON members whose key names a secret ("Password=x", "pwd=x",
 // "AccountKey=x", "sig=x", "password: x", `"password":"x"`); and bearer
 // tokens. A secret value ends at a separator (';', ',', '&', a
@@ -207,6 +211,13 @@ func Text(s string) string {
 		return s
 	}
 	s = urlPattern.ReplaceAllStringFunc(s, URL)
+	s = userinfoPattern.ReplaceAllStringFunc(s, func(m string) string {
+		sub := userinfoPattern.FindStringSubmatch(m)
+		if sub[2] == Mask {
+			return m
+		}
+		return sub[1] + ":" + Mask + "@" + sub[3]
+	})
 	s = bearerPattern.ReplaceAllString(s, "${1}${2}"+Mask)
 	s = jsonPattern.ReplaceAllStringFunc(s, func(m string) string {
 		sub := jsonPattern.FindStringSubmatch(m)

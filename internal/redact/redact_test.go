@@ -122,6 +122,9 @@ func TestText(t *testing.T) {
 		{"quoted with doubled quote", `Password='hun''ter2';Port=1`, `Password=***;Port=1`},
 		{"quoted keyword", `'Password'=hunter2;Port=1`, `'Password'=***;Port=1`},
 		{"config path is not a pair", `config key "Aspire:Npgsql:Password": invalid`, `config key "Aspire:Npgsql:Password": invalid`},
+		{"user info without a scheme", `invalid URL "http//u:hunter2@h:5000"`, `invalid URL "http//u:***@h:5000"`},
+		{"user info in a DSN", `dial app:hunter2@tcp(db:3306)/x`, `dial app:***@tcp(db:3306)/x`},
+		{"e-mail is not user info", `sent to ops@example.com: 12:00`, `sent to ops@example.com: 12:00`},
 		{"plain", `plain error: connection refused`, `plain error: connection refused`},
 		{"no secret key", `Host=h;Port=5432`, `Host=h;Port=5432`},
 	}
