@@ -45,8 +45,8 @@ func TestSecretsOTLPHeaders(t *testing.T) {
 					"OTEL_EXPORTER_OTLP_TIMEOUT":  "500",
 					// Nothing is exported before Shutdown flushes, so
 					// the export error is Shutdown's to return.
-					"OTEL_BSP_SCHEDULE_DELAY":     "600000",
-					"OTEL_BLRP_SCHEDULE_DELAY":    "600000",
+					"OTEL_BSP_SCHEDULE_DELAY":  "600000",
+					"OTEL_BLRP_SCHEDULE_DELAY": "600000",
 				})))
 			if err != nil {
 				t.Fatal(err)
