@@ -83,8 +83,17 @@ func Value(key, v string) string {
 	if IsSecretKey(key) {
 		return Mask
 	}
+	// Scrub a window well past the cut, so a secret straddling it is
+	// still seen in its context, without scanning a huge value whole.
+	if len(v) > scrubWindow {
+		v = v[:scrubWindow]
+	}
 	return Truncate(Text(v))
 }
+
+// scrubWindow is how much of a long value Value scrubs before cutting it
+// to MaxValue.
+const scrubWindow = 16 * MaxValue
 
 // Truncate cuts s to at most MaxValue bytes, at a character boundary,
 // marking the cut with "…".
