@@ -262,8 +262,12 @@ func maskPairs(s string) string {
 		}
 		start := loc[1]
 		end := secretEnd(s, loc[0], start)
-		if v := s[start:end]; end <= start || v == Mask || v == `"`+Mask+`"` || v == urlMask {
+		v := s[start:end]
+		if end <= start || v == Mask || v == `"`+Mask+`"` || v == urlMask {
 			continue
+		}
+		if strings.Contains(s[loc[6]:loc[7]], ":") && strings.HasSuffix(v, ":") {
+			continue // "auth: FATAL: ...": a label follows, not a value
 		}
 		b.WriteString(s[last:start])
 		b.WriteString(Mask)

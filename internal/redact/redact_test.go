@@ -127,6 +127,7 @@ func TestText(t *testing.T) {
 		{"user info without a scheme", `invalid URL "http//u:hunter2@h:5000"`, `invalid URL "http//u:***@h:5000"`},
 		{"user info in a DSN", `dial app:hunter2@tcp(db:3306)/x`, `dial app:***@tcp(db:3306)/x`},
 		{"e-mail is not user info", `sent to ops@example.com: 12:00`, `sent to ops@example.com: 12:00`},
+		{"label after a colon", `failed SASL auth: FATAL: password authentication failed`, `failed SASL auth: FATAL: password authentication failed`},
 		{"plain", `plain error: connection refused`, `plain error: connection refused`},
 		{"no secret key", `Host=h;Port=5432`, `Host=h;Port=5432`},
 	}
