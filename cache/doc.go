@@ -83,9 +83,19 @@
 // that is not an option is reported as a probable password fragment
 // without being shown.
 //
-// Commands are traced with command names only (no arguments, so no AUTH
-// secrets or cached values in spans), and the client's pool and command
-// metrics are recorded, through redisotel. The health check is a PING
+// Commands are traced through redisotel with command names only (no
+// arguments, so no AUTH secrets or cached values in spans). Dials and the
+// connection handshake (HELLO, CLIENT SETINFO, CLIENT MAINT_NOTIFICATIONS
+// ..., whose error replies from older servers go-redis ignores) are not
+// traced: a command that had to dial shows the dial's failure in its own
+// span, and a background reconnect makes no trace at all. Metrics follow
+// the current database client conventions, in seconds and labelled
+// db.client.connection.pool.name with the connection name:
+// db.client.operation.duration, db.client.connection.create_time,
+// db.client.connection.count (state idle/used), db.client.connection.max,
+// db.client.connection.idle.max, db.client.connection.idle.min and
+// db.client.connection.timeouts. Spans carry both db.system and
+// db.system.name. The health check is an untraced, unmeasured PING
 // through the client's own pool, tagged ready. go-redis connects lazily and
 // redials by itself; it logs failed dials to stderr through its own global
 // logger (redis.SetLogger changes that for the whole process).

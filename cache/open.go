@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
@@ -145,21 +144,15 @@ func OpenRedis(ctx context.Context, cfg *discovery.Config, name string, opts ...
 
 	rdb := newUniversalClient(uo, dialBackoff(uo.DialTimeout))
 	if !settings.disableTracing {
-		err := redisotel.InstrumentTracing(rdb,
-			redisotel.WithTracerProvider(o.tp),
-			// Command arguments may hold secrets or personal data (AUTH,
-			// ACL SETUSER, cached values): record command names only, as
-			// Aspire's StackExchange.Redis instrumentation does by default.
-			redisotel.WithDBStatement(false),
-			redisotel.WithCallerEnabled(false),
-		)
-		if err != nil {
+		if err := instrumentTracing(rdb, o.tp); err != nil {
 			_ = rdb.Close()
 			return nil, fmt.Errorf("cache: redis %q: tracing: %w", name, err)
 		}
 	}
 	if !settings.disableMetrics {
-		if err := redisotel.InstrumentMetrics(rdb, redisotel.WithMeterProvider(o.mp)); err != nil {
+		// The pool statistics stay registered for the life of the meter
+		// provider, as redisotel's do: go-redis has no close hook.
+		if _, err := instrumentMetrics(rdb, uo, name, o.mp); err != nil {
 			_ = rdb.Close()
 			return nil, fmt.Errorf("cache: redis %q: metrics: %w", name, err)
 		}
@@ -462,13 +455,16 @@ func connectOrAbort(ctx context.Context, rdb redis.UniversalClient, rc *redisCon
 
 // HealthCheck is the readiness check for a Redis client: a PING through
 // the client's own pool. It is tagged ready, not live, so that a Redis
-// outage takes the instance out of rotation without restarting it.
+// outage takes the instance out of rotation without restarting it. The
+// probe's PING is neither traced nor measured by the client's
+// instrumentation: probes run outside any request, and each would
+// otherwise be a trace of its own.
 func HealthCheck(name string, rdb redis.UniversalClient) health.Check {
 	return health.Check{
 		Name: "redis:" + name,
 		Tags: []string{health.TagReady},
 		Check: func(ctx context.Context) error {
-			if err := rdb.Ping(ctx).Err(); err != nil {
+			if err := rdb.Do(ctx, "ping", healthPing).Err(); err != nil {
 				return fmt.Errorf("redis %q: %w", name, err)
 			}
 			return nil

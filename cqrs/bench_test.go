@@ -4,7 +4,9 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -102,5 +104,151 @@ func BenchmarkReplica(b *testing.B) {
 			}
 			sink.Store(p)
 		})
+	})
+}
+
+// sqlc-shaped statements for the benchmarks.
+const (
+	benchRead = `-- name: GetAuthor :one
+SELECT id, name, bio FROM authors
+WHERE id = $1 LIMIT 1
+`
+	benchWrite = `-- name: CreateAuthor :one
+INSERT INTO authors (
+  name, bio
+) VALUES (
+  $1, $2
+)
+RETURNING id, name, bio
+`
+)
+
+// BenchmarkQueryRow measures DB.QueryRow against pgxpool.QueryRow on the
+// same pool, on a real primary and streaming replica: a read (DB.QueryRow
+// sends it to the replica, the baseline queries the replica's pool) and a
+// ":one" INSERT ... RETURNING (both on the primary). The difference is the
+// routing cost: classification (a cache hit), the context lookup, the
+// replica choice and, for reads, the lazy row. The sides run in
+// alternation, three rounds.
+func BenchmarkQueryRow(b *testing.B) {
+	c := newCluster(b)
+	ctx := b.Context()
+	if err := c.primary.Exec(ctx, "CREATE TABLE authors (id bigserial PRIMARY KEY, name text NOT NULL, bio text); INSERT INTO authors (name) VALUES ('a')"); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.replica.WaitCaughtUp(ctx); err != nil {
+		b.Fatal(err)
+	}
+	db, err := OpenDB(ctx, c.config(map[string]string{"Aspire__Npgsql__db__Replicas__CheckInterval": "1s"}), "db", WithLogger(quietLogger))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(db.Close)
+	deadline := time.Now().Add(20 * time.Second)
+	for !inRotation(db, "db-replica-east") {
+		if time.Now().After(deadline) {
+			b.Fatal("the replica did not enter the rotation")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	replica, _ := db.Keyed("db-replica-east")
+	primary := db.Primary()
+
+	var id int64
+	var name string
+	var bio *string
+	read := func(b *testing.B, q func(context.Context, string, ...any) pgx.Row) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := q(ctx, benchRead, 1).Scan(&id, &name, &bio); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	write := func(b *testing.B, q func(context.Context, string, ...any) pgx.Row) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := q(ctx, benchWrite, "b", nil).Scan(&id, &name, &bio); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	// -count repeats each sub-benchmark in place; rounds alternate the
+	// sides, so that a change in the machine's load hits both.
+	for range 3 {
+		b.Run("read/pgxpool.QueryRow", func(b *testing.B) { read(b, replica.QueryRow) })
+		b.Run("read/DB.QueryRow", func(b *testing.B) {
+			before := db.ReadStats().Replica
+			read(b, db.QueryRow)
+			if got := db.ReadStats().Replica - before; got < int64(b.N) {
+				b.Fatalf("%d of %d reads reached the replica", got, b.N)
+			}
+		})
+		b.Run("insert/pgxpool.QueryRow", func(b *testing.B) { write(b, primary.QueryRow) })
+		b.Run("insert/DB.QueryRow", func(b *testing.B) { write(b, db.QueryRow) })
+	}
+	// Under a changing load, alternating within each iteration compares the
+	// sides best: each op runs one read through each, timed apart.
+	b.Run("read/alternating", func(b *testing.B) {
+		var plain, routed time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if err := replica.QueryRow(ctx, benchRead, 1).Scan(&id, &name, &bio); err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if err := db.QueryRow(ctx, benchRead, 1).Scan(&id, &name, &bio); err != nil {
+				b.Fatal(err)
+			}
+			routed += time.Since(t1)
+			plain += t1.Sub(t0)
+		}
+		b.ReportMetric(float64(plain.Nanoseconds())/float64(b.N), "pgxpool-ns/read")
+		b.ReportMetric(float64(routed.Nanoseconds())/float64(b.N), "DB-ns/read")
+		b.ReportMetric(float64(routed)/float64(plain), "DB/pgxpool")
+	})
+}
+
+// BenchmarkRoute measures what DB.QueryRow adds before any I/O, on lazy
+// pools: the route of a read (classification, context lookup, replica
+// choice, the lazy row) and of a write (classification, context lookup,
+// then pgxpool.QueryRow, which fails at once here), against the
+// classification alone.
+func BenchmarkRoute(b *testing.B) {
+	db := benchDB(b, 2, metricnoop.NewMeterProvider())
+	ctx := WithSession(context.Background())
+	b.Run("classify-hit", func(b *testing.B) {
+		db.stmts.readOnly(benchRead)
+		b.ReportAllocs()
+		for b.Loop() {
+			if !db.stmts.readOnly(benchRead) {
+				b.Fatal("read classified as a write")
+			}
+		}
+	})
+	b.Run("classify-hit-parallel", func(b *testing.B) {
+		db.stmts.readOnly(benchWrite)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if db.stmts.readOnly(benchWrite) {
+					panic("write classified as a read")
+				}
+			}
+		})
+	})
+	b.Run("classify-miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if !readOnly(benchRead) {
+				b.Fatal("read classified as a write")
+			}
+		}
+	})
+	b.Run("DB.QueryRow-read-no-scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = db.QueryRow(ctx, benchRead, 1)
+		}
 	})
 }

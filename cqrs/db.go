@@ -31,20 +31,26 @@ const (
 // DB is a primary and any number of streaming replicas of one PostgreSQL
 // database, with reads routed to healthy replicas.
 //
-// Writes go to the primary: Primary(), or DB.Exec and DB.Begin, which also
-// record the write's WAL position for read-your-writes. Reads go to a
-// replica: Replica() picks one round-robin among those in rotation;
-// DB.Query and DB.QueryRow also honour read-your-writes and, when a
-// replica fails with a connection error, take it out of rotation and run
-// the read again elsewhere, so callers see no error. With no replica in
-// rotation, reads go to the primary.
+// Writes go to the primary: Primary(), or DB.Exec, DB.CopyFrom,
+// DB.SendBatch and DB.Begin, which also record the write's WAL position
+// for read-your-writes. DB.Query and DB.QueryRow send a statement to a
+// replica only when its text shows it is read-only (a SELECT without
+// FOR UPDATE, nextval and the like: see Query), and everything else to the
+// primary as a write; a read honours read-your-writes and, when a replica
+// fails with a connection error, takes it out of rotation and runs again
+// elsewhere, so callers see no error. With no replica in rotation, reads
+// go to the primary. Replica() picks a replica round-robin among those in
+// rotation. Reader and Writer are handles that make the split explicit.
 //
 // A background checker takes a replica out of rotation when it is down, not
 // in recovery, or further behind the primary than Replicas:MaxLag, and puts
 // it back when it is well again.
 //
-// A DB is safe for concurrent use. DB satisfies the Exec/Query/QueryRow
-// interface that sqlc and similar tools generate (DBTX).
+// A DB is safe for concurrent use. DB, Reader and Writer each satisfy the
+// DBTX interface that sqlc generates for pgx/v5 (Exec, Query, QueryRow,
+// and CopyFrom and SendBatch when it uses them), so
+// queries.New(db) sends sqlc's writes, INSERT ... RETURNING included, to the
+// primary and its reads to replicas.
 type DB struct {
 	name     string
 	settings dbSettings
@@ -65,6 +71,8 @@ type DB struct {
 	kick   chan struct{}
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	stmts stmtCache // read-only or not, per SQL text
 
 	// reads counts reads by kind; an observable counter reports them, so
 	// that routing a read costs an atomic add rather than a metric
@@ -694,8 +702,10 @@ type ReadStats struct {
 // Primary returns the reads the primary served, for whatever reason.
 func (s ReadStats) Primary() int64 { return s.Fallback + s.ReadYourWrites + s.NoReplicas }
 
-// ReadStats returns how the DB has routed its reads so far (Replica,
-// ReplicaFor, Query and QueryRow each count one per routing decision).
+// ReadStats returns how the DB has routed its reads so far: Replica and
+// ReplicaFor count one per call; a read through Query, QueryRow or the
+// Reader counts one per routing decision. Statements sent to the primary
+// as writes are not reads and are not counted.
 func (db *DB) ReadStats() ReadStats {
 	return ReadStats{
 		Replica:        db.reads[readReplica].Load(),

@@ -13,9 +13,13 @@
 //   - [OpenDB] opens a [DB] by name ("db": the seed's db-primary,
 //     db-replica-east, db-replica-west), [Open] from explicit connection
 //     names. A DB has [DB.Primary], [DB.Replica], [DB.Keyed]("primary" /
-//     "replica" / a connection name), read methods with failover
-//     ([DB.Query], [DB.QueryRow]), write methods that record WAL positions
-//     ([DB.Exec], [DB.Begin]), [DB.HealthChecks] and [DB.Close].
+//     "replica" / a connection name), [DB.Query] and [DB.QueryRow], which
+//     send read-only statements to a replica (with failover) and the rest
+//     to the primary, write methods that record WAL positions ([DB.Exec],
+//     [DB.CopyFrom], [DB.SendBatch], [DB.Begin]), the explicit handles
+//     [DB.Reader] and [DB.Writer], [DB.HealthChecks] and [DB.Close].
+//   - [WithSession] and [Middleware] make read-your-writes sessions;
+//     [WithPrimary] sends a context's statements to the primary.
 //
 // servicedefaults builds App.DB(name) on OpenDB and App.Postgres(name) on
 // OpenPool, passing its tracer and meter providers and logger
@@ -153,6 +157,41 @@
 //
 // # Read routing
 //
+// [DB.Query] and [DB.QueryRow] send a statement to a replica only when its
+// text shows it is read-only, and everything else to the primary, as a
+// write. sqlc's pgx/v5 code sends ":one" and ":many" statements, INSERT,
+// UPDATE and DELETE ... RETURNING among them, through QueryRow and Query,
+// and ":exec", ":execrows" and ":execresult" through Exec, so
+// queries.New(db) works as it does on a single pool. A statement is
+// read-only when, after leading whitespace and comments (-- and nested
+// /* */), it starts with SELECT, WITH, VALUES, SHOW or TABLE and, outside
+// string constants, quoted identifiers, dollar quotes and comments, holds
+// none of INSERT, UPDATE, DELETE, MERGE, INTO, FOR SHARE, FOR KEY SHARE
+// (FOR [NO KEY] UPDATE is caught by UPDATE), no second statement, and no
+// call of a function known to write or to need the primary: nextval,
+// setval, currval, lastval, pg_advisory_* and pg_try_advisory_*,
+// pg_notify, txid_current, pg_current_xact_id, pg_current_wal_*, the
+// large-object writers (lo_create, lo_import, lo_put, ...), dblink*,
+// pg_logical_emit_message, pg_switch_wal, pg_create_restore_point,
+// pg_replication_origin_*, and pg_promote and pg_wal_replay_*, which act
+// on the standby they run on. Whatever it cannot tell (an unterminated
+// literal, a string constant with a backslash, whose end depends on
+// standard_conforming_strings, a U&"..." identifier, EXPLAIN, a prepared
+// statement's name) goes to the primary. The answer is
+// cached per SQL text in the DB (up to about 1 MiB of text, emptied when
+// full), so a repeated statement costs one lock-free map lookup (tens of
+// nanoseconds) and no allocation.
+//
+// The text cannot show that a SELECT calls a function of yours that
+// writes: on a replica it fails with SQLSTATE 25006
+// (read_only_sql_transaction). Make it with a context from [WithPrimary],
+// or through [DB.Writer]. [DB.Reader] and [DB.Writer] are handles that
+// each satisfy sqlc's DBTX with the split in the type (the seed's
+// [FromKeyedServices("replica")] and ("primary")): a Reader sends every
+// statement to a replica as a read, a Writer every statement to the
+// primary as a write. Batches ([DB.SendBatch]) and copies ([DB.CopyFrom])
+// go to the primary.
+//
 // [DB.Replica] picks the next replica in rotation round-robin (an atomic
 // increment and a load: about 5 ns under parallel load); with none in
 // rotation it returns the primary, and the goaspire.cqrs.reads metric
@@ -178,9 +217,12 @@
 // # Read your writes
 //
 // A context made with [WithSession] (or by [Middleware], one per HTTP
-// request) is a read-your-writes session. [DB.Exec] and transactions from
-// [DB.Begin] record pg_current_wal_insert_lsn() after a write in a session
-// (one small query on the primary); reads in the session then go only to a
+// request) is a read-your-writes session. Every statement that goes to
+// the primary as a write ([DB.Exec], [DB.CopyFrom], [DB.SendBatch],
+// transactions from [DB.Begin], what [DB.Query] and [DB.QueryRow] send to
+// the primary, and all of [DB.Writer]'s) records pg_current_wal_insert_lsn()
+// once it has finished, in a session (one small query on the primary);
+// reads in the session then go only to a
 // replica whose last checked replay position is at or past it, else to the
 // primary. Writes made directly through Primary() can be recorded with
 // [DB.RecordWrite]. [SessionLSN] and [WithSessionLSN] carry a session's
@@ -202,7 +244,12 @@
 // Queries become OpenTelemetry spans through github.com/exaring/otelpgx
 // (under a recording parent span, such as an HTTP request's), with the
 // statement text and the db.client.operation.duration histogram; query
-// arguments are never recorded, and acquire spans are off. Each pool
+// arguments are never recorded, and acquire spans are off. Spans carry
+// both db.system and db.system.name (postgresql), since the Aspire
+// dashboard reads the former. A statement is one span: the prepare pgx
+// runs the first time a statement is used on a connection is a "prepare"
+// event on it, and only an explicit Prepare gets a span of its own,
+// "prepare {operation}". Each pool
 // reports db.client.connection.count (state idle/used),
 // db.client.connection.max, db.client.connection.idle.min and the
 // cumulative pgxpool.acquires, pgxpool.acquire_duration,

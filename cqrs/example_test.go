@@ -58,6 +58,65 @@ func ExampleOpenDB() {
 	_, _ = primary, replica
 }
 
+func ExampleDB_Reader() {
+	ctx := context.Background()
+	cfg, err := discovery.Load()
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := cqrs.OpenDB(ctx, cfg, "db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	// With sqlc (sql_package: pgx/v5), each handle is a DBTX:
+	//
+	//	reads, writes := queries.New(db.Reader()), queries.New(db.Writer())
+	//
+	// and queries.New(db) sends each statement where its text says it
+	// belongs. Here the handles are used directly.
+	reader, writer := db.Reader(), db.Writer()
+	sctx := cqrs.WithSession(ctx)
+	var id int64
+	err = writer.QueryRow(sctx, "insert into products (name) values ($1) returning id", "tea").Scan(&id)
+	if err != nil {
+		log.Fatal(err)
+	}
+	// In the session, the read sees the insert: it goes to a replica that
+	// has replayed it, or to the primary.
+	var name string
+	if err := reader.QueryRow(sctx, "select name from products where id = $1", id).Scan(&name); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func ExampleWithPrimary() {
+	ctx := context.Background()
+	cfg, err := discovery.Load()
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := cqrs.OpenDB(ctx, cfg, "db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	// claim_ticket() updates a table, which its SELECT does not show: on a
+	// replica it would fail with SQLSTATE 25006. WithPrimary sends it to
+	// the primary.
+	var ticket int64
+	if err := db.QueryRow(cqrs.WithPrimary(ctx), "select claim_ticket()").Scan(&ticket); err != nil {
+		log.Fatal(err)
+	}
+	// An INSERT ... RETURNING needs nothing: DB.QueryRow sends what is not
+	// read-only to the primary.
+	if err := db.QueryRow(ctx, "insert into tickets default values returning id").Scan(&ticket); err != nil {
+		log.Fatal(err)
+	}
+}
+
 func ExampleOpenPool() {
 	ctx := context.Background()
 	cfg, err := discovery.Load()

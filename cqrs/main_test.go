@@ -29,7 +29,7 @@ type cluster struct {
 	primary, replica *testserver.Postgres
 }
 
-func newCluster(t *testing.T) cluster {
+func newCluster(t testing.TB) cluster {
 	t.Helper()
 	p := testserver.NewPostgres(t)
 	r := p.NewReplica(t)

@@ -101,13 +101,14 @@ func openPool(ctx context.Context, cfg *discovery.Config, name string, l layers,
 		}
 		// otelpgx never records query arguments unless asked to
 		// (WithIncludeQueryParameters), and we do not ask.
-		pc.ConnConfig.Tracer = otelpgx.NewTracer(
+		spanAttrs := append([]attribute.KeyValue{dbSystemKey.String("postgresql")}, attrs...)
+		pc.ConnConfig.Tracer = newPGXTracer(tp, otelpgx.NewTracer(
 			otelpgx.WithTracerProvider(tp),
 			otelpgx.WithMeterProvider(mp),
-			otelpgx.WithTracerAttributes(attrs...),
+			otelpgx.WithTracerAttributes(spanAttrs...),
 			otelpgx.WithMeterAttributes(attrs...),
 			otelpgx.WithDisableAcquireTracer(),
-		)
+		), spanAttrs)
 	}
 	if o.configure != nil {
 		if err := o.configure(name, pc); err != nil {

@@ -38,8 +38,14 @@ func (f *floor) observe(l LSN) {
 }
 
 // minLSN is the WAL position a read with ctx must see.
-func (db *DB) minLSN(ctx context.Context) LSN {
-	l := SessionLSN(ctx)
+func (db *DB) minLSN(ctx context.Context) LSN { return db.minLSNOf(routeFrom(ctx)) }
+
+// minLSNOf is minLSN for a context's route.
+func (db *DB) minLSNOf(r route) LSN {
+	var l LSN
+	if r.session != nil {
+		l = LSN(r.session.lsn.Load())
+	}
 	if db.settings.readYourWrites {
 		if f := LSN(db.floor.v.Load()); f > l {
 			l = f
@@ -48,15 +54,54 @@ func (db *DB) minLSN(ctx context.Context) LSN {
 	return l
 }
 
+// records reports whether a write with route r must record its WAL
+// position.
+func (db *DB) records(r route) bool { return r.session != nil || db.settings.readYourWrites }
+
+// mayHaveWritten reports whether a statement that ended with err may have
+// changed the database: it succeeded, or it failed in a way that leaves
+// that open (the connection broke after it was sent). A statement the
+// server rejected rolled back; one that was never sent (no connection)
+// did nothing.
+func mayHaveWritten(err error) bool {
+	if err == nil {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	var connectErr *pgconn.ConnectError
+	return !errors.As(err, &pgErr) && !errors.As(err, &connectErr) && !pgconn.SafeToRetry(err)
+}
+
 // Exec runs a statement on the primary. In a read-your-writes session (or
 // with ReadYourWrites on) it then records the WAL position, so that later
 // reads see the write.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	tag, err := db.primary.pool.Exec(ctx, sql, args...)
-	if err == nil {
+	if mayHaveWritten(err) {
 		db.recordWrite(ctx)
 	}
 	return tag, err
+}
+
+// CopyFrom copies rows into a table on the primary with the COPY protocol
+// (see pgx.Conn.CopyFrom), and records the write as Exec does.
+func (db *DB) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
+	n, err := db.primary.pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	if mayHaveWritten(err) {
+		db.recordWrite(ctx)
+	}
+	return n, err
+}
+
+// SendBatch sends a batch of statements to the primary (whatever they are:
+// a batch is not classified), and records the write as Exec does when the
+// results are closed.
+func (db *DB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	br := db.primary.pool.SendBatch(ctx, b)
+	if !db.records(routeFrom(ctx)) {
+		return br
+	}
+	return &recordedBatch{BatchResults: br, db: db, ctx: ctx}
 }
 
 // Begin starts a transaction on the primary. Its Commit records the WAL
@@ -123,34 +168,97 @@ func (db *DB) recordWrite(ctx context.Context) {
 	}
 }
 
-// QueryRow runs a query on a replica (see Query) and returns its first row.
-// The query runs when Scan is called; if the replica fails with a
-// connection error, Scan runs it again on another replica or the primary.
+// QueryRow runs a query and returns its first row. A statement known to be
+// read-only (see Query) runs on a replica when Scan is called; if the
+// replica fails with a connection error, Scan runs it again on another
+// replica or the primary. Any other statement runs on the primary, as a
+// write.
 func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	return &row{db: db, ctx: ctx, sql: sql, args: args}
+	r := routeFrom(ctx)
+	if r.primary || !db.stmts.readOnly(sql) {
+		return db.writeQueryRow(ctx, r, sql, args)
+	}
+	return db.readQueryRow(ctx, r, sql, args)
+}
+
+// Query runs a query. A statement known to be read-only runs on a replica
+// in rotation, or on the primary when none is, or when ctx's
+// read-your-writes session needs a write no replica has replayed. A
+// connection error before the first row arrives takes the replica out of
+// rotation and runs the query again elsewhere; an error after rows have
+// started coming is returned as usual by Rows.Err.
+//
+// Any other statement, and every statement made with a context from
+// WithPrimary, runs on the primary, as a write: it is never retried, and
+// in a read-your-writes session (or with ReadYourWrites on) its WAL
+// position is recorded when the rows are closed. sqlc sends ":one" and ":many" statements, INSERT ...
+// RETURNING among them, through QueryRow and Query.
+//
+// A statement is known to be read-only when it starts (after comments)
+// with SELECT, WITH, VALUES, SHOW or TABLE and, outside literals and
+// comments, has no INSERT, UPDATE, DELETE, MERGE, INTO, FOR SHARE, FOR KEY
+// SHARE, no second statement, and no call of nextval, setval, currval,
+// lastval, pg_advisory_* or another function known to write. A SELECT of
+// a function that writes looks read-only: make it with WithPrimary (or
+// through Writer). The answer is cached per SQL text, so a repeated
+// statement is classified once.
+func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	r := routeFrom(ctx)
+	if r.primary || !db.stmts.readOnly(sql) {
+		return db.writeQuery(ctx, r, sql, args)
+	}
+	return db.readQuery(ctx, r, sql, args)
+}
+
+// writeQueryRow runs QueryRow on the primary, recording the write when
+// the row is scanned.
+func (db *DB) writeQueryRow(ctx context.Context, r route, sql string, args []any) pgx.Row {
+	row := db.primary.pool.QueryRow(ctx, sql, args...)
+	if !db.records(r) {
+		return row
+	}
+	return &recordedRow{Row: row, db: db, ctx: ctx}
+}
+
+// writeQuery runs Query on the primary, recording the write when the rows
+// are closed.
+func (db *DB) writeQuery(ctx context.Context, r route, sql string, args []any) (pgx.Rows, error) {
+	rows, err := db.primary.pool.Query(ctx, sql, args...)
+	if !db.records(r) {
+		return rows, err
+	}
+	if err != nil {
+		if mayHaveWritten(err) {
+			db.recordWrite(ctx)
+		}
+		return rows, err
+	}
+	return &recordedRows{Rows: rows, db: db, ctx: ctx}, nil
+}
+
+// readQueryRow runs QueryRow on a replica, lazily, with failover.
+func (db *DB) readQueryRow(ctx context.Context, r route, sql string, args []any) pgx.Row {
+	return &row{db: db, ctx: ctx, min: db.minLSNOf(r), sql: sql, args: args}
 }
 
 type row struct {
 	db   *DB
 	ctx  context.Context
+	min  LSN
 	sql  string
 	args []any
 }
 
 func (r *row) Scan(dest ...any) error {
-	return r.db.read(r.ctx, func(n *node) error {
+	return r.db.read(r.ctx, r.min, func(n *node) error {
 		return n.pool.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
 	})
 }
 
-// Query runs a query on a replica in rotation, or on the primary when none
-// is, or when ctx's read-your-writes session needs a write no replica has
-// replayed. A connection error before the first row arrives takes the
-// replica out of rotation and runs the query again elsewhere; an error
-// after rows have started coming is returned as usual by Rows.Err.
-func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+// readQuery runs Query on a replica, with failover until the first row.
+func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (pgx.Rows, error) {
 	var out pgx.Rows
-	err := db.read(ctx, func(n *node) error {
+	err := db.read(ctx, db.minLSNOf(r), func(n *node) error {
 		rows, err := n.pool.Query(ctx, sql, args...)
 		if err != nil {
 			return err
@@ -171,10 +279,9 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 	return out, nil
 }
 
-// read runs fn on the server chosen for ctx, and again on others while it
-// fails in a way that another server may not.
-func (db *DB) read(ctx context.Context, fn func(*node) error) error {
-	min := db.minLSN(ctx)
+// read runs fn on a server that has replayed min, and again on others
+// while it fails in a way that another server may not (and ctx lasts).
+func (db *DB) read(ctx context.Context, min LSN, fn func(*node) error) error {
 	var tried uint64
 	for attempt := 0; ; attempt++ {
 		n := db.choose(min, tried)
@@ -260,3 +367,67 @@ func (r errRows) Values() ([]any, error)                     { return nil, r.err
 func (errRows) RawValues() [][]byte                          { return nil }
 func (errRows) Conn() *pgx.Conn                              { return nil }
 func (errRows) TypeMap() *pgtype.Map                         { return nil }
+
+// recordedRow is a row of a write in a read-your-writes session: Scan
+// records the write's WAL position once the statement has finished.
+type recordedRow struct {
+	pgx.Row
+	db  *DB
+	ctx context.Context
+}
+
+func (r *recordedRow) Scan(dest ...any) error {
+	err := r.Row.Scan(dest...)
+	if mayHaveWritten(err) {
+		r.db.recordWrite(r.ctx)
+	}
+	return err
+}
+
+// recordedRows are the rows of a write in a read-your-writes session: the
+// write's WAL position is recorded when they are done (Next returns false,
+// or Close), that is once the statement has finished.
+type recordedRows struct {
+	pgx.Rows
+	db   *DB
+	ctx  context.Context
+	done bool
+}
+
+func (r *recordedRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.finish()
+	return false
+}
+
+func (r *recordedRows) Close() {
+	r.Rows.Close()
+	r.finish()
+}
+
+func (r *recordedRows) finish() {
+	if r.done {
+		return
+	}
+	r.done = true
+	if mayHaveWritten(r.Rows.Err()) {
+		r.db.recordWrite(r.ctx)
+	}
+}
+
+// recordedBatch records a batch's writes when it is closed.
+type recordedBatch struct {
+	pgx.BatchResults
+	db  *DB
+	ctx context.Context
+}
+
+func (b *recordedBatch) Close() error {
+	err := b.BatchResults.Close()
+	if mayHaveWritten(err) {
+		b.db.recordWrite(b.ctx)
+	}
+	return err
+}

@@ -210,3 +210,57 @@ func TestMiddleware(t *testing.T) {
 		t.Errorf("fresh session LSN %v", got)
 	}
 }
+
+// TestRouteContext checks that WithPrimary and the session functions keep
+// each other's part of the context.
+func TestRouteContext(t *testing.T) {
+	ctx := context.Background()
+	if r := routeFrom(ctx); r.primary || r.session != nil {
+		t.Fatalf("empty context: %+v", r)
+	}
+	s := WithSession(ctx)
+	p := WithPrimary(s)
+	if r := routeFrom(p); !r.primary || r.session != sessionFrom(s) || r.session == nil {
+		t.Errorf("WithPrimary(session): %+v", r)
+	}
+	if WithSession(p) != p {
+		t.Error("WithSession of a session with WithPrimary made a new context")
+	}
+	ps := WithSession(WithPrimary(ctx))
+	if r := routeFrom(ps); !r.primary || r.session == nil {
+		t.Errorf("WithSession(WithPrimary): %+v", r)
+	}
+	pl := WithSessionLSN(WithPrimary(ctx), 7)
+	if r := routeFrom(pl); !r.primary || SessionLSN(pl) != 7 {
+		t.Errorf("WithSessionLSN(WithPrimary): %+v", r)
+	}
+	if routeFrom(s).primary {
+		t.Error("WithPrimary changed its parent context")
+	}
+}
+
+func TestMayHaveWritten(t *testing.T) {
+	_, refused := pgconn.Connect(t.Context(), "host=127.0.0.1 port=1 connect_timeout=2 sslmode=disable")
+	var connectErr *pgconn.ConnectError
+	if !errors.As(refused, &connectErr) {
+		t.Fatalf("connecting to port 1: %v, want a ConnectError", refused)
+	}
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, true},
+		{pgx.ErrNoRows, true}, // UPDATE ... RETURNING that matched nothing: ran
+		{io.ErrUnexpectedEOF, true},
+		{context.DeadlineExceeded, true},
+		{fmt.Errorf("scan: %w", errors.New("can't scan into dest[0]")), true},
+		{&pgconn.PgError{Code: "23505"}, false},
+		{fmt.Errorf("wrapped: %w", &pgconn.PgError{Code: "25006"}), false},
+		{refused, false},
+	}
+	for _, tt := range tests {
+		if got := mayHaveWritten(tt.err); got != tt.want {
+			t.Errorf("mayHaveWritten(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}

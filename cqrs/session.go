@@ -45,7 +45,24 @@ func (s *session) observe(l LSN) {
 	}
 }
 
-type sessionKey struct{}
+// routeKey is the context key of a *route.
+type routeKey struct{}
+
+// route is what a context says about where its statements go: its
+// read-your-writes session, and whether WithPrimary sends everything to
+// the primary. One value holds both, so that routing a statement looks the
+// context up once.
+type route struct {
+	session *session
+	primary bool
+}
+
+func routeFrom(ctx context.Context) route {
+	if r, ok := ctx.Value(routeKey{}).(*route); ok {
+		return *r
+	}
+	return route{}
+}
 
 // WithSession returns a context that is a read-your-writes session: reads
 // through a DB with this context (or one derived from it) see every write
@@ -53,10 +70,12 @@ type sessionKey struct{}
 // replica has replayed the session's latest write, else to the primary.
 // If ctx already is a session, it is returned unchanged.
 func WithSession(ctx context.Context) context.Context {
-	if sessionFrom(ctx) != nil {
+	r := routeFrom(ctx)
+	if r.session != nil {
 		return ctx
 	}
-	return context.WithValue(ctx, sessionKey{}, &session{})
+	r.session = &session{}
+	return context.WithValue(ctx, routeKey{}, &r)
 }
 
 // WithSessionLSN returns a new session that starts at position l, so that a
@@ -64,9 +83,10 @@ func WithSession(ctx context.Context) context.Context {
 // a cookie or header) after a write and pass it back here on its next
 // request.
 func WithSessionLSN(ctx context.Context, l LSN) context.Context {
-	s := &session{}
-	s.lsn.Store(uint64(l))
-	return context.WithValue(ctx, sessionKey{}, s)
+	r := routeFrom(ctx)
+	r.session = &session{}
+	r.session.lsn.Store(uint64(l))
+	return context.WithValue(ctx, routeKey{}, &r)
 }
 
 // SessionLSN returns the WAL position of the latest write in ctx's
@@ -79,8 +99,22 @@ func SessionLSN(ctx context.Context) LSN {
 }
 
 func sessionFrom(ctx context.Context) *session {
-	s, _ := ctx.Value(sessionKey{}).(*session)
-	return s
+	return routeFrom(ctx).session
+}
+
+// WithPrimary returns a context that sends every statement made through a
+// DB, its Reader or its Writer with it (or a context derived from it) to
+// the primary, as a write: for a SELECT of a function that writes, which
+// the statement text does not show (DB.Query and DB.QueryRow send a
+// SELECT to a replica). In a read-your-writes session the statement's WAL
+// position is recorded afterwards, as for DB.Exec.
+func WithPrimary(ctx context.Context) context.Context {
+	r := routeFrom(ctx)
+	if r.primary {
+		return ctx
+	}
+	r.primary = true
+	return context.WithValue(ctx, routeKey{}, &r)
 }
 
 // Middleware makes each HTTP request a read-your-writes session (see

@@ -106,6 +106,13 @@ func (ds *destinations) lookup(name string) (*destination, bool) {
 	return v.(*destination), true
 }
 
+// isOpen reports whether the breaker of destination name is open (not
+// half-open: that one lets a trial call through).
+func (ds *destinations) isOpen(name string) bool {
+	d, ok := ds.lookup(name)
+	return ok && CircuitState(d.state.Load()) == CircuitOpen
+}
+
 func (ds *destinations) each(f func(*destination)) {
 	ds.m.Range(func(_, v any) bool {
 		f(v.(*destination))
@@ -135,7 +142,11 @@ func (ds *destinations) newDestination(name string) *destination {
 			d.state.Store(int32(to))
 			d.seq.Add(1)
 			if ds.tel != nil {
-				m := e.Metrics()
+				// The event's own Metrics read the breaker's counts
+				// without its lock, racing calls that record
+				// outcomes meanwhile (failsafe-go v0.9.8); the
+				// breaker's Metrics take the lock.
+				m := d.cb.Metrics()
 				ds.tel.stateChanged(name, from, to, m.FailureRate(), m.Executions(), o.BreakDuration)
 			}
 		}).

@@ -43,8 +43,8 @@
 // (IsTransientHTTP). They are retried only for requests that may be sent
 // twice: idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE),
 // requests with an Idempotency-Key or X-Idempotency-Key header, and
-// requests the caller opted in (RetryOptions.RetryNonIdempotent,
-// ContextWithRetryNonIdempotent). .NET retries every method; not retrying
+// requests the caller opted in (RetryOptions.RetryNonIdempotent for a
+// client, the function RetryNonIdempotent for one request). .NET retries every method; not retrying
 // POST and PATCH by default is a deliberate difference. Bodies are
 // replayed with Request.GetBody; a body that cannot be replayed makes the
 // request single-shot (its failure wraps ErrBodyNotReplayable).
@@ -65,8 +65,17 @@
 // SamplingDuration, at least MinimumThroughput calls were made and at
 // least FailureRatio of them failed; it then refuses calls with a
 // *CircuitOpenError (ErrCircuitOpen) for BreakDuration, lets one trial
-// call through, and closes if it succeeds. With a Resolver, an instance
-// whose breaker is open is skipped in favour of another instance.
+// call through, and closes if it succeeds.
+//
+// With a Resolver, the first attempt of a call goes to the instance the
+// resolver hands out round-robin, and every later attempt of the same
+// call to an instance that call has not tried yet whose breaker is not
+// open, while there is one (then to one it tried, the one that failed
+// last coming last). The choice is made per call, so concurrent calls
+// cannot hand a retry back to the instance that just failed it. An
+// instance whose breaker is open is skipped in favour of another one; a
+// *CircuitOpenError ends a call only when no instance of the service lets
+// calls through.
 //
 // The timeouts cover a call up to its response headers; reading the body
 // is bounded by the request's context alone. The attempt timeout fails an

@@ -196,10 +196,7 @@ func (t *Transport) hedgeTargets(u *url.URL) ([]*url.URL, error) {
 	out := make([]*url.URL, 0, len(eps))
 	out = append(out, first)
 	for k := 1; k < len(eps); k++ {
-		ep := eps[(start+k)%len(eps)]
-		v := *u
-		v.Scheme, v.Host = ep.Scheme, ep.Host
-		out = append(out, &v)
+		out = append(out, endpointURL(u, eps[(start+k)%len(eps)]))
 	}
 	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/metric"
 
@@ -154,12 +155,36 @@ const (
 	nonIdempotentKey ctxKey = iota
 	callKey
 	attemptKey
+	resendKey
 )
 
-// ContextWithRetryNonIdempotent returns a context that lets requests made
-// with it be retried and hedged whatever their method, as if
-// RetryOptions.RetryNonIdempotent were set. Use it for a POST the server
-// handles idempotently.
-func ContextWithRetryNonIdempotent(ctx context.Context) context.Context {
-	return context.WithValue(ctx, nonIdempotentKey, true)
+// ResendCount returns how many times the request whose context is ctx was
+// sent before by the pipeline: 0 for a call's first attempt, 1 for the
+// first retry or hedge, and so on. A transport below the pipeline (client
+// instrumentation, say) reads it from the request's context; it is what
+// the semantic conventions' http.request.resend_count attribute records.
+func ResendCount(ctx context.Context) int {
+	n, _ := ctx.Value(resendKey).(int)
+	return n
+}
+
+// RetryNonIdempotent returns a shallow copy of req that the pipeline may
+// retry and hedge whatever its method, as if RetryOptions.RetryNonIdempotent
+// were set for it alone. Use it for a POST or PATCH the server handles
+// idempotently; sending an Idempotency-Key header has the same effect and
+// tells the server too.
+//
+// The opt-in belongs to that one request: it is spent by the first call
+// the pipeline makes with it, so a later request made with a context
+// derived from req's (say, by a handler calling other services) is not
+// retried unless it opts in too.
+func RetryNonIdempotent(req *http.Request) *http.Request {
+	return req.WithContext(context.WithValue(req.Context(), nonIdempotentKey, new(atomic.Bool)))
+}
+
+// optedIn reports whether req was made by RetryNonIdempotent and its
+// opt-in not yet spent, and spends it.
+func optedIn(req *http.Request) bool {
+	b, _ := req.Context().Value(nonIdempotentKey).(*atomic.Bool)
+	return b != nil && b.CompareAndSwap(false, true)
 }

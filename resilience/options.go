@@ -103,8 +103,8 @@ type RetryOptions struct {
 	// RetryNonIdempotent retries (and hedges) requests whose method is not
 	// idempotent (POST, PATCH, CONNECT and unknown methods). By default
 	// they are sent once unless they carry an Idempotency-Key (or
-	// X-Idempotency-Key) header; ContextWithRetryNonIdempotent opts in one
-	// request. This is a deliberate difference from .NET, which retries
+	// X-Idempotency-Key) header; the function RetryNonIdempotent opts in
+	// one request. This is a deliberate difference from .NET, which retries
 	// every method.
 	RetryNonIdempotent bool
 }

@@ -72,7 +72,7 @@ type Transport struct {
 // Requests are retried only when their method is idempotent (GET, HEAD,
 // OPTIONS, TRACE, PUT, DELETE), when they carry an Idempotency-Key or
 // X-Idempotency-Key header, or when the caller opted in
-// (RetryOptions.RetryNonIdempotent, ContextWithRetryNonIdempotent). A
+// (RetryOptions.RetryNonIdempotent, RetryNonIdempotent). A
 // request body is replayed through Request.GetBody; a request whose body
 // cannot be replayed is sent once. Responses of failed attempts are
 // drained and closed. When retries are exhausted the last response is
@@ -282,6 +282,11 @@ type call struct {
 	rb          respBody
 	replay      bool // the retry executor's first attempt replays first
 	first       *attemptFailure
+	// tried lists the destinations the call's attempts went to, in
+	// order, so a retry goes to an instance not tried yet (triedBuf
+	// keeps the usual few without an allocation).
+	tried    []string
+	triedBuf [4]string
 }
 
 // attempt is the state of one attempt.
@@ -289,6 +294,7 @@ type attempt struct {
 	c     *call
 	url   *url.URL // where the attempt goes
 	fixed bool     // url was chosen by hedging; do not resolve or reroute
+	n     int32    // the attempt's number in its call, from 1
 	resp  *http.Response
 	// cancel ends the context resp is read through, once resp is drained
 	// or its body closed.
@@ -314,8 +320,9 @@ func (t *Transport) newCall(req *http.Request) *call {
 		c.Context, c.cancel = context.WithCancel(req.Context())
 	}
 	c.cur.c = c
+	c.tried = c.triedBuf[:0]
 	methodOK := t.anyMethod || idempotent(req.Method) || hasIdempotencyKey(req.Header) ||
-		req.Context().Value(nonIdempotentKey) != nil
+		optedIn(req)
 	bodyOK := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	c.retryable = methodOK && bodyOK
 	c.bodyBlocked = methodOK && !bodyOK
@@ -397,6 +404,7 @@ func (f *attemptFailure) outcome() string {
 func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response, error) {
 	c := a.c
 	n := c.attempts.Add(1)
+	a.n = n
 
 	limit, kind := t.opts.AttemptTimeout, AttemptTimeout
 	if t.kind == kindHedging {
@@ -413,7 +421,7 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 	}
 
 	if !a.fixed {
-		u, err := t.resolve(c.req.URL)
+		u, err := t.pick(c)
 		if err != nil {
 			return nil, err
 		}
@@ -450,6 +458,9 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 		}
 	}
 
+	if !a.fixed {
+		c.tried = append(c.tried, d.name)
+	}
 	a.resp, a.cancel = nil, nil
 	ctx, cancel := parent, context.CancelFunc(nil)
 	var timer *time.Timer
@@ -529,41 +540,109 @@ func (t *Transport) declaredAttemptTimeout() time.Duration {
 	return t.declared.AttemptTimeout
 }
 
-// resolve returns the URL an attempt goes to.
-func (t *Transport) resolve(u *url.URL) (*url.URL, error) {
+// pick returns the URL an attempt of call c goes to. The first attempt
+// takes the resolver's round-robin choice, which spreads calls over the
+// instances; a later attempt of the same call goes to the first instance,
+// in configuration order after the one tried last, that the call has not
+// tried yet and whose breaker is not open; failing that, to one tried
+// before whose breaker is not open, the one that just failed last of all.
+// The choice is the call's own: attempts made by other goroutines
+// meanwhile cannot hand the failed instance back to it.
+func (t *Transport) pick(c *call) (*url.URL, error) {
 	if t.resolver == nil {
-		return u, nil
+		return c.req.URL, nil
 	}
-	return t.resolver.Resolve(u)
+	if len(c.tried) == 0 {
+		return t.resolver.Resolve(c.req.URL)
+	}
+	eps, err := t.resolver.Endpoints(c.req.URL)
+	if err != nil {
+		return nil, err
+	}
+	if len(eps) < 2 {
+		return t.resolver.Resolve(c.req.URL)
+	}
+	start := c.after(eps)
+	best, bestRank := start%len(eps), 4
+	for k := range len(eps) {
+		i := (start + k) % len(eps)
+		rank := 0
+		if c.hasTried(eps[i].Host) {
+			rank = 1
+		}
+		if t.dests.isOpen(eps[i].Host) {
+			rank += 2
+		}
+		if rank < bestRank {
+			best, bestRank = i, rank
+		}
+		if rank == 0 {
+			break
+		}
+	}
+	return endpointURL(c.req.URL, eps[best]), nil
+}
+
+// after returns the index in eps following the instance the call tried
+// last (0 when it is not among them).
+func (c *call) after(eps []discovery.Endpoint) int {
+	if len(c.tried) == 0 {
+		return 0
+	}
+	last := c.tried[len(c.tried)-1]
+	for i, ep := range eps {
+		if ep.Host == last {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func (c *call) hasTried(host string) bool {
+	for _, h := range c.tried {
+		if h == host {
+			return true
+		}
+	}
+	return false
+}
+
+// endpointURL is u sent to endpoint ep: its scheme and host, u's path,
+// query and fragment.
+func endpointURL(u *url.URL, ep discovery.Endpoint) *url.URL {
+	out := *u
+	out.Scheme, out.Host = ep.Scheme, ep.Host
+	return &out
 }
 
 // reroute looks for another instance of the service whose breaker lets a
-// call through, when the chosen one's is open. It returns nil when there
-// is none.
+// call through, when the chosen one's is open: first one the call has not
+// tried, then one it has. It returns nil when there is none.
 func (t *Transport) reroute(a *attempt, open *destination) *destination {
 	if a.fixed || t.resolver == nil {
 		return nil
 	}
-	eps, err := t.resolver.Endpoints(a.c.req.URL)
+	c := a.c
+	eps, err := t.resolver.Endpoints(c.req.URL)
 	if err != nil || len(eps) < 2 {
 		return nil
 	}
-	for i := 1; i < len(eps); i++ {
-		u, err := t.resolver.Resolve(a.c.req.URL)
-		if err != nil {
-			return nil
-		}
-		if u.Host == open.name {
-			continue
-		}
-		d := t.dests.get(u.Host, a.c.start)
-		seq := d.seq.Load()
-		if d.cb.TryAcquirePermit() {
-			a.url = u
-			return d
-		}
-		if seq != d.seq.Load() {
-			t.tel.stateEvent(a.c, d.name, CircuitState(d.state.Load()))
+	start := c.after(eps)
+	for pass := range 2 {
+		for k := range len(eps) {
+			ep := eps[(start+k)%len(eps)]
+			if ep.Host == open.name || c.hasTried(ep.Host) != (pass == 1) {
+				continue
+			}
+			d := t.dests.get(ep.Host, c.start)
+			seq := d.seq.Load()
+			if d.cb.TryAcquirePermit() {
+				a.url = endpointURL(c.req.URL, ep)
+				return d
+			}
+			if seq != d.seq.Load() {
+				t.tel.stateEvent(c, d.name, CircuitState(d.state.Load()))
+			}
 		}
 	}
 	return nil
@@ -575,6 +654,9 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 	body, err := c.body()
 	if err != nil {
 		return nil, err
+	}
+	if a.n > 1 {
+		ctx = context.WithValue(ctx, resendKey, int(a.n-1))
 	}
 	r := c.req.WithContext(ctx)
 	if a.url != c.req.URL {

@@ -277,7 +277,7 @@ func TestMethodsAndIdempotency(t *testing.T) {
 		name     string
 		method   string
 		header   string
-		ctx      func(context.Context) context.Context
+		mark     func(*http.Request) *http.Request
 		opt      bool
 		wantHits int32
 	}{
@@ -289,7 +289,7 @@ func TestMethodsAndIdempotency(t *testing.T) {
 		{"PATCH", "PATCH", "", nil, false, 1},
 		{"POST with Idempotency-Key", "POST", "Idempotency-Key", nil, false, 2},
 		{"POST with X-Idempotency-Key", "POST", "X-Idempotency-Key", nil, false, 2},
-		{"POST opted in by context", "POST", "", resilience.ContextWithRetryNonIdempotent, false, 2},
+		{"POST opted in for the request", "POST", "", resilience.RetryNonIdempotent, false, 2},
 		{"PATCH opted in by option", "PATCH", "", nil, true, 2},
 	}
 	for _, tt := range tests {
@@ -298,13 +298,12 @@ func TestMethodsAndIdempotency(t *testing.T) {
 			o := testOptions()
 			o.Retry.RetryNonIdempotent = tt.opt
 			c, _ := newClient(t, resilience.WithOptions(o))
-			ctx := context.Background()
-			if tt.ctx != nil {
-				ctx = tt.ctx(ctx)
-			}
-			req, _ := http.NewRequestWithContext(ctx, tt.method, srv.URL, strings.NewReader("payload"))
+			req, _ := http.NewRequest(tt.method, srv.URL, strings.NewReader("payload"))
 			if tt.method == "GET" || tt.method == "HEAD" {
-				req, _ = http.NewRequestWithContext(ctx, tt.method, srv.URL, nil)
+				req, _ = http.NewRequest(tt.method, srv.URL, nil)
+			}
+			if tt.mark != nil {
+				req = tt.mark(req)
 			}
 			if tt.header != "" {
 				req.Header.Set(tt.header, "key-1")
@@ -325,6 +324,39 @@ func TestMethodsAndIdempotency(t *testing.T) {
 				t.Fatalf("status %d, want %d", resp.StatusCode, wantStatus)
 			}
 		})
+	}
+}
+
+// TestRetryNonIdempotentIsScopedToOneRequest: the opt-in of one POST
+// does not carry over to a later POST made with a context derived from
+// the first one's, as a handler calling several services would make.
+func TestRetryNonIdempotentIsScopedToOneRequest(t *testing.T) {
+	srv := newServer(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 || n == 3 {
+			w.WriteHeader(503)
+		}
+	})
+	c, _ := newClient(t, resilience.WithOptions(testOptions()))
+	first, _ := http.NewRequest("POST", srv.URL, strings.NewReader("a"))
+	first = resilience.RetryNonIdempotent(first)
+	resp, err := c.Do(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || srv.hits.Load() != 2 {
+		t.Fatalf("opted-in POST: status %d after %d requests, want 200 after a retry", resp.StatusCode, srv.hits.Load())
+	}
+	ctx, cancel := context.WithCancel(first.Context())
+	defer cancel()
+	later, _ := http.NewRequestWithContext(ctx, "POST", srv.URL, strings.NewReader("b"))
+	resp, err = c.Do(later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || srv.hits.Load() != 3 {
+		t.Fatalf("later POST with a derived context: status %d after %d requests, want its 503 sent once", resp.StatusCode, srv.hits.Load())
 	}
 }
 

@@ -58,7 +58,9 @@ type App struct {
 	cfg      *discovery.Config
 	resolver *discovery.Resolver
 	tel      *telemetry
-	logger   *slog.Logger
+	logs     *logHandlers
+	logger   *slog.Logger // goaspire's own records (servicedefaults scope)
+	user     *slog.Logger // App.Logger and slog.Default (the service's scope)
 	health   *health.Registry
 	mux      *http.ServeMux
 	handler  http.Handler
@@ -215,10 +217,14 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	if w == nil {
 		w = os.Stderr
 	}
-	handler, console := newLogHandler(w, ls, a.tel.lp)
-	a.logger = slog.New(handler)
+	a.logs = newLogHandlers(w, ls, a.tel.lp)
+	a.logger = a.logs.logger(instrumentationName)
+	a.user = a.logs.logger(ots.serviceName)
+	for _, warning := range ots.warnings {
+		a.logger.Warn(warning.msg, "variable", warning.key)
+	}
 
-	a.health = health.NewRegistry(health.WithDefaultTimeout(hs.timeout), health.WithLogger(a.logger))
+	a.health = health.NewRegistry(health.WithDefaultTimeout(hs.timeout), health.WithLogger(a.componentLogger(scopeHealth)))
 	_ = a.health.Register(health.Check{
 		Name:  SelfCheckName,
 		Tags:  []string{health.TagLive},
@@ -251,11 +257,11 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	// SDK errors (failed exports mostly) go to the console only: sending
 	// them through the OTel log pipeline that may be what is failing
 	// would loop.
-	consoleLogger := slog.New(console)
+	consoleLogger := slog.New(a.logs.console)
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		consoleLogger.Warn("OpenTelemetry error", "error", a.tel.scrub(err.Error()))
 	}))
-	slog.SetDefault(a.logger)
+	slog.SetDefault(a.user)
 	return a, nil
 }
 
@@ -384,8 +390,11 @@ func (a *App) Resolver() *discovery.Resolver { return a.resolver }
 
 // Logger returns the App's logger (also slog's default after Add). Log
 // with the ...Context methods inside a request so records carry the
-// trace_id and span_id of the current span.
-func (a *App) Logger() *slog.Logger { return a.logger }
+// trace_id and span_id of the current span. Its records are exported
+// under an instrumentation scope named after the service (its
+// OTEL_SERVICE_NAME), which the Aspire dashboard shows as their Category;
+// goaspire's packages log under their own package paths.
+func (a *App) Logger() *slog.Logger { return a.user }
 
 // Health returns the App's health registry. Register checks on it to have
 // /health (every check) and /alive (checks tagged health.TagLive) run

@@ -271,7 +271,7 @@ func TestAddErrors(t *testing.T) {
 		want    string // must appear in the error
 		notWant string // must not appear (secrets)
 	}{
-		{name: "protocol", values: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, want: "OTEL_EXPORTER_OTLP_PROTOCOL"},
+		{name: "protocol", values: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/xml"}, want: "OTEL_EXPORTER_OTLP_PROTOCOL"},
 		{name: "signal protocol", values: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://h:4318", "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL": "thrift"}, want: "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL"},
 		{name: "endpoint without scheme", values: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317"}, want: "OTEL_EXPORTER_OTLP_ENDPOINT"},
 		{name: "endpoint password", values: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://u:pw-secret@h"}, want: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", notWant: "pw-secret"},
@@ -321,6 +321,9 @@ func TestAddErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not name %q", err, tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), "servicedefaults: ") || strings.Contains(err.Error(), "servicedefaults: servicedefaults:") {
+				t.Errorf("error %q: want the package prefix exactly once", err)
 			}
 			if tt.notWant != "" && strings.Contains(err.Error(), tt.notWant) {
 				t.Errorf("error %q leaks %q", err, tt.notWant)

@@ -113,7 +113,7 @@ func (a *App) cqrsOptions() []cqrs.Option {
 	return []cqrs.Option{
 		cqrs.WithTracerProvider(a.tel.tp),
 		cqrs.WithMeterProvider(a.tel.mp),
-		cqrs.WithLogger(a.logger),
+		cqrs.WithLogger(a.componentLogger(scopeCQRS)),
 	}
 }
 
@@ -138,7 +138,7 @@ func (a *App) redisLocked(name string) (redis.UniversalClient, error) {
 		c, err := cache.OpenRedis(context.Background(), a.cfg, name,
 			cache.WithTracerProvider(a.tel.tp),
 			cache.WithMeterProvider(a.tel.mp),
-			cache.WithLogger(a.logger),
+			cache.WithLogger(a.componentLogger(scopeCache)),
 			cache.WithHealthChecks(func(c health.Check) { checks = append(checks, c) }),
 		)
 		if err != nil {
@@ -174,7 +174,7 @@ func NewCache[T any](app *App, redisName, cacheName string, opts cache.Options) 
 		opts.MeterProvider = app.tel.mp
 	}
 	if opts.Logger == nil {
-		opts.Logger = app.logger
+		opts.Logger = app.componentLogger(scopeCache)
 	}
 	c, err := cache.New[T](rdb, cacheName, opts)
 	if err != nil {

@@ -36,7 +36,8 @@
 //	OTEL_EXPORTER_OTLP_ENDPOINT            base URL; http/protobuf appends /v1/{traces,metrics,logs}
 //	OTEL_EXPORTER_OTLP_{SIGNAL}_ENDPOINT   per-signal URL, used as is
 //	OTEL_EXPORTER_OTLP_[SIGNAL_]PROTOCOL   grpc or http/protobuf (default http/protobuf;
-//	                                       Aspire sets grpc). http/json is refused.
+//	                                       Aspire sets grpc). http/json exports
+//	                                       http/protobuf instead, with one warning.
 //	OTEL_EXPORTER_OTLP_[SIGNAL_]HEADERS    k=v,... e.g. x-otlp-api-key=... (never logged)
 //	OTEL_EXPORTER_OTLP_[SIGNAL_]TIMEOUT    ms, default 10000
 //	OTEL_EXPORTER_OTLP_[SIGNAL_]COMPRESSION gzip or none
@@ -72,7 +73,8 @@
 // Add installs the providers and the propagator as the otel globals, so
 // libraries that default to them (otelpgx, redisotel, goaspire's own
 // packages) report through the App, and starts the Go runtime metrics
-// (go.memory.used, go.goroutine.count, ...) when metrics are exported.
+// (go.memory.used, go.goroutine.count, go.schedule.duration, ...) when
+// metrics are exported.
 // Export errors are logged to stderr only.
 //
 // Server instrumentation (App.Handler) makes one span per request,
@@ -91,6 +93,14 @@
 //     the ...Context methods: slog.InfoContext(r.Context(), ...));
 //   - to the OTel log pipeline when logs are exported, through the
 //     otelslog bridge, which carries the trace context in the record.
+//
+// Durations are written as Go duration strings ("2s") in both, not as
+// nanosecond integers. The OTel records of App.Logger and slog's default
+// carry an instrumentation scope named after the service
+// (OTEL_SERVICE_NAME), which the Aspire dashboard shows as their
+// Category; the clients the App makes log under their own package's
+// path (github.com/goaspire/goaspire/cqrs, .../cache, .../resilience,
+// .../health), and the App itself under .../servicedefaults.
 //
 // Keys, as in .NET's logging configuration:
 //

@@ -89,6 +89,7 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 	var inner http.RoundTripper
 	if a.tel.tracing || a.tel.metering {
 		inner = otelhttp.NewTransport(redactingTransport{a.base},
+			otelhttp.WithSpanNameFormatter(clientSpanName),
 			otelhttp.WithTracerProvider(a.tel.tp),
 			otelhttp.WithMeterProvider(a.tel.mp),
 			otelhttp.WithPropagators(a.tel.prop),
@@ -104,7 +105,7 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 			resilience.WithResolver(a.resolver),
 			resilience.WithConfig(a.cfg, name),
 			resilience.WithMeterProvider(a.tel.mp),
-			resilience.WithLogger(a.logger),
+			resilience.WithLogger(a.componentLogger(scopeResilience)),
 		}
 		var t *resilience.Transport
 		switch handler {
@@ -133,22 +134,46 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 	return rt
 }
 
+// clientSpanName names a client span after the request's method, as the
+// semantic conventions and .NET's HttpClient do ("GET"); a method outside
+// the standard set is "HTTP", as the conventions ask.
+func clientSpanName(_ string, r *http.Request) string {
+	switch r.Method {
+	case "":
+		return http.MethodGet
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return r.Method
+	}
+	return "HTTP"
+}
+
 // redactingTransport sits just under otelhttp's client transport, where
-// the request's context holds the attempt's span. otelhttp records the
-// request URL as url.full with the user information removed but the query
-// kept; when a query parameter names a secret (api_key, access_token,
-// ...), its value is replaced by redact.Mask on the span.
+// the request's context holds the attempt's span. It records
+// http.request.resend_count on retried and hedged attempts. otelhttp
+// records the request URL as url.full with the user information removed
+// but the query kept; when a query parameter names a secret (api_key,
+// access_token, ...), its value is replaced by redact.Mask on the span.
 type redactingTransport struct{ base http.RoundTripper }
 
 func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	n := resilience.ResendCount(r.Context())
+	if r.URL.RawQuery == "" && n == 0 {
+		return t.base.RoundTrip(r)
+	}
+	span := trace.SpanFromContext(r.Context())
+	if !span.IsRecording() {
+		return t.base.RoundTrip(r)
+	}
+	if n > 0 {
+		span.SetAttributes(attribute.Int("http.request.resend_count", n))
+	}
 	if r.URL.RawQuery != "" {
-		if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
-			u := *r.URL
-			u.User = nil
-			full := u.String()
-			if shown := redact.URL(full); shown != full {
-				span.SetAttributes(attribute.String("url.full", shown))
-			}
+		u := *r.URL
+		u.User = nil
+		full := u.String()
+		if shown := redact.URL(full); shown != full {
+			span.SetAttributes(attribute.String("url.full", shown))
 		}
 	}
 	return t.base.RoundTrip(r)

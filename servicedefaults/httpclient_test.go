@@ -1,13 +1,18 @@
 package servicedefaults_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
@@ -78,5 +83,44 @@ func TestHTTPClientBadConfiguration(t *testing.T) {
 		if !strings.Contains(err.Error(), last) {
 			t.Errorf("%s=%s: error %q does not name the key", tt.key, tt.value, err)
 		}
+	}
+}
+
+// TestHTTPClientSpans: each attempt's client span is named after the
+// method, as .NET's HttpClient and the semantic conventions name it, and
+// a retried attempt records http.request.resend_count.
+func TestHTTPClientSpans(t *testing.T) {
+	rcv := otlptest.Start(t)
+	srv, _ := flaky(t, 1)
+	app, _ := newApp(t, with(slowExport,
+		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.GRPCEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
+		"services__flaky__http__0", srv.URL,
+		"Aspire__Resilience__Http__Retry__Delay", "1ms",
+	), nil)
+	if code, _ := get(t, app.HTTPClient("flaky"), "http://flaky/x"); code != http.StatusOK {
+		t.Fatalf("status %d, want 200 after a retry", code)
+	}
+	if err := app.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var resends []int64
+	for _, s := range rcv.Spans() {
+		if s.Span.Kind != tracepb.Span_SPAN_KIND_CLIENT {
+			continue
+		}
+		if s.Span.Name != "GET" {
+			t.Errorf("client span named %q, want %q", s.Span.Name, "GET")
+		}
+		n := int64(-1)
+		for _, kv := range s.Span.Attributes {
+			if kv.Key == "http.request.resend_count" {
+				n = kv.Value.GetIntValue()
+			}
+		}
+		resends = append(resends, n)
+	}
+	slices.Sort(resends)
+	if !slices.Equal(resends, []int64{-1, 1}) {
+		t.Fatalf("client spans' http.request.resend_count = %v (-1: absent), want the first attempt without it and the retry with 1", resends)
 	}
 }

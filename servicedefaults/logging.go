@@ -76,25 +76,67 @@ func readLogSettings(cfg *discovery.Config) (logSettings, error) {
 	return s, errors.Join(errs...)
 }
 
-// newLogHandler returns the handler behind App.Logger: records at or above
-// the console level go to w (JSON or text) with trace_id and span_id added
-// from the context, and records at or above the OpenTelemetry level go to
-// lp through the otelslog bridge (which carries the trace context in the
-// log record itself). A nil lp means logs are not exported. It also
-// returns the console handler alone.
-func newLogHandler(w io.Writer, s logSettings, lp otellog.LoggerProvider) (all, console slog.Handler) {
-	opts := &slog.HandlerOptions{Level: s.consoleLvl, ReplaceAttr: levelNames}
+// Instrumentation scopes of the goaspire packages the App logs for. The
+// Aspire dashboard shows a record's scope as its Category.
+const (
+	scopeCache      = "github.com/goaspire/goaspire/cache"
+	scopeCQRS       = "github.com/goaspire/goaspire/cqrs"
+	scopeResilience = "github.com/goaspire/goaspire/resilience"
+	scopeHealth     = "github.com/goaspire/goaspire/health"
+)
+
+// logHandlers builds the App's slog handlers: one console handler shared
+// by every logger, and per instrumentation scope an OTel log bridge, so
+// that each component's records carry its own scope.
+type logHandlers struct {
+	console slog.Handler           // JSON or text, with trace_id/span_id
+	lp      otellog.LoggerProvider // nil when logs are not exported
+	otelLvl slog.Level
+}
+
+// newLogHandlers returns the handlers behind the App's loggers: records
+// at or above the console level go to w (JSON or text) with trace_id and
+// span_id added from the context, and records at or above the
+// OpenTelemetry level go to lp through the otelslog bridge (which carries
+// the trace context in the log record itself). A nil lp means logs are not
+// exported. Durations are written readably ("2s") in both.
+func newLogHandlers(w io.Writer, s logSettings, lp otellog.LoggerProvider) *logHandlers {
+	opts := &slog.HandlerOptions{Level: s.consoleLvl, ReplaceAttr: replaceAttr}
+	var console slog.Handler
 	if s.json {
 		console = slog.NewJSONHandler(w, opts)
 	} else {
 		console = slog.NewTextHandler(w, opts)
 	}
-	console = &traceHandler{base: console, cur: console}
-	if lp == nil {
-		return console, console
+	return &logHandlers{console: &traceHandler{base: console, cur: console}, lp: lp, otelLvl: s.otelLvl}
+}
+
+// handler returns the handler for records of the instrumentation scope
+// named scope: the console, plus the OTel pipeline under that scope.
+func (h *logHandlers) handler(scope string) slog.Handler {
+	if h.lp == nil {
+		return h.console
 	}
-	bridge := otelslog.NewHandler(instrumentationName, otelslog.WithLoggerProvider(lp))
-	return &fanout{handlers: []slog.Handler{console, &levelHandler{Handler: bridge, min: s.otelLvl}}}, console
+	bridge := otelslog.NewHandler(scope, otelslog.WithLoggerProvider(h.lp))
+	return &fanout{handlers: []slog.Handler{h.console, &levelHandler{Handler: durationHandler{bridge}, min: h.otelLvl}}}
+}
+
+// logger returns a logger for the instrumentation scope named scope.
+func (h *logHandlers) logger(scope string) *slog.Logger { return slog.New(h.handler(scope)) }
+
+// componentLogger returns the logger a goaspire package gets from the App:
+// the App's handlers, under the package's own instrumentation scope.
+func (a *App) componentLogger(scope string) *slog.Logger { return a.logs.logger(scope) }
+
+// replaceAttr is the console handlers' ReplaceAttr: the extra levels by
+// their .NET names, and durations as Go duration strings ("2s") instead of
+// the JSON handler's integer nanoseconds.
+func replaceAttr(groups []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+		return a
+	}
+	return levelNames(groups, a)
 }
 
 // levelNames prints the extra levels by their .NET names.
@@ -167,6 +209,78 @@ func (h *traceHandler) WithGroup(name string) slog.Handler {
 	}
 	return &traceHandler{base: h.base, cur: h.cur.WithGroup(name),
 		ops: append(h.ops[:len(h.ops):len(h.ops)], handlerOp{group: name}), grouped: true}
+}
+
+// durationHandler writes duration attributes as Go duration strings
+// ("2s"): the OTel log bridge would send them as integer nanoseconds.
+type durationHandler struct{ slog.Handler }
+
+func (h durationHandler) Handle(ctx context.Context, r slog.Record) error {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		found = hasDuration(a.Value)
+		return !found
+	})
+	if !found {
+		return h.Handler.Handle(ctx, r)
+	}
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(readableDurations(a))
+		return true
+	})
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h durationHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	out := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		out[i] = readableDurations(a)
+	}
+	return durationHandler{h.Handler.WithAttrs(out)}
+}
+
+func (h durationHandler) WithGroup(name string) slog.Handler {
+	return durationHandler{h.Handler.WithGroup(name)}
+}
+
+// hasDuration reports whether v, or an attribute in the group v, is a
+// duration. A LogValuer is resolved first.
+func hasDuration(v slog.Value) bool {
+	switch v.Kind() {
+	case slog.KindDuration:
+		return true
+	case slog.KindLogValuer:
+		return hasDuration(v.Resolve())
+	case slog.KindGroup:
+		for _, a := range v.Group() {
+			if hasDuration(a.Value) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// readableDurations returns a with every duration in it (in groups too)
+// turned into its string form.
+func readableDurations(a slog.Attr) slog.Attr {
+	if !hasDuration(a.Value) {
+		return a
+	}
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindDuration:
+		a.Value = slog.StringValue(v.Duration().String())
+	case slog.KindGroup:
+		g := v.Group()
+		out := make([]slog.Attr, len(g))
+		for i, ga := range g {
+			out[i] = readableDurations(ga)
+		}
+		a.Value = slog.GroupValue(out...)
+	}
+	return a
 }
 
 // levelHandler drops records below min.

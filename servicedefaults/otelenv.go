@@ -79,6 +79,24 @@ type otelSettings struct {
 	logAttrCount, logAttrLen int
 
 	propagators []string // tracecontext, baggage
+
+	// warnings are settings accepted with a fallback, logged once the
+	// logger exists (each variable once).
+	warnings []otelWarning
+}
+
+// otelWarning is a setting accepted with a fallback: key names the
+// variable, msg says what is done instead.
+type otelWarning struct{ key, msg string }
+
+// warn records w unless a warning for the same variable is recorded.
+func (s *otelSettings) warn(w otelWarning) {
+	for _, have := range s.warnings {
+		if have.key == w.key {
+			return
+		}
+	}
+	s.warnings = append(s.warnings, w)
 }
 
 // envReader reads OTEL_* values from a Config: an empty value counts as
@@ -170,8 +188,11 @@ func readOTelSettings(cfg *discovery.Config) (*otelSettings, error) {
 		sig otelSignal
 		dst *exporterSettings
 	}{{sigTraces, &s.traces}, {sigMetrics, &s.metrics}, {sigLogs, &s.logs}} {
-		es, err := readExporter(e, x.sig, pool, tlsCache)
+		es, w, err := readExporter(e, x.sig, pool, tlsCache)
 		add(err)
+		if w != nil {
+			s.warn(*w)
+		}
 		*x.dst = es
 	}
 
@@ -207,7 +228,8 @@ func readOTelSettings(cfg *discovery.Config) (*otelSettings, error) {
 	add(err)
 
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("servicedefaults: OpenTelemetry configuration: %w", err)
+		// No package prefix: Add wraps every settings error in one.
+		return nil, fmt.Errorf("OpenTelemetry configuration: %w", err)
 	}
 	return s, nil
 }
@@ -305,13 +327,15 @@ func (e envReader) lookup(sig otelSignal, suffix string) (string, string) {
 
 // readExporter reads one signal's exporter settings. tlsCache shares one
 // *tls.Config between signals naming the same certificate files, so they
-// can share one gRPC connection.
-func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map[string]*tls.Config) (exporterSettings, error) {
+// can share one gRPC connection. The warning, when not nil, is a setting
+// accepted with a fallback.
+func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map[string]*tls.Config) (exporterSettings, *otelWarning, error) {
 	var s exporterSettings
+	var w *otelWarning
 	exporterKey := "OTEL_" + sig.name + "_EXPORTER"
 	kinds, err := readList(e, exporterKey, "otlp", "otlp", "none")
 	if err != nil {
-		return s, err
+		return s, w, err
 	}
 	wantOTLP := false
 	for _, k := range kinds {
@@ -324,7 +348,7 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 		raw, key = e.get("OTEL_EXPORTER_OTLP_ENDPOINT"), "OTEL_EXPORTER_OTLP_ENDPOINT"
 	}
 	if raw == "" || !wantOTLP {
-		return s, nil // exporter off
+		return s, w, nil // exporter off
 	}
 	s.endpointKey = key
 
@@ -334,13 +358,20 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 		s.protocol = protoHTTP // the specification's default
 	case protoGRPC, protoHTTP:
 		s.protocol = strings.ToLower(proto)
+	case "http/json":
+		// Valid, but not something the Go exporters speak. Every OTLP/HTTP
+		// receiver (the Aspire dashboard's included) takes protobuf on the
+		// same endpoint, so telemetry still flows; refusing to start over
+		// it would take the service down for nothing.
+		s.protocol = protoHTTP
+		w = &otelWarning{key: protoKey, msg: "OTLP http/json is not supported; exporting http/protobuf to the same endpoint instead"}
 	default:
-		return s, &discovery.KeyError{Key: protoKey, Err: fmt.Errorf("unsupported protocol %q (supported: grpc, http/protobuf)", proto)}
+		return s, w, &discovery.KeyError{Key: protoKey, Err: fmt.Errorf("unsupported protocol %q (supported: grpc, http/protobuf, http/json)", redact.Value(protoKey, proto))}
 	}
 
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return s, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid endpoint %q: want an http:// or https:// URL", redact.Value(key, raw))}
+		return s, w, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid endpoint %q: want an http:// or https:// URL", redact.Value(key, raw))}
 	}
 	if key != specific && s.protocol == protoHTTP {
 		// The generic endpoint is a base URL: append the signal's path.
@@ -352,7 +383,7 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 	if hv, hk := e.lookup(sig, "HEADERS"); hv != "" {
 		pairs, err := parsePairs(hv)
 		if err != nil {
-			return s, &discovery.KeyError{Key: hk, Err: err}
+			return s, w, &discovery.KeyError{Key: hk, Err: err}
 		}
 		s.headers = make(map[string]string, len(pairs))
 		for _, p := range pairs {
@@ -363,7 +394,7 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 	tv, tk := e.lookup(sig, "TIMEOUT")
 	s.timeout, err = parseMillis(tk, tv, 10*time.Second, false)
 	if err != nil {
-		return s, err
+		return s, w, err
 	}
 
 	switch cv, ck := e.lookup(sig, "COMPRESSION"); strings.ToLower(cv) {
@@ -371,7 +402,7 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 	case "gzip":
 		s.gzip = true
 	default:
-		return s, &discovery.KeyError{Key: ck, Err: fmt.Errorf("unsupported compression %q (supported: gzip, none)", redact.Value(ck, cv))}
+		return s, w, &discovery.KeyError{Key: ck, Err: fmt.Errorf("unsupported compression %q (supported: gzip, none)", redact.Value(ck, cv))}
 	}
 
 	if u.Scheme == "https" {
@@ -382,13 +413,13 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 		if s.tls = tlsCache[key]; s.tls == nil {
 			s.tls, err = exporterTLS(e, sig, pool)
 			if err != nil {
-				return s, err
+				return s, w, err
 			}
 			tlsCache[key] = s.tls
 		}
 	}
 	s.enabled = !e.disabled()
-	return s, nil
+	return s, w, nil
 }
 
 func (e envReader) disabled() bool {

@@ -215,6 +215,9 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp,
 				sdkmetric.WithInterval(s.metricInterval),
 				sdkmetric.WithTimeout(s.metricTimeout),
+				// go.schedule.duration comes from the runtime producer,
+				// not from runtime.Start's instruments.
+				sdkmetric.WithProducer(runtime.NewProducer()),
 			)),
 			sdkmetric.WithExemplarFilter(filter),
 			sdkmetric.WithCardinalityLimit(2000), // the SDK default, so the process environment cannot change it

@@ -186,8 +186,10 @@ func TestTelemetryReachesOTLPReceiver(t *testing.T) {
 			if !routes["/orders/{id}"] || routes["/health"] || routes["/alive"] {
 				t.Errorf("http.server.request.duration routes = %v", routes)
 			}
-			if _, ok := rcv.MetricNamed("go.goroutine.count"); !ok {
-				t.Error("Go runtime metrics not received")
+			for _, name := range []string{"go.goroutine.count", "go.schedule.duration"} {
+				if _, ok := rcv.MetricNamed(name); !ok {
+					t.Errorf("Go runtime metric %s not received", name)
+				}
 			}
 
 			// Every export carried the API key; no signal missing.

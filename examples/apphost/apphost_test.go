@@ -8,12 +8,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/internal/testserver"
 )
 
 // TestScenario runs the launcher end to end, as `go run ./examples/apphost`
 // does: real Postgres primary and replica, real Redis, two catalog
 // instances and a gateway as separate processes, and every scenario step.
+// The services export their telemetry over OTLP/gRPC, as under an Aspire
+// AppHost, to a receiver of the test's own, which checks it afterwards
+// (see checkTelemetry).
 func TestScenario(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end scenario: skipped with -short")
@@ -31,10 +35,13 @@ func TestScenario(t *testing.T) {
 		}
 		env = append(env, kv)
 	}
+	rcv := otlptest.Start(t)
+	env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.GRPCEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc")
+	var faults []fault
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	err := run(ctx, &out, config{environ: env})
+	err := run(ctx, &out, config{environ: env, faults: &faults})
 	t.Log("\n" + out.String())
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +51,7 @@ func TestScenario(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
+	checkTelemetry(t, rcv, faults)
 }
 
 func TestInjectedConnection(t *testing.T) {

@@ -22,6 +22,10 @@ type config struct {
 	environ []string
 	// catalogs is how many catalog instances to start (default 2).
 	catalogs int
+	// faults, when not nil, receives the deliberate failures the scenario
+	// caused, so a caller checking the exported telemetry can tell their
+	// errors from real ones.
+	faults *[]fault
 }
 
 // stack is everything the launcher started.
@@ -30,6 +34,23 @@ type stack struct {
 	catalogs []*service
 	gateway  *service
 	dir      string
+	faults   []fault
+}
+
+// fault is a deliberate failure of the scenario: from the moment it was
+// caused until the system was seen to have recovered (to is zero when it
+// lasted until the end).
+type fault struct {
+	name     string
+	from, to time.Time
+}
+
+// beginFault records the start of a deliberate failure and returns the
+// function that records its end.
+func (st *stack) beginFault(name string) (end func()) {
+	st.faults = append(st.faults, fault{name: name, from: time.Now()})
+	i := len(st.faults) - 1
+	return func() { st.faults[i].to = time.Now() }
 }
 
 func run(ctx context.Context, out io.Writer, cfg config) (err error) {
@@ -56,6 +77,9 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	}
 
 	st := &stack{res: res, dir: dir}
+	if cfg.faults != nil {
+		defer func() { *cfg.faults = st.faults }()
+	}
 	defer func() {
 		if stopErr := st.stop(); stopErr != nil && err == nil {
 			err = stopErr
@@ -63,6 +87,17 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	}()
 	if err := st.start(ctx, out, cfg, bins); err != nil {
 		return err
+	}
+	if res.owned() {
+		// The catalogs created the schema on the primary as they started;
+		// the scenario's first replica read must find it there, as it
+		// would after a migration run before the deployment.
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := res.replica.WaitCaughtUp(wctx)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 
 	fmt.Fprintln(out, "\nscenario")

@@ -298,6 +298,7 @@ func runScenario(ctx context.Context, out io.Writer, st *stack) error {
 // redisOutage kills Redis under load: every request must still succeed,
 // served from L1 and the database, and the cache must heal by itself.
 func redisOutage(ctx context.Context, c *client, st *stack) error {
+	healed := st.beginFault("Redis outage")
 	if err := st.res.redis.Kill(); err != nil {
 		return err
 	}
@@ -336,6 +337,7 @@ func redisOutage(ctx context.Context, c *client, st *stack) error {
 	}); err != nil {
 		return err
 	}
+	healed()
 	s0, _ := c.stats(ctx, st.catalogs[0])
 	c.step("Redis restarted → the cache healed by itself (breaker open: %v, L1 flushes after reconnect: %d) and invalidations flow again",
 		s0.Cache.BreakerOpen, s0.Cache.Reconnects)
@@ -345,6 +347,7 @@ func redisOutage(ctx context.Context, c *client, st *stack) error {
 // replicaOutage kills the read replica: reads go on, served by the
 // primary, and the replica comes back into rotation after a restart.
 func replicaOutage(ctx context.Context, c *client, st *stack) error {
+	healed := st.beginFault("replica outage")
 	if err := st.res.replica.Kill(); err != nil {
 		return err
 	}
@@ -375,6 +378,7 @@ func replicaOutage(ctx context.Context, c *client, st *stack) error {
 	}); err != nil {
 		return err
 	}
+	healed()
 	before, _ = c.stats(ctx, st.catalogs[0])
 	if _, code, err := c.getProduct(ctx, st.catalogs[0].url(), 900100); err != nil || code != http.StatusNotFound {
 		return fmt.Errorf("after the replica restarted, GET: status %d, %v", code, err)
@@ -391,6 +395,7 @@ func replicaOutage(ctx context.Context, c *client, st *stack) error {
 // pipeline retries on the other instance and opens the dead one's circuit.
 func instanceOutage(ctx context.Context, c *client, st *stack) error {
 	dead := st.catalogs[0]
+	st.beginFault(dead.name + " killed") // until the end
 	dead.kill()
 	var timings [2]time.Duration
 	for half := 0; half < 2; half++ {

@@ -207,10 +207,10 @@ func (s *service) putProduct(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	var p Product
-	// A write with RETURNING: run it on the primary explicitly (DB.QueryRow
-	// is for reads and goes to a replica), then record it for
-	// read-your-writes.
-	err := s.db.Primary().QueryRow(ctx, `
+	// A write with RETURNING, as sqlc's :one: DB.QueryRow sends it to the
+	// primary (only statements known to be read-only go to a replica) and
+	// records it for read-your-writes once scanned.
+	err := s.db.QueryRow(ctx, `
 		INSERT INTO products (id, name, description, price, stock) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description,
 			price = EXCLUDED.price, stock = EXCLUDED.stock, updated_at = now()
@@ -222,7 +222,6 @@ func (s *service) putProduct(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the catalog cannot save products right now")
 		return
 	}
-	s.db.RecordWrite(ctx)
 	s.refresh(ctx, p)
 	s.app.Logger().InfoContext(ctx, "product saved", "product.id", p.ID, "product.price", p.Price, "product.stock", p.Stock)
 	httpapi.WriteJSON(w, http.StatusOK, p)
