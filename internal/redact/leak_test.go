@@ -111,6 +111,7 @@ func TestNoSecretInAnyFormat(t *testing.T) {
 		"rediss://:" + secret + "@cache:6380/0",
 		"amqp://u:" + secret + "@mq:5672/vhost",
 		"nats://u:" + secret + "@n1:4222,nats://u:" + secret + "@n2:4222",
+		"nats://" + secret + "@n1:4222",
 		"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=" + secret,
 		"DefaultEndpointsProtocol=https;AccountName=a;AccountKey=" + secret + ";EndpointSuffix=core.windows.net",
 		"https://a.blob.core.windows.net/?sv=2022&sig=" + secret,

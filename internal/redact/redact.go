@@ -112,7 +112,8 @@ func Truncate(s string) string {
 // Mask, and any query parameter whose name is a secret masked too. In a
 // redis://, rediss:// or tcp:// URL, user information without a ':' is a
 // password (redis://secret@host, the shorthand go-redis and redis-cli
-// accept), so it is masked as one. A value that does not parse as a URL is
+// accept), and in a nats:// URL a token (nats://token@host), so it is
+// masked as one. A value that does not parse as a URL is
 // masked whole, because it may be a secret that was put where a URL was
 // expected.
 func URL(raw string) string {
@@ -125,7 +126,7 @@ func URL(raw string) string {
 		if _, has := u.User.Password(); has {
 			u.User = url.UserPassword(u.User.Username(), "xxxxx")
 			masked = true
-		} else if isRedisScheme(u.Scheme) && u.User.Username() != "" {
+		} else if loneUserIsSecret(u.Scheme) && u.User.Username() != "" {
 			u.User = url.User("xxxxx")
 			masked = true
 		}
@@ -157,9 +158,12 @@ func URL(raw string) string {
 	return s
 }
 
-func isRedisScheme(s string) bool {
-	switch strings.ToLower(s) {
-	case "redis", "rediss", "tcp":
+// loneUserIsSecret reports whether user information without a ':' is a
+// secret in a URL of this scheme: Redis reads it as the password, NATS as
+// a token.
+func loneUserIsSecret(scheme string) bool {
+	switch strings.ToLower(scheme) {
+	case "redis", "rediss", "tcp", "nats":
 		return true
 	}
 	return false

@@ -78,6 +78,8 @@ func TestURL(t *testing.T) {
 		{"redis://hunter2@h:6379", "redis://***@h:6379"},
 		{"rediss://hunter2@h:6380/0", "rediss://***@h:6380/0"},
 		{"postgres://app@h/db", "postgres://app@h/db"},
+		{"nats://hunter2@n1:4222", "nats://***@n1:4222"},
+		{"amqp://app@mq:5672/", "amqp://app@mq:5672/"},
 		{"http://h/p?password=hunter2&x=1", "http://h/p?password=%2A%2A%2A&x=1"},
 		{"https://acct.blob.core.windows.net/c?sv=2022&sig=hunter2", "https://acct.blob.core.windows.net/c?sig=%2A%2A%2A&sv=2022"},
 		{"http://h/p", "http://h/p"},
