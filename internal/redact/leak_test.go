@@ -266,3 +266,43 @@ func TestLeakCheckCanFail(t *testing.T) {
 		}
 	}
 }
+
+// Errors quote a bad value shortened (redact.Value), so a huge value does
+// not come back as a huge message, whichever package reports it.
+func TestErrorsQuoteValuesShort(t *testing.T) {
+	huge := strings.Repeat("x", 1<<20)
+	add := func(key string) error {
+		_, err := servicedefaults.Add(context.Background(), nil,
+			servicedefaults.WithConfig(discovery.FromMap(map[string]string{key: huge})),
+			servicedefaults.WithLogWriter(io.Discard))
+		return err
+	}
+	cfg := discovery.FromMap(map[string]string{"Aspire:Resilience:Http:Retry:BackoffType": huge, "Aspire:Npgsql:db:ConnectTimeout": huge})
+	_, resErr := resilience.NewTransport(http.DefaultTransport, resilience.WithConfig(cfg, ""))
+	_, listenErr := discovery.FromMap(map[string]string{"ASPNETCORE_URLS": "http://h:" + huge}).ListenAddress()
+	tests := []struct {
+		name string
+		err  error
+	}{
+		{"discovery Duration", func() error { _, err := cfg.Duration("Aspire:Npgsql:db:ConnectTimeout", 0); return err }()},
+		{"discovery ParseDuration", func() error { _, err := discovery.ParseDuration(huge); return err }()},
+		{"discovery ListenAddress", listenErr},
+		{"servicedefaults OTEL duration", add("OTEL_BSP_SCHEDULE_DELAY")},
+		{"servicedefaults OTEL sampler", add("OTEL_TRACES_SAMPLER")},
+		{"servicedefaults OTEL endpoint", add("OTEL_EXPORTER_OTLP_ENDPOINT")},
+		{"servicedefaults OTEL traces endpoint", add("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")},
+		{"servicedefaults log level", add("Logging:LogLevel:Default")},
+		{"servicedefaults setting", add("Aspire:ServiceDefaults:ShutdownTimeout")},
+		{"resilience backoff type", resErr},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil {
+				t.Fatal("no error")
+			}
+			if n := len(tt.err.Error()); n > 1024 {
+				t.Errorf("error is %d bytes long: %.120s…", n, tt.err)
+			}
+		})
+	}
+}
