@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -66,10 +67,12 @@ type App struct {
 	handler  http.Handler
 	certPool *x509.CertPool
 
-	shutdownTimeout, flushTimeout time.Duration
+	shutdownTimeout, flushTimeout, shutdownDelay time.Duration
 
 	// res holds the databases, caches and Redis clients opened by name.
 	res resources
+	// grpc holds the gRPC clients by name and the gRPC server (grpc.go).
+	grpc grpcState
 
 	// wrapTransport stacks the HTTP client middleware (outermost first)
 	// over the discovery-aware, instrumented transport of a named client.
@@ -82,15 +85,22 @@ type App struct {
 	base       *http.Transport
 	clients    map[string]http.RoundTripper
 	pipelines  []*resilience.Transport // closed by Shutdown
-	hooks      []func(context.Context) error
+	hooks      []hook
 	serving    bool
 	serverDone chan struct{} // closed when Serve has drained; nil until Serve starts
-	shutDown   bool
+	shutDown   bool          // the hooks were taken: no more are registered
 
 	stopping     chan struct{} // closed when Shutdown starts
 	stopOnce     sync.Once
-	shutdownOnce sync.Once
+	shutdownDone chan struct{} // closed when the first Shutdown returns; nil until it starts
 	shutdownErr  error
+
+	draining atomic.Bool // shutdown has begun: /health answers 503
+
+	// opening is the parent of the contexts clients open with;
+	// cancelOpens ends it when Shutdown closes the clients.
+	opening     context.Context
+	cancelOpens context.CancelFunc
 }
 
 // Option configures Add.
@@ -98,8 +108,9 @@ type Option func(*options)
 
 type options struct {
 	cfg             *discovery.Config
-	shutdownTimeout time.Duration
-	flushTimeout    time.Duration
+	shutdownTimeout *time.Duration
+	flushTimeout    *time.Duration
+	shutdownDelay   *time.Duration
 	logWriter       io.Writer
 	middleware      []func(string, http.RoundTripper) http.RoundTripper
 	hedged          map[string]bool
@@ -113,16 +124,16 @@ func WithConfig(cfg *discovery.Config) Option { return func(o *options) { o.cfg 
 // WithShutdownTimeout sets the grace period in-flight requests get to
 // finish once shutdown starts, overriding
 // Aspire:ServiceDefaults:ShutdownTimeout. Past it, remaining connections
-// are closed.
+// are closed. A negative d makes Add fail.
 func WithShutdownTimeout(d time.Duration) Option {
-	return func(o *options) { o.shutdownTimeout = d }
+	return func(o *options) { o.shutdownTimeout = &d }
 }
 
 // WithFlushTimeout bounds the Shutdown that Run performs after draining
 // (flushing telemetry, closing clients), overriding
-// Aspire:ServiceDefaults:FlushTimeout.
+// Aspire:ServiceDefaults:FlushTimeout. A negative d makes Add fail.
 func WithFlushTimeout(d time.Duration) Option {
-	return func(o *options) { o.flushTimeout = d }
+	return func(o *options) { o.flushTimeout = &d }
 }
 
 // WithLogWriter makes the App's logger write to w instead of os.Stderr.
@@ -180,19 +191,10 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 
 	// Read every setting before building anything, so a bad value fails
 	// Add without side effects.
-	sd := cfg.Section("Aspire:ServiceDefaults")
 	var errs []error
 	var err error
-	a.shutdownTimeout, err = sd.Duration("ShutdownTimeout", DefaultShutdownTimeout)
+	a.shutdownTimeout, a.flushTimeout, a.shutdownDelay, err = readShutdownSettings(cfg, &o)
 	errs = append(errs, err)
-	a.flushTimeout, err = sd.Duration("FlushTimeout", DefaultFlushTimeout)
-	errs = append(errs, err)
-	if o.shutdownTimeout > 0 {
-		a.shutdownTimeout = o.shutdownTimeout
-	}
-	if o.flushTimeout > 0 {
-		a.flushTimeout = o.flushTimeout
-	}
 	hs, err := readHealthSettings(cfg)
 	errs = append(errs, err)
 	ls, err := readLogSettings(cfg)
@@ -212,6 +214,7 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	if err != nil {
 		return nil, err
 	}
+	a.opening, a.cancelOpens = context.WithCancel(context.WithoutCancel(ctx))
 
 	w := o.logWriter
 	if w == nil {
@@ -235,14 +238,15 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	}
 	a.mux = mux
 	if err := errors.Join(
-		handle(mux, "GET "+HealthPath, a.health.Handler(health.HandlerOptions{
+		handle(mux, "GET "+HealthPath, a.readiness(a.health.Handler(health.HandlerOptions{
 			Detailed: hs.detailed, CacheDuration: hs.cache,
-		})),
+		}), hs.detailed)),
 		handle(mux, "GET "+AlivePath, a.health.Handler(health.HandlerOptions{
 			Predicate: health.Tagged(health.TagLive), Detailed: hs.detailed, CacheDuration: hs.cache,
 		})),
 	); err != nil {
 		_ = a.tel.shutdown(ctx)
+		a.cancelOpens()
 		return nil, err
 	}
 	a.handler = a.instrument(mux)
@@ -315,10 +319,12 @@ func readHealthSettings(cfg *discovery.Config) (healthSettings, error) {
 // attributes for no-op instruments (tens of allocations per request), so
 // the handler only extracts the caller's trace context instead: logs and
 // outgoing calls stay correlated at almost no cost.
+//
+// A handler's panic is recovered: see handlePanic.
 func (a *App) instrument(mux *http.ServeMux) http.Handler {
 	if !a.tel.tracing && !a.tel.metering {
 		prop := a.tel.prop
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		return recoverer{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// The server canonicalizes header keys, so a map lookup skips
 			// untraced requests without HeaderCarrier's per-call
 			// canonicalization of the lower-case names.
@@ -327,11 +333,11 @@ func (a *App) instrument(mux *http.ServeMux) http.Handler {
 					r = r.WithContext(ctx)
 				}
 			}
-			mux.ServeHTTP(w, r)
-		})
+			a.serveMux(mux, w, r)
+		})}
 	}
 	routed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mux.ServeHTTP(w, r)
+		a.serveMux(mux, w, r)
 		// ServeMux set r.Pattern on this request; otelhttp renames the
 		// span from it but does not record http.route on the span.
 		if r.Pattern != "" {
@@ -340,14 +346,14 @@ func (a *App) instrument(mux *http.ServeMux) http.Handler {
 			}
 		}
 	})
-	return otelhttp.NewHandler(routed, "",
+	return recoverer{otelhttp.NewHandler(routed, "",
 		otelhttp.WithTracerProvider(a.tel.tp),
 		otelhttp.WithMeterProvider(a.tel.mp),
 		otelhttp.WithPropagators(a.tel.prop),
 		otelhttp.WithFilter(func(r *http.Request) bool {
 			return r.URL.Path != HealthPath && r.URL.Path != AlivePath
 		}),
-	)
+	)}
 }
 
 // headerCarrier is propagation.HeaderCarrier without the per-call
@@ -427,14 +433,17 @@ func (a *App) Meter(name string, opts ...metric.MeterOption) metric.Meter {
 }
 
 // OnShutdown registers f to run during Shutdown, after the server has
-// drained and before telemetry is flushed, in reverse order of
-// registration (like defer). Clients made by the App register their Close
-// here; users may add their own. f registered after Shutdown has started
+// drained and the telemetry buffered so far has been exported, in reverse
+// order of registration (like defer). Clients made by the App register
+// their Close here; users may add their own. f gets Shutdown's context
+// (less a reserve for stopping telemetry) and should return when it ends:
+// a hook still running then is abandoned and reported in Shutdown's error
+// (see HookTimeoutError). f registered after Shutdown has taken the hooks
 // runs at once with a background context.
 func (a *App) OnShutdown(f func(context.Context) error) {
 	a.mu.Lock()
 	if !a.shutDown {
-		a.hooks = append(a.hooks, f)
+		a.hooks = append(a.hooks, hook{fmt.Sprintf("OnShutdown hook %d", len(a.hooks)+1), f})
 		a.mu.Unlock()
 		return
 	}
@@ -519,51 +528,42 @@ func (a *App) newBaseTransport() *http.Transport {
 	return t
 }
 
-// Shutdown stops the App: it stops the server if Serve is running (the
-// grace period for in-flight requests applies, bounded by ctx), runs the
-// OnShutdown hooks (closing the clients the App made), closes idle HTTP
-// client connections, then flushes and stops telemetry. It is idempotent:
-// later calls wait for the first and return its result. Run calls it
-// after draining, so a deferred Shutdown after Run is harmless.
+// Shutdown stops the App and returns by ctx's deadline whatever a hook
+// does. It makes /health answer 503, stops the server if Serve is running
+// (the grace period for in-flight requests applies, bounded by ctx),
+// exports the telemetry buffered so far, runs the OnShutdown hooks
+// (closing the clients the App made) with ctx, abandoning one still
+// running near the deadline, closes idle HTTP client connections, then
+// flushes and stops telemetry with the time reserved for it.
+//
+// It is idempotent: later calls wait for the first, or for their own ctx,
+// and return its result. Run calls it after draining, so a deferred
+// Shutdown after Run is harmless.
 func (a *App) Shutdown(ctx context.Context) error {
+	a.beginDraining()
 	a.stopOnce.Do(func() { close(a.stopping) })
-	a.shutdownOnce.Do(func() {
+	a.mu.Lock()
+	done := a.shutdownDone
+	first := done == nil
+	if first {
+		done = make(chan struct{})
+		a.shutdownDone = done
+	}
+	a.mu.Unlock()
+	if first {
+		err := a.shutdown(ctx)
 		a.mu.Lock()
-		done := a.serverDone
+		a.shutdownErr = err
 		a.mu.Unlock()
-		var errs []error
-		if done != nil {
-			select {
-			case <-done:
-			case <-ctx.Done():
-				errs = append(errs, fmt.Errorf("servicedefaults: waiting for the server to drain: %w", ctx.Err()))
-			}
-		}
-
+		close(done)
+		return err
+	}
+	select {
+	case <-done:
 		a.mu.Lock()
-		a.shutDown = true
-		hooks := a.hooks
-		a.hooks = nil
-		base := a.base
-		pipelines := a.pipelines
-		a.mu.Unlock()
-		for i := len(hooks) - 1; i >= 0; i-- {
-			if err := hooks[i](ctx); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		for _, p := range pipelines {
-			if err := p.Close(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if base != nil {
-			base.CloseIdleConnections()
-		}
-		if err := a.tel.shutdown(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("servicedefaults: flushing telemetry: %w", err))
-		}
-		a.shutdownErr = errors.Join(errs...)
-	})
-	return a.shutdownErr
+		defer a.mu.Unlock()
+		return a.shutdownErr
+	case <-ctx.Done():
+		return fmt.Errorf("servicedefaults: waiting for the shutdown in progress: %w", ctx.Err())
+	}
 }

@@ -15,8 +15,21 @@ import (
 // resources holds the clients the App opened by name, each opened once.
 type resources struct {
 	mu     sync.Mutex
-	opened map[string]any  // "{kind}/{name}" -> *cqrs.DB, *cqrs.Pool or redis.UniversalClient
-	caches map[string]bool // "{redis}/{cache}" names made by NewCache
+	opened map[string]*opening // "{kind}/{name}"
+	caches map[string]bool     // "{redis}/{cache}" names made by NewCache
+
+	checksMu sync.Mutex // serializes registerChecks
+}
+
+// opening is one client being opened, or opened. done is closed once
+// client or err is set.
+type opening struct {
+	done   chan struct{}
+	client any // *cqrs.DB, *cqrs.Pool or redis.UniversalClient
+	err    error
+	// retry is set when the open failed because the opener's context
+	// ended: a caller still waiting with a live context tries again.
+	retry bool
 }
 
 // opened is what openOnce needs from a freshly opened client.
@@ -26,33 +39,117 @@ type opened[T any] struct {
 	close  func() error
 }
 
+// errShutDown is the error of an open asked for or finished once
+// Shutdown has closed the clients.
+type errShutDown struct{}
+
+func (errShutDown) Error() string { return "the app is shut down" }
+
+func (errShutDown) Is(target error) bool { return target == ErrClosed }
+
 // openOnce returns the client of kind called name, opening it with open
 // on first use: its health checks are registered and its close runs at
-// Shutdown. The caller holds a.res.mu.
-func openOnce[T any](a *App, kind, name string, open func() (opened[T], error)) (T, error) {
+// Shutdown. Each name is opened once, by the first caller, without holding
+// a lock shared with other names; concurrent callers of the same name
+// wait for that open or for their own ctx. A failed open is not
+// remembered: the next call tries again.
+//
+// The opener's context ends with ctx or when Shutdown closes the clients.
+func openOnce[T any](ctx context.Context, a *App, kind, name string, open func(context.Context) (opened[T], error)) (T, error) {
 	id := kind + "/" + name
-	if c, ok := a.res.opened[id]; ok {
-		return c.(T), nil
-	}
 	var zero T
-	o, err := open()
-	if err != nil {
-		return zero, fmt.Errorf("servicedefaults: %s %q: %w", kind, name, err)
+	wrap := func(err error) error { return fmt.Errorf("servicedefaults: %s %q: %w", kind, name, err) }
+	for {
+		if a.opening.Err() != nil {
+			return zero, wrap(errShutDown{})
+		}
+		a.res.mu.Lock()
+		o, ok := a.res.opened[id]
+		if !ok {
+			o = &opening{done: make(chan struct{})}
+			if a.res.opened == nil {
+				a.res.opened = map[string]*opening{}
+			}
+			a.res.opened[id] = o
+			a.res.mu.Unlock()
+			c, err := openClient(ctx, a, kind, name, o, open)
+			if err != nil {
+				return zero, wrap(err)
+			}
+			return c, nil
+		}
+		a.res.mu.Unlock()
+		select {
+		case <-o.done:
+			if o.err == nil {
+				return o.client.(T), nil
+			}
+			if o.retry && ctx.Err() == nil {
+				continue
+			}
+			return zero, wrap(o.err)
+		case <-ctx.Done():
+			return zero, wrap(ctx.Err())
+		}
 	}
-	if err := a.registerChecks(o.checks); err != nil {
-		o.close()
-		return zero, fmt.Errorf("servicedefaults: %s %q: %w", kind, name, err)
-	}
-	if a.res.opened == nil {
-		a.res.opened = map[string]any{}
-	}
-	a.res.opened[id] = o.client
-	a.OnShutdown(func(context.Context) error { return o.close() })
-	return o.client, nil
 }
 
-// DB returns the primary/replica database called name, opened on first use
-// and shared afterwards: its primary is the connection
+// openClient runs open for the opening o, publishes the outcome to the
+// callers waiting on o, and returns it.
+func openClient[T any](ctx context.Context, a *App, kind, name string, o *opening, open func(context.Context) (opened[T], error)) (client T, err error) {
+	octx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(a.opening, cancel)
+	finished := false
+	defer func() {
+		stop()
+		cancel()
+		p := recover()
+		if p != nil || !finished {
+			err = fmt.Errorf("panic opening: %v", p) // for the waiters; p goes on up
+		}
+		a.res.mu.Lock()
+		if err != nil {
+			delete(a.res.opened, kind+"/"+name)
+			o.err, o.retry = err, ctx.Err() != nil
+		} else {
+			o.client = client
+		}
+		a.res.mu.Unlock()
+		close(o.done)
+		if p != nil {
+			panic(p)
+		}
+	}()
+
+	res, err := open(octx)
+	finished = true
+	if err != nil {
+		if a.opening.Err() != nil {
+			err = errShutDown{}
+		}
+		return client, err
+	}
+	if err := a.registerChecks(res.checks); err != nil {
+		_ = res.close()
+		return client, err
+	}
+	closeName := fmt.Sprintf("closing %s %q", kind, name)
+	if !a.addHook(closeName, func(context.Context) error { return res.close() }) {
+		_ = res.close()
+		return client, errShutDown{}
+	}
+	return res.client, nil
+}
+
+// DB is DBContext with a background context: with
+// Aspire:Npgsql:ConnectRetry:WaitOnOpen set, it waits for the database up
+// to that long.
+func (a *App) DB(name string) (*cqrs.DB, error) {
+	return a.DBContext(context.Background(), name)
+}
+
+// DBContext returns the primary/replica database called name, opened on
+// first use and shared afterwards: its primary is the connection
 // Aspire:Npgsql:{name}:Primary, else the one called name, else
 // "{name}-primary"; its replicas are Aspire:Npgsql:{name}:Replicas:Names,
 // else every connection named "{name}-replica*" (see cqrs.OpenDB). Reads
@@ -61,13 +158,16 @@ func openOnce[T any](a *App, kind, name string, open func() (opened[T], error)) 
 // The DB reports through the App's telemetry, registers a health check per
 // node (primary down is Unhealthy, a replica down is Degraded; off with
 // Aspire:Npgsql:DisableHealthChecks) and is closed by Shutdown. The
-// database need not be up yet: the pools connect lazily and retry.
-// Errors name the configuration key or connection at fault.
-func (a *App) DB(name string) (*cqrs.DB, error) {
-	a.res.mu.Lock()
-	defer a.res.mu.Unlock()
-	return openOnce(a, "database", name, func() (opened[*cqrs.DB], error) {
-		db, err := cqrs.OpenDB(context.Background(), a.cfg, name, a.cqrsOptions()...)
+// database need not be up yet: the pools connect lazily and retry, unless
+// Aspire:Npgsql:ConnectRetry:WaitOnOpen makes the open wait for it.
+//
+// ctx bounds the open, or the wait for another caller's open of the same
+// name; opening one name never holds up opening another. Errors name the
+// configuration key or connection at fault; once Shutdown has closed the
+// clients they match ErrClosed.
+func (a *App) DBContext(ctx context.Context, name string) (*cqrs.DB, error) {
+	return openOnce(ctx, a, "database", name, func(ctx context.Context) (opened[*cqrs.DB], error) {
+		db, err := cqrs.OpenDB(ctx, a.cfg, name, a.cqrsOptions()...)
 		if err != nil {
 			return opened[*cqrs.DB]{}, err
 		}
@@ -75,17 +175,20 @@ func (a *App) DB(name string) (*cqrs.DB, error) {
 	})
 }
 
-// Postgres returns the single pgx pool of the connection called name
-// (ConnectionStrings:name, or Aspire 13's NAME_URI / NAME_HOST ...),
+// Postgres is PostgresContext with a background context.
+func (a *App) Postgres(name string) (*cqrs.Pool, error) {
+	return a.PostgresContext(context.Background(), name)
+}
+
+// PostgresContext returns the single pgx pool of the connection called
+// name (ConnectionStrings:name, or Aspire 13's NAME_URI / NAME_HOST ...),
 // opened on first use and shared afterwards, for a service with no
 // read/write split. It reports through the App's telemetry, registers its
 // health check and is closed by Shutdown. Use p.Pool where a
-// *pgxpool.Pool is wanted.
-func (a *App) Postgres(name string) (*cqrs.Pool, error) {
-	a.res.mu.Lock()
-	defer a.res.mu.Unlock()
-	return openOnce(a, "postgres", name, func() (opened[*cqrs.Pool], error) {
-		p, err := cqrs.OpenPool(context.Background(), a.cfg, name, a.cqrsOptions()...)
+// *pgxpool.Pool is wanted. ctx bounds the open as for DBContext.
+func (a *App) PostgresContext(ctx context.Context, name string) (*cqrs.Pool, error) {
+	return openOnce(ctx, a, "postgres", name, func(ctx context.Context) (opened[*cqrs.Pool], error) {
+		p, err := cqrs.OpenPool(ctx, a.cfg, name, a.cqrsOptions()...)
 		if err != nil {
 			return opened[*cqrs.Pool]{}, err
 		}
@@ -96,6 +199,8 @@ func (a *App) Postgres(name string) (*cqrs.Pool, error) {
 // registerChecks registers the checks whose names are not registered yet:
 // a connection used both by a DB and as a plain pool is checked once.
 func (a *App) registerChecks(checks []health.Check) error {
+	a.res.checksMu.Lock()
+	defer a.res.checksMu.Unlock()
 	have := map[string]bool{}
 	for _, c := range a.health.Checks() {
 		have[c.Name] = true
@@ -117,25 +222,26 @@ func (a *App) cqrsOptions() []cqrs.Option {
 	}
 }
 
-// Redis returns the go-redis client of the connection called name
+// Redis is RedisContext with a background context.
+func (a *App) Redis(name string) (redis.UniversalClient, error) {
+	return a.RedisContext(context.Background(), name)
+}
+
+// RedisContext returns the go-redis client of the connection called name
 // (ConnectionStrings:name in StackExchange.Redis form or a redis:// URL,
 // or Aspire 13's NAME_URI / NAME_HOST ...; settings from
 // Aspire:StackExchange:Redis and Aspire:StackExchange:Redis:{name}),
 // opened on first use and shared afterwards, so every cache on it shares
 // one pub/sub connection. Redis need not be up: the client reconnects with
-// backoff. It reports through the App's telemetry, registers its health
-// check (off with Aspire:StackExchange:Redis:DisableHealthChecks) and is
-// closed by Shutdown, after the caches made on it.
-func (a *App) Redis(name string) (redis.UniversalClient, error) {
-	a.res.mu.Lock()
-	defer a.res.mu.Unlock()
-	return a.redisLocked(name)
-}
-
-func (a *App) redisLocked(name string) (redis.UniversalClient, error) {
-	return openOnce(a, "redis", name, func() (opened[redis.UniversalClient], error) {
+// backoff, unless abortConnect=true makes the open ping it first. It
+// reports through the App's telemetry, registers its health check (off
+// with Aspire:StackExchange:Redis:DisableHealthChecks) and is closed by
+// Shutdown, after the caches made on it. ctx bounds the open as for
+// DBContext.
+func (a *App) RedisContext(ctx context.Context, name string) (redis.UniversalClient, error) {
+	return openOnce(ctx, a, "redis", name, func(ctx context.Context) (opened[redis.UniversalClient], error) {
 		var checks []health.Check
-		c, err := cache.OpenRedis(context.Background(), a.cfg, name,
+		c, err := cache.OpenRedis(ctx, a.cfg, name,
 			cache.WithTracerProvider(a.tel.tp),
 			cache.WithMeterProvider(a.tel.mp),
 			cache.WithLogger(a.componentLogger(scopeCache)),
@@ -148,25 +254,40 @@ func (a *App) redisLocked(name string) (redis.UniversalClient, error) {
 	})
 }
 
-// NewCache makes a two-tier cache of T values called cacheName over the
-// App's Redis client redisName (see App.Redis), reporting through the
-// App's telemetry and logger unless opts names its own, and closed by
-// Shutdown before the client (so writes queued during a Redis outage
-// still get their chance to reach it). See package cache for the options.
+// NewCache is NewCacheContext with a background context.
+func NewCache[T any](app *App, redisName, cacheName string, opts cache.Options) (*cache.Cache[T], error) {
+	return NewCacheContext[T](context.Background(), app, redisName, cacheName, opts)
+}
+
+// NewCacheContext makes a two-tier cache of T values called cacheName over
+// the App's Redis client redisName (see App.RedisContext; ctx bounds
+// opening it), reporting through the App's telemetry and logger unless
+// opts names its own, and closed by Shutdown before the client.
 //
 // It is a function, not a method, because Go methods cannot have type
 // parameters. Each cacheName may be made once per Redis connection.
-func NewCache[T any](app *App, redisName, cacheName string, opts cache.Options) (*cache.Cache[T], error) {
-	app.res.mu.Lock()
-	defer app.res.mu.Unlock()
-	rdb, err := app.redisLocked(redisName)
+func NewCacheContext[T any](ctx context.Context, app *App, redisName, cacheName string, opts cache.Options) (*cache.Cache[T], error) {
+	rdb, err := app.RedisContext(ctx, redisName)
 	if err != nil {
 		return nil, err
 	}
 	id := redisName + "/" + cacheName
+	app.res.mu.Lock()
 	if app.res.caches[id] {
+		app.res.mu.Unlock()
 		return nil, fmt.Errorf("servicedefaults: cache %q on redis %q already made: make it once and share it", cacheName, redisName)
 	}
+	if app.res.caches == nil {
+		app.res.caches = map[string]bool{}
+	}
+	app.res.caches[id] = true
+	app.res.mu.Unlock()
+	forget := func() {
+		app.res.mu.Lock()
+		delete(app.res.caches, id)
+		app.res.mu.Unlock()
+	}
+
 	if opts.TracerProvider == nil {
 		opts.TracerProvider = app.tel.tp
 	}
@@ -178,12 +299,12 @@ func NewCache[T any](app *App, redisName, cacheName string, opts cache.Options) 
 	}
 	c, err := cache.New[T](rdb, cacheName, opts)
 	if err != nil {
+		forget()
 		return nil, fmt.Errorf("servicedefaults: cache %q: %w", cacheName, err)
 	}
-	if app.res.caches == nil {
-		app.res.caches = map[string]bool{}
+	if !app.addHook(fmt.Sprintf("closing cache %q", cacheName), func(context.Context) error { return c.Close() }) {
+		_ = c.Close()
+		return nil, fmt.Errorf("servicedefaults: cache %q: %w", cacheName, errShutDown{})
 	}
-	app.res.caches[id] = true
-	app.OnShutdown(func(context.Context) error { return c.Close() })
 	return c, nil
 }

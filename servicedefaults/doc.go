@@ -128,17 +128,47 @@
 //
 // Run listens on PORT, else the first of HTTP_PORTS, else the first http
 // URL of ASPNETCORE_URLS, else ":8080". On SIGINT, SIGTERM, ctx done or
-// Shutdown it stops accepting connections, lets in-flight requests finish,
-// then calls Shutdown, which runs the OnShutdown hooks (closing every
-// client the App made), closes idle client connections and flushes
-// telemetry.
+// Shutdown, /health answers 503 at once; after the optional shutdown delay
+// (still serving, so Kubernetes takes the pod out of its endpoints first)
+// Run stops accepting connections, lets in-flight requests finish within
+// the grace period, then calls Shutdown. Shutdown returns by its context's
+// deadline whatever a hook does: it exports the telemetry buffered so far
+// first, so no client close can hold it back, then runs the OnShutdown
+// hooks (closing every client the App made) in reverse order with the
+// context, abandons a hook still running near the deadline and reports it
+// (HookTimeoutError), closes idle client connections and stops telemetry
+// with the time it reserved for that.
 //
+//	Aspire:ServiceDefaults:ShutdownDelay    keep serving with /health at 503 first (default 0)
 //	Aspire:ServiceDefaults:ShutdownTimeout  grace period for in-flight requests (default 25s)
 //	Aspire:ServiceDefaults:FlushTimeout     bound on the final Shutdown (default 5s)
 //
-// The defaults add up to Kubernetes' default 30 s termination grace
-// period. The server uses Kestrel's header (30 s) and keep-alive (130 s)
-// timeouts.
+// A negative value is an error from Add naming the key. The defaults add
+// up to Kubernetes' default 30 s termination grace period; a delay comes
+// on top. Run handles SIGINT and SIGTERM itself until it returns, also
+// when main's ctx comes from signal.NotifyContext: a second signal during
+// the shutdown exits the process at once with status 128+signal. The
+// server uses Kestrel's header (30 s) and keep-alive (130 s) timeouts.
+//
+// A handler's panic is recovered as ASP.NET Core's exception handler
+// does: the client gets a 500 with a short application/problem+json body
+// (the panic message only in Development), the server span is named after
+// the route with status Error and error.type, the duration metric is
+// recorded with error.type, and one error log carries the stack
+// (exception.stacktrace) and the trace. A panic after the response has
+// started cuts the connection instead of writing a second header;
+// http.ErrAbortHandler keeps its meaning. The ResponseWriter a handler
+// gets passes Flush, Hijack and ReadFrom on, and unwraps for
+// http.ResponseController.
+//
+// # Clients by name
+//
+// App.DB, App.Postgres, App.Redis and NewCache open each name once, on
+// first use, without holding up the opening of any other name; their
+// ...Context variants (App.DBContext, App.PostgresContext,
+// App.RedisContext, NewCacheContext) bound the open, or the wait for an
+// open of the same name in progress, with a context. Shutdown ends an
+// open still in progress.
 //
 // # HTTP clients
 //
@@ -150,4 +180,26 @@
 // SSL_CERT_FILE / SSL_CERT_DIR and uses HTTP_PROXY, HTTPS_PROXY and
 // NO_PROXY from the configuration. With the handler None, discovery alone
 // takes the pipeline's place.
+//
+// # gRPC
+//
+// App.GRPCClient(name) resolves name through package discovery/grpcresolver
+// (the endpoint named "grpc", else "https", else "http"; DNS otherwise),
+// balances over every instance with round_robin, uses TLS for https
+// endpoints with the same trusted roots as the HTTP clients, traces and
+// measures calls with otelgrpc (plus the rpc.system, rpc.service and
+// rpc.grpc.status_code attributes the Aspire dashboard reads), and retries
+// UNAVAILABLE and RESOURCE_EXHAUSTED for methods the proto declares free of
+// side effects or idempotent. App.GRPCServer's server is served by Run
+// next to HTTP, with recovery, grpc.health.v1 and, in Development,
+// reflection.
+//
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxRetryAttempts  retries (default 3, at most 4)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:Delay             first backoff bound (default 2s)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxDelay          backoff cap (default none)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:BackoffType       Exponential (default) or Constant
+//	Aspire:Resilience:Grpc[:Clients:{name}]:TotalRequestTimeout:Timeout  unary call bound (default 30s)
+//	Aspire:ServiceDefaults:GrpcClients:{name}:Resilience            Standard (default) or None
+//	Aspire:ServiceDefaults:Grpc:Port, else GRPC_PORT                the gRPC server's own port
+//	                                                                (default: share the HTTP port)
 package servicedefaults

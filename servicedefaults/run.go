@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
-	"syscall"
 	"time"
 )
 
@@ -29,6 +27,13 @@ const (
 // ":8080") and serves App.Handler until ctx is done, SIGINT or SIGTERM
 // arrives, or Shutdown is called. See Serve for what happens then. It
 // returns nil after a clean shutdown.
+//
+// When App.GRPCServer made a gRPC server, Serve serves it too: on its own
+// listener when Aspire:ServiceDefaults:Grpc:Port or GRPC_PORT names a port
+// (other than the HTTP one), else on the HTTP listener, which then also
+// speaks HTTP/2 without TLS (h2c) and hands requests of content type
+// application/grpc to it. It stops within the same grace period as HTTP:
+// gracefully, then by force.
 func (a *App) Run(ctx context.Context) error {
 	addr, err := a.cfg.ListenAddress()
 	if err != nil {
@@ -42,13 +47,24 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 // Serve serves App.Handler on ln until ctx is done, SIGINT or SIGTERM
-// arrives, or Shutdown is called. Then it stops accepting connections,
-// lets in-flight requests finish within the shutdown timeout
-// (Aspire:ServiceDefaults:ShutdownTimeout, default 25 s), closes the
-// connections still open past it, and calls Shutdown bounded by the flush
-// timeout (Aspire:ServiceDefaults:FlushTimeout, default 5 s) to close
-// clients and flush telemetry. Once shutdown has begun, the signals get
-// their default behaviour back, so a second Ctrl-C kills the process.
+// arrives, or Shutdown is called. Then:
+//
+//  1. /health answers 503 from that moment;
+//  2. for Aspire:ServiceDefaults:ShutdownDelay (default 0) it keeps
+//     accepting and serving, without keep-alive, so a load balancer or
+//     Kubernetes takes the instance out of rotation first (a Shutdown
+//     call skips or ends the delay);
+//  3. it stops accepting connections and lets in-flight requests finish
+//     within the shutdown timeout (Aspire:ServiceDefaults:ShutdownTimeout,
+//     default 25 s), closing the connections still open past it;
+//  4. it calls Shutdown bounded by the flush timeout
+//     (Aspire:ServiceDefaults:FlushTimeout, default 5 s) to flush
+//     telemetry and close clients.
+//
+// Serve handles SIGINT and SIGTERM itself until it returns, also when
+// main's ctx comes from signal.NotifyContext: a second signal during the
+// shutdown logs and exits the process at once with status 128+signal
+// (130 for Ctrl-C, 143 for SIGTERM).
 //
 // Serve closes ln. It returns nil after a clean shutdown, and an error
 // when the listener failed, the grace period ran out, or Shutdown failed.
@@ -70,8 +86,14 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	// The gRPC server of App.GRPCServer, if any (grpc.go).
+	gsrv, err := a.startGRPC(srv, ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		close(done)
+		return err
+	}
+	sigs := notifySignals()
 	defer signal.Stop(sigs)
 
 	serveErr := make(chan error, 1)
@@ -80,28 +102,52 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 	var errs []error
 	reason := ""
+	delay := a.shutdownDelay
 	select {
 	case s := <-sigs:
 		reason = "signal " + s.String()
 	case <-ctx.Done():
 		reason = "context done"
+		dropTriggerSignal(sigs)
 	case <-a.stopping:
 		reason = "Shutdown called"
+		delay = 0
 	case err := <-serveErr:
 		serveErr <- err // for the drain below
 		reason = "listener failed"
+		delay = 0
 		errs = append(errs, fmt.Errorf("servicedefaults: serving: %w", err))
 	}
-	signal.Stop(sigs)
+	a.beginGRPCDrain() // the gRPC health service answers NOT_SERVING from now on
+	a.beginDraining()
+	stopWatching := a.exitOnSignal(sigs)
+	defer stopWatching()
+	if delay > 0 {
+		a.logger.Info("shutting down: still serving with /health unhealthy", "reason", reason, "delay", delay.String())
+		srv.SetKeepAlivesEnabled(false)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-a.stopping:
+		case err := <-serveErr:
+			serveErr <- err
+		}
+		t.Stop()
+		reason += ", delay over"
+	}
 	a.logger.Info("shutting down", "reason", reason, "grace", a.shutdownTimeout.String())
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
-	err := srv.Shutdown(drainCtx)
-	cancel()
+	waitGRPC := gsrv.beginStop(drainCtx, a.shutdownTimeout)
+	err = srv.Shutdown(drainCtx)
 	if err != nil {
 		_ = srv.Close()
 		errs = append(errs, fmt.Errorf("servicedefaults: requests still in flight after the %v grace period were cut off: %w", a.shutdownTimeout, err))
 	}
+	if err := waitGRPC(); err != nil {
+		errs = append(errs, err)
+	}
+	cancel()
 	if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) && len(errs) == 0 {
 		errs = append(errs, fmt.Errorf("servicedefaults: serving: %w", err))
 	}

@@ -1,7 +1,8 @@
 // Command apphost plays the Aspire AppHost on one machine: it starts a
 // throwaway Postgres primary and streaming replica and a Redis (or uses the
-// ones the environment names), builds and starts two catalog instances and
-// a gateway with exactly the variables an Aspire AppHost injects, waits for
+// ones the environment names), builds and starts two catalog instances, two
+// users (gRPC) instances and a gateway with exactly the variables an Aspire
+// AppHost injects, waits for
 // their /health, runs a short scripted scenario that prints what happened,
 // then stops everything.
 //

@@ -32,6 +32,7 @@ type config struct {
 type stack struct {
 	res      *resources
 	catalogs []*service
+	users    []*service // users.go
 	gateway  *service
 	dir      string
 	faults   []fault
@@ -70,8 +71,8 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	}
 	defer res.close()
 
-	fmt.Fprintln(out, "· building catalog and gateway")
-	bins, err := buildServices(ctx, dir, "catalog", "gateway")
+	fmt.Fprintln(out, "· building catalog, gateway and users")
+	bins, err := buildServices(ctx, dir, "catalog", "gateway", "users")
 	if err != nil {
 		return err
 	}
@@ -101,7 +102,11 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	}
 
 	fmt.Fprintln(out, "\nscenario")
-	if err := runScenario(ctx, out, st); err != nil {
+	err = runScenario(ctx, out, st)
+	if err == nil {
+		err = usersOutage(ctx, out, st)
+	}
+	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(out, "\ninterrupted")
 			return nil
@@ -139,6 +144,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 
 func (st *stack) all() []*service {
 	all := append([]*service(nil), st.catalogs...)
+	all = append(all, st.users...)
 	if st.gateway != nil {
 		all = append(all, st.gateway)
 	}
@@ -216,7 +222,7 @@ func (e injected) environ(base []string) []string {
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
 		lk := strings.ToLower(k)
-		if strings.HasPrefix(lk, "connectionstrings__") || strings.HasPrefix(lk, "services__") || lk == "port" {
+		if strings.HasPrefix(lk, "connectionstrings__") || strings.HasPrefix(lk, "services__") || lk == "port" || lk == "grpc_port" {
 			continue
 		}
 		if _, ok := e[k]; ok {
@@ -285,6 +291,13 @@ func (st *stack) start(ctx context.Context, out io.Writer, cfg config, bins map[
 	}
 	// ... and the Aspire 13 form, which names one address.
 	env["CATALOG_HTTP"] = st.catalogs[0].url()
+	usersEnv, err := st.startUsers(cfg, bins)
+	if err != nil {
+		return err
+	}
+	for k, v := range usersEnv {
+		env[k] = v
+	}
 	env.telemetry(cfg.environ, "gateway", "gateway-0")
 	for k, v := range demoSettings["gateway"] {
 		env[k] = v

@@ -9,6 +9,7 @@
 //	GET  /api/products/{id}   proxied to the catalog
 //	PUT  /api/products/{id}   proxied (PUT is idempotent, so it is retried)
 //	POST /api/orders          proxied with an Idempotency-Key, so it is retried safely
+//	GET  /api/users/{id}      the users service's GetUser, over gRPC (users.go)
 //	GET  /stats               the circuit breaker state of each catalog instance
 //	GET  /health, /alive      probes
 package main
@@ -57,6 +58,11 @@ func run(ctx context.Context) error {
 	mux.HandleFunc("PUT /api/products/{id}", g.proxy("/products/"))
 	mux.HandleFunc("POST /api/orders", g.proxy("/orders"))
 	mux.HandleFunc("GET /stats", g.stats)
+	users, err := newUsersAPI(app)
+	if err != nil {
+		return err
+	}
+	mux.HandleFunc("GET /api/users/{id}", users.get)
 	return app.Run(ctx)
 }
 

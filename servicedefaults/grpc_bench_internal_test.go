@@ -1,0 +1,99 @@
+package servicedefaults
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/grpctest"
+	"github.com/goaspire/goaspire/internal/grpctest/echopb"
+)
+
+// BenchmarkGRPCClient measures one unary call on loopback to a plain
+// grpc-go server: "off/bare" is grpc.NewClient with no options but
+// plaintext, "off/bare-deadline" the same with a 30 s deadline on each
+// call (what App.GRPCClient's total timeout adds), "off/app" is App.GRPCClient with telemetry off (discovery,
+// round_robin, the retry and timeout policy, keepalive, trace-context
+// propagation); "sdk/otelgrpc" is the bare client with plain otelgrpc
+// over a recording SDK (spans into a batch processor with a discarding
+// exporter, metrics into a reader never collected), "sdk/app" is
+// App.GRPCClient over the same SDK.
+//
+//	go test -run '^$' -bench BenchmarkGRPCClient -benchmem ./servicedefaults
+func BenchmarkGRPCClient(b *testing.B) {
+	srv := grpctest.Start(b, "bench", nil)
+	req := &echopb.EchoRequest{Message: "hello"}
+	runWith := func(b *testing.B, cc *grpc.ClientConn, deadline time.Duration) {
+		c := echopb.NewEchoClient(cc)
+		ctx := context.Background()
+		if _, err := c.Get(ctx, req); err != nil { // connect outside the loop
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			ctx, cancel := ctx, context.CancelFunc(func() {})
+			if deadline > 0 {
+				ctx, cancel = context.WithTimeout(ctx, deadline)
+			}
+			_, err := c.Get(ctx, req)
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	run := func(b *testing.B, cc *grpc.ClientConn) { runWith(b, cc, 0) }
+	bare := func(b *testing.B, opts ...grpc.DialOption) *grpc.ClientConn {
+		cc, err := grpc.NewClient(srv.Addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	newApp := func(b *testing.B) *App {
+		app, err := Add(context.Background(), nil,
+			WithConfig(discovery.FromMap(map[string]string{"services__echo__grpc__0": "http://" + srv.Addr})),
+			WithLogWriter(io.Discard))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = app.Shutdown(context.Background()) })
+		return app
+	}
+	client := func(b *testing.B, app *App) *grpc.ClientConn {
+		cc, err := app.GRPCClient("echo")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return cc
+	}
+	sdk := func(b *testing.B) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+		return tp, mp
+	}
+
+	b.Run("off/bare", func(b *testing.B) { run(b, bare(b)) })
+	b.Run("off/bare-deadline", func(b *testing.B) { runWith(b, bare(b), 30*time.Second) })
+	b.Run("off/app", func(b *testing.B) { run(b, client(b, newApp(b))) })
+	b.Run("sdk/otelgrpc", func(b *testing.B) {
+		tp, mp := sdk(b)
+		run(b, bare(b, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp)))))
+	})
+	b.Run("sdk/app", func(b *testing.B) {
+		app := newApp(b)
+		tp, mp := sdk(b)
+		app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
+		run(b, client(b, app))
+	})
+}
