@@ -182,11 +182,11 @@ func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSet
 	switch {
 	case connErr == nil && strings.TrimSpace(conn.ConnectionString) != "":
 		if err := rc.parse(conn.ConnectionString); err != nil {
-			return nil, s, fmt.Errorf("cache: ConnectionStrings:%s: %w", name, err)
+			return nil, s, fmt.Errorf("cache: %s: %w", conn.ConnectionStringKey, err)
 		}
 	case connErr == nil && conn.URI != "":
 		if err := rc.parse(conn.URI); err != nil {
-			return nil, s, fmt.Errorf("cache: %sURI: %w", discovery.EnvName(name)+"_", err)
+			return nil, s, fmt.Errorf("cache: %sURI: %w", conn.PropertyPrefix, err)
 		}
 		if rc.password == "" && conn.Password != "" {
 			rc.password = conn.Password
@@ -195,7 +195,7 @@ func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSet
 			rc.user = conn.Username
 		}
 	case connErr == nil && conn.Host != "":
-		p := discovery.EnvName(name) + "_"
+		p := conn.PropertyPrefix
 		host := conn.Host
 		if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
 			host = "[" + host + "]" // a bare IPv6 address
@@ -218,9 +218,8 @@ func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSet
 			}
 		}
 		if cs == "" {
-			p := discovery.EnvName(name) + "_"
-			return nil, s, fmt.Errorf("cache: redis %q: %w: set ConnectionStrings__%s, %sURI, %sHOST, or %s:ConnectionString",
-				name, discovery.ErrNotFound, name, p, p, named.Path())
+			return nil, s, fmt.Errorf("cache: redis %q: %w: set %s, or %s:ConnectionString",
+				name, discovery.ErrNotFound, strings.Join(discovery.ConnectionVariables(name), ", "), named.Path())
 		}
 		if err := rc.parse(cs); err != nil {
 			return nil, s, fmt.Errorf("cache: %s: %w", from, err)

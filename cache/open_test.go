@@ -336,3 +336,33 @@ func TestTelemetryNeverShowsThePassword(t *testing.T) {
 		}
 	}
 }
+
+// Aspire 13.6 deploy targets inject only the portable alias of a name
+// (ConnectionStrings__my_cache for "my-cache"): OpenRedis reads it after
+// the logical name, and a missing connection names both.
+func TestOpenRedisPortableAlias(t *testing.T) {
+	tests := []struct {
+		name   string
+		values map[string]string
+		want   []string
+	}{
+		{"alias read", map[string]string{"ConnectionStrings__my_cache": "h:1,frob=1"}, []string{"ConnectionStrings:my_cache", `unknown option "frob"`}},
+		{"logical name first", map[string]string{"ConnectionStrings__my-cache": "h:1,nope=1", "ConnectionStrings__my_cache": "h:1,frob=1"}, []string{"ConnectionStrings:my-cache", `unknown option "nope"`}},
+		{"alias properties", map[string]string{"MY_CACHE_HOST": "h", "MY_CACHE_PORT": "x"}, []string{"MY_CACHE_HOST/MY_CACHE_PORT"}},
+		{"missing", map[string]string{}, []string{"ConnectionStrings__my-cache", "ConnectionStrings__my_cache", "MY_CACHE_URI"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rdb, err := OpenRedis(context.Background(), discovery.FromMap(tt.values), "my-cache", WithLogger(quietLogger()))
+			if err == nil {
+				_ = rdb.Close()
+				t.Fatal("OpenRedis succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+}

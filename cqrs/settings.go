@@ -208,10 +208,13 @@ func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.C
 		}
 		return c, source, nil
 	}
-	env := discovery.EnvName(name) + "_"
+	env := conn.PropertyPrefix // NAME_, or the portable alias's
+	if env == "" {
+		env = discovery.EnvName(name) + "_"
+	}
 	switch {
 	case strings.TrimSpace(conn.ConnectionString) != "":
-		return parse("ConnectionStrings:"+name, conn.ConnectionString)
+		return parse(conn.ConnectionStringKey, conn.ConnectionString)
 	case strings.TrimSpace(conn.URI) != "":
 		return parse(env+"URI", conn.URI)
 	case conn.Host != "":
@@ -243,8 +246,8 @@ func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.C
 			return parse(c.Path()+":ConnectionString", s)
 		}
 	}
-	return nil, "", &ConnectionError{Name: name, Err: fmt.Errorf("%w: set ConnectionStrings__%s, %sURI, %sHOST, or %s:%s:ConnectionString",
-		discovery.ErrNotFound, name, env, env, SettingsSection, name)}
+	return nil, "", &ConnectionError{Name: name, Err: fmt.Errorf("%w: set %s, or %s:%s:ConnectionString",
+		discovery.ErrNotFound, strings.Join(discovery.ConnectionVariables(name), ", "), SettingsSection, name)}
 }
 
 // hasConnection reports whether anything is configured for name.
@@ -355,9 +358,11 @@ func numericLess(a, b string) bool {
 func discoverReplicas(cfg *discovery.Config, name string) []string {
 	seen := map[string]bool{}
 	var out []string
-	prefix := strings.ToLower(name + "-replica")
+	// Compared as portable names, so Aspire 13.6's aliases
+	// (ConnectionStrings__db_replica_east) are found too.
+	prefix := strings.ToLower(discovery.PortableName(name + "-replica"))
 	for _, k := range cfg.Section("ConnectionStrings").Children() {
-		if strings.HasPrefix(strings.ToLower(k), prefix) && !seen[discovery.EnvName(k)] {
+		if strings.HasPrefix(strings.ToLower(discovery.PortableName(k)), prefix) && !seen[discovery.EnvName(k)] {
 			seen[discovery.EnvName(k)] = true
 			out = append(out, k)
 		}

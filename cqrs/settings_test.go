@@ -34,6 +34,13 @@ func TestResolveConnection(t *testing.T) {
 			"Aspire__Npgsql__db__ConnectionString": "Host=named",
 			"Aspire__Npgsql__ConnectionString":     "Host=unnamed",
 		}, "Aspire:Npgsql:db:ConnectionString", "named", ""},
+		{"Aspire 13.6 portable alias", map[string]string{
+			"ConnectionStrings__db_primary": "Host=alias;Password=a",
+		}, "ConnectionStrings:db_primary", "alias", "a"},
+		{"logical name before the alias", map[string]string{
+			"ConnectionStrings__db-primary": "Host=logical",
+			"ConnectionStrings__db_primary": "Host=alias",
+		}, "ConnectionStrings:db-primary", "logical", ""},
 		{"unnamed settings section", map[string]string{
 			"Aspire__Npgsql__ConnectionString": "Host=unnamed",
 		}, "Aspire:Npgsql:ConnectionString", "unnamed", ""},
@@ -41,7 +48,11 @@ func TestResolveConnection(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := discovery.FromMap(tt.env)
-			c, source, err := resolveConnection(cfg, "db", settingsLayers(cfg, "db"))
+			name := "db"
+			if strings.Contains(tt.wantSource, "primary") {
+				name = "db-primary"
+			}
+			c, source, err := resolveConnection(cfg, name, settingsLayers(cfg, name))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,6 +71,10 @@ func TestResolveConnectionErrors(t *testing.T) {
 	_, _, err := resolveConnection(cfg, "missing", settingsLayers(cfg, "missing"))
 	if !errors.Is(err, discovery.ErrNotFound) || !strings.Contains(err.Error(), "ConnectionStrings__missing") {
 		t.Errorf("missing: %v", err)
+	}
+	_, _, err = resolveConnection(cfg, "my--db", settingsLayers(cfg, "my--db"))
+	if !errors.Is(err, discovery.ErrNotFound) || !strings.Contains(err.Error(), "ConnectionStrings__my--db, ConnectionStrings__my_db") {
+		t.Errorf("missing, with a portable alias: %v", err)
 	}
 	_, _, err = resolveConnection(cfg, "only", settingsLayers(cfg, "only"))
 	if !errors.Is(err, discovery.ErrNotFound) || !strings.Contains(err.Error(), "ONLY_HOST") {
@@ -184,6 +199,11 @@ func TestResolveNames(t *testing.T) {
 			"Aspire__Npgsql__db__Replicas__Names__10": "r11",
 			"ConnectionStrings__db-replica-x":         "Host=ignored",
 		}, "main", []string{"r1", "r2", "r11"}},
+		{"Aspire 13.6 portable aliases", map[string]string{
+			"ConnectionStrings__db_primary":      "Host=p",
+			"ConnectionStrings__db_replica_east": "Host=e",
+			"ConnectionStrings__db-replica-west": "Host=w",
+		}, "db-primary", []string{"db-replica-west", "db_replica_east"}},
 		{"comma list", map[string]string{
 			"ConnectionStrings__db-primary":       "Host=p",
 			"Aspire__Npgsql__db__Replicas__Names": "a, b",

@@ -1,5 +1,9 @@
 // Package discovery is goaspire's reading of the Aspire environment
-// contract, and the only package that reads the process environment.
+// contract. It is the only goaspire package that reads the process
+// environment (Load; FromMap and WithEnviron never do). One dependency
+// reads it on its own: pgx fills what a Postgres connection string leaves
+// unset from the PG* variables (PGPASSWORD, PGSSLMODE, PGSSLROOTCERT, ...)
+// and ~/.pgpass, as libpq does, whatever Config the string came from.
 //
 // It gives:
 //   - Config: layered configuration (appsettings.json, then
@@ -8,7 +12,8 @@
 //     whose errors name the key at fault;
 //   - the environment name (DOTNET_ENVIRONMENT, ASPNETCORE_ENVIRONMENT,
 //     else Production);
-//   - connection strings (ConnectionStrings__name, or the Aspire 13
+//   - connection strings (ConnectionStrings__name, then the Aspire 13.6
+//     portable alias ConnectionStrings__my_db for "my-db", or the Aspire 13
 //     per-property variables NAME_URI, NAME_HOST, ...);
 //   - the listening address (PORT, HTTP_PORTS, ASPNETCORE_URLS, :8080);
 //   - a Resolver that turns logical service URLs (http://catalog,
@@ -24,6 +29,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +67,25 @@ type Config struct {
 	prefix string
 	// data is shared by every section of one configuration.
 	data *configData
+}
+
+// Format implements fmt.Formatter: every verb prints the section's path
+// and how many keys it holds, never a value, since values may be secrets.
+func (c Config) Format(f fmt.State, verb rune) {
+	n := 0
+	if c.data != nil {
+		lp := strings.ToLower(c.prefix)
+		for lk := range c.data.values {
+			if strings.HasPrefix(lk, lp) {
+				n++
+			}
+		}
+	}
+	path := strings.TrimSuffix(c.prefix, ":")
+	if path == "" {
+		path = "root"
+	}
+	_, _ = fmt.Fprintf(f, "discovery.Config(%s, %d keys)", path, n)
 }
 
 type configData struct {
@@ -116,6 +141,12 @@ func Load(opts ...Option) (*Config, error) {
 	if !o.haveEnv {
 		o.environ = os.Environ()
 	}
+	return loadConfig(o, parseEnviron(o.environ))
+}
+
+// loadConfig builds a configuration from the options' files and overlays and
+// the environment variables envVars.
+func loadConfig(o loadOptions, envVars [][2]string) (*Config, error) {
 	fsys := o.fsys
 	if fsys == nil {
 		dir := o.dir
@@ -125,7 +156,6 @@ func Load(opts ...Option) (*Config, error) {
 		fsys = os.DirFS(dir)
 	}
 
-	envVars := parseEnviron(o.environ)
 	d := &configData{values: map[string]string{}, keys: map[string]string{}}
 	d.environment = environmentName(envVars)
 
@@ -156,12 +186,19 @@ func Load(opts ...Option) (*Config, error) {
 // "Production" unless values sets DOTNET_ENVIRONMENT or
 // ASPNETCORE_ENVIRONMENT. Keys use ':' or "__" as the separator. It is meant
 // for tests and for programs that build their configuration themselves.
+//
+// Keys are taken whole: a key may contain '=' (which an environment
+// variable name cannot). When two keys differ only in case, the one that
+// sorts last wins, so the result does not depend on map order.
 func FromMap(values map[string]string) *Config {
-	env := make([]string, 0, len(values))
+	pairs := make([][2]string, 0, len(values))
 	for k, v := range values {
-		env = append(env, k+"="+v)
+		if k != "" {
+			pairs = append(pairs, [2]string{k, v})
+		}
 	}
-	c, _ := Load(WithEnviron(env), WithFS(emptyFS{}))
+	sort.Slice(pairs, func(i, j int) bool { return pairs[i][0] < pairs[j][0] })
+	c, _ := loadConfig(loadOptions{fsys: emptyFS{}}, pairs)
 	return c
 }
 
@@ -284,8 +321,11 @@ func (c *Config) keyError(key string, err error) error {
 	return &KeyError{Key: c.full(key), Err: err}
 }
 
+// invalid reports a value of key that is not a want. The value is quoted
+// through redact.Value: masked when the key names a secret, scrubbed and
+// shortened otherwise.
 func (c *Config) invalid(key, value, want string) error {
-	return c.keyError(key, fmt.Errorf("invalid %s %q", want, redact.Value(key, value)))
+	return c.keyError(key, fmt.Errorf("invalid %s %q", want, redact.Value(c.full(key), value)))
 }
 
 // Int returns key as an int, or def when it is not set or empty.
@@ -344,9 +384,9 @@ func (c *Config) Duration(key string, def time.Duration) (time.Duration, error) 
 	if !ok || v == "" {
 		return def, nil
 	}
-	d, err := ParseDuration(v)
+	d, err := parseDuration(v)
 	if err != nil {
-		return def, c.keyError(key, err)
+		return def, c.keyError(key, fmt.Errorf("invalid duration %q: %w", redact.Value(c.full(key), v), err))
 	}
 	return d, nil
 }
@@ -441,8 +481,25 @@ func environmentName(env [][2]string) string {
 
 // ParseDuration parses .NET TimeSpan text ("[-][d.]hh:mm[:ss[.fffffff]]")
 // or a Go duration ("1m30s"). A bare number other than 0 is an error, since
-// .NET and Go disagree on its unit.
+// .NET and Go disagree on its unit, and so is a duration too long for a
+// time.Duration (about 292 years: 106751 days). An error quotes s shortened
+// and with any secret in it masked; Config.Duration also names the key.
 func ParseDuration(s string) (time.Duration, error) {
+	d, err := parseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: %w", redact.Value("", s), err)
+	}
+	return d, nil
+}
+
+// errDurationRange reports a duration that does not fit a time.Duration.
+var errDurationRange = errors.New("out of range: at most 106751.23:47:16.854775807 (292 years)")
+
+// goDuration matches the syntax time.ParseDuration accepts.
+var goDuration = regexp.MustCompile(`^[-+]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+$`)
+
+// parseDuration is ParseDuration without the value in its errors.
+func parseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, errors.New("empty duration")
@@ -454,18 +511,21 @@ func ParseDuration(s string) (time.Duration, error) {
 		return parseTimeSpan(s)
 	}
 	if _, err := strconv.ParseFloat(s, 64); err == nil {
-		return 0, fmt.Errorf("duration %q has no unit: write \"00:00:%s\" or \"%ss\"", s, s, s)
+		return 0, errors.New(`a bare number has no unit: write "hh:mm:ss" (.NET TimeSpan) or a Go duration such as "30s"`)
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: want \"hh:mm:ss\" or a Go duration such as \"30s\"", s)
+		if goDuration.MatchString(s) {
+			return 0, errDurationRange // well-formed, so too long
+		}
+		return 0, errors.New(`want "hh:mm:ss" or a Go duration such as "30s"`)
 	}
 	return d, nil
 }
 
 func parseTimeSpan(s string) (time.Duration, error) {
 	bad := func() (time.Duration, error) {
-		return 0, fmt.Errorf("invalid duration %q: want \"[d.]hh:mm[:ss[.fffffff]]\"", s)
+		return 0, errors.New(`want "[d.]hh:mm[:ss[.fffffff]]"`)
 	}
 	neg := strings.HasPrefix(s, "-")
 	body := strings.TrimPrefix(s, "-")
@@ -490,14 +550,32 @@ func parseTimeSpan(s string) (time.Duration, error) {
 	if err != nil || minutes < 0 || minutes > 59 {
 		return bad()
 	}
-	var total = time.Duration(days)*24*time.Hour + time.Duration(hours)*time.Hour + time.Duration(minutes)*time.Minute
+	// .NET's TimeSpan reaches 10675199 days; time.Duration stops at
+	// math.MaxInt64 ns. Sum in ns with every step checked.
+	const day = int64(24 * time.Hour)
+	if days > math.MaxInt64/day {
+		return 0, errDurationRange
+	}
+	total := days * day
+	add := func(n int64) bool {
+		if total > math.MaxInt64-n {
+			return false
+		}
+		total += n
+		return true
+	}
+	if !add(hours*int64(time.Hour)) || !add(minutes*int64(time.Minute)) {
+		return 0, errDurationRange
+	}
 	if len(parts) == 3 {
 		sec, frac, hasFrac := strings.Cut(parts[2], ".")
 		n, err := strconv.ParseInt(sec, 10, 64)
 		if err != nil || n < 0 || n > 59 {
 			return bad()
 		}
-		total += time.Duration(n) * time.Second
+		if !add(n * int64(time.Second)) {
+			return 0, errDurationRange
+		}
 		if hasFrac {
 			if frac == "" || len(frac) > 7 {
 				return bad()
@@ -509,14 +587,13 @@ func parseTimeSpan(s string) (time.Duration, error) {
 			for i := len(frac); i < 9; i++ {
 				f *= 10
 			}
-			total += time.Duration(f)
+			if !add(f) {
+				return 0, errDurationRange
+			}
 		}
-	}
-	if total < 0 {
-		return bad()
 	}
 	if neg {
 		total = -total
 	}
-	return total, nil
+	return time.Duration(total), nil
 }

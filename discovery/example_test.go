@@ -84,3 +84,26 @@ func ExampleNewTransport() {
 	// Output:
 	// catalog got /products/1
 }
+
+// Aspire 13.6 deploy targets (Kubernetes, App Service) inject a connection
+// string under its portable alias only: "my-db" arrives as
+// ConnectionStrings__my_db. Connection reads the logical name first, then
+// the alias, and a Connection never prints its password.
+func ExampleConfig_Connection() {
+	cfg := discovery.FromMap(map[string]string{
+		"ConnectionStrings__my_db": "Host=db;Username=app;Password=secret;Database=orders",
+	})
+	conn, err := cfg.Connection("my-db")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(discovery.PortableName("my-db"), conn.ConnectionStringKey)
+	fmt.Printf("%#v\n", conn)
+	_, err = cfg.Connection("other-db")
+	fmt.Println(err)
+	// Output:
+	// my_db ConnectionStrings:my_db
+	// discovery.Connection{Name:"my-db", ConnectionString:"Host=db;Username=app;Password=***;Database=orders", Host:"", Port:"", Username:"", Password:"", DatabaseName:"", URI:"", ConnectionStringKey:"ConnectionStrings:my_db", PropertyPrefix:""}
+	// discovery: connection "other-db": not found: set ConnectionStrings__other-db or ConnectionStrings__other_db, or OTHER_DB_URI, or OTHER_DB_HOST and OTHER_DB_PORT
+}

@@ -5,6 +5,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/goaspire/goaspire/internal/redact"
 )
 
 // DefaultListenAddress is used when no variable names a port.
@@ -18,7 +20,7 @@ const DefaultListenAddress = ":8080"
 func (c *Config) ListenAddress() (string, error) {
 	root := c.root()
 	if v := strings.TrimSpace(root.String("PORT")); v != "" {
-		if err := checkPort(v); err != nil {
+		if err := checkPort("PORT", v); err != nil {
 			return "", &KeyError{Key: "PORT", Err: err}
 		}
 		return ":" + v, nil
@@ -28,7 +30,7 @@ func (c *Config) ListenAddress() (string, error) {
 		if ports := strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ',' }); len(ports) > 0 {
 			first = strings.TrimSpace(ports[0])
 		}
-		if err := checkPort(first); err != nil {
+		if err := checkPort("HTTP_PORTS", first); err != nil {
 			return "", &KeyError{Key: "HTTP_PORTS", Err: err}
 		}
 		return ":" + first, nil
@@ -43,18 +45,22 @@ func (c *Config) ListenAddress() (string, error) {
 	return DefaultListenAddress, nil
 }
 
-func checkPort(v string) error {
+// checkPort reports whether v, read from key, is a port number. The error
+// quotes v through redact.Value, as every error quoting a value does.
+func checkPort(key, v string) error {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("invalid port %q", v)
+		return fmt.Errorf("invalid port %q", redact.Value(key, v))
 	}
 	return nil
 }
 
 // listenFromURLs picks the first http URL of an ASPNETCORE_URLS list
 // ("http://+:5000;https://+:5001"). https URLs are skipped: TLS termination
-// is the job of the proxy in front of a Go service.
+// is the job of the proxy in front of a Go service. Errors quote the URL
+// at fault with any password masked (redact.Value), never the raw value.
 func listenFromURLs(v string) (string, error) {
+	const key = "ASPNETCORE_URLS"
 	for _, raw := range strings.Split(v, ";") {
 		raw = strings.TrimSpace(raw)
 		if raw == "" {
@@ -62,7 +68,7 @@ func listenFromURLs(v string) (string, error) {
 		}
 		scheme, rest, ok := strings.Cut(raw, "://")
 		if !ok {
-			return "", fmt.Errorf("invalid URL %q", raw)
+			return "", fmt.Errorf("invalid URL %q", redact.Value(key, raw))
 		}
 		if !strings.EqualFold(scheme, "http") {
 			continue
@@ -73,11 +79,11 @@ func listenFromURLs(v string) (string, error) {
 			// No port: the host alone, which must not look like a
 			// broken host:port or IPv6 literal.
 			if hostport == "" || strings.ContainsAny(hostport, ":[]") {
-				return "", fmt.Errorf("invalid URL %q", raw)
+				return "", fmt.Errorf("invalid URL %q", redact.Value(key, raw))
 			}
 			host, port = hostport, "80"
 		}
-		if err := checkPort(port); err != nil {
+		if err := checkPort(key, port); err != nil {
 			return "", err
 		}
 		switch host {
@@ -86,5 +92,5 @@ func listenFromURLs(v string) (string, error) {
 		}
 		return net.JoinHostPort(host, port), nil
 	}
-	return "", fmt.Errorf("no http URL in %q", v)
+	return "", fmt.Errorf("no http URL in %q", redact.Value(key, v))
 }

@@ -131,7 +131,20 @@ func (r *Resolver) Endpoints(u *url.URL) ([]Endpoint, error) {
 	return res.endpoints, nil
 }
 
+// ErrNilURL is returned by Resolver and Transport methods given a nil URL
+// (or a request without one).
+var ErrNilURL = errors.New("discovery: nil URL")
+
+// errNilResolver is returned by a Transport or Resolver that has none.
+var errNilResolver = errors.New("discovery: nil Resolver")
+
 func (r *Resolver) resolve(u *url.URL) (*resolution, error) {
+	if u == nil {
+		return nil, ErrNilURL
+	}
+	if r == nil {
+		return nil, errNilResolver
+	}
 	key := cacheKey{u.Scheme, u.Host}
 	if v, ok := r.cache.Load(key); ok {
 		res := v.(*resolution)
@@ -158,7 +171,8 @@ func (r *Resolver) resolve(u *url.URL) (*resolution, error) {
 // Resolve returns the real URL for a logical one: the next endpoint
 // round-robin with the path, query and fragment of u kept, or, when nothing
 // is configured, u itself with its first scheme. It returns u unchanged
-// (the same pointer) when there is nothing to rewrite.
+// (the same pointer) when there is nothing to rewrite. A nil u is an error
+// wrapping ErrNilURL.
 func (r *Resolver) Resolve(u *url.URL) (*url.URL, error) {
 	res, err := r.resolve(u)
 	if err != nil {
@@ -339,8 +353,13 @@ func NewTransport(r *Resolver, base http.RoundTripper) *Transport {
 	return &Transport{Resolver: r, Base: base}
 }
 
-// RoundTrip implements http.RoundTripper. It does not modify req.
+// RoundTrip implements http.RoundTripper. It does not modify req. A
+// request without a URL is an error wrapping ErrNilURL, as is a Transport
+// without a Resolver an error; neither panics.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req == nil {
+		return nil, errors.New("discovery: nil Request")
+	}
 	base := t.Base
 	if base == nil {
 		base = http.DefaultTransport

@@ -30,8 +30,10 @@
 //   - result caching and request coalescing in the handler: concurrent
 //     probes share one run (health-go serializes Measure calls under one
 //     mutex), and a report is reused for HandlerOptions.CacheDuration;
-//   - redaction: error texts in reports go through Scrub, so a driver
-//     error quoting a connection URL or "Password=..." does not leak it;
+//   - redaction: error texts in reports and logs go through Scrub, so a
+//     driver error quoting a connection URL, "Password=...", a JSON
+//     "password" member, an Azure SAS signature or a bearer token does
+//     not leak it;
 //   - logging of status transitions, not of every probe;
 //   - ready-made checks through the application's own clients (PgxPool,
 //     Redis, HTTP) where health-go's checks/pgx5 and checks/redis dial a

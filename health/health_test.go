@@ -9,9 +9,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -155,6 +155,15 @@ func TestScrub(t *testing.T) {
 		{`GET https://h/x?api_key=k3y&a=1: 500`, "k3y", "a=1"},
 		{`bad Host=h;Password=hunter2;Port=1`, "hunter2", "Password=***"},
 		{`header x-otlp-api-key=abc rejected`, "abc", "x-otlp-api-key=***"},
+		{`config password: hunter2`, "hunter2", "password: ***"},
+		{`body {"user":"u","password":"hunter2"}`, "hunter2", `"password":"***"`},
+		{`Server=s;Pwd=hunter2;`, "hunter2", "Pwd=***"},
+		{`GET https://a.blob.core.windows.net/c?sv=1&sig=hunter2: 403`, "hunter2", "sv=1"},
+		{`DefaultEndpointsProtocol=https;AccountName=a;AccountKey=hunter2==`, "hunter2", "AccountKey=***"},
+		{`upstream said Authorization: Bearer hunter2.jwt`, "hunter2", "Authorization: ***"},
+		{`sent bearer hunter2.jwt`, "hunter2", "bearer ***"},
+		{`Host=h;Password=hun ter2;Port=1`, "ter2", "Password=***;Port=1"},
+		{`dial redis://hunter2@cache:6379: refused`, "hunter2", "redis://***@cache:6379"},
 		{`plain error`, "\x00", "plain error"},
 	}
 	for _, tt := range tests {
@@ -306,52 +315,50 @@ func TestHandlerCache(t *testing.T) {
 }
 
 func TestConcurrentProbesShareOneRun(t *testing.T) {
-	var calls atomic.Int32
-	started := make(chan struct{})
-	release := make(chan struct{})
-	r := health.NewRegistry(health.WithLogger(discardLogger()))
-	if err := r.Register(health.Check{Name: "slow", Check: func(context.Context) error {
-		if calls.Add(1) == 1 {
-			close(started)
+	// In a synctest bubble, synctest.Wait returns once every follower is
+	// blocked waiting on the leader's run, so the test knows they all
+	// joined it before releasing the check: no sleeping, and exactly one
+	// run is required.
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int32
+		started := make(chan struct{})
+		release := make(chan struct{})
+		r := health.NewRegistry(health.WithLogger(discardLogger()))
+		if err := r.Register(health.Check{Name: "slow", Check: func(context.Context) error {
+			if calls.Add(1) == 1 {
+				close(started)
+			}
+			<-release
+			return nil
+		}}); err != nil {
+			t.Fatal(err)
 		}
-		<-release
-		return nil
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	h := r.Handler(health.HandlerOptions{}) // no cache: sharing comes from coalescing alone
+		h := r.Handler(health.HandlerOptions{}) // no cache: sharing comes from coalescing alone
 
-	const n = 8
-	codes := make(chan int, n)
-	rec := httptest.NewRecorder()
-	go func() { h.ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil)); codes <- rec.Code }()
-	<-started
-	var wg sync.WaitGroup
-	for range n - 1 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		const n = 8
+		codes := make(chan int, n)
+		probe := func() {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+			h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), "GET", "/health", nil))
 			codes <- rec.Code
-		}()
-	}
-	// The followers must be waiting on the run; they cannot finish before
-	// it is released. Give them a moment to arrive, then release.
-	time.Sleep(50 * time.Millisecond)
-	close(release)
-	wg.Wait()
-	for range n {
-		if c := <-codes; c != 200 {
-			t.Fatalf("code %d", c)
 		}
-	}
-	// Followers that arrived after the run finished start a new run; with
-	// 50ms to arrive they all joined the first one on any sane machine,
-	// but only "fewer runs than requests" is guaranteed.
-	if got := calls.Load(); got >= n {
-		t.Fatalf("%d runs for %d concurrent probes, want them shared", got, n)
-	}
+		go probe()
+		<-started
+		for range n - 1 {
+			go probe()
+		}
+		synctest.Wait() // every follower is now waiting on the run
+		runs := calls.Load()
+		close(release)
+		for range n {
+			if c := <-codes; c != 200 {
+				t.Errorf("code %d", c)
+			}
+		}
+		if runs != 1 {
+			t.Fatalf("%d runs for %d concurrent probes, want all of them to share one", runs, n)
+		}
+	})
 }
 
 func TestWaitingProbeLeavesWhenClientGoes(t *testing.T) {

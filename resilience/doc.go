@@ -20,18 +20,22 @@
 //
 // # Stacking
 //
-// An application client stacks, outermost first: client instrumentation
-// (otelhttp), this package's Transport, and a base transport shared by the
-// application's clients. Give the Transport the discovery Resolver
-// (WithResolver) rather than wrapping the base in discovery.Transport:
-// the logical URL is then resolved on every attempt, inside the retry
-// loop, so a retry goes to the next instance and each instance has its own
-// circuit breaker:
+// An application client stacks, outermost first, as servicedefaults'
+// App.HTTPClient does: this package's Transport, client instrumentation
+// (otelhttp, so each attempt gets its own client span, as .NET's
+// HttpClient records them, and carries the trace context), and a base
+// transport shared by the application's clients. Give the Transport the
+// discovery Resolver (WithResolver) rather than wrapping the base in
+// discovery.Transport: the logical URL is then resolved on every attempt,
+// inside the retry loop, so a retry goes to the next instance and each
+// instance has its own circuit breaker:
 //
-//	rt, err := resilience.NewTransport(base,
+//	rt, err := resilience.NewTransport(otelhttp.NewTransport(base),
 //		resilience.WithResolver(discovery.NewResolver(cfg)),
 //		resilience.WithConfig(cfg, "catalog"))
-//	client := &http.Client{Transport: otelhttp.NewTransport(rt)}
+//	client := &http.Client{Transport: rt}
+//
+// The caller's own span, if any, is the parent of the attempts' spans.
 //
 // # Behaviour
 //
@@ -88,7 +92,8 @@
 // # Built on failsafe-go
 //
 // The policies are failsafe-go's where they fit, and this package's where
-// failsafe-go falls short (DESIGN.md, "Known limits"):
+// failsafe-go (pre-1.0, so every upgrade is treated as an API change)
+// falls short:
 //
 //   - concurrency limit: a failsafe-go bulkhead (the bounded queue is this
 //     package's; a bulkhead bounds waiting time, not waiters);

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/redact"
 )
 
 // Options configures the standard pipeline, as
@@ -81,7 +82,7 @@ func ParseBackoffType(s string) (BackoffType, error) {
 	case "exponential":
 		return BackoffExponential, nil
 	}
-	return 0, fmt.Errorf("invalid backoff type %q: want Constant, Linear or Exponential", s)
+	return 0, fmt.Errorf("invalid backoff type %q: want Constant, Linear or Exponential", redact.Value("BackoffType", s))
 }
 
 // RetryOptions configures retries.

@@ -141,9 +141,10 @@ func WithFlushTimeout(d time.Duration) Option {
 func WithLogWriter(w io.Writer) Option { return func(o *options) { o.logWriter = w } }
 
 // WithHTTPMiddleware wraps the transport of every client App.HTTPClient
-// makes. mw receives the client's name and the transport below it
-// (service discovery, then client instrumentation, then the shared
-// connection pool) and returns the transport to use. Several middlewares
+// makes. mw receives the client's name and the transport below it (the
+// resilience pipeline resolving through service discovery on every
+// attempt, then client instrumentation, then the shared connection pool)
+// and returns the transport to use. Several middlewares
 // stack with the first given outermost.
 func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundTripper) Option {
 	return func(o *options) { o.middleware = append(o.middleware, mw) }

@@ -177,11 +177,14 @@
 //
 // # HTTP clients
 //
-// App.HTTPClient(name) stacks the WithHTTPMiddleware middlewares,
-// service discovery (package discovery), client instrumentation with trace
-// propagation, and one shared connection pool that trusts SSL_CERT_FILE /
-// SSL_CERT_DIR and uses HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the
-// configuration.
+// App.HTTPClient(name) stacks, outermost first: the WithHTTPMiddleware
+// middlewares; the resilience pipeline (package resilience), which
+// resolves the logical URL through service discovery (package discovery)
+// on every attempt; client instrumentation with trace propagation, one
+// span per attempt; and one shared connection pool that trusts
+// SSL_CERT_FILE / SSL_CERT_DIR and uses HTTP_PROXY, HTTPS_PROXY and
+// NO_PROXY from the configuration. With the handler None, discovery alone
+// takes the pipeline's place.
 //
 // # gRPC
 //

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/redact"
 )
 
 // Extra slog levels for the .NET levels slog lacks.
@@ -45,7 +46,7 @@ func parseLevel(cfg *discovery.Config, key string, def slog.Level) (slog.Level, 
 	case "none":
 		return levelNone, nil
 	}
-	return def, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid log level %q (want Trace, Debug, Information, Warning, Error, Critical or None)", v)}
+	return def, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid log level %q (want Trace, Debug, Information, Warning, Error, Critical or None)", redact.Value(key, v))}
 }
 
 // logSettings are the logging keys Add reads.
@@ -71,7 +72,7 @@ func readLogSettings(cfg *discovery.Config) (logSettings, error) {
 	case "simple", "text", "systemd":
 		s.json = false
 	default:
-		errs = append(errs, &discovery.KeyError{Key: "Logging:Console:FormatterName", Err: fmt.Errorf("unknown formatter %q (want json or simple)", f)})
+		errs = append(errs, &discovery.KeyError{Key: "Logging:Console:FormatterName", Err: fmt.Errorf("unknown formatter %q (want json or simple)", redact.Value("Logging:Console:FormatterName", f))})
 	}
 	return s, errors.Join(errs...)
 }

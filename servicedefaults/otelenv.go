@@ -117,7 +117,7 @@ func parseMillis(key, v string, def time.Duration, allowZero bool) (time.Duratio
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 || (n == 0 && !allowZero) {
-		return def, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid duration %q: want a positive whole number of milliseconds", v)}
+		return def, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid duration %q: want a positive whole number of milliseconds", redact.Value(key, v))}
 	}
 	return time.Duration(n) * time.Millisecond, nil
 }
@@ -129,7 +129,7 @@ func (e envReader) count(key string, def int, positive bool) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 || (positive && n == 0) {
-		return def, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid number %q", v)}
+		return def, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid number %q", redact.Value(key, v))}
 	}
 	return n, nil
 }
@@ -145,7 +145,7 @@ func (e envReader) choice(key, def string, allowed ...string) (string, error) {
 			return v, nil
 		}
 	}
-	return def, &discovery.KeyError{Key: key, Err: fmt.Errorf("unsupported value %q (supported: %s)", v, strings.Join(allowed, ", "))}
+	return def, &discovery.KeyError{Key: key, Err: fmt.Errorf("unsupported value %q (supported: %s)", redact.Value(key, v), strings.Join(allowed, ", "))}
 }
 
 // readOTelSettings reads the OpenTelemetry configuration. Errors name the
@@ -163,7 +163,7 @@ func readOTelSettings(cfg *discovery.Config) (*otelSettings, error) {
 	if v := e.get("OTEL_SDK_DISABLED"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			add(&discovery.KeyError{Key: "OTEL_SDK_DISABLED", Err: fmt.Errorf("invalid boolean %q", v)})
+			add(&discovery.KeyError{Key: "OTEL_SDK_DISABLED", Err: fmt.Errorf("invalid boolean %q", redact.Value("OTEL_SDK_DISABLED", v))})
 		}
 		s.disabled = b
 	}
@@ -251,7 +251,7 @@ func readList(e envReader, key, def string, allowed ...string) ([]string, error)
 			ok = ok || item == a
 		}
 		if !ok {
-			return nil, &discovery.KeyError{Key: key, Err: fmt.Errorf("unsupported value %q (supported: %s)", item, strings.Join(allowed, ", "))}
+			return nil, &discovery.KeyError{Key: key, Err: fmt.Errorf("unsupported value %q (supported: %s)", redact.Value(key, item), strings.Join(allowed, ", "))}
 		}
 		out = append(out, item)
 	}
@@ -366,12 +366,12 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 		s.protocol = protoHTTP
 		w = &otelWarning{key: protoKey, msg: "OTLP http/json is not supported; exporting http/protobuf to the same endpoint instead"}
 	default:
-		return s, w, &discovery.KeyError{Key: protoKey, Err: fmt.Errorf("unsupported protocol %q (supported: grpc, http/protobuf, http/json)", proto)}
+		return s, w, &discovery.KeyError{Key: protoKey, Err: fmt.Errorf("unsupported protocol %q (supported: grpc, http/protobuf, http/json)", redact.Value(protoKey, proto))}
 	}
 
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return s, w, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid endpoint %q: want an http:// or https:// URL", redact.URL(raw))}
+		return s, w, &discovery.KeyError{Key: key, Err: fmt.Errorf("invalid endpoint %q: want an http:// or https:// URL", redact.Value(key, raw))}
 	}
 	if key != specific && s.protocol == protoHTTP {
 		// The generic endpoint is a base URL: append the signal's path.
@@ -402,7 +402,7 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 	case "gzip":
 		s.gzip = true
 	default:
-		return s, w, &discovery.KeyError{Key: ck, Err: fmt.Errorf("unsupported compression %q (supported: gzip, none)", cv)}
+		return s, w, &discovery.KeyError{Key: ck, Err: fmt.Errorf("unsupported compression %q (supported: gzip, none)", redact.Value(ck, cv))}
 	}
 
 	if u.Scheme == "https" {
@@ -524,7 +524,7 @@ func readSampler(e envReader) (sdktrace.Sampler, error) {
 		if v := e.get("OTEL_TRACES_SAMPLER_ARG"); v != "" {
 			ratio, err = strconv.ParseFloat(v, 64)
 			if err != nil || ratio < 0 || ratio > 1 {
-				return nil, &discovery.KeyError{Key: "OTEL_TRACES_SAMPLER_ARG", Err: fmt.Errorf("invalid ratio %q: want a number from 0 to 1", v)}
+				return nil, &discovery.KeyError{Key: "OTEL_TRACES_SAMPLER_ARG", Err: fmt.Errorf("invalid ratio %q: want a number from 0 to 1", redact.Value("OTEL_TRACES_SAMPLER_ARG", v))}
 			}
 		}
 	}

@@ -28,10 +28,10 @@ func TestSecretsOTLPHeaders(t *testing.T) {
 		http.Error(w, "bad key "+r.Header.Get("x-otlp-api-key"), http.StatusUnauthorized)
 	}))
 	defer rejecting.Close()
-	for _, tt := range []struct{ name, endpoint, proto string }{
-		{"refused http", refused, "http/protobuf"},
-		{"refused grpc", refused, "grpc"},
-		{"rejected http", rejecting.URL, "http/protobuf"},
+	for _, tt := range []struct{ name, endpoint, proto, want string }{
+		{"refused http", refused, "http/protobuf", "refused"},
+		{"refused grpc", refused, "grpc", "refused"},
+		{"rejected http", rejecting.URL, "http/protobuf", "401"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			restoreGlobals(t)
@@ -43,8 +43,10 @@ func TestSecretsOTLPHeaders(t *testing.T) {
 					"OTEL_EXPORTER_OTLP_PROTOCOL": tt.proto,
 					"OTEL_EXPORTER_OTLP_HEADERS":  "x-otlp-api-key=" + secret + ",authorization=Bearer%20" + secret,
 					"OTEL_EXPORTER_OTLP_TIMEOUT":  "500",
-					"OTEL_BSP_SCHEDULE_DELAY":     "10",
-					"OTEL_BLRP_SCHEDULE_DELAY":    "10",
+					// Nothing is exported before Shutdown flushes, so
+					// the export error is Shutdown's to return.
+					"OTEL_BSP_SCHEDULE_DELAY":  "600000",
+					"OTEL_BLRP_SCHEDULE_DELAY": "600000",
 				})))
 			if err != nil {
 				t.Fatal(err)
@@ -56,8 +58,13 @@ func TestSecretsOTLPHeaders(t *testing.T) {
 			defer cancel()
 			err = app.Shutdown(ctx)
 			if err == nil {
-				t.Log("Shutdown reported no export error")
-			} else if strings.Contains(err.Error(), secret) {
+				// Without the failed export there is nothing to check.
+				t.Fatal("Shutdown reported no export error")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Shutdown error %q does not report the failed export (%q)", err, tt.want)
+			}
+			if strings.Contains(err.Error(), secret) {
 				t.Errorf("Shutdown error leaks the key: %v", err)
 			}
 			if strings.Contains(logs.String(), secret) {

@@ -10,8 +10,10 @@
 // and [Redis]) does not depend on package testing, so a program such as the
 // examples launcher can use it. The thin wrappers [NewPostgres],
 // [Postgres.NewReplica] and [NewRedis] take a [testing.TB]: they skip the test
-// when a server binary is not installed (and only then), fail it on any other
-// start error, and stop and remove the server in t.Cleanup.
+// when a server binary is not installed (and only then, and never when the
+// CI environment variable is set: then a missing binary fails the test, see
+// [SkipIfMissing]), fail it on any other start error, and stop and remove the
+// server in t.Cleanup.
 //
 // Binaries are looked up with [FindBinary]: on PATH, else in the
 // highest-versioned /usr/lib/postgresql/*/bin, where Debian and Ubuntu

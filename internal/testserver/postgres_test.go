@@ -21,9 +21,7 @@ func TestPostgres(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	p, err := StartPostgres(ctx, WithPostgresDatabase("app"), WithPostgresUser("owner"))
-	if errors.Is(err, ErrBinaryNotFound) {
-		t.Skip(err)
-	}
+	SkipIfMissing(t, err)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,9 +204,7 @@ func TestPostgresStaleLock(t *testing.T) {
 func TestPostgresStartError(t *testing.T) {
 	t.Parallel()
 	_, err := StartPostgres(t.Context(), WithPostgresSetting("shared_buffers", "lots"))
-	if errors.Is(err, ErrBinaryNotFound) {
-		t.Skip(err)
-	}
+	SkipIfMissing(t, err)
 	if err == nil {
 		t.Fatal("started with an invalid setting")
 	}

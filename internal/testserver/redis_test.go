@@ -35,9 +35,7 @@ func TestRedis(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	r, err := StartRedis(ctx)
-	if errors.Is(err, ErrBinaryNotFound) {
-		t.Skip(err)
-	}
+	SkipIfMissing(t, err)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,9 +200,7 @@ func TestRedisPortInUse(t *testing.T) {
 	}
 	defer l.Close()
 	r, err := StartRedis(t.Context(), WithRedisPort(l.Addr().(*net.TCPAddr).Port))
-	if errors.Is(err, ErrBinaryNotFound) {
-		t.Skip(err)
-	}
+	SkipIfMissing(t, err)
 	if err == nil {
 		r.Close()
 		t.Fatal("started on a port in use")

@@ -2,12 +2,15 @@ package testserver
 
 import (
 	"errors"
+	"os"
+	"strings"
 	"testing"
 )
 
 // NewPostgres starts a PostgreSQL server for the test with [StartPostgres]
 // and closes it in tb.Cleanup. It skips the test if a PostgreSQL binary is not
-// installed, and fails it on any other start error. When the test has failed,
+// installed (fails it when CI is set, see [SkipIfMissing]), and fails it on
+// any other start error. When the test has failed,
 // the cleanup logs the tail of the server log first.
 func NewPostgres(tb testing.TB, opts ...PostgresOption) *Postgres {
 	tb.Helper()
@@ -22,8 +25,8 @@ func NewPostgres(tb testing.TB, opts ...PostgresOption) *Postgres {
 // NewReplica starts a streaming replica of p for the test with
 // [Postgres.StartReplica] and closes it in tb.Cleanup (before the primary,
 // when the primary came from [NewPostgres] earlier in the same test). It
-// skips the test if pg_basebackup is not installed, and fails it on any other
-// start error.
+// skips the test if pg_basebackup is not installed (fails it when CI is set),
+// and fails it on any other start error.
 func (p *Postgres) NewReplica(tb testing.TB, opts ...PostgresOption) *Postgres {
 	tb.Helper()
 	r, err := p.StartReplica(tb.Context(), opts...)
@@ -35,8 +38,8 @@ func (p *Postgres) NewReplica(tb testing.TB, opts ...PostgresOption) *Postgres {
 }
 
 // NewRedis starts a Redis server for the test with [StartRedis] and closes it
-// in tb.Cleanup. It skips the test if redis-server is not installed, and fails
-// it on any other start error. When the test has failed, the cleanup logs the
+// in tb.Cleanup. It skips the test if redis-server is not installed (fails it
+// when CI is set), and fails it on any other start error. When the test has failed, the cleanup logs the
 // tail of the server log first.
 func NewRedis(tb testing.TB, opts ...RedisOption) *Redis {
 	tb.Helper()
@@ -48,14 +51,42 @@ func NewRedis(tb testing.TB, opts ...RedisOption) *Redis {
 	return r
 }
 
-// skipOrFatal skips the test for a missing binary and fails it otherwise.
+// skipOrFatal skips the test for a missing binary (fails it under CI) and
+// fails it for any other error.
 func skipOrFatal(tb testing.TB, err error) {
 	tb.Helper()
+	SkipIfMissing(tb, err)
+	tb.Fatal(err)
+}
+
+// SkipIfMissing ends the test when err reports a missing server binary
+// (matches [ErrBinaryNotFound]): on a developer machine it skips the test,
+// saying which program is missing; when the environment variable CI is set
+// to anything but "" or "false" (as .ci/run and CI services set it), it
+// fails the test instead, so a CI machine without the servers cannot pass
+// by skipping everything. For any other error, or nil, it returns and
+// leaves the error to the caller.
+func SkipIfMissing(tb testing.TB, err error) {
+	tb.Helper()
+	if !errors.Is(err, ErrBinaryNotFound) {
+		return
+	}
+	name := "a server binary"
 	var missing *BinaryNotFoundError
 	if errors.As(err, &missing) {
-		tb.Skipf("testserver: %s not installed: %v", missing.Name, err)
+		name = missing.Name
 	}
-	tb.Fatal(err)
+	if inCI() {
+		tb.Fatalf("testserver: %s not installed, and CI is set: install it (.ci/run does): %v", name, err)
+	}
+	tb.Skipf("testserver: %s not installed: %v", name, err)
+}
+
+// inCI reports whether the CI environment variable is set, as GitHub
+// Actions, GitLab and .ci/run set it.
+func inCI() bool {
+	v := os.Getenv("CI")
+	return v != "" && !strings.EqualFold(v, "false") && v != "0"
 }
 
 type closer interface {

@@ -27,6 +27,11 @@ func (f *fakeTB) Fatal(args ...any) {
 	runtime.Goexit()
 }
 
+func (f *fakeTB) Fatalf(format string, args ...any) {
+	f.failed = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
 // call runs fn as a test body would run, in its own goroutine.
 func (f *fakeTB) call(fn func()) {
 	done := make(chan struct{})
@@ -44,20 +49,33 @@ func TestWrappersSkipOnlyForMissingBinaries(t *testing.T) {
 	postgresLibDir = t.TempDir()
 	defer func() { postgresLibDir = saved }()
 
+	missingBasebackup := fmt.Errorf("start: %w", &BinaryNotFoundError{Name: "pg_basebackup"})
 	tests := []struct {
 		name     string
+		ci       string // the CI variable
 		start    func(testing.TB)
 		skipWith string // "" means the test must fail instead
+		failWith string
 	}{
-		{"postgres missing", func(tb testing.TB) { NewPostgres(tb) }, "postgres not installed"},
-		{"redis-server missing", func(tb testing.TB) { NewRedis(tb) }, "redis-server not installed"},
-		{"wrapped missing binary", func(tb testing.TB) {
-			skipOrFatal(tb, fmt.Errorf("start: %w", &BinaryNotFoundError{Name: "pg_basebackup"}))
-		}, "pg_basebackup not installed"},
-		{"other error", func(tb testing.TB) { skipOrFatal(tb, errors.New("initdb: exit status 1")) }, ""},
+		{"postgres missing", "", func(tb testing.TB) { NewPostgres(tb) }, "postgres not installed", ""},
+		{"redis-server missing", "", func(tb testing.TB) { NewRedis(tb) }, "redis-server not installed", ""},
+		{"wrapped missing binary", "", func(tb testing.TB) { skipOrFatal(tb, missingBasebackup) }, "pg_basebackup not installed", ""},
+		{"CI=false is not CI", "false", func(tb testing.TB) { NewRedis(tb) }, "redis-server not installed", ""},
+		{"other error", "", func(tb testing.TB) { skipOrFatal(tb, errors.New("initdb: exit status 1")) }, "", "exit status 1"},
+		// Under CI a missing binary fails the run instead of skipping.
+		{"postgres missing in CI", "true", func(tb testing.TB) { NewPostgres(tb) }, "", "postgres not installed, and CI is set"},
+		{"replica tool missing in CI", "1", func(tb testing.TB) { skipOrFatal(tb, missingBasebackup) }, "", "pg_basebackup not installed, and CI is set"},
+		{"redis-server missing in CI", "true", func(tb testing.TB) { NewRedis(tb) }, "", "redis-server not installed, and CI is set"},
+		{"SkipIfMissing in CI", "true", func(tb testing.TB) { SkipIfMissing(tb, missingBasebackup) }, "", "CI is set"},
+		{"SkipIfMissing leaves other errors", "true", func(tb testing.TB) {
+			SkipIfMissing(tb, errors.New("other"))
+			SkipIfMissing(tb, nil)
+			tb.Fatal("returned")
+		}, "", "returned"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("CI", tt.ci)
 			f := &fakeTB{TB: t}
 			f.call(func() { tt.start(f) })
 			if tt.skipWith != "" {
@@ -66,8 +84,8 @@ func TestWrappersSkipOnlyForMissingBinaries(t *testing.T) {
 				}
 				return
 			}
-			if f.failed == "" || f.skipped != "" {
-				t.Errorf("skipped %q, failed %q; want a failure", f.skipped, f.failed)
+			if !strings.Contains(f.failed, tt.failWith) || f.failed == "" || f.skipped != "" {
+				t.Errorf("skipped %q, failed %q; want a failure saying %q", f.skipped, f.failed, tt.failWith)
 			}
 		})
 	}

@@ -14,8 +14,10 @@
 package resiliencetest
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,6 +28,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/goaspire/goaspire/internal/redact"
 	"github.com/goaspire/goaspire/resilience"
 )
 
@@ -135,6 +138,57 @@ type Request struct {
 	Time time.Time
 	// Step is the outcome the request was given.
 	Step Step
+}
+
+// String describes the request without its secrets: the method, the URL
+// with any password masked, and the body's size.
+func (r Request) String() string {
+	return fmt.Sprintf("%s %s (%d-byte body)", r.Method, redactedURL(r.URL), len(r.Body))
+}
+
+// Format implements fmt.Formatter so that no verb prints a secret: %#v
+// shows the fields with the URL's password, secret headers
+// (Authorization, Cookie, API keys) and secrets in the body masked; every
+// other verb formats String. The fields themselves keep the real values.
+func (r Request) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		fmt.Fprintf(f, "resiliencetest.Request{Method:%q, URL:%q, Header:%#v, Host:%q, Body:%q, Time:%#v, Step:%q}",
+			r.Method, redactedURL(r.URL), redact.Header(r.Header), r.Host, redact.Text(string(r.Body)), r.Time, r.Step.String())
+		return
+	}
+	fmt.Fprintf(f, fmt.FormatString(f, verb), r.String())
+}
+
+// LogValue implements slog.LogValuer with secrets masked, as Format does.
+func (r Request) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("method", r.Method),
+		slog.String("url", redactedURL(r.URL)),
+		slog.Any("header", redact.Header(r.Header)),
+		slog.Int("body_bytes", len(r.Body)),
+		slog.String("step", r.Step.String()),
+	)
+}
+
+// MarshalJSON implements json.Marshaler with secrets masked, as Format
+// does; the body is a string.
+func (r Request) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Method string
+		URL    string
+		Header http.Header
+		Host   string
+		Body   string
+		Time   time.Time
+		Step   string
+	}{r.Method, redactedURL(r.URL), redact.Header(r.Header), r.Host, redact.Text(string(r.Body)), r.Time, r.Step.String()})
+}
+
+func redactedURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	return redact.URL(u.String())
 }
 
 // Transport is an http.RoundTripper that answers requests with its script,
