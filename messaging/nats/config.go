@@ -93,12 +93,15 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 		return nil, fmt.Errorf("natsmsg: %w", err)
 	}
 
-	p := discovery.EnvName(name) + "_"
 	conn, connErr := cfg.Connection(name)
+	p := conn.PropertyPrefix // the name's NAME_, or the portable alias's
+	if p == "" {
+		p = discovery.EnvName(name) + "_"
+	}
 	var raw, key string
 	switch {
 	case connErr == nil && strings.TrimSpace(conn.ConnectionString) != "":
-		raw, key = conn.ConnectionString, "ConnectionStrings:"+name
+		raw, key = conn.ConnectionString, conn.ConnectionStringKey
 	case connErr == nil && conn.URI != "":
 		raw, key = conn.URI, p+"URI"
 	case connErr == nil && conn.Host != "":
