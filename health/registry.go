@@ -279,7 +279,7 @@ func runOne(ctx context.Context, c Check, timeout time.Duration) Entry {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 			err = fmt.Errorf("timed out after %v: %w", timeout, err)
 		}
-		e.Status = failureStatus(c)
+		e.Status = statusOf(err, failureStatus(c)) // a StatusError overrides (status.go)
 		e.Error = Scrub(err.Error())
 		if e.Error == "" {
 			e.Error = "check failed"

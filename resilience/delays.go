@@ -2,18 +2,31 @@ package resilience
 
 import "time"
 
-// Backoff returns the delay schedule of r for a retry loop of one's own
-// (a reconnect loop, say): the returned function gives the delay before
-// retry number attempt, 0 for the first, with r's BackoffType, Delay,
-// UseJitter and MaxDelay and the formulas the HTTP pipeline uses. A zero
-// Delay gives no delay. MaxRetryAttempts and the HTTP-only fields are
-// ignored: the caller decides when to stop.
-//
-// The function keeps the decorrelated-jitter state between calls, so make
-// one per retry loop; it is not safe for concurrent use.
-func (r RetryOptions) Backoff() func(attempt int) time.Duration {
-	var prev float64
-	return func(attempt int) time.Duration {
-		return backoff(r, max(attempt, 0), &prev, randFloat)
-	}
+// Backoff yields successive delays with the formulas of the retry
+// strategy (see RetryOptions: BackoffType, UseJitter, Delay and MaxDelay
+// apply; the other fields are ignored), for loops of one's own that
+// reconnect or restart something. The zero value yields zero delays. A
+// Backoff is not safe for concurrent use.
+type Backoff struct {
+	// Retry holds the delay settings.
+	Retry RetryOptions
+
+	attempt int
+	prev    float64
 }
+
+// NewBackoff returns a Backoff for r.
+func NewBackoff(r RetryOptions) *Backoff { return &Backoff{Retry: r} }
+
+// Next returns the delay before the next attempt and counts it.
+func (b *Backoff) Next() time.Duration {
+	d := backoff(b.Retry, b.attempt, &b.prev, randFloat)
+	b.attempt++
+	return d
+}
+
+// Attempts returns how many delays Next returned since the last Reset.
+func (b *Backoff) Attempts() int { return b.attempt }
+
+// Reset makes the next delay the first one again, as after a success.
+func (b *Backoff) Reset() { b.attempt, b.prev = 0, 0 }

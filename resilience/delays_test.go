@@ -1,36 +1,48 @@
-package resilience
+package resilience_test
 
 import (
 	"testing"
 	"time"
+
+	"github.com/goaspire/goaspire/resilience"
 )
 
-func TestRetryOptionsBackoff(t *testing.T) {
-	for _, tc := range []struct {
+func TestBackoffSequence(t *testing.T) {
+	tests := []struct {
 		name string
-		opts RetryOptions
-		want []time.Duration // exact, without jitter
+		r    resilience.RetryOptions
+		want []time.Duration
 	}{
-		{"exponential", RetryOptions{BackoffType: BackoffExponential, Delay: 100 * time.Millisecond}, []time.Duration{100, 200, 400, 800}},
-		{"capped", RetryOptions{BackoffType: BackoffExponential, Delay: 100 * time.Millisecond, MaxDelay: 300 * time.Millisecond}, []time.Duration{100, 200, 300, 300}},
-		{"constant", RetryOptions{BackoffType: BackoffConstant, Delay: 50 * time.Millisecond}, []time.Duration{50, 50, 50}},
-		{"zero delay", RetryOptions{}, []time.Duration{0, 0}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			next := tc.opts.Backoff()
-			for i, w := range tc.want {
-				w *= time.Millisecond
-				if got := next(i); got != w {
-					t.Errorf("attempt %d: %v, want %v", i, got, w)
+		{"zero", resilience.RetryOptions{}, []time.Duration{0, 0}},
+		{"exponential capped", resilience.RetryOptions{BackoffType: resilience.BackoffExponential, Delay: time.Second, MaxDelay: 3 * time.Second},
+			[]time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 3 * time.Second}},
+		{"linear", resilience.RetryOptions{BackoffType: resilience.BackoffLinear, Delay: time.Second},
+			[]time.Duration{time.Second, 2 * time.Second, 3 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := resilience.NewBackoff(tt.r)
+			for i, want := range tt.want {
+				if got := b.Next(); got != want {
+					t.Errorf("delay %d = %v, want %v", i, got, want)
 				}
+			}
+			if b.Attempts() != len(tt.want) {
+				t.Errorf("Attempts = %d, want %d", b.Attempts(), len(tt.want))
+			}
+			b.Reset()
+			if got := b.Next(); got != tt.want[0] {
+				t.Errorf("after Reset delay = %v, want %v", got, tt.want[0])
 			}
 		})
 	}
-	// With jitter the delays stay within the cap and never go negative.
-	next := RetryOptions{BackoffType: BackoffExponential, Delay: 10 * time.Millisecond, UseJitter: true, MaxDelay: time.Second}.Backoff()
-	for i := range 2000 {
-		if d := next(i); d < 0 || d > time.Second {
-			t.Fatalf("attempt %d: %v outside [0, 1s]", i, d)
+}
+
+func TestBackoffJitterStaysUnderCap(t *testing.T) {
+	b := resilience.NewBackoff(resilience.RetryOptions{BackoffType: resilience.BackoffExponential, UseJitter: true, Delay: time.Second, MaxDelay: 5 * time.Second})
+	for i := 0; i < 50; i++ {
+		if d := b.Next(); d < 0 || d > 5*time.Second {
+			t.Fatalf("delay %d = %v, outside [0, 5s]", i, d)
 		}
 	}
 }

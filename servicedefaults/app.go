@@ -86,6 +86,7 @@ type App struct {
 	shutDown   bool
 
 	stopping     chan struct{} // closed when Shutdown starts
+	workers      workers       // App.Go's background workers (workers.go)
 	stopOnce     sync.Once
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -528,6 +529,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 			case <-ctx.Done():
 				errs = append(errs, fmt.Errorf("servicedefaults: waiting for the server to drain: %w", ctx.Err()))
 			}
+		}
+
+		// Workers stop before the clients they use are closed.
+		if err := a.stopWorkers(ctx); err != nil {
+			errs = append(errs, err)
 		}
 
 		a.mu.Lock()

@@ -57,7 +57,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	if a.serving || a.isStopping() {
 		a.mu.Unlock()
 		ln.Close()
-		return ErrClosed
+		return errors.Join(ErrClosed, a.workerFailure())
 	}
 	a.serving = true
 	done := make(chan struct{})
@@ -93,6 +93,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		errs = append(errs, fmt.Errorf("servicedefaults: serving: %w", err))
 	}
 	signal.Stop(sigs)
+	a.cancelWorkers() // workers stop while requests drain (workers.go)
 	a.logger.Info("shutting down", "reason", reason, "grace", a.shutdownTimeout.String())
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
@@ -112,6 +113,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	if err := a.Shutdown(flushCtx); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, a.workerFailure()) // a WorkerFatal worker's error (workers.go)
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,39 @@
+package health
+
+import "errors"
+
+// StatusError is a check failure that carries its own status, overriding
+// the check's FailureStatus for this run: a client that is reconnecting is
+// Degraded while one that is closed for good is Unhealthy, from the same
+// check. Make one with WithStatus.
+type StatusError struct {
+	// Status is Degraded or Unhealthy.
+	Status Status
+	// Err is the failure.
+	Err error
+}
+
+// Error returns Err's text.
+func (e *StatusError) Error() string { return e.Err.Error() }
+
+// Unwrap returns Err.
+func (e *StatusError) Unwrap() error { return e.Err }
+
+// WithStatus returns err as a failure to be reported with status s
+// (Degraded or Unhealthy; any other status leaves the check's
+// FailureStatus in force). It returns nil when err is nil.
+func WithStatus(s Status, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &StatusError{Status: s, Err: err}
+}
+
+// statusOf returns the status a failed check's error asks for, or def.
+func statusOf(err error, def Status) Status {
+	var se *StatusError
+	if errors.As(err, &se) && (se.Status == Degraded || se.Status == Unhealthy) {
+		return se.Status
+	}
+	return def
+}

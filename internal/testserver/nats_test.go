@@ -1,0 +1,41 @@
+package testserver
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestNATSLifecycle(t *testing.T) {
+	n := NewNATS(t)
+	ctx := context.Background()
+	if err := n.ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if strings.Contains(n.String(), n.Password()) || strings.Contains(n.GoString(), n.Password()) {
+		t.Error("String shows the password")
+	}
+	if !strings.HasPrefix(n.URL(), "nats://goaspire:") {
+		t.Errorf("URL = %s", n.URL())
+	}
+	for _, step := range []struct {
+		name string
+		do   func() error
+	}{
+		{"kill", n.Kill},
+		{"start after kill", func() error { return n.Start(ctx) }},
+		{"stop", func() error { return n.Stop(ctx) }},
+		{"start after stop", func() error { return n.Start(ctx) }},
+	} {
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+	}
+	if err := n.ping(ctx); err != nil {
+		t.Fatalf("ping after restart: %v", err)
+	}
+	wrong := &NATS{server: server{password: "wrong"}, port: n.Port()}
+	if err := wrong.ping(ctx); err == nil {
+		t.Error("a wrong password was accepted")
+	}
+}

@@ -1,0 +1,194 @@
+package natsmsg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/health"
+)
+
+// Option configures New and the traced helpers.
+type Option func(*settings)
+
+type settings struct {
+	logger *slog.Logger
+	tp     trace.TracerProvider
+	prop   propagation.TextMapPropagator
+	nats   []nats.Option
+}
+
+func newSettings(opts []Option) settings {
+	var s settings
+	for _, opt := range opts {
+		opt(&s)
+	}
+	if s.logger == nil {
+		s.logger = slog.Default()
+	}
+	if s.tp == nil {
+		s.tp = otel.GetTracerProvider()
+	}
+	if s.prop == nil {
+		s.prop = otel.GetTextMapPropagator()
+	}
+	return s
+}
+
+// WithLogger sets the logger for connection events (New) and handler
+// failures (the subscribe helpers). Default: slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
+
+// WithTracerProvider sets the tracer provider of the helpers' spans.
+// Default: OpenTelemetry's global one.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(s *settings) { s.tp = tp }
+}
+
+// WithPropagator sets how the helpers write and read the trace context in
+// message headers. Default: OpenTelemetry's global propagator
+// (servicedefaults installs W3C trace context and baggage there).
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(s *settings) { s.prop = p }
+}
+
+// WithNATSOptions adds nats.go options to New, applied after goaspire's
+// own (so they win), for TLS settings, a credentials file, NKeys and the
+// like.
+func WithNATSOptions(opts ...nats.Option) Option {
+	return func(s *settings) { s.nats = append(s.nats, opts...) }
+}
+
+// New connects to the servers of c and returns nats.go's own connection.
+// The connection never gives up: if no server answers yet, New still
+// returns it (nats.go's RetryOnFailedConnect), buffering publishes while it
+// connects, and after a disconnect it reconnects forever to any of the
+// servers, resubscribing by itself. Connection events (connected,
+// disconnected, reconnected, closed, asynchronous errors such as a slow
+// consumer) are logged through the WithLogger logger with the connection's
+// name; URLs in them carry no credentials.
+//
+// New fails only on an invalid Config or when ctx is done. The caller
+// closes the connection (Drain, then Close, for a graceful stop).
+func New(ctx context.Context, c *Config, opts ...Option) (*nats.Conn, error) {
+	if c == nil || len(c.Servers) == 0 {
+		return nil, errors.New("natsmsg: New: no servers in the Config")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("natsmsg: connect %q: %w", c.Name, err)
+	}
+	s := newSettings(opts)
+	log := s.logger.With("nats", c.Name)
+	wait := c.ReconnectWait
+	if wait <= 0 {
+		wait = DefaultReconnectWait
+	}
+	// The first failed attempt of a streak is a warning, the rest debug:
+	// a server down for an hour must not flood the log.
+	var failing atomic.Bool
+	nopts := []nats.Option{
+		nats.Name(c.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(wait),
+		nats.RetryOnFailedConnect(true),
+		// Keep trying after authorization errors too: the server's
+		// credentials may be rotated before the client's.
+		nats.IgnoreAuthErrorAbort(),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return
+			}
+			if failing.CompareAndSwap(false, true) {
+				log.Warn("nats connection attempt failed; retrying", "error", scrub(err, c))
+				return
+			}
+			log.Debug("nats connection attempt failed; retrying", "error", scrub(err, c))
+		}),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			failing.Store(false)
+			log.Info("nats connected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected; reconnecting", "error", scrub(err, c))
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			failing.Store(false)
+			log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if err := nc.LastError(); err != nil {
+				log.Warn("nats connection closed", "error", scrub(err, c))
+				return
+			}
+			log.Info("nats connection closed")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			attrs := []any{"error", scrub(err, c)}
+			if sub != nil {
+				attrs = append(attrs, "subject", sub.Subject)
+			}
+			log.Error("nats asynchronous error", attrs...)
+		}),
+	}
+	switch {
+	case c.Token != "":
+		nopts = append(nopts, nats.Token(c.Token))
+	case c.User != "" || c.Password != "":
+		nopts = append(nopts, nats.UserInfo(c.User, c.Password))
+	}
+	nopts = append(nopts, s.nats...)
+	nc, err := nats.Connect(strings.Join(c.Servers, ","), nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("natsmsg: connect %q: %s", c.Name, scrub(err, c))
+	}
+	return nc, nil
+}
+
+// scrub returns err's text without c's password or token.
+func scrub(err error, c *Config) string {
+	msg := err.Error()
+	for _, secret := range []string{c.Password, c.Token} {
+		if secret != "" {
+			msg = strings.ReplaceAll(msg, secret, "***")
+		}
+	}
+	return health.Scrub(msg)
+}
+
+// HealthCheck returns the connection's health check, called
+// "nats:{name}" and tagged health.TagReady, as Aspire's NATS check: Healthy
+// while connected, Degraded while connecting, reconnecting or draining,
+// and Unhealthy once the connection is closed.
+func HealthCheck(name string, nc *nats.Conn) health.Check {
+	return health.Check{
+		Name: "nats:" + name,
+		Tags: []string{health.TagReady},
+		Check: func(context.Context) error {
+			if nc == nil {
+				return errors.New("no connection")
+			}
+			switch st := nc.Status(); st {
+			case nats.CONNECTED:
+				return nil
+			case nats.CLOSED:
+				return health.WithStatus(health.Unhealthy, errors.New("connection closed"))
+			default:
+				err := fmt.Errorf("connection %s", strings.ToLower(st.String()))
+				if last := nc.LastError(); last != nil {
+					err = fmt.Errorf("%w: %s", err, last.Error())
+				}
+				return health.WithStatus(health.Degraded, err)
+			}
+		},
+	}
+}
