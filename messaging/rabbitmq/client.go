@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 	}
 	c.pub = newPublisher(c)
 
-	next := c.backoff()
+	bo := c.backoff()
 	var conn *amqp.Connection
 	for attempt := 0; ; attempt++ {
 		conn, err = c.dial()
@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w", c.name, uri.Host, err)
 		}
 		c.log.Debug("rabbitmq connect failed; retrying", "attempt", attempt+1, "error", err)
-		t := time.NewTimer(next(attempt))
+		t := time.NewTimer(bo.Next())
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -146,7 +146,7 @@ func dialer(ctx context.Context) func(network, addr string) (net.Conn, error) {
 	}
 }
 
-func (c *Client) backoff() func(int) time.Duration {
+func (c *Client) backoff() *resilience.Backoff {
 	delay, maxDelay := c.cfg.ReconnectDelay, c.cfg.MaxReconnectDelay
 	if delay <= 0 {
 		delay = 100 * time.Millisecond
@@ -154,7 +154,7 @@ func (c *Client) backoff() func(int) time.Duration {
 	if maxDelay <= 0 {
 		maxDelay = 5 * time.Second
 	}
-	return resilience.RetryOptions{BackoffType: resilience.BackoffExponential, UseJitter: true, Delay: delay, MaxDelay: maxDelay}.Backoff()
+	return resilience.NewBackoff(resilience.RetryOptions{BackoffType: resilience.BackoffExponential, UseJitter: true, Delay: delay, MaxDelay: maxDelay})
 }
 
 // dial opens a connection and declares the recorded topology on it.
@@ -242,9 +242,9 @@ func (c *Client) supervise(conn *amqp.Connection) {
 		c.mu.Unlock()
 		c.log.Warn("rabbitmq connection lost; reconnecting", "error", reasonText(reason))
 		start := time.Now()
-		next := c.backoff()
+		bo := c.backoff()
 		for attempt := 0; ; attempt++ {
-			t := time.NewTimer(next(attempt))
+			t := time.NewTimer(bo.Next())
 			select {
 			case <-c.done:
 				t.Stop()

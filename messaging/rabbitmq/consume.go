@@ -116,8 +116,7 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 	if opts.MaxAttempts == 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
-	next := c.backoff()
-	failures := 0
+	bo := c.backoff()
 	for {
 		conn, changed, err := c.current()
 		if err != nil {
@@ -140,9 +139,8 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 			if errors.As(err, &ae) && ae.Code == amqp.NotFound && !conn.IsClosed() {
 				return fmt.Errorf("rabbitmq %q: consume %q: %w", c.name, queue, err)
 			}
-			failures++
 			c.log.Debug("rabbitmq consumer could not start; retrying", "queue", queue, "error", err)
-			t := time.NewTimer(next(failures - 1))
+			t := time.NewTimer(bo.Next())
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -151,7 +149,7 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 			}
 			continue
 		}
-		failures = 0
+		bo.Reset()
 		c.log.Info("rabbitmq consumer lost its channel; resuming", "queue", queue)
 	}
 }
