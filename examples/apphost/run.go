@@ -29,6 +29,7 @@ type stack struct {
 	res      *resources
 	catalogs []*service
 	gateway  *service
+	jobs     *jobsStack // nil without RabbitMQ
 	dir      string
 }
 
@@ -49,13 +50,14 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	}
 	defer res.close()
 
-	fmt.Fprintln(out, "· building catalog and gateway")
-	bins, err := buildServices(ctx, dir, "catalog", "gateway")
+	fmt.Fprintln(out, "· building catalog, gateway and jobs")
+	bins, err := buildServices(ctx, dir, "catalog", "gateway", "jobs")
 	if err != nil {
 		return err
 	}
 
 	st := &stack{res: res, dir: dir}
+	defer func() { st.jobs.close() }() // after the services have stopped
 	defer func() {
 		if stopErr := st.stop(); stopErr != nil && err == nil {
 			err = stopErr
@@ -64,9 +66,17 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	if err := st.start(ctx, out, cfg, bins); err != nil {
 		return err
 	}
+	if st.jobs, err = startJobs(ctx, out, cfg, st, bins["jobs"]); err != nil {
+		return err
+	}
 
 	fmt.Fprintln(out, "\nscenario")
-	if err := runScenario(ctx, out, st); err != nil {
+	scenarioErr := runScenario(ctx, out, st)
+	if scenarioErr == nil && st.jobs != nil {
+		fmt.Fprintln(out, "\njobs scenario")
+		scenarioErr = runJobsScenario(ctx, out, st.jobs)
+	}
+	if err := scenarioErr; err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(out, "\ninterrupted")
 			return nil
@@ -94,7 +104,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	// Secrets never leave a process: not one service log may hold a
 	// password the launcher handed it.
 	for _, s := range st.all() {
-		if leak := s.findSecret(res.secrets()); leak != "" {
+		if leak := s.findSecret(st.jobs.secrets(res.secrets())); leak != "" {
 			return fmt.Errorf("the log of %s contains the %s", s.name, leak)
 		}
 	}
@@ -107,7 +117,7 @@ func (st *stack) all() []*service {
 	if st.gateway != nil {
 		all = append(all, st.gateway)
 	}
-	return all
+	return append(all, st.jobs.services()...)
 }
 
 // stop stops every service still running; it is safe to call twice.
