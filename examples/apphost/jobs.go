@@ -201,13 +201,18 @@ func runJobsScenario(ctx context.Context, out io.Writer, j *jobsStack) error {
 		return err
 	}
 	victim.kill()
-	c.step("%s killed (SIGKILL) after processing %d jobs, with jobs in hand", victim.name, vs.Processed)
+	c.step("%s killed (SIGKILL) mid-stream, after processing %d jobs", victim.name, vs.Processed)
 
 	// The broker crashes and comes back while jobs are being posted:
 	// publishes wait for it, consumers resume.
+	waitPosted(250)
+	var taken struct{ Redelivered int64 }
+	if _, err := c.do(ctx, http.MethodGet, j.workers[0].url()+"/stats", nil, nil, &taken); err != nil {
+		return err
+	}
+	c.step("%s took over the %d jobs the dead worker had in hand, unacknowledged (redelivered by the broker)", j.workers[0].name, taken.Redelivered)
 	var outage time.Duration
 	if j.rabbit != nil {
-		waitPosted(250)
 		start := time.Now()
 		if err := j.rabbit.Kill(); err != nil {
 			return err

@@ -63,7 +63,7 @@ type service struct {
 	instance string
 	delay    time.Duration
 
-	processed, duplicates atomic.Int64
+	processed, duplicates, redelivered atomic.Int64
 }
 
 func newService(ctx context.Context, app *servicedefaults.App) (*service, error) {
@@ -189,6 +189,7 @@ func (s *service) startWorker(mux *http.ServeMux) {
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, map[string]any{
 			"instance": s.instance, "processed": s.processed.Load(), "duplicates": s.duplicates.Load(),
+			"redelivered": s.redelivered.Load(),
 		})
 	})
 	s.app.Go("jobs-consumer", func(ctx context.Context) error {
@@ -202,6 +203,9 @@ func (s *service) startWorker(mux *http.ServeMux) {
 func (s *service) handle(ctx context.Context, j job, d rabbitmq.Delivery) error {
 	if j.ID == "" {
 		return rabbitmq.Permanent(errors.New("job without id"))
+	}
+	if d.Redelivered {
+		s.redelivered.Add(1) // another consumer had it and did not acknowledge it
 	}
 	result := work(j.Input)
 	select { // the job's "work"
