@@ -170,6 +170,7 @@ func (c *Client) consumeOn(ctx context.Context, conn *amqp.Connection, queue str
 		return false, err
 	}
 	stop := make(chan struct{})
+	hctx := context.WithoutCancel(ctx) // handlers finish even when ctx ends
 	var wg sync.WaitGroup
 	for range opts.Concurrency {
 		wg.Add(1)
@@ -189,7 +190,7 @@ func (c *Client) consumeOn(ctx context.Context, conn *amqp.Connection, queue str
 					if !ok {
 						return
 					}
-					c.handle(context.WithoutCancel(ctx), queue, opts, handler, &d)
+					c.handle(hctx, queue, opts, handler, &d)
 				}
 			}
 		}()
@@ -211,8 +212,8 @@ func (c *Client) handle(ctx context.Context, queue string, opts ConsumeOptions, 
 	start := time.Now()
 	ctx, span := c.tel.startProcess(ctx, queue, d)
 	attempt := attemptOf(d)
-	dest := attribute.String("messaging.destination.name", queue)
-	c.tel.delivered.Add(ctx, 1, metric.WithAttributes(systemAttr, dest))
+	destOpt := c.tel.destOpt(queue)
+	c.tel.delivered.Add(ctx, 1, destOpt)
 
 	err := c.runHandler(ctx, handler, Delivery{
 		Queue: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Body: d.Body,
@@ -228,17 +229,18 @@ func (c *Client) handle(ctx context.Context, queue string, opts ConsumeOptions, 
 	} else {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		c.tel.failed.Add(ctx, 1, metric.WithAttributes(systemAttr, dest))
+		c.tel.failed.Add(ctx, 1, destOpt)
 		c.settleFailure(ctx, queue, opts, d, attempt, err)
 	}
 	if c.tel.tracing {
 		span.End()
 	}
-	attrs := []attribute.KeyValue{systemAttr, dest}
 	if err != nil {
-		attrs = append(attrs, attribute.String("error.type", "handler"))
+		c.tel.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(systemAttr,
+			attribute.String("messaging.destination.name", queue), attribute.String("error.type", "handler")))
+	} else {
+		c.tel.duration.Record(ctx, time.Since(start).Seconds(), destOpt)
 	}
-	c.tel.duration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
 }
 
 // runHandler calls handler, turning a panic into an error.

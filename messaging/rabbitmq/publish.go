@@ -363,13 +363,13 @@ func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) e
 	}
 	ctx, span := c.tel.startPublish(ctx, exchange, key, &pd.msg)
 	err := c.publish(ctx, pd)
-	dest := attribute.String("messaging.destination.name", destination(exchange, key))
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
-		c.tel.published.Add(ctx, 1, metric.WithAttributes(systemAttr, dest, attribute.String("error.type", errorType(err))))
+		c.tel.published.Add(ctx, 1, metric.WithAttributes(systemAttr,
+			attribute.String("messaging.destination.name", destination(exchange, key)), attribute.String("error.type", errorType(err))))
 	} else {
-		c.tel.published.Add(ctx, 1, metric.WithAttributes(systemAttr, dest))
+		c.tel.published.Add(ctx, 1, c.tel.destOpt(destination(exchange, key)))
 	}
 	if c.tel.tracing {
 		span.End()

@@ -3,6 +3,8 @@ package rabbitmq
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel"
@@ -31,6 +33,30 @@ type telemetry struct {
 	deadLettered metric.Int64Counter
 	duration     metric.Float64Histogram
 	reconnects   metric.Int64Counter
+
+	// destOpts caches the measurement option of each destination, so a
+	// publish or a delivery builds no attribute set.
+	destOpts  sync.Map // string -> metric.MeasurementOption
+	destCount atomic.Int32
+}
+
+// maxCachedDestinations bounds destOpts; past it options are built each
+// time.
+const maxCachedDestinations = 1024
+
+// destOpt returns the measurement option for messaging.system and
+// messaging.destination.name=dest.
+func (t *telemetry) destOpt(dest string) metric.MeasurementOption {
+	if o, ok := t.destOpts.Load(dest); ok {
+		return o.(metric.MeasurementOption)
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(systemAttr, attribute.String("messaging.destination.name", dest)))
+	if t.destCount.Load() < maxCachedDestinations {
+		if _, loaded := t.destOpts.LoadOrStore(dest, o); !loaded {
+			t.destCount.Add(1)
+		}
+	}
+	return o
 }
 
 func newTelemetry(c *Config, host string, port int) (*telemetry, error) {
@@ -115,6 +141,10 @@ func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg 
 	span := trace.SpanFromContext(ctx)
 	if t.tracing {
 		dest := destination(exchange, key)
+		ctx, span = t.tracer.Start(ctx, "publish "+dest, trace.WithSpanKind(trace.SpanKindProducer))
+	}
+	if span.IsRecording() {
+		dest := destination(exchange, key)
 		attrs := make([]attribute.KeyValue, 0, 8)
 		attrs = append(attrs, systemAttr,
 			attribute.String("messaging.operation", "publish"),
@@ -126,7 +156,7 @@ func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg 
 			attrs = append(attrs, attribute.String("messaging.message.id", msg.MessageId))
 		}
 		attrs = append(attrs, t.server...)
-		ctx, span = t.tracer.Start(ctx, "publish "+dest, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
+		span.SetAttributes(attrs...)
 	}
 	t.propagator.Inject(ctx, headerCarrier(msg.Headers))
 	return ctx, span
@@ -141,6 +171,10 @@ func (t *telemetry) startProcess(ctx context.Context, queue string, d *amqp.Deli
 	if !t.tracing {
 		return ctx, trace.SpanFromContext(ctx)
 	}
+	ctx, span := t.tracer.Start(ctx, "process "+queue, trace.WithSpanKind(trace.SpanKindConsumer))
+	if !span.IsRecording() {
+		return ctx, span
+	}
 	attrs := make([]attribute.KeyValue, 0, 9)
 	attrs = append(attrs, systemAttr,
 		attribute.String("messaging.operation", "process"),
@@ -153,5 +187,6 @@ func (t *telemetry) startProcess(ctx context.Context, queue string, d *amqp.Deli
 		attrs = append(attrs, attribute.String("messaging.message.id", d.MessageId))
 	}
 	attrs = append(attrs, t.server...)
-	return t.tracer.Start(ctx, "process "+queue, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	span.SetAttributes(attrs...)
+	return ctx, span
 }
