@@ -52,7 +52,8 @@ type pending struct {
 	msg           amqp.Publishing
 	done          chan error // buffered 1; receives the outcome once
 	abandoned     atomic.Bool
-	returned      bool // guarded by publisher.pmu
+	returned      bool          // guarded by publisher.pmu
+	ch            *amqp.Channel // the channel it was last sent on; guarded by publisher.pmu
 	seq           uint64
 }
 
@@ -105,6 +106,9 @@ func (p *publisher) attach(conn *amqp.Connection) error {
 	clear(p.pending)
 	p.pmu.Unlock()
 	sort.Slice(old, func(i, j int) bool { return old[i].seq < old[j].seq })
+	// The previous channel's watcher may not have seen its end yet (a new
+	// connection can be up first): then ready is still closed.
+	wasNone := p.ch == nil
 	p.ch = ch
 	p.c.wg.Add(1)
 	go p.watch(conn, ch, confirms, returns, closes)
@@ -124,7 +128,9 @@ func (p *publisher) attach(conn *amqp.Connection) error {
 	if resent > 0 {
 		p.c.log.Info("rabbitmq re-published messages unconfirmed before the connection was lost", "count", resent)
 	}
-	close(p.ready)
+	if wasNone {
+		close(p.ready)
+	}
 	return nil
 }
 
@@ -150,7 +156,7 @@ func (p *publisher) watch(conn *amqp.Connection, ch *amqp.Channel, confirms <-ch
 			}
 			if seq, ok := r.Headers[seqHeader].(int64); ok {
 				p.pmu.Lock()
-				if pd := p.pending[uint64(seq)]; pd != nil && p.ch == ch {
+				if pd := p.pending[uint64(seq)]; pd != nil && pd.ch == ch {
 					pd.returned = true
 				}
 				p.pmu.Unlock()
@@ -179,7 +185,7 @@ func (p *publisher) watch(conn *amqp.Connection, ch *amqp.Channel, confirms <-ch
 func (p *publisher) confirm(ch *amqp.Channel, cf amqp.Confirmation) {
 	p.pmu.Lock()
 	pd := p.pending[cf.DeliveryTag]
-	if pd == nil || p.ch != ch {
+	if pd == nil || pd.ch != ch {
 		p.pmu.Unlock()
 		return
 	}
@@ -221,7 +227,9 @@ func (p *publisher) lost(conn *amqp.Connection, ch *amqp.Channel, reason *amqp.E
 	p.mu.Lock()
 	if p.ch == ch {
 		p.ch = nil
-		p.ready = make(chan struct{})
+		if !p.closed {
+			p.ready = make(chan struct{})
+		}
 	}
 	closed := p.closed
 	p.mu.Unlock()
@@ -237,7 +245,7 @@ func (p *publisher) lost(conn *amqp.Connection, ch *amqp.Channel, reason *amqp.E
 	p.pmu.Lock()
 	var failed []*pending
 	for tag, pd := range p.pending {
-		if tag&(1<<63) == 0 || closed {
+		if closed || (tag&(1<<63) == 0 && pd.ch == ch) {
 			failed = append(failed, pd)
 			delete(p.pending, tag)
 		}
@@ -262,6 +270,7 @@ func (p *publisher) sendLocked(pd *pending) error {
 	pd.seq = seq
 	pd.msg.Headers[seqHeader] = int64(seq)
 	p.pmu.Lock()
+	pd.ch, pd.returned = ch, false
 	p.pending[seq] = pd
 	p.pmu.Unlock()
 	if err := ch.Publish(pd.exchange, pd.key, true, false, pd.msg); err != nil {
@@ -307,6 +316,9 @@ func (p *publisher) send(ctx context.Context, pd *pending) error {
 
 func (p *publisher) close() {
 	p.mu.Lock()
+	if !p.closed && p.ch == nil {
+		close(p.ready) // wake publishers waiting for a channel
+	}
 	p.closed = true
 	p.mu.Unlock()
 	p.pmu.Lock()
