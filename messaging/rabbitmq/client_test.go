@@ -115,7 +115,27 @@ func TestPublishConsumeAcrossRestart(t *testing.T) {
 			}
 			col.waitFor(ctx, t, before)
 
-			restartBroker(t, tc.kill)
+			waiting := newClient(t)
+			restartBroker(t, tc.kill, func() {
+				// While the broker is down: the readiness check fails,
+				// and Close wakes a Publish waiting for a connection.
+				for pub.Connected() && ctx.Err() == nil {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if err := pub.HealthCheck().Check(ctx); err == nil {
+					t.Error("health check passes with the broker down")
+				}
+				for waiting.Connected() && ctx.Err() == nil {
+					time.Sleep(10 * time.Millisecond)
+				}
+				errc := make(chan error, 1)
+				go func() { errc <- waiting.Publish(ctx, "", tc.q.Name, Message{Body: []byte("never")}) }()
+				time.Sleep(50 * time.Millisecond) // let it wait for a channel
+				waiting.Close()
+				if err := <-errc; !errors.Is(err, ErrClosed) {
+					t.Errorf("Publish waiting across Close = %v, want ErrClosed", err)
+				}
+			})
 
 			for i := range 20 {
 				id := fmt.Sprintf("after-%d", i)

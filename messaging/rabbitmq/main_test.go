@@ -96,9 +96,9 @@ func queueName(tb testing.TB, suffix string) string {
 	return fmt.Sprintf("%s-%s-%d", tb.Name(), suffix, time.Now().UnixNano())
 }
 
-// restartBroker stops the node (cleanly, or with SIGKILL when kill is set)
-// and starts it again.
-func restartBroker(tb testing.TB, kill bool) {
+// restartBroker stops the node (cleanly, or with SIGKILL when kill is set),
+// runs whileDown (if not nil), and starts it again.
+func restartBroker(tb testing.TB, kill bool, whileDown ...func()) {
 	tb.Helper()
 	b := needBroker(tb)
 	var err error
@@ -109,6 +109,9 @@ func restartBroker(tb testing.TB, kill bool) {
 	}
 	if err != nil {
 		tb.Fatal(err)
+	}
+	for _, f := range whileDown {
+		f()
 	}
 	if err := b.Start(tb.Context()); err != nil {
 		tb.Fatal(err)
