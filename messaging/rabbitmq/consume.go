@@ -268,7 +268,7 @@ func (c *Client) settleFailure(ctx context.Context, queue string, opts ConsumeOp
 			headers[k] = v
 		}
 		headers[attemptsHeader] = int64(attempt)
-		pd := &pending{key: queue, done: make(chan error, 1), msg: amqp.Publishing{
+		pd := &pending{key: queue, msg: amqp.Publishing{
 			Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
 			DeliveryMode: amqp.Persistent, Priority: d.Priority, CorrelationId: d.CorrelationId,
 			ReplyTo: d.ReplyTo, Expiration: d.Expiration, MessageId: d.MessageId, Timestamp: d.Timestamp,

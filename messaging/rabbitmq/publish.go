@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -46,36 +44,47 @@ type Message struct {
 	Expiration time.Duration
 }
 
-// pending is one Publish waiting for its confirm.
+// pending is one Publish waiting for its confirm. Only its own Publish
+// call reads and sends it; it is sent again on a new channel when the
+// connection drops before the confirm.
 type pending struct {
 	exchange, key string
 	msg           amqp.Publishing
-	done          chan error // buffered 1; receives the outcome once
-	abandoned     atomic.Bool
-	returned      bool          // guarded by publisher.pmu
-	ch            *amqp.Channel // the channel it was last sent on; guarded by publisher.pmu
-	seq           uint64
+	returned      bool // guarded by publisher.pmu
 }
 
-// publisher owns the confirm-mode channel all publishes go through.
+// pubChan is one confirm-mode publishing channel.
+type pubChan struct {
+	ch      *amqp.Channel
+	conn    *amqp.Connection
+	returns chan amqp.Return // drained by publishers; see confirmed
+	pending map[uint64]*pending
+
+	gone chan struct{} // closed once the channel has ended and err is set
+	err  error         // why: nil when the connection was lost (send again)
+}
+
+// publisher owns the publishing channel.
 type publisher struct {
 	c *Client
 
 	mu     sync.Mutex // serializes sends and channel swaps
-	ch     *amqp.Channel
-	ready  chan struct{} // closed once ch is set; replaced when ch is lost
+	cur    *pubChan
+	ready  chan struct{} // closed once cur is set; replaced when cur is lost
 	closed bool
 
-	pmu     sync.Mutex
-	pending map[uint64]*pending // by delivery tag on ch
+	pmu sync.Mutex // guards pubChan.pending, pending.returned
 }
 
 func newPublisher(c *Client) *publisher {
-	return &publisher{c: c, ready: make(chan struct{}), pending: map[uint64]*pending{}}
+	return &publisher{c: c, ready: make(chan struct{})}
 }
 
-// attach opens the publishing channel on conn and sends again, in their
-// original order, the messages that were unconfirmed on the previous one.
+// returnBuffer is how many returned (unroutable) messages may wait for a
+// publisher to look at them.
+const returnBuffer = 4096
+
+// attach opens the publishing channel on conn.
 func (p *publisher) attach(conn *amqp.Connection) error {
 	ch, err := conn.Channel()
 	if err != nil {
@@ -85,11 +94,11 @@ func (p *publisher) attach(conn *amqp.Connection) error {
 		ch.Close()
 		return err
 	}
-	// Returns are received unbuffered by the same goroutine as confirms:
-	// amqp091-go sends a message's return before its ack, so the return is
-	// handled first.
-	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 1024))
-	returns := ch.NotifyReturn(make(chan amqp.Return))
+	pc := &pubChan{ch: ch, conn: conn, pending: map[uint64]*pending{}, gone: make(chan struct{})}
+	// amqp091-go hands a message's return to this buffer before it
+	// processes the message's ack, so whoever sees the ack finds the
+	// return here: see confirmed.
+	pc.returns = ch.NotifyReturn(make(chan amqp.Return, returnBuffer))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
 
 	p.mu.Lock()
@@ -98,135 +107,28 @@ func (p *publisher) attach(conn *amqp.Connection) error {
 		ch.Close()
 		return ErrClosed
 	}
-	p.pmu.Lock()
-	old := make([]*pending, 0, len(p.pending))
-	for _, pd := range p.pending {
-		old = append(old, pd)
-	}
-	clear(p.pending)
-	p.pmu.Unlock()
-	sort.Slice(old, func(i, j int) bool { return old[i].seq < old[j].seq })
 	// The previous channel's watcher may not have seen its end yet (a new
 	// connection can be up first): then ready is still closed.
-	wasNone := p.ch == nil
-	p.ch = ch
-	p.c.wg.Add(1)
-	go p.watch(conn, ch, confirms, returns, closes)
-	resent := 0
-	for _, pd := range old {
-		if pd.abandoned.Load() {
-			continue
-		}
-		if err := p.sendLocked(pd); err != nil {
-			// The new channel is already gone; the watcher keeps what
-			// was not sent for the next one.
-			p.keep(pd)
-			continue
-		}
-		resent++
-	}
-	if resent > 0 {
-		p.c.log.Info("rabbitmq re-published messages unconfirmed before the connection was lost", "count", resent)
-	}
+	wasNone := p.cur == nil
+	p.cur = pc
 	if wasNone {
 		close(p.ready)
 	}
+	p.c.wg.Add(1)
+	go p.watch(pc, closes)
 	return nil
 }
 
-// keep puts a message back for the next channel.
-func (p *publisher) keep(pd *pending) {
-	p.pmu.Lock()
-	p.pending[pd.seq|1<<63] = pd // not a delivery tag: kept apart until attach
-	p.pmu.Unlock()
-}
-
-// watch completes publishes as confirms and returns arrive on ch, until ch
-// closes. A channel closed with its connection leaves the unconfirmed
-// messages for the next channel; one closed by a channel error (a publish
-// to a missing exchange) fails them with that error.
-func (p *publisher) watch(conn *amqp.Connection, ch *amqp.Channel, confirms <-chan amqp.Confirmation, returns <-chan amqp.Return, closes <-chan *amqp.Error) {
+// watch waits for the end of pc. A channel closed with its connection
+// lets its publishers send again on the next one; one closed by a channel
+// error (a publish to a missing exchange) fails them with that error, and
+// a new channel is opened on the same connection.
+func (p *publisher) watch(pc *pubChan, closes <-chan *amqp.Error) {
 	defer p.c.wg.Done()
-	for {
-		select {
-		case r, ok := <-returns:
-			if !ok {
-				returns = nil
-				continue
-			}
-			if seq, ok := r.Headers[seqHeader].(int64); ok {
-				p.pmu.Lock()
-				if pd := p.pending[uint64(seq)]; pd != nil && pd.ch == ch {
-					pd.returned = true
-				}
-				p.pmu.Unlock()
-			}
-		case cf, ok := <-confirms:
-			if !ok {
-				confirms = nil
-				if returns == nil {
-					p.lost(conn, ch, nil)
-					return
-				}
-				continue
-			}
-			p.confirm(ch, cf)
-		case reason := <-closes:
-			// Drain what was already confirmed before the close.
-			for cf := range confirms {
-				p.confirm(ch, cf)
-			}
-			p.lost(conn, ch, reason)
-			return
-		}
-	}
-}
-
-func (p *publisher) confirm(ch *amqp.Channel, cf amqp.Confirmation) {
-	p.pmu.Lock()
-	pd := p.pending[cf.DeliveryTag]
-	if pd == nil || pd.ch != ch {
-		p.pmu.Unlock()
-		return
-	}
-	delete(p.pending, cf.DeliveryTag)
-	returned := pd.returned
-	p.pmu.Unlock()
-	switch {
-	case !cf.Ack:
-		// The broker could not take it (an internal error): send it
-		// again, off this goroutine, which must keep reading confirms.
-		go p.retry(pd)
-	case returned:
-		pd.done <- ErrUnroutable
-	default:
-		pd.done <- nil
-	}
-}
-
-// retry sends a nacked message again after a pause.
-func (p *publisher) retry(pd *pending) {
-	select {
-	case <-time.After(50 * time.Millisecond):
-	case <-p.c.done:
-		pd.done <- ErrClosed
-		return
-	}
-	if pd.abandoned.Load() {
-		return
-	}
+	reason := <-closes
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ch == nil || p.sendLocked(pd) != nil {
-		p.keep(pd)
-	}
-}
-
-// lost handles the end of ch.
-func (p *publisher) lost(conn *amqp.Connection, ch *amqp.Channel, reason *amqp.Error) {
-	p.mu.Lock()
-	if p.ch == ch {
-		p.ch = nil
+	if p.cur == pc {
+		p.cur = nil
 		if !p.closed {
 			p.ready = make(chan struct{})
 		}
@@ -234,73 +136,52 @@ func (p *publisher) lost(conn *amqp.Connection, ch *amqp.Channel, reason *amqp.E
 	closed := p.closed
 	p.mu.Unlock()
 
-	channelError := reason != nil && !conn.IsClosed() && !closed
-	if !channelError && !closed {
-		return // the messages wait in pending for the next channel
+	channelError := reason != nil && !pc.conn.IsClosed() && !closed
+	switch {
+	case closed:
+		pc.err = ErrClosed
+	case channelError:
+		pc.err = fmt.Errorf("channel closed by the broker: %w", reason)
 	}
-	failWith := error(ErrClosed)
+	close(pc.gone)
 	if channelError {
-		failWith = fmt.Errorf("rabbitmq: publish: channel closed by the broker: %w", reason)
-	}
-	p.pmu.Lock()
-	var failed []*pending
-	for tag, pd := range p.pending {
-		if closed || (tag&(1<<63) == 0 && pd.ch == ch) {
-			failed = append(failed, pd)
-			delete(p.pending, tag)
-		}
-	}
-	p.pmu.Unlock()
-	for _, pd := range failed {
-		pd.done <- failWith
-	}
-	if channelError {
-		// The connection is fine: open a new publishing channel on it.
-		if err := p.attach(conn); err != nil && !errors.Is(err, ErrClosed) {
+		if err := p.attach(pc.conn); err != nil && !errors.Is(err, ErrClosed) {
 			p.c.log.Warn("rabbitmq: reopening the publishing channel failed; closing the connection to recover", "error", err)
-			conn.Close()
+			pc.conn.Close()
 		}
 	}
 }
 
-// sendLocked publishes pd on p.ch under p.mu and records it as pending.
-func (p *publisher) sendLocked(pd *pending) error {
-	ch := p.ch
-	seq := ch.GetNextPublishSeqNo()
-	pd.seq = seq
-	pd.msg.Headers[seqHeader] = int64(seq)
-	p.pmu.Lock()
-	pd.ch, pd.returned = ch, false
-	p.pending[seq] = pd
-	p.pmu.Unlock()
-	if err := ch.Publish(pd.exchange, pd.key, true, false, pd.msg); err != nil {
-		p.pmu.Lock()
-		delete(p.pending, seq)
-		p.pmu.Unlock()
-		return err
-	}
-	return nil
-}
-
-// send publishes pd as soon as there is a channel, or fails when ctx ends.
-func (p *publisher) send(ctx context.Context, pd *pending) error {
+// send publishes pd as soon as there is a channel, or fails when ctx ends,
+// and returns the channel and the confirmation to wait for.
+func (p *publisher) send(ctx context.Context, pd *pending) (*pubChan, uint64, *amqp.DeferredConfirmation, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			return ErrClosed
+			return nil, 0, nil, ErrClosed
 		}
-		if p.ch != nil {
-			err := p.sendLocked(pd)
+		if pc := p.cur; pc != nil {
+			seq := pc.ch.GetNextPublishSeqNo()
+			pd.msg.Headers[seqHeader] = int64(seq)
+			p.pmu.Lock()
+			pd.returned = false
+			pc.pending[seq] = pd
+			p.pmu.Unlock()
+			dc, err := pc.ch.PublishWithDeferredConfirm(pd.exchange, pd.key, true, false, pd.msg)
 			p.mu.Unlock()
 			if err == nil {
-				return nil
+				return pc, seq, dc, nil
 			}
-			// The channel died under us; its watcher resets p.ch.
+			p.forget(pc, seq)
+			// The channel ended under us: wait for its watcher.
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(5 * time.Millisecond):
+				return nil, 0, nil, ctx.Err()
+			case <-pc.gone:
+			}
+			if pc.err != nil {
+				return nil, 0, nil, pc.err
 			}
 			continue
 		}
@@ -308,32 +189,47 @@ func (p *publisher) send(ctx context.Context, pd *pending) error {
 		p.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, 0, nil, ctx.Err()
 		case <-ready:
 		}
 	}
 }
 
+func (p *publisher) forget(pc *pubChan, seq uint64) {
+	p.pmu.Lock()
+	delete(pc.pending, seq)
+	p.pmu.Unlock()
+}
+
+// confirmed settles an acked publish: it was returned as unroutable if its
+// return is among those received on pc. Every return arrives before its
+// message's ack, so draining the buffer now finds it.
+func (p *publisher) confirmed(pc *pubChan, seq uint64, pd *pending) (returned bool) {
+	p.pmu.Lock()
+	defer p.pmu.Unlock()
+	for drained := false; !drained; {
+		select {
+		case r := <-pc.returns:
+			if n, ok := r.Headers[seqHeader].(int64); ok {
+				if other := pc.pending[uint64(n)]; other != nil {
+					other.returned = true
+				}
+			}
+		default:
+			drained = true
+		}
+	}
+	delete(pc.pending, seq)
+	return pd.returned
+}
+
 func (p *publisher) close() {
 	p.mu.Lock()
-	if !p.closed && p.ch == nil {
+	defer p.mu.Unlock()
+	if !p.closed && p.cur == nil {
 		close(p.ready) // wake publishers waiting for a channel
 	}
 	p.closed = true
-	p.mu.Unlock()
-	p.pmu.Lock()
-	failed := make([]*pending, 0, len(p.pending))
-	for tag, pd := range p.pending {
-		failed = append(failed, pd)
-		delete(p.pending, tag)
-	}
-	p.pmu.Unlock()
-	for _, pd := range failed {
-		select {
-		case pd.done <- ErrClosed:
-		default:
-		}
-	}
 }
 
 // Publish sends a persistent message to exchange with routing key key (to
@@ -357,7 +253,6 @@ func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) e
 	pd := &pending{
 		exchange: exchange,
 		key:      key,
-		done:     make(chan error, 1),
 		msg: amqp.Publishing{
 			Headers:       headers,
 			ContentType:   m.ContentType,
@@ -392,21 +287,52 @@ func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) e
 	return nil
 }
 
-// publish sends pd and waits for its outcome.
+// publish sends pd and waits for its outcome: confirmed, unroutable,
+// refused, or ctx ended. A nack or a connection lost before the confirm
+// sends it again.
 func (c *Client) publish(ctx context.Context, pd *pending) error {
-	if err := c.pub.send(ctx, pd); err != nil {
-		pd.abandoned.Store(true)
-		if errors.Is(err, ctx.Err()) {
-			return fmt.Errorf("not connected: %w", err)
+	for {
+		pc, seq, dc, err := c.pub.send(ctx, pd)
+		if err != nil {
+			if errors.Is(err, ctx.Err()) {
+				return fmt.Errorf("not connected: %w", err)
+			}
+			return err
 		}
-		return err
-	}
-	select {
-	case err := <-pd.done:
-		return err
-	case <-ctx.Done():
-		pd.abandoned.Store(true)
-		return fmt.Errorf("not confirmed: %w", ctx.Err())
+		select {
+		case <-dc.Done():
+		case <-ctx.Done():
+			c.pub.forget(pc, seq)
+			return fmt.Errorf("not confirmed: %w", ctx.Err())
+		}
+		if dc.Acked() {
+			if c.pub.confirmed(pc, seq, pd) {
+				return ErrUnroutable
+			}
+			return nil
+		}
+		c.pub.forget(pc, seq)
+		if !pc.ch.IsClosed() {
+			// A nack: the broker could not take it (an internal error).
+			t := time.NewTimer(50 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("%w, and not confirmed when sent again: %w", ErrNacked, ctx.Err())
+			case <-t.C:
+			}
+			continue
+		}
+		// The channel ended before the confirm: send again on the next
+		// one, unless the broker closed it for an error.
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not confirmed: %w", ctx.Err())
+		case <-pc.gone:
+		}
+		if pc.err != nil {
+			return pc.err
+		}
 	}
 }
 
