@@ -227,8 +227,10 @@ func (c *Client) handle(ctx context.Context, queue string, opts ConsumeOptions, 
 			c.log.Debug("rabbitmq ack failed; the message will be redelivered", "queue", queue, "error", aerr)
 		}
 	} else {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		if c.tel.tracing { // else span is the publisher's, from the headers
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
 		c.tel.failed.Add(ctx, 1, destOpt)
 		c.settleFailure(ctx, queue, opts, d, attempt, err)
 	}

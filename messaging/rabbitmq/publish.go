@@ -271,8 +271,10 @@ func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) e
 	ctx, span := c.tel.startPublish(ctx, exchange, key, &pd.msg)
 	err := c.publish(ctx, pd)
 	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+		if c.tel.tracing { // else span is the caller's
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
 		c.tel.published.Add(ctx, 1, metric.WithAttributes(systemAttr,
 			attribute.String("messaging.destination.name", destination(exchange, key)), attribute.String("error.type", errorType(err))))
 	} else {
