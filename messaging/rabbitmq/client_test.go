@@ -13,6 +13,8 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/internal/otlptest"
 )
@@ -487,5 +489,44 @@ func TestTraceAcrossPublishConsume(t *testing.T) {
 	}
 	if op, _ := otlptest.Attr(proc.Span.Attributes, "messaging.operation"); op != "process" {
 		t.Errorf("process span messaging.operation = %q", op)
+	}
+}
+
+// TestDisableTracing: no spans of the client's own, but the caller's trace
+// context still travels to the consumer.
+func TestDisableTracing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	c := newClient(t, func(c *Config) {
+		c.TracerProvider = tp
+		c.DisableTracing = true
+	})
+	q := queueName(t, "q")
+	if err := c.DeclareQueue(ctx, Queue{Name: q, Transient: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan trace.TraceID, 1)
+	stop := consume(t, c, q, ConsumeOptions{}, func(hctx context.Context, _ Delivery) error {
+		got <- trace.SpanContextFromContext(hctx).TraceID()
+		return nil
+	})
+	pctx, parent := tp.Tracer("test").Start(ctx, "caller")
+	if err := c.Publish(pctx, "", q, Message{Body: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	parent.End()
+	if id := <-got; id != parent.SpanContext().TraceID() {
+		t.Errorf("consumer saw trace %s, want the caller's %s", id, parent.SpanContext().TraceID())
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rec.Ended() {
+		if s.Name() != "caller" {
+			t.Errorf("span %q recorded with tracing disabled", s.Name())
+		}
 	}
 }
