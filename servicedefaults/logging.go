@@ -85,6 +85,7 @@ const (
 	scopeResilience = "github.com/goaspire/goaspire/resilience"
 	scopeHealth     = "github.com/goaspire/goaspire/health"
 	scopeNATS       = "github.com/goaspire/goaspire/messaging/nats"
+	scopeRabbitMQ   = "github.com/goaspire/goaspire/messaging/rabbitmq"
 )
 
 // logHandlers builds the App's slog handlers: one console handler shared

@@ -38,7 +38,7 @@ func TestScenario(t *testing.T) {
 	rcv := otlptest.Start(t)
 	env = append(env, "OTEL_EXPORTER_OTLP_ENDPOINT="+rcv.GRPCEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=grpc")
 	var faults []fault
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
 	err := run(ctx, &out, config{environ: env, faults: &faults})
@@ -46,7 +46,11 @@ func TestScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"scenario passed", "Redis killed", "replica killed", "catalog-0 killed", "no password appears in their logs"} {
+	wants := []string{"scenario passed", "Redis killed", "replica killed", "catalog-0 killed", "no password appears in their logs"}
+	if !strings.Contains(out.String(), "rabbitmq-server is not installed") || os.Getenv("CI") != "" {
+		wants = append(wants, "jobs-worker-1 killed", "RabbitMQ killed", "all 500 jobs done, none lost", "in the trace of its POST")
+	}
+	for _, want := range wants {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}

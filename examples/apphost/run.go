@@ -34,6 +34,7 @@ type stack struct {
 	catalogs []*service
 	users    []*service // users.go
 	gateway  *service
+	jobs     *jobsStack // nil without RabbitMQ
 	dir      string
 	faults   []fault
 }
@@ -71,8 +72,8 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	}
 	defer res.close()
 
-	fmt.Fprintln(out, "· building catalog, gateway and users")
-	bins, err := buildServices(ctx, dir, "catalog", "gateway", "users")
+	fmt.Fprintln(out, "· building catalog, gateway, users and jobs")
+	bins, err := buildServices(ctx, dir, "catalog", "gateway", "users", "jobs")
 	if err != nil {
 		return err
 	}
@@ -81,6 +82,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	if cfg.faults != nil {
 		defer func() { *cfg.faults = st.faults }()
 	}
+	defer func() { st.jobs.close() }() // after the services have stopped
 	defer func() {
 		if stopErr := st.stop(); stopErr != nil && err == nil {
 			err = stopErr
@@ -100,13 +102,20 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 			return err
 		}
 	}
+	if st.jobs, err = startJobs(ctx, out, cfg, st, bins["jobs"]); err != nil {
+		return err
+	}
 
 	fmt.Fprintln(out, "\nscenario")
-	err = runScenario(ctx, out, st)
-	if err == nil {
-		err = usersOutage(ctx, out, st)
+	scenarioErr := runScenario(ctx, out, st)
+	if scenarioErr == nil {
+		scenarioErr = usersOutage(ctx, out, st)
 	}
-	if err != nil {
+	if scenarioErr == nil && st.jobs != nil {
+		fmt.Fprintln(out, "\njobs scenario")
+		scenarioErr = runJobsScenario(ctx, out, st.jobs)
+	}
+	if err := scenarioErr; err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(out, "\ninterrupted")
 			return nil
@@ -134,7 +143,7 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	// Secrets never leave a process: not one service log may hold a
 	// password the launcher handed it.
 	for _, s := range st.all() {
-		if leak := s.findSecret(res.secrets()); leak != "" {
+		if leak := s.findSecret(st.jobs.secrets(res.secrets())); leak != "" {
 			return fmt.Errorf("the log of %s contains the %s", s.name, leak)
 		}
 	}
@@ -148,7 +157,7 @@ func (st *stack) all() []*service {
 	if st.gateway != nil {
 		all = append(all, st.gateway)
 	}
-	return all
+	return append(all, st.jobs.services()...)
 }
 
 // stop stops every service still running; it is safe to call twice.

@@ -1,5 +1,5 @@
-// Package testserver starts throwaway PostgreSQL and Redis servers on
-// 127.0.0.1 for goaspire's own tests and for the examples launcher.
+// Package testserver starts throwaway PostgreSQL, Redis and RabbitMQ servers
+// on 127.0.0.1 for goaspire's own tests and for the examples launcher.
 //
 // It is internal on purpose: it is a development helper, not a way to run
 // databases in production. Every server gets a fresh temporary directory, a
@@ -24,7 +24,10 @@
 // PostgreSQL refuses to run as root. When the process runs as root, the
 // PostgreSQL programs run as the unprivileged "postgres" user and the
 // temporary directory is handed to that user; otherwise they run as the
-// current user. Redis runs as the current user.
+// current user. Redis runs as the current user, and so does a RabbitMQ node
+// ([StartRabbitMQ]), root included, with its own node name, Erlang cookie,
+// data directory and distribution port, no epmd and no plugins. A node takes
+// several seconds to start: share one per test package, from TestMain.
 //
 // The lifecycle methods simulate what tests need: Stop shuts a server down
 // cleanly, Kill crashes it with SIGKILL, and Start brings it back on the same

@@ -51,6 +51,21 @@ func NewRedis(tb testing.TB, opts ...RedisOption) *Redis {
 	return r
 }
 
+// NewRabbitMQ starts a RabbitMQ node for the test with [StartRabbitMQ] and
+// closes it in tb.Cleanup. It skips the test if rabbitmq-server is not
+// installed, and fails it on any other start error. A node takes several
+// seconds to start: a package with many tests should share one, started in
+// TestMain with [StartRabbitMQ].
+func NewRabbitMQ(tb testing.TB) *RabbitMQ {
+	tb.Helper()
+	r, err := StartRabbitMQ(tb.Context())
+	if err != nil {
+		skipOrFatal(tb, err)
+	}
+	tb.Cleanup(func() { closeForTest(tb, r, r.logPath, r.password) })
+	return r
+}
+
 // skipOrFatal skips the test for a missing binary (fails it under CI) and
 // fails it for any other error.
 func skipOrFatal(tb testing.TB, err error) {

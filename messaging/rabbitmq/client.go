@@ -1,0 +1,492 @@
+package rabbitmq
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/resilience"
+)
+
+// ErrClosed is returned by operations on a closed Client.
+var ErrClosed = errors.New("rabbitmq: client closed")
+
+// Client is a RabbitMQ connection that recovers by itself. When the
+// connection is lost it reconnects with exponential backoff, declares again
+// the exchanges, queues and bindings declared through it, re-publishes the
+// messages the broker had not confirmed, and resumes its consumers. It is
+// safe for concurrent use; close it with Close.
+type Client struct {
+	cfg  Config
+	name string
+	url  string // holds the password; never printed
+	amqp amqp.Config
+	log  *slog.Logger
+	tel  *telemetry
+	pub  *publisher
+
+	mu       sync.Mutex
+	conn     *amqp.Connection // nil while disconnected
+	changed  chan struct{}    // closed and replaced whenever conn changes
+	closed   bool
+	topology []declaration
+
+	done chan struct{} // closed by Close
+	wg   sync.WaitGroup
+}
+
+// declaration is one recorded piece of topology, declared again after a
+// reconnect.
+type declaration struct {
+	id      string
+	declare func(ch *amqp.Channel) error
+}
+
+// New connects to the broker of cfg (retrying the first connection
+// cfg.MaxConnectRetryCount times with backoff, bounded by ctx) and returns
+// a Client that keeps the connection up from then on. A nil cfg is the zero
+// Config. Errors name the setting at fault and never contain the password.
+func New(ctx context.Context, cfg *Config) (*Client, error) {
+	if cfg == nil {
+		cfg = &Config{}
+	}
+	c := &Client{cfg: *cfg, changed: make(chan struct{}), done: make(chan struct{})}
+	if c.cfg.URL == "" {
+		c.cfg.URL = "amqp://guest:guest@localhost:5672/"
+	}
+	c.name = c.cfg.Name
+	if c.name == "" {
+		c.name = "rabbitmq"
+	}
+	if err := checkURL(c.cfg.URL); err != nil {
+		return nil, fmt.Errorf("rabbitmq %q: %w", c.name, &discovery.KeyError{Key: "URL", Err: err})
+	}
+	uri, err := amqp.ParseURI(c.cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("rabbitmq %q: URL: %w: %v", c.name, ErrConnectionString, err)
+	}
+	c.url = c.cfg.URL
+	c.log = c.cfg.Logger
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.log = c.log.With("rabbitmq", c.name)
+	heartbeat := c.cfg.Heartbeat
+	if heartbeat <= 0 {
+		heartbeat = 10 * time.Second
+	}
+	c.amqp = amqp.Config{
+		Heartbeat:       heartbeat,
+		TLSClientConfig: c.cfg.TLSConfig,
+		Properties:      amqp.Table{"connection_name": c.name, "product": "goaspire"},
+		Dial:            dialer(ctx),
+	}
+	if uri.Scheme == "amqps" && c.amqp.TLSClientConfig == nil {
+		c.amqp.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
+	}
+	if c.tel, err = newTelemetry(&c.cfg, uri.Host, uri.Port); err != nil {
+		return nil, err
+	}
+	c.pub = newPublisher(c)
+
+	bo := c.backoff()
+	var conn *amqp.Connection
+	for attempt := 0; ; attempt++ {
+		conn, err = c.dial()
+		if err == nil {
+			break
+		}
+		if attempt >= c.cfg.MaxConnectRetryCount {
+			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w", c.name, uri.Host, err)
+		}
+		c.log.Debug("rabbitmq connect failed; retrying", "attempt", attempt+1, "error", err)
+		t := time.NewTimer(bo.Next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w (last error: %v)", c.name, uri.Host, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+	if err := c.setConn(conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("rabbitmq %q: %w", c.name, err)
+	}
+	c.wg.Add(1)
+	go c.supervise(conn)
+	return c, nil
+}
+
+// dialer bounds the TCP connect and the handshakes to 30 s, as amqp091-go
+// does by default, and gives up the first one when ctx ends.
+func dialer(ctx context.Context) func(network, addr string) (net.Conn, error) {
+	return func(network, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+		conn, err := d.DialContext(context.WithoutCancel(ctx), network, addr)
+		if err != nil {
+			return nil, err
+		}
+		// The deadline covers the TLS and AMQP handshakes; amqp091-go
+		// clears it once the connection is open.
+		if err := conn.SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
+}
+
+func (c *Client) backoff() *resilience.Backoff {
+	delay, maxDelay := c.cfg.ReconnectDelay, c.cfg.MaxReconnectDelay
+	if delay <= 0 {
+		delay = 100 * time.Millisecond
+	}
+	if maxDelay <= 0 {
+		maxDelay = 5 * time.Second
+	}
+	return resilience.NewBackoff(resilience.RetryOptions{BackoffType: resilience.BackoffExponential, UseJitter: true, Delay: delay, MaxDelay: maxDelay})
+}
+
+// dial opens a connection and declares the recorded topology on it.
+func (c *Client) dial() (*amqp.Connection, error) {
+	conn, err := amqp.DialConfig(c.url, c.amqp)
+	if err != nil {
+		return nil, safeError(err, c.url)
+	}
+	c.mu.Lock()
+	topology := append([]declaration(nil), c.topology...)
+	c.mu.Unlock()
+	if len(topology) > 0 {
+		ch, err := conn.Channel()
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		for _, d := range topology {
+			if err := d.declare(ch); err != nil {
+				// A declaration the broker refuses (a queue that
+				// now exists with other arguments) closes the channel;
+				// report it and carry on with the others.
+				c.log.Error("rabbitmq: declaring topology again after reconnect failed", "entity", d.id, "error", err)
+				if ch, err = conn.Channel(); err != nil {
+					conn.Close()
+					return nil, err
+				}
+			}
+		}
+		ch.Close()
+	}
+	return conn, nil
+}
+
+// safeError returns err with any occurrence of the URL's password removed:
+// amqp091-go errors do not quote the URL today, and must not start to leak
+// it through us.
+func safeError(err error, rawURL string) error {
+	if uri, perr := amqp.ParseURI(rawURL); perr == nil && uri.Password != "" && strings.Contains(err.Error(), uri.Password) {
+		return errors.New(strings.ReplaceAll(err.Error(), uri.Password, "***"))
+	}
+	return err
+}
+
+// setConn makes conn current: the publisher opens its channel on it and
+// waiting consumers and publishers are woken.
+func (c *Client) setConn(conn *amqp.Connection) error {
+	if err := c.pub.attach(conn); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.conn = conn
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	return nil
+}
+
+// current returns the connection (nil while disconnected) and a channel
+// closed when it changes.
+func (c *Client) current() (*amqp.Connection, <-chan struct{}, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, ErrClosed
+	}
+	return c.conn, c.changed, nil
+}
+
+// supervise waits for the connection to close and reconnects, until Close.
+func (c *Client) supervise(conn *amqp.Connection) {
+	defer c.wg.Done()
+	for {
+		lost := conn.NotifyClose(make(chan *amqp.Error, 1))
+		var reason *amqp.Error
+		select {
+		case reason = <-lost:
+		case <-c.done:
+			return
+		}
+		c.mu.Lock()
+		c.conn = nil
+		close(c.changed)
+		c.changed = make(chan struct{})
+		c.mu.Unlock()
+		c.log.Warn("rabbitmq connection lost; reconnecting", "error", reasonText(reason))
+		start := time.Now()
+		bo := c.backoff()
+		for attempt := 0; ; attempt++ {
+			t := time.NewTimer(bo.Next())
+			select {
+			case <-c.done:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			var err error
+			if conn, err = c.dial(); err == nil {
+				if err = c.setConn(conn); err == nil {
+					break
+				}
+				conn.Close()
+			}
+			if attempt == 0 || attempt%20 == 19 {
+				c.log.Debug("rabbitmq reconnect failed; retrying", "attempt", attempt+1, "error", err)
+			}
+		}
+		c.tel.reconnects.Add(context.Background(), 1)
+		c.log.Info("rabbitmq connection recovered", "after", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+func reasonText(e *amqp.Error) string {
+	if e == nil {
+		return "closed"
+	}
+	return e.Error()
+}
+
+// channel opens a channel for one-off work, waiting for a connection until
+// ctx ends.
+func (c *Client) channel(ctx context.Context) (*amqp.Channel, error) {
+	for {
+		conn, changed, err := c.current()
+		if err != nil {
+			return nil, err
+		}
+		if conn != nil {
+			ch, err := conn.Channel()
+			if err == nil {
+				return ch, nil
+			}
+			if !conn.IsClosed() {
+				return nil, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("rabbitmq %q: not connected: %w", c.name, ctx.Err())
+		case <-changed:
+		case <-c.done:
+			return nil, ErrClosed
+		}
+	}
+}
+
+// declare runs d on a fresh channel and records it, so that it is declared
+// again on every reconnect. Declaring the same entity again replaces the
+// record.
+func (c *Client) declare(ctx context.Context, d declaration) error {
+	for {
+		ch, err := c.channel(ctx)
+		if err != nil {
+			return err
+		}
+		err = d.declare(ch)
+		ch.Close()
+		if err != nil {
+			// Refused by the broker while the connection is fine: report
+			// it. Lost with the connection: try again on the next one.
+			if ctx.Err() != nil || c.Connected() {
+				return fmt.Errorf("rabbitmq %q: declare %s: %w", c.name, d.id, err)
+			}
+			continue
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, old := range c.topology {
+			if old.id == d.id {
+				c.topology[i] = d
+				return nil
+			}
+		}
+		c.topology = append(c.topology, d)
+		return nil
+	}
+}
+
+// Exchange describes an exchange to declare.
+type Exchange struct {
+	// Name is the exchange's name.
+	Name string
+	// Kind is "direct" (when empty), "fanout", "topic" or "headers".
+	Kind string
+	// Transient makes the exchange non-durable; the zero value survives a
+	// broker restart.
+	Transient bool
+	// Args are extra arguments.
+	Args amqp.Table
+}
+
+// DeclareExchange declares an exchange and records it, so that it is
+// declared again after every reconnect. It waits for a connection until
+// ctx ends.
+func (c *Client) DeclareExchange(ctx context.Context, e Exchange) error {
+	kind := e.Kind
+	if kind == "" {
+		kind = amqp.ExchangeDirect
+	}
+	return c.declare(ctx, declaration{id: "exchange " + e.Name, declare: func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclare(e.Name, kind, !e.Transient, false, false, false, e.Args)
+	}})
+}
+
+// Queue describes a queue to declare.
+type Queue struct {
+	// Name is the queue's name.
+	Name string
+	// Transient makes the queue non-durable (its messages are lost when
+	// the broker restarts); the zero value is durable.
+	Transient bool
+	// Quorum declares a replicated quorum queue (x-queue-type=quorum)
+	// instead of a classic one.
+	Quorum bool
+	// DeadLetterQueue, when set, is declared too (durable), and messages
+	// rejected for good (see ConsumeOptions.MaxAttempts) are routed to it.
+	DeadLetterQueue string
+	// Args are extra arguments.
+	Args amqp.Table
+}
+
+// DeclareQueue declares a queue (and its dead-letter queue) and records it,
+// so that it is declared again after every reconnect. It waits for a
+// connection until ctx ends.
+func (c *Client) DeclareQueue(ctx context.Context, q Queue) error {
+	args := amqp.Table{}
+	for k, v := range q.Args {
+		args[k] = v
+	}
+	if q.Quorum {
+		args["x-queue-type"] = amqp.QueueTypeQuorum
+	}
+	if q.DeadLetterQueue != "" {
+		args["x-dead-letter-exchange"] = ""
+		args["x-dead-letter-routing-key"] = q.DeadLetterQueue
+		if err := c.declare(ctx, declaration{id: "queue " + q.DeadLetterQueue, declare: func(ch *amqp.Channel) error {
+			_, err := ch.QueueDeclare(q.DeadLetterQueue, true, false, false, false, nil)
+			return err
+		}}); err != nil {
+			return err
+		}
+	}
+	return c.declare(ctx, declaration{id: "queue " + q.Name, declare: func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclare(q.Name, !q.Transient, false, false, false, args)
+		return err
+	}})
+}
+
+// BindQueue binds a queue to an exchange with a routing key and records
+// the binding, so that it is declared again after every reconnect.
+func (c *Client) BindQueue(ctx context.Context, queue, exchange, key string, args amqp.Table) error {
+	return c.declare(ctx, declaration{id: fmt.Sprintf("binding %s->%s[%s]", exchange, queue, key), declare: func(ch *amqp.Channel) error {
+		return ch.QueueBind(queue, key, exchange, false, args)
+	}})
+}
+
+// Connected reports whether the client has a connection at the moment.
+func (c *Client) Connected() bool {
+	conn, _, err := c.current()
+	return err == nil && conn != nil && !conn.IsClosed()
+}
+
+// HealthCheck is the readiness check of the connection, named
+// "rabbitmq:{name}": Unhealthy while the client is reconnecting, so the
+// instance leaves rotation without being restarted.
+func (c *Client) HealthCheck() health.Check {
+	return health.Check{
+		Name: "rabbitmq:" + c.name,
+		Tags: []string{health.TagReady},
+		Check: func(context.Context) error {
+			if !c.Connected() {
+				return fmt.Errorf("rabbitmq %q: not connected (reconnecting)", c.name)
+			}
+			return nil
+		},
+	}
+}
+
+// HealthChecks returns HealthCheck, or nothing when the configuration
+// disables health checks.
+func (c *Client) HealthChecks() []health.Check {
+	if c.cfg.DisableHealthChecks {
+		return nil
+	}
+	return []health.Check{c.HealthCheck()}
+}
+
+// Close stops reconnecting and closes the connection. Publishes still
+// waiting for a confirm fail with ErrClosed; stop consumers (cancel their
+// context and let Consume return) before closing, so that their in-flight
+// messages are acknowledged. Close is safe to call more than once.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.done)
+	conn := c.conn
+	c.conn = nil
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	var err error
+	if conn != nil {
+		err = conn.Close()
+		if errors.Is(err, amqp.ErrClosed) {
+			err = nil
+		}
+	}
+	c.wg.Wait()
+	c.pub.close()
+	return err
+}
+
+// String describes the client without its password.
+func (c *Client) String() string {
+	state := "disconnected"
+	if c.Connected() {
+		state = "connected"
+	}
+	return fmt.Sprintf("rabbitmq.Client{%s %s, %s}", c.name, c.cfg.redactedURL(), state)
+}
+
+// GoString is String, for %#v.
+func (c *Client) GoString() string { return c.String() }
+
+// LogValue implements slog.LogValuer without the password.
+func (c *Client) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("name", c.name), slog.String("url", c.cfg.redactedURL()), slog.Bool("connected", c.Connected()))
+}
+
+// MarshalJSON implements json.Marshaler without the password.
+func (c *Client) MarshalJSON() ([]byte, error) { return c.cfg.MarshalJSON() }

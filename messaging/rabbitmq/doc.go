@@ -1,0 +1,46 @@
+// Package rabbitmq is a RabbitMQ client on github.com/rabbitmq/amqp091-go
+// for services run by an Aspire AppHost, Kubernetes or a shell: it reads
+// Aspire's connection string and settings, and adds what amqp091-go leaves
+// to its users.
+//
+//   - Recovery: a [Client] reconnects with exponential backoff when the
+//     connection is lost, declares again the exchanges, queues and bindings
+//     declared through it, and resumes its consumers, by itself.
+//   - Confirmed publishing: [Client.Publish] sends persistent messages in
+//     confirm mode and returns nil only once the broker has confirmed the
+//     message. A message unconfirmed when the connection drops is published
+//     again on the next connection (at-least-once: deduplicate by
+//     MessageID); Publish fails only when ctx ends first, the message is
+//     unroutable, or the broker refuses it.
+//   - Consuming: [Client.Consume] runs a [Handler] per message with a
+//     prefetch and a concurrency limit; nil acknowledges, an error delivers
+//     the message again up to ConsumeOptions.MaxAttempts times (counted in a
+//     header, so classic queues work too), then rejects it to the queue's
+//     dead-letter queue ([Queue].DeadLetterQueue). Cancelling Consume's
+//     context stops it gracefully: handlers already running finish and are
+//     acknowledged before the channel closes.
+//   - Telemetry: W3C trace context travels in message headers; the producer
+//     span "publish {destination}" and the consumer span "process {queue}"
+//     are one trace, with the attributes messaging.system=rabbitmq,
+//     messaging.operation and messaging.destination.name. Counters for
+//     published, delivered, failed, redelivered and dead-lettered messages,
+//     a processing-duration histogram and a readiness check
+//     ([Client.HealthCheck]) complete it.
+//   - [PublishJSON] and [ConsumeJSON] cover the common case of typed JSON
+//     messages; Publish and Consume take raw bytes.
+//
+// # Configuration
+//
+// As with pgx, parse a configuration, then open it: [LoadConfig] reads
+// ConnectionStrings__{name} (amqp://user:password@host:port/vhost or
+// amqps://; Aspire 13's {NAME}_URI or {NAME}_HOST, _PORT, _USERNAME and
+// _PASSWORD work too) and the settings of Aspire.RabbitMQ.Client under
+// Aspire:RabbitMQ:Client, then Aspire:RabbitMQ:Client:{name}
+// (ConnectionString, MaxConnectRetryCount, DisableHealthChecks,
+// DisableTracing); [New] connects. A [Config] can also be built by hand.
+// servicedefaults' App.RabbitMQ does both with the App's telemetry and
+// health registry.
+//
+// Errors name the key at fault and never contain the password; a Config
+// and a Client print, log and marshal with the password masked.
+package rabbitmq
