@@ -153,11 +153,14 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 		}
 	}
 
-	p := discovery.EnvName(name) + "_"
 	conn, err := cfg.Connection(name)
+	p := conn.PropertyPrefix // the name's NAME_, or the portable alias's
+	if p == "" {
+		p = discovery.EnvName(name) + "_"
+	}
 	switch {
 	case err == nil && strings.TrimSpace(conn.ConnectionString) != "":
-		c.URL, from = strings.TrimSpace(conn.ConnectionString), "ConnectionStrings:"+name
+		c.URL, from = strings.TrimSpace(conn.ConnectionString), conn.ConnectionStringKey
 	case err == nil && conn.URI != "":
 		c.URL, from = conn.URI, p+"URI"
 		c.URL = withCredentials(c.URL, conn.Username, conn.Password)
