@@ -191,3 +191,19 @@ func TestRedaction(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadConfigPortableAlias: Aspire 13.6 deploy targets emit only the
+// portable alias (my-mq → my_mq); it is read, and named in errors.
+func TestLoadConfigPortableAlias(t *testing.T) {
+	c, err := LoadConfig(discovery.FromMap(map[string]string{"ConnectionStrings:my_mq": "amqp://rabbit:5672/"}), "my-mq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.URL != "amqp://rabbit:5672/" {
+		t.Errorf("URL = %q, want the alias's", c.URL)
+	}
+	_, err = LoadConfig(discovery.FromMap(map[string]string{"ConnectionStrings:my_mq": "http://guest:" + secret + "@rabbit"}), "my-mq")
+	if err == nil || !strings.Contains(err.Error(), "ConnectionStrings:my_mq") || strings.Contains(err.Error(), secret) {
+		t.Errorf("error = %v, want one naming ConnectionStrings:my_mq without the password", err)
+	}
+}
