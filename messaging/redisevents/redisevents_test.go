@@ -19,28 +19,15 @@ import (
 
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/syncbuf"
 	"github.com/goaspire/goaspire/internal/testserver"
 	"github.com/goaspire/goaspire/messaging/redisevents"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer = syncbuf.Buffer
 
 // client opens the server as servicedefaults' App.Redis does.
 func client(t testing.TB, srv *testserver.Redis) redis.UniversalClient {
