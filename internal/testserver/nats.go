@@ -291,20 +291,4 @@ func (n *NATS) Start(ctx context.Context) error { return n.restart(ctx, n, n.sta
 
 // Close stops the server and removes its temporary directory. It is safe to
 // call more than once.
-func (n *NATS) Close() error {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return nil
-	}
-	n.closed = true
-	n.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
-	errs := []error{n.Stop(ctx)}
-	if err := os.RemoveAll(n.dir); err != nil {
-		errs = append(errs, fmt.Errorf("testserver: remove %s: %w", n.dir, err))
-	}
-	return errors.Join(errs...)
-}
+func (n *NATS) Close() error { return n.close(n, n.dir) }

@@ -278,20 +278,4 @@ func (r *RabbitMQ) Start(ctx context.Context) error { return r.restart(ctx, r, r
 
 // Close stops the node and removes its temporary directory. It is safe to
 // call more than once.
-func (r *RabbitMQ) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	r.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
-	errs := []error{r.Stop(ctx)}
-	if err := os.RemoveAll(r.dir); err != nil {
-		errs = append(errs, fmt.Errorf("testserver: remove %s: %w", r.dir, err))
-	}
-	return errors.Join(errs...)
-}
+func (r *RabbitMQ) Close() error { return r.close(r, r.dir) }

@@ -292,23 +292,7 @@ func (r *Redis) Start(ctx context.Context) error { return r.restart(ctx, r, r.st
 
 // Close stops the server and removes its temporary directory. It is safe to
 // call more than once.
-func (r *Redis) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	r.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-	defer cancel()
-	errs := []error{r.Stop(ctx)}
-	if err := os.RemoveAll(r.dir); err != nil {
-		errs = append(errs, fmt.Errorf("testserver: remove %s: %w", r.dir, err))
-	}
-	return errors.Join(errs...)
-}
+func (r *Redis) Close() error { return r.close(r, r.dir) }
 
 // CACertFile returns the path of the PEM file holding the throwaway CA
 // certificate, or "" without TLS. Child processes can trust it through

@@ -147,3 +147,23 @@ func onFreePort(port int, start func(port int) error) error {
 		}
 	}
 }
+
+// close stops the server (SIGTERM, then SIGKILL past closeTimeout) and
+// removes dir, its temporary directory, once: later calls do nothing.
+func (s *server) close(describe fmt.Stringer, dir string) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	errs := []error{s.stop(ctx, describe)}
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, fmt.Errorf("testserver: remove %s: %w", dir, err))
+	}
+	return errors.Join(errs...)
+}
