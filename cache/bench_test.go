@@ -289,7 +289,7 @@ func BenchmarkL2Overhead(b *testing.B) {
 	keys := []string{"p1", "p2"}
 	mem := memoryGet{}
 	for _, k := range keys {
-		_, env := noL1.newEntry(k, sampleProduct(1), false, entryOptions{}, clock.now(), time.Now())
+		_, env := noL1.newEntry(k, sampleProduct(1), false, entryOptions{}, clock.now(), time.Now(), time.Now().UnixMilli())
 		mem[noL1.dataKey(k)] = string(env)
 	}
 	data, _ := json.Marshal(sampleProduct(1))

@@ -18,7 +18,15 @@ type entry[T any] struct {
 	fresh int64
 	// stale is the time until which it may still be served when reloading
 	// fails (fail-safe); after it the entry is dead.
-	stale    int64
+	stale int64
+	// refreshAt, when not 0, is the coarse-clock time after which a hit
+	// starts a background reload (eager refresh); refreshing is set by the
+	// hit that started it.
+	refreshAt  int64
+	refreshing atomic.Bool
+	// created is when the value was written or its load started, Unix
+	// milliseconds: a fill never replaces an entry created later.
+	created  int64
 	key      string
 	tags     []string
 	cost     int64
@@ -110,12 +118,17 @@ func (c *l1[T]) get(key string) *entry[T] {
 
 // set stores e, replacing any entry for the same key, and evicts until the
 // shard is within its budget. An entry larger than a shard's budget is not
-// stored (and any older entry for its key is dropped).
-func (c *l1[T]) set(e *entry[T], now int64) {
+// stored (and any older entry for its key is dropped). With fill (a value
+// read from Redis or loaded, not written by Set), an entry created later
+// than e is kept instead.
+func (c *l1[T]) set(e *entry[T], now int64, fill bool) {
 	s := c.shard(e.key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.m[e.key]; old != nil {
+		if fill && old.created > e.created {
+			return
+		}
 		s.removeLocked(old)
 	}
 	if e.cost > s.maxCost {
