@@ -47,6 +47,7 @@ type recoveryQueue struct {
 	seq        uint64
 	ops        map[string]pendingOp // "k"+key, "t"+tag or "c"
 	overflowAt int64                // Unix ms of the first dropped write; 0: none
+	inflight   int                  // taken by the replay in progress
 	warned     bool
 }
 
@@ -106,6 +107,10 @@ func (q *recoveryQueue) take() ([]pendingOp, int64) {
 	q.bytes = 0
 	overflowAt := q.overflowAt
 	q.overflowAt = 0
+	q.inflight = len(ops)
+	if overflowAt != 0 {
+		q.inflight++
+	}
 	slices.SortFunc(ops, func(a, b pendingOp) int { return cmp.Compare(a.seq, b.seq) })
 	return ops, overflowAt
 }
@@ -115,6 +120,7 @@ func (q *recoveryQueue) take() ([]pendingOp, int64) {
 func (q *recoveryQueue) putBack(ops []pendingOp, overflowAt int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.inflight = 0
 	if q.ops == nil {
 		q.ops = map[string]pendingOp{}
 	}
@@ -129,7 +135,26 @@ func (q *recoveryQueue) putBack(ops []pendingOp, overflowAt int64) {
 	}
 }
 
+// replayed records the end of a replay that went through.
+func (q *recoveryQueue) replayed() {
+	q.mu.Lock()
+	q.inflight = 0
+	q.mu.Unlock()
+}
+
+// len counts the operations pending, including those being replayed.
 func (q *recoveryQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.ops) + q.inflight
+	if q.overflowAt != 0 {
+		n++
+	}
+	return n
+}
+
+// pending counts the operations waiting for a replay.
+func (q *recoveryQueue) pending() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	n := len(q.ops)
@@ -154,7 +179,7 @@ func (c *Cache[T]) queue(op pendingOp) {
 
 // startRecovery starts the replay loop unless it runs already.
 func (c *Cache[T]) startRecovery() {
-	for c.rdb != nil && c.recovery.len() > 0 && !c.closed.Load() {
+	for c.rdb != nil && c.recovery.pending() > 0 && !c.closed.Load() {
 		if !c.replaying.CompareAndSwap(false, true) {
 			return
 		}
@@ -177,11 +202,11 @@ func (c *Cache[T]) startRecovery() {
 func (c *Cache[T]) replayLoop() {
 	backoff := dialBackoff(2 * time.Second)
 	for attempt := 0; ; {
-		if c.recovery.len() == 0 {
+		if c.recovery.pending() == 0 {
 			c.replaying.Store(false)
 			// An operation queued after the check above found the loop
 			// still running: start again for it.
-			if c.recovery.len() > 0 && !c.closed.Load() && c.replaying.CompareAndSwap(false, true) {
+			if c.recovery.pending() > 0 && !c.closed.Load() && c.replaying.CompareAndSwap(false, true) {
 				continue
 			}
 			return
@@ -232,6 +257,7 @@ func (c *Cache[T]) replay() bool {
 		}
 		c.logger.Warn("cache: some Redis writes were lost while Redis was down; cleared the cache as of the first one")
 	}
+	c.recovery.replayed()
 	if len(ops) > 0 {
 		c.logger.Info("cache: replayed writes made while Redis was down", "count", len(ops))
 	}
