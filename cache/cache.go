@@ -553,10 +553,7 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 		}
 	}
 
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	stop := context.AfterFunc(c.closeCtx, cancel)
-	defer stop()
+	var lctx context.Context = loadContext{values: ctx, closing: c.closeCtx}
 	if c.hardTimeout > 0 {
 		var cancelHard context.CancelFunc
 		lctx, cancelHard = context.WithTimeout(lctx, c.hardTimeout)
@@ -592,6 +589,20 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 		c.loaded(ctx, span, key, eo, cl, nil, lk, created, true, r.v, r.err)
 	}
 }
+
+// loadContext is the context of a load: the values of the caller's
+// context, ended only by the cache's Close. It costs one allocation, where
+// deriving it (WithoutCancel, WithCancel, AfterFunc) costs several on every
+// miss.
+type loadContext struct {
+	values  context.Context
+	closing context.Context
+}
+
+func (c loadContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c loadContext) Done() <-chan struct{}       { return c.closing.Done() }
+func (c loadContext) Err() error                  { return c.closing.Err() }
+func (c loadContext) Value(key any) any           { return c.values.Value(key) }
 
 // runLoader calls load, turning a panic into an error: the loader may run
 // on a goroutine of the cache, where a panic would take the process down
