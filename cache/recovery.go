@@ -179,20 +179,20 @@ func (c *Cache[T]) queue(op pendingOp) {
 
 // startRecovery starts the replay loop unless it runs already.
 func (c *Cache[T]) startRecovery() {
-	for c.rdb != nil && c.recovery.pending() > 0 && !c.closed.Load() {
-		if !c.replaying.CompareAndSwap(false, true) {
-			return
-		}
-		if !c.track() {
-			c.replaying.Store(false)
-			return
-		}
-		go func() {
-			defer c.wg.Done()
-			c.replayLoop()
-		}()
+	if c.rdb == nil || c.recovery.pending() == 0 || c.closed.Load() {
 		return
 	}
+	if !c.replaying.CompareAndSwap(false, true) {
+		return
+	}
+	if !c.track() {
+		c.replaying.Store(false)
+		return
+	}
+	go func() {
+		defer c.wg.Done()
+		c.replayLoop()
+	}()
 }
 
 // replayLoop replays the queue until it is empty, with a jittered
