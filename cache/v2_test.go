@@ -590,3 +590,52 @@ func TestClockParksWhenIdle(t *testing.T) {
 		t.Errorf("clock state %d after a read, want ticking", clock.state.Load())
 	}
 }
+
+// TestBusIOOutsideLocks: making a cache on a client whose Redis does not
+// answer waits on the network for the subscription, but holds neither the
+// lock that makes caches on other clients nor the one that dispatches
+// messages while it waits.
+func TestBusIOOutsideLocks(t *testing.T) {
+	defer func(d time.Duration) { busIdle = d }(busIdle)
+	busIdle = 200 * time.Millisecond // Close waits for the silent connection's read
+	srv := testserver.NewRedis(t)
+	px := newProxy(t, srv.Addr())
+	rdb := openClient(t, srv, "ConnectionStrings__cache", px.addr()+",password="+srv.Password())
+	px.hole.Store(true)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = newCache[int](t, rdb, "io", Options{})
+	}()
+	for checked := false; !checked; {
+		select {
+		case <-done:
+			t.Fatal("New returned before its subscription was seen in progress")
+		default:
+		}
+		if !buses.mu.TryLock() {
+			continue
+		}
+		b := buses.m[rdb]
+		buses.mu.Unlock()
+		if b == nil {
+			continue
+		}
+		if b.ioMu.TryLock() {
+			b.ioMu.Unlock()
+			continue // not subscribing yet
+		}
+		// The subscription's I/O is in progress (it waits for the
+		// black-holed connection).
+		if !buses.mu.TryLock() {
+			t.Fatal("the client registry is locked during the subscription's I/O")
+		}
+		buses.mu.Unlock()
+		if !b.mu.TryLock() {
+			t.Fatal("dispatch is blocked during the subscription's I/O")
+		}
+		b.mu.Unlock()
+		checked = true
+	}
+	<-done
+}
