@@ -175,6 +175,18 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 	lk.stop()
 	dk := c.dataKey(key)
 	var set *redis.Cmd
+	if lk == nil {
+		// One command: no pipeline to build.
+		err := c.l2write(ctx, func(lctx context.Context) error {
+			set = setIfNotNewer.Run(lctx, c.rdb, []string{dk}, env, ttl.Milliseconds(), created)
+			return set.Err()
+		})
+		if err != nil {
+			return true // Redis could not be asked: L1 is all there is
+		}
+		n, _ := set.Int64()
+		return n == 1
+	}
 	err := c.l2write(ctx, func(lctx context.Context) error {
 		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
 			set = setIfNotNewer.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), created)
