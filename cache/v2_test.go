@@ -631,6 +631,7 @@ func TestBusIOOutsideLocks(t *testing.T) {
 		// registry (which making a cache on any client takes) and the
 		// dispatch lock can be taken before it ends.
 		buses.mu.Lock()
+		_ = len(buses.m)
 		buses.mu.Unlock()
 		b.dispatch("no-such-channel", "")
 		if b.ioMu.TryLock() {
