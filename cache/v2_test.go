@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -641,4 +642,30 @@ func TestBusIOOutsideLocks(t *testing.T) {
 		checked = true
 	}
 	<-done
+}
+
+// TestClientBreakerForgetsCollectedClients: the breaker registry holds no
+// reference to a client, and drops its entry once the client is gone.
+func TestClientBreakerForgetsCollectedClients(t *testing.T) {
+	entries := func() int {
+		breakers.mu.Lock()
+		defer breakers.mu.Unlock()
+		return len(breakers.m)
+	}
+	before := entries()
+	func() {
+		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+		defer rdb.Close()
+		first := ClientBreaker(rdb)
+		if again := ClientBreaker(rdb); again != first {
+			t.Error("two breakers for one client")
+		}
+		if entries() != before+1 {
+			t.Errorf("%d registry entries after one client, want %d", entries(), before+1)
+		}
+	}()
+	eventually(t, 5*time.Second, "the collected client's entry dropped", func() bool {
+		runtime.GC()
+		return entries() <= before
+	})
 }
