@@ -45,7 +45,15 @@ else
   if ttl >= 0 and ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 end
 return 1`)
-	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax}
+	// getOrLock returns the stored envelope unless it is a tombstone, and
+	// otherwise tries to take the lock: 1 if taken, 0 if another holds it.
+	// It touches two keys, so it runs on single-node clients only.
+	// KEYS[1] data key, KEYS[2] lock key; ARGV[1] token, ARGV[2] lease ms.
+	getOrLock = redis.NewScript(`local v = redis.call('GET', KEYS[1])
+if v and not (#v >= 2 and string.byte(v, 2) % 4 >= 2) then return v end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0`)
+	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, getOrLock}
 )
 
 // tombstoneTTL is how long a Remove leaves a marker in Redis, so that a
@@ -110,6 +118,38 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 		return nil
 	}
 	return c.decodeL2(ctx, key, data, now, wallNow)
+}
+
+// lockState is what an L2 read that may take the lock found: the lock
+// taken (the key was missing), or busy (missing, and another instance
+// holds the lock).
+type lockState struct {
+	held *heldLock
+	busy bool
+}
+
+// readL2OrLock is readL2 that, when the key is missing, tries to take its
+// distributed lock in the same round trip.
+func (c *Cache[T]) readL2OrLock(ctx context.Context, key string, now int64, wallNow time.Time) (*entry[T], lockState) {
+	if !c.brk.allow(now) {
+		return nil, lockState{}
+	}
+	lctx, cancel := c.l2ctx(ctx)
+	res, err := getOrLock.Run(lctx, c.rdb, []string{c.dataKey(key), c.lockKey(key)}, c.tokenArg, c.leaseArg).Result()
+	cancel()
+	if !c.l2result(err) || err != nil {
+		return nil, lockState{}
+	}
+	switch v := res.(type) {
+	case string:
+		return c.decodeL2(ctx, key, []byte(v), now, wallNow), lockState{}
+	case int64:
+		if v == 1 {
+			return nil, lockState{held: c.hold(key, c.id)}
+		}
+		return nil, lockState{busy: true}
+	}
+	return nil, lockState{}
 }
 
 // decodeL2 turns a stored envelope into an entry, expired (stale only)
@@ -524,9 +564,9 @@ func (l *heldLock) stop() {
 // lockLease is the lifetime of a distributed lock between renewals.
 func (c *Cache[T]) lockLease() time.Duration { return max(c.lockTimeout/4, 20*time.Millisecond) }
 
-func (c *Cache[T]) newLockToken() string {
-	return c.id + "." + strconv.FormatUint(c.lockSeq.Add(1), 36)
-}
+// The lock token is the instance id: one instance loads a key once at a
+// time (its flight), so the id tells its lock from another instance's.
+func (c *Cache[T]) newLockToken() string { return c.id }
 
 // hold starts renewing a lock just acquired.
 func (c *Cache[T]) hold(key, token string) *heldLock {
@@ -572,22 +612,23 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 // when background (an eager refresh) and another instance holds the lock;
 // and none of them when this instance should load without the lock (Redis
 // failing, or LockTimeout passed).
-func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) (lk *heldLock, e *entry[T], skip bool) {
-	now := clock.now()
-	if !c.brk.allow(now) {
-		return nil, nil, false
-	}
+func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background, busy bool) (lk *heldLock, e *entry[T], skip bool) {
 	token := c.newLockToken()
 	lkey := c.lockKey(key)
 	lease := c.lockLease()
-	lctx, cancel := c.l2ctx(ctx)
-	ok, err := c.rdb.SetNX(lctx, lkey, token, lease).Result()
-	cancel()
-	if !c.l2result(err) {
-		return nil, nil, false
-	}
-	if ok {
-		return c.hold(key, token), nil, false
+	if !busy {
+		if !c.brk.allow(clock.now()) {
+			return nil, nil, false
+		}
+		lctx, cancel := c.l2ctx(ctx)
+		ok, err := c.rdb.SetNX(lctx, lkey, token, lease).Result()
+		cancel()
+		if !c.l2result(err) {
+			return nil, nil, false
+		}
+		if ok {
+			return c.hold(key, token), nil, false
+		}
 	}
 	if background {
 		return nil, nil, true
