@@ -116,9 +116,12 @@
 // holder that dies releases the lock by expiry: the lease is a quarter of
 // LockTimeout and is renewed while the load runs. A waiter loads by itself
 // after LockTimeout, when Redis fails or while the breaker is open: the
-// lock saves loads, it is never needed for correctness. The lock costs one
-// Redis round trip per miss; WithoutDistributedLock skips it for an entry,
-// and a negative LockTimeout for the whole cache.
+// lock saves loads, it is never needed for correctness. On a single-node
+// client the read that finds the key missing takes the lock in the same
+// round trip (one script does both, so L2 reads are an EVALSHA rather than
+// a GET); on a cluster, where the two keys may live on different nodes,
+// the lock costs one more round trip per miss. WithoutDistributedLock
+// skips it for an entry, and a negative LockTimeout for the whole cache.
 //
 // The caller whose miss starts a load runs the loader on its own goroutine
 // (no hand-off, no wake-up), and waits for it even if its context ends;
