@@ -37,6 +37,7 @@ type bus struct {
 	refs int
 	subs map[string]map[subscriber]struct{} // channel -> caches
 	ps   *redis.PubSub
+	ioMu sync.Mutex // serializes (un)subscribing, which does I/O
 
 	idle time.Duration // busIdle when the bus started
 
@@ -60,10 +61,10 @@ var buses = struct {
 }{m: map[redis.UniversalClient]*bus{}}
 
 // joinBus subscribes s to channel on the bus of rdb, starting the bus if
-// needed.
+// needed. No I/O happens under buses.mu or b.mu, so neither dispatching
+// messages nor making caches on other clients waits on Redis.
 func joinBus(rdb redis.UniversalClient, channel string, s subscriber, logger *slog.Logger) *bus {
 	buses.mu.Lock()
-	defer buses.mu.Unlock()
 	b := buses.m[rdb]
 	if b == nil {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -75,34 +76,49 @@ func joinBus(rdb redis.UniversalClient, channel string, s subscriber, logger *sl
 			ctx:    ctx,
 			cancel: cancel,
 			done:   make(chan struct{}),
+			// Without channels, Subscribe only makes the PubSub.
+			ps: rdb.Subscribe(ctx),
 		}
-		b.subs[channel] = map[subscriber]struct{}{s: {}}
-		b.refs = 1
-		// Subscribing does not fail when Redis is down: go-redis records
-		// the channel and subscribes when it connects. The short timeout
-		// keeps New from waiting on an unreachable server.
-		sctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
-		b.ps = rdb.Subscribe(sctx, channel)
-		cancel()
 		buses.m[rdb] = b
 		go b.run()
-		return b
 	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.refs++
 	set := b.subs[channel]
-	if set == nil {
+	first := set == nil
+	if first {
 		set = map[subscriber]struct{}{}
 		b.subs[channel] = set
-		ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
-		// An error here leaves the channel recorded for the next
-		// (re)connection; nothing else to do.
-		_ = b.ps.Subscribe(ctx, channel)
-		cancel()
 	}
 	set[s] = struct{}{}
+	b.mu.Unlock()
+	buses.mu.Unlock()
+	if first {
+		b.sync(channel)
+	}
 	return b
+}
+
+// sync brings the server's subscription to channel in line with b.subs.
+// Calls are serialized by ioMu, and each sends what is wanted when it
+// runs, so a join and a leave racing on one channel end in the state of
+// the last one. Subscribing does not fail when Redis is down: go-redis
+// records the channel and subscribes when it connects; the short timeout
+// keeps New and Close from waiting on an unreachable server.
+func (b *bus) sync(channel string) {
+	b.ioMu.Lock()
+	defer b.ioMu.Unlock()
+	b.mu.Lock()
+	want := b.subs[channel] != nil
+	ps := b.ps
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
+	defer cancel()
+	if want {
+		_ = ps.Subscribe(ctx, channel)
+	} else {
+		_ = ps.Unsubscribe(ctx, channel)
+	}
 }
 
 // leave unsubscribes s and stops the bus after its last user.
@@ -111,15 +127,12 @@ func (b *bus) leave(channel string, s subscriber) {
 	b.mu.Lock()
 	b.refs--
 	last := b.refs == 0
+	emptied := false
 	if set := b.subs[channel]; set != nil {
 		delete(set, s)
 		if len(set) == 0 {
 			delete(b.subs, channel)
-			if !last {
-				ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
-				_ = b.ps.Unsubscribe(ctx, channel)
-				cancel()
-			}
+			emptied = true
 		}
 	}
 	if last {
@@ -128,15 +141,19 @@ func (b *bus) leave(channel string, s subscriber) {
 	ps := b.ps
 	b.mu.Unlock()
 	buses.mu.Unlock()
-	if last {
-		b.cancel()
-		_ = ps.Close()
-		<-b.done
-		// run may have replaced the PubSub meanwhile.
-		b.mu.Lock()
-		_ = b.ps.Close()
-		b.mu.Unlock()
+	if !last {
+		if emptied {
+			b.sync(channel)
+		}
+		return
 	}
+	b.cancel()
+	_ = ps.Close()
+	<-b.done
+	// run may have replaced the PubSub meanwhile.
+	b.mu.Lock()
+	_ = b.ps.Close()
+	b.mu.Unlock()
 }
 
 // run reads the subscription until the bus stops.
@@ -205,6 +222,8 @@ func (b *bus) run() {
 // (which dials) happens outside it, bounded, and is retried by the next
 // Receive if Redis does not answer.
 func (b *bus) replace() {
+	b.ioMu.Lock()
+	defer b.ioMu.Unlock()
 	ps := b.rdb.Subscribe(b.ctx)
 	b.mu.Lock()
 	old := b.ps

@@ -33,14 +33,16 @@ var ErrClosed = errors.New("cache: closed")
 
 // Defaults for Options.
 const (
-	DefaultTTL              = 5 * time.Minute
-	DefaultL1TTL            = time.Minute
-	DefaultL1MaxEntries     = 10_000
-	DefaultFailSafeMaxAge   = time.Hour
-	DefaultFailSafeThrottle = 30 * time.Second
-	DefaultL2Timeout        = 500 * time.Millisecond
-	DefaultBreakDuration    = 2 * time.Second
-	DefaultRecoveryQueue    = 10_000
+	DefaultTTL                = 5 * time.Minute
+	DefaultL1TTL              = time.Minute
+	DefaultL1MaxEntries       = 10_000
+	DefaultFailSafeMaxAge     = time.Hour
+	DefaultFailSafeThrottle   = 30 * time.Second
+	DefaultL2Timeout          = 500 * time.Millisecond
+	DefaultBreakDuration      = 2 * time.Second
+	DefaultRecoveryQueue      = 10_000
+	DefaultRecoveryQueueBytes = 64 << 20
+	DefaultLockTimeout        = 5 * time.Second
 )
 
 // Options configure a Cache. The zero value is a good start: every zero
@@ -80,25 +82,47 @@ type Options struct {
 	// NegativeTTL, when positive, caches "not found" (a loader returning
 	// ErrNotFound) for that long.
 	NegativeTTL time.Duration
+	// EagerRefreshThreshold, when in (0, 1), makes a hit on a value older
+	// than that fraction of its TTL start one background reload (once per
+	// cluster, under the distributed lock) while the hit returns the
+	// current value at once, so hot keys do not expire under load. Zero
+	// disables it.
+	EagerRefreshThreshold float64
+
+	// LockTimeout bounds how long an instance waits for another instance
+	// that holds the distributed lock for a key to load it, before
+	// loading it itself (DefaultLockTimeout, 5 s). The lock is a lease of
+	// a quarter of LockTimeout, renewed while its holder loads, so a
+	// holder that dies releases it by expiry. Negative disables the
+	// distributed lock: concurrent misses then load once per process.
+	LockTimeout time.Duration
 
 	// L2Timeout bounds each Redis operation of the cache
 	// (DefaultL2Timeout, 500 ms); a slower Redis counts as failing.
 	// Negative means no bound other than the client's own timeouts.
 	L2Timeout time.Duration
-	// BreakDuration is how long L2 is skipped after a Redis failure before
-	// it is tried again (DefaultBreakDuration, 2 s).
+	// BreakDuration is how long L2 is skipped after a Redis failure this
+	// cache sees, before it is tried again (DefaultBreakDuration, 2 s).
+	// The breaker is shared by every cache on the client (see Breaker).
 	BreakDuration time.Duration
-	// RecoveryQueue bounds how many Set, Remove and RemoveByTag operations
-	// that could not reach Redis are kept to be replayed when it returns
-	// (DefaultRecoveryQueue). The last operation per key wins. Negative
-	// disables replay.
+	// RecoveryQueue bounds how many Set, Remove, RemoveByTag and Clear
+	// operations that could not reach Redis are kept to be replayed when
+	// it returns (DefaultRecoveryQueue). The last operation per key wins.
+	// Negative disables replay.
 	RecoveryQueue int
+	// RecoveryQueueBytes bounds the encoded values those operations hold
+	// (DefaultRecoveryQueueBytes, 64 MiB); a Set that does not fit is
+	// replayed as a Remove of its key, so Redis drops the older value.
+	// Negative means no byte bound.
+	RecoveryQueueBytes int64
 
 	// KeyPrefix is put in front of every Redis key of this cache
 	// (default "goaspire:cache:{name}:"). Values are stored under
-	// KeyPrefix+"v:"+key, tag sets under KeyPrefix+"t:"+tag, and
-	// invalidations go to the channel KeyPrefix+"invalidate". Instances
-	// share values and invalidations when their name and KeyPrefix agree.
+	// KeyPrefix+"v:"+key, locks under KeyPrefix+"l:"+key, tag removal
+	// times under KeyPrefix+"t:"+tag, the Clear time under
+	// KeyPrefix+"clear", and invalidations go to the channel
+	// KeyPrefix+"invalidate". Instances share values and invalidations
+	// when their name and KeyPrefix agree.
 	KeyPrefix string
 	// Codec encodes values for Redis (default JSONCodec). L1 keeps values
 	// decoded, so an L1 hit does no decoding.
@@ -121,8 +145,9 @@ type Loader[T any] func(ctx context.Context) (T, error)
 type EntryOption func(*entryOptions)
 
 type entryOptions struct {
-	ttl  time.Duration
-	tags []string
+	ttl    time.Duration
+	tags   []string
+	noLock bool
 }
 
 // WithTTL gives this entry its own freshness duration instead of
@@ -134,44 +159,62 @@ func WithTags(tags ...string) EntryOption {
 	return func(o *entryOptions) { o.tags = append(o.tags, tags...) }
 }
 
+// WithoutDistributedLock makes a GetOrLoad miss skip the distributed lock:
+// concurrent misses for the key still load once per process, but each
+// instance loads on its own, saving one Redis round trip per miss.
+func WithoutDistributedLock() EntryOption { return func(o *entryOptions) { o.noLock = true } }
+
 // Cache is a two-tier cache of T values: a bounded in-process L1 in front
 // of Redis (L2), in front of the loader. See the package documentation.
 // A Cache is safe for concurrent use. Values are shared between callers
 // as they are: treat them as immutable (use pointer or value types
 // accordingly).
 type Cache[T any] struct {
-	name    string
-	id      string // instance id, to ignore our own messages
-	channel string
-	prefix  string // data keys
-	tagPfx  string // tag sets
+	name     string
+	id       string // instance id, to ignore our own messages
+	channel  string
+	prefix   string // data keys
+	tagPfx   string // tag removal times
+	lockPfx  string // distributed locks
+	clearKey string
 
-	ttl, l1ttl  time.Duration
-	failSafe    time.Duration // 0: disabled
-	throttle    time.Duration
-	softTimeout time.Duration
-	hardTimeout time.Duration
-	negativeTTL time.Duration
-	l2Timeout   time.Duration
-	bytesBound  bool
-	codec       Codec
-	l1          *l1[T] // nil when disabled
-	rdb         redis.UniversalClient
-	bus         *bus
-	brk         breaker
-	recovery    recoveryQueue
-	replaying   atomic.Bool
-	flight      flight[T]
-	stats       counters
-	tracer      trace.Tracer
-	spanOpts    []trace.SpanStartOption
-	logger      *slog.Logger
-	metricsReg  metric.Registration
-	closeCtx    context.Context
-	closeCancel context.CancelFunc
-	closeMu     sync.RWMutex // orders track against Close
-	closed      atomic.Bool
-	wg          sync.WaitGroup
+	ttl, l1ttl    time.Duration
+	failSafe      time.Duration // 0: disabled
+	throttle      time.Duration
+	softTimeout   time.Duration
+	hardTimeout   time.Duration
+	negativeTTL   time.Duration
+	l2Timeout     time.Duration
+	lockTimeout   time.Duration // 0: no distributed lock
+	eager         float64
+	breakDuration int64
+	bytesBound    bool
+	oneNode       bool // rdb is not a cluster: a script may touch several keys
+	codec         Codec
+	l1            *l1[T] // nil when disabled
+	rdb           redis.UniversalClient
+	bus           *bus
+	brk           *Breaker
+	stopListen    func()
+	recovery      recoveryQueue
+	replaying     atomic.Bool
+	flight        flight[T]
+	tags          tagTimes
+	waiters       lockWaiters
+	tokenArg      any // c.id and the lock lease in ms, boxed once for scripts
+	leaseArg      any
+	removals      atomic.Uint64 // bumped by every removal, for Get's fills
+	maxPhys       atomic.Int64  // longest Redis TTL written, for tag times
+	stats         counters
+	tracer        trace.Tracer
+	spanOpts      []trace.SpanStartOption
+	logger        *slog.Logger
+	metricsReg    metric.Registration
+	closeCtx      context.Context
+	closeCancel   context.CancelFunc
+	closeMu       sync.RWMutex // orders track against Close
+	closed        atomic.Bool
+	wg            sync.WaitGroup
 }
 
 // entryOverhead is the fixed per-entry cost, in bytes, assumed when L1 is
@@ -191,16 +234,22 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 		return nil, errors.New("cache: New: empty cache name")
 	}
 	c := &Cache[T]{name: name, rdb: rdb, id: newInstanceID()}
+	_, c.oneNode = rdb.(*redis.Client)
 	if err := c.configure(opts); err != nil {
 		return nil, fmt.Errorf("cache %q: %w", name, err)
 	}
 	if err := c.registerMetrics(opts.MeterProvider); err != nil {
 		return nil, fmt.Errorf("cache %q: metrics: %w", name, err)
 	}
+	c.tokenArg, c.leaseArg = c.id, c.lockLease().Milliseconds()
 	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	clock.acquire()
 	if rdb != nil {
+		c.brk = ClientBreaker(rdb)
+		c.stopListen = c.brk.listen(c.startRecovery)
 		c.bus = joinBus(rdb, c.channel, c, c.logger)
+	} else {
+		c.brk = &Breaker{}
 	}
 	return c, nil
 }
@@ -225,6 +274,10 @@ func (c *Cache[T]) configure(o Options) error {
 	if o.L1MaxBytes < 0 {
 		return errors.New("invalid Options.L1MaxBytes: negative")
 	}
+	if o.EagerRefreshThreshold < 0 || o.EagerRefreshThreshold >= 1 || o.EagerRefreshThreshold != o.EagerRefreshThreshold {
+		return errors.New("invalid Options.EagerRefreshThreshold: want 0 (off) or a fraction in (0, 1)")
+	}
+	c.eager = o.EagerRefreshThreshold
 	c.ttl = cmp0(o.TTL, DefaultTTL)
 	c.l1ttl = min(cmp0(o.L1TTL, DefaultL1TTL), c.ttl)
 	switch {
@@ -241,20 +294,34 @@ func (c *Cache[T]) configure(o Options) error {
 	case o.L2Timeout > 0:
 		c.l2Timeout = o.L2Timeout
 	}
-	c.brk.duration = int64(cmp0(o.BreakDuration, DefaultBreakDuration))
+	switch {
+	case o.LockTimeout == 0:
+		c.lockTimeout = DefaultLockTimeout
+	case o.LockTimeout > 0:
+		c.lockTimeout = o.LockTimeout
+	}
+	c.breakDuration = int64(cmp0(o.BreakDuration, DefaultBreakDuration))
 	switch {
 	case o.RecoveryQueue == 0:
 		c.recovery.max = DefaultRecoveryQueue
 	case o.RecoveryQueue > 0:
 		c.recovery.max = o.RecoveryQueue
 	}
-	c.prefix = o.KeyPrefix
-	if c.prefix == "" {
-		c.prefix = "goaspire:cache:" + c.name + ":"
+	switch {
+	case o.RecoveryQueueBytes == 0:
+		c.recovery.maxBytes = DefaultRecoveryQueueBytes
+	case o.RecoveryQueueBytes > 0:
+		c.recovery.maxBytes = o.RecoveryQueueBytes
 	}
-	c.tagPfx = c.prefix + "t:"
-	c.channel = c.prefix + "invalidate"
-	c.prefix += "v:"
+	pfx := o.KeyPrefix
+	if pfx == "" {
+		pfx = "goaspire:cache:" + c.name + ":"
+	}
+	c.tagPfx = pfx + "t:"
+	c.lockPfx = pfx + "l:"
+	c.clearKey = pfx + "clear"
+	c.channel = pfx + "invalidate"
+	c.prefix = pfx + "v:"
 	c.codec = o.Codec
 	if c.codec == nil {
 		c.codec = JSONCodec{}
@@ -266,6 +333,7 @@ func (c *Cache[T]) configure(o Options) error {
 	case o.L1MaxEntries >= 0:
 		c.l1 = newL1[T](int64(cmp0(o.L1MaxEntries, DefaultL1MaxEntries)), 32)
 	}
+	c.tags.ttl = int64(c.l1ttl)
 	tp := o.TracerProvider
 	if tp == nil {
 		tp = otel.GetTracerProvider()
@@ -301,7 +369,14 @@ func (c *Cache[T]) Name() string { return c.name }
 
 // GetOrLoad returns the value for key: from L1 if fresh there, else from
 // Redis if fresh there, else from load, whose result then fills both
-// tiers. Concurrent misses for one key in this process share one load.
+// tiers. Concurrent misses for one key share one load: in this process,
+// and across the instances on one Redis through a short distributed lock
+// (see Options.LockTimeout and WithoutDistributedLock).
+//
+// The caller that starts a load runs it on its own goroutine and waits for
+// it even when ctx ends (the load's context does not inherit ctx's
+// cancellation, see Loader; bound it with Options.HardTimeout); callers
+// joining a load in progress leave when their ctx ends.
 //
 // When the load fails (or outlasts Options.SoftTimeout) and a stale value
 // younger than Options.FailSafeMaxAge exists in either tier, that value is
@@ -310,10 +385,14 @@ func (c *Cache[T]) Name() string { return c.name }
 // ErrNotFound makes GetOrLoad return that error (cached with NegativeTTL).
 func (c *Cache[T]) GetOrLoad(ctx context.Context, key string, load Loader[T], opts ...EntryOption) (T, error) {
 	if c.l1 != nil {
-		if e := c.l1.getFresh(key, clock.now()); e != nil {
+		now := clock.now()
+		if e := c.l1.getFresh(key, now); e != nil {
 			if e.negative {
 				var zero T
 				return zero, ErrNotFound
+			}
+			if e.refreshAt != 0 && now >= e.refreshAt && load != nil {
+				c.eagerRefresh(ctx, key, load, opts, e)
 			}
 			return e.value, nil
 		}
@@ -350,8 +429,7 @@ func resolve(opts []EntryOption) entryOptions {
 }
 
 // lead does the work of a miss for everyone waiting on cl: L1 again, then
-// L2, then the loader (on its own goroutine when the caller may leave
-// early or a soft timeout is to be watched).
+// L2, then the loader.
 func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T]) {
 	wallNow := time.Now()
 	now := clock.advance(wallNow)
@@ -372,12 +450,18 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		}
 		c.stats.l1Misses.Add(1)
 	}
+	var pre lockState
 	if c.rdb != nil {
-		e := c.readL2(ctx, key, now, wallNow)
+		var e *entry[T]
+		if c.lockTimeout > 0 && !eo.noLock && c.oneNode {
+			e, pre = c.readL2OrLock(ctx, key, now, wallNow)
+		} else {
+			e = c.readL2(ctx, key, now, wallNow)
+		}
 		switch {
 		case e != nil && now < e.fresh:
 			c.stats.l2Hits.Add(1)
-			c.storeL1(e, now)
+			c.fill(cl, e, now)
 			c.finishWith(key, cl, e)
 			return
 		case e != nil && now < e.stale && !e.negative && c.failSafe > 0 && (stale == nil || e.fresh > stale.fresh):
@@ -386,17 +470,31 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		c.stats.l2Misses.Add(1)
 	}
 	if !c.track() {
+		c.unlock(pre.held)
 		var zero T
 		c.flight.finish(key, cl, zero, ErrClosed)
 		return
 	}
-	if ctx.Done() == nil && (stale == nil || c.softTimeout <= 0) {
-		// The caller cannot give up early and there is no soft timeout to
-		// watch: load on this goroutine and save two thread wake-ups.
-		c.load(ctx, key, load, eo, cl, stale)
+	if stale != nil && c.softTimeout > 0 {
+		// The caller is to get the stale value at the soft timeout while
+		// the load goes on: run it on its own goroutine.
+		go c.load(ctx, key, load, eo, cl, stale, false, pre)
 		return
 	}
-	go c.load(ctx, key, load, eo, cl, stale)
+	// The common path: the loader runs on this goroutine, saving a
+	// hand-off and a wake-up per miss. The caller waits for it even if
+	// its context ends (the load's does not inherit that); callers that
+	// joined may leave.
+	c.load(ctx, key, load, eo, cl, stale, false, pre)
+}
+
+// fill stores an entry read from Redis into L1 unless a write to its key
+// happened meanwhile.
+func (c *Cache[T]) fill(cl *call[T], e *entry[T], now int64) {
+	if c.l1 == nil {
+		return
+	}
+	c.flight.unlessSuperseded(cl, func() { c.storeL1(e, now, true) })
 }
 
 // track reserves a slot for work Close must wait for; it fails once the
@@ -420,27 +518,64 @@ func (c *Cache[T]) finishWith(key string, cl *call[T], e *entry[T]) {
 	c.flight.finish(key, cl, e.value, nil)
 }
 
-// load runs the loader for a miss and fills the tiers with its result,
-// in a "cache.load" span whose cache.result attribute says how the callers
-// were answered.
-func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T]) {
+// eagerRefresh starts one background reload of key, whose L1 entry e is
+// past the eager-refresh threshold, unless a load of key is in progress.
+func (c *Cache[T]) eagerRefresh(ctx context.Context, key string, load Loader[T], opts []EntryOption, e *entry[T]) {
+	if !e.refreshing.CompareAndSwap(false, true) || c.closed.Load() {
+		return
+	}
+	cl, leader := c.flight.join(key)
+	if !leader {
+		return
+	}
+	if !c.track() {
+		c.flight.forget(key, cl)
+		return
+	}
+	c.stats.eagerRefreshes.Add(1)
+	go c.load(context.WithoutCancel(ctx), key, load, resolve(opts), cl, e, true, lockState{})
+}
+
+// load runs the loader for a miss (or, with background, an eager refresh
+// whose current entry is stale) and fills the tiers with its result, in a
+// "cache.load" span whose cache.result attribute says how the callers were
+// answered.
+func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T], background bool, pre lockState) {
 	defer c.wg.Done()
 	ctx, span := c.tracer.Start(ctx, "cache.load", c.spanOpts...)
 	defer span.End()
-	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
-	stop := context.AfterFunc(c.closeCtx, cancel)
-	defer stop()
+
+	lk := pre.held
+	if lk == nil && c.rdb != nil && c.lockTimeout > 0 && !eo.noLock {
+		var e *entry[T]
+		var skip bool
+		lk, e, skip = c.lockOrWait(ctx, key, background, pre.busy)
+		switch {
+		case e != nil:
+			// Another instance loaded it while we waited.
+			span.SetAttributes(attrResult.String("loaded_elsewhere"))
+			c.fill(cl, e, clock.now())
+			c.finishWith(key, cl, e)
+			return
+		case skip:
+			// Another instance is refreshing it.
+			c.flight.forget(key, cl)
+			return
+		}
+	}
+
+	var lctx context.Context = loadContext{values: ctx, closing: c.closeCtx}
 	if c.hardTimeout > 0 {
 		var cancelHard context.CancelFunc
 		lctx, cancelHard = context.WithTimeout(lctx, c.hardTimeout)
 		defer cancelHard()
 	}
 	c.stats.loads.Add(1)
+	created := time.Now().UnixMilli()
 
-	if stale == nil || c.softTimeout <= 0 {
+	if background || stale == nil || c.softTimeout <= 0 {
 		v, err := c.runLoader(lctx, load)
-		c.loaded(ctx, span, key, eo, cl, stale, v, err)
+		c.loaded(ctx, span, key, eo, cl, stale, lk, created, background, v, err)
 		return
 	}
 	type result struct {
@@ -456,15 +591,29 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 	defer t.Stop()
 	select {
 	case r := <-ch:
-		c.loaded(ctx, span, key, eo, cl, stale, r.v, r.err)
+		c.loaded(ctx, span, key, eo, cl, stale, lk, created, false, r.v, r.err)
 	case <-t.C:
-		c.serveStale(key, cl, stale, staleTimeout)
+		c.serveStale(cl, stale, staleTimeout)
 		span.SetAttributes(attrResult.String("stale"))
 		r := <-ch
 		// The callers have their answer; only refresh the tiers.
-		c.loaded(ctx, span, key, eo, nil, nil, r.v, r.err)
+		c.loaded(ctx, span, key, eo, cl, nil, lk, created, true, r.v, r.err)
 	}
 }
+
+// loadContext is the context of a load: the values of the caller's
+// context, ended only by the cache's Close. It costs one allocation, where
+// deriving it (WithoutCancel, WithCancel, AfterFunc) costs several on every
+// miss.
+type loadContext struct {
+	values  context.Context
+	closing context.Context
+}
+
+func (c loadContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c loadContext) Done() <-chan struct{}       { return c.closing.Done() }
+func (c loadContext) Err() error                  { return c.closing.Err() }
+func (c loadContext) Value(key any) any           { return c.values.Value(key) }
 
 // runLoader calls load, turning a panic into an error: the loader may run
 // on a goroutine of the cache, where a panic would take the process down
@@ -479,78 +628,102 @@ func (c *Cache[T]) runLoader(ctx context.Context, load Loader[T]) (v T, err erro
 	return load(ctx)
 }
 
-// loaded handles a loader's result. cl is nil when the callers were
-// already answered (soft timeout).
-func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo entryOptions, cl *call[T], stale *entry[T], v T, err error) {
+// loaded handles a loader's result and finishes cl. With background the
+// callers were already answered (soft timeout) or nobody asked (eager
+// refresh): only the tiers are refreshed. lk is the distributed lock
+// held for the load, if any; it is released here.
+func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo entryOptions, cl *call[T], stale *entry[T], lk *heldLock, created int64, background bool, v T, err error) {
 	wallNow := time.Now()
 	now := clock.advance(wallNow)
 	var zero T
 	switch {
 	case err == nil:
-		e, env := c.newEntry(key, v, false, eo, now, wallNow)
-		c.storeL1(e, now)
+		e, env := c.newEntry(key, v, false, eo, now, wallNow, created)
+		won := true
 		if env != nil {
-			_ = c.writeL2(ctx, key, env, c.physicalTTL(eo), eo.tags, false)
+			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk)
+		} else {
+			c.unlock(lk)
 		}
-		if cl != nil {
-			span.SetAttributes(attrResult.String("loaded"))
-			c.flight.finish(key, cl, v, nil)
+		if won {
+			c.flight.unlessSuperseded(cl, func() { c.storeL1(e, now, true) })
 		}
+		span.SetAttributes(attrResult.String("loaded"))
+		c.flight.finish(key, cl, v, nil)
 	case errors.Is(err, ErrNotFound):
 		c.stats.loadNotFound.Add(1)
 		if c.negativeTTL > 0 {
 			neo := entryOptions{ttl: c.negativeTTL, tags: eo.tags}
-			e, env := c.newEntry(key, zero, true, neo, now, wallNow)
-			c.storeL1(e, now)
+			e, env := c.newEntry(key, zero, true, neo, now, wallNow, created)
+			won := true
 			if env != nil {
-				_ = c.writeL2(ctx, key, env, c.negativeTTL, eo.tags, false)
+				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk)
+			} else {
+				c.unlock(lk)
 			}
-		} else if c.l1 != nil {
-			c.l1.remove(key)
+			if won {
+				c.flight.unlessSuperseded(cl, func() { c.storeL1(e, now, true) })
+			}
+		} else {
+			c.unlock(lk)
+			if c.l1 != nil {
+				c.flight.unlessSuperseded(cl, func() { c.l1.remove(key) })
+			}
 		}
-		if cl != nil {
-			span.SetAttributes(attrResult.String("not_found"))
-			c.flight.finish(key, cl, zero, err)
-		}
+		span.SetAttributes(attrResult.String("not_found"))
+		c.flight.finish(key, cl, zero, err)
 	default:
+		c.unlock(lk)
 		c.stats.loadErrors.Add(1)
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "load failed")
-		if cl == nil {
+		switch {
+		case background && stale != nil && now < stale.stale:
+			// An eager refresh failed: the current value stays; callers
+			// that joined meanwhile get it.
 			c.logger.Debug("cache: background refresh failed", "error", err)
-			return
-		}
-		if stale != nil && now < stale.stale {
+			c.flight.answer(cl, stale.value, nil)
+		case background:
+			c.logger.Debug("cache: background refresh failed", "error", err)
+		case stale != nil && now < stale.stale:
 			span.SetAttributes(attrResult.String("stale"))
-			c.serveStale(key, cl, stale, staleError)
-			return
+			c.serveStale(cl, stale, staleError)
+		default:
+			span.SetAttributes(attrResult.String("error"))
 		}
-		span.SetAttributes(attrResult.String("error"))
 		c.flight.finish(key, cl, zero, err)
 	}
 }
 
 // serveStale answers the callers with a stale value, and keeps it in L1
-// for FailSafeThrottle so the next requests do not retry at once.
-func (c *Cache[T]) serveStale(key string, cl *call[T], stale *entry[T], reason int) {
+// for FailSafeThrottle so the next requests do not retry at once. The call
+// stays registered until its load ends.
+func (c *Cache[T]) serveStale(cl *call[T], stale *entry[T], reason int) {
 	now := clock.now()
 	e := &entry[T]{
-		value: stale.value,
-		key:   stale.key,
-		tags:  stale.tags,
-		cost:  stale.cost,
-		fresh: min(now+int64(c.throttle), stale.stale),
-		stale: stale.stale,
+		value:   stale.value,
+		key:     stale.key,
+		tags:    stale.tags,
+		cost:    stale.cost,
+		created: stale.created,
+		fresh:   min(now+int64(c.throttle), stale.stale),
+		stale:   stale.stale,
 	}
-	c.storeL1(e, now)
+	c.flight.unlessSuperseded(cl, func() { c.storeL1(e, now, true) })
 	c.stats.staleServed[reason].Add(1)
-	c.flight.finish(key, cl, e.value, nil)
+	c.flight.answer(cl, e.value, nil)
 }
 
-func (c *Cache[T]) storeL1(e *entry[T], now int64) {
-	if c.l1 != nil {
-		c.l1.set(e, now)
+// storeL1 stores e unless a tag or Clear known here invalidated it after
+// it was created. fill says e was read or loaded rather than written.
+func (c *Cache[T]) storeL1(e *entry[T], now int64, fill bool) {
+	if c.l1 == nil {
+		return
 	}
+	if fill && c.tags.invalidLocally(e.created, e.tags) {
+		return
+	}
+	c.l1.set(e, now, fill)
 }
 
 func (c *Cache[T]) ttlOf(eo entryOptions) time.Duration {
@@ -567,9 +740,9 @@ func (c *Cache[T]) physicalTTL(eo entryOptions) time.Duration {
 }
 
 // newEntry builds the L1 entry for v and, when there is an L2 (or L1 is
-// bounded by size), its encoded envelope. An encoding failure is logged and
-// the value is kept in L1 only.
-func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now int64, wall time.Time) (*entry[T], []byte) {
+// bounded by size), its encoded envelope. created is in Unix milliseconds.
+// An encoding failure is logged and the value is kept in L1 only.
+func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now int64, wall time.Time, created int64) (*entry[T], []byte) {
 	ttl := c.ttlOf(eo)
 	phys := ttl
 	if !negative {
@@ -581,9 +754,13 @@ func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now
 		key:      key,
 		tags:     eo.tags,
 		negative: negative,
+		created:  created,
 		fresh:    now + int64(min(ttl, c.l1ttl)),
 		stale:    now + int64(phys),
 		cost:     1,
+	}
+	if c.eager > 0 && !negative {
+		e.refreshAt = now + int64(float64(ttl)*c.eager)
 	}
 	if c.rdb == nil && !c.bytesBound {
 		return e, nil
@@ -601,7 +778,7 @@ func (c *Cache[T]) newEntry(key string, v T, negative bool, eo entryOptions, now
 			return e, nil
 		}
 	}
-	env := appendEnvelope(make([]byte, 0, envelopeSize(eo.tags, len(payload))), negative, wallNow+ttl.Milliseconds(), wallNow+phys.Milliseconds(), eo.tags, payload)
+	env := appendEnvelope(make([]byte, 0, envelopeSize(eo.tags, len(payload))), negative, wallNow+ttl.Milliseconds(), wallNow+phys.Milliseconds(), created, eo.tags, payload)
 	if c.bytesBound {
 		e.cost = entryOverhead + int64(len(key)+len(env))
 	}
@@ -629,6 +806,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 	if c.rdb == nil || c.closed.Load() {
 		return zero, false
 	}
+	removals := c.removals.Load()
 	wallNow := time.Now()
 	now = clock.advance(wallNow)
 	e := c.readL2(ctx, key, now, wallNow)
@@ -637,7 +815,9 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 		return zero, false
 	}
 	c.stats.l2Hits.Add(1)
-	c.storeL1(e, now)
+	if c.removals.Load() == removals {
+		c.storeL1(e, now, true)
+	}
 	if e.negative {
 		return zero, false
 	}
@@ -645,9 +825,10 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 }
 
 // Set stores v under key in both tiers and tells the other instances to
-// drop their L1 copy. When Redis is unreachable the value is kept in L1
-// and the Redis write is replayed when Redis returns; Set returns an error
-// only when v cannot be encoded or the cache is closed.
+// drop their L1 copy. A load of key in progress anywhere does not
+// overwrite it. When Redis is unreachable the value is kept in L1 and the
+// Redis write is replayed when Redis returns; Set returns an error only
+// when v cannot be encoded or the cache is closed.
 func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -655,57 +836,96 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 	eo := resolve(opts)
 	wallNow := time.Now()
 	now := clock.advance(wallNow)
-	e, env := c.newEntry(key, v, false, eo, now, wallNow)
+	e, env := c.newEntry(key, v, false, eo, now, wallNow, wallNow.UnixMilli())
 	if c.rdb != nil && env == nil {
 		return fmt.Errorf("cache %q: encoding the value for key failed", c.name)
 	}
-	c.storeL1(e, now)
+	c.flight.supersede(key)
+	c.storeL1(e, now, false)
 	if c.rdb == nil {
 		return nil
 	}
 	ttl := c.physicalTTL(eo)
-	if err := c.writeL2(ctx, key, env, ttl, eo.tags, true); err != nil {
-		c.recovery.add(pendingOp{kind: opSet, id: key, env: env, expires: wallNow.Add(ttl), tags: eo.tags}, c.logger)
+	if err := c.writeL2(ctx, key, env, ttl); err != nil {
+		c.queue(pendingOp{kind: opSet, id: key, env: env, at: e.created, expires: wallNow.Add(ttl)})
 	}
 	return nil
 }
 
 // Remove deletes key from both tiers here and from the L1 of every other
-// instance. When Redis is unreachable the removal is replayed when it
+// instance. A load of key in progress anywhere does not bring the old
+// value back. When Redis is unreachable the removal is replayed when it
 // returns.
 func (c *Cache[T]) Remove(ctx context.Context, key string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
+	at := time.Now().UnixMilli()
+	c.flight.supersede(key)
+	c.removals.Add(1)
 	if c.l1 != nil {
 		c.l1.remove(key)
 	}
 	if c.rdb == nil {
 		return nil
 	}
-	if err := c.removeL2(ctx, key); err != nil {
-		c.recovery.add(pendingOp{kind: opRemove, id: key}, c.logger)
+	if err := c.removeL2(ctx, key, at, false); err != nil {
+		c.queue(pendingOp{kind: opRemove, id: key, at: at})
 	}
 	return nil
 }
 
-// RemoveByTag deletes every entry tagged tag, from both tiers here and from
-// the L1 of every other instance. Tags are kept in Redis as one set of keys
-// per tag (see the package documentation).
+// RemoveByTag expires every entry tagged tag, in every instance. It does
+// O(1) Redis work whatever the number of entries: it records the time of
+// the removal under the tag and tells the other instances, which drop
+// matching L1 entries; an entry read from Redis is treated as expired when
+// one of its tags was removed at or after it was written (it may still be
+// served by fail-safe while its loader fails).
 func (c *Cache[T]) RemoveByTag(ctx context.Context, tag string) error {
+	return c.invalidate(ctx, opRemoveTag, tag)
+}
+
+// Clear expires every entry of the cache, in every instance, as
+// RemoveByTag does for one tag: Redis records the time of the clear, and
+// every instance empties its L1.
+func (c *Cache[T]) Clear(ctx context.Context) error {
+	return c.invalidate(ctx, opClear, "")
+}
+
+func (c *Cache[T]) invalidate(ctx context.Context, kind int, tag string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	if c.l1 != nil {
-		c.l1.removeTag(tag)
-	}
+	at := time.Now().UnixMilli()
+	c.applyInvalidation(kind, tag, at)
 	if c.rdb == nil {
 		return nil
 	}
-	if err := c.removeTagL2(ctx, tag); err != nil {
-		c.recovery.add(pendingOp{kind: opRemoveTag, id: tag}, c.logger)
+	if err := c.invalidateL2(ctx, kind, tag, at); err != nil {
+		c.queue(pendingOp{kind: kind, id: tag, at: at})
 	}
 	return nil
+}
+
+// applyInvalidation applies a tag removal or a clear made at (Unix ms) to
+// this instance.
+func (c *Cache[T]) applyInvalidation(kind int, tag string, at int64) {
+	now := clock.now()
+	if kind == opClear {
+		c.tags.note(tagClear, at, now)
+	} else {
+		c.tags.note(tagID(tag), at, now)
+	}
+	c.flight.supersedeAll()
+	c.removals.Add(1)
+	if c.l1 == nil {
+		return
+	}
+	if kind == opClear {
+		c.l1.clear()
+	} else {
+		c.l1.removeTag(tag)
+	}
 }
 
 // Close stops the cache: it leaves the invalidation channel, cancels loads
@@ -719,6 +939,9 @@ func (c *Cache[T]) Close() error {
 	}
 	c.closeMu.Unlock()
 	c.closeCancel()
+	if c.stopListen != nil {
+		c.stopListen()
+	}
 	if c.bus != nil {
 		c.bus.leave(c.channel, c)
 	}

@@ -172,26 +172,50 @@ func TestHardTimeout(t *testing.T) {
 	}
 }
 
+// TestCallerCancellationDoesNotCancelTheSharedLoad: neither the caller
+// running the load nor one waiting for it cancels the load by giving up;
+// the waiter leaves at once, and the load's value serves everyone.
 func TestCallerCancellationDoesNotCancelTheSharedLoad(t *testing.T) {
 	c := newCache[product](t, nil, "cancel", Options{})
-	var n counter
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := c.GetOrLoad(ctx, "k", n.loader(sampleProduct(1), nil, 100*time.Millisecond))
-		errc <- err
-	}()
-	eventually(t, time.Second, "load started", func() bool { return n.calls.Load() == 1 })
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("canceled caller got %v", err)
+	var calls atomic.Int64
+	release := make(chan struct{})
+	loader := func(ctx context.Context) (product, error) {
+		calls.Add(1)
+		<-release
+		if err := ctx.Err(); err != nil {
+			return product{}, err
+		}
+		return sampleProduct(1), nil
 	}
-	// A second caller joins the same load and gets its value.
-	v, err := c.GetOrLoad(context.Background(), "k", n.loader(sampleProduct(2), nil, 0))
-	if err != nil || v.ID != 1 || n.calls.Load() != 1 {
-		t.Fatalf("got %+v, %v after %d loads; want the first load's value", v, err, n.calls.Load())
+	leaderCtx, cancelLeader := context.WithCancel(context.Background())
+	leader := make(chan error, 1)
+	go func() {
+		_, err := c.GetOrLoad(leaderCtx, "k", loader)
+		leader <- err
+	}()
+	eventually(t, time.Second, "load started", func() bool { return calls.Load() == 1 })
+	waiterCtx, cancelWaiter := context.WithCancel(context.Background())
+	waiter := make(chan error, 1)
+	go func() {
+		_, err := c.GetOrLoad(waiterCtx, "k", loader)
+		waiter <- err
+	}()
+	cancelLeader()
+	cancelWaiter()
+	if err := <-waiter; !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled waiter got %v, want context.Canceled", err)
+	}
+	close(release)
+	if err := <-leader; err != nil {
+		t.Fatalf("the caller running the load got %v; its cancellation must not cancel the load", err)
+	}
+	v, err := c.GetOrLoad(context.Background(), "k", n0loader)
+	if err != nil || v.ID != 1 || calls.Load() != 1 {
+		t.Fatalf("got %+v, %v after %d loads; want the first load's value", v, err, calls.Load())
 	}
 }
+
+func n0loader(context.Context) (product, error) { return product{ID: -1}, nil }
 
 func TestNegativeCaching(t *testing.T) {
 	c := newCache[product](t, nil, "neg", Options{NegativeTTL: time.Minute})

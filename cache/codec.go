@@ -27,30 +27,36 @@ func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(dat
 // instance knows when the value stops being fresh, how long it may be
 // served stale, whether it is a cached "not found", and its tags.
 //
-//	byte 0      version (1)
+//	byte 0      version (2)
 //	byte 1      flags (1: not found)
 //	bytes 2-9   fresh until, Unix milliseconds, big endian
 //	bytes 10-17 stale until (the Redis TTL), Unix milliseconds
+//	bytes 18-25 created: when the value was written (Set) or its load
+//	            started, Unix milliseconds; a load never replaces a value
+//	            created later, and a tag removed at or after it expires it
 //	uvarint     number of tags, then each tag as uvarint length + bytes
 //	rest        the value as the codec encoded it
 const (
-	envelopeVersion = 1
+	envelopeVersion = 2
 	flagNegative    = 1
-	envelopeHeader  = 18
+	flagTombstone   = 2 // a removed key: no value, only its created time
+	envelopeHeader  = 26
 )
 
 var errBadEnvelope = errors.New("cache: malformed L2 entry")
 
 type envelope struct {
-	negative bool
-	fresh    int64 // Unix ms
-	stale    int64 // Unix ms
-	tags     []string
-	payload  []byte
+	negative  bool
+	tombstone bool
+	fresh     int64 // Unix ms
+	stale     int64 // Unix ms
+	created   int64 // Unix ms
+	tags      []string
+	payload   []byte
 }
 
 // appendEnvelope writes the envelope for payload.
-func appendEnvelope(dst []byte, negative bool, fresh, stale int64, tags []string, payload []byte) []byte {
+func appendEnvelope(dst []byte, negative bool, fresh, stale, created int64, tags []string, payload []byte) []byte {
 	var flags byte
 	if negative {
 		flags |= flagNegative
@@ -58,12 +64,22 @@ func appendEnvelope(dst []byte, negative bool, fresh, stale int64, tags []string
 	dst = append(dst, envelopeVersion, flags)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(fresh))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(stale))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(created))
 	dst = binary.AppendUvarint(dst, uint64(len(tags)))
 	for _, t := range tags {
 		dst = binary.AppendUvarint(dst, uint64(len(t)))
 		dst = append(dst, t...)
 	}
 	return append(dst, payload...)
+}
+
+// appendTombstone writes the envelope that marks a key removed at created.
+func appendTombstone(dst []byte, created int64) []byte {
+	dst = append(dst, envelopeVersion, flagTombstone)
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(created))
+	return binary.AppendUvarint(dst, 0)
 }
 
 func envelopeSize(tags []string, payload int) int {
@@ -84,8 +100,10 @@ func parseEnvelope(data []byte) (envelope, error) {
 		return e, errBadEnvelope
 	}
 	e.negative = data[1]&flagNegative != 0
+	e.tombstone = data[1]&flagTombstone != 0
 	e.fresh = int64(binary.BigEndian.Uint64(data[2:10]))
 	e.stale = int64(binary.BigEndian.Uint64(data[10:18]))
+	e.created = int64(binary.BigEndian.Uint64(data[18:26]))
 	rest := data[envelopeHeader:]
 	n, k := binary.Uvarint(rest)
 	if k <= 0 || n > uint64(len(rest)) {

@@ -8,8 +8,9 @@
 //     reconnecting by itself, traced, measured and health-checked;
 //   - New: a generic two-tier cache, Cache[T], with a bounded in-process L1
 //     in front of Redis (L2) in front of a loader, with stampede
-//     protection, fail-safe, a Redis circuit breaker, tags, negative
-//     caching, and L1 invalidation across instances through Redis Pub/Sub.
+//     protection across instances, fail-safe, eager refresh, a Redis
+//     circuit breaker per client, tags and Clear, negative caching, and L1
+//     invalidation across instances through Redis Pub/Sub.
 //
 // # Connecting
 //
@@ -108,21 +109,60 @@
 //		return db.Product(ctx, id)
 //	}, cache.WithTags("category:"+cat))
 //
-// Reads go to L1, then to Redis, then to the loader. Concurrent misses for a
-// key in one process share one load (stampede protection; not across
-// processes). L1 keeps values decoded, so a hit costs a map lookup and no
-// decoding and does not allocate. Its bound is a number of entries
-// (L1MaxEntries) or an estimated size (L1MaxBytes), enforced per shard by
-// CLOCK (second-chance) eviction; its entries live for L1TTL, shorter than
-// TTL, so a lost invalidation message costs at most L1TTL of staleness.
+// Reads go to L1, then to Redis, then to the loader. L1 keeps values
+// decoded, so a hit costs a map lookup and no decoding and does not
+// allocate. Its bound is a number of entries (L1MaxEntries) or an estimated
+// size (L1MaxBytes), enforced per shard by CLOCK (second-chance) eviction;
+// its entries live for L1TTL, shorter than TTL, so a lost invalidation
+// message costs at most L1TTL of staleness.
 //
-// Writes (Set, Remove, RemoveByTag) change both tiers here and publish an
-// invalidation on "{KeyPrefix}invalidate", which every other
+// Stampede protection: concurrent misses for a key in one process share
+// one load, and the instances on one Redis share one load per key through
+// a distributed lock (FusionCache's distributed locker): after a Redis
+// miss, the instance that wins "SET {KeyPrefix}l:{key} token NX PX lease"
+// loads and stores the value, releases the lock (token-checked) and says
+// so on the invalidation channel; the others wait for that message or poll
+// Redis (every 5 ms to 100 ms), and take the lock over if it expires. A
+// holder that dies releases the lock by expiry: the lease is a quarter of
+// LockTimeout and is renewed while the load runs. A waiter loads by itself
+// after LockTimeout, when Redis fails or while the breaker is open: the
+// lock saves loads, it is never needed for correctness. On a single-node
+// client the read that finds the key missing takes the lock in the same
+// round trip (one script does both, so L2 reads are an EVALSHA rather than
+// a GET); on a cluster, where the two keys may live on different nodes,
+// the lock costs one more round trip per miss. WithoutDistributedLock
+// skips it for an entry, and a negative LockTimeout for the whole cache.
+//
+// The caller whose miss starts a load runs the loader on its own goroutine
+// (no hand-off, no wake-up), and waits for it even if its context ends;
+// the load's context keeps the caller's values but not its cancellation, so
+// a caller giving up never cancels a load others wait for. Callers that
+// join a load leave when their context ends. With a stale value and
+// SoftTimeout, the load runs on a goroutine of its own so the caller can
+// get the stale value at the soft timeout.
+//
+// Eager refresh: with EagerRefreshThreshold (say 0.9), the first L1 hit on
+// a value older than that fraction of its TTL returns it at once and
+// starts one background reload (under the distributed lock, so once per
+// cluster; an instance that finds the lock taken leaves the refresh to its
+// holder), so hot keys do not expire under load.
+//
+// Writes (Set, Remove, RemoveByTag, Clear) change both tiers here and
+// publish an invalidation on "{KeyPrefix}invalidate", which every other
 // instance applies to its L1 within milliseconds. All caches on one Redis
 // client share one Pub/Sub connection. When that subscription is lost and
 // comes back (Redis restarted, network cut, or a connection that went
 // silent, detected by pinging), the instance empties its L1, since it may
 // have missed messages.
+//
+// A load never overwrites a newer write. Each value in Redis records when
+// it was created (written by Set, or its load started); a load stores its
+// value with a script that leaves a value created at or after its start in
+// place, and then does not put its value in L1 either. Remove leaves a
+// tombstone (for a minute) so that a load started before it cannot bring
+// the value back. In the process, Set and Remove mark a load in progress
+// for the key, and invalidations from other instances do too, so it does
+// not fill L1.
 //
 // Fail-safe: Redis keeps each value FailSafeMaxAge beyond its TTL, in an
 // envelope that records when it stops being fresh. When the loader fails,
@@ -135,24 +175,42 @@
 //
 // Redis failures never reach callers. Each Redis operation is bounded by
 // L2Timeout; one failure opens a breaker that skips Redis for
-// BreakDuration, after which one call probes it. Meanwhile reads use L1 and
+// BreakDuration, after which one call probes it. The breaker belongs to
+// the Redis client: every cache on it shares it, and ClientBreaker returns
+// it to other code using the client (servicedefaults' App.Redis callers,
+// say), which can read its state and feed it. Meanwhile reads use L1 and
 // the loader, and writes are queued (last one per key wins, up to
-// RecoveryQueue) and replayed when Redis answers again. If the queue
-// overflowed, the replay ends by telling every instance to empty its L1.
-// The loader's own errors are returned (unless fail-safe applies).
+// RecoveryQueue operations and RecoveryQueueBytes of values) and replayed
+// until they go through, with backoff, without waiting for more traffic.
+// A replayed Set or Remove leaves a value written later by another
+// instance in place. A Set that does not fit the byte bound is replayed as
+// a Remove of its key, so the older value is dropped from Redis; past the
+// count bound writes are dropped, and the replay ends with a Clear as of
+// the first dropped one, so that no older value is served. The loader's
+// own errors are returned (unless fail-safe applies).
 //
-// Tags are kept in Redis as one set of data keys per tag
-// ("{KeyPrefix}t:{tag}", living as long as its longest member). RemoveByTag
-// reads the set, deletes the keys one command each (so it works on a
-// cluster) and publishes the tag; instances drop matching L1 entries by
-// scanning L1. Compared with a tag-version scheme (FusionCache's), this
-// costs nothing on reads and frees memory at once, at the price of sets
-// that may list already-expired keys until they expire themselves.
+// Tags (FusionCache's scheme): an entry carries its tags and creation time.
+// RemoveByTag records the time of the removal under "{KeyPrefix}t:{tag}"
+// and publishes it: two commands whatever the number of entries, and
+// nothing in Redis grows with tagged writes. Each instance drops matching
+// entries from L1 by scanning it, and treats an entry read from Redis as
+// expired (served only by fail-safe) when one of its tags was removed at
+// or after it was created. Tag removal times are cached per instance for
+// L1TTL, updated at once by the bus, and read from Redis (one pipelined
+// GET) when unknown. Clear works the same way with one time for the whole
+// cache ("{KeyPrefix}clear"), and empties every instance's L1.
+//
+// The coarse clock L1 reads instead of time.Now ticks every millisecond
+// only while caches are being read; after a second without reads it stops,
+// and the next read sets it to the precise time.
 //
 // Redis layout, for a cache named n with the default KeyPrefix
-// "goaspire:cache:n:": values at "goaspire:cache:n:v:{key}", tag sets at
-// "goaspire:cache:n:t:{tag}", invalidations on
-// "goaspire:cache:n:invalidate" as "1|{instance}|{k|t|c}|{key or tag}".
+// "goaspire:cache:n:": values at "goaspire:cache:n:v:{key}", locks at
+// "goaspire:cache:n:l:{key}", tag removal times at
+// "goaspire:cache:n:t:{tag}", the Clear time at "goaspire:cache:n:clear",
+// invalidations on "goaspire:cache:n:invalidate" as
+// "2|{instance}|{k|l|t|c}|{argument}". Every script touches one key, so
+// the layout works on Redis Cluster.
 //
 // Metrics (meter "github.com/goaspire/goaspire/cache", all with cache.name):
 // goaspire.cache.hits and goaspire.cache.misses {cache.tier=l1|l2},
@@ -167,9 +225,8 @@
 // commands get their spans from the client (OpenRedis instruments it).
 // Hits in either tier add no span of their own, and keys are not recorded.
 //
-// Known limits: stampede protection is per process; a Set racing with a
-// load of the same key may be overwritten by the load's older value; the
-// replay after an outage is last-writer-wins against writes other
-// instances made meanwhile; values are shared between callers, so treat
-// them as immutable.
+// Known limits: a load that outlives its Remove's tombstone (a minute) can
+// store the removed key's older value; a RemoveByTag is remembered in
+// Redis for the longest TTL plus FailSafeMaxAge this instance has written;
+// values are shared between callers, so treat them as immutable.
 package cache

@@ -7,6 +7,8 @@ import (
 	"log"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
 )
@@ -88,4 +90,14 @@ func ExampleNew() {
 	// Trail Runner
 	// true 2
 	// 3
+}
+
+func ExampleClientBreaker() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	// The caches made on rdb share this breaker; code using rdb directly
+	// can check it before calling Redis, and report what it saw.
+	brk := cache.ClientBreaker(rdb)
+	fmt.Println(brk.Open(), brk == cache.ClientBreaker(rdb))
+	// Output: false true
 }

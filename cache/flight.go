@@ -10,6 +10,11 @@ import (
 // Unlike golang.org/x/sync/singleflight it is generic (no interface boxing),
 // a waiter can leave when its own context ends without disturbing the
 // others, and a call nobody waits for allocates no channel.
+//
+// A call stays registered until its load is over, even when its callers
+// were answered earlier (a stale value served at the soft timeout): Set and
+// Remove mark it superseded, and a superseded load does not store its
+// result, so a load never overwrites a newer write.
 type flight[T any] struct {
 	mu    sync.Mutex
 	calls map[string]*call[T]
@@ -21,6 +26,9 @@ type call[T any] struct {
 	finished bool
 	value    T
 	err      error
+	// superseded is set, under flight.mu, by a write to the key made
+	// while the call was registered.
+	superseded bool
 }
 
 // join returns the call in progress for key, or starts one; leader reports
@@ -44,16 +52,71 @@ func (f *flight[T]) join(key string) (c *call[T], leader bool) {
 func (f *flight[T]) finish(key string, c *call[T], value T, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c.finished {
-		return
-	}
+	f.forgetLocked(key, c)
+	f.publishLocked(c, value, err)
+}
+
+// answer publishes the result of c but keeps it registered: its load goes
+// on in the background and ends with forget.
+func (f *flight[T]) answer(c *call[T], value T, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.publishLocked(c, value, err)
+}
+
+// forget unregisters c.
+func (f *flight[T]) forget(key string, c *call[T]) {
+	f.mu.Lock()
+	f.forgetLocked(key, c)
+	f.mu.Unlock()
+}
+
+func (f *flight[T]) forgetLocked(key string, c *call[T]) {
 	if f.calls[key] == c {
 		delete(f.calls, key)
+	}
+}
+
+func (f *flight[T]) publishLocked(c *call[T], value T, err error) {
+	if c.finished {
+		return
 	}
 	c.value, c.err, c.finished = value, err, true
 	if c.done != nil {
 		close(c.done)
 	}
+}
+
+// supersede marks the call in progress for key, if any: a write to key
+// happened, so its load must not store what it loaded.
+func (f *flight[T]) supersede(key string) {
+	f.mu.Lock()
+	if c := f.calls[key]; c != nil {
+		c.superseded = true
+	}
+	f.mu.Unlock()
+}
+
+// supersedeAll marks every call in progress (a tag removal or a clear).
+func (f *flight[T]) supersedeAll() {
+	f.mu.Lock()
+	for _, c := range f.calls {
+		c.superseded = true
+	}
+	f.mu.Unlock()
+}
+
+// unlessSuperseded runs store unless c was superseded, and reports whether
+// it ran. Writes mark calls under the same lock, so a write either marks c
+// before store is considered or comes after it.
+func (f *flight[T]) unlessSuperseded(c *call[T], store func()) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.superseded {
+		return false
+	}
+	store()
+	return true
 }
 
 // wait blocks until c is finished or ctx ends.

@@ -3,7 +3,9 @@ package cache
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -12,28 +14,67 @@ import (
 // errBreakerOpen is returned by L2 helpers while the breaker skips Redis.
 var errBreakerOpen = errors.New("cache: redis is failing; skipped")
 
-// tagScript adds a key to a tag set and makes the set live at least as
-// long as the key. One key per call, so it works on Redis Cluster.
-const tagScript = `redis.call('SADD', KEYS[1], ARGV[1])
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl == -1 or (ttl >= 0 and ttl < tonumber(ARGV[2])) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+// Scripts. Each touches one key, so they work on Redis Cluster.
+var (
+	// setIfNotNewer stores an envelope unless the stored one was created
+	// at or after it (bytes 19-26 of a version-2 envelope, big endian):
+	// a load or a replay never replaces a newer write.
+	// KEYS[1] data key; ARGV[1] envelope, ARGV[2] TTL ms, ARGV[3] created ms.
+	setIfNotNewer = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
+  local t = 0
+  for i = 19, 26 do t = t * 256 + string.byte(cur, i) end
+  if t >= tonumber(ARGV[3]) then return 0 end
 end
-return 1`
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+	// unlock deletes a lock if it still holds our token.
+	unlock = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+	// renew extends a lock if it still holds our token.
+	renew = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+	// setMax records a removal time unless a later one is recorded, and
+	// makes it live at least ARGV[2] ms.
+	// KEYS[1] tag or clear key; ARGV[1] time ms, ARGV[2] TTL ms.
+	setMax = redis.NewScript(`local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl >= 0 and ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+end
+return 1`)
+	// getOrLock returns the stored envelope unless it is a tombstone, and
+	// otherwise tries to take the lock: 1 if taken, 0 if another holds it.
+	// It touches two keys, so it runs on single-node clients only.
+	// KEYS[1] data key, KEYS[2] lock key; ARGV[1] token, ARGV[2] lease ms.
+	getOrLock = redis.NewScript(`local v = redis.call('GET', KEYS[1])
+if v and not (#v >= 2 and string.byte(v, 2) % 4 >= 2) then return v end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0`)
+	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, getOrLock}
+)
 
-// Invalidation messages: "1|{instance}|{op}|{argument}".
+// tombstoneTTL is how long a Remove leaves a marker in Redis, so that a
+// load that started before it does not store the removed value again.
+const tombstoneTTL = time.Minute
+
+// Invalidation messages: "2|{instance}|{op}|{argument}".
 const (
-	msgKey   = 'k' // argument: a key
-	msgTag   = 't' // argument: a tag
-	msgClear = 'c' // no argument
+	msgKey    = 'k' // argument: a key written or removed
+	msgLoaded = 'l' // argument: a key loaded under the lock (or its lock released)
+	msgTag    = 't' // argument: "{ms}|{tag}"
+	msgClear  = 'c' // argument: "{ms}"
 )
 
 func (c *Cache[T]) message(op byte, arg string) string {
-	return "1|" + c.id + "|" + string(op) + "|" + arg
+	return "2|" + c.id + "|" + string(op) + "|" + arg
 }
 
 func (c *Cache[T]) dataKey(key string) string { return c.prefix + key }
 func (c *Cache[T]) tagKey(tag string) string  { return c.tagPfx + tag }
+func (c *Cache[T]) lockKey(key string) string { return c.lockPfx + key }
 
 // l2ctx bounds one Redis operation. It does not inherit the caller's
 // cancellation: the result may serve other callers, and an operation cut
@@ -54,15 +95,12 @@ func (c *Cache[T]) l2result(err error) bool {
 	if err == nil || errors.Is(err, redis.Nil) {
 		if c.brk.success() {
 			c.logger.Info("cache: redis is reachable again")
-			c.startRecovery()
 		}
 		return true
 	}
 	c.stats.l2Errors.Add(1)
-	wasOpen := c.brk.isOpen()
-	c.brk.failure(clock.now())
-	if !wasOpen {
-		c.logger.Warn("cache: redis failed; skipping it for a while", "error", err, "break", time.Duration(c.brk.duration))
+	if c.brk.failure(clock.now(), c.breakDuration) {
+		c.logger.Warn("cache: redis failed; skipping it for a while", "error", err, "break", time.Duration(c.breakDuration))
 	}
 	return false
 }
@@ -79,15 +117,58 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	if !c.l2result(err) || err != nil {
 		return nil
 	}
+	return c.decodeL2(ctx, key, data, now, wallNow)
+}
+
+// lockState is what an L2 read that may take the lock found: the lock
+// taken (the key was missing), or busy (missing, and another instance
+// holds the lock).
+type lockState struct {
+	held *heldLock
+	busy bool
+}
+
+// readL2OrLock is readL2 that, when the key is missing, tries to take its
+// distributed lock in the same round trip.
+func (c *Cache[T]) readL2OrLock(ctx context.Context, key string, now int64, wallNow time.Time) (*entry[T], lockState) {
+	if !c.brk.allow(now) {
+		return nil, lockState{}
+	}
+	lctx, cancel := c.l2ctx(ctx)
+	res, err := getOrLock.Run(lctx, c.rdb, []string{c.dataKey(key), c.lockKey(key)}, c.tokenArg, c.leaseArg).Result()
+	cancel()
+	if !c.l2result(err) || err != nil {
+		return nil, lockState{}
+	}
+	switch v := res.(type) {
+	case string:
+		return c.decodeL2(ctx, key, []byte(v), now, wallNow), lockState{}
+	case int64:
+		if v == 1 {
+			return nil, lockState{held: c.hold(key, c.id)}
+		}
+		return nil, lockState{busy: true}
+	}
+	return nil, lockState{}
+}
+
+// decodeL2 turns a stored envelope into an entry, expired (stale only)
+// when a tag removal or a clear came at or after it was created. A
+// tombstone or an unreadable envelope gives nil.
+func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now int64, wallNow time.Time) *entry[T] {
 	env, err := parseEnvelope(data)
 	if err != nil {
 		c.stats.codecErrors.Add(1)
+		return nil
+	}
+	if env.tombstone {
 		return nil
 	}
 	e := &entry[T]{
 		key:      key,
 		tags:     env.tags,
 		negative: env.negative,
+		created:  env.created,
 		cost:     1,
 	}
 	if !env.negative {
@@ -99,44 +180,134 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	}
 	e.fresh = min(wallToClock(env.fresh, now, wallNow), now+int64(c.l1ttl))
 	e.stale = wallToClock(env.stale, now, wallNow)
+	if c.tagsInvalidate(ctx, env.created, env.tags, now) {
+		e.fresh = 0
+	} else if c.eager > 0 && !env.negative {
+		e.refreshAt = wallToClock(env.created+int64(float64(env.fresh-env.created)*c.eager), now, wallNow)
+	}
 	if c.bytesBound {
 		e.cost = entryOverhead + int64(len(key)+len(data))
 	}
 	return e
 }
 
-// writeL2 stores an envelope with its tags, and with publish tells the
-// other instances to drop the key from their L1.
-func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time.Duration, tags []string, publish bool) error {
+// writeL2 stores an envelope written by Set and tells the other instances
+// to drop the key from their L1.
+func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time.Duration) error {
+	c.notePhysicalTTL(ttl)
 	dk := c.dataKey(key)
 	return c.l2write(ctx, func(lctx context.Context) error {
-		if len(tags) == 0 && !publish {
-			return c.rdb.Set(lctx, dk, env, ttl).Err()
-		}
 		_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
 			p.Set(lctx, dk, env, ttl)
-			for _, t := range tags {
-				p.Eval(lctx, tagScript, []string{c.tagKey(t)}, dk, ttl.Milliseconds())
-			}
-			if publish {
-				p.Publish(lctx, c.channel, c.message(msgKey, key))
-			}
+			p.Publish(lctx, c.channel, c.message(msgKey, key))
 			return nil
 		})
 		return err
 	})
 }
 
-// removeL2 deletes key and publishes its invalidation.
-func (c *Cache[T]) removeL2(ctx context.Context, key string) error {
+// writeLoaded stores a loaded envelope unless a value created at or after
+// created is in Redis, releases lk, and when lk was held tells the other
+// instances (which may be waiting for it). It reports whether the value
+// may go to L1: it was stored, or Redis could not be asked.
+func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock) bool {
+	c.notePhysicalTTL(ttl)
+	lk.stop()
+	dk := c.dataKey(key)
+	var set *redis.Cmd
+	if lk == nil {
+		// One command: no pipeline to build.
+		err := c.l2write(ctx, func(lctx context.Context) error {
+			set = setIfNotNewer.Run(lctx, c.rdb, []string{dk}, env, ttl.Milliseconds(), created)
+			return set.Err()
+		})
+		if err != nil {
+			return true // Redis could not be asked: L1 is all there is
+		}
+		n, _ := set.Int64()
+		return n == 1
+	}
+	err := c.l2write(ctx, func(lctx context.Context) error {
+		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
+			set = setIfNotNewer.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), created)
+			if lk != nil {
+				unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
+				p.Publish(lctx, c.channel, c.message(msgLoaded, key))
+			}
+		})
+	})
+	if err != nil {
+		return true
+	}
+	n, _ := set.Int64()
+	return n == 1
+}
+
+// removeL2 replaces key by a tombstone created at (Unix ms) and publishes
+// its invalidation. With ifNotNewer (a replay) it leaves a value created
+// later in place.
+func (c *Cache[T]) removeL2(ctx context.Context, key string, at int64, ifNotNewer bool) error {
+	tomb := appendTombstone(make([]byte, 0, envelopeHeader+1), at)
+	dk := c.dataKey(key)
 	return c.l2write(ctx, func(lctx context.Context) error {
-		_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
-			p.Del(lctx, c.dataKey(key))
+		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
+			if ifNotNewer {
+				setIfNotNewer.EvalSha(lctx, p, []string{dk}, tomb, tombstoneTTL.Milliseconds(), at)
+			} else {
+				p.Set(lctx, dk, tomb, tombstoneTTL)
+			}
 			p.Publish(lctx, c.channel, c.message(msgKey, key))
+		})
+	})
+}
+
+// invalidateL2 records a tag removal or a clear made at (Unix ms) and
+// tells the other instances: two commands, whatever the number of entries.
+func (c *Cache[T]) invalidateL2(ctx context.Context, kind int, tag string, at int64) error {
+	key, msg := c.clearKey, c.message(msgClear, strconv.FormatInt(at, 10))
+	if kind == opRemoveTag {
+		key, msg = c.tagKey(tag), c.message(msgTag, strconv.FormatInt(at, 10)+"|"+tag)
+	}
+	// A removal time must outlive every entry written before it.
+	ttl := max(time.Duration(c.maxPhys.Load()), c.physicalTTL(entryOptions{}))
+	return c.l2write(ctx, func(lctx context.Context) error {
+		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
+			setMax.EvalSha(lctx, p, []string{key}, at, ttl.Milliseconds())
+			p.Publish(lctx, c.channel, msg)
+		})
+	})
+}
+
+func (c *Cache[T]) notePhysicalTTL(ttl time.Duration) {
+	for {
+		cur := c.maxPhys.Load()
+		if int64(ttl) <= cur || c.maxPhys.CompareAndSwap(cur, int64(ttl)) {
+			return
+		}
+	}
+}
+
+// pipelineScripts runs a pipeline that calls scripts by SHA; when Redis
+// does not know one (after a restart or a failover) it loads them all and
+// runs the pipeline once more.
+func (c *Cache[T]) pipelineScripts(ctx context.Context, fill func(p redis.Pipeliner)) error {
+	run := func() error {
+		_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			fill(p)
 			return nil
 		})
 		return err
-	})
+	}
+	err := run()
+	if err == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return err
+	}
+	for _, s := range scripts {
+		if err := s.Load(ctx, c.rdb).Err(); err != nil {
+			return err
+		}
+	}
+	return run()
 }
 
 // l2write runs one Redis write unless the breaker is open, bounded by
@@ -153,89 +324,377 @@ func (c *Cache[T]) l2write(ctx context.Context, write func(lctx context.Context)
 	return nil
 }
 
-// removeTagL2 deletes every key in the tag's set, the set, and publishes
-// the tag's invalidation. Keys are deleted one command each, so that it
-// works across Redis Cluster slots.
-func (c *Cache[T]) removeTagL2(ctx context.Context, tag string) error {
-	if !c.brk.allow(clock.now()) {
-		return errBreakerOpen
-	}
-	lctx, cancel := c.l2ctx(ctx)
-	defer cancel()
-	tk := c.tagKey(tag)
-	keys, err := c.rdb.SMembers(lctx, tk).Result()
-	if !c.l2result(err) {
-		return err
-	}
-	const batch = 512
-	for len(keys) > 0 {
-		n := min(len(keys), batch)
-		_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
-			for _, k := range keys[:n] {
-				p.Del(lctx, k)
-			}
-			return nil
-		})
-		if !c.l2result(err) {
-			return err
-		}
-		keys = keys[n:]
-	}
-	_, err = c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
-		p.Del(lctx, tk)
-		p.Publish(lctx, c.channel, c.message(msgTag, tag))
-		return nil
-	})
-	if !c.l2result(err) {
-		return err
-	}
-	return nil
-}
-
-// publishClear tells every instance to empty its L1.
-func (c *Cache[T]) publishClear(ctx context.Context) error {
-	lctx, cancel := c.l2ctx(ctx)
-	defer cancel()
-	err := c.rdb.Publish(lctx, c.channel, c.message(msgClear, "")).Err()
-	if !c.l2result(err) {
-		return err
-	}
-	return nil
-}
-
 // onMessage handles an invalidation from another instance.
 func (c *Cache[T]) onMessage(payload string) {
-	rest, ok := strings.CutPrefix(payload, "1|")
+	rest, ok := strings.CutPrefix(payload, "2|")
 	if !ok {
-		return // a future format; ignore
+		return // another format; ignore
 	}
 	id, rest, ok := strings.Cut(rest, "|")
 	if !ok || id == c.id || len(rest) < 2 || rest[1] != '|' {
 		return
 	}
 	op, arg := rest[0], rest[2:]
-	c.stats.invalidations.Add(1)
-	if c.l1 == nil {
-		return
+	if op != msgLoaded {
+		c.stats.invalidations.Add(1)
 	}
 	switch op {
 	case msgKey:
-		c.l1.remove(arg)
+		c.flight.supersede(arg)
+		c.removals.Add(1)
+		if c.l1 != nil {
+			c.l1.remove(arg)
+		}
+		c.waiters.wake(arg)
+	case msgLoaded:
+		if c.l1 != nil {
+			c.l1.remove(arg)
+		}
+		c.waiters.wake(arg)
 	case msgTag:
-		c.l1.removeTag(arg)
+		ms, tag, ok := strings.Cut(arg, "|")
+		at, err := strconv.ParseInt(ms, 10, 64)
+		if ok && err == nil {
+			c.applyInvalidation(opRemoveTag, tag, at)
+		}
 	case msgClear:
-		c.l1.clear()
+		if at, err := strconv.ParseInt(arg, 10, 64); err == nil {
+			c.applyInvalidation(opClear, "", at)
+		}
 	}
 }
 
 // onReconnect runs when the invalidation subscription came back after a
-// failure: messages may have been missed, so L1 is emptied. Redis is
-// reachable again, so the breaker closes and pending writes are replayed.
+// failure: messages may have been missed, so L1 and the known tag times
+// are dropped. Redis is reachable again, so the breaker closes and pending
+// writes are replayed.
 func (c *Cache[T]) onReconnect() {
 	c.stats.reconnects.Add(1)
+	c.tags.reset()
+	c.flight.supersedeAll()
+	c.removals.Add(1)
 	if c.l1 != nil {
 		c.l1.clear()
 	}
 	c.brk.success()
 	c.startRecovery()
+}
+
+// tagClear is the tagTimes id of the Clear time; tag ids are the tag with
+// a "t" in front.
+const tagClear = "c"
+
+func tagID(tag string) string { return "t" + tag }
+
+// tagTimes caches, per instance, when each tag was last removed and when
+// the cache was last cleared (Unix ms), as read from Redis or received on
+// the bus. An entry is trusted for ttl (L1TTL), then read again.
+type tagTimes struct {
+	ttl int64
+	mu  sync.RWMutex
+	m   map[string]tagTime // by tag id
+}
+
+type tagTime struct {
+	at    int64 // Unix ms; 0: never
+	until int64 // coarse clock
+}
+
+// maxTagTimes bounds the tag times kept; past it they are all dropped and
+// read again as needed.
+const maxTagTimes = 10_000
+
+// note records a removal time (Unix ms) for a tag id.
+func (t *tagTimes) note(id string, at, now int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil || len(t.m) >= maxTagTimes {
+		t.m = map[string]tagTime{}
+	}
+	cur := t.m[id]
+	t.m[id] = tagTime{at: max(cur.at, at), until: now + t.ttl}
+}
+
+func (t *tagTimes) reset() {
+	t.mu.Lock()
+	t.m = nil
+	t.mu.Unlock()
+}
+
+// lookup returns the known removal time of a tag id and whether it is
+// current.
+func (t *tagTimes) lookup(id string, now int64) (int64, bool) {
+	t.mu.RLock()
+	tt, ok := t.m[id]
+	t.mu.RUnlock()
+	return tt.at, ok && now < tt.until
+}
+
+// invalidLocally reports whether a removal known here, current or not,
+// came at or after created. It does no I/O: L1 stores use it so that a
+// load racing a RemoveByTag does not put an expired entry back.
+func (t *tagTimes) invalidLocally(created int64, tags []string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if len(t.m) == 0 {
+		return false
+	}
+	if tt, ok := t.m[tagClear]; ok && tt.at >= created {
+		return true
+	}
+	for _, tag := range tags {
+		if tt, ok := t.m[tagID(tag)]; ok && tt.at >= created {
+			return true
+		}
+	}
+	return false
+}
+
+// tagsInvalidate reports whether the Clear time or the removal time of one
+// of tags is at or after created, reading from Redis the times not known
+// here. When Redis cannot answer, the entry is taken as valid.
+func (c *Cache[T]) tagsInvalidate(ctx context.Context, created int64, tags []string, now int64) bool {
+	var missing []string // tag ids
+	check := func(id string) bool {
+		at, ok := c.tags.lookup(id, now)
+		if !ok {
+			missing = append(missing, id)
+		}
+		return at != 0 && at >= created
+	}
+	if check(tagClear) {
+		return true
+	}
+	for _, t := range tags {
+		if check(tagID(t)) {
+			return true
+		}
+	}
+	if len(missing) == 0 {
+		return false
+	}
+	lctx, cancel := c.l2ctx(ctx)
+	defer cancel()
+	cmds := make([]*redis.StringCmd, len(missing))
+	_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
+		for i, id := range missing {
+			k := c.clearKey
+			if id != tagClear {
+				k = c.tagKey(id[1:])
+			}
+			cmds[i] = p.Get(lctx, k)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		c.l2result(err)
+		return false
+	}
+	invalid := false
+	for i, id := range missing {
+		at, _ := cmds[i].Int64() // redis.Nil: never removed
+		c.tags.note(id, at, now)
+		if at != 0 && at >= created {
+			invalid = true
+		}
+	}
+	return invalid
+}
+
+// lockWaiters wakes the instance's waiter for a key when another instance
+// says it loaded it.
+type lockWaiters struct {
+	mu sync.Mutex
+	m  map[string]chan struct{}
+}
+
+func (w *lockWaiters) add(key string) chan struct{} {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	if w.m == nil {
+		w.m = map[string]chan struct{}{}
+	}
+	w.m[key] = ch
+	w.mu.Unlock()
+	return ch
+}
+
+func (w *lockWaiters) remove(key string, ch chan struct{}) {
+	w.mu.Lock()
+	if w.m[key] == ch {
+		delete(w.m, key)
+	}
+	w.mu.Unlock()
+}
+
+func (w *lockWaiters) wake(key string) {
+	w.mu.Lock()
+	ch := w.m[key]
+	w.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// heldLock is a distributed lock this instance holds for a load. Its lease
+// is renewed while the load runs.
+type heldLock struct {
+	key, token string
+	mu         sync.Mutex
+	stopped    bool
+	timer      *time.Timer
+}
+
+// stop ends the renewals; it waits for one in progress. A nil lock is fine.
+func (l *heldLock) stop() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.stopped = true
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.mu.Unlock()
+}
+
+// lockLease is the lifetime of a distributed lock between renewals.
+func (c *Cache[T]) lockLease() time.Duration { return max(c.lockTimeout/4, 20*time.Millisecond) }
+
+// The lock token is the instance id: one instance loads a key once at a
+// time (its flight), so the id tells its lock from another instance's.
+func (c *Cache[T]) newLockToken() string { return c.id }
+
+// hold starts renewing a lock just acquired.
+func (c *Cache[T]) hold(key, token string) *heldLock {
+	l := &heldLock{key: c.lockKey(key), token: token}
+	lease := c.lockLease()
+	var tick func()
+	tick = func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.stopped {
+			return
+		}
+		lctx, cancel := c.l2ctx(c.closeCtx)
+		n, err := renew.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
+		cancel()
+		if err != nil || n == 0 {
+			return // lost: another instance may load too, which is allowed
+		}
+		l.timer = time.AfterFunc(lease/3, tick)
+	}
+	l.timer = time.AfterFunc(lease/3, tick)
+	return l
+}
+
+// unlock releases lk (if any) and tells waiting instances.
+func (c *Cache[T]) unlock(lk *heldLock) {
+	if lk == nil {
+		return
+	}
+	lk.stop()
+	key := strings.TrimPrefix(lk.key, c.lockPfx)
+	_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
+		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
+			unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
+			p.Publish(lctx, c.channel, c.message(msgLoaded, key))
+		})
+	})
+}
+
+// lockOrWait takes the distributed lock for key, or waits for the instance
+// holding it to store the value. It returns the lock when this instance
+// is to load; the entry when another instance stored it meanwhile; skip
+// when background (an eager refresh) and another instance holds the lock;
+// and none of them when this instance should load without the lock (Redis
+// failing, or LockTimeout passed).
+func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background, busy bool) (lk *heldLock, e *entry[T], skip bool) {
+	token := c.newLockToken()
+	lkey := c.lockKey(key)
+	lease := c.lockLease()
+	if !busy {
+		if !c.brk.allow(clock.now()) {
+			return nil, nil, false
+		}
+		lctx, cancel := c.l2ctx(ctx)
+		ok, err := c.rdb.SetNX(lctx, lkey, token, lease).Result()
+		cancel()
+		if !c.l2result(err) {
+			return nil, nil, false
+		}
+		if ok {
+			return c.hold(key, token), nil, false
+		}
+	}
+	if background {
+		return nil, nil, true
+	}
+	c.stats.lockWaits.Add(1)
+	wake := c.waiters.add(key)
+	defer c.waiters.remove(key, wake)
+	deadline := time.Now().Add(c.lockTimeout)
+	delay := 5 * time.Millisecond
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	dk := c.dataKey(key)
+	for {
+		select {
+		case <-wake:
+		case <-t.C:
+		case <-c.closeCtx.Done():
+			return nil, nil, false
+		}
+		wallNow := time.Now()
+		if wallNow.After(deadline) {
+			return nil, nil, false
+		}
+		now := clock.advance(wallNow)
+		if !c.brk.allow(now) {
+			return nil, nil, false
+		}
+		lctx, cancel := c.l2ctx(ctx)
+		var get *redis.StringCmd
+		var set *redis.BoolCmd
+		_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
+			get = p.Get(lctx, dk)
+			set = p.SetNX(lctx, lkey, token, lease)
+			return nil
+		})
+		cancel()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			c.l2result(err)
+			return nil, nil, false
+		}
+		c.l2result(nil)
+		locked := set.Val()
+		if data, err := get.Bytes(); err == nil {
+			if e := c.decodeL2(ctx, key, data, now, wallNow); e != nil && now < e.fresh {
+				if locked {
+					c.unlock(&heldLock{key: lkey, token: token})
+				}
+				return nil, e, false
+			}
+		}
+		if locked {
+			return c.hold(key, token), nil, false
+		}
+		delay = min(delay*2, 100*time.Millisecond)
+		t.Reset(delay)
+	}
+}
+
+// replaySet writes a queued Set unless a value created later is in Redis,
+// and publishes its invalidation.
+func (c *Cache[T]) replaySet(ctx context.Context, op pendingOp, ttl time.Duration) error {
+	dk := c.dataKey(op.id)
+	return c.l2write(ctx, func(lctx context.Context) error {
+		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
+			setIfNotNewer.EvalSha(lctx, p, []string{dk}, op.env, ttl.Milliseconds(), op.at)
+			p.Publish(lctx, c.channel, c.message(msgKey, op.id))
+		})
+	})
 }

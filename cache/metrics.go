@@ -26,19 +26,21 @@ const (
 // OpenTelemetry instruments read them in a callback. L1 hits are counted
 // per L1 shard.
 type counters struct {
-	l1Misses      atomic.Int64
-	l2Hits        atomic.Int64
-	l2Misses      atomic.Int64
-	loads         atomic.Int64
-	loadErrors    atomic.Int64
-	loadNotFound  atomic.Int64
-	staleServed   [staleReasons]atomic.Int64
-	invalidations atomic.Int64
-	reconnects    atomic.Int64
-	l2Errors      atomic.Int64
-	codecErrors   atomic.Int64
-	replayed      atomic.Int64
-	l1Hits        atomic.Int64 // hits found by the slow path only
+	l1Misses       atomic.Int64
+	l2Hits         atomic.Int64
+	l2Misses       atomic.Int64
+	loads          atomic.Int64
+	loadErrors     atomic.Int64
+	loadNotFound   atomic.Int64
+	staleServed    [staleReasons]atomic.Int64
+	invalidations  atomic.Int64
+	reconnects     atomic.Int64
+	l2Errors       atomic.Int64
+	codecErrors    atomic.Int64
+	replayed       atomic.Int64
+	l1Hits         atomic.Int64 // hits found by the slow path only
+	lockWaits      atomic.Int64
+	eagerRefreshes atomic.Int64
 }
 
 // Stats is a snapshot of a cache's counters since it was made.
@@ -50,6 +52,12 @@ type Stats struct {
 	// Loads counts loader calls; LoadErrors those that failed (not
 	// counting ErrNotFound, which is LoadNotFound).
 	Loads, LoadErrors, LoadNotFound int64
+	// EagerRefreshes counts background reloads started by hits past
+	// Options.EagerRefreshThreshold.
+	EagerRefreshes int64
+	// LockWaits counts misses that found another instance holding the
+	// distributed lock and waited for its value.
+	LockWaits int64
 	// StaleServed counts stale values served by fail-safe, because the
 	// loader failed or outlasted SoftTimeout.
 	StaleServed int64
@@ -59,16 +67,18 @@ type Stats struct {
 	// was lost and restored.
 	Reconnects int64
 	// L2Errors counts failed Redis operations; BreakerTrips how often
-	// that made the cache skip Redis; BreakerOpen says it does now.
+	// the breaker of the Redis client (shared by every cache on it) made
+	// the caches skip Redis; BreakerOpen says it does now.
 	L2Errors     int64
 	BreakerTrips int64
 	BreakerOpen  bool
 	// CodecErrors counts values that could not be encoded or decoded.
 	CodecErrors int64
 	// Replayed counts writes replayed to Redis after an outage;
-	// PendingReplay those still waiting.
-	Replayed      int64
-	PendingReplay int
+	// PendingReplay those still waiting, holding PendingReplayBytes.
+	Replayed           int64
+	PendingReplay      int
+	PendingReplayBytes int64
 	// L1Entries is the number of entries in L1 now; L1Evictions how many
 	// were evicted to respect its bound.
 	L1Entries   int
@@ -88,11 +98,14 @@ func (c *Cache[T]) Stats() Stats {
 		InvalidationsReceived: c.stats.invalidations.Load(),
 		Reconnects:            c.stats.reconnects.Load(),
 		L2Errors:              c.stats.l2Errors.Load(),
-		BreakerTrips:          c.brk.trips.Load(),
-		BreakerOpen:           c.brk.isOpen(),
+		EagerRefreshes:        c.stats.eagerRefreshes.Load(),
+		LockWaits:             c.stats.lockWaits.Load(),
+		BreakerTrips:          c.brk.Trips(),
+		BreakerOpen:           c.brk.Open(),
 		CodecErrors:           c.stats.codecErrors.Load(),
 		Replayed:              c.stats.replayed.Load(),
 		PendingReplay:         c.recovery.len(),
+		PendingReplayBytes:    c.recovery.size(),
 	}
 	for i := range c.stats.staleServed {
 		s.StaleServed += c.stats.staleServed[i].Load()

@@ -13,6 +13,7 @@ const (
 	opSet = iota + 1
 	opRemove
 	opRemoveTag
+	opClear
 )
 
 // pendingOp is a write that could not reach Redis.
@@ -21,26 +22,41 @@ type pendingOp struct {
 	kind    int
 	id      string // the key, or the tag for opRemoveTag
 	env     []byte
+	at      int64     // Unix ms: when the write was made (the entry's created time)
 	expires time.Time // when Redis should drop the value (opSet)
-	tags    []string
 }
+
+// pendingOverhead is the fixed cost, in bytes, counted per queued
+// operation besides its key and value.
+const pendingOverhead = 64
+
+func (op pendingOp) cost() int64 { return int64(len(op.id) + len(op.env) + pendingOverhead) }
 
 // recoveryQueue keeps the writes that failed while Redis was unreachable,
 // to replay them in order when it returns. The last operation per key (and
-// per tag) replaces earlier ones. When full, new operations are dropped and
-// the replay ends by telling every instance to empty its L1, since Redis
-// may then hold values this instance meant to replace.
+// per tag) replaces earlier ones. It is bounded by count and by bytes: a
+// Set that does not fit the byte budget is kept as a Remove of its key, so
+// the replay drops the older value from Redis; an operation that does not
+// fit the count is dropped, and the replay then ends with a Clear as of
+// the first dropped write, so that no value older than it is served.
 type recoveryQueue struct {
-	mu       sync.Mutex
-	max      int
-	seq      uint64
-	ops      map[string]pendingOp // "k"+key or "t"+tag
-	overflow bool
+	mu         sync.Mutex
+	max        int
+	maxBytes   int64 // 0: no bound
+	bytes      int64
+	seq        uint64
+	ops        map[string]pendingOp // "k"+key, "t"+tag or "c"
+	overflowAt int64                // Unix ms of the first dropped write; 0: none
+	inflight   int                  // taken by the replay in progress
+	warned     bool
 }
 
 func opID(op pendingOp) string {
-	if op.kind == opRemoveTag {
+	switch op.kind {
+	case opRemoveTag:
 		return "t" + op.id
+	case opClear:
+		return "c"
 	}
 	return "k" + op.id
 }
@@ -55,20 +71,32 @@ func (q *recoveryQueue) add(op pendingOp, logger *slog.Logger) {
 		q.ops = map[string]pendingOp{}
 	}
 	id := opID(op)
-	if _, replace := q.ops[id]; !replace && len(q.ops) >= q.max {
-		if !q.overflow {
-			logger.Warn("cache: recovery queue full; further Redis writes are dropped until Redis returns", "max", q.max)
+	old, replace := q.ops[id]
+	if replace {
+		q.bytes -= old.cost()
+	}
+	if op.kind == opSet && q.maxBytes > 0 && q.bytes+op.cost() > q.maxBytes {
+		if !q.warned {
+			logger.Warn("cache: recovery queue over its byte bound; further Sets are replayed as Removes", "max_bytes", q.maxBytes)
+			q.warned = true
 		}
-		q.overflow = true
+		op = pendingOp{kind: opRemove, id: op.id, at: op.at}
+	}
+	if !replace && len(q.ops) >= q.max {
+		if q.overflowAt == 0 {
+			logger.Warn("cache: recovery queue full; the replay will clear the cache as of now", "max", q.max)
+			q.overflowAt = op.at
+		}
 		return
 	}
 	q.seq++
 	op.seq = q.seq
 	q.ops[id] = op
+	q.bytes += op.cost()
 }
 
 // take returns the pending operations in order and empties the queue.
-func (q *recoveryQueue) take() ([]pendingOp, bool) {
+func (q *recoveryQueue) take() ([]pendingOp, int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	ops := make([]pendingOp, 0, len(q.ops))
@@ -76,41 +104,82 @@ func (q *recoveryQueue) take() ([]pendingOp, bool) {
 		ops = append(ops, op)
 	}
 	clear(q.ops)
-	overflow := q.overflow
-	q.overflow = false
+	q.bytes = 0
+	overflowAt := q.overflowAt
+	q.overflowAt = 0
+	q.inflight = len(ops)
+	if overflowAt != 0 {
+		q.inflight++
+	}
 	slices.SortFunc(ops, func(a, b pendingOp) int { return cmp.Compare(a.seq, b.seq) })
-	return ops, overflow
+	return ops, overflowAt
 }
 
 // putBack re-queues operations that could not be replayed, unless a newer
 // operation for the same key arrived meanwhile.
-func (q *recoveryQueue) putBack(ops []pendingOp, overflow bool) {
+func (q *recoveryQueue) putBack(ops []pendingOp, overflowAt int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.inflight = 0
 	if q.ops == nil {
 		q.ops = map[string]pendingOp{}
 	}
 	for _, op := range ops {
 		if _, newer := q.ops[opID(op)]; !newer {
 			q.ops[opID(op)] = op
+			q.bytes += op.cost()
 		}
 	}
-	q.overflow = q.overflow || overflow
+	if overflowAt != 0 && (q.overflowAt == 0 || overflowAt < q.overflowAt) {
+		q.overflowAt = overflowAt
+	}
 }
 
+// replayed records the end of a replay that went through.
+func (q *recoveryQueue) replayed() {
+	q.mu.Lock()
+	q.inflight = 0
+	q.mu.Unlock()
+}
+
+// len counts the operations pending, including those being replayed.
 func (q *recoveryQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := len(q.ops)
-	if q.overflow {
+	n := len(q.ops) + q.inflight
+	if q.overflowAt != 0 {
 		n++
 	}
 	return n
 }
 
-// startRecovery replays pending writes in the background, once at a time.
+// pending counts the operations waiting for a replay.
+func (q *recoveryQueue) pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := len(q.ops)
+	if q.overflowAt != 0 {
+		n++
+	}
+	return n
+}
+
+func (q *recoveryQueue) size() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
+// queue keeps a write that failed for replay, and makes sure a replay is
+// running: it retries by itself until Redis takes the writes.
+func (c *Cache[T]) queue(op pendingOp) {
+	c.recovery.add(op, c.logger)
+	c.startRecovery()
+}
+
+// startRecovery starts the replay loop unless it runs already.
 func (c *Cache[T]) startRecovery() {
-	if c.rdb == nil || c.recovery.len() == 0 || c.closed.Load() {
+	if c.rdb == nil || c.recovery.pending() == 0 || c.closed.Load() {
 		return
 	}
 	if !c.replaying.CompareAndSwap(false, true) {
@@ -122,44 +191,75 @@ func (c *Cache[T]) startRecovery() {
 	}
 	go func() {
 		defer c.wg.Done()
-		defer c.replaying.Store(false)
-		c.replay()
+		c.replayLoop()
 	}()
 }
 
-func (c *Cache[T]) replay() {
-	ops, overflow := c.recovery.take()
+// replayLoop replays the queue until it is empty, with a jittered
+// exponential backoff between failed attempts (the breaker also paces
+// them), so a write queued during an outage reaches Redis without waiting
+// for later traffic.
+func (c *Cache[T]) replayLoop() {
+	backoff := dialBackoff(2 * time.Second)
+	for attempt := 0; ; {
+		if c.recovery.pending() == 0 {
+			c.replaying.Store(false)
+			// An operation queued after the check above found the loop
+			// still running: start again for it.
+			if c.recovery.pending() > 0 && !c.closed.Load() && c.replaying.CompareAndSwap(false, true) {
+				continue
+			}
+			return
+		}
+		if c.replay() {
+			attempt = 0
+			continue
+		}
+		if !sleepCtx(c.closeCtx, backoff(attempt)) {
+			c.replaying.Store(false)
+			return
+		}
+		attempt++
+	}
+}
+
+// replay sends the queued operations once; it reports whether all went
+// through.
+func (c *Cache[T]) replay() bool {
+	ops, overflowAt := c.recovery.take()
 	ctx := c.closeCtx
 	for i, op := range ops {
 		var err error
 		switch op.kind {
 		case opSet:
 			if ttl := time.Until(op.expires); ttl > time.Millisecond {
-				err = c.writeL2(ctx, op.id, op.env, ttl, op.tags, true)
+				err = c.replaySet(ctx, op, ttl)
 			} else {
 				// Expired while Redis was away: make sure no older value
 				// survives instead.
-				err = c.removeL2(ctx, op.id)
+				err = c.removeL2(ctx, op.id, op.at, true)
 			}
 		case opRemove:
-			err = c.removeL2(ctx, op.id)
-		case opRemoveTag:
-			err = c.removeTagL2(ctx, op.id)
+			err = c.removeL2(ctx, op.id, op.at, true)
+		case opRemoveTag, opClear:
+			err = c.invalidateL2(ctx, op.kind, op.id, op.at)
 		}
 		if err != nil {
-			c.recovery.putBack(ops[i:], overflow)
-			return
+			c.recovery.putBack(ops[i:], overflowAt)
+			return false
 		}
 		c.stats.replayed.Add(1)
 	}
-	if overflow {
-		if err := c.publishClear(ctx); err != nil {
-			c.recovery.putBack(nil, true)
-			return
+	if overflowAt != 0 {
+		if err := c.invalidateL2(ctx, opClear, "", overflowAt); err != nil {
+			c.recovery.putBack(nil, overflowAt)
+			return false
 		}
-		c.logger.Warn("cache: some Redis writes were lost while Redis was down; told every instance to empty its L1")
+		c.logger.Warn("cache: some Redis writes were lost while Redis was down; cleared the cache as of the first one")
 	}
+	c.recovery.replayed()
 	if len(ops) > 0 {
 		c.logger.Info("cache: replayed writes made while Redis was down", "count", len(ops))
 	}
+	return true
 }
