@@ -84,7 +84,7 @@ type App struct {
 	mu         sync.Mutex
 	base       *http.Transport
 	clients    map[string]http.RoundTripper
-	pipelines  []*resilience.Transport // closed by Shutdown
+	pipelines  []*resilience.Transport          // closed by Shutdown
 	byClient   map[string]*resilience.Transport // the pipelines by client name, for CircuitState
 	hooks      []hook
 	serving    bool
