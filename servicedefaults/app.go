@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/log/global"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -507,6 +508,11 @@ type propagatingTransport struct {
 }
 
 func (t *propagatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if ctx := r.Context(); !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		// Nothing to pass on (the propagators all carry the span
+		// context or baggage): spare the carrier.
+		return t.base.RoundTrip(r)
+	}
 	carrier := propagation.MapCarrier{}
 	t.prop.Inject(r.Context(), carrier)
 	if len(carrier) == 0 {
