@@ -5,7 +5,6 @@
 package benchratio
 
 import (
-	"fmt"
 	"runtime"
 	"slices"
 	"testing"
@@ -54,8 +53,8 @@ func Compare(b *testing.B, rounds int, sides ...Side) {
 			continue
 		}
 		v, a := median(ns[i]), median(allocs[i])
-		b.Log(fmt.Sprintf("%s / %s: %.3fx ns/op (%.0f vs %.0f), %+.1f allocs/op (%.1f vs %.1f), median of %d rounds",
-			sides[i].Name, sides[0].Name, v/base, v, base, a-baseAllocs, a, baseAllocs, len(ns[i])))
+		b.Logf("%s / %s: %.3fx ns/op (%.0f vs %.0f), %+.1f allocs/op (%.1f vs %.1f), median of %d rounds",
+			sides[i].Name, sides[0].Name, v/base, v, base, a-baseAllocs, a, baseAllocs, len(ns[i]))
 	}
 }
 
