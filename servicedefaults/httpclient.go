@@ -3,6 +3,7 @@ package servicedefaults
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -198,7 +199,14 @@ func (t *baseAddressTransport) RoundTrip(r *http.Request) (*http.Response, error
 	if r.URL == nil || r.URL.Host != "" || r.URL.Scheme != "" || r.URL.Opaque != "" {
 		return t.next.RoundTrip(r)
 	}
-	u := *r.URL
+	// One allocation for the request copy (a RoundTripper must not
+	// modify r) and its URL.
+	out := new(struct {
+		r http.Request
+		u url.URL
+	})
+	out.u = *r.URL
+	u := &out.u
 	u.Scheme, u.Host = baseAddressScheme, t.host
 	if !strings.HasPrefix(u.Path, "/") && u.Path != "" {
 		u.Path = "/" + u.Path
@@ -206,10 +214,9 @@ func (t *baseAddressTransport) RoundTrip(r *http.Request) (*http.Response, error
 			u.RawPath = "/" + u.RawPath
 		}
 	}
-	out := new(http.Request)
-	*out = *r // a RoundTripper must not modify r
-	out.URL = &u
-	return t.next.RoundTrip(out)
+	out.r = *r
+	out.r.URL = u
+	return t.next.RoundTrip(&out.r)
 }
 
 // clientSpanName names a client span after the request's method, as the
