@@ -20,11 +20,12 @@ import (
 // loopback, each side its own sub-benchmark, in interleaved rounds:
 //
 //   - "off": telemetry off (no OTLP endpoint) against a bare http.Client;
+//
 //   - "sdk": recording spans (batch processor, discarding exporter) and
 //     metrics (a reader never collected) against otelhttp.NewTransport on
 //     the same providers.
 //
-//	go test -run '^$' -bench BenchmarkHTTPClient -benchtime 2000x -v ./servicedefaults
+//     go test -run '^$' -bench BenchmarkHTTPClient -benchtime 2000x -v ./servicedefaults
 func BenchmarkHTTPClient(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
