@@ -174,6 +174,22 @@ func (r *Resolver) resolve(u *url.URL) (*resolution, error) {
 // (the same pointer) when there is nothing to rewrite. A nil u is an error
 // wrapping ErrNilURL.
 func (r *Resolver) Resolve(u *url.URL) (*url.URL, error) {
+	return r.resolveInto(nil, u)
+}
+
+// ResolveInto is Resolve writing the real URL into dst instead of a new
+// URL, for a caller that keeps one per request and so spares the
+// allocation: it returns u itself when there is nothing to rewrite, else
+// dst holding the rewritten copy. dst must not be u.
+func (r *Resolver) ResolveInto(dst, u *url.URL) (*url.URL, error) {
+	if dst == nil {
+		return nil, errors.New("discovery: ResolveInto: nil destination URL")
+	}
+	return r.resolveInto(dst, u)
+}
+
+// resolveInto resolves u into dst, or into a new URL when dst is nil.
+func (r *Resolver) resolveInto(dst, u *url.URL) (*url.URL, error) {
 	res, err := r.resolve(u)
 	if err != nil {
 		return nil, err
@@ -183,16 +199,22 @@ func (r *Resolver) Resolve(u *url.URL) (*url.URL, error) {
 		if !plural {
 			return u, nil
 		}
-		out := *u
-		out.Scheme = scheme
-		return &out, nil
+		if dst == nil {
+			dst = new(url.URL)
+		}
+		*dst = *u
+		dst.Scheme = scheme
+		return dst, nil
 	}
 	n := res.next.Add(1) - 1
 	ep := res.endpoints[n%uint64(len(res.endpoints))]
-	out := *u
-	out.Scheme = ep.Scheme
-	out.Host = ep.Host
-	return &out, nil
+	if dst == nil {
+		dst = new(url.URL)
+	}
+	*dst = *u
+	dst.Scheme = ep.Scheme
+	dst.Host = ep.Host
+	return dst, nil
 }
 
 func (r *Resolver) lookup(q Query) ([]Endpoint, error) {

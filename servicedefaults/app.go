@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/log/global"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
@@ -84,7 +85,8 @@ type App struct {
 	mu         sync.Mutex
 	base       *http.Transport
 	clients    map[string]http.RoundTripper
-	pipelines  []*resilience.Transport // closed by Shutdown
+	pipelines  []*resilience.Transport          // closed by Shutdown
+	byClient   map[string]*resilience.Transport // the pipelines by client name, for CircuitState
 	hooks      []hook
 	serving    bool
 	serverDone chan struct{} // closed when Serve has drained; nil until Serve starts
@@ -477,8 +479,13 @@ func (a *App) OnShutdown(f func(context.Context) error) {
 //     roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration and
 //     using HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.
 //
-// name identifies the client to middleware and configuration; requests
-// still carry full URLs. The pipeline's total timeout bounds each call;
+// name identifies the client to middleware and configuration, and is the
+// client's base address: a request URL without a host goes to that
+// service, so client.Get("/products/1") on HTTPClient("catalog") is a GET
+// of "https+http://catalog/products/1" (as .NET's BaseAddress); a full URL
+// goes where it says. App.CircuitState reads the client's breakers, and
+// App.HealthHTTPClient is the client for health checks of the same
+// service, outside the pipeline. The pipeline's total timeout bounds each call;
 // request contexts still apply. Shutdown closes the pool's idle
 // connections.
 func (a *App) HTTPClient(name string) *http.Client {
@@ -501,6 +508,11 @@ type propagatingTransport struct {
 }
 
 func (t *propagatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if ctx := r.Context(); !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		// Nothing to pass on (the propagators all carry the span
+		// context or baggage): spare the carrier.
+		return t.base.RoundTrip(r)
+	}
 	carrier := propagation.MapCarrier{}
 	t.prop.Inject(r.Context(), carrier)
 	if len(carrier) == 0 {

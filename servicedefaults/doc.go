@@ -184,7 +184,11 @@
 // span per attempt; and one shared connection pool that trusts
 // SSL_CERT_FILE / SSL_CERT_DIR and uses HTTP_PROXY, HTTPS_PROXY and
 // NO_PROXY from the configuration. With the handler None, discovery alone
-// takes the pipeline's place.
+// takes the pipeline's place. A request URL without a host goes to the
+// client's own service: HTTPClient("catalog").Get("/products/1") asks
+// https+http://catalog/products/1. App.CircuitState reads a client's
+// breakers; App.HealthHTTPClient(name) is the same without the pipeline
+// and the instrumentation, for health.HTTP checks of that service.
 //
 // # gRPC
 //
