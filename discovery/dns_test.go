@@ -2,6 +2,9 @@ package discovery
 
 import (
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -359,5 +362,57 @@ func TestDNSIdleStopAndClose(t *testing.T) {
 	}
 	if _, err := r.Endpoints(mustURL(t, "http://orders")); !errors.Is(err, ErrResolverClosed) {
 		t.Errorf("new name after Close: err = %v, want ErrResolverClosed", err)
+	}
+}
+
+// TestDNSTransport: an http.Client through the Transport follows the A
+// records of a headless service: two instances on one port at 127.0.0.1
+// and 127.0.0.2, one of which leaves.
+func TestDNSTransport(t *testing.T) {
+	serve := func(addr, name string) string {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Skipf("cannot listen on %s: %v", addr, err)
+		}
+		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) })}
+		go s.Serve(ln)
+		t.Cleanup(func() { s.Close() })
+		return ln.Addr().String()
+	}
+	first := serve("127.0.0.1:0", "one")
+	_, port, _ := net.SplitHostPort(first)
+	serve("127.0.0.2:"+port, "two")
+
+	srv := dnstest.Start(t)
+	srv.Set("catalog", dnstest.Records{IPs: ips("127.0.0.1", "127.0.0.2")})
+	r := newDNSResolver(t, srv, map[string]string{
+		"Aspire:ServiceDiscovery:Dns:Enabled":              "true",
+		"Aspire:ServiceDiscovery:Dns:DefaultRefreshPeriod": fast,
+	})
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+	c := &http.Client{Transport: NewTransport(r, base)}
+	get := func() string {
+		resp, err := c.Get("http://catalog:" + port + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	got := map[string]int{}
+	for range 4 {
+		got[get()]++
+	}
+	if got["one"] != 2 || got["two"] != 2 {
+		t.Errorf("answers = %v, want 2 each from one and two", got)
+	}
+	srv.Set("catalog", dnstest.Records{IPs: ips("127.0.0.2")})
+	eventually(t, "the removed instance leaves", func() bool { a, b := get(), get(); return a == "two" && b == "two" })
+	for range 4 {
+		if s := get(); s != "two" {
+			t.Fatalf("answer from %q after it left DNS", s)
+		}
 	}
 }
