@@ -416,3 +416,54 @@ func TestDNSTransport(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkResolveSource compares Resolve over three configured instances
+// with Resolve over three DNS-discovered ones (a current set, between
+// refreshes).
+func BenchmarkResolveSource(b *testing.B) {
+	srv := dnstest.Start(b)
+	srv.Set("catalog", dnstest.Records{IPs: ips("10.0.0.1", "10.0.0.2", "10.0.0.3")})
+	config := NewResolver(FromMap(map[string]string{
+		"services__catalog__http__0": "http://10.0.0.1:8080",
+		"services__catalog__http__1": "http://10.0.0.2:8080",
+		"services__catalog__http__2": "http://10.0.0.3:8080",
+	}))
+	dns := NewResolver(FromMap(map[string]string{"Aspire:ServiceDiscovery:Dns:Enabled": "true"}),
+		WithNetResolver(srv.Resolver()), withRoot(fstest.MapFS{}))
+	defer dns.Close()
+	for _, bb := range []struct {
+		name string
+		r    *Resolver
+	}{{"config", config}, {"dns", dns}} {
+		b.Run(bb.name, func(b *testing.B) {
+			u := mustURL(b, "https+http://catalog:8080/products/1")
+			if eps, err := bb.r.Endpoints(u); err != nil || len(eps) != 3 {
+				b.Fatalf("Endpoints = %v, %v", eps, err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := bb.r.Resolve(u); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestDNSCloseDuringLookup: a first use waiting on a server that does not
+// answer returns when the Resolver is closed.
+func TestDNSCloseDuringLookup(t *testing.T) {
+	srv := dnstest.Start(t)
+	srv.Drop(true)
+	r := newDNSResolver(t, srv, map[string]string{"Aspire:ServiceDiscovery:Dns:Enabled": "true"})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := r.Endpoints(mustURL(t, "http://catalog"))
+		errc <- err
+	}()
+	eventually(t, "the lookup reaches the server", func() bool { return srv.Queries("catalog") > 0 })
+	r.Close()
+	if err := <-errc; !errors.Is(err, ErrResolverClosed) {
+		t.Errorf("Endpoints = %v, want ErrResolverClosed", err)
+	}
+}

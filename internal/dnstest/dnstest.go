@@ -35,6 +35,7 @@ type Server struct {
 	mu      sync.Mutex
 	records map[string]Records // by lower-case FQDN
 	fail    bool
+	drop    bool
 	queries map[string]int
 }
 
@@ -55,13 +56,21 @@ func Start(t testing.TB) *Server {
 }
 
 // Resolver returns a pure-Go net.Resolver that sends every question to s.
+// Its connections close when their lookup is canceled, so a canceled
+// lookup ends at once instead of waiting for its timeout (which goleak
+// would see as a leak when the test ends first).
 func (s *Server) Resolver() *net.Resolver {
 	addr := s.conn.LocalAddr().String()
 	return &net.Resolver{
 		PreferGo: true,
 		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "udp", addr)
+			c, err := d.DialContext(ctx, "udp", addr)
+			if err != nil {
+				return nil, err
+			}
+			context.AfterFunc(ctx, func() { c.Close() })
+			return c, nil
 		},
 	}
 }
@@ -78,6 +87,14 @@ func (s *Server) Fail(fail bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fail = fail
+}
+
+// Drop makes the server ignore every question (true), as an unreachable
+// one would, or answer again (false).
+func (s *Server) Drop(drop bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop = drop
 }
 
 // Queries returns how many questions about name were asked.
@@ -120,8 +137,11 @@ func (s *Server) answer(in []byte) ([]byte, bool) {
 	s.mu.Lock()
 	s.queries[name]++
 	recs, found := s.records[name]
-	fail := s.fail
+	fail, drop := s.fail, s.drop
 	s.mu.Unlock()
+	if drop {
+		return nil, false
+	}
 
 	rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RecursionDesired: h.RecursionDesired}
 	switch {
