@@ -307,6 +307,7 @@ type dnsEntry struct {
 
 	set      atomic.Pointer[dnsSet]
 	lastUsed atomic.Int64 // UnixNano of the last use
+	live     atomic.Bool  // running and nobody waits for a fresh set: set is current
 
 	mu       sync.Mutex
 	running  bool
@@ -319,25 +320,14 @@ type dnsEntry struct {
 // running and waiting for a lookup when there is no fresh set.
 func (e *dnsEntry) current() (*dnsSet, error) {
 	e.lastUsed.Store(time.Now().UnixNano())
-	e.mu.Lock()
-	ready := e.ready
-	if !e.running {
-		if e.d.isClosed() {
-			e.mu.Unlock()
-			if s := e.set.Load(); s != nil {
-				return s, nil
-			}
-			return nil, ErrResolverClosed
-		}
-		if e.set.Load() == nil || time.Since(e.fresh) > e.timings.refresh {
-			e.ready = make(chan struct{})
-			ready = e.ready
-		}
-		if !e.start() {
-			e.mu.Unlock()
-			return nil, ErrResolverClosed
+	if e.live.Load() {
+		if s := e.set.Load(); s != nil {
+			return s, nil
 		}
 	}
+	e.mu.Lock()
+	e.ensureRunning()
+	ready := e.ready
 	e.mu.Unlock()
 	if ready != nil {
 		select {
@@ -351,25 +341,23 @@ func (e *dnsEntry) current() (*dnsSet, error) {
 	return nil, ErrResolverClosed
 }
 
-func (d *dnsDiscovery) isClosed() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closed
-}
-
-// start launches the refresh goroutine; e.mu is held. It reports false
-// when the Resolver is closed.
-func (e *dnsEntry) start() bool {
+// ensureRunning starts the refresh goroutine unless it runs or the
+// Resolver is closed; e.mu is held. When the set is missing or stale,
+// e.ready is made for the callers to wait on.
+func (e *dnsEntry) ensureRunning() {
 	d := e.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed {
-		return false
+	if e.running || d.closed {
+		return
+	}
+	if e.set.Load() == nil || time.Since(e.fresh) > e.timings.refresh {
+		e.ready = make(chan struct{})
 	}
 	e.running = true
+	e.live.Store(e.ready == nil)
 	d.wg.Add(1)
 	go e.refresh()
-	return true
 }
 
 // refresh looks the name up, publishes the result and waits for the next
@@ -407,6 +395,7 @@ func (e *dnsEntry) refresh() {
 		e.mu.Lock()
 		if len(e.watchers) == 0 && e.lastUsed.Load() < started.UnixNano() {
 			e.running = false
+			e.live.Store(false)
 			e.mu.Unlock()
 			return
 		}
@@ -417,6 +406,7 @@ func (e *dnsEntry) refresh() {
 func (e *dnsEntry) stop() {
 	e.mu.Lock()
 	e.running = false
+	e.live.Store(false)
 	if e.ready != nil {
 		close(e.ready)
 		e.ready = nil
@@ -450,6 +440,7 @@ func (e *dnsEntry) publish(hosts []string, err error) {
 		close(e.ready)
 		e.ready = nil
 	}
+	e.live.Store(e.running)
 	if changed {
 		for w := range e.watchers {
 			select {
@@ -465,9 +456,7 @@ func (e *dnsEntry) publish(hosts []string, err error) {
 func (e *dnsEntry) watch(w chan struct{}) (stop func()) {
 	e.mu.Lock()
 	e.watchers[w] = struct{}{}
-	if !e.running && !e.d.isClosed() {
-		e.start()
-	}
+	e.ensureRunning()
 	e.mu.Unlock()
 	return func() {
 		e.mu.Lock()

@@ -467,3 +467,20 @@ func TestDNSCloseDuringLookup(t *testing.T) {
 		t.Errorf("Endpoints = %v, want ErrResolverClosed", err)
 	}
 }
+
+// TestDNSWatchFirst: a Watch before any other use starts the lookup, and
+// Endpoints waits for it.
+func TestDNSWatchFirst(t *testing.T) {
+	srv := dnstest.Start(t)
+	srv.Set("catalog", dnstest.Records{IPs: ips("10.0.0.1")})
+	r := newDNSResolver(t, srv, map[string]string{"Aspire:ServiceDiscovery:Dns:Enabled": "true"})
+	u := mustURL(t, "http://catalog")
+	_, stop, err := r.Watch(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if got, want := hostsOf(t, r, "http://catalog"), []string{"http://10.0.0.1"}; !slices.Equal(got, want) {
+		t.Errorf("Endpoints = %v, want %v", got, want)
+	}
+}
