@@ -57,7 +57,9 @@ type Endpoint struct {
 	// Host is "host:port" (or just "host").
 	Host string
 	// Source names where the endpoint came from, such as
-	// "services:catalog:http:0" or "CATALOG_HTTP", for logs and errors.
+	// "services:catalog:http:0", "CATALOG_HTTP", "dns:catalog" or
+	// "dns-srv:_default._tcp.catalog.shop.svc.cluster.local", for logs and
+	// errors.
 	Source string
 }
 
@@ -177,7 +179,10 @@ func NewResolver(cfg *Config, opts ...ResolverOption) *Resolver {
 
 // Close stops the refresh of DNS-discovered names and waits for it. Later
 // calls keep the last sets found. Close is safe to call more than once,
-// and on a Resolver without DNS discovery does nothing.
+// and on a Resolver without DNS discovery does nothing. A query Close
+// interrupts may still finish inside package net (its own goroutine, up
+// to the resolver's timeout) unless the net.Resolver's Dial closes the
+// connection when the query's context is done.
 func (r *Resolver) Close() error {
 	if r != nil && r.dns != nil {
 		r.dns.close()
