@@ -75,10 +75,12 @@ const (
 // error.type, one error log carries the stack and the trace, and the
 // client gets a 500 with a short problem+json body (the panic message
 // only in Development), unless the response had started: then the
-// connection is cut. http.ErrAbortHandler goes on up untouched.
+// connection is cut. http.ErrAbortHandler goes on up untouched (after the
+// span has ended and the metrics are recorded).
 func (a *App) handlePanic(st *reqState, r *http.Request, p any) {
 	if p == http.ErrAbortHandler {
-		panic(p)
+		st.abort = true // passed on up once the span and metrics are done
+		return
 	}
 	stack := string(debug.Stack())
 	typ := "panic"

@@ -109,9 +109,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveUntraced(st, r)
 	} else {
 		s.serveTraced(st, r)
+		clear(st.attrs[:]) // drop the references before pooling
 	}
 	abort := st.abort
-	*st = reqState{}
+	st.reset()
 	statePool.Put(st)
 	if abort {
 		panic(http.ErrAbortHandler) // the server closes the connection without logging
@@ -436,6 +437,14 @@ type reqState struct {
 }
 
 var statePool = sync.Pool{New: func() any { return new(reqState) }}
+
+// reset clears st but for attrs, which only the traced path uses (and
+// clears).
+func (st *reqState) reset() {
+	st.panicWriter = panicWriter{}
+	st.status, st.written, st.route, st.errType = 0, 0, "", ""
+	st.body = countingBody{}
+}
 
 func (st *reqState) WriteHeader(code int) {
 	if st.status == 0 && code >= 200 || code == http.StatusSwitchingProtocols {
