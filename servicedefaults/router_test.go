@@ -15,6 +15,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
@@ -253,5 +254,115 @@ func compareAttrs(t *testing.T, what string, a, b map[string]string, differ ...s
 		if _, ok := b[k]; !ok {
 			t.Errorf("%s: %s = %q not in otelhttp's", what, k, v)
 		}
+	}
+}
+
+// TestServerSpanPerRequest serves requests one after another through the
+// same App.Handler (whose per-request state is reused): each span gets
+// its own status code, body sizes and span status; 5xx is an Error, 4xx
+// is not, a handler that writes nothing answers 200, and one aborted
+// with http.ErrAbortHandler still ends its span.
+func TestServerSpanPerRequest(t *testing.T) {
+	rcv := otlptest.Start(t)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /fail", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "boom", http.StatusBadGateway) })
+	mux.HandleFunc("GET /silent", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("GET /missing", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(w, r.Body) })
+	mux.HandleFunc("GET /abort", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "partial")
+		panic(http.ErrAbortHandler)
+	})
+	app, _ := newApp(t, with(slowExport, "OTEL_EXPORTER_OTLP_ENDPOINT", rcv.HTTPEndpoint), mux)
+	base := serve(t, app)
+	tests := []struct {
+		method, path, body string
+		code               int // 0: connection cut
+		span               string
+		status             string // span http.response.status_code
+		respSize, reqSize  string // span body-size attributes; "" for absent
+		isError            bool
+	}{
+		{"GET", "/fail", "", 502, "GET /fail", "502", "5", "", true},
+		{"GET", "/silent", "", 200, "GET /silent", "200", "", "", false},
+		{"GET", "/missing", "", 404, "GET /missing", "404", "19", "", false},
+		{"POST", "/echo", "hello", 200, "POST /echo", "200", "5", "5", false},
+		{"GET", "/abort", "", 0, "GET /abort", "200", "7", "", false},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(tt.method, base+tt.path, strings.NewReader(tt.body))
+		resp, err := http.DefaultClient.Do(req)
+		if tt.code == 0 {
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			if err == nil {
+				t.Errorf("%s %s: complete response, want the connection cut", tt.method, tt.path)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.code {
+			t.Errorf("%s %s = %d, want %d", tt.method, tt.path, resp.StatusCode, tt.code)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := app.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		s, ok := rcv.SpanNamed(tt.span)
+		if !ok {
+			t.Errorf("no span %q; got %v", tt.span, spanNames(rcv))
+			continue
+		}
+		a := attrMap(s.Span.Attributes)
+		for key, want := range map[string]string{
+			"http.response.status_code": tt.status,
+			"http.response.body.size":   tt.respSize,
+			"http.request.body.size":    tt.reqSize,
+		} {
+			if got := strings.TrimPrefix(a[key], "int_value:"); got != want {
+				t.Errorf("%s: %s = %q, want %q", tt.span, key, got, want)
+			}
+		}
+		if isError := s.Span.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR; isError != tt.isError {
+			t.Errorf("%s: span status %v, want error %v", tt.span, s.Span.GetStatus(), tt.isError)
+		}
+	}
+}
+
+// TestAddRefusesShadowedProbes: a ServeMux route for a health endpoint
+// would never be reached behind the App's, so Add fails naming it; a
+// catch-all "/" is fine.
+func TestAddRefusesShadowedProbes(t *testing.T) {
+	for _, tt := range []struct {
+		pattern string
+		fails   bool
+	}{
+		{"GET /health", true},
+		{"/alive", true},
+		{"/", false},
+		{"GET /healthz", false},
+	} {
+		t.Run(tt.pattern, func(t *testing.T) {
+			restoreGlobals(t)
+			mux := http.NewServeMux()
+			mux.HandleFunc(tt.pattern, func(http.ResponseWriter, *http.Request) {})
+			app, err := servicedefaults.Add(context.Background(), mux,
+				servicedefaults.WithConfig(discovery.FromMap(nil)), servicedefaults.WithLogWriter(io.Discard))
+			if err == nil {
+				_ = app.Shutdown(context.Background())
+			}
+			if tt.fails != (err != nil) || err != nil && !strings.Contains(err.Error(), tt.pattern) {
+				t.Errorf("Add with %q: %v", tt.pattern, err)
+			}
+		})
 	}
 }
