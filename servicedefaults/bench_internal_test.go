@@ -32,7 +32,9 @@ import (
 //     exporter, metrics into a reader never collected) against
 //     otelhttp.NewHandler on the same providers.
 //
-// BenchmarkServerRatio runs both sides interleaved in one run and reports
+// BenchmarkServerRatio runs both sides interleaved in one run (also through
+// real servers on loopback, "-loopback", and "off" without a traceparent,
+// "off-untraced") and reports
 // each side's ns/op and allocs/op on its own, and their ratio (its
 // standard ns/op column mixes both sides); BenchmarkServer runs each side
 // alone, for profiles:
@@ -59,16 +61,40 @@ func BenchmarkServerRatio(b *testing.B) {
 	for _, pair := range serverPairs(b) {
 		b.Run(pair.name, func(b *testing.B) {
 			w, req := benchRequest(true)
-			interleave(b, pair.sides[0], pair.sides[1], func(h http.Handler) {
+			interleave(b, pair.sides[0], pair.sides[1], func(_ int, h http.Handler) {
 				clear(w.h)
 				h.ServeHTTP(w, req)
+			})
+		})
+	}
+	// The same pairs through real servers on loopback (one keep-alive
+	// client for both sides): the share of a whole request.
+	for _, pair := range serverPairs(b) {
+		b.Run(pair.name+"-loopback", func(b *testing.B) {
+			var urls [2]string
+			for i, side := range pair.sides {
+				srv := httptest.NewServer(side.h)
+				b.Cleanup(srv.Close)
+				urls[i] = srv.URL + "/items/42"
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			b.Cleanup(client.CloseIdleConnections)
+			interleave(b, pair.sides[0], pair.sides[1], func(i int, _ http.Handler) {
+				req, _ := http.NewRequest("GET", urls[i], nil)
+				req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
 			})
 		})
 	}
 	b.Run("off-untraced", func(b *testing.B) {
 		pair := serverPairs(b)[0]
 		w, req := benchRequest(false)
-		interleave(b, pair.sides[0], pair.sides[1], func(h http.Handler) {
+		interleave(b, pair.sides[0], pair.sides[1], func(_ int, h http.Handler) {
 			clear(w.h)
 			h.ServeHTTP(w, req)
 		})
@@ -136,14 +162,14 @@ func recording(app *App, tp trace.TracerProvider, mp metric.MeterProvider, route
 // interleave runs base and ours in alternating rounds until each has
 // served b.N requests, and reports each side's ns/op and allocs/op and
 // ours/base for both.
-func interleave(b *testing.B, base, ours benchSide, serve func(http.Handler)) {
+func interleave(b *testing.B, base, ours benchSide, serve func(side int, h http.Handler)) {
 	const round = 500
 	var ns, allocs [2]float64
 	var ms runtime.MemStats
 	sides := [2]benchSide{base, ours}
 	for range 2 * round { // warm both up (pools, caches)
-		serve(base.h)
-		serve(ours.h)
+		serve(0, base.h)
+		serve(1, ours.h)
 	}
 	b.ResetTimer()
 	for done := 0; done < b.N; done += round {
@@ -153,7 +179,7 @@ func interleave(b *testing.B, base, ours benchSide, serve func(http.Handler)) {
 			m0 := ms.Mallocs
 			t0 := time.Now()
 			for range n {
-				serve(side.h)
+				serve(i, side.h)
 			}
 			ns[i] += float64(time.Since(t0))
 			runtime.ReadMemStats(&ms)
