@@ -21,7 +21,8 @@ import (
 // WithRouteFunc makes the App name a request's route (the server span
 // "{method} {route}", its http.route attribute and the http.route of the
 // server metrics) with f instead of the pattern of the http.ServeMux that
-// matched. f is called once the handler given to Add has returned, with
+// matched. f is called once the handler given to Add has returned (with
+// traces and metrics off, only for the log of a recovered panic), with
 // the request the App passed to it; it returns the route template (such
 // as "/items/{id}"), or "" for none (the span is then named after the
 // method alone, unless the ServeMux set a pattern). For a chi router:
@@ -142,9 +143,6 @@ func (s *server) serveUntraced(st *reqState, r *http.Request) {
 		}
 	}
 	s.serve(st, r)
-	if s.routeFunc != nil || r.Pattern != "" {
-		st.route = s.route(r) // for the panic log
-	}
 }
 
 func (s *server) serveTraced(st *reqState, r *http.Request) {
