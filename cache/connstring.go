@@ -596,6 +596,12 @@ func (c *redisConfig) options() (*redis.UniversalOptions, error) {
 		// from syncTimeout.
 		ContextTimeoutEnabled: true,
 	}
+	if c.serviceName != "" {
+		// StackExchange.Redis uses the one user and password of a
+		// connection string for the Sentinels as well as for the servers
+		// they name.
+		o.SentinelUsername, o.SentinelPassword = c.user, c.password
+	}
 	if c.connectTimeout == 0 {
 		// connectTimeout=0 in StackExchange.Redis means no timeout;
 		// go-redis reads 0 as "its default", so use a long one.

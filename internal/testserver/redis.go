@@ -179,6 +179,7 @@ func (r *Redis) writeConfig() error {
 	// Every server can become a replica (a Sentinel demotes a primary that
 	// comes back), and all servers of one topology share the password.
 	line("masterauth", r.password)
+	line("repl-diskless-sync-delay", "0") // replicas sync at once
 	r.topology.writeConfig(line, r.password)
 	for _, s := range r.settings {
 		line(s.name, s.args...)
