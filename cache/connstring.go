@@ -100,7 +100,8 @@ func newRedisConfig() *redisConfig {
 // trusts the system roots; OpenRedis also trusts SSL_CERT_FILE and
 // SSL_CERT_DIR. Several endpoints without serviceName give cluster options
 // (go-redis's UniversalOptions convention); with serviceName they are
-// Sentinel servers.
+// Sentinel servers, which the user and password authenticate to as well as
+// to the primary they name (as in StackExchange.Redis).
 //
 // The result has no connection-level behaviour of its own: it is meant for
 // redis.NewUniversalClient or for adjusting before OpenRedis-style use.
