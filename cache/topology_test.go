@@ -302,4 +302,67 @@ func TestCluster(t *testing.T) {
 			}
 		}
 	})
+
+	// Last, as it restarts nodes: the nodes that carry the invalidation
+	// channel's subscriptions die and come back; the buses resubscribe and
+	// invalidations travel again.
+	t.Run("subscription node restarts", func(t *testing.T) {
+		rdbA := openConnectionString(t, cl.ConnectionString())
+		rdbB := openConnectionString(t, cl.ConnectionString())
+		a := newCache[product](t, rdbA, "cluster-restart", Options{})
+		b := newCache[product](t, rdbB, "cluster-restart", Options{})
+		waitSubscribers(t, rdbA, a.channel, 2)
+		// A subscription may live on any node (pub/sub reaches every node
+		// of a cluster): restart each node that has one.
+		var hosts []*testserver.Redis
+		for _, node := range cl.Nodes() {
+			nc := redis.NewClient(&redis.Options{Addr: node.Addr(), Password: cl.Password()})
+			m, err := nc.PubSubNumSub(ctx, a.channel).Result()
+			_ = nc.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m[a.channel] > 0 {
+				hosts = append(hosts, node)
+			}
+		}
+		if len(hosts) == 0 {
+			t.Fatal("no node has a subscriber")
+		}
+		var n counter
+		get := func(key string) product {
+			v, err := b.GetOrLoad(ctx, key, n.loader(product{ID: -1}, nil, 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		if err := a.Set(ctx, "p1", sampleProduct(1)); err != nil {
+			t.Fatal(err)
+		}
+		if v := get("p1"); v.ID != 1 {
+			t.Fatalf("B got %+v", v)
+		}
+
+		for _, node := range hosts {
+			if err := node.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			if err := node.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := cl.WaitOK(ctx); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, topologyBound, "B's bus is back", func() bool { return b.Stats().Reconnects > 0 })
+		waitSubscribers(t, rdbA, a.channel, 2)
+		p := sampleProduct(1)
+		p.Price = 5
+		get("p1") // B's L1 holds p1 again (the old value, or none if the restart lost it)
+		if err := a.Set(ctx, "p1", p); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, topologyBound, "B sees A's Set after the restart", func() bool { return get("p1").Price == 5 })
+	})
 }

@@ -125,8 +125,8 @@ func StartRedisCluster(ctx context.Context, n int, opts ...RedisOption) (*RedisC
 	if err := c.create(ctx, cli); err != nil {
 		return fail(err)
 	}
-	if err := c.waitOK(ctx); err != nil {
-		return fail(err)
+	if err := c.WaitOK(ctx); err != nil {
+		return nil, errors.Join(err, c.Close())
 	}
 	return c, nil
 }
@@ -155,8 +155,11 @@ func (c *RedisCluster) create(ctx context.Context, cli string) error {
 	return nil
 }
 
-// waitOK waits until every node reports cluster_state:ok.
-func (c *RedisCluster) waitOK(ctx context.Context) error {
+// WaitOK waits until every node reports cluster_state:ok, as after a node
+// was killed and started again. If ctx has no deadline, one minute applies.
+func (c *RedisCluster) WaitOK(ctx context.Context) error {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for _, n := range c.nodes {
@@ -171,7 +174,7 @@ func (c *RedisCluster) waitOK(ctx context.Context) error {
 				if err != nil {
 					last = redact(err.Error(), n.password)
 				}
-				return fmt.Errorf("%s: cluster not ready: %w (last attempt: %s)", n, ctx.Err(), last)
+				return fmt.Errorf("testserver: %s: cluster not ready: %w (last attempt: %s)", n, ctx.Err(), last)
 			case <-tick.C:
 			}
 		}
