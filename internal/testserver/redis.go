@@ -105,10 +105,7 @@ func startRedis(ctx context.Context, topo redisTopology, opts []RedisOption) (*R
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 
-	what := "redis"
-	if topo.kind != "" {
-		what += " " + topo.kind
-	}
+	what := topo.what()
 	if cfg.tls && topo.kind != "" {
 		return nil, fmt.Errorf("testserver: start %s: TLS is supported for standalone servers only", what)
 	}
@@ -371,11 +368,13 @@ func (r *Redis) String() string {
 
 // what names the kind of server: "redis", "redis replica", "redis
 // sentinel" or "redis cluster node".
-func (r *Redis) what() string {
-	if r.topology.kind == "" {
+func (r *Redis) what() string { return r.topology.what() }
+
+func (t redisTopology) what() string {
+	if t.kind == "" {
 		return "redis"
 	}
-	return "redis " + r.topology.kind
+	return "redis " + t.kind
 }
 
 // GoString describes the server without its password, for %#v.

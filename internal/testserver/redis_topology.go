@@ -104,6 +104,13 @@ func StartRedisCluster(ctx context.Context, n int, opts ...RedisOption) (*RedisC
 	if n < 3 {
 		return nil, fmt.Errorf("testserver: start redis cluster: %d nodes; redis-cli needs at least 3", n)
 	}
+	var cfg redisConfig
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	if cfg.port != 0 {
+		return nil, errors.New("testserver: start redis cluster: the nodes need a port each; do not set one")
+	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 	cli, err := FindBinary("redis-cli")

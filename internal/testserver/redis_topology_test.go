@@ -134,7 +134,13 @@ func TestRedisCluster(t *testing.T) {
 			t.Errorf("%s not removed: %v", d, err)
 		}
 	}
-	if _, err := StartRedisCluster(ctx, 2); err == nil {
-		t.Error("StartRedisCluster(2) succeeded")
+	for _, bad := range []struct {
+		n    int
+		opts []RedisOption
+	}{{2, nil}, {3, []RedisOption{WithRedisPort(nodes[0].Port())}}, {3, []RedisOption{WithRedisTLS()}}} {
+		if c, err := StartRedisCluster(ctx, bad.n, bad.opts...); err == nil {
+			c.Close()
+			t.Errorf("StartRedisCluster(%d, %d options) succeeded", bad.n, len(bad.opts))
+		}
 	}
 }
