@@ -125,22 +125,14 @@ func (g *gateway) proxy(path string) http.HandlerFunc {
 	}
 }
 
-// circuitStater is what the standard resilience pipeline under
-// App.HTTPClient offers to look at its circuit breakers.
-type circuitStater interface {
-	CircuitState(destination string) resilience.CircuitState
-}
-
 // stats answers the state of the circuit breaker of every catalog
 // instance discovery knows, for the launcher's scenario.
 func (g *gateway) stats(w http.ResponseWriter, r *http.Request) {
 	circuits := map[string]string{}
-	cs, ok := g.catalog.Transport.(circuitStater)
 	u, _ := url.Parse(catalogURL)
-	eps, err := g.app.Resolver().Endpoints(u)
-	if ok && err == nil {
+	if eps, err := g.app.Resolver().Endpoints(u); err == nil {
 		for _, ep := range eps {
-			circuits[ep.Host] = cs.CircuitState(ep.Host).String()
+			circuits[ep.Host] = g.app.CircuitState("catalog", ep.Host).String()
 		}
 	}
 	httpapi.WriteJSON(w, http.StatusOK, map[string]any{"circuits": circuits})
