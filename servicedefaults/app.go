@@ -17,9 +17,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/log/global"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -115,6 +113,7 @@ type options struct {
 	logWriter       io.Writer
 	middleware      []func(string, http.RoundTripper) http.RoundTripper
 	hedged          map[string]bool
+	noGlobals       bool
 }
 
 // WithConfig makes Add use cfg instead of calling discovery.Load. Tests
@@ -157,11 +156,12 @@ func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundT
 //  2. sets up OpenTelemetry traces, metrics and logs from the OTEL_*
 //     variables, each exported over OTLP only when an endpoint is set
 //     (otherwise a no-op provider), and installs them, with W3C trace
-//     context and baggage propagation, as the otel globals;
+//     context and baggage propagation, as the otel globals (not with
+//     WithoutGlobals);
 //  3. replaces slog's default logger (slog.SetDefault, which also routes
-//     the log package) with App.Logger: stderr (text in Development, JSON
-//     otherwise) with trace_id/span_id from the context, plus the OTel log
-//     pipeline;
+//     the log package; not with WithoutGlobals) with App.Logger: stderr
+//     (text in Development, JSON otherwise) with trace_id/span_id from the
+//     context, plus the OTel log pipeline;
 //  4. creates the health registry with its "self" live check and maps
 //     "GET /health" and "GET /alive" on mux;
 //  5. wraps mux in server instrumentation (App.Handler).
@@ -253,20 +253,9 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	a.handler = a.instrument(mux)
 
 	// Side effects on process-wide state come last, once nothing can fail.
-	otel.SetTracerProvider(a.tel.tp)
-	otel.SetMeterProvider(a.tel.mp)
-	otel.SetTextMapPropagator(a.tel.prop)
-	if a.tel.lp != nil {
-		global.SetLoggerProvider(a.tel.lp)
+	if !o.noGlobals {
+		a.installGlobals()
 	}
-	// SDK errors (failed exports mostly) go to the console only: sending
-	// them through the OTel log pipeline that may be what is failing
-	// would loop.
-	consoleLogger := slog.New(a.logs.console)
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		consoleLogger.Warn("OpenTelemetry error", "error", a.tel.scrub(err.Error()))
-	}))
-	slog.SetDefault(a.user)
 	return a, nil
 }
 

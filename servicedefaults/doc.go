@@ -71,11 +71,17 @@
 // endpoint share one connection.
 //
 // Add installs the providers and the propagator as the otel globals, so
-// libraries that default to them (otelpgx, redisotel, goaspire's own
-// packages) report through the App, and starts the Go runtime metrics
+// libraries that default to them report through the App, and starts the Go runtime metrics
 // (go.memory.used, go.goroutine.count, go.schedule.duration, ...) when
 // metrics are exported.
 // Export errors are logged to stderr only.
+//
+// WithoutGlobals leaves the otel globals and slog's default alone, so
+// several Apps can live in one process (a test starting two services, a
+// binary hosting several): every client the App makes is handed the App's
+// own providers, propagator and logger, whatever the globals hold. Give
+// your own libraries App.TracerProvider, App.MeterProvider,
+// App.Propagator, App.LoggerProvider and App.Logger explicitly.
 //
 // Server instrumentation (App.Handler) makes one span per request,
 // continuing the caller's trace from its traceparent header, named
@@ -86,7 +92,8 @@
 // # Logging
 //
 // Add replaces slog's default logger (slog.SetDefault, which also routes
-// the standard log package) with App.Logger, which writes
+// the standard log package; not with WithoutGlobals) with App.Logger,
+// which writes
 //
 //   - to stderr: text in Development, JSON otherwise, with trace_id and
 //     span_id on every record made with a context holding a span (use
