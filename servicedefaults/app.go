@@ -64,6 +64,7 @@ type App struct {
 	mux      *http.ServeMux
 	handler  http.Handler
 	certPool *x509.CertPool
+	server   serverSettings // the HTTP server's settings (server.go)
 
 	shutdownTimeout, flushTimeout, shutdownDelay time.Duration
 
@@ -200,9 +201,8 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	errs = append(errs, err)
 	ls, err := readLogSettings(cfg)
 	errs = append(errs, err)
-	if _, err := cfg.ListenAddress(); err != nil {
-		errs = append(errs, err)
-	}
+	a.server, err = readServerSettings(cfg)
+	errs = append(errs, err)
 	ots, err := readOTelSettings(cfg)
 	errs = append(errs, err)
 	errs = append(errs, readResilienceSettings(cfg, o.hedged))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os/signal"
@@ -14,13 +13,6 @@ import (
 // ErrClosed is returned by Serve and Run on an App that was shut down or
 // is already serving.
 var ErrClosed = errors.New("servicedefaults: app is shut down or already serving")
-
-// Server timeouts, as Kestrel's defaults: RequestHeadersTimeout 30 s,
-// KeepAliveTimeout 130 s.
-const (
-	readHeaderTimeout = 30 * time.Second
-	idleTimeout       = 130 * time.Second
-)
 
 // Run listens on the address the configuration names (PORT, else the
 // first of HTTP_PORTS, else the first http URL of ASPNETCORE_URLS, else
@@ -35,10 +27,7 @@ const (
 // application/grpc to it. It stops within the same grace period as HTTP:
 // gracefully, then by force.
 func (a *App) Run(ctx context.Context) error {
-	addr, err := a.cfg.ListenAddress()
-	if err != nil {
-		return fmt.Errorf("servicedefaults: %w", err)
-	}
+	addr := a.server.endpoint.Addr // validated by Add
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("servicedefaults: listening on %s: %w", addr, err)
@@ -80,12 +69,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.serverDone = done
 	a.mu.Unlock()
 
-	srv := &http.Server{
-		Handler:           a.handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
-	}
+	srv := a.newServer() // server.go
 	// The gRPC server of App.GRPCServer, if any (grpc.go).
 	gsrv, err := a.startGRPC(srv, ln.Addr().String())
 	if err != nil {
@@ -97,8 +81,14 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	defer signal.Stop(sigs)
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	a.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String())
+	go func() {
+		if srv.TLSConfig != nil {
+			serveErr <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
+	a.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "scheme", a.server.scheme())
 
 	var errs []error
 	reason := ""
