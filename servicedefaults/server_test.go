@@ -78,12 +78,12 @@ func TestServerHTTPS(t *testing.T) {
 		values map[string]string
 	}{
 		{"ASPNETCORE_URLS", map[string]string{
-			"ASPNETCORE_URLS":                        "https://127.0.0.1:0",
+			"ASPNETCORE_URLS":                         "https://127.0.0.1:0",
 			"Kestrel__Certificates__Default__Path":    certFile,
 			"Kestrel__Certificates__Default__KeyPath": keyFile,
 		}},
 		{"Kestrel endpoint", map[string]string{
-			"Kestrel__Endpoints__web__Url":                 "https://127.0.0.1:0",
+			"Kestrel__Endpoints__web__Url":                  "https://127.0.0.1:0",
 			"Kestrel__Endpoints__web__Certificate__Path":    certFile,
 			"Kestrel__Endpoints__web__Certificate__KeyPath": keyFile,
 		}},
