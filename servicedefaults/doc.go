@@ -133,8 +133,10 @@
 //
 // # Serving and shutdown
 //
-// Run listens on PORT, else the first of HTTP_PORTS, else the first http
-// URL of ASPNETCORE_URLS, else ":8080". On SIGINT, SIGTERM, ctx done or
+// Run listens on Kestrel:Endpoints:{name}:Url, else PORT, else the first
+// of HTTP_PORTS, else the first of HTTPS_PORTS, else ASPNETCORE_URLS (its
+// first http URL, or its first https URL when a certificate is configured
+// or there is no http one), else ":8080". On SIGINT, SIGTERM, ctx done or
 // Shutdown, /health answers 503 at once; after the optional shutdown delay
 // (still serving, so Kubernetes takes the pod out of its endpoints first)
 // Run stops accepting connections, lets in-flight requests finish within
@@ -154,8 +156,37 @@
 // up to Kubernetes' default 30 s termination grace period; a delay comes
 // on top. Run handles SIGINT and SIGTERM itself until it returns, also
 // when main's ctx comes from signal.NotifyContext: a second signal during
-// the shutdown exits the process at once with status 128+signal. The
-// server uses Kestrel's header (30 s) and keep-alive (130 s) timeouts.
+// the shutdown exits the process at once with status 128+signal.
+//
+// The server takes Kestrel's settings, with Kestrel's defaults:
+//
+//	Kestrel:Limits:KeepAliveTimeout            idle keep-alive connections (default 130s)
+//	Kestrel:Limits:RequestHeadersTimeout       reading a request's headers (default 30s)
+//	Kestrel:Limits:MaxRequestHeadersTotalSize  request line and headers, bytes (default 32768; 431 past it)
+//	Kestrel:Limits:MaxRequestBodySize          bytes (default 30000000; null: no limit); a larger
+//	                                           body is answered 413, at once when Content-Length
+//	                                           says so, else when the handler reads past the limit
+//	                                           (its read fails with *http.MaxBytesError). gRPC
+//	                                           calls are not limited by it.
+//	Kestrel:Limits:Http2:MaxStreamsPerConnection      default 100
+//	Kestrel:Limits:Http2:HeaderTableSize              default 4096
+//	Kestrel:Limits:Http2:MaxFrameSize                 default 16384
+//	Kestrel:Limits:Http2:InitialConnectionWindowSize  default 1048576
+//	Kestrel:Limits:Http2:InitialStreamWindowSize      default 786432
+//	Kestrel:Limits:Http2:KeepAlivePingDelay           default off
+//	Kestrel:Limits:Http2:KeepAlivePingTimeout         default 20s
+//	Kestrel:EndpointDefaults:Protocols         Http1, Http2 or Http1AndHttp2 (default); also
+//	                                           Kestrel:Endpoints:{name}:Protocols
+//	Kestrel:Certificates:Default:Path          PEM certificate (chain) of an https endpoint
+//	Kestrel:Certificates:Default:KeyPath       PEM private key (default: in Path's file); also
+//	                                           Kestrel:Endpoints:{name}:Certificate:Path/KeyPath
+//
+// HTTP/2 is negotiated by ALPN over TLS and spoken with prior knowledge
+// over plain TCP (h2c), next to HTTP/1.1. An encrypted private key or a
+// PKCS#12 file is refused with an error naming the key: give an
+// unencrypted PEM key readable only by the service. A bad value is an
+// error from Add naming the key. These apply to Serve and Run; an
+// http.Server of your own serving App.Handler sets its own.
 //
 // A handler's panic is recovered as ASP.NET Core's exception handler
 // does: the client gets a 500 with a short application/problem+json body

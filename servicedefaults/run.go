@@ -14,11 +14,12 @@ import (
 // is already serving.
 var ErrClosed = errors.New("servicedefaults: app is shut down or already serving")
 
-// Run listens on the address the configuration names (PORT, else the
-// first of HTTP_PORTS, else the first http URL of ASPNETCORE_URLS, else
-// ":8080") and serves App.Handler until ctx is done, SIGINT or SIGTERM
-// arrives, or Shutdown is called. See Serve for what happens then. It
-// returns nil after a clean shutdown.
+// Run listens on the endpoint the configuration names (see
+// discovery.Config.ListenEndpoint: Kestrel:Endpoints:{name}:Url, else
+// PORT, else the first of HTTP_PORTS, else HTTPS_PORTS, else
+// ASPNETCORE_URLS, else ":8080") and serves App.Handler until ctx is
+// done, SIGINT or SIGTERM arrives, or Shutdown is called. See Serve for
+// what happens then. It returns nil after a clean shutdown.
 //
 // When App.GRPCServer made a gRPC server, Serve serves it too: on its own
 // listener when Aspire:ServiceDefaults:Grpc:Port or GRPC_PORT names a port
@@ -36,7 +37,10 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 // Serve serves App.Handler on ln until ctx is done, SIGINT or SIGTERM
-// arrives, or Shutdown is called. Then:
+// arrives, or Shutdown is called, with the server settings read by Add
+// (Kestrel:Limits, the endpoint's Protocols; TLS with the configured
+// certificate when the endpoint is https, in which case ln is a plain TCP
+// listener Serve wraps). Then:
 //
 //  1. /health answers 503 from that moment;
 //  2. for Aspire:ServiceDefaults:ShutdownDelay (default 0) it keeps
