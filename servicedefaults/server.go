@@ -36,19 +36,19 @@ const (
 
 // Kestrel's HTTP/2 defaults (Kestrel:Limits:Http2).
 const (
-	defaultHTTP2MaxStreams        = 100
-	defaultHTTP2HeaderTableSize   = 4096
-	defaultHTTP2MaxFrameSize      = 16 << 10
-	defaultHTTP2ConnectionWindow  = 1 << 20
-	defaultHTTP2StreamWindow      = 768 << 10
-	defaultHTTP2PingTimeout       = 20 * time.Second
-	minHTTP2MaxFrameSize          = 16 << 10
-	maxHTTP2MaxFrameSize          = 16<<20 - 1
-	minHTTP2Window                = 65535
-	maxHTTP2Window                = 1<<31 - 1
-	kestrelLimits                 = "Kestrel:Limits"
-	kestrelDefaultCertificate     = "Kestrel:Certificates:Default"
-	kestrelEndpointDefaultsSecion = "Kestrel:EndpointDefaults"
+	defaultHTTP2MaxStreams       = 100
+	defaultHTTP2HeaderTableSize  = 4096
+	defaultHTTP2MaxFrameSize     = 16 << 10
+	defaultHTTP2ConnectionWindow = 1 << 20
+	defaultHTTP2StreamWindow     = 768 << 10
+	defaultHTTP2PingTimeout      = 20 * time.Second
+	minHTTP2MaxFrameSize         = 16 << 10
+	maxHTTP2MaxFrameSize         = 16<<20 - 1
+	minHTTP2Window               = 65535
+	maxHTTP2Window               = 1<<31 - 1
+	kestrelLimits                = "Kestrel:Limits"
+	kestrelDefaultCertificate    = "Kestrel:Certificates:Default"
+	kestrelEndpointDefaults      = "Kestrel:EndpointDefaults"
 )
 
 // serverSettings are the HTTP server's settings, read by Add.
@@ -132,7 +132,7 @@ func readServerSettings(cfg *discovery.Config) (serverSettings, error) {
 // Http1AndHttp2 (the default) or Http1AndHttp2AndHttp3 (HTTP/3 is not
 // served).
 func readProtocols(cfg *discovery.Config, ep discovery.ListenEndpoint) (http1, http2 bool, key string, err error) {
-	for _, section := range []string{ep.Section, kestrelEndpointDefaultsSecion} {
+	for _, section := range []string{ep.Section, kestrelEndpointDefaults} {
 		if section == "" {
 			continue
 		}
