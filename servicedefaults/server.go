@@ -289,13 +289,21 @@ func limitBody(h http.Handler, max int64) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		lw := &limitWriter{ResponseWriter: w}
-		r.Body = &limitReader{ReadCloser: http.MaxBytesReader(w, r.Body, max), over: &lw.over}
+		st := &limitState{} // one allocation for both wrappers
+		lw := &st.w
+		lw.ResponseWriter = w
+		st.r = limitReader{ReadCloser: http.MaxBytesReader(w, r.Body, max), over: &lw.over}
+		r.Body = &st.r
 		h.ServeHTTP(lw, r)
 		if !lw.written && lw.over.Load() {
 			lw.WriteHeader(http.StatusRequestEntityTooLarge)
 		}
 	})
+}
+
+type limitState struct {
+	w limitWriter
+	r limitReader
 }
 
 // limitReader notes that the body went over the limit.
@@ -306,9 +314,10 @@ type limitReader struct {
 
 func (r *limitReader) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
-	var mbe *http.MaxBytesError
-	if errors.As(err, &mbe) {
-		r.over.Store(true)
+	if err != nil && err != io.EOF {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			r.over.Store(true)
+		}
 	}
 	return n, err
 }
