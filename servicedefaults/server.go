@@ -53,16 +53,15 @@ const (
 
 // serverSettings are the HTTP server's settings, read by Add.
 type serverSettings struct {
-	endpoint          discovery.ListenEndpoint
-	keepAlive         time.Duration
-	headersTimeout    time.Duration
-	maxHeaderBytes    int
-	maxBody           int64 // < 0: no limit
-	http2             http.HTTP2Config
-	http1, http2On    bool   // the endpoint's Protocols
-	protocolsKey      string // the key Protocols came from, "" for the default
-	tls               *tls.Config
-	certificateSource string // the key the certificate came from
+	endpoint       discovery.ListenEndpoint
+	keepAlive      time.Duration
+	headersTimeout time.Duration
+	maxHeaderBytes int
+	maxBody        int64 // < 0: no limit
+	http2          http.HTTP2Config
+	http1, http2On bool        // the endpoint's Protocols
+	protocolsKey   string      // the key Protocols came from, "" for the default
+	tls            *tls.Config // nil for plain HTTP
 }
 
 // readServerSettings reads the listening endpoint, Kestrel's limits, the
@@ -97,7 +96,6 @@ func readServerSettings(cfg *discovery.Config) (serverSettings, error) {
 	s.keepAlive = positiveDuration(lim, "KeepAliveTimeout", DefaultKeepAliveTimeout)
 	s.headersTimeout = positiveDuration(lim, "RequestHeadersTimeout", DefaultRequestHeadersTimeout)
 	s.maxHeaderBytes = intIn(lim, "MaxRequestHeadersTotalSize", DefaultMaxRequestHeadersTotalSize, 1, math.MaxInt32)
-	s.maxBody = DefaultMaxRequestBodySize
 	if v, _ := lim.Lookup("MaxRequestBodySize"); strings.EqualFold(strings.TrimSpace(v), "null") {
 		s.maxBody = -1 // as Kestrel's null: no limit
 	} else {
@@ -121,7 +119,7 @@ func readServerSettings(cfg *discovery.Config) (serverSettings, error) {
 	errs = append(errs, err)
 
 	if ep.TLS {
-		s.tls, s.certificateSource, err = readCertificate(cfg, ep)
+		s.tls, err = readCertificate(cfg, ep)
 		errs = append(errs, err)
 	}
 	return s, errors.Join(errs...)
@@ -158,7 +156,7 @@ func readProtocols(cfg *discovery.Config, ep discovery.ListenEndpoint) (http1, h
 // own Certificate section, else Kestrel:Certificates:Default. Path is a
 // PEM file holding the certificate (and the key when KeyPath is not set);
 // KeyPath a PEM file holding its unencrypted private key.
-func readCertificate(cfg *discovery.Config, ep discovery.ListenEndpoint) (*tls.Config, string, error) {
+func readCertificate(cfg *discovery.Config, ep discovery.ListenEndpoint) (*tls.Config, error) {
 	section := kestrelDefaultCertificate
 	if ep.Section != "" && cfg.Exists(ep.Section+":Certificate") {
 		section = ep.Section + ":Certificate"
@@ -166,16 +164,16 @@ func readCertificate(cfg *discovery.Config, ep discovery.ListenEndpoint) (*tls.C
 	pathKey, keyPathKey, passwordKey := section+":Path", section+":KeyPath", section+":Password"
 	path := strings.TrimSpace(cfg.String(pathKey))
 	if path == "" {
-		return nil, "", &discovery.KeyError{Key: pathKey, Err: fmt.Errorf("an https endpoint (%s) needs a certificate: set it to a PEM certificate file, and KeyPath to its key", ep.Key)}
+		return nil, &discovery.KeyError{Key: pathKey, Err: fmt.Errorf("an https endpoint (%s) needs a certificate: set it to a PEM certificate file, and KeyPath to its key", ep.Key)}
 	}
 	certPEM, err := os.ReadFile(path)
 	if err != nil {
-		return nil, "", &discovery.KeyError{Key: pathKey, Err: err}
+		return nil, &discovery.KeyError{Key: pathKey, Err: err}
 	}
 	keyPEM, keySource := certPEM, pathKey
 	if kp := strings.TrimSpace(cfg.String(keyPathKey)); kp != "" {
 		if keyPEM, err = os.ReadFile(kp); err != nil {
-			return nil, "", &discovery.KeyError{Key: keyPathKey, Err: err}
+			return nil, &discovery.KeyError{Key: keyPathKey, Err: err}
 		}
 		keySource = keyPathKey
 	}
@@ -184,17 +182,17 @@ func readCertificate(cfg *discovery.Config, ep discovery.ListenEndpoint) (*tls.C
 		if _, ok := cfg.Lookup(passwordKey); ok {
 			k = passwordKey
 		}
-		return nil, "", &discovery.KeyError{Key: k, Err: errors.New("encrypted private keys are not supported: give the key as an unencrypted PEM file readable only by the service (openssl pkey -in key.pem -out plain.pem)")}
+		return nil, &discovery.KeyError{Key: k, Err: errors.New("encrypted private keys are not supported: give the key as an unencrypted PEM file readable only by the service (openssl pkey -in key.pem -out plain.pem)")}
 	}
 	if !hasPEM(certPEM, "CERTIFICATE") {
-		return nil, "", &discovery.KeyError{Key: pathKey, Err: errors.New("no PEM certificate in the file (PKCS#12 .pfx files are not supported: convert it to PEM)")}
+		return nil, &discovery.KeyError{Key: pathKey, Err: errors.New("no PEM certificate in the file (PKCS#12 .pfx files are not supported: convert it to PEM)")}
 	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		// X509KeyPair's errors describe the PEM blocks, never the key.
-		return nil, "", &discovery.KeyError{Key: keySource, Err: err}
+		return nil, &discovery.KeyError{Key: keySource, Err: err}
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, section, nil
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 func hasPEM(data []byte, typ string) bool {
