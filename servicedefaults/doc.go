@@ -178,15 +178,17 @@
 //	Kestrel:EndpointDefaults:Protocols         Http1, Http2 or Http1AndHttp2 (default); also
 //	                                           Kestrel:Endpoints:{name}:Protocols
 //	Kestrel:Certificates:Default:Path          PEM certificate (chain) of an https endpoint
-//	Kestrel:Certificates:Default:KeyPath       PEM private key (default: in Path's file); also
-//	                                           Kestrel:Endpoints:{name}:Certificate:Path/KeyPath
+//	Kestrel:Certificates:Default:KeyPath       PEM private key (default: in Path's file)
+//	Kestrel:Certificates:Default:Password      password of an encrypted PKCS#8 key
+//	                                           (PBES2: PBKDF2, AES-CBC; never logged); also
+//	                                           Kestrel:Endpoints:{name}:Certificate:Path/KeyPath/Password
 //
 // HTTP/2 is negotiated by ALPN over TLS and spoken with prior knowledge
-// over plain TCP (h2c), next to HTTP/1.1. An encrypted private key or a
-// PKCS#12 file is refused with an error naming the key: give an
-// unencrypted PEM key readable only by the service. A bad value is an
-// error from Add naming the key. These apply to Serve and Run; an
-// http.Server of your own serving App.Handler sets its own.
+// over plain TCP (h2c), next to HTTP/1.1. A PKCS#12 file or a key with
+// legacy PEM encryption is refused with an error naming the key. A bad
+// value (a wrong password included, which is never quoted) is an error
+// from Add naming the key. These apply to Serve and Run; an http.Server
+// of your own serving App.Handler sets its own.
 //
 // A handler's panic is recovered as ASP.NET Core's exception handler
 // does: the client gets a 500 with a short application/problem+json body

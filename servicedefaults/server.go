@@ -2,6 +2,7 @@ package servicedefaults
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -155,7 +156,8 @@ func readProtocols(cfg *discovery.Config, ep discovery.ListenEndpoint) (http1, h
 // readCertificate loads the https endpoint's certificate: the endpoint's
 // own Certificate section, else Kestrel:Certificates:Default. Path is a
 // PEM file holding the certificate (and the key when KeyPath is not set);
-// KeyPath a PEM file holding its unencrypted private key.
+// KeyPath a PEM file holding its private key, unencrypted or encrypted
+// PKCS#8 (PBES2: PBKDF2 with AES-CBC) with the password in Password.
 func readCertificate(cfg *discovery.Config, ep discovery.ListenEndpoint) (*tls.Config, error) {
 	section := kestrelDefaultCertificate
 	if ep.Section != "" && cfg.Exists(ep.Section+":Certificate") {
@@ -177,12 +179,28 @@ func readCertificate(cfg *discovery.Config, ep discovery.ListenEndpoint) (*tls.C
 		}
 		keySource = keyPathKey
 	}
-	if encryptedPEM(keyPEM) {
-		k := keySource
-		if _, ok := cfg.Lookup(passwordKey); ok {
-			k = passwordKey
+	password, hasPassword := cfg.Lookup(passwordKey)
+	if block := encryptedPEM(keyPEM); block != nil {
+		switch {
+		case block.Type != "ENCRYPTED PRIVATE KEY":
+			return nil, &discovery.KeyError{Key: keySource, Err: errors.New("legacy PEM encryption (Proc-Type) is not supported: convert the key to encrypted PKCS#8 (openssl pkcs8 -topk8) or give it unencrypted")}
+		case !hasPassword:
+			return nil, &discovery.KeyError{Key: passwordKey, Err: fmt.Errorf("the key in %s is encrypted: set the password", keySource)}
 		}
-		return nil, &discovery.KeyError{Key: k, Err: errors.New("encrypted private keys are not supported: give the key as an unencrypted PEM file readable only by the service (openssl pkey -in key.pem -out plain.pem)")}
+		der, err := decryptPKCS8(block.Bytes, password)
+		if err == nil {
+			if _, perr := x509.ParsePKCS8PrivateKey(der); perr != nil {
+				err = errWrongPassword
+			}
+		}
+		if err != nil {
+			k := keySource
+			if errors.Is(err, errWrongPassword) {
+				k = passwordKey
+			}
+			return nil, &discovery.KeyError{Key: k, Err: err}
+		}
+		keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	}
 	if !hasPEM(certPEM, "CERTIFICATE") {
 		return nil, &discovery.KeyError{Key: pathKey, Err: errors.New("no PEM certificate in the file (PKCS#12 .pfx files are not supported: convert it to PEM)")}
@@ -208,17 +226,18 @@ func hasPEM(data []byte, typ string) bool {
 	}
 }
 
-// encryptedPEM reports a PKCS#8 encrypted key or a legacy one with a
-// Proc-Type: 4,ENCRYPTED header.
-func encryptedPEM(data []byte) bool {
+// encryptedPEM returns the first encrypted key block of data: PKCS#8
+// encrypted, or a legacy one with a Proc-Type: 4,ENCRYPTED header; nil
+// when there is none.
+func encryptedPEM(data []byte) *pem.Block {
 	for {
 		var b *pem.Block
 		b, data = pem.Decode(data)
 		if b == nil {
-			return false
+			return nil
 		}
 		if b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") {
-			return true
+			return b
 		}
 	}
 }

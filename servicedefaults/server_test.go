@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -113,6 +114,47 @@ func TestServerHTTPS(t *testing.T) {
 					t.Error("plain HTTP was served on the https endpoint")
 				}
 				resp.Body.Close()
+			}
+		})
+	}
+}
+
+// encryptKey encrypts keyFile as PKCS#8 with openssl (PBES2, PBKDF2 with
+// HMAC-SHA256, the given AES-CBC cipher) and returns the new file's path.
+func encryptKey(t *testing.T, keyFile, cipher, password string) string {
+	t.Helper()
+	bin, err := exec.LookPath("openssl")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("openssl not found")
+		}
+		t.Skip("openssl not found")
+	}
+	out := filepath.Join(t.TempDir(), "encrypted-"+cipher+".pem")
+	cmd := exec.Command(bin, "pkcs8", "-topk8", "-in", keyFile, "-out", out, "-v2", cipher, "-v2prf", "hmacWithSHA256", "-passout", "pass:"+password)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("openssl pkcs8: %v\n%s", err, b)
+	}
+	return out
+}
+
+// TestServerEncryptedKey serves HTTPS with a key encrypted by openssl,
+// decrypted with Kestrel:Certificates:Default:Password.
+func TestServerEncryptedKey(t *testing.T) {
+	certFile, keyFile, pool := writeCert(t)
+	for _, cipher := range []string{"aes-256-cbc", "aes-128-cbc"} {
+		t.Run(cipher, func(t *testing.T) {
+			app, _ := newApp(t, map[string]string{
+				"ASPNETCORE_URLS":                          "https://127.0.0.1:0",
+				"Kestrel__Certificates__Default__Path":     certFile,
+				"Kestrel__Certificates__Default__KeyPath":  encryptKey(t, keyFile, cipher, "s3cret pass"),
+				"Kestrel__Certificates__Default__Password": "s3cret pass",
+			}, protoHandler())
+			url := "https" + strings.TrimPrefix(serve(t, app), "http")
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+			defer tr.CloseIdleConnections()
+			if code, body := get(t, &http.Client{Transport: tr}, url+"/proto"); code != http.StatusOK || body != "HTTP/1.1 tls" {
+				t.Errorf("GET /proto = %d %q", code, body)
 			}
 		})
 	}
@@ -307,8 +349,9 @@ func TestServerSettingsErrors(t *testing.T) {
 		{"certificate without key", https(path, certFile), path},
 		{"garbage key", https(path, certFile, keyPath, garbage), keyPath},
 		{"garbage certificate", https(path, garbage, keyPath, keyFile), path},
-		{"encrypted key", https(path, certFile, keyPath, encrypted), keyPath},
-		{"encrypted key with password", https(path, certFile, keyPath, encrypted, pass, "hunter2-secret"), pass},
+		{"encrypted key without password", https(path, certFile, keyPath, encrypted), pass},
+		{"corrupt encrypted key", https(path, certFile, keyPath, encrypted, pass, "hunter2-secret"), keyPath},
+		{"wrong password", https(path, certFile, keyPath, encryptKey(t, keyFile, "aes-256-cbc", "right-password"), pass, "hunter2-secret"), pass},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
