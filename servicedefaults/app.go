@@ -64,7 +64,7 @@ type App struct {
 	mux      *http.ServeMux
 	handler  http.Handler
 	certPool *x509.CertPool
-	server   serverSettings // the HTTP server's settings (server.go)
+	server   serverSettings // the HTTP server's settings (kestrel.go)
 
 	shutdownTimeout, flushTimeout, shutdownDelay time.Duration
 

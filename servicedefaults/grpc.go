@@ -747,12 +747,12 @@ func (a *App) startGRPC(srv *http.Server, httpAddr string) (*grpcServing, error)
 			}
 			httpHandler.ServeHTTP(w, r)
 		})
-		p, err := a.server.protocols(true) // server.go decides the protocols
+		p, err := a.server.protocols(true) // kestrel.go decides the protocols
 		if err != nil {
 			return nil, fmt.Errorf("servicedefaults: %w", err)
 		}
 		srv.Protocols = p
-		a.logger.Info("serving gRPC on the HTTP listener", "scheme", a.server.scheme())
+		a.logger.Info("serving gRPC on the HTTP listener", "scheme", a.server.schemeName())
 		close(s.done)
 		return s, nil
 	}

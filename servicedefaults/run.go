@@ -73,7 +73,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.serverDone = done
 	a.mu.Unlock()
 
-	srv := a.newServer() // server.go
+	srv := a.httpServer() // kestrel.go
 	// The gRPC server of App.GRPCServer, if any (grpc.go).
 	gsrv, err := a.startGRPC(srv, ln.Addr().String())
 	if err != nil {
@@ -92,7 +92,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		serveErr <- srv.Serve(ln)
 	}()
-	a.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "scheme", a.server.scheme())
+	a.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "scheme", a.server.schemeName())
 
 	var errs []error
 	reason := ""

@@ -69,7 +69,7 @@ func TestServerSettingsMapping(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer a.Shutdown(context.Background())
-			srv := a.newServer()
+			srv := a.httpServer()
 			got := want{
 				idle: srv.IdleTimeout, header: srv.ReadHeaderTimeout, maxHeader: srv.MaxHeaderBytes, maxBody: a.server.maxBody,
 				h2: *srv.HTTP2, http1: srv.Protocols.HTTP1(), h2c: srv.Protocols.UnencryptedHTTP2(), h2tl: srv.Protocols.HTTP2(),

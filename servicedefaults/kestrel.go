@@ -242,8 +242,8 @@ func encryptedPEM(data []byte) *pem.Block {
 	}
 }
 
-// newServer builds the http.Server Serve runs, from the server settings.
-func (a *App) newServer() *http.Server {
+// httpServer builds the http.Server Serve runs, from the server settings.
+func (a *App) httpServer() *http.Server {
 	s := &a.server
 	h2 := s.http2
 	srv := &http.Server{
@@ -277,8 +277,8 @@ func (s *serverSettings) protocols(grpcShared bool) (*http.Protocols, error) {
 	return &p, nil
 }
 
-// scheme returns "https" or "http".
-func (s *serverSettings) scheme() string {
+// schemeName returns "https" or "http".
+func (s *serverSettings) schemeName() string {
 	if s.tls != nil {
 		return "https"
 	}
