@@ -5,6 +5,7 @@ go 1.25.0
 require (
 	github.com/exaring/otelpgx v0.13.0
 	github.com/failsafe-go/failsafe-go v0.9.8
+	github.com/go-chi/chi/v5 v5.5.0
 	github.com/go-redis/cache/v9 v9.0.0
 	github.com/hellofresh/health-go/v5 v5.5.4
 	github.com/jackc/pgx/v5 v5.12.0

@@ -100,7 +100,8 @@ func newRedisConfig() *redisConfig {
 // trusts the system roots; OpenRedis also trusts SSL_CERT_FILE and
 // SSL_CERT_DIR. Several endpoints without serviceName give cluster options
 // (go-redis's UniversalOptions convention); with serviceName they are
-// Sentinel servers.
+// Sentinel servers, which the user and password authenticate to as well as
+// to the primary they name (as in StackExchange.Redis).
 //
 // The result has no connection-level behaviour of its own: it is meant for
 // redis.NewUniversalClient or for adjusting before OpenRedis-style use.
@@ -595,6 +596,12 @@ func (c *redisConfig) options() (*redis.UniversalOptions, error) {
 		// Command deadlines come from the caller's context as well as
 		// from syncTimeout.
 		ContextTimeoutEnabled: true,
+	}
+	if c.serviceName != "" {
+		// StackExchange.Redis uses the one user and password of a
+		// connection string for the Sentinels as well as for the servers
+		// they name.
+		o.SentinelUsername, o.SentinelPassword = c.user, c.password
 	}
 	if c.connectTimeout == 0 {
 		// connectTimeout=0 in StackExchange.Redis means no timeout;

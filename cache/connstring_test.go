@@ -60,6 +60,12 @@ func TestParseConnectionString(t *testing.T) {
 			o.Addrs = []string{"s1:26379", "s2:26380"}
 			o.MasterName = "mymaster"
 		})},
+		{"sentinel with credentials", "s1,serviceName=mymaster,user=u,password=" + secret, base(func(o *redis.UniversalOptions) {
+			o.Addrs = []string{"s1:26379"}
+			o.MasterName = "mymaster"
+			o.Username, o.Password = "u", secret
+			o.SentinelUsername, o.SentinelPassword = "u", secret
+		})},
 		{"cluster seeds, duplicates dropped", "a:7000,b:7001,a:7000", base(func(o *redis.UniversalOptions) { o.Addrs = []string{"a:7000", "b:7001"} })},
 		{"ipv6", "[::1]:6379,::1", base(func(o *redis.UniversalOptions) { o.Addrs = []string{"[::1]:6379"} })},
 		{"all meaningful options, any case", "h:1,USER=u,Password=p,name=svc,defaultDatabase=3,connectTimeout=1500,syncTimeout=2000,asyncTimeout=3000,connectRetry=5,protocol=resp2,setlib=false,abortConnect=false",

@@ -60,7 +60,8 @@
 //	syncTimeout, asyncTimeout  read/write timeout in ms: the larger of the two (default 5000)
 //	defaultDatabase            DB (not with a cluster)
 //	name                       ClientName (CLIENT SETNAME)
-//	serviceName                Sentinel master name
+//	serviceName                Sentinel master name (a failover client); user and password
+//	                           authenticate to the Sentinels too, as in StackExchange.Redis
 //	protocol                   resp2 or resp3 (default: go-redis's, RESP3 with fallback)
 //	setlib                     false: no CLIENT SETINFO
 //	$COMMAND=                  disabling a command is accepted ($CLIENT= also disables

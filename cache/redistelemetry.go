@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -25,7 +26,7 @@ import (
 // check's PING.
 func instrumentTracing(rdb redis.UniversalClient, tp trace.TracerProvider) error {
 	return redisotel.InstrumentTracing(rdb,
-		redisotel.WithTracerProvider(tp),
+		redisotel.WithTracerProvider(noScriptErrors{tp}),
 		// redisotel sets the older db.system only; the conventions now
 		// name the system db.system.name. Spans carry both.
 		redisotel.WithAttributes(keyDBSystem.String("redis")),
@@ -40,6 +41,43 @@ func instrumentTracing(rdb redis.UniversalClient, tp trace.TracerProvider) error
 		}),
 		redisotel.WithCommandsFilter(skipPipeline),
 	)
+}
+
+// noScriptErrors is a TracerProvider whose spans do not take a NOSCRIPT
+// reply for an error. EVALSHA answers NOSCRIPT when the server does not
+// hold the script yet (after a restart, or on a new node), and the caller
+// then sends it whole (go-redis's Script.Run does; so does the cache for
+// its pipelines): an expected step of running a script, which the Aspire
+// dashboard would otherwise show as a failed operation.
+type noScriptErrors struct{ trace.TracerProvider }
+
+func (p noScriptErrors) Tracer(name string, opts ...trace.TracerOption) trace.Tracer {
+	return noScriptTracer{p.TracerProvider.Tracer(name, opts...)}
+}
+
+type noScriptTracer struct{ trace.Tracer }
+
+func (t noScriptTracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	ctx, span := t.Tracer.Start(ctx, name, opts...)
+	if !span.IsRecording() {
+		return ctx, span
+	}
+	return ctx, noScriptSpan{span}
+}
+
+type noScriptSpan struct{ trace.Span }
+
+func (s noScriptSpan) RecordError(err error, opts ...trace.EventOption) {
+	if !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		s.Span.RecordError(err, opts...)
+	}
+}
+
+func (s noScriptSpan) SetStatus(code codes.Code, description string) {
+	if code == codes.Error && strings.HasPrefix(description, "NOSCRIPT") {
+		return
+	}
+	s.Span.SetStatus(code, description)
 }
 
 // skipPipeline reports whether a pipeline goes untraced: it holds AUTH

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestRedisSpansAcrossOutage runs commands on a real Redis, kills it,
@@ -182,4 +184,45 @@ func hasAttr(attrs []attribute.KeyValue, key, value string) bool {
 		}
 	}
 	return false
+}
+
+// TestScriptNotLoadedIsNotAnError: on a server that does not hold a
+// script yet, EVALSHA answers NOSCRIPT and go-redis sends the script
+// whole; the EVALSHA span records no error, for the caller's operation
+// succeeded. Another error reply still does.
+func TestScriptNotLoadedIsNotAnError(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	spans := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
+	rdb, err := open(t, map[string]string{"ConnectionStrings__cache": srv.ConnectionString()}, WithTracerProvider(tp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	script := redis.NewScript(`return redis.call('SET', KEYS[1], ARGV[1])`)
+	if err := script.Run(ctx, rdb, []string{"k"}, "v").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := redis.NewScript(`return redis.error_reply('BOOM no')`).Run(ctx, rdb, nil).Err(); err == nil {
+		t.Fatal("the failing script did not fail")
+	}
+	_ = tp.ForceFlush(ctx)
+	var evalsha, errorsSeen int
+	for _, s := range spans.Ended() {
+		if s.Name() == "evalsha" {
+			evalsha++
+		}
+		if s.Status().Code == codes.Error {
+			errorsSeen++
+			if strings.HasPrefix(s.Status().Description, "NOSCRIPT") {
+				t.Errorf("span %q has status Error for NOSCRIPT", s.Name())
+			}
+		}
+	}
+	if evalsha < 2 {
+		t.Fatalf("%d evalsha spans, want one per script run: the test did not exercise NOSCRIPT", evalsha)
+	}
+	if errorsSeen == 0 {
+		t.Error("no span recorded the script's real error reply")
+	}
 }

@@ -18,7 +18,8 @@
 //   - the listening address (PORT, HTTP_PORTS, ASPNETCORE_URLS, :8080);
 //   - a Resolver that turns logical service URLs (http://catalog,
 //     https+http://catalog, http://_grpc.catalog) into real addresses, and a
-//     Transport that does it for an http.Client.
+//     Transport that does it for an http.Client; opt-in DNS discovery (A/AAAA
+//     or SRV records, as in Kubernetes) for names nothing is configured for.
 package discovery
 
 import (

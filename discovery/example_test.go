@@ -107,3 +107,25 @@ func ExampleConfig_Connection() {
 	// discovery.Connection{Name:"my-db", ConnectionString:"Host=db;Username=app;Password=***;Database=orders", Host:"", Port:"", Username:"", Password:"", DatabaseName:"", URI:"", ConnectionStringKey:"ConnectionStrings:my_db", PropertyPrefix:""}
 	// discovery: connection "other-db": not found: set ConnectionStrings__other-db or ConnectionStrings__other_db, or OTHER_DB_URI, or OTHER_DB_HOST and OTHER_DB_PORT
 }
+
+// DNS discovery inside a Kubernetes pod: "http://basket" is whatever the
+// SRV records _default._tcp.basket.{namespace}.svc.cluster.local name,
+// refreshed every minute. Close stops the refreshes.
+func ExampleResolver_kubernetes() {
+	cfg := discovery.FromMap(map[string]string{
+		"Aspire:ServiceDiscovery:DnsSrv:Enabled": "true",
+		// Inferred inside a pod; set here for the example.
+		"Aspire:ServiceDiscovery:DnsSrv:QuerySuffix": "shop.svc.cluster.local",
+	})
+	r := discovery.NewResolver(cfg)
+	defer r.Close()
+
+	client := &http.Client{Transport: discovery.NewTransport(r, nil)}
+	resp, err := client.Get("http://basket/items")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer resp.Body.Close()
+	fmt.Println(resp.Status)
+}

@@ -57,7 +57,9 @@ type Endpoint struct {
 	// Host is "host:port" (or just "host").
 	Host string
 	// Source names where the endpoint came from, such as
-	// "services:catalog:http:0" or "CATALOG_HTTP", for logs and errors.
+	// "services:catalog:http:0", "CATALOG_HTTP", "dns:catalog" or
+	// "dns-srv:_default._tcp.catalog.shop.svc.cluster.local", for logs and
+	// errors.
 	Source string
 }
 
@@ -92,14 +94,49 @@ func (e *ResolveError) Error() string {
 // kept, so https+http:// returns no http endpoints when an https one
 // exists. Several endpoints are several instances, handed out round-robin.
 // Nothing found means pass-through: the host is used as a DNS name with the
-// first scheme.
+// first scheme, unless DNS discovery is enabled (see below).
 //
 // Configuration does not change after Load, so results are computed once
 // per logical host and cached. A Resolver is safe for concurrent use.
+//
+// # DNS discovery
+//
+// For a name nothing is configured for, a Resolver can look the instances
+// up in DNS, as Microsoft.Extensions.ServiceDiscovery.Dns does; it is off
+// unless enabled (configured endpoints always win):
+//
+//	Aspire:ServiceDiscovery:Dns:Enabled     false  A/AAAA: every address of {service} is an instance
+//	Aspire:ServiceDiscovery:DnsSrv:Enabled  false  SRV: every target:port of _{endpoint}._tcp.{service}.{suffix}
+//	Aspire:ServiceDiscovery:DnsSrv:QuerySuffix     the suffix, e.g. "shop.svc.cluster.local"; inferred in a pod
+//	...:DefaultRefreshPeriod                00:01:00  refresh of a set with records (both sections)
+//	...:MinRetryPeriod                      00:00:01  first retry after a failure or an empty set
+//	...:MaxRetryPeriod                      00:00:30  longest retry period
+//	...:RetryBackOffFactor                  2         growth of the retry period
+//
+// A/AAAA records carry no port: the endpoint is the address with the
+// logical URL's port, if any, and the URL's first scheme, so a Kubernetes
+// headless service's pods become instances. SRV records (the {endpoint}
+// is the URL's endpoint name, "default" without one) give each instance's
+// port; the endpoint is the record's target and port. Inside a Kubernetes
+// pod (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT set and the
+// service account mounted) the suffix is the first "search" domain of
+// /etc/resolv.conf, else the service account's namespace followed by
+// ".svc.cluster.local". With both enabled, SRV is used when a suffix is
+// known and A/AAAA otherwise. IP literals are never looked up.
+//
+// The first use of a name waits for its lookup; then the set is refreshed
+// in the background and the calls go round-robin over the current set. A
+// failed refresh keeps the last set that had records and is retried
+// sooner, with back-off; a name that has no records passes through (as
+// above) until it has. Record TTLs are not read. A name's refresh stops
+// after one refresh period without use or watchers (Watch) and starts
+// again, waiting for a fresh lookup, on the next use. Close stops every
+// refresh.
 type Resolver struct {
 	cfg    *Config
 	cache  sync.Map // cacheKey -> *resolution
 	cached atomic.Int64
+	dns    *dnsDiscovery // nil when DNS discovery is off
 }
 
 // maxCached bounds the resolution cache, so a client that calls many
@@ -113,22 +150,108 @@ type resolution struct {
 	endpoints []Endpoint // empty means pass-through
 	next      atomic.Uint64
 	err       error
+
+	// Set when the endpoints come from DNS.
+	dns  *dnsEntry
+	q    Query
+	port string
+	view atomic.Pointer[dnsView]
 }
 
-// NewResolver returns a Resolver reading cfg.
-func NewResolver(cfg *Config) *Resolver {
-	return &Resolver{cfg: cfg.root()}
+// dnsView is a DNS set turned into the endpoints of one logical URL.
+type dnsView struct {
+	set       *dnsSet
+	endpoints []Endpoint
+}
+
+// NewResolver returns a Resolver reading cfg. DNS discovery, when the
+// configuration enables it, queries net.DefaultResolver unless
+// WithNetResolver says otherwise; a Resolver that does it should be
+// closed (Close) when no longer used.
+func NewResolver(cfg *Config, opts ...ResolverOption) *Resolver {
+	var o resolverOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg = cfg.root()
+	return &Resolver{cfg: cfg, dns: newDNSDiscovery(cfg, o)}
+}
+
+// Close stops the refresh of DNS-discovered names and waits for it. Later
+// calls keep the last sets found. Close is safe to call more than once,
+// and on a Resolver without DNS discovery does nothing. A query Close
+// interrupts may still finish inside package net (its own goroutine, up
+// to the resolver's timeout) unless the net.Resolver's Dial closes the
+// connection when the query's context is done.
+func (r *Resolver) Close() error {
+	if r != nil && r.dns != nil {
+		r.dns.close()
+	}
+	return nil
 }
 
 // Endpoints returns every endpoint configured for the logical URL, in
-// configuration order, or nil when nothing is configured (pass-through).
-// An error names the key whose value is unusable.
+// configuration order, or the current DNS set (see DNS discovery), or
+// nil when nothing is found (pass-through). An error names the key whose
+// value is unusable, or the DNS name whose lookup failed.
 func (r *Resolver) Endpoints(u *url.URL) ([]Endpoint, error) {
 	res, err := r.resolve(u)
 	if err != nil {
 		return nil, err
 	}
-	return res.endpoints, nil
+	return res.current()
+}
+
+// current returns the endpoints of res: fixed ones, or the DNS entry's
+// current set.
+func (res *resolution) current() ([]Endpoint, error) {
+	if res.dns == nil {
+		return res.endpoints, nil
+	}
+	set, err := res.dns.current()
+	if err != nil {
+		return nil, err
+	}
+	if set.err != nil {
+		return nil, set.err
+	}
+	if v := res.view.Load(); v != nil && v.set == set {
+		return v.endpoints, nil
+	}
+	v := &dnsView{set: set, endpoints: make([]Endpoint, 0, len(set.hosts))}
+	source := "dns:" + res.dns.name
+	if res.dns.srv {
+		source = "dns-srv:" + res.dns.name
+	}
+	for _, h := range set.hosts {
+		if !res.dns.srv {
+			if res.port != "" {
+				h = net.JoinHostPort(h, res.port)
+			} else if strings.Contains(h, ":") {
+				h = "[" + h + "]"
+			}
+		}
+		v.endpoints = append(v.endpoints, Endpoint{Scheme: res.q.Schemes[0], Host: h, Source: source})
+	}
+	res.view.Store(v)
+	return v.endpoints, nil
+}
+
+// Watch reports changes of u's endpoints: changed receives a value
+// (without blocking the sender; one pending notice at most) after a DNS
+// refresh changed the set, and the set keeps being refreshed until stop
+// is called. For endpoints from configuration, which never change,
+// changed is nil. Call Endpoints for the new set.
+func (r *Resolver) Watch(u *url.URL) (changed <-chan struct{}, stop func(), err error) {
+	res, err := r.resolve(u)
+	if err != nil {
+		return nil, nil, err
+	}
+	if res.dns == nil {
+		return nil, func() {}, nil
+	}
+	w := make(chan struct{}, 1)
+	return w, res.dns.watch(w), nil
 }
 
 // ErrNilURL is returned by Resolver and Transport methods given a nil URL
@@ -156,6 +279,9 @@ func (r *Resolver) resolve(u *url.URL) (*resolution, error) {
 		res.err = err
 	} else {
 		res.endpoints, res.err = r.lookup(q)
+		if res.err == nil && len(res.endpoints) == 0 && r.dns != nil {
+			r.dnsResolution(res, q, u)
+		}
 	}
 	if r.cached.Load() >= maxCached {
 		return res, res.err
@@ -174,25 +300,69 @@ func (r *Resolver) resolve(u *url.URL) (*resolution, error) {
 // (the same pointer) when there is nothing to rewrite. A nil u is an error
 // wrapping ErrNilURL.
 func (r *Resolver) Resolve(u *url.URL) (*url.URL, error) {
+	return r.resolveInto(nil, u)
+}
+
+// ResolveInto is Resolve writing the real URL into dst instead of a new
+// URL, for a caller that keeps one per request and so spares the
+// allocation: it returns u itself when there is nothing to rewrite, else
+// dst holding the rewritten copy. dst must not be u.
+func (r *Resolver) ResolveInto(dst, u *url.URL) (*url.URL, error) {
+	if dst == nil {
+		return nil, errors.New("discovery: ResolveInto: nil destination URL")
+	}
+	return r.resolveInto(dst, u)
+}
+
+// resolveInto resolves u into dst, or into a new URL when dst is nil.
+func (r *Resolver) resolveInto(dst, u *url.URL) (*url.URL, error) {
 	res, err := r.resolve(u)
 	if err != nil {
 		return nil, err
 	}
-	if len(res.endpoints) == 0 {
+	eps, err := res.current()
+	if err != nil {
+		return nil, err
+	}
+	if len(eps) == 0 {
 		scheme, _, plural := strings.Cut(u.Scheme, "+")
 		if !plural {
 			return u, nil
 		}
-		out := *u
-		out.Scheme = scheme
-		return &out, nil
+		if dst == nil {
+			dst = new(url.URL)
+		}
+		*dst = *u
+		dst.Scheme = scheme
+		return dst, nil
 	}
 	n := res.next.Add(1) - 1
-	ep := res.endpoints[n%uint64(len(res.endpoints))]
-	out := *u
-	out.Scheme = ep.Scheme
-	out.Host = ep.Host
-	return &out, nil
+	ep := eps[n%uint64(len(eps))]
+	if dst == nil {
+		dst = new(url.URL)
+	}
+	*dst = *u
+	dst.Scheme = ep.Scheme
+	dst.Host = ep.Host
+	return dst, nil
+}
+
+// dnsResolution makes res follow the DNS name of q when DNS discovery
+// covers it.
+func (r *Resolver) dnsResolution(res *resolution, q Query, u *url.URL) {
+	if r.dns.err != nil {
+		res.err = r.dns.err
+		return
+	}
+	name, srv, ok := r.dns.dnsName(q)
+	if !ok {
+		return
+	}
+	e := r.dns.entry(name, srv)
+	if e == nil {
+		return // past maxCached names: pass-through
+	}
+	res.dns, res.q, res.port = e, q, u.Port()
 }
 
 func (r *Resolver) lookup(q Query) ([]Endpoint, error) {

@@ -51,8 +51,11 @@ func Redis(name string, client redis.UniversalClient) Check {
 // Redirects are followed as client does. Errors name the URL with its
 // password and secret query parameters masked.
 //
-// The client may be one from servicedefaults' App.HTTPClient, so target
-// may be a logical URL such as "https+http://catalog/health".
+// The client may be one from servicedefaults' App.HealthHTTPClient, so
+// target may be a logical URL such as "https+http://catalog/health" (or
+// just "/health"), and the probe stays outside the resilience pipeline:
+// not retried, not held for its total timeout, not counted by its
+// circuit breakers.
 func HTTP(name string, client *http.Client, target string) Check {
 	if client == nil {
 		client = http.DefaultClient

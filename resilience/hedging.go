@@ -39,10 +39,10 @@ func (h *hedgeAttempt) final() bool {
 // its context.
 func (h *hedgeAttempt) discard() {
 	if h.resp != nil {
-		drain(h.resp, h.cancel)
+		drain(h.resp, cancelFunc(h.cancel))
 	}
 	if af, ok := h.err.(*attemptFailure); ok && af.resp != nil {
-		drain(af.resp, h.cancel)
+		drain(af.resp, cancelFunc(h.cancel))
 	}
 	h.cancel()
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,8 @@ type Transport struct {
 	// exec runs the retries (standard) or the total timeout (hedging).
 	exec    failsafe.Executor[*http.Response]
 	hedgeFn func(failsafe.Execution[*http.Response]) (*http.Response, error)
+
+	timers sync.Pool // *attemptTimer
 }
 
 // NewTransport returns a Transport applying the standard resilience
@@ -287,6 +290,14 @@ type call struct {
 	// keeps the usual few without an allocation).
 	tried    []string
 	triedBuf [4]string
+	// The first attempt of a standard call keeps its resolved URL, its
+	// request and (when the caller's context cannot be canceled) its
+	// context here, so the no-failure path allocates none of them.
+	// Later attempts, whose predecessors' requests the base transport
+	// may still hold, get their own.
+	firstURL url.URL
+	firstReq http.Request
+	firstCtx attemptCtx
 }
 
 // attempt is the state of one attempt.
@@ -298,7 +309,7 @@ type attempt struct {
 	resp  *http.Response
 	// cancel ends the context resp is read through, once resp is drained
 	// or its body closed.
-	cancel context.CancelFunc
+	cancel canceler
 }
 
 // release drains the attempt's response, if it has one, and ends its
@@ -309,7 +320,7 @@ func (a *attempt) release() {
 		a.resp = nil
 	}
 	if a.cancel != nil {
-		a.cancel()
+		a.cancel.cancel()
 		a.cancel = nil
 	}
 }
@@ -462,17 +473,26 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 		c.tried = append(c.tried, d.name)
 	}
 	a.resp, a.cancel = nil, nil
-	ctx, cancel := parent, context.CancelFunc(nil)
-	var timer *time.Timer
+	ctx, cancel := parent, canceler(nil)
+	var timer *attemptTimer
 	if dl, ok := parent.Deadline(); !ok || time.Until(dl) > limit {
 		// (When the caller's own deadline comes first, it bounds the
 		// attempt and no timer is needed: the error is then the
 		// caller's.)
-		ctx, cancel = context.WithCancel(parent)
-		timer = time.AfterFunc(limit, cancel)
+		if a == &c.cur && n == 1 && parent == context.Context(c) && c.Context.Done() == nil {
+			// The caller's context cannot be canceled: the call's own
+			// attempt context needs no registration with it.
+			c.firstCtx.Context = c
+			ctx, cancel = &c.firstCtx, &c.firstCtx
+		} else {
+			var f context.CancelFunc
+			ctx, f = context.WithCancel(parent)
+			cancel = cancelFunc(f)
+		}
+		timer = t.startTimer(limit, cancel)
 	}
 	resp, err := t.send(ctx, a)
-	if timer != nil && !timer.Stop() {
+	if timer != nil && !t.stopTimer(timer) {
 		// The timer fired: whatever the attempt produced is dropped.
 		resp = nil
 		if kind == TotalTimeout {
@@ -506,7 +526,7 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 			a.resp = nil
 		}
 		if cancel != nil {
-			cancel()
+			cancel.cancel()
 		}
 	}
 
@@ -553,6 +573,9 @@ func (t *Transport) pick(c *call) (*url.URL, error) {
 		return c.req.URL, nil
 	}
 	if len(c.tried) == 0 {
+		if c.cur.n == 1 && t.kind == kindStandard {
+			return t.resolver.ResolveInto(&c.firstURL, c.req.URL)
+		}
 		return t.resolver.Resolve(c.req.URL)
 	}
 	eps, err := t.resolver.Endpoints(c.req.URL)
@@ -655,10 +678,16 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 	if err != nil {
 		return nil, err
 	}
+	var r *http.Request
 	if a.n > 1 {
 		ctx = context.WithValue(ctx, resendKey, int(a.n-1))
+		r = c.req.WithContext(ctx)
+	} else if a == &c.cur {
+		c.firstReq = *c.req.WithContext(ctx)
+		r = &c.firstReq
+	} else {
+		r = c.req.WithContext(ctx)
 	}
-	r := c.req.WithContext(ctx)
 	if a.url != c.req.URL {
 		r.URL = a.url
 		if c.req.Host == "" || c.req.Host == c.req.URL.Host {
@@ -781,12 +810,13 @@ func (c *call) finish(resp *http.Response, err error) (*http.Response, error) {
 
 // done ends what a response's body still holds.
 type done struct {
-	attempt, call context.CancelFunc
+	attempt canceler
+	call    context.CancelFunc
 }
 
 func (d *done) run() {
 	if d.attempt != nil {
-		d.attempt()
+		d.attempt.cancel()
 	}
 	if d.call != nil {
 		d.call()
@@ -826,12 +856,12 @@ var drainTimeout = time.Second // a variable for tests
 // drain reads what is left of a response body, within bounds, and closes
 // it. cancel, if not nil, ends the body's context: it is called if the
 // drain takes longer than drainTimeout.
-func drain(resp *http.Response, cancel context.CancelFunc) {
+func drain(resp *http.Response, cancel canceler) {
 	if resp == nil || resp.Body == nil {
 		return
 	}
 	if cancel != nil {
-		timer := time.AfterFunc(drainTimeout, cancel)
+		timer := time.AfterFunc(drainTimeout, cancel.cancel)
 		defer timer.Stop()
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
@@ -842,4 +872,102 @@ func closeBody(req *http.Request) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
+}
+
+// canceler ends an attempt's context.
+type canceler interface{ cancel() }
+
+// cancelFunc is a context.CancelFunc as a canceler.
+type cancelFunc context.CancelFunc
+
+func (f cancelFunc) cancel() { f() }
+
+// attemptCtx is the context of a call's first attempt when the caller's
+// context cannot be canceled (its Done is nil, as context.Background's):
+// canceling it then needs no registration with the caller's, and it lives
+// in the call, so it costs no allocation of its own. Its Done channel is
+// made when first asked for.
+type attemptCtx struct {
+	context.Context // the call
+	mu              sync.Mutex
+	done            chan struct{}
+	err             error
+}
+
+func (c *attemptCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		}
+	}
+	return c.done
+}
+
+func (c *attemptCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *attemptCtx) cancel() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	c.err = context.Canceled
+	if c.done != nil {
+		close(c.done)
+	}
+}
+
+// attemptTimer is an attempt's timeout: a timer that cancels the
+// attempt's context when it fires. Timers that were stopped in time go
+// back to their Transport's pool and serve later attempts, so the
+// no-failure path allocates none.
+type attemptTimer struct {
+	t      *time.Timer
+	mu     sync.Mutex
+	target canceler
+}
+
+func (at *attemptTimer) fire() {
+	at.mu.Lock()
+	target := at.target
+	at.mu.Unlock()
+	if target != nil {
+		target.cancel()
+	}
+}
+
+// startTimer arms a timer canceling target after d.
+func (t *Transport) startTimer(d time.Duration, target canceler) *attemptTimer {
+	at, _ := t.timers.Get().(*attemptTimer)
+	if at == nil {
+		at = &attemptTimer{target: target}
+		at.t = time.AfterFunc(d, at.fire)
+		return at
+	}
+	at.mu.Lock()
+	at.target = target
+	at.mu.Unlock()
+	at.t.Reset(d)
+	return at
+}
+
+// stopTimer stops at and reports whether it had not fired. A timer that
+// fired (its function may still be running) is left to the garbage
+// collector.
+func (t *Transport) stopTimer(at *attemptTimer) bool {
+	if !at.t.Stop() {
+		return false
+	}
+	at.mu.Lock()
+	at.target = nil
+	at.mu.Unlock()
+	t.timers.Put(at)
+	return true
 }

@@ -16,8 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -61,7 +60,7 @@ type App struct {
 	logger   *slog.Logger // goaspire's own records (servicedefaults scope)
 	user     *slog.Logger // App.Logger and slog.Default (the service's scope)
 	health   *health.Registry
-	mux      *http.ServeMux
+	next     http.Handler // the handler given to Add
 	handler  http.Handler
 	certPool *x509.CertPool
 	server   serverSettings // the HTTP server's settings (kestrel.go)
@@ -83,7 +82,8 @@ type App struct {
 	mu         sync.Mutex
 	base       *http.Transport
 	clients    map[string]http.RoundTripper
-	pipelines  []*resilience.Transport // closed by Shutdown
+	pipelines  []*resilience.Transport          // closed by Shutdown
+	byClient   map[string]*resilience.Transport // the pipelines by client name, for CircuitState
 	hooks      []hook
 	serving    bool
 	serverDone chan struct{} // closed when Serve has drained; nil until Serve starts
@@ -114,6 +114,7 @@ type options struct {
 	logWriter       io.Writer
 	middleware      []func(string, http.RoundTripper) http.RoundTripper
 	hedged          map[string]bool
+	routeFunc       func(*http.Request) string
 	noGlobals       bool
 }
 
@@ -163,14 +164,16 @@ func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundT
 //     the log package; not with WithoutGlobals) with App.Logger: stderr
 //     (text in Development, JSON otherwise) with trace_id/span_id from the
 //     context, plus the OTel log pipeline;
-//  4. creates the health registry with its "self" live check and maps
-//     "GET /health" and "GET /alive" on mux;
-//  5. wraps mux in server instrumentation (App.Handler).
+//  4. creates the health registry with its "self" live check, served at
+//     GET /health and GET /alive in front of h;
+//  5. wraps h in server instrumentation (App.Handler).
 //
-// mux may be nil for a worker: the App then serves only the health
-// endpoints. Errors name the variable or key at fault. If Add fails,
-// nothing needs closing.
-func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) {
+// h is any http.Handler: an *http.ServeMux, or another router such as
+// chi's. Span and metric routes come from the ServeMux pattern that
+// matched, or from WithRouteFunc. h may be nil for a worker: the App then
+// serves only the health endpoints. Errors name the variable or key at
+// fault. If Add fails, nothing needs closing.
+func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
@@ -234,23 +237,28 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 		Tags:  []string{health.TagLive},
 		Check: func(context.Context) error { return nil },
 	})
-	if mux == nil {
-		mux = http.NewServeMux()
+	if mux, ok := h.(*http.ServeMux); ok && mux == nil {
+		h = nil // a nil *ServeMux, as callers passed before Add took any handler
 	}
-	a.mux = mux
-	if err := errors.Join(
-		handle(mux, "GET "+HealthPath, a.readiness(a.health.Handler(health.HandlerOptions{
+	if h == nil {
+		h = http.NotFoundHandler()
+	}
+	if mux, ok := h.(*http.ServeMux); ok {
+		if err := checkProbePatterns(mux); err != nil {
+			_ = a.tel.shutdown(ctx)
+			a.cancelOpens()
+			return nil, err
+		}
+	}
+	a.next = h
+	a.handler = a.newServer(h,
+		a.readiness(a.health.Handler(health.HandlerOptions{
 			Detailed: hs.detailed, CacheDuration: hs.cache,
-		}), hs.detailed)),
-		handle(mux, "GET "+AlivePath, a.health.Handler(health.HandlerOptions{
+		}), hs.detailed),
+		a.health.Handler(health.HandlerOptions{
 			Predicate: health.Tagged(health.TagLive), Detailed: hs.detailed, CacheDuration: hs.cache,
-		})),
-	); err != nil {
-		_ = a.tel.shutdown(ctx)
-		a.cancelOpens()
-		return nil, err
-	}
-	a.handler = a.instrument(mux)
+		}),
+		o.routeFunc)
 
 	// Side effects on process-wide state come last, once nothing can fail.
 	if !o.noGlobals {
@@ -259,15 +267,15 @@ func Add(ctx context.Context, mux *http.ServeMux, opts ...Option) (*App, error) 
 	return a, nil
 }
 
-// handle registers h on mux, turning ServeMux's panic on a conflicting
-// pattern into an error.
-func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("servicedefaults: mapping %q: %v", pattern, p)
+// checkProbePatterns fails when mux has its own route for a health
+// endpoint, which the App's would shadow.
+func checkProbePatterns(mux *http.ServeMux) error {
+	for _, p := range []string{HealthPath, AlivePath} {
+		_, pattern := mux.Handler(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: p}, Host: "localhost"})
+		if route(pattern) == p {
+			return fmt.Errorf("servicedefaults: mapping %q: the mux already has %q", "GET "+p, pattern)
 		}
-	}()
-	mux.Handle(pattern, h)
+	}
 	return nil
 }
 
@@ -297,53 +305,6 @@ func readHealthSettings(cfg *discovery.Config) (healthSettings, error) {
 		errs = append(errs, &discovery.KeyError{Key: "Aspire:ServiceDefaults:HealthChecks:Timeout", Err: errors.New("must be positive")})
 	}
 	return s, errors.Join(errs...)
-}
-
-// instrument wraps mux in otelhttp server instrumentation: one server span
-// per request (continuing the caller's trace from its traceparent), named
-// "{method} {route}" after the Go 1.22 ServeMux pattern that matched, with
-// http.route set, plus the http.server.* metrics. Requests to /health and
-// /alive are neither traced nor measured.
-//
-// With traces and metrics both off, otelhttp would still compute its
-// attributes for no-op instruments (tens of allocations per request), so
-// the handler only extracts the caller's trace context instead: logs and
-// outgoing calls stay correlated at almost no cost.
-//
-// A handler's panic is recovered: see handlePanic.
-func (a *App) instrument(mux *http.ServeMux) http.Handler {
-	if !a.tel.tracing && !a.tel.metering {
-		prop := a.tel.prop
-		return recoverer{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			// The server canonicalizes header keys, so a map lookup skips
-			// untraced requests without HeaderCarrier's per-call
-			// canonicalization of the lower-case names.
-			if len(r.Header["Traceparent"]) != 0 || len(r.Header["Baggage"]) != 0 {
-				if ctx := prop.Extract(r.Context(), headerCarrier(r.Header)); ctx != r.Context() {
-					r = r.WithContext(ctx)
-				}
-			}
-			a.serveMux(mux, w, r)
-		})}
-	}
-	routed := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.serveMux(mux, w, r)
-		// ServeMux set r.Pattern on this request; otelhttp renames the
-		// span from it but does not record http.route on the span.
-		if r.Pattern != "" {
-			if span := trace.SpanFromContext(r.Context()); span.IsRecording() {
-				span.SetAttributes(attribute.String("http.route", route(r.Pattern)))
-			}
-		}
-	})
-	return recoverer{otelhttp.NewHandler(routed, "",
-		otelhttp.WithTracerProvider(a.tel.tp),
-		otelhttp.WithMeterProvider(a.tel.mp),
-		otelhttp.WithPropagators(a.tel.prop),
-		otelhttp.WithFilter(func(r *http.Request) bool {
-			return r.URL.Path != HealthPath && r.URL.Path != AlivePath
-		}),
-	)}
 }
 
 // headerCarrier is propagation.HeaderCarrier without the per-call
@@ -397,8 +358,12 @@ func (a *App) Logger() *slog.Logger { return a.user }
 // them.
 func (a *App) Health() *health.Registry { return a.health }
 
-// Handler returns the instrumented handler Run serves: the mux given to
-// Add, with the health endpoints, wrapped in server instrumentation. Use
+// Handler returns the instrumented handler Run serves: the handler given
+// to Add, behind the health endpoints, wrapped in server instrumentation
+// (a server span per request, continuing the caller's trace, named
+// "{method} {route}" with http.route, plus the http.server.* metrics;
+// the health endpoints are neither traced nor measured) and panic
+// recovery (see the package documentation). Use
 // it to serve the App with an http.Server of your own.
 func (a *App) Handler() http.Handler { return a.handler }
 
@@ -466,8 +431,13 @@ func (a *App) OnShutdown(f func(context.Context) error) {
 //     roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration and
 //     using HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.
 //
-// name identifies the client to middleware and configuration; requests
-// still carry full URLs. The pipeline's total timeout bounds each call;
+// name identifies the client to middleware and configuration, and is the
+// client's base address: a request URL without a host goes to that
+// service, so client.Get("/products/1") on HTTPClient("catalog") is a GET
+// of "https+http://catalog/products/1" (as .NET's BaseAddress); a full URL
+// goes where it says. App.CircuitState reads the client's breakers, and
+// App.HealthHTTPClient is the client for health checks of the same
+// service, outside the pipeline. The pipeline's total timeout bounds each call;
 // request contexts still apply. Shutdown closes the pool's idle
 // connections.
 func (a *App) HTTPClient(name string) *http.Client {
@@ -490,6 +460,11 @@ type propagatingTransport struct {
 }
 
 func (t *propagatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if ctx := r.Context(); !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		// Nothing to pass on (the propagators all carry the span
+		// context or baggage): spare the carrier.
+		return t.base.RoundTrip(r)
+	}
 	carrier := propagation.MapCarrier{}
 	t.prop.Inject(r.Context(), carrier)
 	if len(carrier) == 0 {

@@ -1,11 +1,19 @@
 package servicedefaults
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -13,39 +21,116 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 )
 
-// BenchmarkServer measures the per-request cost of the server
-// instrumentation against a bare ServeMux, on the handler path alone (no
-// network): "bare" is the mux, "noop" is App.Handler with exporters off
-// (the default without OTEL_EXPORTER_OTLP_ENDPOINT: trace-context
-// extraction only; "noop-untraced" without a traceparent header),
-// "otelhttp-noop" is otelhttp over no-op providers (what
-// "noop" would cost without that shortcut), "sdk" is App.Handler
-// recording spans into a batch processor with a discarding exporter and
-// metrics into a reader that is never collected.
+// The server benchmarks measure App.Handler on the handler path alone
+// (no network) against its peers on the same request, GET /items/42
+// with a traceparent header, through a ResponseWriter that has the
+// optional interfaces of the server's (so httpsnoop in otelhttp wraps it
+// as it wraps a real one):
 //
-//	go test -run '^$' -bench BenchmarkServer -benchmem ./servicedefaults
+//   - off: telemetry off (no OTLP endpoint) against a bare ServeMux;
+//   - sdk: recording SDK (spans into a batch processor with a discarding
+//     exporter, metrics into a reader never collected) against
+//     otelhttp.NewHandler on the same providers.
+//
+// BenchmarkServerRatio runs both sides interleaved in one run (also through
+// real servers on loopback, "-loopback", and "off" without a traceparent,
+// "off-untraced") and reports
+// each side's ns/op and allocs/op on its own, and their ratio (its
+// standard ns/op column mixes both sides); BenchmarkServer runs each side
+// alone, for profiles:
+//
+//	go test -run '^$' -bench 'BenchmarkServerRatio' -benchtime 20000x -count 3 ./servicedefaults
+//	go test -run '^$' -bench 'BenchmarkServer$/sdk/app' -cpuprofile cpu.out ./servicedefaults
 func BenchmarkServer(b *testing.B) {
-	newMux := func() *http.ServeMux {
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
-			w.WriteHeader(http.StatusOK)
-			_, _ = io.WriteString(w, r.PathValue("id"))
-		})
-		return mux
-	}
-	run := func(b *testing.B, h http.Handler, traced bool) {
-		req := httptest.NewRequest("GET", "/items/42", nil)
-		if traced {
-			req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+	for _, pair := range serverPairs(b) {
+		for _, side := range pair.sides {
+			b.Run(pair.name+"/"+side.name, func(b *testing.B) {
+				w, req := benchRequest(true)
+				b.ReportAllocs()
+				for b.Loop() {
+					clear(w.h)
+					side.h.ServeHTTP(w, req)
+				}
+			})
 		}
-		w := &discardWriter{h: http.Header{}}
-		b.ReportAllocs()
-		for b.Loop() {
+	}
+}
+
+// BenchmarkServerRatio: see BenchmarkServer.
+func BenchmarkServerRatio(b *testing.B) {
+	for _, pair := range serverPairs(b) {
+		b.Run(pair.name, func(b *testing.B) {
+			w, req := benchRequest(true)
+			interleave(b, pair.sides[0], pair.sides[1], func(_ int, h http.Handler) {
+				clear(w.h)
+				h.ServeHTTP(w, req)
+			})
+		})
+	}
+	// The same pairs through real servers on loopback (one keep-alive
+	// client for both sides): the share of a whole request.
+	for _, pair := range serverPairs(b) {
+		b.Run(pair.name+"-loopback", func(b *testing.B) {
+			var urls [2]string
+			for i, side := range pair.sides {
+				srv := httptest.NewServer(side.h)
+				b.Cleanup(srv.Close)
+				urls[i] = srv.URL + "/items/42"
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			b.Cleanup(client.CloseIdleConnections)
+			interleave(b, pair.sides[0], pair.sides[1], func(i int, _ http.Handler) {
+				req, _ := http.NewRequest("GET", urls[i], nil)
+				req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			})
+		})
+	}
+	b.Run("off-untraced", func(b *testing.B) {
+		pair := serverPairs(b)[0]
+		w, req := benchRequest(false)
+		interleave(b, pair.sides[0], pair.sides[1], func(_ int, h http.Handler) {
 			clear(w.h)
 			h.ServeHTTP(w, req)
-		}
+		})
+	})
+}
+
+type benchSide struct {
+	name string
+	h    http.Handler
+}
+
+type benchPair struct {
+	name  string
+	sides [2]benchSide // baseline, ours
+}
+
+func benchMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, r.PathValue("id"))
+	})
+	return mux
+}
+
+func benchRequest(traced bool) (*serverLikeWriter, *http.Request) {
+	req := httptest.NewRequest("GET", "/items/42", nil)
+	req.Header.Set("User-Agent", "bench")
+	if traced {
+		req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	}
-	newApp := func(b *testing.B, mux *http.ServeMux) *App {
+	return &serverLikeWriter{discardWriter{h: http.Header{}}}, req
+}
+
+func serverPairs(b *testing.B) []benchPair {
+	newApp := func(mux http.Handler) *App {
 		app, err := Add(context.Background(), mux, WithConfig(discovery.FromMap(nil)), WithLogWriter(io.Discard))
 		if err != nil {
 			b.Fatal(err)
@@ -53,23 +138,62 @@ func BenchmarkServer(b *testing.B) {
 		b.Cleanup(func() { _ = app.Shutdown(context.Background()) })
 		return app
 	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+	sdkApp := newApp(benchMux())
+	return []benchPair{
+		{"off", [2]benchSide{{"bare", benchMux()}, {"app", newApp(benchMux()).Handler()}}},
+		{"sdk", [2]benchSide{
+			{"otelhttp", otelhttp.NewHandler(benchMux(), "", otelhttp.WithTracerProvider(tp), otelhttp.WithMeterProvider(mp),
+				otelhttp.WithPropagators(sdkApp.tel.prop))},
+			{"app", recording(sdkApp, tp, mp, nil)},
+		}},
+	}
+}
 
-	b.Run("bare", func(b *testing.B) { run(b, newMux(), true) })
-	b.Run("noop", func(b *testing.B) { run(b, newApp(b, newMux()).Handler(), true) })
-	b.Run("noop-untraced", func(b *testing.B) { run(b, newApp(b, newMux()).Handler(), false) })
-	b.Run("otelhttp-noop", func(b *testing.B) {
-		app := newApp(b, newMux())
-		app.tel.tracing, app.tel.metering = true, true // force otelhttp over the no-op providers
-		run(b, app.instrument(app.mux), true)
-	})
-	b.Run("sdk", func(b *testing.B) {
-		app := newApp(b, newMux())
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-		b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
-		app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
-		run(b, app.instrument(app.mux), true)
-	})
+// recording returns app's handler rebuilt over the SDK providers tp and mp.
+func recording(app *App, tp trace.TracerProvider, mp metric.MeterProvider, routeFunc func(*http.Request) string) http.Handler {
+	app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
+	s := app.handler.(*server)
+	return app.newServer(app.next, s.health, s.alive, routeFunc)
+}
+
+// interleave runs base and ours in alternating rounds until each has
+// served b.N requests, and reports each side's ns/op and allocs/op and
+// ours/base for both.
+func interleave(b *testing.B, base, ours benchSide, serve func(side int, h http.Handler)) {
+	const round = 500
+	var ns, allocs [2]float64
+	var ms runtime.MemStats
+	sides := [2]benchSide{base, ours}
+	for range 2 * round { // warm both up (pools, caches)
+		serve(0, base.h)
+		serve(1, ours.h)
+	}
+	b.ResetTimer()
+	for done := 0; done < b.N; done += round {
+		n := min(round, b.N-done)
+		for i, side := range sides {
+			runtime.ReadMemStats(&ms)
+			m0 := ms.Mallocs
+			t0 := time.Now()
+			for range n {
+				serve(i, side.h)
+			}
+			ns[i] += float64(time.Since(t0))
+			runtime.ReadMemStats(&ms)
+			allocs[i] += float64(ms.Mallocs - m0)
+		}
+	}
+	N := float64(b.N)
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(ns[0]/N, base.name+"-ns/op")
+	b.ReportMetric(ns[1]/N, ours.name+"-ns/op")
+	b.ReportMetric(allocs[0]/N, base.name+"-allocs/op")
+	b.ReportMetric(allocs[1]/N, ours.name+"-allocs/op")
+	b.ReportMetric(ns[1]/ns[0], "ratio-ns")
+	b.ReportMetric(allocs[1]/allocs[0], "ratio-allocs")
 }
 
 type discardWriter struct{ h http.Header }
@@ -77,6 +201,16 @@ type discardWriter struct{ h http.Header }
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (w *discardWriter) WriteHeader(int)             {}
+
+// serverLikeWriter discards like discardWriter but has the optional
+// interfaces of net/http's own ResponseWriter.
+type serverLikeWriter struct{ discardWriter }
+
+func (w *serverLikeWriter) Flush()                                       {}
+func (w *serverLikeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) { return nil, nil, nil }
+func (w *serverLikeWriter) ReadFrom(r io.Reader) (int64, error)          { return io.Copy(io.Discard, r) }
+func (w *serverLikeWriter) WriteString(s string) (int, error)            { return len(s), nil }
+func (w *serverLikeWriter) CloseNotify() <-chan bool                     { return nil }
 
 type discardExporter struct{}
 

@@ -13,8 +13,9 @@
 //
 // Add configures OpenTelemetry (traces, metrics, logs) from the OTEL_*
 // variables an AppHost injects, makes slog's default logger write to
-// stderr and to the OTel log pipeline with trace correlation, maps /health
-// and /alive, and wraps the mux in server instrumentation. App.Run serves
+// stderr and to the OTel log pipeline with trace correlation, serves
+// /health and /alive, and wraps the handler (a ServeMux or any router) in
+// server instrumentation. App.Run serves
 // and shuts down gracefully; App.HTTPClient makes discovery-aware,
 // instrumented clients; App.Tracer, App.Meter, App.Logger and App.Health
 // are for user code's own spans, instruments, logs and checks.
@@ -85,9 +86,15 @@
 //
 // Server instrumentation (App.Handler) makes one span per request,
 // continuing the caller's trace from its traceparent header, named
-// "{method} {route}" after the ServeMux pattern that matched, with
-// http.route set, and records http.server.request.duration and friends.
-// /health and /alive are neither traced nor measured.
+// "{method} {route}" with http.route set, and records
+// http.server.request.duration and friends, with otelhttp's attributes
+// and instrumentation scope. The route is the pattern of the ServeMux
+// that matched, or what a WithRouteFunc function returns once the handler
+// has run (for chi: router.Find(chi.NewRouteContext(), r.Method,
+// r.URL.Path)). /health and /alive, served in front of the handler for GET
+// and HEAD, are neither traced nor measured. The writer a handler gets is
+// reused by later requests: as net/http requires, do not use it after
+// ServeHTTP returns.
 //
 // # Logging
 //
@@ -224,7 +231,11 @@
 // span per attempt; and one shared connection pool that trusts
 // SSL_CERT_FILE / SSL_CERT_DIR and uses HTTP_PROXY, HTTPS_PROXY and
 // NO_PROXY from the configuration. With the handler None, discovery alone
-// takes the pipeline's place.
+// takes the pipeline's place. A request URL without a host goes to the
+// client's own service: HTTPClient("catalog").Get("/products/1") asks
+// https+http://catalog/products/1. App.CircuitState reads a client's
+// breakers; App.HealthHTTPClient(name) is the same without the pipeline
+// and the instrumentation, for health.HTTP checks of that service.
 //
 // # gRPC
 //

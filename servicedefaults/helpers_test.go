@@ -34,7 +34,7 @@ func restoreGlobals(t testing.TB) {
 
 // newApp calls Add with exactly values as configuration, logging to the
 // returned buffer, and shuts the App down when the test ends.
-func newApp(t testing.TB, values map[string]string, mux *http.ServeMux, opts ...servicedefaults.Option) (*servicedefaults.App, *syncBuffer) {
+func newApp(t testing.TB, values map[string]string, mux http.Handler, opts ...servicedefaults.Option) (*servicedefaults.App, *syncBuffer) {
 	t.Helper()
 	restoreGlobals(t)
 	logs := &syncBuffer{}

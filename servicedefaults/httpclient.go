@@ -3,6 +3,7 @@ package servicedefaults
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -118,6 +119,10 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 		}
 		if t != nil {
 			a.pipelines = append(a.pipelines, t)
+			if a.byClient == nil {
+				a.byClient = map[string]*resilience.Transport{}
+			}
+			a.byClient[name] = t
 			rt = t
 		}
 	}
@@ -131,7 +136,87 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 	for i := len(a.wrapTransport) - 1; i >= 0; i-- {
 		rt = a.wrapTransport[i](name, rt)
 	}
-	return rt
+	return baseAddress(name, rt)
+}
+
+// CircuitState returns the state of the circuit breaker that the pipeline
+// of the client called name (see HTTPClient) keeps for destination, an
+// authority ("host:port") the client's requests went to; CircuitClosed
+// when the client has no pipeline (it was not made yet, or its handler is
+// None) or the destination has no breaker yet. It works whatever the
+// WithHTTPMiddleware middlewares wrap the client's transport in.
+func (a *App) CircuitState(name, destination string) resilience.CircuitState {
+	a.mu.Lock()
+	t := a.byClient[name]
+	a.mu.Unlock()
+	if t == nil {
+		return resilience.CircuitClosed
+	}
+	return t.CircuitState(destination)
+}
+
+// HealthHTTPClient returns an http.Client for the health checks of the
+// service's HTTP dependencies (health.HTTP): it resolves logical URLs and
+// sends a host-less URL to the service called name, as HTTPClient does,
+// through the App's connection pool, but without the resilience pipeline,
+// so a probe is neither retried nor held for the pipeline's 30 s total
+// timeout (the health check's own timeout bounds it) and its failures do
+// not count toward the breakers of the client's requests. Nor does it
+// make client spans or metrics: probes would drown the service's own
+// calls. The WithHTTPMiddleware middlewares do not apply.
+func (a *App) HealthHTTPClient(name string) *http.Client {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.base == nil {
+		a.base = a.newBaseTransport()
+	}
+	return &http.Client{Transport: baseAddress(name, discovery.NewTransport(a.resolver, a.base))}
+}
+
+// baseAddressScheme is the scheme a host-less request URL takes, as
+// Aspire's default client BaseAddress: https when the service has an
+// https endpoint, else http.
+const baseAddressScheme = "https+http"
+
+// baseAddress makes requests whose URL has no host go to the service
+// called name (as .NET's HttpClient.BaseAddress "https+http://name"):
+// client.Get("/products/1") is a GET of https+http://name/products/1. A
+// client without a name (or whose name is not a host name) sends such
+// URLs on unchanged, and the transport below rejects them.
+func baseAddress(name string, next http.RoundTripper) http.RoundTripper {
+	if name == "" || strings.ContainsAny(name, "/:?#@[] ") {
+		return next
+	}
+	return &baseAddressTransport{host: name, next: next}
+}
+
+type baseAddressTransport struct {
+	host string
+	next http.RoundTripper
+}
+
+func (t *baseAddressTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL == nil || r.URL.Host != "" || r.URL.Scheme != "" || r.URL.Opaque != "" {
+		return t.next.RoundTrip(r)
+	}
+	// One allocation for the request copy (a RoundTripper must not
+	// modify r) and its URL.
+	out := new(struct {
+		r http.Request
+		u url.URL
+	})
+	out.u = *r.URL
+	u := &out.u
+	u.Scheme, u.Host = baseAddressScheme, t.host
+	if !strings.HasPrefix(u.Path, "/") && u.Path != "" {
+		u.Path = "/" + u.Path
+		if u.RawPath != "" {
+			u.RawPath = "/" + u.RawPath
+		}
+	}
+	out.r = *r
+	out.r.URL = u
+	return t.next.RoundTrip(&out.r)
 }
 
 // clientSpanName names a client span after the request's method, as the

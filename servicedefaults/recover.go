@@ -9,26 +9,10 @@ import (
 	"net/http"
 	"runtime/debug"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 )
-
-// recoverer is the outermost layer of App.Handler. It gives the request a
-// panicWriter, so a panic recovered below (see serveMux) knows whether
-// the response had started, and cuts the connection when it had: the
-// client then sees a truncated response rather than a complete-looking
-// one.
-type recoverer struct{ next http.Handler }
-
-func (h recoverer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	pw := &panicWriter{ResponseWriter: w}
-	h.next.ServeHTTP(pw, r)
-	if pw.abort {
-		panic(http.ErrAbortHandler) // the server closes the connection without logging
-	}
-}
 
 // panicWriter tracks whether the response has started. It passes Flush,
 // Hijack, ReadFrom and WriteString on to the server's ResponseWriter and
@@ -77,32 +61,6 @@ func (w *panicWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap returns the server's ResponseWriter, for http.ResponseController.
 func (w *panicWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// findPanicWriter returns the panicWriter under w (otelhttp wraps it), or
-// nil.
-func findPanicWriter(w http.ResponseWriter) *panicWriter {
-	for {
-		if pw, ok := w.(*panicWriter); ok {
-			return pw
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return nil
-		}
-		w = u.Unwrap()
-	}
-}
-
-// serveMux serves r with mux, recovering a handler's panic (see
-// handlePanic).
-func (a *App) serveMux(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
-	defer func() {
-		if p := recover(); p != nil {
-			a.handlePanic(w, r, p)
-		}
-	}()
-	mux.ServeHTTP(w, r)
-}
-
 // Semantic-convention keys for a recovered panic.
 const (
 	errorTypeKey     = attribute.Key("error.type")
@@ -117,10 +75,12 @@ const (
 // error.type, one error log carries the stack and the trace, and the
 // client gets a 500 with a short problem+json body (the panic message
 // only in Development), unless the response had started: then the
-// connection is cut. http.ErrAbortHandler goes on up untouched.
-func (a *App) handlePanic(w http.ResponseWriter, r *http.Request, p any) {
+// connection is cut. http.ErrAbortHandler goes on up untouched (after the
+// span has ended and the metrics are recorded).
+func (a *App) handlePanic(st *reqState, r *http.Request, p any) {
 	if p == http.ErrAbortHandler {
-		panic(p)
+		st.abort = true // passed on up once the span and metrics are done
+		return
 	}
 	stack := string(debug.Stack())
 	typ := "panic"
@@ -136,19 +96,17 @@ func (a *App) handlePanic(w http.ResponseWriter, r *http.Request, p any) {
 		span.SetAttributes(errorTypeKey.String(typ))
 		span.SetStatus(codes.Error, msg)
 	}
-	if l, ok := otelhttp.LabelerFromContext(ctx); ok {
-		l.Add(errorTypeKey.String(typ))
-	}
-	where := r.URL.Path
-	if r.Pattern != "" {
-		where = route(r.Pattern)
+	st.errType = typ // for the duration metric
+	where := st.route
+	if where == "" {
+		where = r.URL.Path
 	}
 	a.logger.ErrorContext(ctx, "panic serving request",
 		"method", r.Method, "route", where,
 		string(exceptionType), typ, string(exceptionMessage), msg, string(exceptionStack), stack)
 
-	if pw := findPanicWriter(w); pw != nil && pw.wrote {
-		pw.abort = true
+	if st.wrote {
+		st.abort = true
 		return
 	}
 	problem := struct {
@@ -169,6 +127,7 @@ func (a *App) handlePanic(w http.ResponseWriter, r *http.Request, p any) {
 		problem.TraceID = sc.TraceID().String()
 	}
 	body, _ := json.Marshal(problem)
+	w := http.ResponseWriter(st)
 	hdr := w.Header()
 	clear(hdr) // what the handler set was for the response it did not make
 	hdr.Set("Content-Type", "application/problem+json")

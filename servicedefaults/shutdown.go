@@ -206,6 +206,7 @@ func (a *App) shutdown(ctx context.Context) error {
 	if base != nil {
 		base.CloseIdleConnections()
 	}
+	a.resolver.Close() // stops DNS discovery's refreshes
 	if err := a.tel.shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("servicedefaults: stopping telemetry: %w", err))
 	}

@@ -18,8 +18,15 @@
 // through to DNS (grpc's "dns" resolver, port 443 unless the target names
 // one) and is reached over TLS.
 //
-// Configuration does not change after it is loaded, so the addresses are
-// resolved once per ClientConn.
+// Configuration does not change after it is loaded, so configured
+// addresses are resolved once per ClientConn. A name found by DNS
+// discovery (see discovery.Resolver) follows its refreshes: every change
+// of the set is pushed to the ClientConn, until the ClientConn is closed.
+// Such endpoints take the first scheme, https, so they are reached over
+// TLS, checked against the record's name (SRV) or address (A/AAAA). A
+// name whose DNS lookup has no records when the ClientConn is built
+// passes through to grpc's "dns" resolver; ResolveNow does not hasten a
+// refresh.
 package grpcresolver
 
 import (
@@ -30,6 +37,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 
 	"google.golang.org/grpc/attributes"
 	"google.golang.org/grpc/credentials"
@@ -66,47 +74,139 @@ func (b *Builder) Scheme() string { return Scheme }
 // configuration key whose value is unusable.
 func (b *Builder) Build(target resolver.Target, cc resolver.ClientConn, opts resolver.BuildOptions) (resolver.Resolver, error) {
 	name := target.Endpoint()
-	eps, err := Lookup(b.r, name)
+	eps, u, err := lookup(b.r, name)
 	if err != nil {
 		return nil, err
 	}
 	if len(eps) == 0 {
 		return passThrough(name, cc, opts)
 	}
-	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(eps))}
-	for _, ep := range eps {
-		state.Endpoints = append(state.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{address(ep)}})
-	}
-	if err := cc.UpdateState(state); err != nil {
+	changed, stop, err := b.r.Watch(u)
+	if err != nil {
 		return nil, fmt.Errorf("grpcresolver: %q: %w", name, err)
 	}
-	return nopResolver{}, nil
+	if changed != nil {
+		// A refreshed set: the first one may be newer than eps.
+		if eps, err = b.r.Endpoints(u); err != nil || len(eps) == 0 {
+			stop()
+			if err == nil {
+				err = errNoRecords
+			}
+			return nil, fmt.Errorf("grpcresolver: %q: %w", name, err)
+		}
+	}
+	if err := cc.UpdateState(state(eps)); err != nil {
+		stop()
+		return nil, fmt.Errorf("grpcresolver: %q: %w", name, err)
+	}
+	if changed == nil {
+		return nopResolver{}, nil
+	}
+	w := &watchResolver{r: b.r, u: u, name: name, cc: cc, changed: changed, stop: stop, done: make(chan struct{})}
+	w.wg.Add(1)
+	go w.run()
+	return w, nil
+}
+
+var errNoRecords = errors.New("no DNS records")
+
+func state(eps []discovery.Endpoint) resolver.State {
+	s := resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(eps))}
+	for _, ep := range eps {
+		s.Endpoints = append(s.Endpoints, resolver.Endpoint{Addresses: []resolver.Address{address(ep)}})
+	}
+	return s
+}
+
+// watchResolver pushes every change of a DNS-discovered set to its
+// ClientConn.
+type watchResolver struct {
+	r       *discovery.Resolver
+	u       *url.URL
+	name    string
+	cc      resolver.ClientConn
+	changed <-chan struct{}
+	stop    func()
+	done    chan struct{}
+	once    sync.Once
+	wg      sync.WaitGroup
+}
+
+func (w *watchResolver) run() {
+	defer w.wg.Done()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-w.changed:
+		}
+		eps, err := w.r.Endpoints(w.u)
+		switch {
+		case err != nil:
+			w.cc.ReportError(fmt.Errorf("grpcresolver: %q: %w", w.name, err))
+		case len(eps) == 0:
+			w.cc.ReportError(fmt.Errorf("grpcresolver: %q: %w", w.name, errNoRecords))
+		default:
+			// An error means the balancer rejected the addresses; the
+			// next change tries again.
+			_ = w.cc.UpdateState(state(eps))
+		}
+	}
+}
+
+// ResolveNow implements resolver.Resolver; refreshes follow their own
+// schedule.
+func (w *watchResolver) ResolveNow(resolver.ResolveNowOptions) {}
+
+// Close implements resolver.Resolver: it stops the watch and waits for the
+// goroutine pushing updates.
+func (w *watchResolver) Close() {
+	w.once.Do(func() {
+		w.stop()
+		close(w.done)
+		w.wg.Wait()
+	})
 }
 
 // Lookup returns the endpoints configured for the service called name
-// (a port after the name is ignored): those of its endpoint named "grpc",
+// (a port after the name is only used by pass-through and A/AAAA
+// discovery): those of its endpoint named "grpc",
 // else of its "https" endpoint, else of its "http" one, in configuration
 // order. It returns nil when nothing is configured, which means
 // pass-through to DNS. An error names the key whose value is unusable.
+//
+// With DNS discovery on, a name nothing is configured for is looked up in
+// DNS: SRV _grpc._tcp.{name}.{suffix}, then _default._tcp.{name}.{suffix};
+// or the A/AAAA records of name, with the port given after the name
+// (443 without one).
 func Lookup(r *discovery.Resolver, name string) ([]discovery.Endpoint, error) {
-	host := name
-	if h, _, err := net.SplitHostPort(name); err == nil {
-		host = h
+	eps, _, err := lookup(r, name)
+	return eps, err
+}
+
+func lookup(r *discovery.Resolver, name string) ([]discovery.Endpoint, *url.URL, error) {
+	host, port := name, ""
+	if h, p, err := net.SplitHostPort(name); err == nil {
+		host, port = h, p
 	}
 	if host == "" || strings.ContainsAny(host, "/?#@ ") {
-		return nil, fmt.Errorf("grpcresolver: invalid service name %q", name)
+		return nil, nil, fmt.Errorf("grpcresolver: invalid service name %q", name)
 	}
 	// https+http://_grpc.users, then https+http://users.
 	for _, h := range []string{"_grpc." + host, host} {
-		eps, err := r.Endpoints(&url.URL{Scheme: "https+http", Host: h})
+		if port != "" {
+			h = net.JoinHostPort(h, port)
+		}
+		u := &url.URL{Scheme: "https+http", Host: h}
+		eps, err := r.Endpoints(u)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(eps) > 0 {
-			return eps, nil
+			return eps, u, nil
 		}
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // schemeKey keys the endpoint's scheme in a resolver.Address's

@@ -15,6 +15,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/discovery/grpcresolver"
+	"github.com/goaspire/goaspire/internal/dnstest"
 	"github.com/goaspire/goaspire/internal/grpctest"
 	"github.com/goaspire/goaspire/internal/grpctest/echopb"
 	"github.com/goaspire/goaspire/internal/otlptest"
@@ -201,5 +202,77 @@ func TestBuildError(t *testing.T) {
 	var re *discovery.ResolveError
 	if err == nil || (!errors.As(err, &re) && !strings.Contains(err.Error(), "USERS_GRPC")) {
 		t.Fatalf("call error = %v, want one naming USERS_GRPC", err)
+	}
+}
+
+// TestDNSRefresh: with SRV discovery on, the ClientConn follows the
+// records of a DNS server whose answers change: a new instance gets calls,
+// a removed one no longer does.
+func TestDNSRefresh(t *testing.T) {
+	cert, certPEM := otlptest.NewCertificate(t)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	var ports []uint16
+	for i := range 3 {
+		s := grpctest.Start(t, "echo-"+strconv.Itoa(i), &cert)
+		p, err := strconv.Atoi(s.Addr[strings.LastIndexByte(s.Addr, ':')+1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, uint16(p))
+	}
+	dns := dnstest.Start(t)
+	const name = "_grpc._tcp.echo.shop.svc.cluster.local"
+	dns.Set(name, dnstest.Records{SRV: []dnstest.SRV{{Target: "localhost", Port: ports[0]}, {Target: "localhost", Port: ports[1]}}})
+
+	r := discovery.NewResolver(discovery.FromMap(map[string]string{
+		"Aspire:ServiceDiscovery:DnsSrv:Enabled":              "true",
+		"Aspire:ServiceDiscovery:DnsSrv:QuerySuffix":          "shop.svc.cluster.local",
+		"Aspire:ServiceDiscovery:DnsSrv:DefaultRefreshPeriod": "00:00:00.02",
+	}), discovery.WithNetResolver(dns.Resolver()))
+	defer r.Close()
+	cc, err := grpc.NewClient("aspire:///echo",
+		grpc.WithResolvers(grpcresolver.NewBuilder(r)),
+		grpc.WithTransportCredentials(grpcresolver.Credentials(&tls.Config{RootCAs: pool})),
+		grpc.WithDefaultServiceConfig(grpcresolver.RoundRobin),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := echopb.NewEchoClient(cc)
+
+	seen := map[string]int{}
+	for seen["echo-0"] == 0 || seen["echo-1"] == 0 {
+		inst, err := call(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inst == "echo-2" {
+			t.Fatalf("a call went to echo-2 before it was in DNS")
+		}
+		seen[inst]++
+	}
+
+	dns.Set(name, dnstest.Records{SRV: []dnstest.SRV{{Target: "localhost", Port: ports[1]}, {Target: "localhost", Port: ports[2]}}})
+	deadline := time.Now().Add(20 * time.Second)
+	for inst := ""; inst != "echo-2"; {
+		if time.Now().After(deadline) {
+			t.Fatal("echo-2 never got a call after it appeared in DNS")
+		}
+		if inst, err = call(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clear(seen)
+	for range 20 {
+		inst, err := call(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[inst]++
+	}
+	if seen["echo-0"] != 0 || seen["echo-1"] != 10 || seen["echo-2"] != 10 {
+		t.Errorf("calls after the refresh = %v, want 10 each on echo-1 and echo-2", seen)
 	}
 }

@@ -6,10 +6,15 @@
 // free port, and a random password, and never touches a system instance on
 // the standard ports.
 //
-// The core API ([StartPostgres], [StartRedis] and the methods on [Postgres]
-// and [Redis]) does not depend on package testing, so a program such as the
-// examples launcher can use it. The thin wrappers [NewPostgres],
-// [Postgres.NewReplica] and [NewRedis] take a [testing.TB]: they skip the test
+// The core API ([StartPostgres], [StartRedis], [StartRedisCluster] and the
+// methods on [Postgres] and [Redis]) does not depend on package testing, so a
+// program such as the examples launcher can use it. Redis topologies come
+// from the one Redis starter: [Redis.StartReplica] (replicaof),
+// [Redis.StartSentinel] (redis-server --sentinel monitoring the server) and
+// [StartRedisCluster] (cluster-enabled nodes joined by redis-cli --cluster
+// create); the servers of one topology share a password. The thin wrappers
+// [NewPostgres], [Postgres.NewReplica], [NewRedis], [Redis.NewReplica],
+// [Redis.NewSentinel] and [NewRedisCluster] take a [testing.TB]: they skip the test
 // when a server binary is not installed (and only then, and never when the
 // CI environment variable is set: then a missing binary fails the test, see
 // [SkipIfMissing]), fail it on any other start error, and stop and remove the

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -33,6 +34,17 @@ type Redis struct {
 	confPath string
 	settings []redisSetting
 	tls      *redisTLS // nil without TLS
+	topology redisTopology
+}
+
+// redisTopology is the part a server plays beyond a standalone one: a
+// replica of primary, a Sentinel monitoring primary as serviceName, or a
+// cluster node. The zero value is a standalone server.
+type redisTopology struct {
+	kind        string // "" (standalone), "replica", "sentinel" or "cluster node"
+	primary     *Redis // the replica's primary, the sentinel's monitored primary
+	serviceName string // the sentinel's name for primary
+	clusterPort int    // the cluster node's bus port
 }
 
 type redisSetting struct {
@@ -47,6 +59,7 @@ type redisConfig struct {
 	tls      bool
 	port     int
 	settings []redisSetting
+	password string // set for servers that share a password: replicas, sentinels, cluster nodes
 }
 
 // WithRedisTLS serves TLS only: a throwaway CA and a server certificate for
@@ -79,6 +92,12 @@ func WithRedisSetting(name string, args ...string) RedisOption {
 // A missing binary gives an error matching [ErrBinaryNotFound]; errors carry
 // the tail of the server log, never the password.
 func StartRedis(ctx context.Context, opts ...RedisOption) (*Redis, error) {
+	return startRedis(ctx, redisTopology{}, opts)
+}
+
+// startRedis starts a server of any topology: StartRedis, the replica and
+// sentinel starters and StartRedisCluster all come here.
+func startRedis(ctx context.Context, topo redisTopology, opts []RedisOption) (*Redis, error) {
 	var cfg redisConfig
 	for _, opt := range opts {
 		opt(&cfg)
@@ -86,18 +105,26 @@ func StartRedis(ctx context.Context, opts ...RedisOption) (*Redis, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 
+	what := topo.what()
+	if cfg.tls && topo.kind != "" {
+		return nil, fmt.Errorf("testserver: start %s: TLS is supported for standalone servers only", what)
+	}
 	bin, err := FindBinary("redis-server")
 	if err != nil {
-		return nil, fmt.Errorf("testserver: start redis: %w", err)
+		return nil, fmt.Errorf("testserver: start %s: %w", what, err)
 	}
 	dir, err := os.MkdirTemp("", "goaspire-redis-*")
 	if err != nil {
-		return nil, fmt.Errorf("testserver: start redis: make temporary directory: %w", err)
+		return nil, fmt.Errorf("testserver: start %s: make temporary directory: %w", what, err)
+	}
+	password := cfg.password
+	if password == "" {
+		password = rand.Text()
 	}
 	r := &Redis{
 		server: server{
 			logPath:    filepath.Join(dir, "redis.log"),
-			password:   rand.Text(),
+			password:   password,
 			stopSignal: syscall.SIGTERM,
 			kill:       (*process).kill,
 		},
@@ -105,14 +132,15 @@ func StartRedis(ctx context.Context, opts ...RedisOption) (*Redis, error) {
 		dir:      dir,
 		confPath: filepath.Join(dir, "redis.conf"),
 		settings: cfg.settings,
+		topology: topo,
 	}
 	if cfg.tls {
 		if r.tls, err = writeTLSFiles(dir); err != nil {
-			return nil, errors.Join(fmt.Errorf("testserver: start redis: %w", err), r.Close())
+			return nil, errors.Join(fmt.Errorf("testserver: start %s: %w", what, err), r.Close())
 		}
 	}
 	if err := r.startOnFreePort(ctx, cfg.port); err != nil {
-		return nil, errors.Join(fmt.Errorf("testserver: start redis: %w", err), r.Close())
+		return nil, errors.Join(fmt.Errorf("testserver: start %s: %w", what, err), r.Close())
 	}
 	return r, nil
 }
@@ -145,6 +173,11 @@ func (r *Redis) writeConfig() error {
 	line("appendonly", "no")
 	line("dir", r.dir)
 	line("requirepass", r.password)
+	// Every server can become a replica (a Sentinel demotes a primary that
+	// comes back), and all servers of one topology share the password.
+	line("masterauth", r.password)
+	line("repl-diskless-sync-delay", "0") // replicas sync at once
+	r.topology.writeConfig(line, r.password)
 	for _, s := range r.settings {
 		line(s.name, s.args...)
 	}
@@ -166,6 +199,15 @@ func (r *Redis) startOnFreePort(ctx context.Context, port int) error {
 	defer r.mu.Unlock()
 	return onFreePort(port, func(port int) error {
 		r.port = port
+		if r.topology.kind == "cluster node" {
+			// The cluster bus needs a second port; the default, port+10000,
+			// may be taken or out of range.
+			bus, err := freePort()
+			if err != nil {
+				return err
+			}
+			r.topology.clusterPort = bus
+		}
 		if err := r.writeConfig(); err != nil {
 			return err
 		}
@@ -180,11 +222,15 @@ func (r *Redis) startLocked(ctx context.Context) error {
 		return err
 	}
 	defer log.Close() // the server has its own descriptor
-	proc, err := startProcess(account{}.command(r.dir, log, r.bin, r.confPath))
+	args := []string{r.confPath}
+	if r.topology.kind == "sentinel" {
+		args = append(args, "--sentinel")
+	}
+	proc, err := startProcess(account{}.command(r.dir, log, r.bin, args...))
 	if err != nil {
 		return fmt.Errorf("run %s: %w", r.bin, err)
 	}
-	if err := r.waitReady(ctx, proc, from, "redis", r.port, r.ping); err != nil {
+	if err := r.waitReady(ctx, proc, from, r.what(), r.port, r.ping); err != nil {
 		r.kill(proc)
 		return err
 	}
@@ -192,9 +238,20 @@ func (r *Redis) startLocked(ctx context.Context) error {
 	return nil
 }
 
-// ping authenticates and sends PING over a new connection, speaking RESP
-// directly so that readiness checks start no client goroutines.
+// ping authenticates and sends PING.
 func (r *Redis) ping(ctx context.Context) error {
+	got, err := r.command(ctx, "PING")
+	if err == nil && got != "PONG" {
+		err = fmt.Errorf("unexpected reply %q to PING", got)
+	}
+	return err
+}
+
+// command authenticates and sends one command over a new connection,
+// speaking RESP directly so that readiness checks start no client
+// goroutines. It returns a simple string, bulk string or integer reply as
+// text; an error reply is an error.
+func (r *Redis) command(ctx context.Context, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var d interface {
@@ -205,28 +262,59 @@ func (r *Redis) ping(ctx context.Context) error {
 	}
 	conn, err := d.DialContext(ctx, "tcp", r.Addr())
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer conn.Close()
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	if deadline, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(deadline)
 	}
-	cmd := fmt.Sprintf("*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n", len(r.password), r.password)
-	if _, err := conn.Write([]byte(cmd)); err != nil {
-		return err
+	var b strings.Builder
+	for _, cmd := range [][]string{{"AUTH", r.password}, args} {
+		fmt.Fprintf(&b, "*%d\r\n", len(cmd))
+		for _, a := range cmd {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+	}
+	if _, err := conn.Write([]byte(b.String())); err != nil {
+		return "", err
 	}
 	br := bufio.NewReader(conn)
-	for _, want := range []string{"+OK", "+PONG"} {
-		got, err := br.ReadString('\n')
-		if err != nil {
-			return err
-		}
-		if got = strings.TrimRight(got, "\r\n"); got != want {
-			return fmt.Errorf("unexpected reply %q", got)
-		}
+	if got, err := readReply(br); err != nil {
+		return "", fmt.Errorf("AUTH: %w", err)
+	} else if got != "OK" {
+		return "", fmt.Errorf("unexpected reply %q to AUTH", got)
 	}
-	return nil
+	return readReply(br)
+}
+
+// readReply reads one RESP reply that is not an array.
+func readReply(br *bufio.Reader) (string, error) {
+	line, err := br.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if line == "" {
+		return "", errors.New("empty reply")
+	}
+	switch line[0] {
+	case '+', ':':
+		return line[1:], nil
+	case '-':
+		return "", fmt.Errorf("server replied %q", line[1:])
+	case '$':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil || n < 0 {
+			return "", fmt.Errorf("unexpected reply %q", line)
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	return "", fmt.Errorf("unexpected reply %q", line)
 }
 
 // Addr returns the server's address, "127.0.0.1:port".
@@ -244,10 +332,15 @@ func (r *Redis) LogFile() string { return r.logPath }
 
 // ConnectionString returns the connection string in the StackExchange.Redis
 // form an Aspire AppHost injects, "127.0.0.1:port,password=...", with
-// ",ssl=true" appended under TLS. It holds the password: never put it in an
-// error or a log.
+// ",ssl=true" appended under TLS. A Sentinel's names the monitored
+// primary: "127.0.0.1:port,serviceName=name,password=...". It holds the
+// password: never put it in an error or a log.
 func (r *Redis) ConnectionString() string {
-	s := r.Addr() + ",password=" + r.password
+	s := r.Addr()
+	if r.topology.kind == "sentinel" {
+		s += ",serviceName=" + r.topology.serviceName
+	}
+	s += ",password=" + r.password
 	if r.tls != nil {
 		s += ",ssl=true"
 	}
@@ -268,9 +361,20 @@ func (r *Redis) URL() string {
 // String describes the server without its password.
 func (r *Redis) String() string {
 	if r.tls != nil {
-		return "redis " + r.Addr() + " (TLS)"
+		return r.what() + " " + r.Addr() + " (TLS)"
 	}
-	return "redis " + r.Addr()
+	return r.what() + " " + r.Addr()
+}
+
+// what names the kind of server: "redis", "redis replica", "redis
+// sentinel" or "redis cluster node".
+func (r *Redis) what() string { return r.topology.what() }
+
+func (t redisTopology) what() string {
+	if t.kind == "" {
+		return "redis"
+	}
+	return "redis " + t.kind
 }
 
 // GoString describes the server without its password, for %#v.

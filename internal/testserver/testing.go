@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -49,6 +50,56 @@ func NewRedis(tb testing.TB, opts ...RedisOption) *Redis {
 	}
 	tb.Cleanup(func() { closeForTest(tb, r, r.logPath, r.password) })
 	return r
+}
+
+// NewReplica starts a replica of r for the test with [Redis.StartReplica]
+// and closes it in tb.Cleanup. It skips the test if redis-server is not
+// installed (fails it when CI is set), and fails it on any other start
+// error.
+func (r *Redis) NewReplica(tb testing.TB, opts ...RedisOption) *Redis {
+	tb.Helper()
+	rep, err := r.StartReplica(tb.Context(), opts...)
+	if err != nil {
+		skipOrFatal(tb, err)
+	}
+	tb.Cleanup(func() { closeForTest(tb, rep, rep.logPath, rep.password) })
+	return rep
+}
+
+// NewSentinel starts a Sentinel monitoring r as serviceName for the test
+// with [Redis.StartSentinel] and closes it in tb.Cleanup. It skips the test
+// if redis-server is not installed (fails it when CI is set), and fails it
+// on any other start error.
+func (r *Redis) NewSentinel(tb testing.TB, serviceName string, opts ...RedisOption) *Redis {
+	tb.Helper()
+	s, err := r.StartSentinel(tb.Context(), serviceName, opts...)
+	if err != nil {
+		skipOrFatal(tb, err)
+	}
+	tb.Cleanup(func() { closeForTest(tb, s, s.logPath, s.password) })
+	return s
+}
+
+// NewRedisCluster starts an n-node cluster for the test with
+// [StartRedisCluster] and closes it in tb.Cleanup. It skips the test if
+// redis-server or redis-cli is not installed (fails it when CI is set), and
+// fails it on any other start error. When the test has failed, the cleanup
+// logs the tail of every node's log first.
+func NewRedisCluster(tb testing.TB, n int, opts ...RedisOption) *RedisCluster {
+	tb.Helper()
+	c, err := StartRedisCluster(tb.Context(), n, opts...)
+	if err != nil {
+		skipOrFatal(tb, err)
+	}
+	tb.Cleanup(func() {
+		for _, node := range c.nodes {
+			logForTest(tb, node, node.logPath, node.password)
+		}
+		if err := c.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return c
 }
 
 // NewRabbitMQ starts a RabbitMQ node for the test with [StartRabbitMQ] and
@@ -111,12 +162,18 @@ type closer interface {
 
 func closeForTest(tb testing.TB, s closer, logPath, password string) {
 	tb.Helper()
+	logForTest(tb, s, logPath, password)
+	if err := s.Close(); err != nil {
+		tb.Error(err)
+	}
+}
+
+// logForTest logs the tail of a server's log if the test has failed.
+func logForTest(tb testing.TB, s fmt.Stringer, logPath, password string) {
+	tb.Helper()
 	if tb.Failed() {
 		if tail := logTail(logPath, 0, password); tail != "" {
 			tb.Logf("%s log (%s):\n%s", s, logPath, tail)
 		}
-	}
-	if err := s.Close(); err != nil {
-		tb.Error(err)
 	}
 }

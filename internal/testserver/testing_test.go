@@ -61,11 +61,15 @@ func TestWrappersSkipOnlyForMissingBinaries(t *testing.T) {
 		{"redis-server missing", "", func(tb testing.TB) { NewRedis(tb) }, "redis-server not installed", ""},
 		{"wrapped missing binary", "", func(tb testing.TB) { skipOrFatal(tb, missingBasebackup) }, "pg_basebackup not installed", ""},
 		{"CI=false is not CI", "false", func(tb testing.TB) { NewRedis(tb) }, "redis-server not installed", ""},
+		{"redis-cli missing", "", func(tb testing.TB) { NewRedisCluster(tb, 3) }, "redis-cli not installed", ""},
+		{"sentinel of a stopped server", "", func(tb testing.TB) { (&Redis{}).NewSentinel(tb, "m") }, "", "primary is not running"},
+		{"replica of a stopped server", "", func(tb testing.TB) { (&Redis{}).NewReplica(tb) }, "", "primary is not running"},
 		{"other error", "", func(tb testing.TB) { skipOrFatal(tb, errors.New("initdb: exit status 1")) }, "", "exit status 1"},
 		// Under CI a missing binary fails the run instead of skipping.
 		{"postgres missing in CI", "true", func(tb testing.TB) { NewPostgres(tb) }, "", "postgres not installed, and CI is set"},
 		{"replica tool missing in CI", "1", func(tb testing.TB) { skipOrFatal(tb, missingBasebackup) }, "", "pg_basebackup not installed, and CI is set"},
 		{"redis-server missing in CI", "true", func(tb testing.TB) { NewRedis(tb) }, "", "redis-server not installed, and CI is set"},
+		{"redis-cli missing in CI", "true", func(tb testing.TB) { NewRedisCluster(tb, 3) }, "", "redis-cli not installed, and CI is set"},
 		{"SkipIfMissing in CI", "true", func(tb testing.TB) { SkipIfMissing(tb, missingBasebackup) }, "", "CI is set"},
 		{"SkipIfMissing leaves other errors", "true", func(tb testing.TB) {
 			SkipIfMissing(tb, errors.New("other"))

@@ -1,0 +1,68 @@
+// Package benchratio runs the sides of a comparison as sub-benchmarks in
+// interleaved rounds, so load on a shared machine falls on every side
+// alike: each side's ns/op and allocs/op are reported on their own lines,
+// and the median ratio of each side to the first one is logged.
+package benchratio
+
+import (
+	"runtime"
+	"slices"
+	"testing"
+)
+
+// Side is one side of a comparison: Op makes one operation.
+type Side struct {
+	Name string
+	Op   func(b *testing.B)
+}
+
+// Compare runs every side rounds times as b's sub-benchmarks, in an order
+// that alternates round by round, and logs each side's median ns/op and
+// allocs/op against the first side's.
+func Compare(b *testing.B, rounds int, sides ...Side) {
+	b.Helper()
+	ns := make([][]float64, len(sides))
+	allocs := make([][]float64, len(sides))
+	for r := range rounds {
+		for k := range sides {
+			i := k
+			if r%2 == 1 {
+				i = len(sides) - 1 - k
+			}
+			s := sides[i]
+			b.Run(s.Name, func(b *testing.B) {
+				b.ReportAllocs()
+				var m0, m1 runtime.MemStats
+				runtime.ReadMemStats(&m0)
+				for b.Loop() {
+					s.Op(b)
+				}
+				runtime.ReadMemStats(&m1)
+				n := float64(b.N)
+				ns[i] = append(ns[i], float64(b.Elapsed().Nanoseconds())/n)
+				allocs[i] = append(allocs[i], float64(m1.Mallocs-m0.Mallocs)/n)
+			})
+		}
+	}
+	if len(ns[0]) == 0 {
+		return
+	}
+	base, baseAllocs := median(ns[0]), median(allocs[0])
+	for i := 1; i < len(sides); i++ {
+		if len(ns[i]) == 0 {
+			continue
+		}
+		v, a := median(ns[i]), median(allocs[i])
+		b.Logf("%s / %s: %.3fx ns/op (%.0f vs %.0f), %+.1f allocs/op (%.1f vs %.1f), median of %d rounds",
+			sides[i].Name, sides[0].Name, v/base, v, base, a-baseAllocs, a, baseAllocs, len(ns[i]))
+	}
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

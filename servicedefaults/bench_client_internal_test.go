@@ -1,0 +1,82 @@
+package servicedefaults
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/benchratio"
+)
+
+// BenchmarkHTTPClient compares App.HTTPClient (resolver, standard
+// pipeline, client instrumentation, the App's pool) with its peers over
+// loopback, each side its own sub-benchmark, in interleaved rounds:
+//
+//   - "off": telemetry off (no OTLP endpoint) against a bare http.Client;
+//
+//   - "sdk": recording spans (batch processor, discarding exporter) and
+//     metrics (a reader never collected) against otelhttp.NewTransport on
+//     the same providers.
+//
+//     go test -run '^$' -bench BenchmarkHTTPClient -benchtime 2000x -v ./servicedefaults
+func BenchmarkHTTPClient(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok")
+	}))
+	b.Cleanup(srv.Close)
+	newApp := func(b *testing.B) *App {
+		app, err := Add(context.Background(), nil, WithConfig(discovery.FromMap(map[string]string{
+			"services__catalog__http__0": srv.URL,
+		})), WithLogWriter(io.Discard))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = app.Shutdown(context.Background()) })
+		return app
+	}
+	bareBase := func(b *testing.B) *http.Transport {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		b.Cleanup(t.CloseIdleConnections)
+		return t
+	}
+	get := func(c *http.Client, url string) func(*testing.B) {
+		return func(b *testing.B) {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+		}
+	}
+
+	b.Run("off", func(b *testing.B) {
+		app := newApp(b)
+		benchratio.Compare(b, 3,
+			benchratio.Side{Name: "bare", Op: get(&http.Client{Transport: bareBase(b)}, srv.URL+"/products/1")},
+			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
+		)
+	})
+	b.Run("sdk", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+		app := newApp(b)
+		app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
+		peer := &http.Client{Transport: otelhttp.NewTransport(bareBase(b),
+			otelhttp.WithTracerProvider(tp), otelhttp.WithMeterProvider(mp), otelhttp.WithPropagators(app.tel.prop))}
+		benchratio.Compare(b, 3,
+			benchratio.Side{Name: "otelhttp", Op: get(peer, srv.URL+"/products/1")},
+			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
+		)
+	})
+}
