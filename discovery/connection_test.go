@@ -115,3 +115,38 @@ func TestListenAddress(t *testing.T) {
 		}
 	}
 }
+
+func TestListenEndpoint(t *testing.T) {
+	const cert = "Kestrel:Certificates:Default:Path"
+	tests := []struct {
+		env     map[string]string
+		want    ListenEndpoint
+		wantErr string
+	}{
+		{nil, ListenEndpoint{Addr: ":8080"}, ""},
+		{map[string]string{"PORT": "5000"}, ListenEndpoint{Addr: ":5000", Key: "PORT"}, ""},
+		{map[string]string{"HTTPS_PORTS": "5001;5002"}, ListenEndpoint{Addr: ":5001", TLS: true, Key: "HTTPS_PORTS"}, ""},
+		{map[string]string{"HTTP_PORTS": "5000", "HTTPS_PORTS": "5001"}, ListenEndpoint{Addr: ":5000", Key: "HTTP_PORTS"}, ""},
+		{map[string]string{"ASPNETCORE_URLS": "https://+:7001;http://+:7000"}, ListenEndpoint{Addr: ":7000", Key: "ASPNETCORE_URLS"}, ""},
+		{map[string]string{"ASPNETCORE_URLS": "https://+:7001;http://+:7000", cert: "c.pem"}, ListenEndpoint{Addr: ":7001", TLS: true, Key: "ASPNETCORE_URLS"}, ""},
+		{map[string]string{"ASPNETCORE_URLS": "https://localhost"}, ListenEndpoint{Addr: "localhost:443", TLS: true, Key: "ASPNETCORE_URLS"}, ""},
+		{map[string]string{"ASPNETCORE_URLS": "ftp://x:1;http://+:7000"}, ListenEndpoint{Addr: ":7000", Key: "ASPNETCORE_URLS"}, ""},
+		{map[string]string{"Kestrel__Endpoints__web__Url": "https://127.0.0.1:9443", "PORT": "5000"},
+			ListenEndpoint{Addr: "127.0.0.1:9443", TLS: true, Key: "Kestrel:Endpoints:web:Url", Section: "Kestrel:Endpoints:web"}, ""},
+		{map[string]string{"Kestrel__Endpoints__web__Url": "tcp://x:1"}, ListenEndpoint{}, `"Kestrel:Endpoints:web:Url"`},
+		{map[string]string{"HTTPS_PORTS": "x"}, ListenEndpoint{}, `"HTTPS_PORTS"`},
+		{map[string]string{"ASPNETCORE_URLS": "ftp://x:1"}, ListenEndpoint{}, `"ASPNETCORE_URLS"`},
+	}
+	for _, tt := range tests {
+		got, err := FromMap(tt.env).ListenEndpoint()
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%v: error = %v, want one naming %s", tt.env, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%v: ListenEndpoint = %+v, %v; want %+v", tt.env, got, err, tt.want)
+		}
+	}
+}

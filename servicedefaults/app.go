@@ -16,9 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/baggage"
-	"go.opentelemetry.io/otel/log/global"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -65,6 +63,7 @@ type App struct {
 	next     http.Handler // the handler given to Add
 	handler  http.Handler
 	certPool *x509.CertPool
+	server   serverSettings // the HTTP server's settings (kestrel.go)
 
 	shutdownTimeout, flushTimeout, shutdownDelay time.Duration
 
@@ -116,6 +115,7 @@ type options struct {
 	middleware      []func(string, http.RoundTripper) http.RoundTripper
 	hedged          map[string]bool
 	routeFunc       func(*http.Request) string
+	noGlobals       bool
 }
 
 // WithConfig makes Add use cfg instead of calling discovery.Load. Tests
@@ -158,11 +158,12 @@ func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundT
 //  2. sets up OpenTelemetry traces, metrics and logs from the OTEL_*
 //     variables, each exported over OTLP only when an endpoint is set
 //     (otherwise a no-op provider), and installs them, with W3C trace
-//     context and baggage propagation, as the otel globals;
+//     context and baggage propagation, as the otel globals (not with
+//     WithoutGlobals);
 //  3. replaces slog's default logger (slog.SetDefault, which also routes
-//     the log package) with App.Logger: stderr (text in Development, JSON
-//     otherwise) with trace_id/span_id from the context, plus the OTel log
-//     pipeline;
+//     the log package; not with WithoutGlobals) with App.Logger: stderr
+//     (text in Development, JSON otherwise) with trace_id/span_id from the
+//     context, plus the OTel log pipeline;
 //  4. creates the health registry with its "self" live check, served at
 //     GET /health and GET /alive in front of h;
 //  5. wraps h in server instrumentation (App.Handler).
@@ -203,9 +204,8 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	errs = append(errs, err)
 	ls, err := readLogSettings(cfg)
 	errs = append(errs, err)
-	if _, err := cfg.ListenAddress(); err != nil {
-		errs = append(errs, err)
-	}
+	a.server, err = readServerSettings(cfg)
+	errs = append(errs, err)
 	ots, err := readOTelSettings(cfg)
 	errs = append(errs, err)
 	errs = append(errs, readResilienceSettings(cfg, o.hedged))
@@ -261,20 +261,9 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 		o.routeFunc)
 
 	// Side effects on process-wide state come last, once nothing can fail.
-	otel.SetTracerProvider(a.tel.tp)
-	otel.SetMeterProvider(a.tel.mp)
-	otel.SetTextMapPropagator(a.tel.prop)
-	if a.tel.lp != nil {
-		global.SetLoggerProvider(a.tel.lp)
+	if !o.noGlobals {
+		a.installGlobals()
 	}
-	// SDK errors (failed exports mostly) go to the console only: sending
-	// them through the OTel log pipeline that may be what is failing
-	// would loop.
-	consoleLogger := slog.New(a.logs.console)
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		consoleLogger.Warn("OpenTelemetry error", "error", a.tel.scrub(err.Error()))
-	}))
-	slog.SetDefault(a.user)
 	return a, nil
 }
 

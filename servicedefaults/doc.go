@@ -72,11 +72,17 @@
 // endpoint share one connection.
 //
 // Add installs the providers and the propagator as the otel globals, so
-// libraries that default to them (otelpgx, redisotel, goaspire's own
-// packages) report through the App, and starts the Go runtime metrics
+// libraries that default to them report through the App, and starts the Go runtime metrics
 // (go.memory.used, go.goroutine.count, go.schedule.duration, ...) when
 // metrics are exported.
 // Export errors are logged to stderr only.
+//
+// WithoutGlobals leaves the otel globals and slog's default alone, so
+// several Apps can live in one process (a test starting two services, a
+// binary hosting several): every client the App makes is handed the App's
+// own providers, propagator and logger, whatever the globals hold. Give
+// your own libraries App.TracerProvider, App.MeterProvider,
+// App.Propagator, App.LoggerProvider and App.Logger explicitly.
 //
 // Server instrumentation (App.Handler) makes one span per request,
 // continuing the caller's trace from its traceparent header, named
@@ -93,7 +99,8 @@
 // # Logging
 //
 // Add replaces slog's default logger (slog.SetDefault, which also routes
-// the standard log package) with App.Logger, which writes
+// the standard log package; not with WithoutGlobals) with App.Logger,
+// which writes
 //
 //   - to stderr: text in Development, JSON otherwise, with trace_id and
 //     span_id on every record made with a context holding a span (use
@@ -133,8 +140,10 @@
 //
 // # Serving and shutdown
 //
-// Run listens on PORT, else the first of HTTP_PORTS, else the first http
-// URL of ASPNETCORE_URLS, else ":8080". On SIGINT, SIGTERM, ctx done or
+// Run listens on Kestrel:Endpoints:{name}:Url, else PORT, else the first
+// of HTTP_PORTS, else the first of HTTPS_PORTS, else ASPNETCORE_URLS (its
+// first http URL, or its first https URL when a certificate is configured
+// or there is no http one), else ":8080". On SIGINT, SIGTERM, ctx done or
 // Shutdown, /health answers 503 at once; after the optional shutdown delay
 // (still serving, so Kubernetes takes the pod out of its endpoints first)
 // Run stops accepting connections, lets in-flight requests finish within
@@ -154,8 +163,39 @@
 // up to Kubernetes' default 30 s termination grace period; a delay comes
 // on top. Run handles SIGINT and SIGTERM itself until it returns, also
 // when main's ctx comes from signal.NotifyContext: a second signal during
-// the shutdown exits the process at once with status 128+signal. The
-// server uses Kestrel's header (30 s) and keep-alive (130 s) timeouts.
+// the shutdown exits the process at once with status 128+signal.
+//
+// The server takes Kestrel's settings, with Kestrel's defaults:
+//
+//	Kestrel:Limits:KeepAliveTimeout            idle keep-alive connections (default 130s)
+//	Kestrel:Limits:RequestHeadersTimeout       reading a request's headers (default 30s)
+//	Kestrel:Limits:MaxRequestHeadersTotalSize  request line and headers, bytes (default 32768; 431 past it)
+//	Kestrel:Limits:MaxRequestBodySize          bytes (default 30000000; null: no limit); a larger
+//	                                           body is answered 413, at once when Content-Length
+//	                                           says so, else when the handler reads past the limit
+//	                                           (its read fails with *http.MaxBytesError). gRPC
+//	                                           calls are not limited by it.
+//	Kestrel:Limits:Http2:MaxStreamsPerConnection      default 100
+//	Kestrel:Limits:Http2:HeaderTableSize              default 4096
+//	Kestrel:Limits:Http2:MaxFrameSize                 default 16384
+//	Kestrel:Limits:Http2:InitialConnectionWindowSize  default 1048576
+//	Kestrel:Limits:Http2:InitialStreamWindowSize      default 786432
+//	Kestrel:Limits:Http2:KeepAlivePingDelay           default off
+//	Kestrel:Limits:Http2:KeepAlivePingTimeout         default 20s
+//	Kestrel:EndpointDefaults:Protocols         Http1, Http2 or Http1AndHttp2 (default); also
+//	                                           Kestrel:Endpoints:{name}:Protocols
+//	Kestrel:Certificates:Default:Path          PEM certificate (chain) of an https endpoint
+//	Kestrel:Certificates:Default:KeyPath       PEM private key (default: in Path's file)
+//	Kestrel:Certificates:Default:Password      password of an encrypted PKCS#8 key
+//	                                           (PBES2: PBKDF2, AES-CBC; never logged); also
+//	                                           Kestrel:Endpoints:{name}:Certificate:Path/KeyPath/Password
+//
+// HTTP/2 is negotiated by ALPN over TLS and spoken with prior knowledge
+// over plain TCP (h2c), next to HTTP/1.1. A PKCS#12 file or a key with
+// legacy PEM encryption is refused with an error naming the key. A bad
+// value (a wrong password included, which is never quoted) is an error
+// from Add naming the key. These apply to Serve and Run; an http.Server
+// of your own serving App.Handler sets its own.
 //
 // A handler's panic is recovered as ASP.NET Core's exception handler
 // does: the client gets a 500 with a short application/problem+json body

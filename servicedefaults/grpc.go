@@ -747,11 +747,12 @@ func (a *App) startGRPC(srv *http.Server, httpAddr string) (*grpcServing, error)
 			}
 			httpHandler.ServeHTTP(w, r)
 		})
-		var p http.Protocols
-		p.SetHTTP1(true)
-		p.SetUnencryptedHTTP2(true)
-		srv.Protocols = &p
-		a.logger.Info("serving gRPC on the HTTP listener (h2c)")
+		p, err := a.server.protocols(true) // kestrel.go decides the protocols
+		if err != nil {
+			return nil, fmt.Errorf("servicedefaults: %w", err)
+		}
+		srv.Protocols = p
+		a.logger.Info("serving gRPC on the HTTP listener", "scheme", a.server.schemeName())
 		close(s.done)
 		return s, nil
 	}

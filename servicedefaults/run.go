@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os/signal"
@@ -15,18 +14,12 @@ import (
 // is already serving.
 var ErrClosed = errors.New("servicedefaults: app is shut down or already serving")
 
-// Server timeouts, as Kestrel's defaults: RequestHeadersTimeout 30 s,
-// KeepAliveTimeout 130 s.
-const (
-	readHeaderTimeout = 30 * time.Second
-	idleTimeout       = 130 * time.Second
-)
-
-// Run listens on the address the configuration names (PORT, else the
-// first of HTTP_PORTS, else the first http URL of ASPNETCORE_URLS, else
-// ":8080") and serves App.Handler until ctx is done, SIGINT or SIGTERM
-// arrives, or Shutdown is called. See Serve for what happens then. It
-// returns nil after a clean shutdown.
+// Run listens on the endpoint the configuration names (see
+// discovery.Config.ListenEndpoint: Kestrel:Endpoints:{name}:Url, else
+// PORT, else the first of HTTP_PORTS, else HTTPS_PORTS, else
+// ASPNETCORE_URLS, else ":8080") and serves App.Handler until ctx is
+// done, SIGINT or SIGTERM arrives, or Shutdown is called. See Serve for
+// what happens then. It returns nil after a clean shutdown.
 //
 // When App.GRPCServer made a gRPC server, Serve serves it too: on its own
 // listener when Aspire:ServiceDefaults:Grpc:Port or GRPC_PORT names a port
@@ -35,10 +28,7 @@ const (
 // application/grpc to it. It stops within the same grace period as HTTP:
 // gracefully, then by force.
 func (a *App) Run(ctx context.Context) error {
-	addr, err := a.cfg.ListenAddress()
-	if err != nil {
-		return fmt.Errorf("servicedefaults: %w", err)
-	}
+	addr := a.server.endpoint.Addr // validated by Add
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("servicedefaults: listening on %s: %w", addr, err)
@@ -47,7 +37,10 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 // Serve serves App.Handler on ln until ctx is done, SIGINT or SIGTERM
-// arrives, or Shutdown is called. Then:
+// arrives, or Shutdown is called, with the server settings read by Add
+// (Kestrel:Limits, the endpoint's Protocols; TLS with the configured
+// certificate when the endpoint is https, in which case ln is a plain TCP
+// listener Serve wraps). Then:
 //
 //  1. /health answers 503 from that moment;
 //  2. for Aspire:ServiceDefaults:ShutdownDelay (default 0) it keeps
@@ -80,12 +73,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.serverDone = done
 	a.mu.Unlock()
 
-	srv := &http.Server{
-		Handler:           a.handler,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
-		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
-	}
+	srv := a.httpServer() // kestrel.go
 	// The gRPC server of App.GRPCServer, if any (grpc.go).
 	gsrv, err := a.startGRPC(srv, ln.Addr().String())
 	if err != nil {
@@ -97,8 +85,14 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	defer signal.Stop(sigs)
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	a.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String())
+	go func() {
+		if srv.TLSConfig != nil {
+			serveErr <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
+	a.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "scheme", a.server.schemeName())
 
 	var errs []error
 	reason := ""
