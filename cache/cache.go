@@ -201,8 +201,6 @@ type Cache[T any] struct {
 	flight        flight[T]
 	tags          tagTimes
 	waiters       lockWaiters
-	tokenArg      any // c.id and the lock lease in ms, boxed once for scripts
-	leaseArg      any
 	removals      atomic.Uint64 // bumped by every removal, for Get's fills
 	maxPhys       atomic.Int64  // longest Redis TTL written, for tag times
 	stats         counters
@@ -241,7 +239,6 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	if err := c.registerMetrics(opts.MeterProvider); err != nil {
 		return nil, fmt.Errorf("cache %q: metrics: %w", name, err)
 	}
-	c.tokenArg, c.leaseArg = c.id, c.lockLease().Milliseconds()
 	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	clock.acquire()
 	if rdb != nil {
@@ -450,14 +447,10 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		}
 		c.stats.l1Misses.Add(1)
 	}
-	var pre lockState
 	if c.rdb != nil {
-		var e *entry[T]
-		if c.lockTimeout > 0 && !eo.noLock && c.oneNode {
-			e, pre = c.readL2OrLock(ctx, key, now, wallNow)
-		} else {
-			e = c.readL2(ctx, key, now, wallNow)
-		}
+		// A plain GET: hits are far more common than misses, so the
+		// distributed lock is taken after a miss only (see load).
+		e := c.readL2(ctx, key, now, wallNow)
 		switch {
 		case e != nil && now < e.fresh:
 			c.stats.l2Hits.Add(1)
@@ -470,7 +463,6 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		c.stats.l2Misses.Add(1)
 	}
 	if !c.track() {
-		c.unlock(pre.held)
 		var zero T
 		c.flight.finish(key, cl, zero, ErrClosed)
 		return
@@ -478,14 +470,14 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 	if stale != nil && c.softTimeout > 0 {
 		// The caller is to get the stale value at the soft timeout while
 		// the load goes on: run it on its own goroutine.
-		go c.load(ctx, key, load, eo, cl, stale, false, pre)
+		go c.load(ctx, key, load, eo, cl, stale, false)
 		return
 	}
 	// The common path: the loader runs on this goroutine, saving a
 	// hand-off and a wake-up per miss. The caller waits for it even if
 	// its context ends (the load's does not inherit that); callers that
 	// joined may leave.
-	c.load(ctx, key, load, eo, cl, stale, false, pre)
+	c.load(ctx, key, load, eo, cl, stale, false)
 }
 
 // fill stores an entry read from Redis into L1 unless a write to its key
@@ -533,23 +525,23 @@ func (c *Cache[T]) eagerRefresh(ctx context.Context, key string, load Loader[T],
 		return
 	}
 	c.stats.eagerRefreshes.Add(1)
-	go c.load(context.WithoutCancel(ctx), key, load, resolve(opts), cl, e, true, lockState{})
+	go c.load(context.WithoutCancel(ctx), key, load, resolve(opts), cl, e, true)
 }
 
 // load runs the loader for a miss (or, with background, an eager refresh
 // whose current entry is stale) and fills the tiers with its result, in a
 // "cache.load" span whose cache.result attribute says how the callers were
 // answered.
-func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T], background bool, pre lockState) {
+func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T], background bool) {
 	defer c.wg.Done()
 	ctx, span := c.tracer.Start(ctx, "cache.load", c.spanOpts...)
 	defer span.End()
 
-	lk := pre.held
-	if lk == nil && c.rdb != nil && c.lockTimeout > 0 && !eo.noLock {
+	var lk *heldLock
+	if c.rdb != nil && c.lockTimeout > 0 && !eo.noLock {
 		var e *entry[T]
 		var skip bool
-		lk, e, skip = c.lockOrWait(ctx, key, background, pre.busy)
+		lk, e, skip = c.lockOrWait(ctx, key, background)
 		switch {
 		case e != nil:
 			// Another instance loaded it while we waited.

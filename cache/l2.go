@@ -45,15 +45,24 @@ else
   if ttl >= 0 and ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 end
 return 1`)
-	// getOrLock returns the stored envelope unless it is a tombstone, and
-	// otherwise tries to take the lock: 1 if taken, 0 if another holds it.
-	// It touches two keys, so it runs on single-node clients only.
-	// KEYS[1] data key, KEYS[2] lock key; ARGV[1] token, ARGV[2] lease ms.
-	getOrLock = redis.NewScript(`local v = redis.call('GET', KEYS[1])
-if v and not (#v >= 2 and string.byte(v, 2) % 4 >= 2) then return v end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0`)
-	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, getOrLock}
+	// storeUnlock is setIfNotNewer, then the release of the lock if it
+	// still holds our token, then a publish: the end of a load under the
+	// lock in one command. It touches two keys, so it runs on single-node
+	// clients only.
+	// KEYS[1] data key, KEYS[2] lock key; ARGV[1] envelope, ARGV[2] TTL ms,
+	// ARGV[3] created ms, ARGV[4] token, ARGV[5] channel, ARGV[6] message.
+	storeUnlock = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+local stored = 1
+if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
+  local t = 0
+  for i = 19, 26 do t = t * 256 + string.byte(cur, i) end
+  if t >= tonumber(ARGV[3]) then stored = 0 end
+end
+if stored == 1 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return stored`)
+	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock}
 )
 
 // tombstoneTTL is how long a Remove leaves a marker in Redis, so that a
@@ -118,38 +127,6 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 		return nil
 	}
 	return c.decodeL2(ctx, key, data, now, wallNow)
-}
-
-// lockState is what an L2 read that may take the lock found: the lock
-// taken (the key was missing), or busy (missing, and another instance
-// holds the lock).
-type lockState struct {
-	held *heldLock
-	busy bool
-}
-
-// readL2OrLock is readL2 that, when the key is missing, tries to take its
-// distributed lock in the same round trip.
-func (c *Cache[T]) readL2OrLock(ctx context.Context, key string, now int64, wallNow time.Time) (*entry[T], lockState) {
-	if !c.brk.allow(now) {
-		return nil, lockState{}
-	}
-	lctx, cancel := c.l2ctx(ctx)
-	res, err := getOrLock.Run(lctx, c.rdb, []string{c.dataKey(key), c.lockKey(key)}, c.tokenArg, c.leaseArg).Result()
-	cancel()
-	if !c.l2result(err) || err != nil {
-		return nil, lockState{}
-	}
-	switch v := res.(type) {
-	case string:
-		return c.decodeL2(ctx, key, []byte(v), now, wallNow), lockState{}
-	case int64:
-		if v == 1 {
-			return nil, lockState{held: c.hold(key, c.id)}
-		}
-		return nil, lockState{busy: true}
-	}
-	return nil, lockState{}
 }
 
 // decodeL2 turns a stored envelope into an entry, expired (stale only)
@@ -227,15 +204,23 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 		n, _ := set.Int64()
 		return n == 1
 	}
-	err := c.l2write(ctx, func(lctx context.Context) error {
-		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
-			set = setIfNotNewer.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), created)
-			if lk != nil {
+	var err error
+	if c.oneNode {
+		// Both keys are on the one node: one script stores, unlocks and
+		// publishes.
+		err = c.l2write(ctx, func(lctx context.Context) error {
+			set = storeUnlock.Run(lctx, c.rdb, []string{dk, lk.key}, env, ttl.Milliseconds(), created, lk.token, c.channel, c.message(msgLoaded, key))
+			return set.Err()
+		})
+	} else {
+		err = c.l2write(ctx, func(lctx context.Context) error {
+			return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
+				set = setIfNotNewer.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), created)
 				unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
 				p.Publish(lctx, c.channel, c.message(msgLoaded, key))
-			}
+			})
 		})
-	})
+	}
 	if err != nil {
 		return true
 	}
@@ -612,23 +597,21 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 // when background (an eager refresh) and another instance holds the lock;
 // and none of them when this instance should load without the lock (Redis
 // failing, or LockTimeout passed).
-func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background, busy bool) (lk *heldLock, e *entry[T], skip bool) {
+func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) (lk *heldLock, e *entry[T], skip bool) {
 	token := c.newLockToken()
 	lkey := c.lockKey(key)
 	lease := c.lockLease()
-	if !busy {
-		if !c.brk.allow(clock.now()) {
-			return nil, nil, false
-		}
-		lctx, cancel := c.l2ctx(ctx)
-		ok, err := c.rdb.SetNX(lctx, lkey, token, lease).Result()
-		cancel()
-		if !c.l2result(err) {
-			return nil, nil, false
-		}
-		if ok {
-			return c.hold(key, token), nil, false
-		}
+	if !c.brk.allow(clock.now()) {
+		return nil, nil, false
+	}
+	lctx, cancel := c.l2ctx(ctx)
+	ok, err := c.rdb.SetNX(lctx, lkey, token, lease).Result()
+	cancel()
+	if !c.l2result(err) {
+		return nil, nil, false
+	}
+	if ok {
+		return c.hold(key, token), nil, false
 	}
 	if background {
 		return nil, nil, true
