@@ -190,6 +190,7 @@ type Cache[T any] struct {
 	breakDuration int64
 	bytesBound    bool
 	oneNode       bool // rdb is not a cluster: a script may touch several keys
+	ioDeadlines   bool // rdb sets socket deadlines from the context
 	codec         Codec
 	l1            *l1[T] // nil when disabled
 	rdb           redis.UniversalClient
@@ -233,6 +234,7 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	}
 	c := &Cache[T]{name: name, rdb: rdb, id: newInstanceID()}
 	_, c.oneNode = rdb.(*redis.Client)
+	c.ioDeadlines = appliesContextDeadlines(rdb)
 	if err := c.configure(opts); err != nil {
 		return nil, fmt.Errorf("cache %q: %w", name, err)
 	}
@@ -450,7 +452,7 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 	if c.rdb != nil {
 		// A plain GET: hits are far more common than misses, so the
 		// distributed lock is taken after a miss only (see load).
-		e := c.readL2(ctx, key, now, wallNow)
+		e := c.readL2(ctx, key, now, wallNow, &cl.scratch)
 		switch {
 		case e != nil && now < e.fresh:
 			c.stats.l2Hits.Add(1)
@@ -633,7 +635,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 		e, env := c.newEntry(key, v, false, eo, now, wallNow, created)
 		won := true
 		if env != nil {
-			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk)
+			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk, cl.scratch.absent)
 		} else {
 			c.unlock(lk)
 		}
@@ -649,7 +651,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 			e, env := c.newEntry(key, zero, true, neo, now, wallNow, created)
 			won := true
 			if env != nil {
-				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk)
+				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk, cl.scratch.absent)
 			} else {
 				c.unlock(lk)
 			}
@@ -801,7 +803,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 	removals := c.removals.Load()
 	wallNow := time.Now()
 	now = clock.advance(wallNow)
-	e := c.readL2(ctx, key, now, wallNow)
+	e := c.readL2(ctx, key, now, wallNow, nil)
 	if e == nil || now >= e.fresh {
 		c.stats.l2Misses.Add(1)
 		return zero, false

@@ -29,6 +29,8 @@ type call[T any] struct {
 	// superseded is set, under flight.mu, by a write to the key made
 	// while the call was registered.
 	superseded bool
+	// scratch is the memory of the leader's L2 read.
+	scratch readScratch[T]
 }
 
 // join returns the call in progress for key, or starts one; leader reports

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -88,14 +89,55 @@ func (c *Cache[T]) lockKey(key string) string { return c.lockPfx + key }
 // l2ctx bounds one Redis operation. It does not inherit the caller's
 // cancellation: the result may serve other callers, and an operation cut
 // short by one caller's impatience would count as a Redis failure.
+//
+// When the client applies context deadlines to its socket I/O (the
+// clients of OpenRedis do: ContextTimeoutEnabled), the bound is a
+// deadline-only context, which costs one allocation where
+// context.WithTimeout costs five (its context, timer, done channel and
+// cancel function) on every read.
 func (c *Cache[T]) l2ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.l2Timeout <= 0 {
+		if ctx.Done() != nil {
+			ctx = context.WithoutCancel(ctx)
+		}
+		return ctx, noCancel
+	}
+	if c.ioDeadlines {
+		return &deadlineContext{values: ctx, deadline: time.Now().Add(c.l2Timeout)}, noCancel
+	}
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
-	if c.l2Timeout > 0 {
-		return context.WithTimeout(ctx, c.l2Timeout)
+	return context.WithTimeout(ctx, c.l2Timeout)
+}
+
+func noCancel() {}
+
+// deadlineContext carries the values of a caller's context and a deadline,
+// but is never canceled: its Done channel is nil. It bounds a Redis
+// operation on a client that sets its socket deadlines from the context
+// (ContextTimeoutEnabled): a read or write past the deadline fails with a
+// timeout, as a dial does.
+type deadlineContext struct {
+	values   context.Context
+	deadline time.Time
+}
+
+func (c *deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *deadlineContext) Done() <-chan struct{}       { return nil }
+func (c *deadlineContext) Err() error                  { return nil }
+func (c *deadlineContext) Value(key any) any           { return c.values.Value(key) }
+
+// appliesContextDeadlines reports whether rdb sets its socket deadlines
+// from the context of each command.
+func appliesContextDeadlines(rdb redis.UniversalClient) bool {
+	switch r := rdb.(type) {
+	case *redis.Client:
+		return r.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return r.Options().ContextTimeoutEnabled
 	}
-	return ctx, func() {}
+	return false
 }
 
 // l2result feeds the breaker with the outcome of a Redis operation and
@@ -115,24 +157,52 @@ func (c *Cache[T]) l2result(err error) bool {
 }
 
 // readL2 returns the entry for key in Redis (fresh or not), or nil on a
-// miss, an unreadable entry, a failure, or while the breaker is open.
-func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow time.Time) *entry[T] {
+// miss, an unreadable entry, a failure, or while the breaker is open. With
+// sc, the Redis context and (without L1, where the entry is not kept) the
+// entry live in sc rather than in allocations of their own.
+func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow time.Time, sc *readScratch[T]) *entry[T] {
 	if !c.brk.allow(now) {
 		return nil
 	}
-	lctx, cancel := c.l2ctx(ctx)
-	data, err := c.rdb.Get(lctx, c.dataKey(key)).Bytes()
+	var lctx context.Context
+	cancel := noCancel
+	if sc != nil && c.ioDeadlines && c.l2Timeout > 0 {
+		sc.ctx = deadlineContext{values: ctx, deadline: wallNow.Add(c.l2Timeout)}
+		lctx = &sc.ctx
+	} else {
+		lctx, cancel = c.l2ctx(ctx)
+	}
+	s, err := c.rdb.Get(lctx, c.dataKey(key)).Result()
 	cancel()
+	if sc != nil {
+		sc.absent = err == redis.Nil
+	}
 	if !c.l2result(err) || err != nil {
 		return nil
 	}
-	return c.decodeL2(ctx, key, data, now, wallNow)
+	var into *entry[T]
+	if sc != nil && c.l1 == nil {
+		into = &sc.e
+	}
+	// A view of the reply, not a copy: the envelope parser copies what it
+	// keeps, and a Codec neither keeps nor modifies its input.
+	return c.decodeL2(ctx, key, unsafe.Slice(unsafe.StringData(s), len(s)), now, wallNow, into)
+}
+
+// readScratch is the memory of one L2 read made for a flight call.
+type readScratch[T any] struct {
+	ctx deadlineContext
+	e   entry[T]
+	// absent: Redis had nothing under the key (not even a tombstone).
+	absent bool
 }
 
 // decodeL2 turns a stored envelope into an entry, expired (stale only)
 // when a tag removal or a clear came at or after it was created. A
 // tombstone or an unreadable envelope gives nil.
-func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now int64, wallNow time.Time) *entry[T] {
+//
+// The entry is written to into when not nil.
+func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now int64, wallNow time.Time, into *entry[T]) *entry[T] {
 	env, err := parseEnvelope(data)
 	if err != nil {
 		c.stats.codecErrors.Add(1)
@@ -141,13 +211,11 @@ func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now in
 	if env.tombstone {
 		return nil
 	}
-	e := &entry[T]{
-		key:      key,
-		tags:     env.tags,
-		negative: env.negative,
-		created:  env.created,
-		cost:     1,
+	e := into
+	if e == nil {
+		e = new(entry[T])
 	}
+	e.key, e.tags, e.negative, e.created, e.cost = key, env.tags, env.negative, env.created, 1
 	if !env.negative {
 		if err := c.codec.Unmarshal(env.payload, &e.value); err != nil {
 			c.stats.codecErrors.Add(1)
@@ -187,10 +255,23 @@ func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time
 // created is in Redis, releases lk, and when lk was held tells the other
 // instances (which may be waiting for it). It reports whether the value
 // may go to L1: it was stored, or Redis could not be asked.
-func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock) bool {
+//
+// absent says the read before the load found no key at all: without the
+// lock the value is then stored with SET NX, which leaves in place
+// whatever was written meanwhile, without running a script.
+func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock, absent bool) bool {
 	c.notePhysicalTTL(ttl)
 	lk.stop()
 	dk := c.dataKey(key)
+	if lk == nil && absent {
+		var stored bool
+		err := c.l2write(ctx, func(lctx context.Context) error {
+			var err error
+			stored, err = c.rdb.SetNX(lctx, dk, env, ttl).Result()
+			return err
+		})
+		return err != nil || stored
+	}
 	var set *redis.Cmd
 	if lk == nil {
 		// One command: no pipeline to build.
@@ -655,7 +736,7 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) 
 		c.l2result(nil)
 		locked := set.Val()
 		if data, err := get.Bytes(); err == nil {
-			if e := c.decodeL2(ctx, key, data, now, wallNow); e != nil && now < e.fresh {
+			if e := c.decodeL2(ctx, key, data, now, wallNow, nil); e != nil && now < e.fresh {
 				if locked {
 					c.unlock(&heldLock{key: lkey, token: token})
 				}
