@@ -118,8 +118,9 @@ type Options struct {
 
 	// KeyPrefix is put in front of every Redis key of this cache
 	// (default "goaspire:cache:{name}:"). Values are stored under
-	// KeyPrefix+"v:"+key, locks under KeyPrefix+"l:"+key, tag removal
-	// times under KeyPrefix+"t:"+tag, the Clear time under
+	// KeyPrefix+"v:"+key, locks under KeyPrefix+"l:"+key (and markers
+	// of instances waiting for one under KeyPrefix+"w:"+key), tag
+	// removal times under KeyPrefix+"t:"+tag, the Clear time under
 	// KeyPrefix+"clear", and invalidations go to the channel
 	// KeyPrefix+"invalidate". Instances share values and invalidations
 	// when their name and KeyPrefix agree.
@@ -176,6 +177,7 @@ type Cache[T any] struct {
 	prefix   string // data keys
 	tagPfx   string // tag removal times
 	lockPfx  string // distributed locks
+	waitPfx  string // "someone waits for this lock" markers
 	clearKey string
 
 	ttl, l1ttl    time.Duration
@@ -318,6 +320,7 @@ func (c *Cache[T]) configure(o Options) error {
 	}
 	c.tagPfx = pfx + "t:"
 	c.lockPfx = pfx + "l:"
+	c.waitPfx = pfx + "w:"
 	c.clearKey = pfx + "clear"
 	c.channel = pfx + "invalidate"
 	c.prefix = pfx + "v:"

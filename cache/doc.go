@@ -122,7 +122,10 @@
 // miss, the instance that wins "SET {KeyPrefix}l:{key} token NX PX lease"
 // loads and stores the value, releases the lock (token-checked) and says
 // so on the invalidation channel; the others wait for that message or poll
-// Redis (every 5 ms to 100 ms), and take the lock over if it expires. A
+// Redis (every 5 ms to 100 ms), and take the lock over if it expires. On a
+// single-node client a waiter leaves a marker at "{KeyPrefix}w:{key}" and
+// the holder publishes only when it finds one, so a load nobody waits for
+// sends no message; on a cluster the holder always publishes. A
 // holder that dies releases the lock by expiry: the lease is a quarter of
 // LockTimeout and is renewed while the load runs. A waiter loads by itself
 // after LockTimeout, when Redis fails or while the breaker is open: the
@@ -207,7 +210,8 @@
 //
 // Redis layout, for a cache named n with the default KeyPrefix
 // "goaspire:cache:n:": values at "goaspire:cache:n:v:{key}", locks at
-// "goaspire:cache:n:l:{key}", tag removal times at
+// "goaspire:cache:n:l:{key}" (and markers of waiting instances at
+// "goaspire:cache:n:w:{key}"), tag removal times at
 // "goaspire:cache:n:t:{tag}", the Clear time at "goaspire:cache:n:clear",
 // invalidations on "goaspire:cache:n:invalidate" as
 // "2|{instance}|{k|l|t|c}|{argument}". On a cluster client every script

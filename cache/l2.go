@@ -47,11 +47,13 @@ else
 end
 return 1`)
 	// storeUnlock is setIfNotNewer, then the release of the lock if it
-	// still holds our token, then a publish: the end of a load under the
-	// lock in one command. It touches two keys, so it runs on single-node
-	// clients only.
-	// KEYS[1] data key, KEYS[2] lock key; ARGV[1] envelope, ARGV[2] TTL ms,
-	// ARGV[3] created ms, ARGV[4] token, ARGV[5] channel, ARGV[6] message.
+	// still holds our token, then a publish if another instance said it
+	// waits (the marker it left is deleted): the end of a load under the
+	// lock in one command. It touches three keys, so it runs on
+	// single-node clients only.
+	// KEYS[1] data key, KEYS[2] lock key, KEYS[3] waiters' marker;
+	// ARGV[1] envelope, ARGV[2] TTL ms, ARGV[3] created ms, ARGV[4] token,
+	// ARGV[5] channel, ARGV[6] message.
 	storeUnlock = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
 local stored = 1
 if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
@@ -61,9 +63,17 @@ if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
 end
 if stored == 1 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 return stored`)
-	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock}
+	// release deletes a lock if it still holds our token, and publishes
+	// if another instance said it waits (deleting its marker).
+	// Single-node clients only.
+	// KEYS[1] lock key, KEYS[2] waiters' marker; ARGV[1] token,
+	// ARGV[2] channel, ARGV[3] message.
+	release = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 1`)
+	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock, release}
 )
 
 // tombstoneTTL is how long a Remove leaves a marker in Redis, so that a
@@ -85,6 +95,7 @@ func (c *Cache[T]) message(op byte, arg string) string {
 func (c *Cache[T]) dataKey(key string) string { return c.prefix + key }
 func (c *Cache[T]) tagKey(tag string) string  { return c.tagPfx + tag }
 func (c *Cache[T]) lockKey(key string) string { return c.lockPfx + key }
+func (c *Cache[T]) waitKey(key string) string { return c.waitPfx + key }
 
 // l2ctx bounds one Redis operation. It does not inherit the caller's
 // cancellation: the result may serve other callers, and an operation cut
@@ -290,7 +301,7 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 		// Both keys are on the one node: one script stores, unlocks and
 		// publishes.
 		err = c.l2write(ctx, func(lctx context.Context) error {
-			set = storeUnlock.Run(lctx, c.rdb, []string{dk, lk.key}, env, ttl.Milliseconds(), created, lk.token, c.channel, c.message(msgLoaded, key))
+			set = storeUnlock.Run(lctx, c.rdb, []string{dk, lk.key, c.waitKey(key)}, env, ttl.Milliseconds(), created, lk.token, c.channel, c.message(msgLoaded, key))
 			return set.Err()
 		})
 	} else {
@@ -664,6 +675,12 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 	}
 	lk.stop()
 	key := strings.TrimPrefix(lk.key, c.lockPfx)
+	if c.oneNode {
+		_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
+			return release.Run(lctx, c.rdb, []string{lk.key, c.waitKey(key)}, lk.token, c.channel, c.message(msgLoaded, key)).Err()
+		})
+		return
+	}
 	_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
 		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
 			unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
@@ -693,6 +710,15 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) 
 	}
 	if ok {
 		return c.hold(key, token), nil, false
+	}
+	if !background && c.oneNode {
+		// Ask the holder to tell us when it is done: on a single node it
+		// publishes only when this marker is there. Should it finish
+		// before the marker is set, the poll below finds the value.
+		lctx, cancel := c.l2ctx(ctx)
+		err := c.rdb.Set(lctx, c.waitKey(key), "1", c.lockTimeout).Err()
+		cancel()
+		c.l2result(err)
 	}
 	if background {
 		return nil, nil, true
