@@ -411,10 +411,13 @@ func (c *Cache[T]) getOrLoadSlow(ctx context.Context, key string, load Loader[T]
 		return zero, errors.New("cache: GetOrLoad: nil loader")
 	}
 	cl, leader := c.flight.join(key)
-	if leader {
-		c.lead(ctx, key, load, resolve(opts), cl)
+	if !leader {
+		return c.flight.wait(ctx, cl)
 	}
-	return c.flight.wait(ctx, cl)
+	c.lead(ctx, key, load, resolve(opts), cl)
+	v, err := c.flight.wait(ctx, cl)
+	c.flight.release(cl)
+	return v, err
 }
 
 func resolve(opts []EntryOption) entryOptions {
@@ -475,6 +478,7 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 	if stale != nil && c.softTimeout > 0 {
 		// The caller is to get the stale value at the soft timeout while
 		// the load goes on: run it on its own goroutine.
+		cl.async = true
 		go c.load(ctx, key, load, eo, cl, stale, false)
 		return
 	}

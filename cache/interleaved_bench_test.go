@@ -20,7 +20,8 @@ import (
 // framework's own ns/op and allocs/op add up all sides and mean nothing.
 //
 //	BenchmarkInterleavedL1Hit  cache | otter v2 GetIfPresent | map+RWMutex
-//	BenchmarkInterleavedL2Hit  cache without L1 | go-redis/cache Get without local cache
+//	BenchmarkInterleavedL2Hit  cache without L1 (JSON, and go-redis/cache's msgpack codec)
+//	                           | go-redis/cache Get without local cache
 //	BenchmarkInterleavedMiss   cache GetOrLoad with a cancellable context (with and
 //	                           without the distributed lock, and with context.Background)
 //	                           | go-redis/cache Once
@@ -111,9 +112,20 @@ func BenchmarkInterleavedL2Hit(b *testing.B) {
 	if err := peer.Set(&rediscache.Item{Ctx: ctx, Key: "peer:p1", Value: sampleProduct(1), TTL: time.Hour}); err != nil {
 		b.Fatal(err)
 	}
+	// The same cache with go-redis/cache's codec (msgpack, s2 above 64
+	// bytes): the cache's own cost, codec aside.
+	same := newCache[product](b, rdb, "bench-msgpack", Options{L1MaxEntries: -1, Codec: peer})
+	if err := same.Set(ctx, "p1", sampleProduct(1)); err != nil {
+		b.Fatal(err)
+	}
 	benchInterleaved(b, 200,
 		side{"cache", func(b *testing.B, _ int) {
 			if v, err := c.GetOrLoad(ctx, "p1", benchLoader); err != nil || v.ID != 1 {
+				b.Fatal(v, err)
+			}
+		}},
+		side{"cache-msgpack", func(b *testing.B, _ int) {
+			if v, err := same.GetOrLoad(ctx, "p1", benchLoader); err != nil || v.ID != 1 {
 				b.Fatal(v, err)
 			}
 		}},
