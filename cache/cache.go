@@ -204,6 +204,7 @@ type Cache[T any] struct {
 	flight        flight[T]
 	tags          tagTimes
 	waiters       lockWaiters
+	args          scriptArgs
 	removals      atomic.Uint64 // bumped by every removal, for Get's fills
 	maxPhys       atomic.Int64  // longest Redis TTL written, for tag times
 	stats         counters
@@ -243,6 +244,7 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	if err := c.registerMetrics(opts.MeterProvider); err != nil {
 		return nil, fmt.Errorf("cache %q: metrics: %w", name, err)
 	}
+	c.args = scriptArgs{token: c.newLockToken(), channel: c.channel, loaded: c.message(msgLoaded, "")}
 	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	clock.acquire()
 	if rdb != nil {

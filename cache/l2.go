@@ -53,7 +53,7 @@ return 1`)
 	// single-node clients only.
 	// KEYS[1] data key, KEYS[2] lock key, KEYS[3] waiters' marker;
 	// ARGV[1] envelope, ARGV[2] TTL ms, ARGV[3] created ms, ARGV[4] token,
-	// ARGV[5] channel, ARGV[6] message.
+	// ARGV[5] channel, ARGV[6] ARGV[7] the message (prefix and key).
 	storeUnlock = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
 local stored = 1
 if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
@@ -63,15 +63,15 @@ if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
 end
 if stored == 1 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
-if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6] .. ARGV[7]) end
 return stored`)
 	// release deletes a lock if it still holds our token, and publishes
 	// if another instance said it waits (deleting its marker).
 	// Single-node clients only.
 	// KEYS[1] lock key, KEYS[2] waiters' marker; ARGV[1] token,
-	// ARGV[2] channel, ARGV[3] message.
+	// ARGV[2] channel, ARGV[3] ARGV[4] the message (prefix and key).
 	release = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[4]) end
 return 1`)
 	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock, release}
 )
@@ -90,6 +90,13 @@ const (
 
 func (c *Cache[T]) message(op byte, arg string) string {
 	return "2|" + c.id + "|" + string(op) + "|" + arg
+}
+
+// scriptArgs are script arguments that do not change, boxed once.
+type scriptArgs struct {
+	token   any // the lock token: the instance id
+	channel any
+	loaded  any // the prefix of a msgLoaded message
 }
 
 func (c *Cache[T]) dataKey(key string) string { return c.prefix + key }
@@ -301,7 +308,7 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 		// Both keys are on the one node: one script stores, unlocks and
 		// publishes.
 		err = c.l2write(ctx, func(lctx context.Context) error {
-			set = storeUnlock.Run(lctx, c.rdb, []string{dk, lk.key, c.waitKey(key)}, env, ttl.Milliseconds(), created, lk.token, c.channel, c.message(msgLoaded, key))
+			set = storeUnlock.Run(lctx, c.rdb, []string{dk, lk.key, c.waitKey(key)}, env, ttl.Milliseconds(), created, c.args.token, c.args.channel, c.args.loaded, key)
 			return set.Err()
 		})
 	} else {
@@ -677,7 +684,7 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 	key := strings.TrimPrefix(lk.key, c.lockPfx)
 	if c.oneNode {
 		_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
-			return release.Run(lctx, c.rdb, []string{lk.key, c.waitKey(key)}, lk.token, c.channel, c.message(msgLoaded, key)).Err()
+			return release.Run(lctx, c.rdb, []string{lk.key, c.waitKey(key)}, lk.token, c.args.channel, c.args.loaded, key).Err()
 		})
 		return
 	}
