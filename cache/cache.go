@@ -99,7 +99,12 @@ type Options struct {
 
 	// L2Timeout bounds each Redis operation of the cache
 	// (DefaultL2Timeout, 500 ms); a slower Redis counts as failing.
-	// Negative means no bound other than the client's own timeouts.
+	// Negative means no bound other than the client's own timeouts. On a
+	// client that applies context deadlines to its connections
+	// (ContextTimeoutEnabled, as OpenRedis sets it) the bound is a
+	// deadline on the dial and the socket reads and writes, which costs
+	// no timer; a wait for a free pool connection is then bounded by the
+	// client's PoolTimeout.
 	L2Timeout time.Duration
 	// BreakDuration is how long L2 is skipped after a Redis failure this
 	// cache sees, before it is tried again (DefaultBreakDuration, 2 s).
