@@ -99,7 +99,12 @@ type Options struct {
 
 	// L2Timeout bounds each Redis operation of the cache
 	// (DefaultL2Timeout, 500 ms); a slower Redis counts as failing.
-	// Negative means no bound other than the client's own timeouts.
+	// Negative means no bound other than the client's own timeouts. On a
+	// client that applies context deadlines to its connections
+	// (ContextTimeoutEnabled, as OpenRedis sets it) the bound is a
+	// deadline on the dial and the socket reads and writes, which costs
+	// no timer; a wait for a free pool connection is then bounded by the
+	// client's PoolTimeout.
 	L2Timeout time.Duration
 	// BreakDuration is how long L2 is skipped after a Redis failure this
 	// cache sees, before it is tried again (DefaultBreakDuration, 2 s).
@@ -118,8 +123,9 @@ type Options struct {
 
 	// KeyPrefix is put in front of every Redis key of this cache
 	// (default "goaspire:cache:{name}:"). Values are stored under
-	// KeyPrefix+"v:"+key, locks under KeyPrefix+"l:"+key, tag removal
-	// times under KeyPrefix+"t:"+tag, the Clear time under
+	// KeyPrefix+"v:"+key, locks under KeyPrefix+"l:"+key (and markers
+	// of instances waiting for one under KeyPrefix+"w:"+key), tag
+	// removal times under KeyPrefix+"t:"+tag, the Clear time under
 	// KeyPrefix+"clear", and invalidations go to the channel
 	// KeyPrefix+"invalidate". Instances share values and invalidations
 	// when their name and KeyPrefix agree.
@@ -176,6 +182,7 @@ type Cache[T any] struct {
 	prefix   string // data keys
 	tagPfx   string // tag removal times
 	lockPfx  string // distributed locks
+	waitPfx  string // "someone waits for this lock" markers
 	clearKey string
 
 	ttl, l1ttl    time.Duration
@@ -190,6 +197,7 @@ type Cache[T any] struct {
 	breakDuration int64
 	bytesBound    bool
 	oneNode       bool // rdb is not a cluster: a script may touch several keys
+	ioDeadlines   bool // rdb sets socket deadlines from the context
 	codec         Codec
 	l1            *l1[T] // nil when disabled
 	rdb           redis.UniversalClient
@@ -201,8 +209,7 @@ type Cache[T any] struct {
 	flight        flight[T]
 	tags          tagTimes
 	waiters       lockWaiters
-	tokenArg      any // c.id and the lock lease in ms, boxed once for scripts
-	leaseArg      any
+	args          scriptArgs
 	removals      atomic.Uint64 // bumped by every removal, for Get's fills
 	maxPhys       atomic.Int64  // longest Redis TTL written, for tag times
 	stats         counters
@@ -235,13 +242,14 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	}
 	c := &Cache[T]{name: name, rdb: rdb, id: newInstanceID()}
 	_, c.oneNode = rdb.(*redis.Client)
+	c.ioDeadlines = appliesContextDeadlines(rdb)
 	if err := c.configure(opts); err != nil {
 		return nil, fmt.Errorf("cache %q: %w", name, err)
 	}
 	if err := c.registerMetrics(opts.MeterProvider); err != nil {
 		return nil, fmt.Errorf("cache %q: metrics: %w", name, err)
 	}
-	c.tokenArg, c.leaseArg = c.id, c.lockLease().Milliseconds()
+	c.args = scriptArgs{token: c.newLockToken(), channel: c.channel, loaded: c.message(msgLoaded, "")}
 	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	clock.acquire()
 	if rdb != nil {
@@ -319,6 +327,7 @@ func (c *Cache[T]) configure(o Options) error {
 	}
 	c.tagPfx = pfx + "t:"
 	c.lockPfx = pfx + "l:"
+	c.waitPfx = pfx + "w:"
 	c.clearKey = pfx + "clear"
 	c.channel = pfx + "invalidate"
 	c.prefix = pfx + "v:"
@@ -409,10 +418,13 @@ func (c *Cache[T]) getOrLoadSlow(ctx context.Context, key string, load Loader[T]
 		return zero, errors.New("cache: GetOrLoad: nil loader")
 	}
 	cl, leader := c.flight.join(key)
-	if leader {
-		c.lead(ctx, key, load, resolve(opts), cl)
+	if !leader {
+		return c.flight.wait(ctx, cl)
 	}
-	return c.flight.wait(ctx, cl)
+	c.lead(ctx, key, load, resolve(opts), cl)
+	v, err := c.flight.wait(ctx, cl)
+	c.flight.release(cl)
+	return v, err
 }
 
 func resolve(opts []EntryOption) entryOptions {
@@ -450,14 +462,10 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		}
 		c.stats.l1Misses.Add(1)
 	}
-	var pre lockState
 	if c.rdb != nil {
-		var e *entry[T]
-		if c.lockTimeout > 0 && !eo.noLock && c.oneNode {
-			e, pre = c.readL2OrLock(ctx, key, now, wallNow)
-		} else {
-			e = c.readL2(ctx, key, now, wallNow)
-		}
+		// A plain GET: hits are far more common than misses, so the
+		// distributed lock is taken after a miss only (see load).
+		e := c.readL2(ctx, key, now, wallNow, &cl.scratch)
 		switch {
 		case e != nil && now < e.fresh:
 			c.stats.l2Hits.Add(1)
@@ -470,7 +478,6 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		c.stats.l2Misses.Add(1)
 	}
 	if !c.track() {
-		c.unlock(pre.held)
 		var zero T
 		c.flight.finish(key, cl, zero, ErrClosed)
 		return
@@ -478,14 +485,15 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 	if stale != nil && c.softTimeout > 0 {
 		// The caller is to get the stale value at the soft timeout while
 		// the load goes on: run it on its own goroutine.
-		go c.load(ctx, key, load, eo, cl, stale, false, pre)
+		cl.async = true
+		go c.load(ctx, key, load, eo, cl, stale, false)
 		return
 	}
 	// The common path: the loader runs on this goroutine, saving a
 	// hand-off and a wake-up per miss. The caller waits for it even if
 	// its context ends (the load's does not inherit that); callers that
 	// joined may leave.
-	c.load(ctx, key, load, eo, cl, stale, false, pre)
+	c.load(ctx, key, load, eo, cl, stale, false)
 }
 
 // fill stores an entry read from Redis into L1 unless a write to its key
@@ -533,23 +541,23 @@ func (c *Cache[T]) eagerRefresh(ctx context.Context, key string, load Loader[T],
 		return
 	}
 	c.stats.eagerRefreshes.Add(1)
-	go c.load(context.WithoutCancel(ctx), key, load, resolve(opts), cl, e, true, lockState{})
+	go c.load(context.WithoutCancel(ctx), key, load, resolve(opts), cl, e, true)
 }
 
 // load runs the loader for a miss (or, with background, an eager refresh
 // whose current entry is stale) and fills the tiers with its result, in a
 // "cache.load" span whose cache.result attribute says how the callers were
 // answered.
-func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T], background bool, pre lockState) {
+func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entryOptions, cl *call[T], stale *entry[T], background bool) {
 	defer c.wg.Done()
 	ctx, span := c.tracer.Start(ctx, "cache.load", c.spanOpts...)
 	defer span.End()
 
-	lk := pre.held
-	if lk == nil && c.rdb != nil && c.lockTimeout > 0 && !eo.noLock {
+	var lk *heldLock
+	if c.rdb != nil && c.lockTimeout > 0 && !eo.noLock {
 		var e *entry[T]
 		var skip bool
-		lk, e, skip = c.lockOrWait(ctx, key, background, pre.busy)
+		lk, e, skip = c.lockOrWait(ctx, key, background)
 		switch {
 		case e != nil:
 			// Another instance loaded it while we waited.
@@ -641,7 +649,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 		e, env := c.newEntry(key, v, false, eo, now, wallNow, created)
 		won := true
 		if env != nil {
-			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk)
+			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk, cl.scratch.absent)
 		} else {
 			c.unlock(lk)
 		}
@@ -657,7 +665,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 			e, env := c.newEntry(key, zero, true, neo, now, wallNow, created)
 			won := true
 			if env != nil {
-				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk)
+				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk, cl.scratch.absent)
 			} else {
 				c.unlock(lk)
 			}
@@ -809,7 +817,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 	removals := c.removals.Load()
 	wallNow := time.Now()
 	now = clock.advance(wallNow)
-	e := c.readL2(ctx, key, now, wallNow)
+	e := c.readL2(ctx, key, now, wallNow, nil)
 	if e == nil || now >= e.fresh {
 		c.stats.l2Misses.Add(1)
 		return zero, false

@@ -8,7 +8,8 @@ import (
 
 // Codec turns values into bytes for Redis and back. Implementations must be
 // safe for concurrent use. Unmarshal receives a pointer to the value to
-// fill and must not keep data after it returns.
+// fill; it must not modify data, nor keep it after it returns (data may
+// share memory with the Redis reply).
 type Codec interface {
 	Marshal(v any) ([]byte, error)
 	Unmarshal(data []byte, v any) error

@@ -123,16 +123,20 @@
 // miss, the instance that wins "SET {KeyPrefix}l:{key} token NX PX lease"
 // loads and stores the value, releases the lock (token-checked) and says
 // so on the invalidation channel; the others wait for that message or poll
-// Redis (every 5 ms to 100 ms), and take the lock over if it expires. A
+// Redis (every 5 ms to 100 ms), and take the lock over if it expires. On a
+// single-node client a waiter leaves a marker at "{KeyPrefix}w:{key}" and
+// the holder publishes only when it finds one, so a load nobody waits for
+// sends no message; on a cluster the holder always publishes. A
 // holder that dies releases the lock by expiry: the lease is a quarter of
 // LockTimeout and is renewed while the load runs. A waiter loads by itself
 // after LockTimeout, when Redis fails or while the breaker is open: the
-// lock saves loads, it is never needed for correctness. On a single-node
-// client the read that finds the key missing takes the lock in the same
-// round trip (one script does both, so L2 reads are an EVALSHA rather than
-// a GET); on a cluster, where the two keys may live on different nodes,
-// the lock costs one more round trip per miss. WithoutDistributedLock
-// skips it for an entry, and a negative LockTimeout for the whole cache.
+// lock saves loads, it is never needed for correctness. L2 reads are plain
+// GETs, so hits pay nothing for the lock; a miss costs one more round trip
+// for the SET NX. The loaded value is then stored, the lock released and
+// the waiters told in one more round trip: one script on a single-node
+// client, a pipeline of three commands on a cluster (where the value and
+// its lock may live on different nodes). WithoutDistributedLock skips the
+// lock for an entry, and a negative LockTimeout for the whole cache.
 //
 // The caller whose miss starts a load runs the loader on its own goroutine
 // (no hand-off, no wake-up), and waits for it even if its context ends;
@@ -207,11 +211,12 @@
 //
 // Redis layout, for a cache named n with the default KeyPrefix
 // "goaspire:cache:n:": values at "goaspire:cache:n:v:{key}", locks at
-// "goaspire:cache:n:l:{key}", tag removal times at
+// "goaspire:cache:n:l:{key}" (and markers of waiting instances at
+// "goaspire:cache:n:w:{key}"), tag removal times at
 // "goaspire:cache:n:t:{tag}", the Clear time at "goaspire:cache:n:clear",
 // invalidations on "goaspire:cache:n:invalidate" as
-// "2|{instance}|{k|l|t|c}|{argument}". Every script touches one key, so
-// the layout works on Redis Cluster.
+// "2|{instance}|{k|l|t|c}|{argument}". On a cluster client every script
+// touches one key, so the layout works on Redis Cluster.
 //
 // Metrics (meter "github.com/goaspire/goaspire/cache", all with cache.name):
 // goaspire.cache.hits and goaspire.cache.misses {cache.tier=l1|l2},

@@ -18,6 +18,8 @@ import (
 type flight[T any] struct {
 	mu    sync.Mutex
 	calls map[string]*call[T]
+	// free holds calls whose leader was their only user, for reuse.
+	free sync.Pool
 }
 
 type call[T any] struct {
@@ -29,6 +31,13 @@ type call[T any] struct {
 	// superseded is set, under flight.mu, by a write to the key made
 	// while the call was registered.
 	superseded bool
+	// joined is set, under flight.mu, when a caller other than the leader
+	// got the call; async by the leader when the load goes on after it
+	// returns. Either keeps the call from being reused.
+	joined bool
+	async  bool
+	// scratch is the memory of the leader's L2 read.
+	scratch readScratch[T]
 }
 
 // join returns the call in progress for key, or starts one; leader reports
@@ -37,14 +46,32 @@ func (f *flight[T]) join(key string) (c *call[T], leader bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c := f.calls[key]; c != nil {
+		c.joined = true
 		return c, false
 	}
 	if f.calls == nil {
 		f.calls = make(map[string]*call[T])
 	}
-	c = &call[T]{}
+	c, _ = f.free.Get().(*call[T])
+	if c == nil {
+		c = &call[T]{}
+	}
 	f.calls[key] = c
 	return c, true
+}
+
+// release lets a leader's call be reused when nobody else got it and its
+// load is over: the leader has read its result. A call used by others, or
+// by a load still running, is left to the garbage collector.
+func (f *flight[T]) release(c *call[T]) {
+	f.mu.Lock()
+	reuse := c.finished && !c.joined && !c.async
+	f.mu.Unlock()
+	if reuse {
+		// Finished means forgotten: no other reference is left.
+		*c = call[T]{}
+		f.free.Put(c)
+	}
 }
 
 // finish publishes the result of c and forgets it, so the next miss starts

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -45,15 +46,34 @@ else
   if ttl >= 0 and ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 end
 return 1`)
-	// getOrLock returns the stored envelope unless it is a tombstone, and
-	// otherwise tries to take the lock: 1 if taken, 0 if another holds it.
-	// It touches two keys, so it runs on single-node clients only.
-	// KEYS[1] data key, KEYS[2] lock key; ARGV[1] token, ARGV[2] lease ms.
-	getOrLock = redis.NewScript(`local v = redis.call('GET', KEYS[1])
-if v and not (#v >= 2 and string.byte(v, 2) % 4 >= 2) then return v end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0`)
-	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, getOrLock}
+	// storeUnlock is setIfNotNewer, then the release of the lock if it
+	// still holds our token, then a publish if another instance said it
+	// waits (the marker it left is deleted): the end of a load under the
+	// lock in one command. It touches three keys, so it runs on
+	// single-node clients only.
+	// KEYS[1] data key, KEYS[2] lock key, KEYS[3] waiters' marker;
+	// ARGV[1] envelope, ARGV[2] TTL ms, ARGV[3] created ms, ARGV[4] token,
+	// ARGV[5] channel, ARGV[6] ARGV[7] the message (prefix and key).
+	storeUnlock = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+local stored = 1
+if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
+  local t = 0
+  for i = 19, 26 do t = t * 256 + string.byte(cur, i) end
+  if t >= tonumber(ARGV[3]) then stored = 0 end
+end
+if stored == 1 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
+if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6] .. ARGV[7]) end
+return stored`)
+	// release deletes a lock if it still holds our token, and publishes
+	// if another instance said it waits (deleting its marker).
+	// Single-node clients only.
+	// KEYS[1] lock key, KEYS[2] waiters' marker; ARGV[1] token,
+	// ARGV[2] channel, ARGV[3] ARGV[4] the message (prefix and key).
+	release = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[4]) end
+return 1`)
+	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock, release}
 )
 
 // tombstoneTTL is how long a Remove leaves a marker in Redis, so that a
@@ -72,21 +92,70 @@ func (c *Cache[T]) message(op byte, arg string) string {
 	return "2|" + c.id + "|" + string(op) + "|" + arg
 }
 
+// scriptArgs are script arguments that do not change, boxed once.
+type scriptArgs struct {
+	token   any // the lock token: the instance id
+	channel any
+	loaded  any // the prefix of a msgLoaded message
+}
+
 func (c *Cache[T]) dataKey(key string) string { return c.prefix + key }
 func (c *Cache[T]) tagKey(tag string) string  { return c.tagPfx + tag }
 func (c *Cache[T]) lockKey(key string) string { return c.lockPfx + key }
+func (c *Cache[T]) waitKey(key string) string { return c.waitPfx + key }
 
 // l2ctx bounds one Redis operation. It does not inherit the caller's
 // cancellation: the result may serve other callers, and an operation cut
 // short by one caller's impatience would count as a Redis failure.
+//
+// When the client applies context deadlines to its socket I/O (the
+// clients of OpenRedis do: ContextTimeoutEnabled), the bound is a
+// deadline-only context, which costs one allocation where
+// context.WithTimeout costs five (its context, timer, done channel and
+// cancel function) on every read.
 func (c *Cache[T]) l2ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.l2Timeout <= 0 {
+		if ctx.Done() != nil {
+			ctx = context.WithoutCancel(ctx)
+		}
+		return ctx, noCancel
+	}
+	if c.ioDeadlines {
+		return &deadlineContext{values: ctx, deadline: time.Now().Add(c.l2Timeout)}, noCancel
+	}
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
-	if c.l2Timeout > 0 {
-		return context.WithTimeout(ctx, c.l2Timeout)
+	return context.WithTimeout(ctx, c.l2Timeout)
+}
+
+func noCancel() {}
+
+// deadlineContext carries the values of a caller's context and a deadline,
+// but is never canceled: its Done channel is nil. It bounds a Redis
+// operation on a client that sets its socket deadlines from the context
+// (ContextTimeoutEnabled): a read or write past the deadline fails with a
+// timeout, as a dial does.
+type deadlineContext struct {
+	values   context.Context
+	deadline time.Time
+}
+
+func (c *deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *deadlineContext) Done() <-chan struct{}       { return nil }
+func (c *deadlineContext) Err() error                  { return nil }
+func (c *deadlineContext) Value(key any) any           { return c.values.Value(key) }
+
+// appliesContextDeadlines reports whether rdb sets its socket deadlines
+// from the context of each command.
+func appliesContextDeadlines(rdb redis.UniversalClient) bool {
+	switch r := rdb.(type) {
+	case *redis.Client:
+		return r.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return r.Options().ContextTimeoutEnabled
 	}
-	return ctx, func() {}
+	return false
 }
 
 // l2result feeds the breaker with the outcome of a Redis operation and
@@ -106,56 +175,52 @@ func (c *Cache[T]) l2result(err error) bool {
 }
 
 // readL2 returns the entry for key in Redis (fresh or not), or nil on a
-// miss, an unreadable entry, a failure, or while the breaker is open.
-func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow time.Time) *entry[T] {
+// miss, an unreadable entry, a failure, or while the breaker is open. With
+// sc, the Redis context and (without L1, where the entry is not kept) the
+// entry live in sc rather than in allocations of their own.
+func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow time.Time, sc *readScratch[T]) *entry[T] {
 	if !c.brk.allow(now) {
 		return nil
 	}
-	lctx, cancel := c.l2ctx(ctx)
-	data, err := c.rdb.Get(lctx, c.dataKey(key)).Bytes()
+	var lctx context.Context
+	cancel := noCancel
+	if sc != nil && c.ioDeadlines && c.l2Timeout > 0 {
+		sc.ctx = deadlineContext{values: ctx, deadline: wallNow.Add(c.l2Timeout)}
+		lctx = &sc.ctx
+	} else {
+		lctx, cancel = c.l2ctx(ctx)
+	}
+	s, err := c.rdb.Get(lctx, c.dataKey(key)).Result()
 	cancel()
+	if sc != nil {
+		sc.absent = err == redis.Nil
+	}
 	if !c.l2result(err) || err != nil {
 		return nil
 	}
-	return c.decodeL2(ctx, key, data, now, wallNow)
+	var into *entry[T]
+	if sc != nil && c.l1 == nil {
+		into = &sc.e
+	}
+	// A view of the reply, not a copy: the envelope parser copies what it
+	// keeps, and a Codec neither keeps nor modifies its input.
+	return c.decodeL2(ctx, key, unsafe.Slice(unsafe.StringData(s), len(s)), now, wallNow, into)
 }
 
-// lockState is what an L2 read that may take the lock found: the lock
-// taken (the key was missing), or busy (missing, and another instance
-// holds the lock).
-type lockState struct {
-	held *heldLock
-	busy bool
-}
-
-// readL2OrLock is readL2 that, when the key is missing, tries to take its
-// distributed lock in the same round trip.
-func (c *Cache[T]) readL2OrLock(ctx context.Context, key string, now int64, wallNow time.Time) (*entry[T], lockState) {
-	if !c.brk.allow(now) {
-		return nil, lockState{}
-	}
-	lctx, cancel := c.l2ctx(ctx)
-	res, err := getOrLock.Run(lctx, c.rdb, []string{c.dataKey(key), c.lockKey(key)}, c.tokenArg, c.leaseArg).Result()
-	cancel()
-	if !c.l2result(err) || err != nil {
-		return nil, lockState{}
-	}
-	switch v := res.(type) {
-	case string:
-		return c.decodeL2(ctx, key, []byte(v), now, wallNow), lockState{}
-	case int64:
-		if v == 1 {
-			return nil, lockState{held: c.hold(key, c.id)}
-		}
-		return nil, lockState{busy: true}
-	}
-	return nil, lockState{}
+// readScratch is the memory of one L2 read made for a flight call.
+type readScratch[T any] struct {
+	ctx deadlineContext
+	e   entry[T]
+	// absent: Redis had nothing under the key (not even a tombstone).
+	absent bool
 }
 
 // decodeL2 turns a stored envelope into an entry, expired (stale only)
 // when a tag removal or a clear came at or after it was created. A
 // tombstone or an unreadable envelope gives nil.
-func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now int64, wallNow time.Time) *entry[T] {
+//
+// The entry is written to into when not nil.
+func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now int64, wallNow time.Time, into *entry[T]) *entry[T] {
 	env, err := parseEnvelope(data)
 	if err != nil {
 		c.stats.codecErrors.Add(1)
@@ -164,13 +229,11 @@ func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now in
 	if env.tombstone {
 		return nil
 	}
-	e := &entry[T]{
-		key:      key,
-		tags:     env.tags,
-		negative: env.negative,
-		created:  env.created,
-		cost:     1,
+	e := into
+	if e == nil {
+		e = new(entry[T])
 	}
+	e.key, e.tags, e.negative, e.created, e.cost = key, env.tags, env.negative, env.created, 1
 	if !env.negative {
 		if err := c.codec.Unmarshal(env.payload, &e.value); err != nil {
 			c.stats.codecErrors.Add(1)
@@ -210,10 +273,23 @@ func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time
 // created is in Redis, releases lk, and when lk was held tells the other
 // instances (which may be waiting for it). It reports whether the value
 // may go to L1: it was stored, or Redis could not be asked.
-func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock) bool {
+//
+// absent says the read before the load found no key at all: without the
+// lock the value is then stored with SET NX, which leaves in place
+// whatever was written meanwhile, without running a script.
+func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock, absent bool) bool {
 	c.notePhysicalTTL(ttl)
 	lk.stop()
 	dk := c.dataKey(key)
+	if lk == nil && absent {
+		var stored bool
+		err := c.l2write(ctx, func(lctx context.Context) error {
+			var err error
+			stored, err = c.rdb.SetNX(lctx, dk, env, ttl).Result()
+			return err
+		})
+		return err != nil || stored
+	}
 	var set *redis.Cmd
 	if lk == nil {
 		// One command: no pipeline to build.
@@ -227,15 +303,23 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 		n, _ := set.Int64()
 		return n == 1
 	}
-	err := c.l2write(ctx, func(lctx context.Context) error {
-		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
-			set = setIfNotNewer.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), created)
-			if lk != nil {
+	var err error
+	if c.oneNode {
+		// Both keys are on the one node: one script stores, unlocks and
+		// publishes.
+		err = c.l2write(ctx, func(lctx context.Context) error {
+			set = storeUnlock.Run(lctx, c.rdb, []string{dk, lk.key, c.waitKey(key)}, env, ttl.Milliseconds(), created, c.args.token, c.args.channel, c.args.loaded, key)
+			return set.Err()
+		})
+	} else {
+		err = c.l2write(ctx, func(lctx context.Context) error {
+			return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
+				set = setIfNotNewer.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), created)
 				unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
 				p.Publish(lctx, c.channel, c.message(msgLoaded, key))
-			}
+			})
 		})
-	})
+	}
 	if err != nil {
 		return true
 	}
@@ -598,6 +682,12 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 	}
 	lk.stop()
 	key := strings.TrimPrefix(lk.key, c.lockPfx)
+	if c.oneNode {
+		_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
+			return release.Run(lctx, c.rdb, []string{lk.key, c.waitKey(key)}, lk.token, c.args.channel, c.args.loaded, key).Err()
+		})
+		return
+	}
 	_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
 		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
 			unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
@@ -612,23 +702,30 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 // when background (an eager refresh) and another instance holds the lock;
 // and none of them when this instance should load without the lock (Redis
 // failing, or LockTimeout passed).
-func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background, busy bool) (lk *heldLock, e *entry[T], skip bool) {
+func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) (lk *heldLock, e *entry[T], skip bool) {
 	token := c.newLockToken()
 	lkey := c.lockKey(key)
 	lease := c.lockLease()
-	if !busy {
-		if !c.brk.allow(clock.now()) {
-			return nil, nil, false
-		}
+	if !c.brk.allow(clock.now()) {
+		return nil, nil, false
+	}
+	lctx, cancel := c.l2ctx(ctx)
+	ok, err := c.rdb.SetNX(lctx, lkey, token, lease).Result()
+	cancel()
+	if !c.l2result(err) {
+		return nil, nil, false
+	}
+	if ok {
+		return c.hold(key, token), nil, false
+	}
+	if !background && c.oneNode {
+		// Ask the holder to tell us when it is done: on a single node it
+		// publishes only when this marker is there. Should it finish
+		// before the marker is set, the poll below finds the value.
 		lctx, cancel := c.l2ctx(ctx)
-		ok, err := c.rdb.SetNX(lctx, lkey, token, lease).Result()
+		err := c.rdb.Set(lctx, c.waitKey(key), "1", c.lockTimeout).Err()
 		cancel()
-		if !c.l2result(err) {
-			return nil, nil, false
-		}
-		if ok {
-			return c.hold(key, token), nil, false
-		}
+		c.l2result(err)
 	}
 	if background {
 		return nil, nil, true
@@ -672,7 +769,7 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background, busy 
 		c.l2result(nil)
 		locked := set.Val()
 		if data, err := get.Bytes(); err == nil {
-			if e := c.decodeL2(ctx, key, data, now, wallNow); e != nil && now < e.fresh {
+			if e := c.decodeL2(ctx, key, data, now, wallNow, nil); e != nil && now < e.fresh {
 				if locked {
 					c.unlock(&heldLock{key: lkey, token: token})
 				}

@@ -220,11 +220,16 @@ func TestLoadNeverOverwritesNewerWrite(t *testing.T) {
 		name   string
 		other  bool // the write comes from another instance
 		remove bool
+		noLock bool // the load stores without the lock (SET NX on a key Redis did not have)
 	}{
-		{"Set here", false, false},
-		{"Set elsewhere", true, false},
-		{"Remove here", false, true},
-		{"Remove elsewhere", true, true},
+		{"Set here", false, false, false},
+		{"Set elsewhere", true, false, false},
+		{"Remove here", false, true, false},
+		{"Remove elsewhere", true, true, false},
+		{"Set here without lock", false, false, true},
+		{"Set elsewhere without lock", true, false, true},
+		{"Remove here without lock", false, true, true},
+		{"Remove elsewhere without lock", true, true, true},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,13 +241,17 @@ func TestLoadNeverOverwritesNewerWrite(t *testing.T) {
 			ctx := context.Background()
 			started, release := make(chan struct{}), make(chan struct{})
 			done := make(chan struct{})
+			var opts []EntryOption
+			if tt.noLock {
+				opts = append(opts, WithoutDistributedLock())
+			}
 			go func() {
 				defer close(done)
 				_, _ = a.GetOrLoad(ctx, "k", func(context.Context) (product, error) {
 					close(started)
 					<-release
 					return sampleProduct(1), nil // read from the database before the write
-				})
+				}, opts...)
 			}()
 			<-started
 			writer := a
