@@ -171,6 +171,10 @@ func TestNoLossUnderCrash(t *testing.T) {
 	if err := c.DeclareQueue(ctx, Queue{Name: q}); err != nil {
 		t.Fatal(err)
 	}
+	// RabbitMQ writes a declaration to disk lazily: a queue declared
+	// moments before a SIGKILL can be lost with its messages. A clean
+	// restart first makes the queue durable, as a deployed queue is.
+	restartBroker(t, false)
 	const publishers, each = 8, 150
 	var wg sync.WaitGroup
 	errs := make(chan error, publishers*each)
