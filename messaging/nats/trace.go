@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/internal/msgconv"
 )
 
 // scope is the instrumentation scope of the helpers' spans.
@@ -45,14 +47,8 @@ func (h headerCarrier) Keys() []string {
 // messaging attributes, as the OpenTelemetry messaging conventions and the
 // Aspire dashboard read them.
 func messagingAttrs(op, opType, subject string, size int) []attribute.KeyValue {
-	return []attribute.KeyValue{
-		attribute.String("messaging.system", "nats"),
-		attribute.String("messaging.operation", op),
-		attribute.String("messaging.operation.name", op),
-		attribute.String("messaging.operation.type", opType),
-		attribute.String("messaging.destination.name", subject),
-		attribute.Int("messaging.message.body.size", size),
-	}
+	attrs := msgconv.Append(make([]attribute.KeyValue, 0, 6), "nats", op, opType, subject)
+	return append(attrs, attribute.Int("messaging.message.body.size", size))
 }
 
 // startPublish starts the producer span for msg and writes its context

@@ -12,12 +12,17 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/internal/msgconv"
 )
 
 // scope is the instrumentation scope of spans and metrics.
 const scope = "github.com/goaspire/goaspire/messaging/rabbitmq"
 
-var systemAttr = attribute.String("messaging.system", "rabbitmq")
+// system is the messaging.system of every span and measurement.
+const system = "rabbitmq"
+
+var systemAttr = attribute.String("messaging.system", system)
 
 // telemetry holds the client's tracer, propagator and instruments.
 type telemetry struct {
@@ -146,12 +151,8 @@ func (t *telemetry) startPublish(ctx context.Context, exchange, key string, msg 
 	if span.IsRecording() {
 		dest := destination(exchange, key)
 		attrs := make([]attribute.KeyValue, 0, 8)
-		attrs = append(attrs, systemAttr,
-			attribute.String("messaging.operation", "publish"),
-			attribute.String("messaging.operation.name", "publish"),
-			attribute.String("messaging.operation.type", "send"),
-			attribute.String("messaging.destination.name", dest),
-			attribute.String("messaging.rabbitmq.destination.routing_key", key))
+		attrs = msgconv.Append(attrs, system, "publish", "send", dest)
+		attrs = append(attrs, attribute.String("messaging.rabbitmq.destination.routing_key", key))
 		if msg.MessageId != "" {
 			attrs = append(attrs, attribute.String("messaging.message.id", msg.MessageId))
 		}
@@ -176,11 +177,8 @@ func (t *telemetry) startProcess(ctx context.Context, queue string, d *amqp.Deli
 		return ctx, span
 	}
 	attrs := make([]attribute.KeyValue, 0, 9)
-	attrs = append(attrs, systemAttr,
-		attribute.String("messaging.operation", "process"),
-		attribute.String("messaging.operation.name", "process"),
-		attribute.String("messaging.operation.type", "process"),
-		attribute.String("messaging.destination.name", queue),
+	attrs = msgconv.Append(attrs, system, "process", "process", queue)
+	attrs = append(attrs,
 		attribute.String("messaging.rabbitmq.destination.routing_key", d.RoutingKey),
 		attribute.Int64("messaging.rabbitmq.message.delivery_tag", int64(d.DeliveryTag)))
 	if d.MessageId != "" {

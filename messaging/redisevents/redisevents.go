@@ -40,6 +40,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/internal/msgconv"
 )
 
 // EnvelopeVersion marks a message as a goaspire envelope.
@@ -131,14 +133,8 @@ func WithHealthCheckInterval(d time.Duration) Option {
 }
 
 func attrs(op, opType, channel string, size int) []attribute.KeyValue {
-	return []attribute.KeyValue{
-		attribute.String("messaging.system", "redis"),
-		attribute.String("messaging.operation", op),
-		attribute.String("messaging.operation.name", op),
-		attribute.String("messaging.operation.type", opType),
-		attribute.String("messaging.destination.name", channel),
-		attribute.Int("messaging.message.body.size", size),
-	}
+	attrs := msgconv.Append(make([]attribute.KeyValue, 0, 6), "redis", op, opType, channel)
+	return append(attrs, attribute.Int("messaging.message.body.size", size))
 }
 
 // Encode returns the envelope of data carrying the trace context of ctx,
