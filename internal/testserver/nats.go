@@ -39,7 +39,7 @@ type NATS struct {
 	port     int
 	dir      string
 	confPath string
-	tls      *redisTLS // nil without TLS
+	tls      *serverTLS // nil without TLS
 }
 
 // NATSOption configures [StartNATS].
@@ -255,21 +255,11 @@ func (n *NATS) URL() string {
 
 // CACertFile returns the path of the PEM file holding the throwaway CA
 // certificate, or "" without TLS.
-func (n *NATS) CACertFile() string {
-	if n.tls == nil {
-		return ""
-	}
-	return n.tls.caFile
-}
+func (n *NATS) CACertFile() string { return n.tls.caFilePath() }
 
 // CACertPool returns a pool holding only the throwaway CA certificate, or
 // nil without TLS.
-func (n *NATS) CACertPool() *x509.CertPool {
-	if n.tls == nil {
-		return nil
-	}
-	return n.tls.pool
-}
+func (n *NATS) CACertPool() *x509.CertPool { return n.tls.caPool() }
 
 // String describes the server without its password.
 func (n *NATS) String() string { return "nats " + n.Addr() }

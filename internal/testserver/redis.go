@@ -33,7 +33,7 @@ type Redis struct {
 	dir      string // the temporary directory Close removes
 	confPath string
 	settings []redisSetting
-	tls      *redisTLS // nil without TLS
+	tls      *serverTLS // nil without TLS
 	topology redisTopology
 }
 
@@ -402,21 +402,11 @@ func (r *Redis) Close() error { return r.close(r, r.dir) }
 // certificate, or "" without TLS. Child processes can trust it through
 // SSL_CERT_FILE; in this process, Go reads SSL_CERT_FILE only once, when the
 // system roots are first loaded, so prefer [Redis.CACertPool].
-func (r *Redis) CACertFile() string {
-	if r.tls == nil {
-		return ""
-	}
-	return r.tls.caFile
-}
+func (r *Redis) CACertFile() string { return r.tls.caFilePath() }
 
 // CACertPool returns a pool holding only the throwaway CA certificate, or nil
 // without TLS.
-func (r *Redis) CACertPool() *x509.CertPool {
-	if r.tls == nil {
-		return nil
-	}
-	return r.tls.pool
-}
+func (r *Redis) CACertPool() *x509.CertPool { return r.tls.caPool() }
 
 // TLSConfig returns a new client TLS configuration that trusts the throwaway
 // CA and expects the server name 127.0.0.1, or nil without TLS.

@@ -19,17 +19,35 @@ import (
 // for a launcher left running, short enough not to matter if one leaks.
 const certLifetime = 30 * 24 * time.Hour
 
-// redisTLS holds the files of a throwaway CA and the server certificate it
-// signed.
-type redisTLS struct {
+// serverTLS holds the files of a throwaway CA and the server certificate it
+// signed, for the servers that can serve TLS (Redis, NATS).
+type serverTLS struct {
 	caFile, certFile, keyFile string
 	pool                      *x509.CertPool
+}
+
+// caFilePath returns the CA certificate's file, "" for a server without
+// TLS (t nil).
+func (t *serverTLS) caFilePath() string {
+	if t == nil {
+		return ""
+	}
+	return t.caFile
+}
+
+// caPool returns a pool holding only the CA certificate, nil for a server
+// without TLS (t nil).
+func (t *serverTLS) caPool() *x509.CertPool {
+	if t == nil {
+		return nil
+	}
+	return t.pool
 }
 
 // writeTLSFiles generates a CA and a server certificate for 127.0.0.1, ::1
 // and localhost, and writes ca.crt, server.crt and server.key (0600) to dir.
 // The CA's private key is never written.
-func writeTLSFiles(dir string) (*redisTLS, error) {
+func writeTLSFiles(dir string) (*serverTLS, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -77,7 +95,7 @@ func writeTLSFiles(dir string) (*redisTLS, error) {
 		return nil, fmt.Errorf("encode server key: %w", err)
 	}
 
-	t := &redisTLS{
+	t := &serverTLS{
 		caFile:   filepath.Join(dir, "ca.crt"),
 		certFile: filepath.Join(dir, "server.crt"),
 		keyFile:  filepath.Join(dir, "server.key"),
