@@ -112,7 +112,6 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		delay = 0
 		errs = append(errs, fmt.Errorf("servicedefaults: serving: %w", err))
 	}
-	a.beginGRPCDrain() // the gRPC health service answers NOT_SERVING from now on
 	a.beginDraining()
 	stopWatching := a.exitOnSignal(sigs)
 	defer stopWatching()

@@ -250,8 +250,12 @@ func WithShutdownDelay(d time.Duration) Option {
 	return func(o *options) { o.shutdownDelay = &d }
 }
 
-// beginDraining makes /health answer 503 from now on.
-func (a *App) beginDraining() { a.draining.Store(true) }
+// beginDraining makes /health answer 503, and the gRPC health service
+// NOT_SERVING, from now on.
+func (a *App) beginDraining() {
+	a.draining.Store(true)
+	a.beginGRPCDrain()
+}
 
 // readiness wraps the /health handler: once shutdown has begun it answers
 // 503 Unhealthy at once, without running the checks or using the cached
