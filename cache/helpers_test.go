@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/internal/testserver"
 )
 
@@ -66,13 +67,7 @@ func newCache[T any](t testing.TB, rdb redis.UniversalClient, name string, o Opt
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, within, what, cond)
 }
 
 // waitSubscribed waits until the cache's invalidation channel has the

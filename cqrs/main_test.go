@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/internal/testserver"
 )
 
@@ -55,13 +56,7 @@ func (c cluster) config(extra map[string]string) *discovery.Config {
 // eventually polls cond until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, d, what, cond)
 }
 
 func inRotation(db *DB, name string) bool {

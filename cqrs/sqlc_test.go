@@ -30,6 +30,7 @@ import (
 
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/internal/testserver"
 )
 
@@ -597,13 +598,7 @@ func containsAuthor(rows []ListAuthorsRow, id int64) bool {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, 20*time.Second, what, cond)
 }
 
 var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -13,19 +13,14 @@ import (
 	"time"
 
 	"github.com/goaspire/goaspire/internal/dnstest"
+	"github.com/goaspire/goaspire/internal/poll"
 )
 
 // eventually polls cond until it holds; the deadline only ends a test that
 // would otherwise hang.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never happened: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll.Until(t, 20*time.Second, what, cond)
 }
 
 func ips(s ...string) []netip.Addr {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/internal/syncbuf"
 	"github.com/goaspire/goaspire/internal/testserver"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
@@ -60,13 +61,7 @@ func recorder() (*tracetest.SpanRecorder, []natsmsg.Option) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 15*time.Second, what, cond)
 }
 
 func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]string {

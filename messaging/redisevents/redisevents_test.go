@@ -19,6 +19,7 @@ import (
 
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/internal/syncbuf"
 	"github.com/goaspire/goaspire/internal/testserver"
 	"github.com/goaspire/goaspire/messaging/redisevents"
@@ -49,13 +50,7 @@ func recorder() (*tracetest.SpanRecorder, []redisevents.Option) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 15*time.Second, what, cond)
 }
 
 type received struct {
