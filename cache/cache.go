@@ -101,7 +101,7 @@ type Options struct {
 	// (DefaultL2Timeout, 500 ms); a slower Redis counts as failing.
 	// Negative means no bound other than the client's own timeouts. On a
 	// client that applies context deadlines to its connections
-	// (ContextTimeoutEnabled, as OpenRedis sets it) the bound is a
+	// (ContextTimeoutEnabled, as LoadRedisConfig sets it) the bound is a
 	// deadline on the dial and the socket reads and writes, which costs
 	// no timer; a wait for a free pool connection is then bounded by the
 	// client's PoolTimeout.

@@ -97,14 +97,14 @@ func newRedisConfig() *redisConfig {
 // the package documentation for what each option means here.
 //
 // With ssl=true or rediss:// the returned options carry a tls.Config that
-// trusts the system roots; OpenRedis also trusts SSL_CERT_FILE and
+// trusts the system roots; LoadRedisConfig also trusts SSL_CERT_FILE and
 // SSL_CERT_DIR. Several endpoints without serviceName give cluster options
 // (go-redis's UniversalOptions convention); with serviceName they are
 // Sentinel servers, which the user and password authenticate to as well as
 // to the primary they name (as in StackExchange.Redis).
 //
-// The result has no connection-level behaviour of its own: it is meant for
-// redis.NewUniversalClient or for adjusting before OpenRedis-style use.
+// The result is meant for RedisConfig.Options (NewRedis adds the dial
+// backoff and telemetry) or for redis.NewUniversalClient.
 func ParseConnectionString(s string) (*redis.UniversalOptions, error) {
 	c := newRedisConfig()
 	if err := c.parse(s); err != nil {
@@ -193,9 +193,8 @@ func isIdentifier(s string) bool {
 
 // optionNames are the StackExchange.Redis option names set understands,
 // lower-cased.
-var optionNames = map[string]struct{}{}
-
-func init() {
+var optionNames = func() map[string]struct{} {
+	m := map[string]struct{}{}
 	for _, k := range []string{
 		"password", "user", "name", "ssl", "sslhost", "sslprotocols", "abortconnect", "connectretry",
 		"connecttimeout", "synctimeout", "asynctimeout", "defaultdatabase", "servicename", "protocol",
@@ -204,9 +203,10 @@ func init() {
 		"highprioritythreads", "highprioritysocketthreads", "preserveasyncorder", "responsetimeout",
 		"writebuffer", "tunnel",
 	} {
-		optionNames[k] = struct{}{}
+		m[k] = struct{}{}
 	}
-}
+	return m
+}()
 
 func isURLScheme(s string) bool {
 	for _, r := range s {

@@ -2,7 +2,8 @@
 // gives a .NET one, plus the two-tier cache such services otherwise write by
 // hand:
 //
-//   - OpenRedis: a go-redis v9 client from the connection Aspire injects
+//   - LoadRedisConfig and NewRedis: a go-redis v9 client from the
+//     connection Aspire injects
 //     (StackExchange.Redis strings, redis:// URLs or the Aspire 13
 //     per-property variables), trusting Aspire's development certificate,
 //     reconnecting by itself, traced, measured and health-checked;
@@ -14,9 +15,13 @@
 //
 // # Connecting
 //
-//	rdb, err := cache.OpenRedis(ctx, cfg, "cache")
+//	c, err := cache.LoadRedisConfig(cfg, "cache") // *cache.RedisConfig: go-redis options and settings
+//	c.TracerProvider, c.MeterProvider = tp, mp    // adjust in code as needed (c.Options too)
+//	rdb, err := cache.NewRedis(ctx, c)            // redis.UniversalClient
 //
-// OpenRedis reads, for the resource name "cache":
+// A RedisConfig may also be built by hand, without discovery (Options from
+// ParseConnectionString or written out; every zero field is a default).
+// LoadRedisConfig reads, for the resource name "cache":
 //
 //	key                                                  meaning
 //	ConnectionStrings:cache                              the connection (first choice)
@@ -53,7 +58,7 @@
 //	password, user             Password, Username (ACL)
 //	ssl, sslHost               TLS, server name to verify (default: each endpoint's host)
 //	sslProtocols               TLS version range (Tls12|Tls13; Ssl2/Ssl3 are refused)
-//	abortConnect               true: OpenRedis pings first and fails if no server answers.
+//	abortConnect               true: NewRedis pings first and fails if no server answers.
 //	                           Default false (as Aspire): the service starts while Redis is down.
 //	connectRetry               dial attempts per connection (default 3), with exponential backoff
 //	connectTimeout             dial timeout in ms (default 5000)
@@ -228,7 +233,7 @@
 // callback, so the hot paths pay no instrument call; Cache.Stats returns
 // the same counters. Spans: "cache.load" around each load, with attribute
 // cache.result = loaded|stale|not_found|error and the loader's error; Redis
-// commands get their spans from the client (OpenRedis instruments it).
+// commands get their spans from the client (NewRedis instruments it).
 // Hits in either tier add no span of their own, and keys are not recorded.
 //
 // Known limits: a load that outlives its Remove's tombstone (a minute) can

@@ -34,26 +34,64 @@ func ExampleParseConnectionString() {
 	// cache: invalid redis connection string: unknown option "frobnicate"
 }
 
-func ExampleOpenRedis() {
+func ExampleLoadRedisConfig() {
 	// In a service, cfg comes from discovery.Load(); here it is built by hand.
 	cfg := discovery.FromMap(map[string]string{
-		"ConnectionStrings__cache": "127.0.0.1:6379,password=secret,abortConnect=false",
+		"ConnectionStrings__cache": "redis.internal:6379,password=secret,abortConnect=false",
 		"Aspire__StackExchange__Redis__ConfigurationOptions__ConnectTimeout": "2000",
 	})
-	rdb, err := cache.OpenRedis(context.Background(), cfg, "cache")
+	c, err := cache.LoadRedisConfig(cfg, "cache")
 	if err != nil {
 		log.Fatal(err) // names the key at fault, never the password
+	}
+	fmt.Println(c.Name, c.Options.Addrs, c.Options.DialTimeout, c.AbortConnect)
+
+	// Code may adjust the options before NewRedis opens them.
+	c.Options.PoolSize = 20
+	rdb, err := cache.NewRedis(context.Background(), c)
+	if err != nil {
+		log.Fatal(err)
 	}
 	defer rdb.Close()
 	// rdb connects lazily and reconnects by itself: no Redis is needed to
 	// get this far.
 	fmt.Printf("%T\n", rdb)
-	// Output: *redis.Client
+
+	// A bad key is a *discovery.KeyError naming it, without the password.
+	_, err = cache.LoadRedisConfig(discovery.FromMap(map[string]string{
+		"ConnectionStrings__cache": "redis.internal:6379,password=secret,frobnicate=1",
+	}), "cache")
+	var keyErr *discovery.KeyError
+	if errors.As(err, &keyErr) {
+		fmt.Println(keyErr.Key, errors.Is(err, cache.ErrConnectionString))
+	}
+	// Output:
+	// cache [redis.internal:6379] 2s false
+	// *redis.Client
+	// ConnectionStrings:cache true
+}
+
+func ExampleNewRedis() {
+	// Without discovery: a RedisConfig built by hand; zero fields take
+	// their defaults.
+	opts, err := cache.ParseConnectionString("redis.internal:6379,password=secret")
+	if err != nil {
+		log.Fatal(err)
+	}
+	rdb, err := cache.NewRedis(context.Background(), &cache.RedisConfig{Name: "cache", Options: opts})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rdb.Close()
+	// Pass rdb to cache.New for a two-tier cache; HealthCheck makes its
+	// readiness check.
+	fmt.Println(cache.HealthCheck("cache", rdb).Name)
+	// Output: redis:cache
 }
 
 func ExampleNew() {
 	// A nil client gives an L1-only cache, handy in tests; pass the client
-	// from OpenRedis for the two-tier cache.
+	// from NewRedis for the two-tier cache.
 	products, err := cache.New[Product](nil, "product", cache.Options{
 		TTL:         10 * time.Minute,
 		NegativeTTL: 30 * time.Second,

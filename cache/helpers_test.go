@@ -42,7 +42,7 @@ func openClient(t testing.TB, srv *testserver.Redis, extra ...string) redis.Univ
 	for i := 0; i+1 < len(extra); i += 2 {
 		values[extra[i]] = extra[i+1]
 	}
-	rdb, err := OpenRedis(context.Background(), discovery.FromMap(values), "cache", WithLogger(quietLogger()))
+	rdb, err := openRedis(context.Background(), discovery.FromMap(values), "cache")
 	if err != nil {
 		t.Fatalf("OpenRedis: %v", err)
 	}

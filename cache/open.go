@@ -22,62 +22,64 @@ import (
 	"github.com/goaspire/goaspire/health"
 )
 
-// ConfigSection is the configuration section OpenRedis reads, as Aspire's
+// ConfigSection is the configuration section LoadRedisConfig reads, as Aspire's
 // StackExchange.Redis client integration does. Settings in
 // "Aspire:StackExchange:Redis:{name}" override those in the section itself.
 const ConfigSection = "Aspire:StackExchange:Redis"
 
-// RedisOption configures OpenRedis.
-type RedisOption func(*openOptions)
+// DefaultConnectRetry is how many times NewRedis retries its first PING
+// when RedisConfig.AbortConnect is set and ConnectRetry is zero, as
+// StackExchange.Redis does.
+const DefaultConnectRetry = defaultConnectRetry
 
-type openOptions struct {
-	tp        trace.TracerProvider
-	mp        metric.MeterProvider
-	logger    *slog.Logger
-	register  func(health.Check)
-	configure []func(*redis.UniversalOptions)
+// RedisConfig configures a go-redis client: what [LoadRedisConfig] reads
+// from configuration, and what [NewRedis] opens. It can be built by hand:
+// every zero field takes the default named in its comment.
+//
+// Options holds the password: print the Config's fields, not the Config.
+type RedisConfig struct {
+	// Name names the client in its health check ("redis:{Name}"), logs and
+	// metrics. LoadRedisConfig sets the connection name; empty means
+	// "redis".
+	Name string
+	// Options are the go-redis options, from [ParseConnectionString] or
+	// written by hand; code may adjust them before NewRedis. Several Addrs
+	// without MasterName make a cluster client, MasterName a Sentinel
+	// (failover) client. Nil means a single server at localhost:6379 with
+	// go-redis's defaults.
+	Options *redis.UniversalOptions
+	// AbortConnect makes NewRedis PING the server first and fail when no
+	// server answers (StackExchange.Redis's abortConnect=true). By default
+	// the client connects lazily and redials with backoff, so the service
+	// starts without Redis.
+	AbortConnect bool
+	// ConnectRetry is how many times that first PING is retried
+	// (DefaultConnectRetry, 3); negative means none. Each try is bounded
+	// by Options.DialTimeout.
+	ConnectRetry int
+
+	// DisableHealthChecks tells the caller (servicedefaults) to leave the
+	// client's HealthCheck out; NewRedis itself registers nothing.
+	DisableHealthChecks bool
+	// DisableTracing turns off command spans.
+	DisableTracing bool
+	// DisableMetrics turns off connection-pool and command metrics.
+	DisableMetrics bool
+
+	// TracerProvider and MeterProvider receive command spans and metrics
+	// (default: the OpenTelemetry globals); Logger reports options
+	// go-redis cannot honour exactly (default: slog.Default()).
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	Logger         *slog.Logger
+
+	// warnings and ignored are what LoadRedisConfig noticed about the
+	// options, logged by NewRedis.
+	warnings, ignored []string
 }
 
-// WithTracerProvider sets the tracer provider for command spans (default:
-// the OpenTelemetry global).
-func WithTracerProvider(tp trace.TracerProvider) RedisOption {
-	return func(o *openOptions) { o.tp = tp }
-}
-
-// WithMeterProvider sets the meter provider for connection-pool and command
-// metrics (default: the OpenTelemetry global).
-func WithMeterProvider(mp metric.MeterProvider) RedisOption {
-	return func(o *openOptions) { o.mp = mp }
-}
-
-// WithLogger sets the logger (default: slog.Default()).
-func WithLogger(l *slog.Logger) RedisOption {
-	return func(o *openOptions) { o.logger = l }
-}
-
-// WithHealthChecks makes OpenRedis hand the client's health check to
-// register, unless DisableHealthChecks is set in configuration.
-// servicedefaults passes its registry here.
-func WithHealthChecks(register func(health.Check)) RedisOption {
-	return func(o *openOptions) { o.register = register }
-}
-
-// WithUniversalOptions lets the caller adjust the go-redis options after
-// they are read from configuration and before the client is made. Several
-// are applied in order.
-func WithUniversalOptions(f func(*redis.UniversalOptions)) RedisOption {
-	return func(o *openOptions) { o.configure = append(o.configure, f) }
-}
-
-// redisSettings are the Aspire-level settings for one client.
-type redisSettings struct {
-	disableHealthChecks bool
-	disableTracing      bool
-	disableMetrics      bool
-}
-
-// OpenRedis makes a go-redis client for the Redis resource name from
-// configuration:
+// LoadRedisConfig reads the Redis connection called name from cfg, in one
+// pass:
 //
 //   - the connection: ConnectionStrings:{name}, else the Aspire 13
 //     variables {NAME}_URI, else {NAME}_HOST/_PORT/_USERNAME/_PASSWORD,
@@ -87,42 +89,28 @@ type redisSettings struct {
 //   - DisableHealthChecks, DisableTracing, DisableMetrics, PoolSize,
 //     MinIdleConns and MaxRetries from the same sections.
 //
-// The client never aborts because Redis is down: it connects lazily,
-// redials with exponential backoff and retries commands, so the service
-// starts without Redis and recovers when it comes. Only an explicit
-// abortConnect=true makes OpenRedis ping first and fail.
-//
-// With TLS it trusts the system roots plus the certificates in
+// With TLS the options trust the system roots plus the certificates in
 // SSL_CERT_FILE and SSL_CERT_DIR (as read through cfg), which is how Aspire
-// hands out its development certificate.
+// hands out its development certificate. The telemetry fields are left
+// nil; set them before calling NewRedis.
 //
-// The caller closes the client. Errors name the key or option at fault and
-// never contain the password.
-func OpenRedis(ctx context.Context, cfg *discovery.Config, name string, opts ...RedisOption) (redis.UniversalClient, error) {
-	o := openOptions{}
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.tp == nil {
-		o.tp = otel.GetTracerProvider()
-	}
-	if o.mp == nil {
-		o.mp = otel.GetMeterProvider()
-	}
-	if o.logger == nil {
-		o.logger = slog.Default()
-	}
+// Errors name the key or variable at fault (errors.As gives a
+// *discovery.KeyError; a connection string's errors also wrap
+// ErrConnectionString) and never contain the password.
+func LoadRedisConfig(cfg *discovery.Config, name string) (*RedisConfig, error) {
 	if strings.TrimSpace(name) == "" {
-		return nil, errors.New("cache: OpenRedis: empty connection name")
+		return nil, errors.New("cache: LoadRedisConfig: empty connection name")
 	}
-
-	rc, settings, err := readRedisConfig(cfg, name)
+	if cfg == nil {
+		cfg = discovery.FromMap(nil)
+	}
+	rc, settings, from, err := readRedisConfig(cfg, name)
 	if err != nil {
 		return nil, err
 	}
 	uo, err := rc.options()
 	if err != nil {
-		return nil, fmt.Errorf("cache: redis %q: %w", name, err)
+		return nil, fmt.Errorf("cache: redis %q: %w", name, &discovery.KeyError{Key: from, Err: err})
 	}
 	if uo.TLSConfig != nil {
 		pool, err := rootCAs(cfg)
@@ -131,62 +119,125 @@ func OpenRedis(ctx context.Context, cfg *discovery.Config, name string, opts ...
 		}
 		uo.TLSConfig.RootCAs = pool
 	}
-	for _, f := range o.configure {
-		f(uo)
+	c := &RedisConfig{
+		Name:                name,
+		Options:             uo,
+		AbortConnect:        rc.abortConnect,
+		ConnectRetry:        rc.connectRetry,
+		DisableHealthChecks: settings.disableHealthChecks,
+		DisableTracing:      settings.disableTracing,
+		DisableMetrics:      settings.disableMetrics,
+		warnings:            rc.warnings,
+		ignored:             rc.ignored,
 	}
-	log := o.logger.With("redis", name)
-	for _, w := range rc.warnings {
+	if c.ConnectRetry == 0 {
+		c.ConnectRetry = -1 // connectRetry=0: no retry
+	}
+	return c, nil
+}
+
+// NewRedis makes the go-redis client c describes: a single-server,
+// cluster or Sentinel client, traced and measured unless c disables it.
+//
+// The client never aborts because Redis is down: it connects lazily,
+// redials with exponential backoff and retries commands, so the service
+// starts without Redis and recovers when it comes. Only c.AbortConnect
+// makes NewRedis ping first and fail.
+//
+// The caller closes the client; [HealthCheck] makes its readiness check.
+func NewRedis(ctx context.Context, c *RedisConfig) (redis.UniversalClient, error) {
+	if c == nil {
+		return nil, errors.New("cache: NewRedis: nil RedisConfig")
+	}
+	name := c.Name
+	if strings.TrimSpace(name) == "" {
+		name = "redis"
+	}
+	var uo redis.UniversalOptions
+	if c.Options != nil {
+		uo = *c.Options
+	}
+	tp, mp, logger := c.TracerProvider, c.MeterProvider, c.Logger
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	log := logger.With("redis", name)
+	for _, w := range c.warnings {
 		log.Warn("redis option has no exact go-redis equivalent", "detail", w)
 	}
-	if len(rc.ignored) > 0 {
-		log.Debug("redis options accepted without effect in go-redis", "options", rc.ignored)
+	if len(c.ignored) > 0 {
+		log.Debug("redis options accepted without effect in go-redis", "options", c.ignored)
 	}
 
-	rdb := newUniversalClient(uo, dialBackoff(uo.DialTimeout))
-	if !settings.disableTracing {
-		if err := instrumentTracing(rdb, o.tp); err != nil {
+	rdb := newUniversalClient(&uo, dialBackoff(uo.DialTimeout))
+	if !c.DisableTracing {
+		if err := instrumentTracing(rdb, tp); err != nil {
 			_ = rdb.Close()
 			return nil, fmt.Errorf("cache: redis %q: tracing: %w", name, err)
 		}
 	}
-	if !settings.disableMetrics {
+	if !c.DisableMetrics {
 		// The pool statistics stay registered for the life of the meter
 		// provider, as redisotel's do: go-redis has no close hook.
-		if _, err := instrumentMetrics(rdb, uo, name, o.mp); err != nil {
+		if _, err := instrumentMetrics(rdb, &uo, name, mp); err != nil {
 			_ = rdb.Close()
 			return nil, fmt.Errorf("cache: redis %q: metrics: %w", name, err)
 		}
 	}
-	if rc.abortConnect {
-		if err := connectOrAbort(ctx, rdb, rc); err != nil {
+	if c.AbortConnect {
+		retries := c.ConnectRetry
+		switch {
+		case retries == 0:
+			retries = DefaultConnectRetry
+		case retries < 0:
+			retries = 0
+		}
+		if err := connectOrAbort(ctx, rdb, retries, uo.DialTimeout); err != nil {
 			_ = rdb.Close()
 			return nil, fmt.Errorf("cache: redis %q: abortConnect=true and no server answered: %w", name, err)
 		}
-	}
-	if o.register != nil && !settings.disableHealthChecks {
-		o.register(HealthCheck(name, rdb))
 	}
 	log.Debug("redis client ready", "endpoints", uo.Addrs, "tls", uo.TLSConfig != nil)
 	return rdb, nil
 }
 
-// readRedisConfig gathers the connection and settings for name.
-func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSettings, error) {
+// redisSettings are the Aspire-level settings for one client.
+type redisSettings struct {
+	disableHealthChecks bool
+	disableTracing      bool
+	disableMetrics      bool
+}
+
+// readRedisConfig gathers the connection and settings for name, and
+// names the key or variable the connection came from.
+func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSettings, string, error) {
 	var s redisSettings
 	general := cfg.Section(ConfigSection)
 	named := general.Section(name)
 	sections := []*discovery.Config{general, named}
 
 	rc := newRedisConfig()
+	var from string
+	bad := func(err error) (*redisConfig, redisSettings, string, error) {
+		return nil, s, from, fmt.Errorf("cache: %w", &discovery.KeyError{Key: from, Err: err})
+	}
 	conn, connErr := cfg.Connection(name)
 	switch {
 	case connErr == nil && strings.TrimSpace(conn.ConnectionString) != "":
+		from = conn.ConnectionStringKey
 		if err := rc.parse(conn.ConnectionString); err != nil {
-			return nil, s, fmt.Errorf("cache: %s: %w", conn.ConnectionStringKey, err)
+			return bad(err)
 		}
 	case connErr == nil && conn.URI != "":
+		from = conn.PropertyPrefix + "URI"
 		if err := rc.parse(conn.URI); err != nil {
-			return nil, s, fmt.Errorf("cache: %sURI: %w", conn.PropertyPrefix, err)
+			return bad(err)
 		}
 		if rc.password == "" && conn.Password != "" {
 			rc.password = conn.Password
@@ -201,61 +252,63 @@ func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSet
 			host = "[" + host + "]" // a bare IPv6 address
 		}
 		ep := host
+		from = p + "HOST"
 		if conn.Port != "" {
 			ep += ":" + conn.Port
+			from = p + "PORT"
 		}
 		e, err := parseEndpoint(ep)
 		if err != nil {
-			return nil, s, fmt.Errorf("cache: %sHOST/%sPORT: %w: %v", p, p, ErrConnectionString, err)
+			return bad(fmt.Errorf("%w: %sHOST/%sPORT: %v", ErrConnectionString, p, p, err))
 		}
 		rc.addEndpoint(e)
 		rc.user, rc.password = conn.Username, conn.Password
 	default:
-		var cs, from string
+		var cs string
 		for _, sec := range sections {
 			if v := strings.TrimSpace(sec.String("ConnectionString")); v != "" {
 				cs, from = v, sec.Path()+":ConnectionString"
 			}
 		}
 		if cs == "" {
-			return nil, s, fmt.Errorf("cache: redis %q: %w: set %s, or %s:ConnectionString",
+			return nil, s, "", fmt.Errorf("cache: redis %q: %w: set %s, or %s:ConnectionString",
 				name, discovery.ErrNotFound, strings.Join(discovery.ConnectionVariables(name), ", "), named.Path())
 		}
 		if err := rc.parse(cs); err != nil {
-			return nil, s, fmt.Errorf("cache: %s: %w", from, err)
+			return bad(err)
 		}
 	}
 
 	for _, sec := range sections {
 		if err := rc.applyConfigurationOptions(sec.Section("ConfigurationOptions")); err != nil {
-			return nil, s, err
+			return nil, s, from, err
 		}
 		var err error
 		if s.disableHealthChecks, err = sec.Bool("DisableHealthChecks", s.disableHealthChecks); err != nil {
-			return nil, s, err
+			return nil, s, from, err
 		}
 		if s.disableTracing, err = sec.Bool("DisableTracing", s.disableTracing); err != nil {
-			return nil, s, err
+			return nil, s, from, err
 		}
 		if s.disableMetrics, err = sec.Bool("DisableMetrics", s.disableMetrics); err != nil {
-			return nil, s, err
+			return nil, s, from, err
 		}
 		if rc.poolSize, err = nonNegative(sec, "PoolSize", rc.poolSize); err != nil {
-			return nil, s, err
+			return nil, s, from, err
 		}
 		if rc.minIdleConns, err = nonNegative(sec, "MinIdleConns", rc.minIdleConns); err != nil {
-			return nil, s, err
+			return nil, s, from, err
 		}
 		n, err := sec.Int("MaxRetries", rc.maxRetries)
 		if err != nil {
-			return nil, s, err
+			return nil, s, from, err
 		}
 		if n < -1 {
-			return nil, s, &discovery.KeyError{Key: sec.Path() + ":MaxRetries", Err: errors.New("must be -1 (no retries) or more")}
+			return nil, s, from, &discovery.KeyError{Key: sec.Path() + ":MaxRetries", Err: errors.New("must be -1 (no retries) or more")}
 		}
 		rc.maxRetries = n
 	}
-	return rc, s, nil
+	return rc, s, from, nil
 }
 
 func nonNegative(sec *discovery.Config, key string, def int) (int, error) {
@@ -427,16 +480,16 @@ func newUniversalClient(o *redis.UniversalOptions, backoff func(int) time.Durati
 	}
 }
 
-// connectOrAbort pings until a server answers, trying connectRetry+1 times
-// within connectTimeout each, as StackExchange.Redis does for
-// abortConnect=true.
-func connectOrAbort(ctx context.Context, rdb redis.UniversalClient, rc *redisConfig) error {
+// connectOrAbort pings until a server answers, trying retries+1 times
+// within timeout each (no bound when zero), as StackExchange.Redis does
+// for abortConnect=true.
+func connectOrAbort(ctx context.Context, rdb redis.UniversalClient, retries int, timeout time.Duration) error {
 	var err error
-	for attempt := 0; attempt <= rc.connectRetry; attempt++ {
+	for attempt := 0; attempt <= retries; attempt++ {
 		pctx := ctx
 		cancel := context.CancelFunc(func() {})
-		if rc.connectTimeout > 0 {
-			pctx, cancel = context.WithTimeout(ctx, rc.connectTimeout)
+		if timeout > 0 {
+			pctx, cancel = context.WithTimeout(ctx, timeout)
 		}
 		err = rdb.Ping(pctx).Err()
 		cancel()

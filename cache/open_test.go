@@ -23,10 +23,23 @@ import (
 	"github.com/goaspire/goaspire/internal/testserver"
 )
 
-func open(t *testing.T, values map[string]string, opts ...RedisOption) (redis.UniversalClient, error) {
+// openRedis is LoadRedisConfig then NewRedis, with a quiet logger and mod
+// applied to the RedisConfig between the two.
+func openRedis(ctx context.Context, cfg *discovery.Config, name string, mod ...func(*RedisConfig)) (redis.UniversalClient, error) {
+	c, err := LoadRedisConfig(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	c.Logger = quietLogger()
+	for _, m := range mod {
+		m(c)
+	}
+	return NewRedis(ctx, c)
+}
+
+func open(t *testing.T, values map[string]string, mod ...func(*RedisConfig)) (redis.UniversalClient, error) {
 	t.Helper()
-	opts = append([]RedisOption{WithLogger(quietLogger())}, opts...)
-	rdb, err := OpenRedis(context.Background(), discovery.FromMap(values), "cache", opts...)
+	rdb, err := openRedis(context.Background(), discovery.FromMap(values), "cache", mod...)
 	if err == nil {
 		t.Cleanup(func() { _ = rdb.Close() })
 	}
@@ -219,11 +232,25 @@ func TestOpenRedisTLS(t *testing.T) {
 func TestHealthCheck(t *testing.T) {
 	srv := testserver.NewRedis(t)
 	var checks []health.Check
-	register := func(c health.Check) { checks = append(checks, c) }
-	_, err := open(t, map[string]string{"ConnectionStrings__cache": srv.ConnectionString()}, WithHealthChecks(register))
-	if err != nil {
-		t.Fatal(err)
+	// What servicedefaults does: the client's check unless configuration
+	// disables it.
+	register := func(values map[string]string) {
+		t.Helper()
+		c, err := LoadRedisConfig(discovery.FromMap(values), "cache")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Logger = quietLogger()
+		rdb, err := NewRedis(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rdb.Close() })
+		if !c.DisableHealthChecks {
+			checks = append(checks, HealthCheck(c.Name, rdb))
+		}
 	}
+	register(map[string]string{"ConnectionStrings__cache": srv.ConnectionString()})
 	if len(checks) != 1 || checks[0].Name != "redis:cache" || len(checks[0].Tags) != 1 || checks[0].Tags[0] != health.TagReady {
 		t.Fatalf("registered %+v, want one ready check named redis:cache", checks)
 	}
@@ -235,7 +262,7 @@ func TestHealthCheck(t *testing.T) {
 	if err := srv.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	err = checks[0].Check(ctx)
+	err := checks[0].Check(ctx)
 	if err == nil {
 		t.Fatal("check passed with Redis down")
 	}
@@ -244,10 +271,7 @@ func TestHealthCheck(t *testing.T) {
 	}
 
 	checks = nil
-	_, err = open(t, map[string]string{"ConnectionStrings__cache": srv.ConnectionString(), "Aspire:StackExchange:Redis:DisableHealthChecks": "true"}, WithHealthChecks(register))
-	if err != nil {
-		t.Fatal(err)
-	}
+	register(map[string]string{"ConnectionStrings__cache": srv.ConnectionString(), "Aspire:StackExchange:Redis:DisableHealthChecks": "true"})
 	if len(checks) != 0 {
 		t.Errorf("DisableHealthChecks=true still registered %d checks", len(checks))
 	}
@@ -263,7 +287,7 @@ func TestTelemetryNeverShowsThePassword(t *testing.T) {
 	defer func() { _ = mp.Shutdown(context.Background()) }()
 
 	rdb, err := open(t, map[string]string{"ConnectionStrings__cache": srv.Addr() + ",user=app,password=" + secret},
-		WithTracerProvider(tp), WithMeterProvider(mp))
+		func(c *RedisConfig) { c.TracerProvider, c.MeterProvider = tp, mp })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +377,7 @@ func TestOpenRedisPortableAlias(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rdb, err := OpenRedis(context.Background(), discovery.FromMap(tt.values), "my-cache", WithLogger(quietLogger()))
+			rdb, err := openRedis(context.Background(), discovery.FromMap(tt.values), "my-cache")
 			if err == nil {
 				_ = rdb.Close()
 				t.Fatal("OpenRedis succeeded")

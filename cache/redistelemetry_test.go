@@ -32,7 +32,7 @@ func TestRedisSpansAcrossOutage(t *testing.T) {
 	rdb, err := open(t, map[string]string{
 		"ConnectionStrings__cache":                   srv.ConnectionString() + ",connectTimeout=500",
 		"Aspire__StackExchange__Redis__MinIdleConns": "2",
-	}, WithTracerProvider(tp))
+	}, func(c *RedisConfig) { c.TracerProvider = tp })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestRedisMetrics(t *testing.T) {
 	srv := testserver.NewRedis(t)
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	rdb, err := open(t, map[string]string{"ConnectionStrings__cache": srv.ConnectionString()}, WithMeterProvider(mp))
+	rdb, err := open(t, map[string]string{"ConnectionStrings__cache": srv.ConnectionString()}, func(c *RedisConfig) { c.MeterProvider = mp })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestScriptNotLoadedIsNotAnError(t *testing.T) {
 	srv := testserver.NewRedis(t)
 	spans := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
-	rdb, err := open(t, map[string]string{"ConnectionStrings__cache": srv.ConnectionString()}, WithTracerProvider(tp))
+	rdb, err := open(t, map[string]string{"ConnectionStrings__cache": srv.ConnectionString()}, func(c *RedisConfig) { c.TracerProvider = tp })
 	if err != nil {
 		t.Fatal(err)
 	}

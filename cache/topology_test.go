@@ -24,7 +24,7 @@ const topologyBound = 30 * time.Second
 // under Aspire would (ConnectionStrings:cache), as App.Redis does.
 func openConnectionString(t testing.TB, cs string) redis.UniversalClient {
 	t.Helper()
-	rdb, err := OpenRedis(context.Background(), discovery.FromMap(map[string]string{"ConnectionStrings__cache": cs}), "cache", WithLogger(quietLogger()))
+	rdb, err := openRedis(context.Background(), discovery.FromMap(map[string]string{"ConnectionStrings__cache": cs}), "cache")
 	if err != nil {
 		t.Fatalf("OpenRedis: %v", err)
 	}

@@ -139,7 +139,7 @@ func BenchmarkQueryRow(b *testing.B) {
 	if err := c.replica.WaitCaughtUp(ctx); err != nil {
 		b.Fatal(err)
 	}
-	db, err := OpenDB(ctx, c.config(map[string]string{"Aspire__Npgsql__db__Replicas__CheckInterval": "1s"}), "db", WithLogger(quietLogger))
+	db, err := openDB(ctx, c.config(map[string]string{"Aspire__Npgsql__db__Replicas__CheckInterval": "1s"}), "db")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -118,65 +119,62 @@ const (
 	readKinds
 )
 
-// Open opens a DB whose primary is the connection called primary and whose
-// replicas are the connections called replicas (each configured as
-// OpenPool describes). DB settings (Replicas:*, ReadYourWrites) are read
-// from Aspire:Npgsql:{primary}, then Aspire:Npgsql.
-func Open(ctx context.Context, cfg *discovery.Config, primary string, replicas []string, opts ...Option) (*DB, error) {
-	return open(ctx, cfg, primary, primary, replicas, opts)
-}
-
-// OpenDB opens the DB called name, finding its connections in
-// configuration: the primary is Aspire:Npgsql:{name}:Primary, else the
-// connection called name, else "{name}-primary"; the replicas are
-// Aspire:Npgsql:{name}:Replicas:Names (a list, or a comma-separated
-// string), else every connection whose name starts with "{name}-replica"
-// (ConnectionStrings__db-replica-east, or Aspire 13's
-// DB_REPLICA_EAST_URI), in name order. DB settings are read from
-// Aspire:Npgsql:{name}, then Aspire:Npgsql.
-//
-// With the seed's ConnectionStrings__db-primary, __db-replica-east and
-// __db-replica-west, OpenDB(ctx, cfg, "db") opens all three.
-func OpenDB(ctx context.Context, cfg *discovery.Config, name string, opts ...Option) (*DB, error) {
-	if cfg == nil {
-		cfg = discovery.FromMap(nil)
+// New opens the DB c describes: a pool for the primary and for each
+// replica, and a background checker of the replicas. Make c with
+// [LoadConfig], or by hand. The database need not be up unless
+// c.WaitOnOpen says to wait for it. Close the DB when done.
+func New(ctx context.Context, c *Config) (*DB, error) {
+	if c == nil {
+		return nil, errors.New("cqrs: New: nil Config")
 	}
-	primary, replicas, err := resolveNames(cfg, name)
-	if err != nil {
-		return nil, err
+	name := c.Name
+	if strings.TrimSpace(name) == "" {
+		name = c.Primary.Name
 	}
-	return open(ctx, cfg, name, primary, replicas, opts)
-}
-
-func open(ctx context.Context, cfg *discovery.Config, name, primary string, replicas []string, opts []Option) (*DB, error) {
-	if cfg == nil {
-		cfg = discovery.FromMap(nil)
+	if strings.TrimSpace(name) == "" {
+		name = "postgres"
 	}
-	o := buildOptions(opts)
-	s, err := readDBSettings(settingsLayers(cfg, name))
-	if err != nil {
-		return nil, err
+	s := dbSettings{
+		readYourWrites: c.ReadYourWrites,
+		checkInterval:  c.CheckInterval,
+		checkTimeout:   c.CheckTimeout,
+		maxLag:         c.MaxLag,
+		maxLagBytes:    c.MaxLagBytes,
+		disableMetrics: c.DisableMetrics,
 	}
-	if o.readYourWrites != nil {
-		s.readYourWrites = *o.readYourWrites
+	switch {
+	case s.checkInterval == 0:
+		s.checkInterval = DefaultCheckInterval
+	case s.checkInterval < 0:
+		return nil, fmt.Errorf("cqrs: DB %q: Config.CheckInterval must not be negative", name)
 	}
-	if o.checkInterval != nil {
-		s.checkInterval = *o.checkInterval
+	switch {
+	case s.maxLag == 0:
+		s.maxLag = DefaultMaxLag
+	case s.maxLag < 0:
+		s.maxLag = 0 // no bound
 	}
-	if o.maxLag != nil {
-		s.maxLag = *o.maxLag
-	}
-	if s.checkInterval <= 0 {
-		return nil, &discovery.KeyError{Key: SettingsSection + ":" + name + ":Replicas:CheckInterval", Err: errors.New("must be positive")}
+	if s.maxLagBytes < 0 {
+		return nil, fmt.Errorf("cqrs: DB %q: Config.MaxLagBytes must not be negative", name)
 	}
 	if s.checkTimeout <= 0 {
 		s.checkTimeout = max(s.checkInterval, time.Second)
+	}
+	tp, mp, logger := c.TracerProvider, c.MeterProvider, c.Logger
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if logger == nil {
+		logger = slog.Default()
 	}
 
 	db := &DB{
 		name:     name,
 		settings: s,
-		log:      o.logger.With("goaspire.cqrs.db", name),
+		log:      logger.With("goaspire.cqrs.db", name),
 		byName:   map[string]*node{},
 		kick:     make(chan struct{}, 1),
 	}
@@ -187,20 +185,16 @@ func open(ctx context.Context, cfg *discovery.Config, name, primary string, repl
 		}
 	}()
 
-	add := func(conn string, replica bool) error {
-		conn = strings.TrimSpace(conn)
+	add := func(pc PoolConfig, replica bool) error {
+		conn := strings.TrimSpace(pc.Name)
 		if conn == "" {
-			return fmt.Errorf("cqrs: DB %q: empty connection name", name)
+			return fmt.Errorf("cqrs: DB %q: a PoolConfig has no Name", name)
 		}
 		key := strings.ToLower(conn)
 		if _, dup := db.byName[key]; dup || key == KeyPrimary || key == KeyReplica {
 			return fmt.Errorf("cqrs: DB %q: connection name %q is used twice or is reserved", name, conn)
 		}
-		l := settingsLayers(cfg, conn, name)
-		if strings.EqualFold(conn, name) {
-			l = settingsLayers(cfg, conn)
-		}
-		p, err := openPool(ctx, cfg, conn, l, o, !replica)
+		p, err := newPool(ctx, pc, tp, mp, logger, !replica)
 		if err != nil {
 			return err
 		}
@@ -218,10 +212,14 @@ func open(ctx context.Context, cfg *discovery.Config, name, primary string, repl
 		db.byName[key] = n
 		return nil
 	}
+	primary := c.Primary
+	if strings.TrimSpace(primary.Name) == "" {
+		primary.Name = name
+	}
 	if err := add(primary, false); err != nil {
 		return nil, err
 	}
-	for _, r := range replicas {
+	for _, r := range c.Replicas {
 		if err := add(r, true); err != nil {
 			return nil, err
 		}
@@ -230,7 +228,6 @@ func open(ctx context.Context, cfg *discovery.Config, name, primary string, repl
 	db.rotation.Store(&empty)
 	db.empty = true
 
-	mp := o.mp
 	if s.disableMetrics {
 		mp = metricnoop.NewMeterProvider()
 	}
@@ -244,7 +241,7 @@ func open(ctx context.Context, cfg *discovery.Config, name, primary string, repl
 		db.wg.Add(1)
 		go db.checkLoop(loopCtx)
 	}
-	if err := db.primary.pool.waitOnOpen(ctx, o); err != nil {
+	if err := db.primary.pool.waitOnOpen(ctx, c.WaitOnOpen); err != nil {
 		db.stop()
 		return nil, err
 	}
@@ -252,7 +249,7 @@ func open(ctx context.Context, cfg *discovery.Config, name, primary string, repl
 	return db, nil
 }
 
-// Name returns the DB's name (the primary's connection name for Open).
+// Name returns the DB's name (Config.Name, else the primary's).
 func (db *DB) Name() string { return db.name }
 
 // Primary returns the primary's pool, for writes.
@@ -342,7 +339,7 @@ func (db *DB) HealthChecks() []health.Check {
 	var cs []health.Check
 	cs = append(cs, db.primary.pool.HealthChecks()...)
 	for _, n := range db.replicas {
-		if n.pool.settings.disableHealthChecks {
+		if n.pool.settings.DisableHealthChecks {
 			continue
 		}
 		n := n

@@ -20,10 +20,36 @@ import (
 	"github.com/goaspire/goaspire/internal/testserver"
 )
 
-func openTestDB(t *testing.T, cfg *discovery.Config, opts ...Option) *DB {
+// openDB is LoadConfig then New, with a quiet logger and mod applied to
+// the Config between the two.
+func openDB(ctx context.Context, cfg *discovery.Config, name string, mod ...func(*Config)) (*DB, error) {
+	c, err := LoadConfig(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	c.Logger = quietLogger
+	for _, m := range mod {
+		m(c)
+	}
+	return New(ctx, c)
+}
+
+// openPool is LoadPoolConfig then NewPool, as openDB.
+func openPool(ctx context.Context, cfg *discovery.Config, name string, mod ...func(*PoolConfig)) (*Pool, error) {
+	c, err := LoadPoolConfig(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	c.Logger = quietLogger
+	for _, m := range mod {
+		m(c)
+	}
+	return NewPool(ctx, c)
+}
+
+func openTestDB(t *testing.T, cfg *discovery.Config, mod ...func(*Config)) *DB {
 	t.Helper()
-	opts = append([]Option{WithLogger(quietLogger)}, opts...)
-	db, err := OpenDB(t.Context(), cfg, "db", opts...)
+	db, err := openDB(t.Context(), cfg, "db", mod...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +65,7 @@ func TestDB(t *testing.T) {
 	ctx := t.Context()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	db := openTestDB(t, c.config(map[string]string{"Aspire__Npgsql__db__Replicas__MaxLag": "500ms"}), WithMeterProvider(mp))
+	db := openTestDB(t, c.config(map[string]string{"Aspire__Npgsql__db__Replicas__MaxLag": "500ms"}), func(c *Config) { c.MeterProvider = mp })
 	eventually(t, 10*time.Second, "the replica is in rotation", func() bool { return inRotation(db, "db-replica-east") })
 
 	if _, err := db.Exec(ctx, "create table items (id int primary key, v text)"); err != nil {
@@ -218,7 +244,7 @@ func TestDBReplicaKilledUnderLoad(t *testing.T) {
 	c := newCluster(t)
 	ctx := t.Context()
 	var logs syncBuffer
-	db := openTestDB(t, c.config(nil), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	db := openTestDB(t, c.config(nil), func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) })
 	eventually(t, 10*time.Second, "the replica is in rotation", func() bool { return inRotation(db, "db-replica-east") })
 
 	var (
@@ -326,7 +352,7 @@ func TestDBOnePrimary(t *testing.T) {
 			"ConnectionStrings__db-primary":               p.ConnectionString(),
 			"ConnectionStrings__db-replica-east":          p.ConnectionString(),
 			"Aspire__Npgsql__db__Replicas__CheckInterval": "100ms",
-		}), WithReadYourWrites(true))
+		}), func(c *Config) { c.ReadYourWrites = true })
 		eventually(t, 10*time.Second, "the replica is checked", func() bool {
 			return strings.Contains(db.Replicas()[0].Reason, "not in recovery")
 		})
@@ -357,9 +383,30 @@ func TestOpenErrors(t *testing.T) {
 		{"p", []string{"replica"}, "reserved"},
 	}
 	for _, tt := range tests {
-		_, err := Open(ctx, cfg, tt.primary, tt.replicas, WithLogger(quietLogger))
+		// Through configuration (LoadConfig), and by hand (New's own
+		// checks, for names LoadConfig would not find).
+		env := map[string]string{
+			"ConnectionStrings__p":               "Host=127.0.0.1;Password=hunter2",
+			"ConnectionStrings__bad":             "Host=127.0.0.1;Password=hunter2;Port=1;Nope=1",
+			"Aspire__Npgsql__x__Primary":         tt.primary,
+			"Aspire__Npgsql__x__Replicas__Names": strings.Join(tt.replicas, ","),
+		}
+		_, err := openDB(ctx, discovery.FromMap(env), "x")
+		if tt.want == "used twice" || tt.want == "reserved" {
+			pc, perr := LoadPoolConfig(cfg, tt.primary)
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			c := &Config{Primary: *pc, Logger: quietLogger}
+			for _, r := range tt.replicas {
+				rc := *pc
+				rc.Name = r
+				c.Replicas = append(c.Replicas, rc)
+			}
+			_, err = New(ctx, c)
+		}
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "hunter2") {
-			t.Errorf("Open(%q, %q): %v, want %q", tt.primary, tt.replicas, err, tt.want)
+			t.Errorf("open(%q, %q): %v, want %q", tt.primary, tt.replicas, err, tt.want)
 		}
 	}
 }

@@ -2,9 +2,12 @@ package cqrs_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/discovery"
@@ -27,35 +30,98 @@ func ExampleParseConnectionString() {
 	// cqrs: connection string keyword "Pool Size": unknown keyword
 }
 
-func ExampleOpenDB() {
-	ctx := context.Background()
+func ExampleLoadConfig() {
 	// What an AppHost injects for the seed's three connections.
 	cfg := discovery.FromMap(map[string]string{
 		"ConnectionStrings__db-primary":        "Host=pg-primary;Username=postgres;Password=p;Database=shop",
 		"ConnectionStrings__db-replica-east":   "Host=pg-east;Username=postgres;Password=p;Database=shop",
-		"ConnectionStrings__db-replica-west":   "Host=pg-west;Username=postgres;Password=p;Database=shop",
+		"ConnectionStrings__db-replica-west":   "Host=pg-west;Username=postgres;Password=p;Database=shop;Maximum Pool Size=20",
 		"Aspire__Npgsql__db__Replicas__MaxLag": "00:00:05",
 	})
-	db, err := cqrs.OpenDB(ctx, cfg, "db")
+	c, err := cqrs.LoadConfig(cfg, "db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(c.Primary.Name, "from", c.Primary.Source, c.Primary.Config.ConnConfig.Host)
+	for _, r := range c.Replicas {
+		fmt.Println(r.Name, r.Config.ConnConfig.Host, r.Config.MaxConns)
+	}
+	fmt.Println(c.MaxLag)
+
+	// Code may adjust the result before New opens it.
+	c.ReadYourWrites = true
+	c.Primary.Config.MinConns = 2
+
+	// A bad key is a *discovery.KeyError naming it, without the password.
+	_, err = cqrs.LoadConfig(discovery.FromMap(map[string]string{
+		"ConnectionStrings__db": "Host=pg;Password=p;Pool Size=20",
+	}), "db")
+	var keyErr *discovery.KeyError
+	if errors.As(err, &keyErr) {
+		fmt.Println(keyErr.Key)
+	}
+	// Output:
+	// db-primary from ConnectionStrings:db-primary pg-primary
+	// db-replica-east pg-east 100
+	// db-replica-west pg-west 20
+	// 5s
+	// ConnectionStrings:db
+}
+
+func ExampleNew() {
+	ctx := context.Background()
+	// Without discovery: a Config built by hand. Zero fields take their
+	// defaults; the database need not be up (the pools connect lazily).
+	primary, err := cqrs.ParseConnectionString("postgres://app:secret@127.0.0.1:1/shop")
+	if err != nil {
+		log.Fatal(err)
+	}
+	replica, err := cqrs.ParseConnectionString("Host=127.0.0.1;Port=1;Username=app;Password=secret;Database=shop")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := cqrs.New(ctx, &cqrs.Config{
+		Name:     "shop",
+		Primary:  cqrs.PoolConfig{Name: "shop-primary", Config: primary},
+		Replicas: []cqrs.PoolConfig{{Name: "shop-replica", Config: replica}},
+		MaxLag:   5 * time.Second,
+		Logger:   slog.New(slog.DiscardHandler),
+	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer db.Close()
 
-	// Writes go to the primary, reads to a replica in rotation (or the
-	// primary when none is).
-	if _, err := db.Exec(ctx, "insert into products (id, name) values ($1, $2)", 1, "tea"); err != nil {
-		log.Fatal(err)
+	fmt.Println(db.Name(), db.Replicas()[0].Name)
+	for _, c := range db.HealthChecks() {
+		fmt.Println(c.Name)
 	}
-	var name string
-	if err := db.QueryRow(ctx, "select name from products where id = $1", 1).Scan(&name); err != nil {
-		log.Fatal(err)
-	}
+	// Output:
+	// shop shop-replica
+	// postgres:shop-primary
+	// postgres:shop-replica
+}
 
-	// The seed's keyed handles.
-	primary, _ := db.Keyed("primary")
-	replica, _ := db.Keyed("replica")
-	_, _ = primary, replica
+func ExampleNewPool() {
+	ctx := context.Background()
+	cfg, err := discovery.Load()
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := cqrs.LoadPoolConfig(cfg, "catalogdb") // ConnectionStrings__catalogdb
+	if err != nil {
+		log.Fatal(err)
+	}
+	c.WaitOnOpen = 10 * time.Second // fail unless the database answers within 10 s
+	pool, err := cqrs.NewPool(ctx, c)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pool.Close()
+	var n int
+	if err := pool.QueryRow(ctx, "select count(*) from products").Scan(&n); err != nil {
+		log.Print(err)
+	}
 }
 
 func ExampleDB_Reader() {
@@ -64,7 +130,11 @@ func ExampleDB_Reader() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	db, err := cqrs.OpenDB(ctx, cfg, "db")
+	c, err := cqrs.LoadConfig(cfg, "db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := cqrs.New(ctx, c)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -97,7 +167,11 @@ func ExampleWithPrimary() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	db, err := cqrs.OpenDB(ctx, cfg, "db")
+	c, err := cqrs.LoadConfig(cfg, "db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := cqrs.New(ctx, c)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -117,30 +191,17 @@ func ExampleWithPrimary() {
 	}
 }
 
-func ExampleOpenPool() {
-	ctx := context.Background()
-	cfg, err := discovery.Load()
-	if err != nil {
-		log.Fatal(err)
-	}
-	pool, err := cqrs.OpenPool(ctx, cfg, "catalogdb") // ConnectionStrings__catalogdb
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer pool.Close()
-	var n int
-	if err := pool.QueryRow(ctx, "select count(*) from products").Scan(&n); err != nil {
-		log.Print(err)
-	}
-}
-
 func ExampleWithSession() {
 	ctx := context.Background()
 	cfg, err := discovery.Load()
 	if err != nil {
 		log.Fatal(err)
 	}
-	db, err := cqrs.OpenDB(ctx, cfg, "db")
+	c, err := cqrs.LoadConfig(cfg, "db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := cqrs.New(ctx, c)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -6,17 +6,19 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
 )
 
@@ -32,7 +34,8 @@ const (
 )
 
 // Pool is a pgx connection pool opened from configuration, with its
-// tracing, pool metrics, first-connect retry and health check. It embeds
+// tracing, pool metrics, first-connect retry and health check (see
+// NewPool). It embeds
 // *pgxpool.Pool, so it runs queries directly; pass p.Pool where a
 // *pgxpool.Pool is wanted. Close it with Close (not p.Pool.Close, which
 // would leave its background work running).
@@ -41,7 +44,7 @@ type Pool struct {
 
 	name     string
 	source   string
-	settings poolSettings
+	settings PoolConfig // with defaults applied
 	log      *slog.Logger
 
 	ready     chan struct{} // closed at the first successful ping
@@ -53,50 +56,78 @@ type Pool struct {
 	closeOnce sync.Once
 }
 
-// OpenPool opens the pool of the connection called name, configured as
-// the package documentation describes (connection string from
-// ConnectionStrings:name or the Aspire 13 variables; settings from
-// Aspire:Npgsql and Aspire:Npgsql:{name}).
+// NewPool opens the pool c describes, with tracing, pool metrics, a
+// first-connect retry and a health check. Make c with [LoadPoolConfig], or
+// by hand.
 //
 // The database need not be up: the pool connects lazily, and a background
 // loop retries the first connection with exponential backoff and logs
-// when it succeeds. Set ConnectRetry:WaitOnOpen (or WithWaitOnOpen) to
-// make OpenPool wait for it instead.
-func OpenPool(ctx context.Context, cfg *discovery.Config, name string, opts ...Option) (*Pool, error) {
-	o := buildOptions(opts)
-	p, err := openPool(ctx, cfg, name, settingsLayers(cfg, name), o, true)
+// when it succeeds. Set c.WaitOnOpen to make NewPool wait for it instead.
+func NewPool(ctx context.Context, c *PoolConfig) (*Pool, error) {
+	if c == nil {
+		return nil, errors.New("cqrs: NewPool: nil PoolConfig")
+	}
+	p, err := newPool(ctx, *c, nil, nil, nil, true)
 	if err != nil {
 		return nil, err
 	}
-	if err := p.waitOnOpen(ctx, o); err != nil {
+	if err := p.waitOnOpen(ctx, c.WaitOnOpen); err != nil {
 		p.Close()
 		return nil, err
 	}
 	return p, nil
 }
 
-// openPool builds one pool. l are the settings sections, most specific
-// first. retry starts the first-connect loop.
-func openPool(ctx context.Context, cfg *discovery.Config, name string, l layers, o options, retry bool) (*Pool, error) {
-	if cfg == nil {
-		cfg = discovery.FromMap(nil)
+// newPool builds one pool; the providers and logger given stand in for
+// c's nil ones, and the globals for those still nil. retry starts the
+// first-connect loop.
+func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metric.MeterProvider, logger *slog.Logger, retry bool) (*Pool, error) {
+	name := c.Name
+	if strings.TrimSpace(name) == "" {
+		name = "postgres"
 	}
-	pc, source, err := resolveConnection(cfg, name, l)
-	if err != nil {
-		return nil, err
+	if c.Config == nil {
+		return nil, &ConnectionError{Name: name, Source: c.Source, Err: errors.New("PoolConfig.Config is nil: make it with ParseConnectionString or pgxpool.ParseConfig")}
 	}
-	settings, err := readPoolSettings(l, pc)
-	if err != nil {
-		return nil, &ConnectionError{Name: name, Source: source, Err: err}
+	pc := c.Config.Copy()
+	c.Config = pc
+	if c.TracerProvider != nil {
+		tp = c.TracerProvider
 	}
+	if c.MeterProvider != nil {
+		mp = c.MeterProvider
+	}
+	if c.Logger != nil {
+		logger = c.Logger
+	}
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	r := &c.ConnectRetry
+	if r.InitialInterval <= 0 {
+		r.InitialInterval = DefaultRetryInitial
+	}
+	if r.MaxInterval <= 0 {
+		r.MaxInterval = DefaultRetryMax
+	}
+	if r.MaxInterval < r.InitialInterval {
+		r.MaxInterval = r.InitialInterval
+	}
+	source := c.Source
 
 	attrs := []attribute.KeyValue{poolNameKey.String(name)}
-	if !settings.disableTracing || !settings.disableMetrics {
-		tp, mp := o.tp, o.mp
-		if settings.disableTracing {
+	if !c.DisableTracing || !c.DisableMetrics {
+		tp, mp := tp, mp
+		if c.DisableTracing {
 			tp = tracenoop.NewTracerProvider()
 		}
-		if settings.disableMetrics {
+		if c.DisableMetrics {
 			mp = metricnoop.NewMeterProvider()
 		}
 		// otelpgx never records query arguments unless asked to
@@ -110,11 +141,6 @@ func openPool(ctx context.Context, cfg *discovery.Config, name string, l layers,
 			otelpgx.WithDisableAcquireTracer(),
 		), spanAttrs)
 	}
-	if o.configure != nil {
-		if err := o.configure(name, pc); err != nil {
-			return nil, &ConnectionError{Name: name, Source: source, Err: err}
-		}
-	}
 
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
@@ -124,12 +150,12 @@ func openPool(ctx context.Context, cfg *discovery.Config, name string, l layers,
 		Pool:     pool,
 		name:     name,
 		source:   source,
-		settings: settings,
-		log:      o.logger.With("db.client.connection.pool.name", name),
+		settings: c,
+		log:      logger.With("db.client.connection.pool.name", name),
 		ready:    make(chan struct{}),
 	}
-	if !settings.disableMetrics {
-		reg, err := registerPoolMetrics(o.mp.Meter(scopeName), pool, attribute.NewSet(attrs...))
+	if !c.DisableMetrics {
+		reg, err := registerPoolMetrics(mp.Meter(scopeName), pool, attribute.NewSet(attrs...))
 		if err != nil {
 			pool.Close()
 			return nil, &ConnectionError{Name: name, Source: source, Err: err}
@@ -155,11 +181,7 @@ func (p *Pool) Ready() <-chan struct{} { return p.ready }
 func (p *Pool) markReady() { p.readyOnce.Do(func() { close(p.ready) }) }
 
 // waitOnOpen waits for the first connection when configured to.
-func (p *Pool) waitOnOpen(ctx context.Context, o options) error {
-	wait := p.settings.waitOnOpen
-	if o.waitOnOpen != nil {
-		wait = *o.waitOnOpen
-	}
+func (p *Pool) waitOnOpen(ctx context.Context, wait time.Duration) error {
 	if wait <= 0 {
 		return nil
 	}
@@ -180,7 +202,7 @@ func (p *Pool) waitOnOpen(ctx context.Context, o options) error {
 func (p *Pool) connectLoop(ctx context.Context) {
 	defer p.wg.Done()
 	start := time.Now()
-	interval := p.settings.retryInitial
+	interval := p.settings.ConnectRetry.InitialInterval
 	timeout := p.Config().ConnConfig.ConnectTimeout
 	if timeout <= 0 {
 		timeout = defaultConnectTimeout
@@ -202,7 +224,7 @@ func (p *Pool) connectLoop(ctx context.Context) {
 		if attempt == 1 {
 			p.log.Warn("cqrs: postgres not reachable yet; retrying in the background", "error", err)
 		}
-		if max := p.settings.retryMaxElapsed; max > 0 && time.Since(start) >= max {
+		if max := p.settings.ConnectRetry.MaxElapsed; max > 0 && time.Since(start) >= max {
 			p.log.Error("cqrs: postgres still not reachable; giving up the startup retry (queries keep trying)", "attempts", attempt, "error", err)
 			return
 		}
@@ -215,8 +237,8 @@ func (p *Pool) connectLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		interval *= 2
-		if interval > p.settings.retryMax {
-			interval = p.settings.retryMax
+		if interval > p.settings.ConnectRetry.MaxInterval {
+			interval = p.settings.ConnectRetry.MaxInterval
 		}
 	}
 }
@@ -235,7 +257,7 @@ func (p *Pool) HealthCheck() health.Check {
 // HealthChecks returns the pool's health check, or none when
 // DisableHealthChecks is set.
 func (p *Pool) HealthChecks() []health.Check {
-	if p.settings.disableHealthChecks {
+	if p.settings.DisableHealthChecks {
 		return nil
 	}
 	return []health.Check{p.HealthCheck()}

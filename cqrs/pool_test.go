@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -36,8 +35,9 @@ func TestOpenPool(t *testing.T) {
 				cs = srv.URL()
 			}
 			cfg := discovery.FromMap(map[string]string{"ConnectionStrings__pg": cs, "Aspire__Npgsql__pg__MaxConnections": "3"})
-			p, err := OpenPool(ctx, cfg, "pg", WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(quietLogger),
-				WithWaitOnOpen(10*time.Second))
+			p, err := openPool(ctx, cfg, "pg", func(c *PoolConfig) {
+				c.TracerProvider, c.MeterProvider, c.WaitOnOpen = tp, mp, 10*time.Second
+			})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -102,7 +102,7 @@ func TestOpenPool(t *testing.T) {
 			"Aspire__Npgsql__DisableMetrics":          "true",
 			"Aspire__Npgsql__pg__DisableHealthChecks": "true",
 		})
-		p, err := OpenPool(t.Context(), cfg, "pg", WithTracerProvider(tp), WithMeterProvider(mp), WithLogger(quietLogger))
+		p, err := openPool(t.Context(), cfg, "pg", func(c *PoolConfig) { c.TracerProvider, c.MeterProvider = tp, mp })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,12 +137,12 @@ func TestOpenPoolRetry(t *testing.T) {
 		"Aspire__Npgsql__ConnectRetry__MaxInterval":     "200ms",
 	})
 
-	_, err := OpenPool(ctx, cfg, "pg", WithLogger(logger), WithWaitOnOpen(300*time.Millisecond))
+	_, err := openPool(ctx, cfg, "pg", func(c *PoolConfig) { c.Logger, c.WaitOnOpen = logger, 300*time.Millisecond })
 	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), `"pg"`) {
 		t.Errorf("WaitOnOpen with the database down: %v", err)
 	}
 
-	p, err := OpenPool(ctx, cfg, "pg", WithLogger(logger))
+	p, err := openPool(ctx, cfg, "pg", func(c *PoolConfig) { c.Logger = logger })
 	if err != nil {
 		t.Fatalf("open with the database down: %v", err)
 	}
@@ -181,16 +181,29 @@ func TestOpenPoolRetry(t *testing.T) {
 	}
 }
 
-func TestPoolConfigHook(t *testing.T) {
+// TestPoolConfigAdjusted checks that what code changes in a loaded
+// PoolConfig's pgx configuration reaches the pool, and that NewPool leaves
+// the caller's PoolConfig as it was.
+func TestPoolConfigAdjusted(t *testing.T) {
 	cfg := discovery.FromMap(map[string]string{"ConnectionStrings__pg": "Host=127.0.0.1;Port=1"})
-	boom := errors.New("boom")
-	_, err := OpenPool(t.Context(), cfg, "pg", WithLogger(quietLogger), WithPoolConfig(func(name string, c *pgxpool.Config) error {
-		if name != "pg" || c.MaxConns != 100 {
-			t.Errorf("hook saw %q %d", name, c.MaxConns)
-		}
-		return boom
-	}))
-	if !errors.Is(err, boom) {
-		t.Errorf("hook error not returned: %v", err)
+	c, err := LoadPoolConfig(cfg, "pg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Name != "pg" || c.Source != "ConnectionStrings:pg" || c.Config.MaxConns != 100 {
+		t.Errorf("loaded %q %q %d", c.Name, c.Source, c.Config.MaxConns)
+	}
+	c.Config.MaxConns = 7
+	c.Logger = quietLogger
+	p, err := NewPool(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Config().MaxConns != 7 {
+		t.Errorf("pool MaxConns %d, want 7", p.Config().MaxConns)
+	}
+	if c.Config.ConnConfig.Tracer != nil {
+		t.Error("NewPool set a tracer on the caller's pgx configuration")
 	}
 }

@@ -39,8 +39,16 @@ func (e *ConnectionError) Error() string {
 	return fmt.Sprintf("cqrs: connection %q (from %s): %s", e.Name, e.Source, msg)
 }
 
-// Unwrap returns the underlying error.
-func (e *ConnectionError) Unwrap() error { return e.Err }
+// Unwrap returns a *discovery.KeyError naming Source, wrapping Err, so
+// that errors.As finds the key at fault as for every other configuration
+// error; Err itself when it is a KeyError already or Source is empty.
+func (e *ConnectionError) Unwrap() error {
+	var ke *discovery.KeyError
+	if e.Source == "" || errors.As(e.Err, &ke) {
+		return e.Err
+	}
+	return &discovery.KeyError{Key: e.Source, Err: e.Err}
+}
 
 // layers is an ordered list of configuration sections, most specific
 // first: a value is taken from the first section that sets it.
@@ -94,37 +102,19 @@ func (l layers) duration(key string) (time.Duration, bool, error) {
 	return 0, false, nil
 }
 
-// poolSettings are the Aspire:Npgsql settings of one connection.
-type poolSettings struct {
-	disableHealthChecks bool
-	disableTracing      bool
-	disableMetrics      bool
-
-	retryInitial    time.Duration
-	retryMax        time.Duration
-	retryMaxElapsed time.Duration
-	waitOnOpen      time.Duration
-}
-
-// Defaults of the ConnectRetry settings.
-const (
-	defaultRetryInitial = 250 * time.Millisecond
-	defaultRetryMax     = 10 * time.Second
-)
-
-// readPoolSettings reads the settings of one connection and applies the
-// pool overrides to c.
-func readPoolSettings(l layers, c *pgxpool.Config) (poolSettings, error) {
-	var s poolSettings
+// readPoolSettings reads the settings of one connection into p, applying
+// the pool overrides to p.Config.
+func readPoolSettings(l layers, p *PoolConfig) error {
+	c := p.Config
 	var err error
-	if s.disableHealthChecks, err = l.bool("DisableHealthChecks", false); err != nil {
-		return s, err
+	if p.DisableHealthChecks, err = l.bool("DisableHealthChecks", false); err != nil {
+		return err
 	}
-	if s.disableTracing, err = l.bool("DisableTracing", false); err != nil {
-		return s, err
+	if p.DisableTracing, err = l.bool("DisableTracing", false); err != nil {
+		return err
 	}
-	if s.disableMetrics, err = l.bool("DisableMetrics", false); err != nil {
-		return s, err
+	if p.DisableMetrics, err = l.bool("DisableMetrics", false); err != nil {
+		return err
 	}
 
 	ints := []struct {
@@ -139,18 +129,18 @@ func readPoolSettings(l layers, c *pgxpool.Config) (poolSettings, error) {
 	for _, it := range ints {
 		n, ok, err := l.int(it.key)
 		if err != nil {
-			return s, err
+			return err
 		}
 		if !ok {
 			continue
 		}
 		if n < it.min || n > 1<<30 {
-			return s, &discovery.KeyError{Key: SettingsSection + ":" + it.key, Err: fmt.Errorf("must be at least %d", it.min)}
+			return &discovery.KeyError{Key: SettingsSection + ":" + it.key, Err: fmt.Errorf("must be at least %d", it.min)}
 		}
 		*it.dst = int32(n)
 	}
 	if c.MinConns > c.MaxConns || c.MinIdleConns > c.MaxConns {
-		return s, &discovery.KeyError{Key: SettingsSection + ":MinConnections", Err: errors.New("MinConnections and MinIdleConnections must not exceed MaxConnections")}
+		return &discovery.KeyError{Key: SettingsSection + ":MinConnections", Err: errors.New("MinConnections and MinIdleConnections must not exceed MaxConnections")}
 	}
 
 	durs := []struct {
@@ -162,33 +152,24 @@ func readPoolSettings(l layers, c *pgxpool.Config) (poolSettings, error) {
 		{"MaxConnectionIdleTime", &c.MaxConnIdleTime},
 		{"HealthCheckPeriod", &c.HealthCheckPeriod},
 		{"ConnectTimeout", &c.ConnConfig.ConnectTimeout},
-		{"ConnectRetry:InitialInterval", &s.retryInitial},
-		{"ConnectRetry:MaxInterval", &s.retryMax},
-		{"ConnectRetry:MaxElapsed", &s.retryMaxElapsed},
-		{"ConnectRetry:WaitOnOpen", &s.waitOnOpen},
+		{"ConnectRetry:InitialInterval", &p.ConnectRetry.InitialInterval},
+		{"ConnectRetry:MaxInterval", &p.ConnectRetry.MaxInterval},
+		{"ConnectRetry:MaxElapsed", &p.ConnectRetry.MaxElapsed},
+		{"ConnectRetry:WaitOnOpen", &p.WaitOnOpen},
 	}
 	for _, it := range durs {
 		d, ok, err := l.duration(it.key)
 		if err != nil {
-			return s, err
+			return err
 		}
 		if ok {
 			*it.dst = d
 		}
 	}
 	if c.HealthCheckPeriod <= 0 {
-		return s, &discovery.KeyError{Key: SettingsSection + ":HealthCheckPeriod", Err: errors.New("must be positive")}
+		return &discovery.KeyError{Key: SettingsSection + ":HealthCheckPeriod", Err: errors.New("must be positive")}
 	}
-	if s.retryInitial <= 0 {
-		s.retryInitial = defaultRetryInitial
-	}
-	if s.retryMax <= 0 {
-		s.retryMax = defaultRetryMax
-	}
-	if s.retryMax < s.retryInitial {
-		s.retryMax = s.retryInitial
-	}
-	return s, nil
+	return nil
 }
 
 // resolveConnection finds the connection string of name, in this order:
@@ -256,55 +237,47 @@ func hasConnection(cfg *discovery.Config, name string) bool {
 	return err == nil
 }
 
-// dbSettings are the settings of a DB (as opposed to one of its pools).
-type dbSettings struct {
-	readYourWrites bool
-	checkInterval  time.Duration
-	checkTimeout   time.Duration
-	maxLag         time.Duration
-	maxLagBytes    int64
-	disableMetrics bool
-}
-
-// Defaults of the DB settings.
-const (
-	defaultCheckInterval = 2 * time.Second
-	defaultMaxLag        = 10 * time.Second
-)
-
-func readDBSettings(l layers) (dbSettings, error) {
-	s := dbSettings{checkInterval: defaultCheckInterval, maxLag: defaultMaxLag}
+// readDBSettings reads the settings of a DB (as opposed to one of its
+// pools) into c.
+func readDBSettings(l layers, c *Config) error {
 	var err error
-	if s.readYourWrites, err = l.bool("ReadYourWrites", false); err != nil {
-		return s, err
+	if c.ReadYourWrites, err = l.bool("ReadYourWrites", false); err != nil {
+		return err
 	}
-	if s.disableMetrics, err = l.bool("DisableMetrics", false); err != nil {
-		return s, err
+	if c.DisableMetrics, err = l.bool("DisableMetrics", false); err != nil {
+		return err
 	}
 	if d, ok, err := l.duration("Replicas:CheckInterval"); err != nil {
-		return s, err
+		return err
 	} else if ok {
-		s.checkInterval = d
+		if d <= 0 {
+			sec, _ := l.find("Replicas:CheckInterval")
+			return &discovery.KeyError{Key: sec.Path() + ":Replicas:CheckInterval", Err: errors.New("must be positive")}
+		}
+		c.CheckInterval = d
 	}
 	if d, ok, err := l.duration("Replicas:CheckTimeout"); err != nil {
-		return s, err
+		return err
 	} else if ok {
-		s.checkTimeout = d
+		c.CheckTimeout = d
 	}
 	if d, ok, err := l.duration("Replicas:MaxLag"); err != nil {
-		return s, err
+		return err
 	} else if ok {
-		s.maxLag = d
+		c.MaxLag = d
+		if d == 0 {
+			c.MaxLag = -1 // configured 0: no bound
+		}
 	}
 	if n, ok, err := l.int("Replicas:MaxLagBytes"); err != nil {
-		return s, err
+		return err
 	} else if ok {
 		if n < 0 {
-			return s, &discovery.KeyError{Key: SettingsSection + ":Replicas:MaxLagBytes", Err: errors.New("must not be negative")}
+			return &discovery.KeyError{Key: SettingsSection + ":Replicas:MaxLagBytes", Err: errors.New("must not be negative")}
 		}
-		s.maxLagBytes = int64(n)
+		c.MaxLagBytes = int64(n)
 	}
-	return s, nil
+	return nil
 }
 
 // resolveNames finds the primary and replica connection names of the DB
@@ -389,4 +362,14 @@ func discoverReplicas(cfg *discovery.Config, name string) []string {
 	}
 	sort.Slice(out, func(i, j int) bool { return strings.ToLower(out[i]) < strings.ToLower(out[j]) })
 	return out
+}
+
+// dbSettings are the settings of an open DB, with defaults applied.
+type dbSettings struct {
+	readYourWrites bool
+	checkInterval  time.Duration
+	checkTimeout   time.Duration
+	maxLag         time.Duration // 0: no bound
+	maxLagBytes    int64
+	disableMetrics bool
 }

@@ -119,7 +119,8 @@ func TestPoolSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := readPoolSettings(settingsLayers(cfg, "db"), c)
+	s := PoolConfig{Config: c}
+	err = readPoolSettings(settingsLayers(cfg, "db"), &s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +130,9 @@ func TestPoolSettings(t *testing.T) {
 		t.Errorf("pool %d %d %d %v %v %v %v %v", c.MaxConns, c.MinConns, c.MinIdleConns, c.MaxConnLifetime,
 			c.MaxConnLifetimeJitter, c.MaxConnIdleTime, c.HealthCheckPeriod, c.ConnConfig.ConnectTimeout)
 	}
-	want := poolSettings{disableMetrics: true, retryInitial: 100 * time.Millisecond, retryMax: defaultRetryMax,
-		retryMaxElapsed: time.Minute, waitOnOpen: 3 * time.Second}
+	s.Config = nil
+	want := PoolConfig{DisableMetrics: true, ConnectRetry: ConnectRetry{InitialInterval: 100 * time.Millisecond,
+		MaxElapsed: time.Minute}, WaitOnOpen: 3 * time.Second}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings %+v, want %+v", s, want)
 	}
@@ -144,7 +146,7 @@ func TestPoolSettings(t *testing.T) {
 		"Aspire:Npgsql:ConnectRetry:MaxElapsed": "-00:00:01",
 	} {
 		c, _ := ParseConnectionString("Host=h")
-		_, err := readPoolSettings(settingsLayers(discovery.FromMap(map[string]string{key: val}), "db"), c)
+		err := readPoolSettings(settingsLayers(discovery.FromMap(map[string]string{key: val}), "db"), &PoolConfig{Config: c})
 		var kerr *discovery.KeyError
 		if !errors.As(err, &kerr) {
 			t.Errorf("%s=%s: error %v is not a KeyError", key, val, err)
@@ -160,12 +162,12 @@ func TestDBSettings(t *testing.T) {
 		"Aspire:Npgsql:db:Replicas:MaxLagBytes":  "1048576",
 		"Aspire:Npgsql:db:Replicas:CheckTimeout": "1s",
 	})
-	s, err := readDBSettings(settingsLayers(cfg, "db"))
-	if err != nil {
+	var s Config
+	if err := readDBSettings(settingsLayers(cfg, "db"), &s); err != nil {
 		t.Fatal(err)
 	}
-	want := dbSettings{readYourWrites: true, checkInterval: 500 * time.Millisecond, checkTimeout: time.Second, maxLag: 3 * time.Second, maxLagBytes: 1 << 20}
-	if s != want {
+	want := Config{ReadYourWrites: true, CheckInterval: 500 * time.Millisecond, CheckTimeout: time.Second, MaxLag: 3 * time.Second, MaxLagBytes: 1 << 20}
+	if !reflect.DeepEqual(s, want) {
 		t.Errorf("got %+v, want %+v", s, want)
 	}
 }

@@ -341,12 +341,12 @@ func TestSQLCQueries(t *testing.T) {
 	if err := replica.WaitCaughtUp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	db, err := cqrs.OpenDB(ctx, discovery.FromMap(map[string]string{
+	db, err := openDB(ctx, discovery.FromMap(map[string]string{
 		"ConnectionStrings__db-primary":               primary.ConnectionString(),
 		"ConnectionStrings__db-replica-east":          replica.ConnectionString(),
 		"Aspire__Npgsql__db__Replicas__CheckInterval": "100ms",
 		"Aspire__Npgsql__db__Replicas__MaxLag":        "1m", // a paused replica stays in rotation
-	}), "db", cqrs.WithLogger(quietLogger))
+	}), "db")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,11 +535,11 @@ func TestSendBatch(t *testing.T) {
 	if err := replica.WaitCaughtUp(ctx); err != nil {
 		t.Fatal(err)
 	}
-	db, err := cqrs.OpenDB(ctx, discovery.FromMap(map[string]string{
+	db, err := openDB(ctx, discovery.FromMap(map[string]string{
 		"ConnectionStrings__db-primary":               primary.ConnectionString(),
 		"ConnectionStrings__db-replica-east":          replica.ConnectionString(),
 		"Aspire__Npgsql__db__Replicas__CheckInterval": "100ms",
-	}), "db", cqrs.WithLogger(quietLogger))
+	}), "db")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -602,3 +602,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 var quietLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// openDB is cqrs.LoadConfig then cqrs.New, with a quiet logger.
+func openDB(ctx context.Context, cfg *discovery.Config, name string) (*cqrs.DB, error) {
+	c, err := cqrs.LoadConfig(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	c.Logger = quietLogger
+	return cqrs.New(ctx, c)
+}

@@ -72,7 +72,7 @@ func TestStatementSpans(t *testing.T) {
 			spans := tracetest.NewSpanRecorder()
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 			cfg := discovery.FromMap(map[string]string{"ConnectionStrings__pg": srv.ConnectionString(), "Aspire__Npgsql__pg__MaxConnections": "1"})
-			p, err := OpenPool(t.Context(), cfg, "pg", WithTracerProvider(tp), WithLogger(quietLogger), WithWaitOnOpen(10*time.Second))
+			p, err := openPool(t.Context(), cfg, "pg", func(c *PoolConfig) { c.TracerProvider, c.WaitOnOpen = tp, 10*time.Second })
 			if err != nil {
 				t.Fatal(err)
 			}

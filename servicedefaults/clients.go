@@ -159,7 +159,7 @@ func (a *App) DB(name string) (*cqrs.DB, error) {
 // first use and shared afterwards: its primary is the connection
 // Aspire:Npgsql:{name}:Primary, else the one called name, else
 // "{name}-primary"; its replicas are Aspire:Npgsql:{name}:Replicas:Names,
-// else every connection named "{name}-replica*" (see cqrs.OpenDB). Reads
+// else every connection named "{name}-replica*" (see cqrs.LoadConfig). Reads
 // through it go to healthy replicas, writes to the primary.
 //
 // The DB reports through the App's telemetry, registers a health check per
@@ -174,7 +174,12 @@ func (a *App) DB(name string) (*cqrs.DB, error) {
 // clients they match ErrClosed.
 func (a *App) DBContext(ctx context.Context, name string) (*cqrs.DB, error) {
 	return openOnce(ctx, a, "database", name, func(ctx context.Context) (opened[*cqrs.DB], error) {
-		db, err := cqrs.OpenDB(ctx, a.cfg, name, a.cqrsOptions()...)
+		c, err := cqrs.LoadConfig(a.cfg, name)
+		if err != nil {
+			return opened[*cqrs.DB]{}, err
+		}
+		c.TracerProvider, c.MeterProvider, c.Logger = a.tel.tp, a.tel.mp, a.componentLogger(scopeCQRS)
+		db, err := cqrs.New(ctx, c)
 		if err != nil {
 			return opened[*cqrs.DB]{}, err
 		}
@@ -195,7 +200,12 @@ func (a *App) Postgres(name string) (*cqrs.Pool, error) {
 // *pgxpool.Pool is wanted. ctx bounds the open as for DBContext.
 func (a *App) PostgresContext(ctx context.Context, name string) (*cqrs.Pool, error) {
 	return openOnce(ctx, a, "postgres", name, func(ctx context.Context) (opened[*cqrs.Pool], error) {
-		p, err := cqrs.OpenPool(ctx, a.cfg, name, a.cqrsOptions()...)
+		c, err := cqrs.LoadPoolConfig(a.cfg, name)
+		if err != nil {
+			return opened[*cqrs.Pool]{}, err
+		}
+		c.TracerProvider, c.MeterProvider, c.Logger = a.tel.tp, a.tel.mp, a.componentLogger(scopeCQRS)
+		p, err := cqrs.NewPool(ctx, c)
 		if err != nil {
 			return opened[*cqrs.Pool]{}, err
 		}
@@ -221,14 +231,6 @@ func (a *App) registerChecks(checks []health.Check) error {
 	return a.health.Register(add...)
 }
 
-func (a *App) cqrsOptions() []cqrs.Option {
-	return []cqrs.Option{
-		cqrs.WithTracerProvider(a.tel.tp),
-		cqrs.WithMeterProvider(a.tel.mp),
-		cqrs.WithLogger(a.componentLogger(scopeCQRS)),
-	}
-}
-
 // Redis is RedisContext with a background context.
 func (a *App) Redis(name string) (redis.UniversalClient, error) {
 	return a.RedisContext(context.Background(), name)
@@ -247,17 +249,20 @@ func (a *App) Redis(name string) (redis.UniversalClient, error) {
 // DBContext.
 func (a *App) RedisContext(ctx context.Context, name string) (redis.UniversalClient, error) {
 	return openOnce(ctx, a, "redis", name, func(ctx context.Context) (opened[redis.UniversalClient], error) {
-		var checks []health.Check
-		c, err := cache.OpenRedis(ctx, a.cfg, name,
-			cache.WithTracerProvider(a.tel.tp),
-			cache.WithMeterProvider(a.tel.mp),
-			cache.WithLogger(a.componentLogger(scopeCache)),
-			cache.WithHealthChecks(func(c health.Check) { checks = append(checks, c) }),
-		)
+		c, err := cache.LoadRedisConfig(a.cfg, name)
 		if err != nil {
 			return opened[redis.UniversalClient]{}, err
 		}
-		return opened[redis.UniversalClient]{client: c, checks: checks, close: c.Close}, nil
+		c.TracerProvider, c.MeterProvider, c.Logger = a.tel.tp, a.tel.mp, a.componentLogger(scopeCache)
+		rdb, err := cache.NewRedis(ctx, c)
+		if err != nil {
+			return opened[redis.UniversalClient]{}, err
+		}
+		var checks []health.Check
+		if !c.DisableHealthChecks {
+			checks = append(checks, cache.HealthCheck(c.Name, rdb))
+		}
+		return opened[redis.UniversalClient]{client: rdb, checks: checks, close: rdb.Close}, nil
 	})
 }
 

@@ -148,7 +148,7 @@ func TestNoSecretInAnyFormat(t *testing.T) {
 	_, err = discovery.NewResolver(cfg).Resolve(u)
 	addErr("discovery.ResolveError", err)
 
-	// cqrs: connection-string errors, from the parser and from OpenDB.
+	// cqrs: connection-string errors, from the parser and from LoadConfig.
 	_, err = cqrs.ParseConnectionString("Host=h;Password=" + secret + ";Nope=1")
 	addErr("cqrs.KeywordError", err)
 	_, err = cqrs.ParseConnectionString("Host=h;Password=" + secret + ";Port=x")
@@ -157,13 +157,12 @@ func TestNoSecretInAnyFormat(t *testing.T) {
 	addErr("cqrs URL error", err)
 	_, err = cqrs.ParseConnectionString("postgres://u:" + secret + "@h/db?sslmode=bogus")
 	addErr("cqrs URL parameter error", err)
-	_, err = cqrs.OpenDB(ctx, discovery.FromMap(map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret + ";Nope=1"}), "db")
+	_, err = cqrs.LoadConfig(discovery.FromMap(map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret + ";Nope=1"}), "db")
 	addErr("cqrs.ConnectionError", err)
-	_, err = cqrs.OpenDB(ctx, discovery.FromMap(map[string]string{"DB_HOST": "h", "DB_PORT": secret, "DB_PASSWORD": secret}), "db")
+	_, err = cqrs.LoadConfig(discovery.FromMap(map[string]string{"DB_HOST": "h", "DB_PORT": secret, "DB_PASSWORD": secret}), "db")
 	addErr("cqrs.ConnectionError from properties", err)
 
 	// cache: connection-string errors.
-	quiet := cache.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	_, err = cache.ParseConnectionString("h:1,password=" + secret + ",frob=1")
 	addErr("cache connection string error", err)
 	_, err = cache.ParseConnectionString("h:1,password=a," + secret)
@@ -172,8 +171,8 @@ func TestNoSecretInAnyFormat(t *testing.T) {
 	addErr("cache URL error", err)
 	_, err = cache.ParseConnectionString(secret + "@h:1")
 	addErr("cache endpoint error", err)
-	_, err = cache.OpenRedis(ctx, discovery.FromMap(map[string]string{"CACHE_HOST": "h", "CACHE_PORT": secret, "CACHE_PASSWORD": secret}), "cache", quiet)
-	addErr("cache.OpenRedis error", err)
+	_, err = cache.LoadRedisConfig(discovery.FromMap(map[string]string{"CACHE_HOST": "h", "CACHE_PORT": secret, "CACHE_PASSWORD": secret}), "cache")
+	addErr("cache.LoadRedisConfig error", err)
 	add("cache.Options", cache.Options{KeyPrefix: "k:", Logger: slog.Default()})
 
 	// resilience: option validation errors and the errors of a call

@@ -33,8 +33,12 @@ type syncBuffer = syncbuf.Buffer
 // client opens the server as servicedefaults' App.Redis does.
 func client(t testing.TB, srv *testserver.Redis) redis.UniversalClient {
 	t.Helper()
-	rdb, err := cache.OpenRedis(context.Background(), discovery.FromMap(map[string]string{"ConnectionStrings:cache": srv.ConnectionString()}), "cache",
-		cache.WithLogger(slog.New(slog.NewTextHandler(&syncBuffer{}, nil))))
+	c, err := cache.LoadRedisConfig(discovery.FromMap(map[string]string{"ConnectionStrings:cache": srv.ConnectionString()}), "cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Logger = slog.New(slog.NewTextHandler(&syncBuffer{}, nil))
+	rdb, err := cache.NewRedis(context.Background(), c)
 	if err != nil {
 		t.Fatal(err)
 	}

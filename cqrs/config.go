@@ -1,0 +1,216 @@
+package cqrs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/discovery"
+)
+
+// Defaults of the DB settings, applied by New to the zero fields of a
+// Config.
+const (
+	// DefaultCheckInterval is how often replicas are checked.
+	DefaultCheckInterval = 2 * time.Second
+	// DefaultMaxLag is how far behind the primary a replica may be and
+	// stay in rotation.
+	DefaultMaxLag = 10 * time.Second
+	// DefaultRetryInitial is the first wait of the startup connect retry.
+	DefaultRetryInitial = 250 * time.Millisecond
+	// DefaultRetryMax is the longest wait between startup connect attempts.
+	DefaultRetryMax = 10 * time.Second
+)
+
+// Config configures a DB: its primary, its replicas, how reads are routed
+// among them, and where telemetry goes. Build it with [LoadConfig] from
+// configuration, or by hand: every zero field takes the default named in
+// its comment, and only Primary.Config is required.
+type Config struct {
+	// Name names the DB in logs, metrics (goaspire.cqrs.db) and errors.
+	// Empty means the primary's Name.
+	Name string
+	// Primary is the primary's pool, for writes and for reads when no
+	// replica is usable.
+	Primary PoolConfig
+	// Replicas are the streaming replicas' pools, in the order Replicas
+	// reports them. Their ConnectRetry and WaitOnOpen are not used: a
+	// replica connects lazily, and the checker puts it in rotation once
+	// it answers.
+	Replicas []PoolConfig
+
+	// ReadYourWrites makes every read through the DB see every write made
+	// earlier through it, not only those of its session. See the package
+	// documentation.
+	ReadYourWrites bool
+	// CheckInterval is how often replicas are checked
+	// (DefaultCheckInterval, 2 s).
+	CheckInterval time.Duration
+	// CheckTimeout bounds one check (default: CheckInterval, at least 1 s).
+	CheckTimeout time.Duration
+	// MaxLag is how far behind the primary a replica may be and stay in
+	// rotation (DefaultMaxLag, 10 s); negative means no bound.
+	MaxLag time.Duration
+	// MaxLagBytes is the same bound in bytes of WAL; zero means no bound.
+	MaxLagBytes int64
+	// WaitOnOpen, when positive, makes New wait up to that long for the
+	// first successful connection to the primary, failing with an error
+	// wrapping ErrNotReady if it does not come. Zero does not wait: the
+	// pool connects lazily and retries in the background.
+	WaitOnOpen time.Duration
+	// DisableMetrics turns off the DB's routing metrics (goaspire.cqrs.*);
+	// each pool's own metrics follow its PoolConfig.DisableMetrics.
+	DisableMetrics bool
+
+	// TracerProvider and MeterProvider receive query spans and pool and
+	// routing metrics (default: the OpenTelemetry globals). Logger reports
+	// connection and replica state changes (default: slog.Default()). A
+	// pool's own providers and logger, when set, win for that pool.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	Logger         *slog.Logger
+}
+
+// PoolConfig configures one pool: its pgx configuration and the
+// Aspire:Npgsql settings of the connection. Build it with
+// [LoadPoolConfig], or by hand with Config from [ParseConnectionString] or
+// pgxpool.ParseConfig; every other zero field takes its default.
+type PoolConfig struct {
+	// Name is the connection name ("db-primary"). It names the pool in
+	// health checks ("postgres:{Name}"), metrics
+	// (db.client.connection.pool.name), logs and errors, and is a key of
+	// DB.Keyed. Empty means "postgres".
+	Name string
+	// Source is the configuration key or variable the connection string
+	// came from ("ConnectionStrings:db-primary", "DB_PRIMARY_URI"), named
+	// by errors about the connection; LoadPoolConfig sets it.
+	Source string
+	// Config is the pgx pool configuration, made by pgxpool.ParseConfig
+	// or ParseConnectionString (pgx requires it). New copies it before
+	// adding its tracer, so a Config can be used for several opens.
+	Config *pgxpool.Config
+
+	// DisableHealthChecks leaves the pool's check out of HealthChecks.
+	DisableHealthChecks bool
+	// DisableTracing turns off query spans.
+	DisableTracing bool
+	// DisableMetrics turns off the pool's metrics.
+	DisableMetrics bool
+
+	// ConnectRetry shapes the background retry of the first connection.
+	ConnectRetry ConnectRetry
+	// WaitOnOpen, when positive, makes NewPool wait up to that long for
+	// the first connection (see Config.WaitOnOpen, which New uses).
+	WaitOnOpen time.Duration
+
+	// TracerProvider, MeterProvider and Logger are as in Config; for a
+	// pool of a DB, nil ones take the DB's.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	Logger         *slog.Logger
+}
+
+// ConnectRetry is the exponential backoff of a pool's first connection.
+type ConnectRetry struct {
+	// InitialInterval is the first wait (DefaultRetryInitial, 250 ms).
+	InitialInterval time.Duration
+	// MaxInterval caps the wait (DefaultRetryMax, 10 s, and never less
+	// than InitialInterval).
+	MaxInterval time.Duration
+	// MaxElapsed, when positive, stops the retry (not the pool) after
+	// that long.
+	MaxElapsed time.Duration
+}
+
+// LoadConfig reads the DB called name from cfg, in one pass over its
+// settings, as the package documentation describes: the primary is
+// Aspire:Npgsql:{name}:Primary, else the connection called name, else
+// "{name}-primary"; the replicas are Aspire:Npgsql:{name}:Replicas:Names
+// (a list, or a comma-separated string), else every connection whose name
+// starts with "{name}-replica" (ConnectionStrings__db-replica-east, or
+// Aspire 13's DB_REPLICA_EAST_URI), in name order. DB settings are read
+// from Aspire:Npgsql:{name}, then Aspire:Npgsql; a connection's from its
+// own section, then the DB's, then Aspire:Npgsql.
+//
+// With the seed's ConnectionStrings__db-primary, __db-replica-east and
+// __db-replica-west, LoadConfig(cfg, "db") returns all three. The
+// telemetry fields are left nil; set them before calling New.
+//
+// Errors name the key or variable at fault (errors.As gives a
+// *discovery.KeyError) and never contain a password.
+func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
+	if cfg == nil {
+		cfg = discovery.FromMap(nil)
+	}
+	if strings.TrimSpace(name) == "" {
+		return nil, errors.New("cqrs: LoadConfig: empty DB name")
+	}
+	primary, replicas, err := resolveNames(cfg, name)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{Name: name}
+	if err := readDBSettings(settingsLayers(cfg, name), c); err != nil {
+		return nil, err
+	}
+	load := func(conn string) (PoolConfig, error) {
+		conn = strings.TrimSpace(conn)
+		if conn == "" {
+			return PoolConfig{}, fmt.Errorf("cqrs: DB %q: %w", name, &discovery.KeyError{
+				Key: SettingsSection + ":" + name + ":Replicas:Names", Err: errors.New("empty connection name")})
+		}
+		l := settingsLayers(cfg, conn, name)
+		if strings.EqualFold(conn, name) {
+			l = settingsLayers(cfg, conn)
+		}
+		return loadPool(cfg, conn, l)
+	}
+	if c.Primary, err = load(primary); err != nil {
+		return nil, err
+	}
+	c.WaitOnOpen, c.Primary.WaitOnOpen = c.Primary.WaitOnOpen, 0
+	for _, r := range replicas {
+		p, err := load(r)
+		if err != nil {
+			return nil, err
+		}
+		c.Replicas = append(c.Replicas, p)
+	}
+	return c, nil
+}
+
+// LoadPoolConfig reads the single connection called name from cfg: the
+// connection string from ConnectionStrings:{name} or the other forms the
+// package documentation lists, the settings from Aspire:Npgsql:{name},
+// then Aspire:Npgsql. Errors are as for LoadConfig.
+func LoadPoolConfig(cfg *discovery.Config, name string) (*PoolConfig, error) {
+	if cfg == nil {
+		cfg = discovery.FromMap(nil)
+	}
+	if strings.TrimSpace(name) == "" {
+		return nil, errors.New("cqrs: LoadPoolConfig: empty connection name")
+	}
+	p, err := loadPool(cfg, name, settingsLayers(cfg, name))
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func loadPool(cfg *discovery.Config, name string, l layers) (PoolConfig, error) {
+	pc, source, err := resolveConnection(cfg, name, l)
+	if err != nil {
+		return PoolConfig{}, err
+	}
+	p := PoolConfig{Name: name, Source: source, Config: pc}
+	if err := readPoolSettings(l, &p); err != nil {
+		return PoolConfig{}, &ConnectionError{Name: name, Source: source, Err: err}
+	}
+	return p, nil
+}
