@@ -41,21 +41,17 @@ func (a *App) NATSContext(ctx context.Context, name string) (*nats.Conn, error) 
 		if err != nil {
 			return opened[*nats.Conn]{}, err
 		}
-		opts := []natsmsg.Option{
-			natsmsg.WithLogger(a.componentLogger(scopeNATS)),
-			natsmsg.WithTracerProvider(a.tel.tp),
-			natsmsg.WithPropagator(a.tel.prop),
-		}
+		c.Logger = a.componentLogger(scopeNATS)
 		if a.certPool != nil {
 			// Used for tls:// servers and servers that require TLS; a
 			// plain nats:// server is still reached in the clear.
 			pool := a.certPool
-			opts = append(opts, natsmsg.WithNATSOptions(func(o *nats.Options) error {
+			c.Options = append(c.Options, func(o *nats.Options) error {
 				o.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 				return nil
-			}))
+			})
 		}
-		nc, err := natsmsg.New(ctx, c, opts...)
+		nc, err := natsmsg.New(ctx, c)
 		if err != nil {
 			return opened[*nats.Conn]{}, err
 		}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/redact"
 )
@@ -49,6 +51,12 @@ type Config struct {
 	ReconnectWait time.Duration
 	// DisableHealthChecks turns off the connection's health check.
 	DisableHealthChecks bool
+
+	// Logger reports connection events (default: slog.Default()).
+	Logger *slog.Logger `json:"-"`
+	// Options are nats.go options New applies after its own (so they
+	// win): TLS settings, a credentials file, NKeys and the like.
+	Options []nats.Option `json:"-"`
 }
 
 // LoadConfig reads the connection called name from cfg:
@@ -66,8 +74,9 @@ type Config struct {
 //
 // Aspire's DisableTracing has no equivalent here: nats.go makes no spans,
 // and the traced helpers of this package take their TracerProvider as an
-// option. Errors name the key or variable at fault and never contain a
-// password or token.
+// option. Errors name the key or variable at fault (errors.As gives a
+// *discovery.KeyError) and never contain a password or token. Set Logger
+// and Options on the result before calling New.
 func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 	if strings.TrimSpace(name) == "" {
 		return nil, errors.New("natsmsg: empty connection name")
@@ -110,7 +119,7 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 			port = strconv.Itoa(DefaultPort)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-			return nil, fmt.Errorf("natsmsg: %sPORT: %q is not a port number", p, port)
+			return nil, fmt.Errorf("natsmsg: %w", &discovery.KeyError{Key: p + "PORT", Err: errors.New("not a port number from 1 to 65535")})
 		}
 		c.Servers = []string{"nats://" + net.JoinHostPort(conn.Host, port)}
 		c.User, c.Password = conn.Username, conn.Password
@@ -129,7 +138,7 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 		}
 	}
 	if err := c.parse(raw); err != nil {
-		return nil, fmt.Errorf("natsmsg: %s: %w", key, err)
+		return nil, fmt.Errorf("natsmsg: %w", &discovery.KeyError{Key: key, Err: err})
 	}
 	if conn.Password != "" && c.Password == "" && c.Token == "" {
 		c.Password = conn.Password

@@ -16,14 +16,15 @@ import (
 	"github.com/goaspire/goaspire/health"
 )
 
-// Option configures New and the traced helpers.
+// Option configures the traced helpers (Publish, Subscribe,
+// PublishJetStream, ConsumeJetStream ...). New takes everything from its
+// Config.
 type Option func(*settings)
 
 type settings struct {
 	logger *slog.Logger
 	tp     trace.TracerProvider
 	prop   propagation.TextMapPropagator
-	nats   []nats.Option
 }
 
 func newSettings(opts []Option) settings {
@@ -43,8 +44,8 @@ func newSettings(opts []Option) settings {
 	return s
 }
 
-// WithLogger sets the logger for connection events (New) and handler
-// failures (the subscribe helpers). Default: slog.Default().
+// WithLogger sets the logger for handler failures in the subscribe
+// helpers. Default: slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
 
 // WithTracerProvider sets the tracer provider of the helpers' spans.
@@ -60,33 +61,30 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 	return func(s *settings) { s.prop = p }
 }
 
-// WithNATSOptions adds nats.go options to New, applied after goaspire's
-// own (so they win), for TLS settings, a credentials file, NKeys and the
-// like.
-func WithNATSOptions(opts ...nats.Option) Option {
-	return func(s *settings) { s.nats = append(s.nats, opts...) }
-}
-
 // New connects to the servers of c and returns nats.go's own connection.
 // The connection never gives up: if no server answers yet, New still
 // returns it (nats.go's RetryOnFailedConnect), buffering publishes while it
 // connects, and after a disconnect it reconnects forever to any of the
 // servers, resubscribing by itself. Connection events (connected,
 // disconnected, reconnected, closed, asynchronous errors such as a slow
-// consumer) are logged through the WithLogger logger with the connection's
-// name; URLs in them carry no credentials.
+// consumer) are logged through c.Logger with the connection's name; URLs
+// in them carry no credentials. c.Options are applied after New's own
+// nats.go options.
 //
 // New fails only on an invalid Config or when ctx is done. The caller
 // closes the connection (Drain, then Close, for a graceful stop).
-func New(ctx context.Context, c *Config, opts ...Option) (*nats.Conn, error) {
+func New(ctx context.Context, c *Config) (*nats.Conn, error) {
 	if c == nil || len(c.Servers) == 0 {
 		return nil, errors.New("natsmsg: New: no servers in the Config")
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("natsmsg: connect %q: %w", c.Name, err)
 	}
-	s := newSettings(opts)
-	log := s.logger.With("nats", c.Name)
+	logger := c.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	log := logger.With("nats", c.Name)
 	wait := c.ReconnectWait
 	if wait <= 0 {
 		wait = DefaultReconnectWait
@@ -146,7 +144,7 @@ func New(ctx context.Context, c *Config, opts ...Option) (*nats.Conn, error) {
 	case c.User != "" || c.Password != "":
 		nopts = append(nopts, nats.UserInfo(c.User, c.Password))
 	}
-	nopts = append(nopts, s.nats...)
+	nopts = append(nopts, c.Options...)
 	nc, err := nats.Connect(strings.Join(c.Servers, ","), nopts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsmsg: connect %q: %s", c.Name, scrub(err, c))

@@ -2,8 +2,12 @@ package natsmsg_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
+	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -22,7 +26,34 @@ func ExampleLoadConfig() {
 		log.Fatal(err)
 	}
 	fmt.Println(c) // the password is masked
-	// Output: nats "events" servers=nats://nats-0:4222,nats://nats-1:4222 user=app password=***
+
+	// A bad key is a *discovery.KeyError naming it, without the password.
+	_, err = natsmsg.LoadConfig(discovery.FromMap(map[string]string{
+		"ConnectionStrings:events": "http://app:s3cret@nats-0:4222",
+	}), "events")
+	var keyErr *discovery.KeyError
+	if errors.As(err, &keyErr) {
+		fmt.Println(keyErr.Key, strings.Contains(err.Error(), "s3cret"))
+	}
+	// Output:
+	// nats "events" servers=nats://nats-0:4222,nats://nats-1:4222 user=app password=***
+	// ConnectionStrings:events false
+}
+
+func ExampleNew() {
+	// Without discovery: a Config built by hand. New returns at once and
+	// connects in the background, reconnecting forever.
+	nc, err := natsmsg.New(context.Background(), &natsmsg.Config{
+		Name:    "events",
+		Servers: []string{"nats://nats-0:4222", "nats://nats-1:4222"},
+		Token:   "s3cret",
+		Logger:  slog.Default(),
+		Options: []nats.Option{nats.PingInterval(20 * time.Second)}, // nats.go's own, applied last
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
 }
 
 func ExamplePublish() {

@@ -35,7 +35,7 @@ type syncBuffer = syncbuf.Buffer
 
 // connect loads the server's connection string as an AppHost injects it
 // and opens it, closing it when the test ends.
-func connect(t *testing.T, srv *testserver.NATS, opts ...natsmsg.Option) (*nats.Conn, *natsmsg.Config, *syncBuffer) {
+func connect(t *testing.T, srv *testserver.NATS) (*nats.Conn, *natsmsg.Config, *syncBuffer) {
 	t.Helper()
 	cfg, err := natsmsg.LoadConfig(discovery.FromMap(map[string]string{"ConnectionStrings:events": srv.URL()}), "events")
 	if err != nil {
@@ -43,8 +43,8 @@ func connect(t *testing.T, srv *testserver.NATS, opts ...natsmsg.Option) (*nats.
 	}
 	cfg.ReconnectWait = 20 * time.Millisecond
 	logs := &syncBuffer{}
-	opts = append([]natsmsg.Option{natsmsg.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
-	nc, err := natsmsg.New(context.Background(), cfg, opts...)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	nc, err := natsmsg.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func checkStatus(t *testing.T, check health.Check, want health.Status) {
 func TestPublishSubscribeCarriesTrace(t *testing.T) {
 	srv := testserver.NewNATS(t)
 	rec, opts := recorder()
-	nc, _, _ := connect(t, srv, opts...)
+	nc, _, _ := connect(t, srv)
 
 	tests := []struct {
 		name  string
@@ -164,7 +164,7 @@ func TestPublishSubscribeCarriesTrace(t *testing.T) {
 func TestSubscribeHandlerFailure(t *testing.T) {
 	srv := testserver.NewNATS(t)
 	rec, opts := recorder()
-	nc, _, logs := connect(t, srv, opts...)
+	nc, _, logs := connect(t, srv)
 	opts = append(opts, natsmsg.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -275,7 +275,8 @@ func TestWrongPasswordIsNotShown(t *testing.T) {
 	srv := testserver.NewNATS(t)
 	cfg := &natsmsg.Config{Name: "events", Servers: []string{"nats://" + srv.Addr()}, User: srv.User(), Password: secret, ReconnectWait: 10 * time.Millisecond}
 	logs := &syncBuffer{}
-	nc, err := natsmsg.New(context.Background(), cfg, natsmsg.WithLogger(slog.New(slog.NewJSONHandler(logs, nil))))
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	nc, err := natsmsg.New(context.Background(), cfg)
 	if err != nil {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("error shows the password: %v", err)
@@ -331,7 +332,7 @@ func jetStream(t *testing.T, nc *nats.Conn, maxDeliver int) (jetstream.JetStream
 func TestJetStreamAckRedeliveryAndTrace(t *testing.T) {
 	srv := testserver.NewNATS(t)
 	rec, opts := recorder()
-	nc, _, _ := connect(t, srv, opts...)
+	nc, _, _ := connect(t, srv)
 	js, cons := jetStream(t, nc, 3)
 
 	ack, err := natsmsg.PublishJetStream(context.Background(), js, "orders.created", []byte("o-1"), opts...)

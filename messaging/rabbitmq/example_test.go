@@ -2,14 +2,18 @@ package rabbitmq_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log"
+	"strings"
+	"time"
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/messaging/rabbitmq"
 )
 
 // Parse the configuration an AppHost injects, then connect.
-func ExampleLoadConfig() {
+func ExampleNew() {
 	cfg, err := discovery.Load() // ConnectionStrings__messaging=amqp://guest:guest@localhost:5672/
 	if err != nil {
 		log.Fatal(err)
@@ -23,6 +27,34 @@ func ExampleLoadConfig() {
 		log.Fatal(err)
 	}
 	defer mq.Close()
+}
+
+// LoadConfig reads the connection and the Aspire:RabbitMQ:Client
+// settings; the result can be adjusted, or built by hand, before New.
+func ExampleLoadConfig() {
+	cfg := discovery.FromMap(map[string]string{
+		"ConnectionStrings__messaging":                        "amqp://app:s3cret@rabbit:5672/shop",
+		"Aspire__RabbitMQ__Client__MaxConnectRetryCount":      "2",
+		"Aspire__RabbitMQ__Client__messaging__DisableTracing": "true",
+	})
+	rc, err := rabbitmq.LoadConfig(cfg, "messaging")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(rc) // the password is masked
+	rc.Heartbeat = 5 * time.Second
+
+	// A bad key is a *discovery.KeyError naming it, without the password.
+	_, err = rabbitmq.LoadConfig(discovery.FromMap(map[string]string{
+		"ConnectionStrings__messaging": "http://app:s3cret@rabbit:5672/",
+	}), "messaging")
+	var keyErr *discovery.KeyError
+	if errors.As(err, &keyErr) {
+		fmt.Println(keyErr.Key, errors.Is(err, rabbitmq.ErrConnectionString), strings.Contains(err.Error(), "s3cret"))
+	}
+	// Output:
+	// rabbitmq.Config{Name: "messaging", URL: "amqp://app:***@rabbit:5672/shop", MaxConnectRetryCount: 2, DisableHealthChecks: false, DisableTracing: true}
+	// ConnectionStrings:messaging true false
 }
 
 type Order struct {
