@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -225,7 +226,8 @@ func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSet
 	rc := newRedisConfig()
 	var from string
 	bad := func(err error) (*redisConfig, redisSettings, string, error) {
-		return nil, s, from, fmt.Errorf("cache: %w", &discovery.KeyError{Key: from, Err: err})
+		// err says "cache: ..." already.
+		return nil, s, from, &discovery.KeyError{Key: from, Err: err}
 	}
 	conn, connErr := cfg.Connection(name)
 	switch {
@@ -255,11 +257,13 @@ func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSet
 		from = p + "HOST"
 		if conn.Port != "" {
 			ep += ":" + conn.Port
-			from = p + "PORT"
+			if n, err := strconv.Atoi(conn.Port); err != nil || n < 1 || n > 65535 {
+				from = p + "PORT"
+			}
 		}
 		e, err := parseEndpoint(ep)
 		if err != nil {
-			return bad(fmt.Errorf("%w: %sHOST/%sPORT: %v", ErrConnectionString, p, p, err))
+			return bad(fmt.Errorf("cache: %w: %sHOST/%sPORT: %v", ErrConnectionString, p, p, err))
 		}
 		rc.addEndpoint(e)
 		rc.user, rc.password = conn.Username, conn.Password

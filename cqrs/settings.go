@@ -76,6 +76,15 @@ func (l layers) find(key string) (*discovery.Config, bool) {
 	return nil, false
 }
 
+// key names key in the first section that sets it, else in the unnamed
+// section, for an error about its value.
+func (l layers) key(key string) string {
+	if c, ok := l.find(key); ok {
+		return c.Path() + ":" + key
+	}
+	return SettingsSection + ":" + key
+}
+
 func (l layers) bool(key string, def bool) (bool, error) {
 	if c, ok := l.find(key); ok {
 		return c.Bool(key, def)
@@ -135,12 +144,16 @@ func readPoolSettings(l layers, p *PoolConfig) error {
 			continue
 		}
 		if n < it.min || n > 1<<30 {
-			return &discovery.KeyError{Key: SettingsSection + ":" + it.key, Err: fmt.Errorf("must be at least %d", it.min)}
+			return &discovery.KeyError{Key: l.key(it.key), Err: fmt.Errorf("must be at least %d", it.min)}
 		}
 		*it.dst = int32(n)
 	}
 	if c.MinConns > c.MaxConns || c.MinIdleConns > c.MaxConns {
-		return &discovery.KeyError{Key: SettingsSection + ":MinConnections", Err: errors.New("MinConnections and MinIdleConnections must not exceed MaxConnections")}
+		k := l.key("MinConnections")
+		if c.MinIdleConns > c.MaxConns {
+			k = l.key("MinIdleConnections")
+		}
+		return &discovery.KeyError{Key: k, Err: errors.New("MinConnections and MinIdleConnections must not exceed MaxConnections")}
 	}
 
 	durs := []struct {
@@ -167,7 +180,7 @@ func readPoolSettings(l layers, p *PoolConfig) error {
 		}
 	}
 	if c.HealthCheckPeriod <= 0 {
-		return &discovery.KeyError{Key: SettingsSection + ":HealthCheckPeriod", Err: errors.New("must be positive")}
+		return &discovery.KeyError{Key: l.key("HealthCheckPeriod"), Err: errors.New("must be positive")}
 	}
 	return nil
 }
@@ -201,10 +214,12 @@ func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.C
 	case conn.Host != "":
 		var b strings.Builder
 		var vars []string
+		byKeyword := map[string]string{}
 		add := func(k, v, suffix string) {
 			if v != "" {
 				fmt.Fprintf(&b, "%s=%s;", k, connstr.QuoteValue(v))
 				vars = append(vars, env+suffix)
+				byKeyword[k] = env + suffix
 			}
 		}
 		add("Host", conn.Host, "HOST")
@@ -215,8 +230,13 @@ func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.C
 		c, source, err := parse(env+"HOST", b.String())
 		if err != nil {
 			// The keyword at fault (Port, say) is one of the
-			// variables: name them all so the reader finds it.
-			err.(*ConnectionError).Source = strings.Join(vars, "/")
+			// variables: name it, else all of them.
+			var kerr *KeywordError
+			if errors.As(err, &kerr) && byKeyword[kerr.Keyword] != "" {
+				err.(*ConnectionError).Source = byKeyword[kerr.Keyword]
+			} else {
+				err.(*ConnectionError).Source = strings.Join(vars, "/")
+			}
 		}
 		return c, source, err
 	case conn.HasProperties():
@@ -251,8 +271,7 @@ func readDBSettings(l layers, c *Config) error {
 		return err
 	} else if ok {
 		if d <= 0 {
-			sec, _ := l.find("Replicas:CheckInterval")
-			return &discovery.KeyError{Key: sec.Path() + ":Replicas:CheckInterval", Err: errors.New("must be positive")}
+			return &discovery.KeyError{Key: l.key("Replicas:CheckInterval"), Err: errors.New("must be positive")}
 		}
 		c.CheckInterval = d
 	}
@@ -273,7 +292,7 @@ func readDBSettings(l layers, c *Config) error {
 		return err
 	} else if ok {
 		if n < 0 {
-			return &discovery.KeyError{Key: SettingsSection + ":Replicas:MaxLagBytes", Err: errors.New("must not be negative")}
+			return &discovery.KeyError{Key: l.key("Replicas:MaxLagBytes"), Err: errors.New("must not be negative")}
 		}
 		c.MaxLagBytes = int64(n)
 	}
