@@ -44,7 +44,7 @@ func openClient(t testing.TB, srv *testserver.Redis, extra ...string) redis.Univ
 	}
 	rdb, err := openRedis(context.Background(), discovery.FromMap(values), "cache")
 	if err != nil {
-		t.Fatalf("OpenRedis: %v", err)
+		t.Fatalf("open redis: %v", err)
 	}
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb

@@ -140,7 +140,7 @@ func TestOpenRedisErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := open(t, tt.values)
 			if err == nil {
-				t.Fatal("OpenRedis succeeded")
+				t.Fatal("LoadRedisConfig and NewRedis succeeded")
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
@@ -172,7 +172,7 @@ func TestOpenRedisDoesNotAbortWhenRedisIsDown(t *testing.T) {
 	addr := closedPort(t)
 	rdb, err := open(t, map[string]string{"ConnectionStrings__cache": addr + ",password=" + secret + ",abortConnect=false"})
 	if err != nil {
-		t.Fatalf("OpenRedis with Redis down: %v", err)
+		t.Fatalf("NewRedis with Redis down: %v", err)
 	}
 	if err := ping(rdb); err == nil {
 		t.Fatal("PING to a closed port succeeded")
@@ -181,7 +181,7 @@ func TestOpenRedisDoesNotAbortWhenRedisIsDown(t *testing.T) {
 	// abortConnect=true asks for a connection at start.
 	_, err = open(t, map[string]string{"ConnectionStrings__cache": addr + ",password=" + secret + ",abortConnect=true,connectRetry=1,connectTimeout=200"})
 	if err == nil || !strings.Contains(err.Error(), "abortConnect=true") {
-		t.Fatalf("OpenRedis with abortConnect=true and Redis down: %v", err)
+		t.Fatalf("NewRedis with abortConnect=true and Redis down: %v", err)
 	}
 	if strings.Contains(err.Error(), secret) {
 		t.Errorf("error %q leaks the password", err)
@@ -362,7 +362,7 @@ func TestTelemetryNeverShowsThePassword(t *testing.T) {
 }
 
 // Aspire 13.6 deploy targets inject only the portable alias of a name
-// (ConnectionStrings__my_cache for "my-cache"): OpenRedis reads it after
+// (ConnectionStrings__my_cache for "my-cache"): LoadRedisConfig reads it after
 // the logical name, and a missing connection names both.
 func TestOpenRedisPortableAlias(t *testing.T) {
 	tests := []struct {
@@ -380,7 +380,7 @@ func TestOpenRedisPortableAlias(t *testing.T) {
 			rdb, err := openRedis(context.Background(), discovery.FromMap(tt.values), "my-cache")
 			if err == nil {
 				_ = rdb.Close()
-				t.Fatal("OpenRedis succeeded")
+				t.Fatal("LoadRedisConfig and NewRedis succeeded")
 			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {

@@ -26,7 +26,7 @@ func openConnectionString(t testing.TB, cs string) redis.UniversalClient {
 	t.Helper()
 	rdb, err := openRedis(context.Background(), discovery.FromMap(map[string]string{"ConnectionStrings__cache": cs}), "cache")
 	if err != nil {
-		t.Fatalf("OpenRedis: %v", err)
+		t.Fatalf("open redis: %v", err)
 	}
 	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
@@ -95,7 +95,7 @@ func TestSentinelFailover(t *testing.T) {
 	rdbA := openConnectionString(t, sentinel.ConnectionString())
 	rdbB := openConnectionString(t, sentinel.ConnectionString())
 	if _, ok := rdbA.(*redis.Client); !ok {
-		t.Fatalf("OpenRedis with serviceName made a %T, want a failover *redis.Client", rdbA)
+		t.Fatalf("NewRedis with serviceName made a %T, want a failover *redis.Client", rdbA)
 	}
 	if port, err := serverPort(ctx, rdbA); err != nil || port != strconv.Itoa(primary.Port()) {
 		t.Fatalf("the client reaches port %s (%v), want the primary's %d", port, err, primary.Port())
@@ -173,7 +173,7 @@ func TestCluster(t *testing.T) {
 	t.Run("client", func(t *testing.T) {
 		rdb := openConnectionString(t, cl.ConnectionString())
 		if _, ok := rdb.(*redis.ClusterClient); !ok {
-			t.Fatalf("OpenRedis with several endpoints made a %T, want *redis.ClusterClient", rdb)
+			t.Fatalf("NewRedis with several endpoints made a %T, want *redis.ClusterClient", rdb)
 		}
 		for i := range 50 {
 			if err := rdb.Set(ctx, "client:"+strconv.Itoa(i), i, 0).Err(); err != nil {

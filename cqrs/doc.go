@@ -5,14 +5,24 @@
 //
 // # Entry points
 //
+// As with pgxpool, parse a config, then open it:
+//
+//	c, err := cqrs.LoadConfig(cfg, "db") // *cqrs.Config: primary and replica *pgxpool.Configs, routing settings
+//	c.TracerProvider, c.Logger = tp, logger // adjust in code as needed
+//	db, err := cqrs.New(ctx, c)           // *cqrs.DB
+//
+//   - [LoadConfig] reads a DB by name ("db": the seed's db-primary,
+//     db-replica-east, db-replica-west) from configuration in one pass,
+//     into a [Config]; [New] opens it. A Config can also be built by hand,
+//     without discovery: each [PoolConfig] needs only its Config (from
+//     ParseConnectionString or pgxpool.ParseConfig), every other zero field
+//     is a default.
+//   - [LoadPoolConfig] and [NewPool] do the same for one pool (a [Pool],
+//     embedding *pgxpool.Pool), with tracing, pool metrics, a
+//     first-connect retry and a health check.
 //   - [ParseConnectionString] turns an Npgsql keyword string or a
 //     postgres:// URL into a *pgxpool.Config.
-//   - [OpenPool] opens one pool (a [Pool], embedding *pgxpool.Pool) from
-//     configuration, with tracing, pool metrics, a first-connect retry and a
-//     health check.
-//   - [OpenDB] opens a [DB] by name ("db": the seed's db-primary,
-//     db-replica-east, db-replica-west), [Open] from explicit connection
-//     names. A DB has [DB.Primary], [DB.Replica], [DB.Keyed]("primary" /
+//   - A DB has [DB.Primary], [DB.Replica], [DB.Keyed]("primary" /
 //     "replica" / a connection name), [DB.Query] and [DB.QueryRow], which
 //     send read-only statements to a replica (with failover) and the rest
 //     to the primary, write methods that record WAL positions ([DB.Exec],
@@ -21,10 +31,14 @@
 //   - [WithSession] and [Middleware] make read-your-writes sessions;
 //     [WithPrimary] sends a context's statements to the primary.
 //
-// servicedefaults builds App.DB(name) on OpenDB and App.Postgres(name) on
-// OpenPool, passing its tracer and meter providers and logger
-// ([WithTracerProvider], [WithMeterProvider], [WithLogger]), registering
-// HealthChecks, and calling Close from Shutdown.
+// servicedefaults builds App.DB(name) on LoadConfig and New and
+// App.Postgres(name) on LoadPoolConfig and NewPool, setting its tracer and
+// meter providers and logger in the Config, registering HealthChecks, and
+// calling Close from Shutdown.
+//
+// Errors about configuration name the key or variable at fault:
+// errors.As(err, &keyErr) with a *discovery.KeyError gives it (a
+// [ConnectionError] unwraps to one), and no error contains a password.
 //
 // # Where a connection comes from
 //
@@ -48,7 +62,8 @@
 // appsettings.json serves .NET and Go services. For a DB, a connection's
 // settings are looked up under its own name, then the DB's name, then the
 // unnamed section. Durations take .NET TimeSpan text ("00:00:30") or Go
-// durations ("30s"). Options passed in code override configuration.
+// durations ("30s"). Code overrides configuration by changing the Config
+// LoadConfig returns before calling New.
 //
 //	Key (under Aspire:Npgsql[:{name}])   Default         Meaning
 //	ConnectionString                     -               connection string, when ConnectionStrings:{name} is not set
@@ -69,8 +84,8 @@
 //	ConnectRetry:WaitOnOpen              0 (no wait)     make the open wait this long for the database, failing with ErrNotReady
 //
 //	Key (under Aspire:Npgsql[:{db}])     Default         Meaning
-//	Primary                              see OpenDB      the primary's connection name
-//	Replicas:Names                       see OpenDB      the replicas' connection names (a list, or comma-separated)
+//	Primary                              see LoadConfig  the primary's connection name
+//	Replicas:Names                       see LoadConfig  the replicas' connection names (a list, or comma-separated)
 //	Replicas:CheckInterval               2s              how often replicas are checked
 //	Replicas:CheckTimeout                max(interval,1s) time limit of one check
 //	Replicas:MaxLag                      10s             a replica further behind leaves the rotation (0: no bound)
@@ -153,7 +168,8 @@
 // connect lazily, and a background loop pings the primary with exponential
 // backoff, logging once when it is not reachable and once when it is.
 // Until then queries fail and the health check reports Unhealthy. Set
-// ConnectRetry:WaitOnOpen to make the open wait for the database instead.
+// ConnectRetry:WaitOnOpen (Config.WaitOnOpen) to make the open wait for the
+// database instead.
 //
 // # Read routing
 //

@@ -48,7 +48,7 @@ func TestOpenPool(t *testing.T) {
 			select {
 			case <-p.Ready():
 			default:
-				t.Error("WithWaitOnOpen returned before the pool was ready")
+				t.Error("WaitOnOpen returned before the pool was ready")
 			}
 			// otelpgx traces queries made under a recording span, as in a
 			// request handler.
@@ -119,7 +119,7 @@ func TestOpenPool(t *testing.T) {
 	})
 }
 
-// TestOpenPoolRetry opens a pool while the database is down: the open
+// TestOpenPoolRetry opens a pool (NewPool) while the database is down: the open
 // succeeds, the background loop retries, and the pool becomes ready when
 // the database starts.
 func TestOpenPoolRetry(t *testing.T) {
