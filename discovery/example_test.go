@@ -1,6 +1,7 @@
 package discovery_test
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -128,4 +129,25 @@ func ExampleResolver_kubernetes() {
 	}
 	defer resp.Body.Close()
 	fmt.Println(resp.Status)
+}
+
+// Every goaspire error about a configuration value is a *KeyError (or
+// wraps one), so one errors.As finds the key at fault, whichever package
+// read it. The value is never quoted when the key names a secret.
+func ExampleKeyError() {
+	cfg := discovery.FromMap(map[string]string{
+		"Aspire__Npgsql__db__MaxConnections": "lots",
+		"PORT":                               "70000",
+	})
+	_, err1 := cfg.Section("Aspire:Npgsql:db").Int("MaxConnections", 100)
+	_, err2 := cfg.ListenAddress()
+	for _, err := range []error{err1, err2} {
+		var keyErr *discovery.KeyError
+		if errors.As(err, &keyErr) {
+			fmt.Println(keyErr.Key)
+		}
+	}
+	// Output:
+	// Aspire:Npgsql:db:MaxConnections
+	// PORT
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"time"
 
 	"github.com/goaspire/goaspire/health"
@@ -35,4 +36,33 @@ func ExampleRegistry_Handler() {
 	// Output:
 	// /health 200 Degraded
 	// /alive 200 Healthy
+}
+
+// A registry used alone, without servicedefaults: register checks, then
+// run the ready ones.
+func ExampleRegistry_Run() {
+	reg := health.NewRegistry(health.WithDefaultTimeout(time.Second))
+	err := reg.Register(
+		health.Check{Name: "db", Tags: []string{health.TagReady}, Check: func(context.Context) error { return nil }},
+		health.Check{
+			Name: "payments",
+			Tags: []string{health.TagReady},
+			Check: func(context.Context) error {
+				return errors.New("dial https://user:s3cret@payments.internal: refused")
+			},
+		},
+	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	rep := reg.Run(context.Background(), health.Tagged(health.TagReady))
+	fmt.Println(rep.Status)
+	for _, e := range rep.Entries {
+		fmt.Println(e.Name, e.Status, strings.Contains(e.Error, "s3cret"))
+	}
+	// Output:
+	// Unhealthy
+	// db Healthy false
+	// payments Unhealthy false
 }
