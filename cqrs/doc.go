@@ -11,6 +11,8 @@
 //	c.TracerProvider, c.Logger = tp, logger // adjust in code as needed
 //	db, err := cqrs.New(ctx, c)           // *cqrs.DB
 //
+// In detail:
+//
 //   - [LoadConfig] reads a DB by name ("db": the seed's db-primary,
 //     db-replica-east, db-replica-west) from configuration in one pass,
 //     into a [Config]; [New] opens it. A Config can also be built by hand,
