@@ -46,7 +46,7 @@ type RedisConfig struct {
 	// Options are the go-redis options, from [ParseConnectionString] or
 	// written by hand; code may adjust them before NewRedis. Several Addrs
 	// without MasterName make a cluster client, MasterName a Sentinel
-	// (failover) client. Nil means a single server at localhost:6379 with
+	// (failover) client. Nil means a single server at 127.0.0.1:6379 with
 	// go-redis's defaults.
 	Options *redis.UniversalOptions
 	// AbortConnect makes NewRedis PING the server first and fail when no

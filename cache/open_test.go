@@ -390,3 +390,31 @@ func TestOpenRedisPortableAlias(t *testing.T) {
 		})
 	}
 }
+
+// TestNewRedisByHand opens RedisConfigs built without discovery: the zero
+// value is a single client of 127.0.0.1:6379 (not contacted here), and
+// several addresses make a cluster client.
+func TestNewRedisByHand(t *testing.T) {
+	rdb, err := NewRedis(context.Background(), &RedisConfig{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if c, ok := rdb.(*redis.Client); !ok || c.Options().Addr != "127.0.0.1:6379" {
+		t.Errorf("zero RedisConfig gave %T", rdb)
+	}
+
+	opts := &redis.UniversalOptions{Addrs: []string{closedPort(t), closedPort(t)}}
+	rdb, err = NewRedis(context.Background(), &RedisConfig{Name: "c", Options: opts, Logger: quietLogger(), DisableMetrics: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rdb.Close()
+	if _, ok := rdb.(*redis.ClusterClient); !ok {
+		t.Errorf("two addresses gave %T, want *redis.ClusterClient", rdb)
+	}
+
+	if _, err := NewRedis(context.Background(), nil); err == nil {
+		t.Error("NewRedis(nil) succeeded")
+	}
+}

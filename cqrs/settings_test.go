@@ -227,3 +227,50 @@ func TestResolveNames(t *testing.T) {
 		t.Errorf("no primary: %v", err)
 	}
 }
+
+// TestNewDefaults opens a hand-built Config, without discovery: its zero
+// fields take the defaults, and the settings LoadConfig reads mean what
+// they meant (Replicas:MaxLag=0 is no bound).
+func TestNewDefaults(t *testing.T) {
+	pc, err := ParseConnectionString("Host=127.0.0.1;Port=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := New(t.Context(), &Config{Primary: PoolConfig{Config: pc}, Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	want := dbSettings{checkInterval: DefaultCheckInterval, checkTimeout: DefaultCheckInterval, maxLag: DefaultMaxLag}
+	if db.settings != want || db.Name() != "postgres" || db.primary.name != "postgres" {
+		t.Errorf("settings %+v name %q/%q, want %+v and postgres", db.settings, db.Name(), db.primary.name, want)
+	}
+	r := db.primary.pool.settings.ConnectRetry
+	if r.InitialInterval != DefaultRetryInitial || r.MaxInterval != DefaultRetryMax {
+		t.Errorf("connect retry %+v, want the defaults", r)
+	}
+
+	c, err := LoadConfig(discovery.FromMap(map[string]string{
+		"ConnectionStrings__db":                "Host=127.0.0.1;Port=1",
+		"Aspire__Npgsql__db__Replicas__MaxLag": "0",
+	}), "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Logger = quietLogger
+	db2, err := New(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db2.Close()
+	if db2.settings.maxLag != 0 || db2.Name() != "db" {
+		t.Errorf("Replicas:MaxLag=0 gave maxLag %v (want 0, no bound), name %q", db2.settings.maxLag, db2.Name())
+	}
+
+	for _, bad := range []*Config{nil, {}, {Primary: PoolConfig{Config: pc}, CheckInterval: -time.Second}} {
+		if db, err := New(t.Context(), bad); err == nil {
+			db.Close()
+			t.Errorf("New(%+v) succeeded", bad)
+		}
+	}
+}
