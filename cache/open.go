@@ -37,7 +37,8 @@ const DefaultConnectRetry = defaultConnectRetry
 // from configuration, and what [NewRedis] opens. It can be built by hand:
 // every zero field takes the default named in its comment.
 //
-// Options holds the password: print the Config's fields, not the Config.
+// Options holds the password: String, GoString and LogValue show only
+// what is not secret, so a RedisConfig can be logged or printed.
 type RedisConfig struct {
 	// Name names the client in its health check ("redis:{Name}"), logs and
 	// metrics. LoadRedisConfig sets the connection name; empty means
@@ -77,6 +78,37 @@ type RedisConfig struct {
 	// warnings and ignored are what LoadRedisConfig noticed about the
 	// options, logged by NewRedis.
 	warnings, ignored []string
+}
+
+// String describes the configuration without its credentials.
+func (c RedisConfig) String() string {
+	var addrs []string
+	var tls bool
+	var master string
+	if c.Options != nil {
+		addrs, tls, master = c.Options.Addrs, c.Options.TLSConfig != nil, c.Options.MasterName
+	}
+	return fmt.Sprintf("cache.RedisConfig{Name: %q, Addrs: %q, MasterName: %q, TLS: %t, AbortConnect: %t}",
+		c.Name, addrs, master, tls, c.AbortConnect)
+}
+
+// GoString is String, for %#v.
+func (c RedisConfig) GoString() string { return c.String() }
+
+// LogValue implements slog.LogValuer without the credentials.
+func (c RedisConfig) LogValue() slog.Value {
+	var addrs []string
+	if c.Options != nil {
+		addrs = c.Options.Addrs
+	}
+	return slog.GroupValue(
+		slog.String("name", c.Name),
+		slog.Any("addrs", addrs),
+		slog.Bool("abort_connect", c.AbortConnect),
+		slog.Bool("disable_health_checks", c.DisableHealthChecks),
+		slog.Bool("disable_tracing", c.DisableTracing),
+		slog.Bool("disable_metrics", c.DisableMetrics),
+	)
 }
 
 // LoadRedisConfig reads the Redis connection called name from cfg, in one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -416,5 +417,25 @@ func TestNewRedisByHand(t *testing.T) {
 
 	if _, err := NewRedis(context.Background(), nil); err == nil {
 		t.Error("NewRedis(nil) succeeded")
+	}
+}
+
+// TestRedisConfigNeverShowsThePassword prints and logs a loaded
+// RedisConfig in every way.
+func TestRedisConfigNeverShowsThePassword(t *testing.T) {
+	c, err := LoadRedisConfig(discovery.FromMap(map[string]string{"ConnectionStrings__cache": "h:1,user=u,password=" + secret}), "cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	slog.New(slog.NewJSONHandler(&logs, nil)).Info("config", "c", c)
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("config", "c", *c)
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%v %+v %#v %s", *c, *c, *c, c), logs.String()} {
+		if strings.Contains(s, secret) {
+			t.Errorf("%s shows the password", s)
+		}
+		if !strings.Contains(s, "h:1") {
+			t.Errorf("%s does not show the address", s)
+		}
 	}
 }
