@@ -65,7 +65,7 @@ func BenchmarkClient_Bare(b *testing.B) {
 
 func resilientTransport(b *testing.B, srv *httptest.Server, base http.RoundTripper) http.RoundTripper {
 	cfg := discovery.FromMap(map[string]string{"services__catalog__http__0": srv.URL})
-	rt, err := resilience.NewTransport(base, resilience.WithResolver(discovery.NewResolver(cfg)), resilience.WithName("catalog"))
+	rt, err := resilience.NewTransport(base, &resilience.TransportConfig{Resolver: discovery.NewResolver(cfg), Name: "catalog"})
 	if err != nil {
 		b.Fatal(err)
 	}

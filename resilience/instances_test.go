@@ -64,7 +64,7 @@ func TestRetriesGoToAnotherInstance(t *testing.T) {
 				}
 				return tr.RoundTrip(r)
 			})
-			rt, err := resilience.NewTransport(base, resilience.WithOptions(o), resilience.WithResolver(resolverFor(a, b)))
+			rt, err := resilience.NewTransport(base, &resilience.TransportConfig{Options: o, Resolver: resolverFor(a, b)})
 			if err != nil {
 				t.Fatal(err)
 			}
