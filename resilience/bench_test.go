@@ -24,10 +24,16 @@ import (
 // interleaves the two, each side on its own lines. With the caller's
 // context not cancelable, the no-failure path adds 3 allocations per
 // request: the call's state (which holds the first attempt's URL, request
-// and context), the attempt context's Done channel, and the base
-// transport's watch on that context. BenchmarkPipelineOverhead measures
-// the pipeline alone over a stub transport (3 of its 4 allocations are
-// the stub's response).
+// and context), the attempt context's Done channel, and net/http's
+// goroutine watching that context (its child context cannot register
+// with a context type of another package). With a cancelable caller it
+// adds 6: the call, context.WithCancel's context and CancelFunc, its Done
+// channel, and the children map net/http's child registers in. Each is
+// needed while the attempt context must end when the body is closed, end
+// with the caller's, and be cut by the attempt timeout: a cheaper context
+// would break context.Cause or keep base transports' watchers alive past
+// the response. BenchmarkPipelineOverhead measures the pipeline alone over
+// a stub transport (3 of its 4 allocations are the stub's response).
 
 func benchServer(b *testing.B) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
