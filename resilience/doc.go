@@ -16,7 +16,7 @@
 //   - NewBackoff: the retry strategy's delays for loops of one's own;
 //   - metrics, span events and logs for every retry, breaker transition,
 //     rejection and timeout;
-//   - package resiliencetest: a scripted fake transport and fast options
+//   - package resiliencetest: a scripted fake transport and a time scale
 //     to unit-test code under failure in milliseconds.
 //
 // # Stacking
@@ -138,7 +138,7 @@
 // and Aspire:Resilience:Hedging:Clients:{name}; a non-HTTP Pipeline reads
 // Aspire:Resilience:Pipelines:{name}. Below those sections:
 //
-//	key (standard pipeline and Pipeline)                 default      option
+//	key (standard pipeline and Pipeline)                 default      Options field
 //	RateLimiter:DefaultRateLimiterOptions:PermitLimit    1000         RateLimiter.PermitLimit
 //	RateLimiter:DefaultRateLimiterOptions:QueueLimit     0            RateLimiter.QueueLimit
 //	TotalRequestTimeout:Timeout                          00:00:30     TotalRequestTimeout
@@ -155,7 +155,7 @@
 //	CircuitBreaker:BreakDuration                         00:00:05     CircuitBreaker.BreakDuration
 //	AttemptTimeout:Timeout                               00:00:10     AttemptTimeout
 //
-//	key (hedging pipeline)                                        default   option
+//	key (hedging pipeline)                                        default   HedgingOptions field
 //	TotalRequestTimeout:Timeout                                   00:00:30  TotalRequestTimeout
 //	Hedging:Delay                                                 00:00:02  Hedging.Delay
 //	Hedging:MaxHedgedAttempts                                     1         Hedging.MaxHedgedAttempts

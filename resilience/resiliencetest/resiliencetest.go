@@ -1,7 +1,7 @@
 // Package resiliencetest helps test code that calls HTTP services through
 // a resilience pipeline: a scripted fake transport that answers with a
-// sequence of responses, errors and delays, without a network, and
-// options that shrink the pipeline's delays and timeouts so failure
+// sequence of responses, errors and delays, without a network, and a
+// TimeScale that shrinks the pipeline's delays and timeouts so failure
 // scenarios run in milliseconds.
 //
 //	fake := resiliencetest.NewTransport(
