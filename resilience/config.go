@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -122,7 +123,7 @@ func LoadHedgingConfig(cfg *discovery.Config, name string) (*HedgingConfig, erro
 // LoadTransportConfig's.
 func LoadPipelineConfig(cfg *discovery.Config, name string) (*PipelineConfig, error) {
 	if name == "" {
-		return nil, fmt.Errorf("resilience: a pipeline read from configuration needs a name")
+		return nil, errors.New("resilience: a pipeline read from configuration needs a name")
 	}
 	o := DefaultOptions()
 	sec := SectionPipelines + ":" + name
