@@ -69,7 +69,7 @@ func TestAttemptContext(t *testing.T) {
 			o.AttemptTimeout = 200 * time.Millisecond
 			o.Retry.MaxRetryAttempts = 0
 			capt := &capturing{base: newBase(t)}
-			rt, err := resilience.NewTransport(capt, resilience.WithOptions(o))
+			rt, err := resilience.NewTransport(capt, &resilience.TransportConfig{Options: o})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -19,7 +19,7 @@ func (nopRT) RoundTrip(r *http.Request) (*http.Response, error) {
 // transport that answers at once.
 func BenchmarkPipelineOverhead(b *testing.B) {
 	cfg := discovery.FromMap(map[string]string{"services__catalog__http__0": "http://127.0.0.1:1"})
-	rt, err := NewTransport(nopRT{}, WithResolver(discovery.NewResolver(cfg)))
+	rt, err := NewTransport(nopRT{}, &TransportConfig{Resolver: discovery.NewResolver(cfg)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -123,9 +123,9 @@ func (ds *destinations) each(f func(*destination)) {
 func (ds *destinations) newDestination(name string) *destination {
 	d := &destination{name: name, permits: ds.permits}
 	if ds.tel != nil && ds.tel.pipeline != "" {
-		d.attrs = attribute.NewSet(AttrDestination.String(name), AttrPipeline.String(ds.tel.pipeline))
+		d.attrs = attribute.NewSet(attrDestination.String(name), attrPipeline.String(ds.tel.pipeline))
 	} else {
-		d.attrs = attribute.NewSet(AttrDestination.String(name))
+		d.attrs = attribute.NewSet(attrDestination.String(name))
 	}
 	o := ds.opts
 	d.cb = circuitbreaker.NewBuilder[any]().

@@ -8,25 +8,20 @@ import "time"
 // reconnect or restart something. The zero value yields zero delays. A
 // Backoff is not safe for concurrent use.
 type Backoff struct {
-	// Retry holds the delay settings.
-	Retry RetryOptions
-
+	retry   RetryOptions
 	attempt int
 	prev    float64
 }
 
 // NewBackoff returns a Backoff for r.
-func NewBackoff(r RetryOptions) *Backoff { return &Backoff{Retry: r} }
+func NewBackoff(r RetryOptions) *Backoff { return &Backoff{retry: r} }
 
 // Next returns the delay before the next attempt and counts it.
 func (b *Backoff) Next() time.Duration {
-	d := backoff(b.Retry, b.attempt, &b.prev, randFloat)
+	d := backoff(b.retry, b.attempt, &b.prev, randFloat)
 	b.attempt++
 	return d
 }
-
-// Attempts returns how many delays Next returned since the last Reset.
-func (b *Backoff) Attempts() int { return b.attempt }
 
 // Reset makes the next delay the first one again, as after a success.
 func (b *Backoff) Reset() { b.attempt, b.prev = 0, 0 }

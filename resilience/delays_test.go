@@ -27,9 +27,6 @@ func TestBackoffSequence(t *testing.T) {
 					t.Errorf("delay %d = %v, want %v", i, got, want)
 				}
 			}
-			if b.Attempts() != len(tt.want) {
-				t.Errorf("Attempts = %d, want %d", b.Attempts(), len(tt.want))
-			}
 			b.Reset()
 			if got := b.Next(); got != tt.want[0] {
 				t.Errorf("after Reset delay = %v, want %v", got, tt.want[0])

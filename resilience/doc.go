@@ -13,9 +13,10 @@
 //     across the instances service discovery resolves (DefaultHedgingOptions);
 //   - NewPipeline and Do: the same policies around any call, such as a
 //     database query, with IsTransient deciding what to retry;
+//   - NewBackoff: the retry strategy's delays for loops of one's own;
 //   - metrics, span events and logs for every retry, breaker transition,
 //     rejection and timeout;
-//   - package resiliencetest: a scripted fake transport and fast options
+//   - package resiliencetest: a scripted fake transport and a time scale
 //     to unit-test code under failure in milliseconds.
 //
 // # Stacking
@@ -25,15 +26,22 @@
 // (otelhttp, so each attempt gets its own client span, as .NET's
 // HttpClient records them, and carries the trace context), and a base
 // transport shared by the application's clients. Give the Transport the
-// discovery Resolver (WithResolver) rather than wrapping the base in
-// discovery.Transport: the logical URL is then resolved on every attempt,
-// inside the retry loop, so a retry goes to the next instance and each
-// instance has its own circuit breaker:
+// discovery Resolver (TransportConfig.Resolver) rather than wrapping the
+// base in discovery.Transport: the logical URL is then resolved on every
+// attempt, inside the retry loop, so a retry goes to the next instance and
+// each instance has its own circuit breaker:
 //
-//	rt, err := resilience.NewTransport(otelhttp.NewTransport(base),
-//		resilience.WithResolver(discovery.NewResolver(cfg)),
-//		resilience.WithConfig(cfg, "catalog"))
+//	c, err := resilience.LoadTransportConfig(cfg, "catalog") // or &resilience.TransportConfig{...}
+//	if err != nil {
+//		return err // a *discovery.KeyError naming the key at fault
+//	}
+//	c.Resolver = discovery.NewResolver(cfg)
+//	rt, err := resilience.NewTransport(otelhttp.NewTransport(base), c)
 //	client := &http.Client{Transport: rt}
+//
+// Each constructor takes its own config struct (TransportConfig,
+// HedgingConfig, PipelineConfig), so a setting that does not apply to it
+// cannot be given; a nil or zero config is Aspire's defaults.
 //
 // The caller's own span, if any, is the parent of the attempts' spans.
 //
@@ -57,8 +65,8 @@
 // at once instead of waiting for a timeout. Responses of failed attempts
 // are drained (up to 64 KiB) and closed, so their connections are reused.
 // When the retries are exhausted, the last response is returned as is (a
-// 503 with a nil error), or the last error wrapped in a
-// RetriesExceededError.
+// 503 with a nil error), or the last error wrapped in an error matching
+// ErrRetriesExceeded.
 //
 // The circuit breakers are failsafe-go's time-based breakers, one per
 // destination authority ("host:port"): a breaker opens when, within
@@ -121,7 +129,8 @@
 //
 // # Configuration
 //
-// WithConfig and LoadOptions read .NET-shaped keys; durations accept .NET
+// LoadTransportConfig, LoadHedgingConfig and LoadPipelineConfig read
+// .NET-shaped keys; durations accept .NET
 // TimeSpan text ("00:00:02") and Go durations ("2s"). Keys this package
 // does not know are ignored, as .NET's binder does. The standard pipeline
 // reads Aspire:Resilience:Http, then Aspire:Resilience:Http:Clients:{name}
@@ -129,7 +138,7 @@
 // and Aspire:Resilience:Hedging:Clients:{name}; a non-HTTP Pipeline reads
 // Aspire:Resilience:Pipelines:{name}. Below those sections:
 //
-//	key (standard pipeline and Pipeline)                 default      option
+//	key (standard pipeline and Pipeline)                 default      Options field
 //	RateLimiter:DefaultRateLimiterOptions:PermitLimit    1000         RateLimiter.PermitLimit
 //	RateLimiter:DefaultRateLimiterOptions:QueueLimit     0            RateLimiter.QueueLimit
 //	TotalRequestTimeout:Timeout                          00:00:30     TotalRequestTimeout
@@ -146,7 +155,7 @@
 //	CircuitBreaker:BreakDuration                         00:00:05     CircuitBreaker.BreakDuration
 //	AttemptTimeout:Timeout                               00:00:10     AttemptTimeout
 //
-//	key (hedging pipeline)                                        default   option
+//	key (hedging pipeline)                                        default   HedgingOptions field
 //	TotalRequestTimeout:Timeout                                   00:00:30  TotalRequestTimeout
 //	Hedging:Delay                                                 00:00:02  Hedging.Delay
 //	Hedging:MaxHedgedAttempts                                     1         Hedging.MaxHedgedAttempts
@@ -160,14 +169,17 @@
 // gives the catalog client five retries. The options are validated as
 // .NET validates them: the attempt timeout may not exceed the total
 // timeout, and the sampling duration must be at least twice the attempt
-// timeout; errors name the section and key.
+// timeout. A value that cannot be used is a *discovery.KeyError whose Key
+// is the full key at fault (the section and the key below it), whether
+// the value does not parse or breaks a rule; for options set in code, Key
+// is the key below the section ("AttemptTimeout:Timeout").
 //
 // # Telemetry
 //
-// Metrics use the meter provider given WithMeterProvider (default: the
-// OpenTelemetry global), scope ScopeName, with attributes destination
-// (the authority, or the pipeline name), outcome and pipeline (the name
-// given WithName or WithConfig, when set):
+// Metrics use the config's MeterProvider (default: the OpenTelemetry
+// global), instrumentation scope "github.com/goaspire/goaspire/resilience",
+// with attributes destination (the authority, or the pipeline name),
+// outcome and pipeline (the config's Name, when set):
 //
 //	goaspire.resilience.retries                counter  outcome: the failed attempt's status code, transport_error, attempt_timeout, error
 //	goaspire.resilience.breaker.state_changes  counter  outcome: the new state (open, half_open, closed)
@@ -176,9 +188,16 @@
 //	goaspire.resilience.timeouts               counter  outcome: attempt, total
 //	goaspire.resilience.hedges                 counter  hedged attempts started
 //
-// The same events are added to the span active in the request's context
-// (EventRetry, EventBreakerState, EventRejected, EventTimeout,
-// EventHedge); the package creates no spans of its own. Breaker
-// transitions are logged once each, through the logger given WithLogger
-// (default slog.Default()): opening at Warn, the others at Info.
+// The same events are added to the span active in the request's context,
+// with the same attributes (retries also carry attempt and delay_ms):
+//
+//	goaspire.resilience.retry
+//	goaspire.resilience.breaker.state_change
+//	goaspire.resilience.rejected
+//	goaspire.resilience.timeout
+//	goaspire.resilience.hedge
+//
+// The package creates no spans of its own. Breaker transitions are logged
+// once each, through the config's Logger (default slog.Default()):
+// opening at Warn, the others at Info.
 package resilience

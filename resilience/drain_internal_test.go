@@ -33,7 +33,7 @@ func TestDrainIsBounded(t *testing.T) {
 	defer base.CloseIdleConnections()
 	o := DefaultOptions()
 	o.Retry.Delay = time.Millisecond
-	rt, err := NewTransport(base, WithOptions(o))
+	rt, err := NewTransport(base, &TransportConfig{Options: o})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,8 +22,9 @@ var (
 	// without trying it. See CircuitOpenError.
 	ErrCircuitOpen = errors.New("resilience: circuit breaker is open")
 	// ErrTimeout reports that a timeout, total or per attempt, fired.
-	// ErrTotalTimeout and ErrAttemptTimeout tell them apart. See
-	// TimeoutError.
+	// ErrTotalTimeout and ErrAttemptTimeout tell them apart. The error
+	// also matches context.DeadlineExceeded, and its Timeout method (as
+	// net.Error's, seen through *url.Error) reports true.
 	ErrTimeout = errors.New("resilience: timeout")
 	// ErrTotalTimeout reports that the total timeout, which bounds every
 	// attempt and every delay between them, fired.
@@ -32,7 +33,7 @@ var (
 	// further retry was allowed.
 	ErrAttemptTimeout = errors.New("resilience: attempt timeout")
 	// ErrRejected reports that the concurrency limit was reached and the
-	// call was refused without being tried. See RejectedError.
+	// call was refused without being tried.
 	ErrRejected = errors.New("resilience: concurrency limit reached")
 	// ErrBodyNotReplayable reports that a request needed to be sent again
 	// but its body could not be replayed: the request has a body and no
@@ -40,7 +41,9 @@ var (
 	// *bytes.Buffer, *bytes.Reader and *strings.Reader bodies.
 	ErrBodyNotReplayable = errors.New("resilience: request body cannot be replayed")
 	// ErrRetriesExceeded is matched by the error returned when every
-	// allowed attempt failed. See RetriesExceededError.
+	// allowed attempt failed with an error; that error also wraps the
+	// last attempt's. (When the last attempt produced an HTTP response,
+	// the response is returned instead.)
 	ErrRetriesExceeded = errors.New("resilience: retries exceeded")
 )
 
@@ -68,102 +71,87 @@ func (e *CircuitOpenError) Is(target error) bool {
 	return target == ErrCircuitOpen || target == circuitbreaker.ErrOpen
 }
 
-// TimeoutKind says which timeout fired.
-type TimeoutKind int
+// timeoutKind says which timeout fired.
+type timeoutKind int
 
 // The two timeouts of a pipeline.
 const (
-	// TotalTimeout bounds the whole call: every attempt and every delay.
-	TotalTimeout TimeoutKind = iota + 1
-	// AttemptTimeout bounds one attempt.
-	AttemptTimeout
+	// timeoutTotal bounds the whole call: every attempt and every delay.
+	timeoutTotal timeoutKind = iota + 1
+	// timeoutAttempt bounds one attempt.
+	timeoutAttempt
 )
 
-// String returns "total" or "attempt".
-func (k TimeoutKind) String() string {
+// String returns "total" or "attempt", the outcome attribute's values.
+func (k timeoutKind) String() string {
 	switch k {
-	case TotalTimeout:
+	case timeoutTotal:
 		return "total"
-	case AttemptTimeout:
+	case timeoutAttempt:
 		return "attempt"
 	}
 	return "unknown"
 }
 
-// TimeoutError is returned when a timeout fired. It matches ErrTimeout,
+// timeoutError is returned when a timeout fired. It matches ErrTimeout,
 // context.DeadlineExceeded and timeout.ErrExceeded, and ErrTotalTimeout or
-// ErrAttemptTimeout according to Kind. Its Timeout method returns true, so
-// net.Error-style checks (url.Error.Timeout) see a timeout.
-type TimeoutError struct {
-	// Kind says which timeout fired.
-	Kind TimeoutKind
-	// Duration is the configured timeout that elapsed.
-	Duration time.Duration
-	// Destination is the authority of the timed-out attempt, or the
-	// logical authority (or pipeline name) for a total timeout.
-	Destination string
+// ErrAttemptTimeout according to its kind. Its Timeout method returns
+// true, so net.Error-style checks (url.Error.Timeout) see a timeout.
+type timeoutError struct {
+	kind        timeoutKind
+	duration    time.Duration // the configured timeout that elapsed
+	destination string        // the attempt's authority, or the logical one (or pipeline name) for a total timeout
 }
 
-// Error implements error.
-func (e *TimeoutError) Error() string {
-	return fmt.Sprintf("resilience: %s timeout of %s exceeded calling %s", e.Kind, e.Duration, e.Destination)
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("resilience: %s timeout of %s exceeded calling %s", e.kind, e.duration, e.destination)
 }
 
-// Is reports whether target is one of the errors TimeoutError matches.
-func (e *TimeoutError) Is(target error) bool {
+func (e *timeoutError) Is(target error) bool {
 	switch target {
 	case ErrTimeout, context.DeadlineExceeded, timeout.ErrExceeded:
 		return true
 	case ErrTotalTimeout:
-		return e.Kind == TotalTimeout
+		return e.kind == timeoutTotal
 	case ErrAttemptTimeout:
-		return e.Kind == AttemptTimeout
+		return e.kind == timeoutAttempt
 	}
 	return false
 }
 
-// Timeout reports true: a TimeoutError is always a timeout.
-func (e *TimeoutError) Timeout() bool { return true }
+func (e *timeoutError) Timeout() bool { return true }
 
-// RejectedError is returned when the concurrency limit refused a call.
-type RejectedError struct {
-	// Destination is the logical authority or pipeline name.
-	Destination string
-	// PermitLimit is the configured concurrency limit.
-	PermitLimit int
+// rejectedError is returned when the concurrency limit refused a call.
+type rejectedError struct {
+	destination string // the logical authority or pipeline name
+	permitLimit int
 }
 
-// Error implements error.
-func (e *RejectedError) Error() string {
-	return fmt.Sprintf("resilience: concurrency limit of %d reached calling %s", e.PermitLimit, e.Destination)
+func (e *rejectedError) Error() string {
+	return fmt.Sprintf("resilience: concurrency limit of %d reached calling %s", e.permitLimit, e.destination)
 }
 
 // Is reports whether target is ErrRejected or bulkhead.ErrFull.
-func (e *RejectedError) Is(target error) bool {
+func (e *rejectedError) Is(target error) bool {
 	return target == ErrRejected || target == bulkhead.ErrFull
 }
 
-// RetriesExceededError is returned when every allowed attempt failed with
-// an error (when the last attempt produced an HTTP response, that response
-// is returned instead). It unwraps to the last attempt's error.
-type RetriesExceededError struct {
-	// Attempts is the number of attempts made.
-	Attempts int
-	// Err is the last attempt's error.
-	Err error
+// retriesExceededError is returned when every allowed attempt failed with
+// an error. It unwraps to the last attempt's error.
+type retriesExceededError struct {
+	attempts int
+	err      error
 }
 
-// Error implements error.
-func (e *RetriesExceededError) Error() string {
-	return fmt.Sprintf("resilience: giving up after %d attempts: %v", e.Attempts, e.Err)
+func (e *retriesExceededError) Error() string {
+	return fmt.Sprintf("resilience: giving up after %d attempts: %v", e.attempts, e.err)
 }
 
-// Unwrap returns the last attempt's error.
-func (e *RetriesExceededError) Unwrap() error { return e.Err }
+func (e *retriesExceededError) Unwrap() error { return e.err }
 
 // Is reports whether target is ErrRetriesExceeded or
 // retrypolicy.ErrExceeded.
-func (e *RetriesExceededError) Is(target error) bool {
+func (e *retriesExceededError) Is(target error) bool {
 	return target == ErrRetriesExceeded || target == retrypolicy.ErrExceeded
 }
 

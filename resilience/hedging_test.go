@@ -20,9 +20,9 @@ func hedgingOptions() resilience.HedgingOptions {
 	return h
 }
 
-func newHedgingClient(t *testing.T, opts ...resilience.Option) (*http.Client, *resilience.Transport) {
+func newHedgingClient(t *testing.T, c *resilience.HedgingConfig) (*http.Client, *resilience.Transport) {
 	t.Helper()
-	rt, err := resilience.NewHedgingTransport(newBase(t), opts...)
+	rt, err := resilience.NewHedgingTransport(newBase(t), c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestHedgingRacesInstances(t *testing.T) {
 	fast := newServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "fast") })
 	h := hedgingOptions()
 	h.Hedging.Delay = 200 * time.Millisecond
-	c, _ := newHedgingClient(t, resilience.WithHedgingOptions(h), resilience.WithResolver(resolverFor(slow, fast)))
+	c, _ := newHedgingClient(t, &resilience.HedgingConfig{Options: h, Resolver: resolverFor(slow, fast)})
 	// Round-robin makes one call start on each instance.
 	for i := 0; i < 2; i++ {
 		start := time.Now()
@@ -69,7 +69,7 @@ func TestHedgingStartsAtOnceOnFailure(t *testing.T) {
 	good := newServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "good") })
 	h := hedgingOptions()
 	h.Hedging.Delay = 10 * time.Second
-	c, _ := newHedgingClient(t, resilience.WithHedgingOptions(h), resilience.WithResolver(resolverFor(bad, good)))
+	c, _ := newHedgingClient(t, &resilience.HedgingConfig{Options: h, Resolver: resolverFor(bad, good)})
 	for i := 0; i < 2; i++ {
 		start := time.Now()
 		st, body, err := get(t, c, "http://catalog/")
@@ -87,7 +87,7 @@ func TestHedgingAllFailReturnsLastFailure(t *testing.T) {
 	b := newServer(t, status(503))
 	h := hedgingOptions()
 	h.Hedging.MaxHedgedAttempts = 3
-	c, _ := newHedgingClient(t, resilience.WithHedgingOptions(h), resilience.WithResolver(resolverFor(a, b)))
+	c, _ := newHedgingClient(t, &resilience.HedgingConfig{Options: h, Resolver: resolverFor(a, b)})
 	st, _, err := get(t, c, "http://catalog/")
 	if err != nil || st != 503 {
 		t.Fatalf("GET = %d %v, want the last 503", st, err)
@@ -113,7 +113,7 @@ func TestHedgingParallelWhenDelayZero(t *testing.T) {
 	h := hedgingOptions()
 	h.Hedging.Delay = 0
 	h.Hedging.MaxHedgedAttempts = 2
-	c, _ := newHedgingClient(t, resilience.WithHedgingOptions(h))
+	c, _ := newHedgingClient(t, &resilience.HedgingConfig{Options: h})
 	done := make(chan error, 1)
 	go func() { _, _, err := get(t, c, srv.URL); done <- err }()
 	eventually(t, "3 parallel attempts", func() bool { return srv.hits.Load() == 3 })
@@ -125,7 +125,7 @@ func TestHedgingParallelWhenDelayZero(t *testing.T) {
 
 func TestHedgingSendsNonIdempotentOnce(t *testing.T) {
 	srv := newServer(t, status(503))
-	c, _ := newHedgingClient(t, resilience.WithHedgingOptions(hedgingOptions()))
+	c, _ := newHedgingClient(t, &resilience.HedgingConfig{Options: hedgingOptions()})
 	resp, err := c.Post(srv.URL, "text/plain", strings.NewReader("order"))
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +137,7 @@ func TestHedgingSendsNonIdempotentOnce(t *testing.T) {
 
 	h := hedgingOptions()
 	h.Hedging.HedgeNonIdempotent = true
-	c, _ = newHedgingClient(t, resilience.WithHedgingOptions(h))
+	c, _ = newHedgingClient(t, &resilience.HedgingConfig{Options: h})
 	srv.hits.Store(0)
 	resp, err = c.Post(srv.URL, "text/plain", strings.NewReader("order"))
 	if err != nil {
@@ -159,7 +159,7 @@ func TestHedgingTimeouts(t *testing.T) {
 	h.Endpoint.Timeout = 100 * time.Millisecond
 	h.Endpoint.CircuitBreaker.SamplingDuration = time.Second
 	h.Hedging.MaxHedgedAttempts = 10
-	c, _ := newHedgingClient(t, resilience.WithHedgingOptions(h))
+	c, _ := newHedgingClient(t, &resilience.HedgingConfig{Options: h})
 	_, _, err := get(t, c, srv.URL)
 	if !errors.Is(err, resilience.ErrTotalTimeout) {
 		t.Fatalf("error = %v, want the total timeout", err)
@@ -176,7 +176,7 @@ func TestHedgingBreakerPerEndpoint(t *testing.T) {
 	h.Endpoint.CircuitBreaker.MinimumThroughput = 3
 	h.Endpoint.CircuitBreaker.FailureRatio = 0.5
 	h.Endpoint.CircuitBreaker.BreakDuration = time.Minute
-	c, rt := newHedgingClient(t, resilience.WithHedgingOptions(h), resilience.WithResolver(resolverFor(bad, good)))
+	c, rt := newHedgingClient(t, &resilience.HedgingConfig{Options: h, Resolver: resolverFor(bad, good)})
 	for i := 0; i < 10; i++ {
 		if st, body, err := get(t, c, "http://catalog/"); err != nil || st != 200 || body != "good" {
 			t.Fatalf("call %d: %d %q %v", i, st, body, err)

@@ -116,9 +116,9 @@ func newBase(t *testing.T) *http.Transport {
 
 // newClient returns a client sending through a standard pipeline over a
 // fresh base transport.
-func newClient(t *testing.T, opts ...resilience.Option) (*http.Client, *resilience.Transport) {
+func newClient(t *testing.T, c *resilience.TransportConfig) (*http.Client, *resilience.Transport) {
 	t.Helper()
-	rt, err := resilience.NewTransport(newBase(t), opts...)
+	rt, err := resilience.NewTransport(newBase(t), c)
 	if err != nil {
 		t.Fatal(err)
 	}

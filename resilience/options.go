@@ -1,7 +1,6 @@
 package resilience
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -15,9 +14,10 @@ import (
 // does, outermost strategy first. DefaultOptions returns Aspire's values.
 //
 // Every duration must be positive (Retry.Delay and Retry.MaxDelay may be
-// zero). Validate reports the rules .NET enforces: the attempt timeout may
-// not exceed the total timeout, and the circuit breaker's sampling window
-// must be at least twice the attempt timeout.
+// zero), and the constructors enforce the rules .NET does: the attempt
+// timeout may not exceed the total timeout, and the circuit breaker's
+// sampling window must be at least twice the attempt timeout. An invalid
+// value is a *discovery.KeyError naming its configuration key.
 type Options struct {
 	// RateLimiter limits how many calls run at once (.NET's default rate
 	// limiter is a concurrency limiter).
@@ -71,9 +71,9 @@ func (b BackoffType) String() string {
 	return fmt.Sprintf("BackoffType(%d)", int(b))
 }
 
-// ParseBackoffType parses "Constant", "Linear" or "Exponential" in any
+// parseBackoffType parses "Constant", "Linear" or "Exponential" in any
 // case.
-func ParseBackoffType(s string) (BackoffType, error) {
+func parseBackoffType(s string) (BackoffType, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "constant":
 		return BackoffConstant, nil
@@ -214,31 +214,27 @@ func DefaultHedgingOptions() HedgingOptions {
 	}
 }
 
-// ValidationError reports an option value that cannot be used. Field is
-// the option's path, spelled as its configuration key below the section
-// ("AttemptTimeout:Timeout"); Section is the configuration section the
-// options were read from, if any.
-type ValidationError struct {
-	// Section is the configuration section, or "" for options set in code.
-	Section string
-	// Field is the option path, as a configuration key.
-	Field string
-	// Reason says what is wrong.
-	Reason string
-}
-
-// Error implements error.
-func (e *ValidationError) Error() string {
-	if e.Section != "" {
-		return fmt.Sprintf("resilience: %s:%s: %s", e.Section, e.Field, e.Reason)
+// invalid reports an option value that cannot be used, as a
+// *discovery.KeyError. Its key is the field's full configuration key: in
+// the most specific of secs that sets it, else in the last of secs (the
+// value is a default that conflicts with another one). Without sections
+// (options set in code) the key is the field's path below the section.
+func invalid(cfg *discovery.Config, secs []string, field, format string, args ...any) error {
+	key := field
+	if len(secs) > 0 {
+		key = secs[len(secs)-1] + ":" + field
+		for i := len(secs) - 1; i >= 0; i-- {
+			if _, ok := cfg.Lookup(secs[i] + ":" + field); ok {
+				key = secs[i] + ":" + field
+				break
+			}
+		}
 	}
-	return fmt.Sprintf("resilience: option %s: %s", e.Field, e.Reason)
+	return fmt.Errorf("resilience: %w", &discovery.KeyError{Key: key, Err: fmt.Errorf(format, args...)})
 }
 
 // Config keys below a section (see the package documentation).
 const (
-	keyPermitLimit     = "RateLimiter:DefaultRateLimiterOptions:PermitLimit"
-	keyQueueLimit      = "RateLimiter:DefaultRateLimiterOptions:QueueLimit"
 	keyTotalTimeout    = "TotalRequestTimeout:Timeout"
 	keyMaxRetries      = "Retry:MaxRetryAttempts"
 	keyBackoffType     = "Retry:BackoffType"
@@ -247,10 +243,7 @@ const (
 	keyMaxDelay        = "Retry:MaxDelay"
 	keyRetryAfter      = "Retry:ShouldRetryAfterHeader"
 	keyNonIdempotent   = "Retry:RetryNonIdempotent"
-	keyFailureRatio    = "CircuitBreaker:FailureRatio"
-	keyMinThroughput   = "CircuitBreaker:MinimumThroughput"
 	keySampling        = "CircuitBreaker:SamplingDuration"
-	keyBreak           = "CircuitBreaker:BreakDuration"
 	keyAttemptTimeout  = "AttemptTimeout:Timeout"
 	keyHedgeDelay      = "Hedging:Delay"
 	keyMaxHedged       = "Hedging:MaxHedgedAttempts"
@@ -270,15 +263,13 @@ const (
 	SectionPipelines = "Aspire:Resilience:Pipelines"
 )
 
-// Validate reports the first option that cannot be used, as a
-// *ValidationError.
-func (o Options) Validate() error { return o.validate("") }
-
-func (o Options) validate(section string) error {
+// validate reports the first option that cannot be used; cfg and secs
+// are where the options were read from, if anywhere (see invalid).
+func (o Options) validate(cfg *discovery.Config, secs ...string) error {
 	bad := func(field, reason string, args ...any) error {
-		return &ValidationError{Section: section, Field: field, Reason: fmt.Sprintf(reason, args...)}
+		return invalid(cfg, secs, field, reason, args...)
 	}
-	if err := o.RateLimiter.validate(section, "RateLimiter:DefaultRateLimiterOptions:"); err != nil {
+	if err := o.RateLimiter.validate(cfg, secs, "RateLimiter:DefaultRateLimiterOptions:"); err != nil {
 		return err
 	}
 	if o.TotalRequestTimeout <= 0 {
@@ -300,7 +291,7 @@ func (o Options) validate(section string) error {
 	if r.MaxDelay < 0 {
 		return bad(keyMaxDelay, "must not be negative, got %s", r.MaxDelay)
 	}
-	if err := o.CircuitBreaker.validate(section, "CircuitBreaker:"); err != nil {
+	if err := o.CircuitBreaker.validate(cfg, secs, "CircuitBreaker:"); err != nil {
 		return err
 	}
 	// The two rules .NET's HttpStandardResilienceOptions validator enforces.
@@ -315,13 +306,9 @@ func (o Options) validate(section string) error {
 	return nil
 }
 
-// Validate reports the first option that cannot be used, as a
-// *ValidationError.
-func (o HedgingOptions) Validate() error { return o.validate("") }
-
-func (o HedgingOptions) validate(section string) error {
+func (o HedgingOptions) validate(cfg *discovery.Config, secs ...string) error {
 	bad := func(field, reason string, args ...any) error {
-		return &ValidationError{Section: section, Field: field, Reason: fmt.Sprintf(reason, args...)}
+		return invalid(cfg, secs, field, reason, args...)
 	}
 	if o.TotalRequestTimeout <= 0 {
 		return bad(keyTotalTimeout, "must be positive, got %s", o.TotalRequestTimeout)
@@ -329,13 +316,13 @@ func (o HedgingOptions) validate(section string) error {
 	if o.Hedging.MaxHedgedAttempts < 0 {
 		return bad(keyMaxHedged, "must not be negative, got %d", o.Hedging.MaxHedgedAttempts)
 	}
-	if err := o.Endpoint.RateLimiter.validate(section, "Endpoint:RateLimiter:DefaultRateLimiterOptions:"); err != nil {
+	if err := o.Endpoint.RateLimiter.validate(cfg, secs, "Endpoint:RateLimiter:DefaultRateLimiterOptions:"); err != nil {
 		return err
 	}
 	if o.Endpoint.Timeout <= 0 {
 		return bad(keyEndpointTimeout, "must be positive, got %s", o.Endpoint.Timeout)
 	}
-	if err := o.Endpoint.CircuitBreaker.validate(section, "Endpoint:CircuitBreaker:"); err != nil {
+	if err := o.Endpoint.CircuitBreaker.validate(cfg, secs, "Endpoint:CircuitBreaker:"); err != nil {
 		return err
 	}
 	if o.Endpoint.Timeout > o.TotalRequestTimeout {
@@ -349,19 +336,19 @@ func (o HedgingOptions) validate(section string) error {
 	return nil
 }
 
-func (r RateLimiterOptions) validate(section, prefix string) error {
+func (r RateLimiterOptions) validate(cfg *discovery.Config, secs []string, prefix string) error {
 	if r.PermitLimit <= 0 {
-		return &ValidationError{Section: section, Field: prefix + "PermitLimit", Reason: fmt.Sprintf("must be positive, got %d", r.PermitLimit)}
+		return invalid(cfg, secs, prefix+"PermitLimit", "must be positive, got %d", r.PermitLimit)
 	}
 	if r.QueueLimit < 0 {
-		return &ValidationError{Section: section, Field: prefix + "QueueLimit", Reason: fmt.Sprintf("must not be negative, got %d", r.QueueLimit)}
+		return invalid(cfg, secs, prefix+"QueueLimit", "must not be negative, got %d", r.QueueLimit)
 	}
 	return nil
 }
 
-func (c CircuitBreakerOptions) validate(section, prefix string) error {
+func (c CircuitBreakerOptions) validate(cfg *discovery.Config, secs []string, prefix string) error {
 	bad := func(field, reason string, args ...any) error {
-		return &ValidationError{Section: section, Field: prefix + field, Reason: fmt.Sprintf(reason, args...)}
+		return invalid(cfg, secs, prefix+field, reason, args...)
 	}
 	if !(c.FailureRatio > 0 && c.FailureRatio <= 1) {
 		return bad("FailureRatio", "must be in (0, 1], got %v", c.FailureRatio)
@@ -376,59 +363,6 @@ func (c CircuitBreakerOptions) validate(section, prefix string) error {
 		return bad("BreakDuration", "must be positive, got %s", c.BreakDuration)
 	}
 	return nil
-}
-
-// LoadOptions returns DefaultOptions overridden by the keys set in the
-// section SectionHTTP, then by those in SectionHTTP:Clients:{name} (when
-// name is not empty), and validates the result. Errors name the key at
-// fault.
-func LoadOptions(cfg *discovery.Config, name string) (Options, error) {
-	o := DefaultOptions()
-	sec, err := applySections(&o, cfg, SectionHTTP, name)
-	if err != nil {
-		return o, err
-	}
-	return o, o.validate(sec)
-}
-
-// LoadHedgingOptions returns DefaultHedgingOptions overridden by the keys
-// set in SectionHedging, then in SectionHedging:Clients:{name}, and
-// validates the result.
-func LoadHedgingOptions(cfg *discovery.Config, name string) (HedgingOptions, error) {
-	o := DefaultHedgingOptions()
-	sec, err := applySections(&o, cfg, SectionHedging, name)
-	if err != nil {
-		return o, err
-	}
-	return o, o.validate(sec)
-}
-
-// LoadPipelineOptions returns DefaultOptions overridden by the keys set in
-// SectionPipelines:{name}, and validates the result.
-func LoadPipelineOptions(cfg *discovery.Config, name string) (Options, error) {
-	o := DefaultOptions()
-	if name == "" {
-		return o, errors.New("resilience: a pipeline read from configuration needs a name")
-	}
-	sec := SectionPipelines + ":" + name
-	if err := o.ApplyConfig(cfg.Section(sec)); err != nil {
-		return o, err
-	}
-	return o, o.validate(sec)
-}
-
-// applySections applies the section root to o, then root:Clients:{name}
-// when name is not empty, stopping at the first error. It returns the last
-// section it read, the one validation errors name.
-func applySections(o interface{ ApplyConfig(*discovery.Config) error }, cfg *discovery.Config, root, name string) (string, error) {
-	if err := o.ApplyConfig(cfg.Section(root)); err != nil {
-		return root, err
-	}
-	if name == "" {
-		return root, nil
-	}
-	sec := root + ":Clients:" + name
-	return sec, o.ApplyConfig(cfg.Section(sec))
 }
 
 // ApplyConfig overrides the options whose keys are set in sec (a section
@@ -447,7 +381,7 @@ func (o *Options) ApplyConfig(sec *discovery.Config) error {
 		return err
 	}
 	if v, ok := sec.Lookup(keyBackoffType); ok && strings.TrimSpace(v) != "" {
-		b, perr := ParseBackoffType(v)
+		b, perr := parseBackoffType(v)
 		if perr != nil {
 			return &discovery.KeyError{Key: sec.Path() + ":" + keyBackoffType, Err: perr}
 		}
@@ -477,11 +411,11 @@ func (o *Options) ApplyConfig(sec *discovery.Config) error {
 	return nil
 }
 
-// ApplyConfig overrides the options whose keys are set in sec (a section
+// applyConfig overrides the options whose keys are set in sec (a section
 // such as cfg.Section("Aspire:Resilience:Hedging")). Keys not set keep
 // their current value; unknown keys are ignored. It does not validate the
 // result.
-func (o *HedgingOptions) ApplyConfig(sec *discovery.Config) error {
+func (o *HedgingOptions) applyConfig(sec *discovery.Config) error {
 	var err error
 	if o.TotalRequestTimeout, err = sec.Duration(keyTotalTimeout, o.TotalRequestTimeout); err != nil {
 		return err

@@ -27,7 +27,7 @@ func TestDefaultOptionsAreAspires(t *testing.T) {
 	if o != want {
 		t.Fatalf("DefaultOptions() = %+v\nwant %+v", o, want)
 	}
-	if err := o.Validate(); err != nil {
+	if _, err := resilience.NewTransport(nil, &resilience.TransportConfig{Options: o}); err != nil {
 		t.Fatal(err)
 	}
 	h := resilience.DefaultHedgingOptions()
@@ -35,8 +35,40 @@ func TestDefaultOptionsAreAspires(t *testing.T) {
 		h.Endpoint.Timeout != 10*time.Second || h.Endpoint.CircuitBreaker != want.CircuitBreaker || h.Endpoint.RateLimiter.PermitLimit != 1000 {
 		t.Fatalf("DefaultHedgingOptions() = %+v", h)
 	}
-	if err := h.Validate(); err != nil {
+	if _, err := resilience.NewHedgingTransport(nil, &resilience.HedgingConfig{Options: h}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The zero config, or none, is Aspire's defaults, for all three
+// constructors; a negative TimeScale is refused.
+func TestZeroConfigIsTheDefaults(t *testing.T) {
+	for _, c := range []*resilience.TransportConfig{nil, {}} {
+		rt, err := resilience.NewTransport(nil, c)
+		if err != nil {
+			t.Fatalf("NewTransport(%v) = %v", c, err)
+		}
+		rt.Close()
+	}
+	for _, c := range []*resilience.HedgingConfig{nil, {}} {
+		rt, err := resilience.NewHedgingTransport(nil, c)
+		if err != nil {
+			t.Fatalf("NewHedgingTransport(%v) = %v", c, err)
+		}
+		rt.Close()
+	}
+	for _, c := range []*resilience.PipelineConfig{nil, {}} {
+		p, err := resilience.NewPipeline(c)
+		if err != nil {
+			t.Fatalf("NewPipeline(%v) = %v", c, err)
+		}
+		p.Close()
+	}
+	if _, err := resilience.NewTransport(nil, &resilience.TransportConfig{TimeScale: -1}); err == nil || !strings.Contains(err.Error(), "TimeScale") {
+		t.Fatalf("NewTransport(TimeScale -1) = %v, want an error naming TimeScale", err)
+	}
+	if _, err := resilience.NewPipeline(&resilience.PipelineConfig{TimeScale: -1}); err == nil {
+		t.Fatal("NewPipeline(TimeScale -1) did not fail")
 	}
 }
 
@@ -67,16 +99,17 @@ func TestValidate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := resilience.DefaultOptions()
 			tt.modify(&o)
-			err := o.Validate()
-			var ve *resilience.ValidationError
-			if !errors.As(err, &ve) {
-				t.Fatalf("Validate() = %v, want a *ValidationError", err)
+			// Options set in code: the key is the field's path.
+			_, err := resilience.NewTransport(nil, &resilience.TransportConfig{Options: o})
+			var ke *discovery.KeyError
+			if !errors.As(err, &ke) {
+				t.Fatalf("NewTransport() error = %v, want a *discovery.KeyError", err)
 			}
-			if ve.Field != tt.field || !strings.Contains(err.Error(), tt.reason) {
-				t.Fatalf("Validate() = %v (field %q), want field %q and %q", err, ve.Field, tt.field, tt.reason)
+			if ke.Key != tt.field || !strings.Contains(err.Error(), tt.reason) {
+				t.Fatalf("NewTransport() error = %v (key %q), want key %q and %q", err, ke.Key, tt.field, tt.reason)
 			}
-			if _, err := resilience.NewTransport(nil, resilience.WithOptions(o)); !errors.As(err, &ve) {
-				t.Fatalf("NewTransport() error = %v, want the validation error", err)
+			if _, err := resilience.NewPipeline(&resilience.PipelineConfig{Options: o}); !errors.As(err, &ke) || ke.Key != tt.field {
+				t.Fatalf("NewPipeline() error = %v, want the same *discovery.KeyError", err)
 			}
 		})
 	}
@@ -84,30 +117,32 @@ func TestValidate(t *testing.T) {
 	o := resilience.DefaultOptions()
 	o.AttemptTimeout = o.TotalRequestTimeout
 	o.CircuitBreaker.SamplingDuration = 2 * o.AttemptTimeout
-	if err := o.Validate(); err != nil {
+	if _, err := resilience.NewTransport(nil, &resilience.TransportConfig{Options: o}); err != nil {
 		t.Fatalf("boundary options: %v", err)
 	}
 }
 
 func TestValidateHedging(t *testing.T) {
-	h := resilience.DefaultHedgingOptions()
-	h.Endpoint.Timeout = time.Minute
-	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "Endpoint:Timeout:Timeout") {
-		t.Fatalf("Validate() = %v, want the endpoint timeout named", err)
+	tests := []struct {
+		modify func(*resilience.HedgingOptions)
+		key    string
+	}{
+		{func(h *resilience.HedgingOptions) { h.Endpoint.Timeout = time.Minute }, "Endpoint:Timeout:Timeout"},
+		{func(h *resilience.HedgingOptions) { h.Endpoint.CircuitBreaker.SamplingDuration = 15 * time.Second }, "Endpoint:CircuitBreaker:SamplingDuration"},
+		{func(h *resilience.HedgingOptions) { h.Hedging.MaxHedgedAttempts = -1 }, "Hedging:MaxHedgedAttempts"},
 	}
-	h = resilience.DefaultHedgingOptions()
-	h.Endpoint.CircuitBreaker.SamplingDuration = 15 * time.Second
-	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "Endpoint:CircuitBreaker:SamplingDuration") {
-		t.Fatalf("Validate() = %v, want the sampling duration named", err)
-	}
-	h = resilience.DefaultHedgingOptions()
-	h.Hedging.MaxHedgedAttempts = -1
-	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "Hedging:MaxHedgedAttempts") {
-		t.Fatalf("Validate() = %v", err)
+	for _, tt := range tests {
+		h := resilience.DefaultHedgingOptions()
+		tt.modify(&h)
+		_, err := resilience.NewHedgingTransport(nil, &resilience.HedgingConfig{Options: h})
+		var ke *discovery.KeyError
+		if !errors.As(err, &ke) || ke.Key != tt.key {
+			t.Errorf("NewHedgingTransport() error = %v, want a *discovery.KeyError for %s", err, tt.key)
+		}
 	}
 }
 
-func TestLoadOptions(t *testing.T) {
+func TestLoadTransportConfig(t *testing.T) {
 	cfg := discovery.FromMap(map[string]string{
 		"Aspire__Resilience__Http__Retry__MaxRetryAttempts":                             "5",
 		"Aspire__Resilience__Http__Retry__Delay":                                        "00:00:00.5",
@@ -127,10 +162,11 @@ func TestLoadOptions(t *testing.T) {
 		"Aspire__Resilience__Http__Clients__catalog__Retry__RetryNonIdempotent":         "true",
 		"Aspire__Resilience__Http__UnknownSetting":                                      "ignored",
 	})
-	o, err := resilience.LoadOptions(cfg, "")
+	c, err := resilience.LoadTransportConfig(cfg, "")
 	if err != nil {
 		t.Fatal(err)
 	}
+	o := c.Options
 	want := resilience.Options{
 		RateLimiter:         resilience.RateLimiterOptions{PermitLimit: 50, QueueLimit: 7},
 		TotalRequestTimeout: time.Minute,
@@ -142,29 +178,24 @@ func TestLoadOptions(t *testing.T) {
 		AttemptTimeout: 20 * time.Second,
 	}
 	if o != want {
-		t.Fatalf("LoadOptions() = %+v\nwant %+v", o, want)
+		t.Fatalf("LoadTransportConfig() = %+v\nwant %+v", o, want)
 	}
-	o, err = resilience.LoadOptions(cfg, "catalog")
+	c, err = resilience.LoadTransportConfig(cfg, "catalog")
 	if err != nil {
 		t.Fatal(err)
+	}
+	o = c.Options
+	if c.Name != "catalog" {
+		t.Fatalf("LoadTransportConfig(catalog).Name = %q", c.Name)
 	}
 	want.Retry.MaxRetryAttempts = 1
 	want.Retry.RetryNonIdempotent = true
 	if o != want {
-		t.Fatalf("LoadOptions(catalog) = %+v\nwant %+v", o, want)
+		t.Fatalf("LoadTransportConfig(catalog) = %+v\nwant %+v", o, want)
 	}
 	// Another client gets the shared section only.
-	if o, _ := resilience.LoadOptions(cfg, "basket"); o.Retry.MaxRetryAttempts != 5 {
-		t.Fatalf("LoadOptions(basket).Retry.MaxRetryAttempts = %d, want 5", o.Retry.MaxRetryAttempts)
-	}
-	// WithConfig reads the same keys.
-	rt, err := resilience.NewTransport(nil, resilience.WithConfig(cfg, "catalog"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close()
-	if rt.Options() != want {
-		t.Fatalf("Transport.Options() = %+v\nwant %+v", rt.Options(), want)
+	if c, _ := resilience.LoadTransportConfig(cfg, "basket"); c.Options.Retry.MaxRetryAttempts != 5 {
+		t.Fatalf("LoadTransportConfig(basket).Retry.MaxRetryAttempts = %d, want 5", c.Options.Retry.MaxRetryAttempts)
 	}
 }
 
@@ -182,20 +213,25 @@ func TestLoadOptionsErrorsNameTheKey(t *testing.T) {
 			"Aspire:Resilience:Http:Clients:catalog:AttemptTimeout:Timeout"},
 		{map[string]string{"Aspire:Resilience:Http:CircuitBreaker:SamplingDuration": "5s"}, "",
 			"Aspire:Resilience:Http:CircuitBreaker:SamplingDuration"},
+		// A bad value in the shared section is named there, even when a
+		// client's section is read after it.
+		{map[string]string{"Aspire:Resilience:Http:AttemptTimeout:Timeout": "00:01:00"}, "catalog",
+			"Aspire:Resilience:Http:AttemptTimeout:Timeout"},
+		// A default that conflicts with a value set is named in the last
+		// section read.
+		{map[string]string{"Aspire:Resilience:Http:TotalRequestTimeout:Timeout": "5s"}, "catalog",
+			"Aspire:Resilience:Http:Clients:catalog:AttemptTimeout:Timeout"},
 	}
 	for _, tt := range tests {
-		_, err := resilience.LoadOptions(discovery.FromMap(tt.values), tt.name)
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("LoadOptions(%v) = %v, want an error naming %s", tt.values, err, tt.want)
-		}
-		_, err = resilience.NewTransport(nil, resilience.WithConfig(discovery.FromMap(tt.values), tt.name))
-		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("NewTransport(WithConfig(%v)) = %v, want an error naming %s", tt.values, err, tt.want)
+		_, err := resilience.LoadTransportConfig(discovery.FromMap(tt.values), tt.name)
+		var ke *discovery.KeyError
+		if !errors.As(err, &ke) || ke.Key != tt.want || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("LoadTransportConfig(%v) = %v, want a *discovery.KeyError for %s", tt.values, err, tt.want)
 		}
 	}
 }
 
-func TestLoadHedgingAndPipelineOptions(t *testing.T) {
+func TestLoadHedgingAndPipelineConfig(t *testing.T) {
 	cfg := discovery.FromMap(map[string]string{
 		"Aspire:Resilience:Hedging:Hedging:Delay":                                              "100ms",
 		"Aspire:Resilience:Hedging:Hedging:MaxHedgedAttempts":                                  "2",
@@ -206,32 +242,36 @@ func TestLoadHedgingAndPipelineOptions(t *testing.T) {
 		"Aspire:Resilience:Pipelines:orders-db:Retry:MaxRetryAttempts":                         "2",
 		"Aspire:Resilience:Pipelines:orders-db:Retry:Delay":                                    "50ms",
 	})
-	h, err := resilience.LoadHedgingOptions(cfg, "search")
+	hc, err := resilience.LoadHedgingConfig(cfg, "search")
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := hc.Options
 	if h.Hedging.Delay != 100*time.Millisecond || h.Hedging.MaxHedgedAttempts != 2 || h.Endpoint.Timeout != 5*time.Second ||
 		h.Endpoint.CircuitBreaker.MinimumThroughput != 20 || h.Endpoint.RateLimiter.PermitLimit != 10 || h.TotalRequestTimeout != 10*time.Second {
-		t.Fatalf("LoadHedgingOptions() = %+v", h)
+		t.Fatalf("LoadHedgingConfig() = %+v", h)
 	}
-	p, err := resilience.LoadPipelineOptions(cfg, "orders-db")
+	pc, err := resilience.LoadPipelineConfig(cfg, "orders-db")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Retry.MaxRetryAttempts != 2 || p.Retry.Delay != 50*time.Millisecond {
-		t.Fatalf("LoadPipelineOptions() = %+v", p)
+	if p := pc.Options; p.Retry.MaxRetryAttempts != 2 || p.Retry.Delay != 50*time.Millisecond || pc.Name != "orders-db" {
+		t.Fatalf("LoadPipelineConfig() = %+v", pc)
 	}
-	pl, err := resilience.NewPipeline(resilience.WithConfig(cfg, "orders-db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pl.Close()
-	if pl.Options() != p {
-		t.Fatalf("Pipeline.Options() = %+v, want %+v", pl.Options(), p)
-	}
-	if _, err := resilience.NewHedgingTransport(nil, resilience.WithConfig(discovery.FromMap(map[string]string{
+	var ke *discovery.KeyError
+	_, err = resilience.LoadHedgingConfig(discovery.FromMap(map[string]string{
 		"Aspire:Resilience:Hedging:Endpoint:Timeout:Timeout": "1m",
-	}), "")); err == nil || !strings.Contains(err.Error(), "Aspire:Resilience:Hedging:Endpoint:Timeout:Timeout") {
-		t.Fatalf("NewHedgingTransport() error = %v", err)
+	}), "")
+	if !errors.As(err, &ke) || ke.Key != "Aspire:Resilience:Hedging:Endpoint:Timeout:Timeout" {
+		t.Fatalf("LoadHedgingConfig() error = %v", err)
+	}
+	_, err = resilience.LoadPipelineConfig(discovery.FromMap(map[string]string{
+		"Aspire:Resilience:Pipelines:orders-db:Retry:Delay": "soon",
+	}), "orders-db")
+	if !errors.As(err, &ke) || ke.Key != "Aspire:Resilience:Pipelines:orders-db:Retry:Delay" {
+		t.Fatalf("LoadPipelineConfig() error = %v", err)
+	}
+	if _, err := resilience.LoadPipelineConfig(cfg, ""); err == nil {
+		t.Fatal("LoadPipelineConfig without a name did not fail")
 	}
 }

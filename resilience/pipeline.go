@@ -19,7 +19,7 @@ import (
 // an attempt timeout. Run calls through it with Do or Pipeline.Run.
 //
 // Which errors are transient is decided by IsTransient unless
-// WithShouldHandle says otherwise. The caller's context being done is
+// PipelineConfig.ShouldHandle says otherwise. The caller's context being done is
 // never retried. A Pipeline is safe for concurrent use; it has one circuit
 // breaker, so make one per dependency.
 type Pipeline struct {
@@ -35,21 +35,30 @@ type Pipeline struct {
 	exec         failsafe.Executor[any]
 }
 
-// NewPipeline returns a Pipeline with DefaultOptions overridden by opts
-// (WithOptions, WithConfig reading SectionPipelines:{name}, WithName,
-// WithShouldHandle, WithTimeScale, WithMeterProvider, WithLogger). The
-// name, when given, is the breaker's destination in metrics and errors.
-func NewPipeline(opts ...Option) (*Pipeline, error) {
-	s, err := newSettings(kindPipeline, opts)
+// NewPipeline returns a Pipeline applying c's policies; c may be nil (the
+// zero PipelineConfig is Aspire's defaults). The options are validated;
+// an invalid value is a *discovery.KeyError naming it.
+func NewPipeline(c *PipelineConfig) (*Pipeline, error) {
+	if c == nil {
+		c = &PipelineConfig{}
+	}
+	declared := c.Options
+	if declared == (Options{}) {
+		declared = DefaultOptions()
+	}
+	if err := declared.validate(nil); err != nil {
+		return nil, err
+	}
+	s, err := newSettings(c.Name, c.MeterProvider, c.Logger, c.TimeScale)
 	if err != nil {
 		return nil, err
 	}
-	o := s.opts.scaled(s.scale)
+	o := declared.scaled(s.scale)
 	p := &Pipeline{
 		name:         s.name,
 		opts:         o,
-		declared:     s.opts,
-		shouldHandle: s.shouldHandle,
+		declared:     declared,
+		shouldHandle: c.ShouldHandle,
 		limiter:      bulkhead.New[any](uint(o.RateLimiter.PermitLimit)),
 		dests:        &destinations{opts: o.CircuitBreaker},
 	}
@@ -59,7 +68,7 @@ func NewPipeline(opts ...Option) (*Pipeline, error) {
 	if p.shouldHandle == nil {
 		p.shouldHandle = IsTransient
 	}
-	tel, err := newTelemetry(s, p.dests)
+	tel, err := newTelemetry(&s, p.dests)
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +89,7 @@ func NewPipeline(opts ...Option) (*Pipeline, error) {
 		OnRetryScheduled(func(e failsafe.ExecutionScheduledEvent[any]) {
 			if af, ok := e.LastError().(*attemptFailure); ok {
 				outcome := outcomeError
-				if _, isTimeout := af.err.(*TimeoutError); isTimeout {
+				if _, isTimeout := af.err.(*timeoutError); isTimeout {
 					outcome = outcomeAttemptTimeout
 				}
 				p.tel.retry(e.Context(), p.name, outcome, e.Attempts(), e.Delay)
@@ -95,9 +104,6 @@ func NewPipeline(opts ...Option) (*Pipeline, error) {
 	)
 	return p, nil
 }
-
-// Options returns the pipeline's options, as configured.
-func (p *Pipeline) Options() Options { return p.declared }
 
 // CircuitState returns the state of the pipeline's circuit breaker.
 func (p *Pipeline) CircuitState() CircuitState { return CircuitState(p.dest.state.Load()) }
@@ -117,15 +123,16 @@ func (p *Pipeline) Run(ctx context.Context, fn func(ctx context.Context) error) 
 // repeat (a whole transaction, not one statement of it).
 //
 // When every attempt failed Do returns the last attempt's result and
-// error, the error wrapped in a RetriesExceededError when it was retried.
-// Refusals and timeouts are a *CircuitOpenError, *RejectedError or
-// *TimeoutError.
+// error, the error wrapped in one matching ErrRetriesExceeded when it was
+// retried. Refusals and timeouts match ErrCircuitOpen (a
+// *CircuitOpenError), ErrRejected, and ErrTotalTimeout or
+// ErrAttemptTimeout.
 func Do[T any](ctx context.Context, p *Pipeline, fn func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
 	if err := acquire(ctx, p.limiter, p.opts.RateLimiter.QueueLimit, &p.queued); err != nil {
 		if errors.Is(err, bulkhead.ErrFull) {
 			p.tel.rejected(ctx, p.name, outcomeConcurrencyLimit)
-			return zero, &RejectedError{Destination: p.name, PermitLimit: p.opts.RateLimiter.PermitLimit}
+			return zero, &rejectedError{destination: p.name, permitLimit: p.opts.RateLimiter.PermitLimit}
 		}
 		return zero, err
 	}
@@ -146,7 +153,7 @@ func Do[T any](ctx context.Context, p *Pipeline, fn func(ctx context.Context) (T
 	case *attemptFailure:
 		err = e.err
 		if n := int(pc.attempts.Load()); n > 1 {
-			err = &RetriesExceededError{Attempts: n, Err: err}
+			err = &retriesExceededError{attempts: n, err: err}
 		}
 	default:
 		if cerr := ctx.Err(); cerr != nil {
@@ -154,8 +161,8 @@ func Do[T any](ctx context.Context, p *Pipeline, fn func(ctx context.Context) (T
 				err = cerr
 			}
 		} else if err == timeout.ErrExceeded {
-			err = &TimeoutError{Kind: TotalTimeout, Duration: p.declared.TotalRequestTimeout, Destination: p.name}
-			p.tel.timedOut(ctx, p.name, TotalTimeout)
+			err = &timeoutError{kind: timeoutTotal, duration: p.declared.TotalRequestTimeout, destination: p.name}
+			p.tel.timedOut(ctx, p.name, timeoutTotal)
 		}
 	}
 	return v, err
@@ -195,8 +202,8 @@ func (p *Pipeline) breaker(exec failsafe.Execution[any], next func(failsafe.Exec
 	res := next(exec)
 	af, _ := res.Error.(*attemptFailure)
 	if af == nil && res.Error == timeout.ErrExceeded {
-		af = &attemptFailure{err: &TimeoutError{Kind: AttemptTimeout, Duration: p.declared.AttemptTimeout, Destination: d.name}}
-		p.tel.timedOut(ctx, d.name, AttemptTimeout)
+		af = &attemptFailure{err: &timeoutError{kind: timeoutAttempt, duration: p.declared.AttemptTimeout, destination: d.name}}
+		p.tel.timedOut(ctx, d.name, timeoutAttempt)
 		res = &common.PolicyResult[any]{Result: res.Result, Error: af, Done: true}
 	}
 	if af != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,9 +12,9 @@ import (
 	"github.com/goaspire/goaspire/resilience"
 )
 
-func newPipeline(t *testing.T, opts ...resilience.Option) *resilience.Pipeline {
+func newPipeline(t *testing.T, c *resilience.PipelineConfig) *resilience.Pipeline {
 	t.Helper()
-	p, err := resilience.NewPipeline(append([]resilience.Option{resilience.WithOptions(testOptions())}, opts...)...)
+	p, err := resilience.NewPipeline(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +23,7 @@ func newPipeline(t *testing.T, opts ...resilience.Option) *resilience.Pipeline {
 }
 
 func TestDoRetriesTransientErrors(t *testing.T) {
-	p := newPipeline(t, resilience.WithName("orders-db"))
+	p := newPipeline(t, &resilience.PipelineConfig{Options: testOptions(), Name: "orders-db"})
 	var calls atomic.Int32
 	v, err := resilience.Do(context.Background(), p, func(ctx context.Context) (int, error) {
 		if calls.Add(1) < 3 {
@@ -36,7 +37,7 @@ func TestDoRetriesTransientErrors(t *testing.T) {
 }
 
 func TestDoDoesNotRetryOtherErrors(t *testing.T) {
-	p := newPipeline(t)
+	p := newPipeline(t, &resilience.PipelineConfig{Options: testOptions()})
 	notFound := errors.New("no such order")
 	var calls atomic.Int32
 	_, err := resilience.Do(context.Background(), p, func(context.Context) (string, error) {
@@ -49,14 +50,13 @@ func TestDoDoesNotRetryOtherErrors(t *testing.T) {
 }
 
 func TestDoRetriesExhausted(t *testing.T) {
-	p := newPipeline(t)
+	p := newPipeline(t, &resilience.PipelineConfig{Options: testOptions()})
 	var calls atomic.Int32
 	v, err := resilience.Do(context.Background(), p, func(context.Context) (int, error) {
 		return int(calls.Add(1)), sqlErr("40001")
 	})
-	var re *resilience.RetriesExceededError
-	if !errors.As(err, &re) || re.Attempts != 4 || !errors.Is(err, sqlErr("40001")) || v != 4 {
-		t.Fatalf("Do = %d, %v; want the 4th attempt's result and a RetriesExceededError", v, err)
+	if !errors.Is(err, resilience.ErrRetriesExceeded) || !strings.Contains(err.Error(), "after 4 attempts") || !errors.Is(err, sqlErr("40001")) || v != 4 {
+		t.Fatalf("Do = %d, %v; want the 4th attempt's result and retries exceeded after 4 attempts", v, err)
 	}
 }
 
@@ -69,7 +69,7 @@ func TestDoTimeouts(t *testing.T) {
 	o := testOptions()
 	o.AttemptTimeout = 50 * time.Millisecond
 	o.Retry.MaxRetryAttempts = 1
-	p := newPipeline(t, resilience.WithOptions(o))
+	p := newPipeline(t, &resilience.PipelineConfig{Options: o})
 	var calls atomic.Int32
 	_, err := resilience.Do(context.Background(), p, func(ctx context.Context) (int, error) {
 		calls.Add(1)
@@ -85,7 +85,7 @@ func TestDoTimeouts(t *testing.T) {
 	o.AttemptTimeout = 100 * time.Millisecond
 	o.CircuitBreaker.SamplingDuration = time.Second
 	o.Retry.Delay = time.Hour
-	p = newPipeline(t, resilience.WithOptions(o))
+	p = newPipeline(t, &resilience.PipelineConfig{Options: o})
 	start := time.Now()
 	err = p.Run(context.Background(), func(context.Context) error { return io.ErrUnexpectedEOF })
 	if !errors.Is(err, resilience.ErrTotalTimeout) || time.Since(start) > 3*time.Second {
@@ -98,7 +98,7 @@ func TestDoCircuitBreaker(t *testing.T) {
 	o.Retry.MaxRetryAttempts = 0
 	o.CircuitBreaker.MinimumThroughput = 2
 	o.CircuitBreaker.FailureRatio = 0.5
-	p := newPipeline(t, resilience.WithOptions(o), resilience.WithName("cache"))
+	p := newPipeline(t, &resilience.PipelineConfig{Options: o, Name: "cache"})
 	fail := func(context.Context) error { return io.ErrUnexpectedEOF }
 	for i := 0; i < 2; i++ {
 		if err := p.Run(context.Background(), fail); !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -119,7 +119,7 @@ func TestDoCircuitBreaker(t *testing.T) {
 func TestDoCallerCancellation(t *testing.T) {
 	o := testOptions()
 	o.Retry.Delay = 10 * time.Second
-	p := newPipeline(t, resilience.WithOptions(o))
+	p := newPipeline(t, &resilience.PipelineConfig{Options: o})
 	ctx, cancel := context.WithCancel(context.Background())
 	var calls atomic.Int32
 	start := time.Now()
@@ -143,7 +143,7 @@ func TestDoCallerCancellation(t *testing.T) {
 
 func TestDoShouldHandle(t *testing.T) {
 	errBusy := errors.New("busy")
-	p := newPipeline(t, resilience.WithShouldHandle(func(err error) bool { return errors.Is(err, errBusy) }))
+	p := newPipeline(t, &resilience.PipelineConfig{Options: testOptions(), ShouldHandle: func(err error) bool { return errors.Is(err, errBusy) }})
 	var calls atomic.Int32
 	err := p.Run(context.Background(), func(context.Context) error {
 		if calls.Add(1) == 1 {
@@ -164,7 +164,7 @@ func TestDoShouldHandle(t *testing.T) {
 func TestDoConcurrencyLimit(t *testing.T) {
 	o := testOptions()
 	o.RateLimiter.PermitLimit = 1
-	p := newPipeline(t, resilience.WithOptions(o))
+	p := newPipeline(t, &resilience.PipelineConfig{Options: o})
 	inside := make(chan struct{})
 	release := make(chan struct{})
 	done := make(chan error)

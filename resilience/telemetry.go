@@ -12,34 +12,38 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// ScopeName is the instrumentation scope of this package's metrics.
-const ScopeName = "github.com/goaspire/goaspire/resilience"
+// The names below are the package's telemetry contract, listed in the
+// package documentation for dashboards and alerts.
+
+// scopeName is the instrumentation scope of this package's metrics.
+const scopeName = "github.com/goaspire/goaspire/resilience"
 
 // Metric names.
 const (
-	MetricRetries            = "goaspire.resilience.retries"
-	MetricBreakerStateChange = "goaspire.resilience.breaker.state_changes"
-	MetricBreakerState       = "goaspire.resilience.breaker.state"
-	MetricRejections         = "goaspire.resilience.rejections"
-	MetricTimeouts           = "goaspire.resilience.timeouts"
+	metricRetries            = "goaspire.resilience.retries"
+	metricBreakerStateChange = "goaspire.resilience.breaker.state_changes"
+	metricBreakerState       = "goaspire.resilience.breaker.state"
+	metricRejections         = "goaspire.resilience.rejections"
+	metricTimeouts           = "goaspire.resilience.timeouts"
+	metricHedges             = "goaspire.resilience.hedges"
 )
 
 // Attribute keys of the metrics and span events.
 const (
-	AttrDestination = attribute.Key("destination")
-	AttrOutcome     = attribute.Key("outcome")
-	AttrPipeline    = attribute.Key("pipeline")
-	AttrAttempt     = attribute.Key("attempt")
-	AttrDelay       = attribute.Key("delay_ms")
+	attrDestination = attribute.Key("destination")
+	attrOutcome     = attribute.Key("outcome")
+	attrPipeline    = attribute.Key("pipeline")
+	attrAttempt     = attribute.Key("attempt")
+	attrDelay       = attribute.Key("delay_ms")
 )
 
 // Span event names, added to the span active in the request's context.
 const (
-	EventRetry        = "goaspire.resilience.retry"
-	EventBreakerState = "goaspire.resilience.breaker.state_change"
-	EventRejected     = "goaspire.resilience.rejected"
-	EventTimeout      = "goaspire.resilience.timeout"
-	EventHedge        = "goaspire.resilience.hedge"
+	eventRetry        = "goaspire.resilience.retry"
+	eventBreakerState = "goaspire.resilience.breaker.state_change"
+	eventRejected     = "goaspire.resilience.rejected"
+	eventTimeout      = "goaspire.resilience.timeout"
+	eventHedge        = "goaspire.resilience.hedge"
 )
 
 // Outcome attribute values other than HTTP status codes.
@@ -71,30 +75,30 @@ func newTelemetry(s *settings, dests *destinations) (*telemetry, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	m := mp.Meter(ScopeName)
+	m := mp.Meter(scopeName)
 	t := &telemetry{pipeline: s.name, logger: logger}
 	var err error
-	if t.retries, err = m.Int64Counter(MetricRetries, metric.WithUnit("{retry}"),
+	if t.retries, err = m.Int64Counter(metricRetries, metric.WithUnit("{retry}"),
 		metric.WithDescription("Retries scheduled after a transient failure.")); err != nil {
 		return nil, err
 	}
-	if t.stateChanges, err = m.Int64Counter(MetricBreakerStateChange, metric.WithUnit("{change}"),
+	if t.stateChanges, err = m.Int64Counter(metricBreakerStateChange, metric.WithUnit("{change}"),
 		metric.WithDescription("Circuit breaker state changes; outcome is the new state.")); err != nil {
 		return nil, err
 	}
-	if t.rejections, err = m.Int64Counter(MetricRejections, metric.WithUnit("{call}"),
+	if t.rejections, err = m.Int64Counter(metricRejections, metric.WithUnit("{call}"),
 		metric.WithDescription("Calls refused without being tried: circuit_open or concurrency_limit.")); err != nil {
 		return nil, err
 	}
-	if t.timeouts, err = m.Int64Counter(MetricTimeouts, metric.WithUnit("{timeout}"),
+	if t.timeouts, err = m.Int64Counter(metricTimeouts, metric.WithUnit("{timeout}"),
 		metric.WithDescription("Timeouts that fired; outcome is attempt or total.")); err != nil {
 		return nil, err
 	}
-	if t.hedges, err = m.Int64Counter("goaspire.resilience.hedges", metric.WithUnit("{attempt}"),
+	if t.hedges, err = m.Int64Counter(metricHedges, metric.WithUnit("{attempt}"),
 		metric.WithDescription("Hedged attempts started.")); err != nil {
 		return nil, err
 	}
-	gauge, err := m.Int64ObservableGauge(MetricBreakerState, metric.WithUnit("{state}"),
+	gauge, err := m.Int64ObservableGauge(metricBreakerState, metric.WithUnit("{state}"),
 		metric.WithDescription("Circuit breaker state per destination: 0 closed, 1 open, 2 half-open."))
 	if err != nil {
 		return nil, err
@@ -120,9 +124,9 @@ func (t *telemetry) close() error {
 
 func (t *telemetry) attrs(dest, outcome string) metric.MeasurementOption {
 	if t.pipeline != "" {
-		return metric.WithAttributes(AttrDestination.String(dest), AttrOutcome.String(outcome), AttrPipeline.String(t.pipeline))
+		return metric.WithAttributes(attrDestination.String(dest), attrOutcome.String(outcome), attrPipeline.String(t.pipeline))
 	}
-	return metric.WithAttributes(AttrDestination.String(dest), AttrOutcome.String(outcome))
+	return metric.WithAttributes(attrDestination.String(dest), attrOutcome.String(outcome))
 }
 
 func (t *telemetry) event(ctx context.Context, name string, attrs ...attribute.KeyValue) {
@@ -131,30 +135,30 @@ func (t *telemetry) event(ctx context.Context, name string, attrs ...attribute.K
 		return
 	}
 	if t.pipeline != "" {
-		attrs = append(attrs, AttrPipeline.String(t.pipeline))
+		attrs = append(attrs, attrPipeline.String(t.pipeline))
 	}
 	span.AddEvent(name, trace.WithAttributes(attrs...))
 }
 
 func (t *telemetry) retry(ctx context.Context, dest, outcome string, attempt int, delay time.Duration) {
 	t.retries.Add(ctx, 1, t.attrs(dest, outcome))
-	t.event(ctx, EventRetry, AttrDestination.String(dest), AttrOutcome.String(outcome),
-		AttrAttempt.Int(attempt), AttrDelay.Int64(delay.Milliseconds()))
+	t.event(ctx, eventRetry, attrDestination.String(dest), attrOutcome.String(outcome),
+		attrAttempt.Int(attempt), attrDelay.Int64(delay.Milliseconds()))
 }
 
 func (t *telemetry) hedge(ctx context.Context, dest string, attempt int) {
 	t.hedges.Add(ctx, 1, t.attrs(dest, "started"))
-	t.event(ctx, EventHedge, AttrDestination.String(dest), AttrAttempt.Int(attempt))
+	t.event(ctx, eventHedge, attrDestination.String(dest), attrAttempt.Int(attempt))
 }
 
 func (t *telemetry) rejected(ctx context.Context, dest, outcome string) {
 	t.rejections.Add(ctx, 1, t.attrs(dest, outcome))
-	t.event(ctx, EventRejected, AttrDestination.String(dest), AttrOutcome.String(outcome))
+	t.event(ctx, eventRejected, attrDestination.String(dest), attrOutcome.String(outcome))
 }
 
-func (t *telemetry) timedOut(ctx context.Context, dest string, kind TimeoutKind) {
+func (t *telemetry) timedOut(ctx context.Context, dest string, kind timeoutKind) {
 	t.timeouts.Add(ctx, 1, t.attrs(dest, kind.String()))
-	t.event(ctx, EventTimeout, AttrDestination.String(dest), AttrOutcome.String(kind.String()))
+	t.event(ctx, eventTimeout, attrDestination.String(dest), attrOutcome.String(kind.String()))
 }
 
 // stateChanged records a breaker transition: once, from the breaker's
@@ -179,13 +183,13 @@ func (t *telemetry) stateChanged(dest string, from, to CircuitState, failureRate
 // stateEvent adds the breaker's new state to the span of the call that
 // saw the transition.
 func (t *telemetry) stateEvent(ctx context.Context, dest string, to CircuitState) {
-	t.event(ctx, EventBreakerState, AttrDestination.String(dest), AttrOutcome.String(to.String()))
+	t.event(ctx, eventBreakerState, attrDestination.String(dest), attrOutcome.String(to.String()))
 }
 
 // outcomeOf names an attempt's failure for the outcome attribute.
 func outcomeOf(status int, err error) string {
 	if err != nil {
-		if _, ok := err.(*TimeoutError); ok {
+		if _, ok := err.(*timeoutError); ok {
 			return outcomeAttemptTimeout
 		}
 		return outcomeTransportError

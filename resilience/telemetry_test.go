@@ -58,7 +58,7 @@ func points(t *testing.T, reader *sdkmetric.ManualReader, name string) map[strin
 	}
 	out := map[string]int64{}
 	for _, sm := range rm.ScopeMetrics {
-		if sm.Scope.Name != resilience.ScopeName {
+		if sm.Scope.Name != "github.com/goaspire/goaspire/resilience" {
 			continue
 		}
 		for _, m := range sm.Metrics {
@@ -73,9 +73,9 @@ func points(t *testing.T, reader *sdkmetric.ManualReader, name string) map[strin
 				dps = d.DataPoints
 			}
 			for _, dp := range dps {
-				dest, _ := dp.Attributes.Value(resilience.AttrDestination)
-				outcome, _ := dp.Attributes.Value(resilience.AttrOutcome)
-				if p, ok := dp.Attributes.Value(resilience.AttrPipeline); !ok || p.AsString() != "catalog" {
+				dest, _ := dp.Attributes.Value(attribute.Key("destination"))
+				outcome, _ := dp.Attributes.Value(attribute.Key("outcome"))
+				if p, ok := dp.Attributes.Value(attribute.Key("pipeline")); !ok || p.AsString() != "catalog" {
 					t.Errorf("%s point without the pipeline attribute: %v", name, dp.Attributes)
 				}
 				out[dest.AsString()+"/"+outcome.AsString()] += dp.Value
@@ -101,10 +101,10 @@ func TestTelemetry(t *testing.T) {
 	o.CircuitBreaker.MinimumThroughput = 2
 	o.CircuitBreaker.FailureRatio = 0.5
 	o.CircuitBreaker.BreakDuration = time.Minute
-	common := []resilience.Option{resilience.WithName("catalog"), resilience.WithMeterProvider(mp), resilience.WithLogger(slog.New(logs))}
-	c, _ := newClient(t, append(common, resilience.WithOptions(o))...)
-	o.AttemptTimeout = 50 * time.Millisecond
-	cSlow, _ := newClient(t, append(common, resilience.WithOptions(o))...)
+	common := resilience.TransportConfig{Name: "catalog", MeterProvider: mp, Logger: slog.New(logs), Options: o}
+	c, _ := newClient(t, &common)
+	common.Options.AttemptTimeout = 50 * time.Millisecond
+	cSlow, _ := newClient(t, &common)
 
 	ctx, span := tp.Tracer("test").Start(context.Background(), "call")
 	do := func(c *http.Client, url string) error {
@@ -130,20 +130,20 @@ func TestTelemetry(t *testing.T) {
 	span.End()
 
 	badA, slowA := bad.authority(), slow.authority()
-	if got := points(t, reader, resilience.MetricRetries); got[badA+"/503"] != 1 || got[slowA+"/attempt_timeout"] != 1 {
+	if got := points(t, reader, "goaspire.resilience.retries"); got[badA+"/503"] != 1 || got[slowA+"/attempt_timeout"] != 1 {
 		t.Errorf("retries = %v", got)
 	}
-	if got := points(t, reader, resilience.MetricBreakerStateChange); got[badA+"/open"] != 1 {
+	if got := points(t, reader, "goaspire.resilience.breaker.state_changes"); got[badA+"/open"] != 1 {
 		t.Errorf("state changes = %v", got)
 	}
-	if got := points(t, reader, resilience.MetricBreakerState); got[badA+"/"] != int64(resilience.CircuitOpen) || got[slowA+"/"] != int64(resilience.CircuitOpen) {
+	if got := points(t, reader, "goaspire.resilience.breaker.state"); got[badA+"/"] != int64(resilience.CircuitOpen) || got[slowA+"/"] != int64(resilience.CircuitOpen) {
 		// The two timeouts also opened the slow instance's breaker.
 		t.Errorf("breaker states = %v", got)
 	}
-	if got := points(t, reader, resilience.MetricRejections); got[badA+"/circuit_open"] != 1 {
+	if got := points(t, reader, "goaspire.resilience.rejections"); got[badA+"/circuit_open"] != 1 {
 		t.Errorf("rejections = %v", got)
 	}
-	if got := points(t, reader, resilience.MetricTimeouts); got[slowA+"/attempt"] != 2 {
+	if got := points(t, reader, "goaspire.resilience.timeouts"); got[slowA+"/attempt"] != 2 {
 		t.Errorf("timeouts = %v", got)
 	}
 	if n := logs.count("resilience: circuit breaker opened"); n != 2 {
@@ -157,11 +157,11 @@ func TestTelemetry(t *testing.T) {
 	events := map[string]int{}
 	for _, e := range ended[0].Events() {
 		events[e.Name]++
-		if e.Name == resilience.EventRetry && !hasAttr(e.Attributes, resilience.AttrDelay) {
+		if e.Name == "goaspire.resilience.retry" && !hasAttr(e.Attributes, attribute.Key("delay_ms")) {
 			t.Errorf("retry event without delay: %v", e.Attributes)
 		}
 	}
-	want := map[string]int{resilience.EventRetry: 2, resilience.EventBreakerState: 2, resilience.EventRejected: 1, resilience.EventTimeout: 2}
+	want := map[string]int{"goaspire.resilience.retry": 2, "goaspire.resilience.breaker.state_change": 2, "goaspire.resilience.rejected": 1, "goaspire.resilience.timeout": 2}
 	for name, n := range want {
 		if events[name] != n {
 			t.Errorf("span has %d %s events, want %d (all: %v)", events[name], name, n, events)
@@ -187,11 +187,11 @@ func TestTotalTimeoutTelemetry(t *testing.T) {
 	o.TotalRequestTimeout = 100 * time.Millisecond
 	o.AttemptTimeout = 100 * time.Millisecond
 	o.CircuitBreaker.SamplingDuration = time.Second
-	c, _ := newClient(t, resilience.WithOptions(o), resilience.WithName("catalog"), resilience.WithMeterProvider(mp))
+	c, _ := newClient(t, &resilience.TransportConfig{Options: o, Name: "catalog", MeterProvider: mp})
 	if _, _, err := get(t, c, srv.URL); err == nil {
 		t.Fatal("want a timeout")
 	}
-	if got := points(t, reader, resilience.MetricTimeouts); got[srv.authority()+"/total"] != 1 {
+	if got := points(t, reader, "goaspire.resilience.timeouts"); got[srv.authority()+"/total"] != 1 {
 		t.Errorf("timeouts = %v", got)
 	}
 }

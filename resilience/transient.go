@@ -15,13 +15,16 @@ import (
 )
 
 // IsTransientHTTP reports whether an HTTP attempt's outcome is a transient
-// failure, as .NET's HttpClientResiliencePredicates.IsTransient: a
-// transport error (see IsTransientTransportError), or status 408 Request
-// Timeout, 429 Too Many Requests or any 5xx. It is the standard pipeline's
-// default.
+// failure, as .NET's HttpClientResiliencePredicates.IsTransient: status
+// 408 Request Timeout, 429 Too Many Requests or any 5xx, or an error from
+// the base http.RoundTripper. Every such error is, except the caller's
+// context being canceled, bad TLS certificates, an unsupported scheme or
+// a malformed request, which would fail the same way again, and this
+// package's own refusals (open breaker, rejection, body not replayable).
+// It is the HTTP pipelines' default.
 func IsTransientHTTP(resp *http.Response, err error) bool {
 	if err != nil {
-		return IsTransientTransportError(err)
+		return transientTransportError(err)
 	}
 	if resp == nil {
 		return false
@@ -30,13 +33,9 @@ func IsTransientHTTP(resp *http.Response, err error) bool {
 	return s >= 500 || s == http.StatusRequestTimeout || s == http.StatusTooManyRequests
 }
 
-// IsTransientTransportError reports whether an error from an
-// http.RoundTripper is worth another attempt. Every transport error is,
-// except the caller's context being done, bad TLS certificates, an
-// unsupported scheme or a malformed request, which would fail the same
-// way again, and this package's own errors (open breaker, rejection, body
-// not replayable).
-func IsTransientTransportError(err error) bool {
+// transientTransportError reports whether an error from an
+// http.RoundTripper is worth another attempt (see IsTransientHTTP).
+func transientTransportError(err error) bool {
 	if err == nil {
 		return false
 	}

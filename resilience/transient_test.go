@@ -60,9 +60,9 @@ func TestIsTransient(t *testing.T) {
 		{errors.New("redis: connection pool timeout"), true},
 		{&pgconn.PgError{Code: "40001", Message: "could not serialize access"}, true},
 		{fmt.Errorf("tx: %w", &pgconn.PgError{Code: "23505"}), false},
-		{&TimeoutError{Kind: AttemptTimeout}, true},
+		{&timeoutError{kind: timeoutAttempt}, true},
 		{&CircuitOpenError{Destination: "x"}, false},
-		{&RejectedError{}, false},
+		{&rejectedError{}, false},
 	}
 	for _, tt := range tests {
 		if got := IsTransient(tt.err); got != tt.want {
@@ -135,7 +135,7 @@ func TestErrorsMatchFailsafeSentinels(t *testing.T) {
 	if !errors.Is(open, ErrCircuitOpen) || !errors.Is(open, circuitbreakerErrOpen) {
 		t.Error("CircuitOpenError does not match ErrCircuitOpen and circuitbreaker.ErrOpen")
 	}
-	te := wrap(&TimeoutError{Kind: TotalTimeout})
+	te := wrap(&timeoutError{kind: timeoutTotal})
 	if !errors.Is(te, ErrTimeout) || !errors.Is(te, ErrTotalTimeout) || errors.Is(te, ErrAttemptTimeout) ||
 		!errors.Is(te, context.DeadlineExceeded) || !errors.Is(te, timeoutErrExceeded) {
 		t.Error("total TimeoutError matches the wrong sentinels")
@@ -144,14 +144,14 @@ func TestErrorsMatchFailsafeSentinels(t *testing.T) {
 	if !errors.As(te, &ne) || !ne.Timeout() {
 		t.Error("TimeoutError is not a net.Error timeout through url.Error")
 	}
-	ae := &TimeoutError{Kind: AttemptTimeout}
+	ae := &timeoutError{kind: timeoutAttempt}
 	if !errors.Is(ae, ErrAttemptTimeout) || errors.Is(ae, ErrTotalTimeout) {
 		t.Error("attempt TimeoutError matches the wrong sentinels")
 	}
-	if rej := wrap(&RejectedError{}); !errors.Is(rej, ErrRejected) || !errors.Is(rej, bulkheadErrFull) {
+	if rej := wrap(&rejectedError{}); !errors.Is(rej, ErrRejected) || !errors.Is(rej, bulkheadErrFull) {
 		t.Error("RejectedError does not match ErrRejected and bulkhead.ErrFull")
 	}
-	re := &RetriesExceededError{Attempts: 4, Err: io.ErrUnexpectedEOF}
+	re := &retriesExceededError{attempts: 4, err: io.ErrUnexpectedEOF}
 	if !errors.Is(re, ErrRetriesExceeded) || !errors.Is(re, retryErrExceeded) || !errors.Is(re, io.ErrUnexpectedEOF) {
 		t.Error("RetriesExceededError matches the wrong sentinels")
 	}

@@ -63,7 +63,7 @@ type Transport struct {
 //     5xx and transport errors, with exponential backoff and decorrelated
 //     jitter, or the delay a Retry-After header asks for;
 //  4. per attempt, the destination: the URL is resolved through the
-//     Resolver given WithResolver, if any, so each retry may go to
+//     TransportConfig.Resolver, if any, so each retry may go to
 //     another instance;
 //  5. a circuit breaker per destination authority (failsafe-go
 //     circuitbreaker), refusing calls with ErrCircuitOpen while open;
@@ -80,25 +80,37 @@ type Transport struct {
 // cannot be replayed is sent once. Responses of failed attempts are
 // drained and closed. When retries are exhausted the last response is
 // returned as is (a 503 stays a 503, with a nil error), or the last error
-// wrapped in a RetriesExceededError.
+// wrapped in an error matching ErrRetriesExceeded.
 //
 // The timeouts cover a call until its response headers arrive; reading
 // the body is bounded by the request's context. Canceling that context
 // stops everything at once.
 //
-// Options come from DefaultOptions, then the Option arguments in order;
-// the result is validated and an invalid value is an error naming it.
-func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
-	s, err := newSettings(kindStandard, opts)
+// c may be nil: the zero TransportConfig is Aspire's defaults. The options
+// are validated; an invalid value is a *discovery.KeyError naming it.
+func NewTransport(base http.RoundTripper, c *TransportConfig) (*Transport, error) {
+	if c == nil {
+		c = &TransportConfig{}
+	}
+	o := c.Options
+	if o == (Options{}) {
+		o = DefaultOptions()
+	}
+	if err := o.validate(nil); err != nil {
+		return nil, err
+	}
+	s, err := newSettings(c.Name, c.MeterProvider, c.Logger, c.TimeScale)
 	if err != nil {
 		return nil, err
 	}
-	t := newTransport(base, s)
-	o := t.opts
+	t := newTransport(base, kindStandard, s, c.Resolver, c.ShouldHandle)
+	t.declared, t.opts = o, o.scaled(s.scale)
+	t.anyMethod = o.Retry.RetryNonIdempotent
+	o = t.opts
 	t.limiter = bulkhead.New[any](uint(o.RateLimiter.PermitLimit))
 	t.queueLimit = o.RateLimiter.QueueLimit
 	t.dests = &destinations{opts: o.CircuitBreaker}
-	if err := t.initTelemetry(s); err != nil {
+	if err := t.initTelemetry(&s); err != nil {
 		return nil, err
 	}
 	retry := retrypolicy.NewBuilder[*http.Response]().
@@ -129,47 +141,60 @@ func NewTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
 // (including an open breaker), sends it again, up to MaxHedgedAttempts
 // more times; the first response that is not a transient failure wins and
 // the other attempts are canceled, their responses drained. With a
-// Resolver (WithResolver), each attempt goes to a different instance of
+// Resolver (HedgingConfig.Resolver), each attempt goes to a different instance of
 // the service, in round-robin order. The method and body rules are those
 // of NewTransport: a request that may not be sent twice is sent once.
-func NewHedgingTransport(base http.RoundTripper, opts ...Option) (*Transport, error) {
-	s, err := newSettings(kindHedging, opts)
+//
+// c may be nil: the zero HedgingConfig is Aspire's defaults.
+func NewHedgingTransport(base http.RoundTripper, c *HedgingConfig) (*Transport, error) {
+	if c == nil {
+		c = &HedgingConfig{}
+	}
+	o := c.Options
+	if o == (HedgingOptions{}) {
+		o = DefaultHedgingOptions()
+	}
+	if err := o.validate(nil); err != nil {
+		return nil, err
+	}
+	s, err := newSettings(c.Name, c.MeterProvider, c.Logger, c.TimeScale)
 	if err != nil {
 		return nil, err
 	}
-	t := newTransport(base, s)
+	t := newTransport(base, kindHedging, s, c.Resolver, c.ShouldHandle)
+	t.declaredH, t.hedging = o, o.scaled(s.scale)
+	t.anyMethod = o.Hedging.HedgeNonIdempotent
 	h := t.hedging
 	t.dests = &destinations{opts: h.Endpoint.CircuitBreaker, permits: h.Endpoint.RateLimiter.PermitLimit, queue: h.Endpoint.RateLimiter.QueueLimit}
-	if err := t.initTelemetry(s); err != nil {
+	if err := t.initTelemetry(&s); err != nil {
 		return nil, err
 	}
 	t.exec = failsafe.With[*http.Response](timeout.New[*http.Response](h.TotalRequestTimeout))
 	return t, nil
 }
 
-func newTransport(base http.RoundTripper, s *settings) *Transport {
+// kind is a Transport's pipeline.
+type kind int
+
+const (
+	kindStandard kind = iota
+	kindHedging
+)
+
+func newTransport(base http.RoundTripper, k kind, s settings, r *discovery.Resolver, shouldHandle func(*http.Response, error) bool) *Transport {
 	if base == nil {
 		base = http.DefaultTransport
 	}
+	if shouldHandle == nil {
+		shouldHandle = IsTransientHTTP
+	}
 	t := &Transport{
 		base:         base,
-		kind:         s.kind,
+		kind:         k,
 		name:         s.name,
-		declared:     s.opts,
-		declaredH:    s.hedging,
-		opts:         s.opts.scaled(s.scale),
-		hedging:      s.hedging.scaled(s.scale),
 		scale:        s.scale,
-		resolver:     s.resolver,
-		shouldHandle: s.shouldHandleHTTP,
-	}
-	if t.shouldHandle == nil {
-		t.shouldHandle = IsTransientHTTP
-	}
-	if s.kind == kindHedging {
-		t.anyMethod = s.hedging.Hedging.HedgeNonIdempotent
-	} else {
-		t.anyMethod = s.opts.Retry.RetryNonIdempotent
+		resolver:     r,
+		shouldHandle: shouldHandle,
 	}
 	t.hedgeFn = t.hedge
 	return t
@@ -184,13 +209,6 @@ func (t *Transport) initTelemetry(s *settings) error {
 	t.dests.tel = tel
 	return nil
 }
-
-// Options returns the standard pipeline's options, as configured (before
-// any WithTimeScale).
-func (t *Transport) Options() Options { return t.declared }
-
-// HedgingOptions returns the hedging pipeline's options, as configured.
-func (t *Transport) HedgingOptions() HedgingOptions { return t.declaredH }
 
 // CircuitState returns the state of the circuit breaker of destination (an
 // authority, "host:port"); CircuitClosed when there is none.
@@ -229,7 +247,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		if errors.Is(err, bulkhead.ErrFull) {
 			t.tel.rejected(ctx, req.URL.Host, outcomeConcurrencyLimit)
-			return nil, &RejectedError{Destination: req.URL.Host, PermitLimit: t.opts.RateLimiter.PermitLimit}
+			return nil, &rejectedError{destination: req.URL.Host, permitLimit: t.opts.RateLimiter.PermitLimit}
 		}
 		return nil, err
 	}
@@ -417,18 +435,18 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 	n := c.attempts.Add(1)
 	a.n = n
 
-	limit, kind := t.opts.AttemptTimeout, AttemptTimeout
+	limit, kind := t.opts.AttemptTimeout, timeoutAttempt
 	if t.kind == kindHedging {
 		limit = t.hedging.Endpoint.Timeout
 	} else if n == 1 {
 		// The call has just started: the whole total timeout is left.
 		if t.opts.TotalRequestTimeout <= limit {
-			limit, kind = t.opts.TotalRequestTimeout, TotalTimeout
+			limit, kind = t.opts.TotalRequestTimeout, timeoutTotal
 		}
 	} else if left := t.opts.TotalRequestTimeout - time.Since(c.start); left <= 0 {
 		return nil, t.totalTimeout(c)
 	} else if left < limit {
-		limit, kind = left, TotalTimeout
+		limit, kind = left, timeoutTotal
 	}
 
 	if !a.fixed {
@@ -445,7 +463,7 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 				return nil, err
 			}
 			t.tel.rejected(parent, d.name, outcomeConcurrencyLimit)
-			rej := &RejectedError{Destination: d.name, PermitLimit: d.permits}
+			rej := &rejectedError{destination: d.name, permitLimit: d.permits}
 			return nil, &attemptFailure{err: rej, retryable: c.retryable, dest: d.name}
 		}
 		defer d.limiter.ReleasePermit()
@@ -495,11 +513,11 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 	if timer != nil && !t.stopTimer(timer) {
 		// The timer fired: whatever the attempt produced is dropped.
 		resp = nil
-		if kind == TotalTimeout {
+		if kind == timeoutTotal {
 			err = t.totalTimeout(c)
 		} else {
-			err = &attemptFailure{err: &TimeoutError{Kind: AttemptTimeout, Duration: t.declaredAttemptTimeout(), Destination: d.name}}
-			t.tel.timedOut(parent, d.name, AttemptTimeout)
+			err = &attemptFailure{err: &timeoutError{kind: timeoutAttempt, duration: t.declaredAttemptTimeout(), destination: d.name}}
+			t.tel.timedOut(parent, d.name, timeoutAttempt)
 		}
 	}
 
@@ -549,8 +567,8 @@ func (t *Transport) totalTimeout(c *call) error {
 	if t.kind == kindHedging {
 		d = t.declaredH.TotalRequestTimeout
 	}
-	t.tel.timedOut(c, c.req.URL.Host, TotalTimeout)
-	return &TimeoutError{Kind: TotalTimeout, Duration: d, Destination: c.req.URL.Host}
+	t.tel.timedOut(c, c.req.URL.Host, timeoutTotal)
+	return &timeoutError{kind: timeoutTotal, duration: d, destination: c.req.URL.Host}
 }
 
 func (t *Transport) declaredAttemptTimeout() time.Duration {
@@ -771,7 +789,7 @@ func (c *call) finish(resp *http.Response, err error) (*http.Response, error) {
 				if c.bodyBlocked {
 					err = &bodyError{err: err, msg: "the request was not retried"}
 				} else if n := int(c.attempts.Load()); n > 1 {
-					err = &RetriesExceededError{Attempts: n, Err: err}
+					err = &retriesExceededError{attempts: n, err: err}
 				}
 			}
 		default:

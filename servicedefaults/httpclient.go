@@ -34,19 +34,19 @@ func clientHandlerKey(name string) string {
 // of the default client and of every client configured by name, so that
 // a bad value fails Add naming its key instead of failing requests later.
 func readResilienceSettings(cfg *discovery.Config, hedged map[string]bool) error {
-	if _, err := resilience.LoadOptions(cfg, ""); err != nil {
+	if _, err := resilience.LoadTransportConfig(cfg, ""); err != nil {
 		return err
 	}
-	if _, err := resilience.LoadHedgingOptions(cfg, ""); err != nil {
+	if _, err := resilience.LoadHedgingConfig(cfg, ""); err != nil {
 		return err
 	}
 	for _, name := range cfg.Section(resilience.SectionHTTP + ":Clients").Children() {
-		if _, err := resilience.LoadOptions(cfg, name); err != nil {
+		if _, err := resilience.LoadTransportConfig(cfg, name); err != nil {
 			return err
 		}
 	}
 	for _, name := range cfg.Section(resilience.SectionHedging + ":Clients").Children() {
-		if _, err := resilience.LoadHedgingOptions(cfg, name); err != nil {
+		if _, err := resilience.LoadHedgingConfig(cfg, name); err != nil {
 			return err
 		}
 	}
@@ -102,20 +102,22 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 	handler, err := clientHandler(a.cfg, name, a.hedged)
 	var rt http.RoundTripper
 	if err == nil {
-		opts := []resilience.Option{
-			resilience.WithResolver(a.resolver),
-			resilience.WithConfig(a.cfg, name),
-			resilience.WithMeterProvider(a.tel.mp),
-			resilience.WithLogger(a.componentLogger(scopeResilience)),
-		}
 		var t *resilience.Transport
 		switch handler {
 		case handlerNone:
 			rt = discovery.NewTransport(a.resolver, inner)
 		case handlerHedging:
-			t, err = resilience.NewHedgingTransport(inner, opts...)
+			var c *resilience.HedgingConfig
+			if c, err = resilience.LoadHedgingConfig(a.cfg, name); err == nil {
+				c.Resolver, c.MeterProvider, c.Logger = a.resolver, a.tel.mp, a.componentLogger(scopeResilience)
+				t, err = resilience.NewHedgingTransport(inner, c)
+			}
 		default:
-			t, err = resilience.NewTransport(inner, opts...)
+			var c *resilience.TransportConfig
+			if c, err = resilience.LoadTransportConfig(a.cfg, name); err == nil {
+				c.Resolver, c.MeterProvider, c.Logger = a.resolver, a.tel.mp, a.componentLogger(scopeResilience)
+				t, err = resilience.NewTransport(inner, c)
+			}
 		}
 		if t != nil {
 			a.pipelines = append(a.pipelines, t)

@@ -177,10 +177,10 @@ func TestNoSecretInAnyFormat(t *testing.T) {
 
 	// resilience: option validation errors and the errors of a call
 	// whose transport failed with a secret-bearing error.
-	_, err = resilience.NewTransport(http.DefaultTransport, resilience.WithConfig(discovery.FromMap(map[string]string{
+	_, err = resilience.LoadTransportConfig(discovery.FromMap(map[string]string{
 		"Aspire:Resilience:Http:Retry:Delay": "Password=" + secret,
-	}), ""))
-	addErr("resilience.ValidationError", err)
+	}), "")
+	addErr("resilience config error", err)
 	add("resilience.Options", resilience.DefaultOptions())
 
 	// resiliencetest: a recorded request with credentials in the URL,
@@ -277,7 +277,7 @@ func TestErrorsQuoteValuesShort(t *testing.T) {
 		return err
 	}
 	cfg := discovery.FromMap(map[string]string{"Aspire:Resilience:Http:Retry:BackoffType": huge, "Aspire:Npgsql:db:ConnectTimeout": huge})
-	_, resErr := resilience.NewTransport(http.DefaultTransport, resilience.WithConfig(cfg, ""))
+	_, resErr := resilience.LoadTransportConfig(cfg, "")
 	_, listenErr := discovery.FromMap(map[string]string{"ASPNETCORE_URLS": "http://h:" + huge}).ListenAddress()
 	tests := []struct {
 		name string

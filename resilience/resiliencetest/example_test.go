@@ -28,14 +28,14 @@ func productName(client *http.Client, id int) (string, error) {
 
 // A unit test of productName under failure, without a network: the
 // catalog fails twice, asks to be called back later, then answers. With
-// FastOptions the retries take milliseconds instead of seconds.
+// resiliencetest.TimeScale the retries take milliseconds instead of seconds.
 func Example() {
 	fake := resiliencetest.NewTransport(
 		resiliencetest.Respond(503).Times(2),
 		resiliencetest.Respond(429).RetryAfter(5*time.Second),
 		resiliencetest.Respond(200).Body(`{"Name":"Widget"}`),
 	)
-	rt, err := resilience.NewTransport(fake, resiliencetest.FastOptions()...)
+	rt, err := resilience.NewTransport(fake, &resilience.TransportConfig{TimeScale: resiliencetest.TimeScale})
 	if err != nil {
 		panic(err)
 	}
@@ -47,7 +47,7 @@ func Example() {
 
 	// Once the retries are used up, the last response reaches the caller.
 	fake = resiliencetest.NewTransport(resiliencetest.Respond(503))
-	client, _ = resiliencetest.NewClient(fake)
+	client, _ = resiliencetest.NewClient(fake, nil)
 	_, err = productName(client, 7)
 	fmt.Println(err, "after", fake.Calls(), "requests")
 	// Output:

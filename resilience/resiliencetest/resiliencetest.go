@@ -1,14 +1,14 @@
 // Package resiliencetest helps test code that calls HTTP services through
 // a resilience pipeline: a scripted fake transport that answers with a
-// sequence of responses, errors and delays, without a network, and
-// options that shrink the pipeline's delays and timeouts so failure
+// sequence of responses, errors and delays, without a network, and a
+// TimeScale that shrinks the pipeline's delays and timeouts so failure
 // scenarios run in milliseconds.
 //
 //	fake := resiliencetest.NewTransport(
 //		resiliencetest.Respond(503).Times(2),
 //		resiliencetest.Respond(200).Body(`{"id":1}`),
 //	)
-//	rt, _ := resilience.NewTransport(fake, resiliencetest.FastOptions()...)
+//	rt, _ := resilience.NewTransport(fake, &resilience.TransportConfig{TimeScale: resiliencetest.TimeScale})
 //	client := &http.Client{Transport: rt}
 //	// ... exercise your code with client, then inspect fake.Requests().
 package resiliencetest
@@ -312,22 +312,27 @@ func (b *body) Close() error {
 	return nil
 }
 
-// FastOptions returns options that scale every duration of a resilience
-// pipeline by 1/100, so the defaults become a 20 ms base retry delay, a
+// TimeScale is the TimeScale of fast pipelines (TransportConfig,
+// HedgingConfig and PipelineConfig have the field): it scales every
+// duration by 1/100, so the defaults become a 20 ms base retry delay, a
 // 100 ms attempt timeout, a 300 ms total timeout and a 50 ms break, and a
-// Retry-After of one second waits 10 ms: a scenario with a few retries
+// Retry-After of one second waits 10 ms. A scenario with a few retries
 // runs in tens of milliseconds, with timeouts still wide enough for a
-// loaded CI machine. Durations you set yourself are scaled too, whatever
-// the order of the options; resilience.WithTimeScale sets another factor.
-func FastOptions() []resilience.Option {
-	return []resilience.Option{resilience.WithTimeScale(0.01)}
-}
+// loaded CI machine. Durations you set yourself are scaled too.
+const TimeScale = 0.01
 
 // NewClient returns an *http.Client sending through the standard pipeline
-// (with FastOptions, then opts) over t, for tests of code that takes an
-// *http.Client.
-func NewClient(t *Transport, opts ...resilience.Option) (*http.Client, error) {
-	rt, err := resilience.NewTransport(t, append(FastOptions(), opts...)...)
+// configured by c (nil means the defaults) over t, with TimeScale unless c
+// sets another one, for tests of code that takes an *http.Client.
+func NewClient(t *Transport, c *resilience.TransportConfig) (*http.Client, error) {
+	var cc resilience.TransportConfig
+	if c != nil {
+		cc = *c
+	}
+	if cc.TimeScale == 0 {
+		cc.TimeScale = TimeScale
+	}
+	rt, err := resilience.NewTransport(t, &cc)
 	if err != nil {
 		return nil, err
 	}

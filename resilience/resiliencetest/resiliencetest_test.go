@@ -51,7 +51,7 @@ func TestRetriesThroughThePipelineInMilliseconds(t *testing.T) {
 		resiliencetest.Fail(resiliencetest.ErrConnectionRefused),
 		resiliencetest.Respond(200).Body("done"),
 	)
-	c, err := resiliencetest.NewClient(fake)
+	c, err := resiliencetest.NewClient(fake, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestRetriesThroughThePipelineInMilliseconds(t *testing.T) {
 		t.Fatalf("got %q after %d calls", b, fake.Calls())
 	}
 	if d := time.Since(start); d > time.Second {
-		t.Fatalf("took %v; FastOptions should make it milliseconds", d)
+		t.Fatalf("took %v; TimeScale should make it milliseconds", d)
 	}
 	reqs := fake.Requests()
 	for i, r := range reqs {
@@ -86,7 +86,7 @@ func TestRetriesThroughThePipelineInMilliseconds(t *testing.T) {
 
 func TestHangAndAfterHonourTheContext(t *testing.T) {
 	fake := resiliencetest.NewTransport(resiliencetest.Hang(), resiliencetest.Delay(time.Hour))
-	c, err := resiliencetest.NewClient(fake)
+	c, err := resiliencetest.NewClient(fake, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
