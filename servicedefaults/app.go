@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -449,32 +448,6 @@ func (a *App) HTTPClient(name string) *http.Client {
 		a.clients[name] = rt
 	}
 	return &http.Client{Transport: rt}
-}
-
-// propagatingTransport passes the trace context and baggage on to the
-// callee when telemetry is off, so a trace that came in still flows
-// through this service, without otelhttp's cost over no-op providers.
-type propagatingTransport struct {
-	base http.RoundTripper
-	prop propagation.TextMapPropagator
-}
-
-func (t *propagatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if ctx := r.Context(); !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
-		// Nothing to pass on (the propagators all carry the span
-		// context or baggage): spare the carrier.
-		return t.base.RoundTrip(r)
-	}
-	carrier := propagation.MapCarrier{}
-	t.prop.Inject(r.Context(), carrier)
-	if len(carrier) == 0 {
-		return t.base.RoundTrip(r)
-	}
-	out := r.Clone(r.Context()) // a RoundTripper must not modify r
-	for k, v := range carrier {
-		out.Header.Set(k, v)
-	}
-	return t.base.RoundTrip(out)
 }
 
 func (a *App) newBaseTransport() *http.Transport {
