@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -25,7 +26,12 @@ import (
 //     metrics (a reader never collected) against otelhttp.NewTransport on
 //     the same providers.
 //
+//   - "off-mem" and "sdk-mem": the same pairs over an in-memory
+//     transport that answers at once instead of the loopback pool, so
+//     the client's own work is what is compared.
+//
 //     go test -run '^$' -bench BenchmarkHTTPClient -benchtime 2000x -v ./servicedefaults
+//     go test -run '^$' -bench 'BenchmarkHTTPClient/.*-mem' -benchtime 20000x -v ./servicedefaults
 func BenchmarkHTTPClient(b *testing.B) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -66,6 +72,29 @@ func BenchmarkHTTPClient(b *testing.B) {
 			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
 		)
 	})
+	b.Run("off-mem", func(b *testing.B) {
+		app := newApp(b)
+		app.base = memBase(app)
+		benchratio.Compare(b, 3,
+			benchratio.Side{Name: "bare", Op: get(&http.Client{Transport: memBase(app)}, srv.URL+"/products/1")},
+			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
+		)
+	})
+	b.Run("sdk-mem", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
+		app := newApp(b)
+		app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
+		app.base = memBase(app)
+		peer := &http.Client{Transport: otelhttp.NewTransport(memBase(app),
+			otelhttp.WithTracerProvider(tp), otelhttp.WithMeterProvider(mp), otelhttp.WithPropagators(app.tel.prop))}
+		benchratio.Compare(b, 5,
+			benchratio.Side{Name: "otelhttp", Op: get(peer, srv.URL+"/products/1")},
+			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
+			benchratio.Side{Name: "ours-alone", Op: get(&http.Client{Transport: app.newClientInstrumentation(memBase(app))}, srv.URL+"/products/1")},
+		)
+	})
 	b.Run("sdk", func(b *testing.B) {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
 		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
@@ -79,4 +108,27 @@ func BenchmarkHTTPClient(b *testing.B) {
 			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
 		)
 	})
+}
+
+// memBase is the App's connection pool with http requests answered by
+// memTransport.
+func memBase(app *App) *http.Transport {
+	t := app.newBaseTransport()
+	t.RegisterProtocol("http", memTransport{})
+	return t
+}
+
+// memTransport answers every request at once with a small 200, as a
+// server on loopback would, without the network.
+type memTransport struct{}
+
+func (memTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body != nil {
+		_ = r.Body.Close()
+	}
+	return &http.Response{
+		Status: "200 OK", StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"text/plain"}}, Body: io.NopCloser(strings.NewReader("ok")),
+		ContentLength: 2, Request: r,
+	}, nil
 }

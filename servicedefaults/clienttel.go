@@ -129,26 +129,19 @@ func (t *clientTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	https := r.URL != nil && r.URL.Scheme == "https"
 	port = requiredPort(https, port)
 	method, original := clientMethod(r.Method)
+	var attrs []attribute.KeyValue // the span's, set in one call once the attempt is over
 	if span != nil {
-		n := 0
-		c.attrs[n] = method
-		n++
+		attrs = append(c.attrs[:0], method)
 		if original.Valid() {
-			c.attrs[n] = original
-			n++
+			attrs = append(attrs, original)
 		}
-		c.attrs[n] = semconv.URLFull(clientURL(r))
-		c.attrs[n+1] = semconv.ServerAddress(host)
-		n += 2
+		attrs = append(attrs, semconv.URLFull(clientURL(r)), semconv.ServerAddress(host))
 		if port > 0 {
-			c.attrs[n] = semconv.ServerPort(port)
-			n++
+			attrs = append(attrs, semconv.ServerPort(port))
 		}
 		if resends := resilience.ResendCount(r.Context()); resends > 0 {
-			c.attrs[n] = semconv.HTTPRequestResendCount(resends)
-			n++
+			attrs = append(attrs, semconv.HTTPRequestResendCount(resends))
 		}
-		span.SetAttributes(c.attrs[:n]...)
 	}
 
 	res, err := t.base.RoundTrip(out)
@@ -186,12 +179,12 @@ func (t *clientTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return res, err
 	}
 	if err != nil {
-		span.SetAttributes(failedAttrs(c.attrs[:0], r.Proto, err)...)
+		span.SetAttributes(failedAttrs(attrs, r.Proto, err)...)
 		span.SetStatus(codes.Error, err.Error())
 		span.End()
 		return res, err
 	}
-	span.SetAttributes(responseAttrs(c.attrs[:0], status, proto, set)...)
+	span.SetAttributes(responseAttrs(attrs, status, proto, set)...)
 	switch {
 	case status < 100 || status >= 600:
 		span.SetStatus(codes.Error, "Invalid HTTP status code "+strconv.Itoa(status))
