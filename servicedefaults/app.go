@@ -422,10 +422,14 @@ func (a *App) OnShutdown(f func(context.Context) error) {
 //   - service discovery, on every attempt: logical URLs such as
 //     "https+http://catalog/items" resolve through App.Resolver, so a
 //     retry goes to the next instance;
-//   - client instrumentation: a span per attempt, with the trace context
-//     propagated to the callee, and http.client.* metrics (with traces and
-//     metrics off, only the propagation); the span's url.full has no user
-//     information and secret query parameters (api_key, token, ...) masked;
+//   - client instrumentation: a span per attempt, named after the method
+//     ("GET"), with the trace context propagated to the callee, and the
+//     http.client.* metrics, with otelhttp's instrumentation scope and
+//     attributes (with traces and metrics off, only the propagation); the
+//     span ends when the response body is read to its end or closed; its
+//     url.full has no user information and secret query parameters
+//     (api_key, token, ...) masked, and a retried or hedged attempt has
+//     http.request.resend_count;
 //   - one connection pool shared by the whole App, trusting the system
 //     roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration and
 //     using HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.

@@ -24,7 +24,9 @@ import (
 //
 //   - "sdk": recording spans (batch processor, discarding exporter) and
 //     metrics (a reader never collected) against otelhttp.NewTransport on
-//     the same providers.
+//     the same providers; "ours-alone" is the App's client instrumentation
+//     alone over the same pool as otelhttp's, without the resilience
+//     pipeline and discovery.
 //
 //   - "off-mem" and "sdk-mem": the same pairs over an in-memory
 //     transport that answers at once instead of the loopback pool, so
@@ -67,7 +69,7 @@ func BenchmarkHTTPClient(b *testing.B) {
 
 	b.Run("off", func(b *testing.B) {
 		app := newApp(b)
-		benchratio.Compare(b, 3,
+		benchratio.Compare(b, 5,
 			benchratio.Side{Name: "bare", Op: get(&http.Client{Transport: bareBase(b)}, srv.URL+"/products/1")},
 			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
 		)
@@ -75,7 +77,7 @@ func BenchmarkHTTPClient(b *testing.B) {
 	b.Run("off-mem", func(b *testing.B) {
 		app := newApp(b)
 		app.base = memBase(app)
-		benchratio.Compare(b, 3,
+		benchratio.Compare(b, 5,
 			benchratio.Side{Name: "bare", Op: get(&http.Client{Transport: memBase(app)}, srv.URL+"/products/1")},
 			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
 		)
@@ -103,9 +105,10 @@ func BenchmarkHTTPClient(b *testing.B) {
 		app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
 		peer := &http.Client{Transport: otelhttp.NewTransport(bareBase(b),
 			otelhttp.WithTracerProvider(tp), otelhttp.WithMeterProvider(mp), otelhttp.WithPropagators(app.tel.prop))}
-		benchratio.Compare(b, 3,
+		benchratio.Compare(b, 5,
 			benchratio.Side{Name: "otelhttp", Op: get(peer, srv.URL+"/products/1")},
 			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
+			benchratio.Side{Name: "ours-alone", Op: get(&http.Client{Transport: app.newClientInstrumentation(bareBase(b))}, srv.URL+"/products/1")},
 		)
 	})
 }
