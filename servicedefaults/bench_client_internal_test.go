@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/benchratio"
@@ -21,6 +22,8 @@ import (
 // loopback, each side its own sub-benchmark, in interleaved rounds:
 //
 //   - "off": telemetry off (no OTLP endpoint) against a bare http.Client;
+//     "app-in-span" (in-memory only) makes the request in the context of
+//     a served request that had a traceparent, so the client passes it on;
 //
 //   - "sdk": recording spans (batch processor, discarding exporter) and
 //     metrics (a reader never collected) against otelhttp.NewTransport on
@@ -56,9 +59,10 @@ func BenchmarkHTTPClient(b *testing.B) {
 		b.Cleanup(t.CloseIdleConnections)
 		return t
 	}
-	get := func(c *http.Client, url string) func(*testing.B) {
+	getIn := func(ctx context.Context, c *http.Client, url string) func(*testing.B) {
 		return func(b *testing.B) {
-			resp, err := c.Get(url)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+			resp, err := c.Do(req)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -66,6 +70,11 @@ func BenchmarkHTTPClient(b *testing.B) {
 			_ = resp.Body.Close()
 		}
 	}
+
+	get := func(c *http.Client, url string) func(*testing.B) { return getIn(context.Background(), c, url) }
+	// The context of a request served with a traceparent header.
+	inSpan := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled}))
 
 	b.Run("off", func(b *testing.B) {
 		app := newApp(b)
@@ -80,6 +89,7 @@ func BenchmarkHTTPClient(b *testing.B) {
 		benchratio.Compare(b, 5,
 			benchratio.Side{Name: "bare", Op: get(&http.Client{Transport: memBase(app)}, srv.URL+"/products/1")},
 			benchratio.Side{Name: "app", Op: get(app.HTTPClient("catalog"), "/products/1")},
+			benchratio.Side{Name: "app-in-span", Op: getIn(inSpan, app.HTTPClient("catalog"), "/products/1")},
 		)
 	})
 	b.Run("sdk-mem", func(b *testing.B) {
