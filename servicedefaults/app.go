@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -423,10 +422,14 @@ func (a *App) OnShutdown(f func(context.Context) error) {
 //   - service discovery, on every attempt: logical URLs such as
 //     "https+http://catalog/items" resolve through App.Resolver, so a
 //     retry goes to the next instance;
-//   - client instrumentation: a span per attempt, with the trace context
-//     propagated to the callee, and http.client.* metrics (with traces and
-//     metrics off, only the propagation); the span's url.full has no user
-//     information and secret query parameters (api_key, token, ...) masked;
+//   - client instrumentation: a span per attempt, named after the method
+//     ("GET"), with the trace context propagated to the callee, and the
+//     http.client.* metrics, with otelhttp's instrumentation scope and
+//     attributes (with traces and metrics off, only the propagation); the
+//     span ends when the response body is read to its end or closed; its
+//     url.full has no user information and secret query parameters
+//     (api_key, token, ...) masked, and a retried or hedged attempt has
+//     http.request.resend_count;
 //   - one connection pool shared by the whole App, trusting the system
 //     roots plus SSL_CERT_FILE / SSL_CERT_DIR from the configuration and
 //     using HTTP_PROXY / HTTPS_PROXY / NO_PROXY from it.
@@ -449,32 +452,6 @@ func (a *App) HTTPClient(name string) *http.Client {
 		a.clients[name] = rt
 	}
 	return &http.Client{Transport: rt}
-}
-
-// propagatingTransport passes the trace context and baggage on to the
-// callee when telemetry is off, so a trace that came in still flows
-// through this service, without otelhttp's cost over no-op providers.
-type propagatingTransport struct {
-	base http.RoundTripper
-	prop propagation.TextMapPropagator
-}
-
-func (t *propagatingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if ctx := r.Context(); !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
-		// Nothing to pass on (the propagators all carry the span
-		// context or baggage): spare the carrier.
-		return t.base.RoundTrip(r)
-	}
-	carrier := propagation.MapCarrier{}
-	t.prop.Inject(r.Context(), carrier)
-	if len(carrier) == 0 {
-		return t.base.RoundTrip(r)
-	}
-	out := r.Clone(r.Context()) // a RoundTripper must not modify r
-	for k, v := range carrier {
-		out.Header.Set(k, v)
-	}
-	return t.base.RoundTrip(out)
 }
 
 func (a *App) newBaseTransport() *http.Transport {

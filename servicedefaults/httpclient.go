@@ -6,12 +6,7 @@ import (
 	"net/url"
 	"strings"
 
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/goaspire/goaspire/discovery"
-	"github.com/goaspire/goaspire/internal/redact"
 	"github.com/goaspire/goaspire/resilience"
 )
 
@@ -87,17 +82,7 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 	if a.base == nil {
 		a.base = a.newBaseTransport()
 	}
-	var inner http.RoundTripper
-	if a.tel.tracing || a.tel.metering {
-		inner = otelhttp.NewTransport(redactingTransport{a.base},
-			otelhttp.WithSpanNameFormatter(clientSpanName),
-			otelhttp.WithTracerProvider(a.tel.tp),
-			otelhttp.WithMeterProvider(a.tel.mp),
-			otelhttp.WithPropagators(a.tel.prop),
-		)
-	} else {
-		inner = &propagatingTransport{base: a.base, prop: a.tel.prop}
-	}
+	inner := a.newClientInstrumentation(a.base)
 
 	handler, err := clientHandler(a.cfg, name, a.hedged)
 	var rt http.RoundTripper
@@ -233,37 +218,6 @@ func clientSpanName(_ string, r *http.Request) string {
 		return r.Method
 	}
 	return "HTTP"
-}
-
-// redactingTransport sits just under otelhttp's client transport, where
-// the request's context holds the attempt's span. It records
-// http.request.resend_count on retried and hedged attempts. otelhttp
-// records the request URL as url.full with the user information removed
-// but the query kept; when a query parameter names a secret (api_key,
-// access_token, ...), its value is replaced by redact.Mask on the span.
-type redactingTransport struct{ base http.RoundTripper }
-
-func (t redactingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	n := resilience.ResendCount(r.Context())
-	if r.URL.RawQuery == "" && n == 0 {
-		return t.base.RoundTrip(r)
-	}
-	span := trace.SpanFromContext(r.Context())
-	if !span.IsRecording() {
-		return t.base.RoundTrip(r)
-	}
-	if n > 0 {
-		span.SetAttributes(attribute.Int("http.request.resend_count", n))
-	}
-	if r.URL.RawQuery != "" {
-		u := *r.URL
-		u.User = nil
-		full := u.String()
-		if shown := redact.URL(full); shown != full {
-			span.SetAttributes(attribute.String("url.full", shown))
-		}
-	}
-	return t.base.RoundTrip(r)
 }
 
 // failingTransport answers every request with the same error.

@@ -142,7 +142,9 @@ func (s *server) serveUntraced(st *reqState, r *http.Request) {
 			r = r.WithContext(ctx)
 		}
 	}
-	s.serve(st, r)
+	// Nothing is recorded: the handler writes through the panic
+	// writer alone, which tracks what recovery needs.
+	s.serve(st, &st.panicWriter, r)
 }
 
 func (s *server) serveTraced(st *reqState, r *http.Request) {
@@ -167,7 +169,7 @@ func (s *server) serveTraced(st *reqState, r *http.Request) {
 		r.Body = body
 	}
 
-	s.serve(st, r)
+	s.serve(st, st, r)
 
 	if body != nil {
 		r.Body = body.ReadCloser // the server checks r.Body's type after the handler
@@ -220,9 +222,9 @@ func (s *server) serveTraced(st *reqState, r *http.Request) {
 	}
 }
 
-// serve serves r with the user's handler, recovering a panic (see
-// handlePanic).
-func (s *server) serve(st *reqState, r *http.Request) {
+// serve serves r with the user's handler, writing to w (st, or its
+// panicWriter), recovering a panic (see handlePanic).
+func (s *server) serve(st *reqState, w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if p := recover(); p != nil {
 			if s.routeFunc != nil || r.Pattern != "" {
@@ -231,7 +233,7 @@ func (s *server) serve(st *reqState, r *http.Request) {
 			s.a.handlePanic(st, r, p)
 		}
 	}()
-	s.next.ServeHTTP(st, r)
+	s.next.ServeHTTP(w, r)
 }
 
 // route returns the route of r once the handler has run: the user's
