@@ -16,21 +16,56 @@ import (
 	"github.com/goaspire/goaspire/health"
 )
 
-// Option configures the traced helpers (Publish, Subscribe,
-// PublishJetStream, ConsumeJetStream ...). New takes everything from its
-// Config.
-type Option func(*settings)
+// PublishOption configures Publish, PublishMsg, PublishJetStream and
+// PublishJetStreamMsg. WithTracerProvider and WithPropagator return one.
+type PublishOption interface{ applyPublish(*publishSettings) }
 
-type settings struct {
-	logger *slog.Logger
-	tp     trace.TracerProvider
-	prop   propagation.TextMapPropagator
+// SubscribeOption configures Subscribe, QueueSubscribe and
+// ConsumeJetStream. WithTracerProvider, WithPropagator and WithLogger
+// return one.
+type SubscribeOption interface{ applySubscribe(*subscribeSettings) }
+
+// Option is an option of both the publish and the subscribe helpers:
+// WithTracerProvider and WithPropagator return one. New takes everything
+// from its Config instead.
+type Option interface {
+	PublishOption
+	SubscribeOption
 }
 
-func newSettings(opts []Option) settings {
-	var s settings
+type publishSettings struct {
+	tp   trace.TracerProvider
+	prop propagation.TextMapPropagator
+}
+
+type subscribeSettings struct {
+	tp     trace.TracerProvider
+	prop   propagation.TextMapPropagator
+	logger *slog.Logger
+}
+
+func newPublishSettings(opts []PublishOption) publishSettings {
+	var s publishSettings
 	for _, opt := range opts {
-		opt(&s)
+		if opt != nil {
+			opt.applyPublish(&s)
+		}
+	}
+	if s.tp == nil {
+		s.tp = otel.GetTracerProvider()
+	}
+	if s.prop == nil {
+		s.prop = otel.GetTextMapPropagator()
+	}
+	return s
+}
+
+func newSubscribeSettings(opts []SubscribeOption) subscribeSettings {
+	var s subscribeSettings
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applySubscribe(&s)
+		}
 	}
 	if s.logger == nil {
 		s.logger = slog.Default()
@@ -44,22 +79,36 @@ func newSettings(opts []Option) settings {
 	return s
 }
 
-// WithLogger sets the logger for handler failures in the subscribe
-// helpers. Default: slog.Default().
-func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
+type subscribeFunc func(*subscribeSettings)
 
-// WithTracerProvider sets the tracer provider of the helpers' spans.
-// Default: OpenTelemetry's global one.
-func WithTracerProvider(tp trace.TracerProvider) Option {
-	return func(s *settings) { s.tp = tp }
+func (f subscribeFunc) applySubscribe(s *subscribeSettings) { f(s) }
+
+// WithLogger sets the logger for handler failures (and failed
+// acknowledgements) of Subscribe, QueueSubscribe and ConsumeJetStream.
+// Default: slog.Default(). The publish helpers log nothing, so it is not
+// one of their options.
+func WithLogger(l *slog.Logger) SubscribeOption {
+	return subscribeFunc(func(s *subscribeSettings) { s.logger = l })
 }
+
+type tracerProviderOption struct{ tp trace.TracerProvider }
+
+func (o tracerProviderOption) applyPublish(s *publishSettings)     { s.tp = o.tp }
+func (o tracerProviderOption) applySubscribe(s *subscribeSettings) { s.tp = o.tp }
+
+// WithTracerProvider sets the tracer provider of the helpers' producer and
+// consumer spans. Default: OpenTelemetry's global one.
+func WithTracerProvider(tp trace.TracerProvider) Option { return tracerProviderOption{tp} }
+
+type propagatorOption struct{ p propagation.TextMapPropagator }
+
+func (o propagatorOption) applyPublish(s *publishSettings)     { s.prop = o.p }
+func (o propagatorOption) applySubscribe(s *subscribeSettings) { s.prop = o.p }
 
 // WithPropagator sets how the helpers write and read the trace context in
 // message headers. Default: OpenTelemetry's global propagator
 // (servicedefaults installs W3C trace context and baggage there).
-func WithPropagator(p propagation.TextMapPropagator) Option {
-	return func(s *settings) { s.prop = p }
-}
+func WithPropagator(p propagation.TextMapPropagator) Option { return propagatorOption{p} }
 
 // New connects to the servers of c and returns nats.go's own connection.
 // The connection never gives up: if no server answers yet, New still

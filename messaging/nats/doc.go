@@ -31,5 +31,18 @@
 // which acknowledges after the handler succeeds) where a message must not
 // be lost.
 //
+// Each helper takes only the options that configure it, so an option that
+// would be ignored does not compile:
+//
+//	option              Publish, PublishMsg,          Subscribe, QueueSubscribe,
+//	                    PublishJetStream[Msg]         ConsumeJetStream
+//	WithTracerProvider  yes                           yes
+//	WithPropagator      yes                           yes
+//	WithLogger          -                             yes
+//
+// The publish helpers take PublishOption, the subscribe helpers
+// SubscribeOption; WithTracerProvider and WithPropagator return an Option,
+// which is both, so one value can be passed to either side.
+//
 // Passwords and tokens never appear in errors, logs or a printed Config.
 package natsmsg

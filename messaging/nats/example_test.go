@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/goaspire/goaspire/discovery"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
@@ -76,6 +78,31 @@ func ExamplePublish() {
 	}
 	// The producer: the trace context of ctx travels in the headers.
 	if err := natsmsg.Publish(ctx, nc, "orders.created", []byte(`{"id":42}`)); err != nil {
+		log.Print(err)
+	}
+}
+
+// The shared options are values of both kinds: build them once and pass
+// them to either side; WithLogger goes to the subscribe side only.
+func ExampleOption() {
+	ctx := context.Background()
+	nc, err := natsmsg.New(ctx, &natsmsg.Config{Servers: []string{"nats://127.0.0.1:4222"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+
+	tp := natsmsg.WithTracerProvider(otel.GetTracerProvider())
+	prop := natsmsg.WithPropagator(propagation.TraceContext{})
+	logger := natsmsg.WithLogger(slog.Default())
+
+	_, err = natsmsg.Subscribe(ctx, nc, "orders.*", func(ctx context.Context, msg *nats.Msg) error {
+		return nil
+	}, tp, prop, logger)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := natsmsg.Publish(ctx, nc, "orders.created", []byte(`{"id":42}`), tp, prop); err != nil {
 		log.Print(err)
 	}
 }

@@ -28,15 +28,15 @@ var ErrAcked = errors.New("natsmsg: message settled by the handler")
 // wait is bounded by ctx (and nats.go's JetStream timeout); an error means
 // the message may not be stored: retry with the same nats.MsgId header
 // (jetstream.WithMsgID) to let the stream drop a duplicate.
-func PublishJetStream(ctx context.Context, js jetstream.JetStream, subject string, data []byte, opts ...Option) (*jetstream.PubAck, error) {
+func PublishJetStream(ctx context.Context, js jetstream.JetStream, subject string, data []byte, opts ...PublishOption) (*jetstream.PubAck, error) {
 	return PublishJetStreamMsg(ctx, js, &nats.Msg{Subject: subject, Data: data}, nil, opts...)
 }
 
 // PublishJetStreamMsg is PublishJetStream for a message with headers of
 // its own, with nats.go's publish options (WithMsgID, WithExpectStream
 // ...).
-func PublishJetStreamMsg(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, pubOpts []jetstream.PublishOpt, opts ...Option) (*jetstream.PubAck, error) {
-	s := newSettings(opts)
+func PublishJetStreamMsg(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, pubOpts []jetstream.PublishOpt, opts ...PublishOption) (*jetstream.PubAck, error) {
+	s := newPublishSettings(opts)
 	ctx, span := startPublish(ctx, &s, msg)
 	ack, err := js.PublishMsg(ctx, msg, pubOpts...)
 	if err == nil {
@@ -62,8 +62,8 @@ func PublishJetStreamMsg(ctx context.Context, js jetstream.JetStream, msg *nats.
 // handled and acknowledged (their ctx has ctx's values but not its
 // cancellation); wait on the returned context's Closed channel for that to
 // finish. nats.go's pull consumer survives reconnects by itself.
-func ConsumeJetStream(ctx context.Context, cons jetstream.Consumer, h JetStreamHandler, opts ...Option) (jetstream.ConsumeContext, error) {
-	s := newSettings(opts)
+func ConsumeJetStream(ctx context.Context, cons jetstream.Consumer, h JetStreamHandler, opts ...SubscribeOption) (jetstream.ConsumeContext, error) {
+	s := newSubscribeSettings(opts)
 	hctx := context.WithoutCancel(ctx)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		extra := []attribute.KeyValue{}

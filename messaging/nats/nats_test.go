@@ -52,11 +52,12 @@ func connect(t *testing.T, srv *testserver.NATS) (*nats.Conn, *natsmsg.Config, *
 	return nc, cfg, logs
 }
 
-// recorder returns options tracing into an in-memory recorder.
-func recorder() (*tracetest.SpanRecorder, []natsmsg.Option) {
+// recorder returns an in-memory span recorder and the options of both
+// sides that trace into it with W3C trace context.
+func recorder() (*tracetest.SpanRecorder, natsmsg.Option, natsmsg.Option) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	return rec, []natsmsg.Option{natsmsg.WithTracerProvider(tp), natsmsg.WithPropagator(propagation.TraceContext{})}
+	return rec, natsmsg.WithTracerProvider(tp), natsmsg.WithPropagator(propagation.TraceContext{})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -85,7 +86,7 @@ func checkStatus(t *testing.T, check health.Check, want health.Status) {
 
 func TestPublishSubscribeCarriesTrace(t *testing.T) {
 	srv := testserver.NewNATS(t)
-	rec, opts := recorder()
+	rec, tp, prop := recorder()
 	nc, _, _ := connect(t, srv)
 
 	tests := []struct {
@@ -110,9 +111,9 @@ func TestPublishSubscribeCarriesTrace(t *testing.T) {
 			defer cancel()
 			var err error
 			if tt.queue == "" {
-				_, err = natsmsg.Subscribe(ctx, nc, "orders.>", h, opts...)
+				_, err = natsmsg.Subscribe(ctx, nc, "orders.>", h, tp, prop)
 			} else {
-				_, err = natsmsg.QueueSubscribe(ctx, nc, "orders.>", tt.queue, h, opts...)
+				_, err = natsmsg.QueueSubscribe(ctx, nc, "orders.>", tt.queue, h, tp, prop)
 			}
 			if err != nil {
 				t.Fatal(err)
@@ -121,7 +122,7 @@ func TestPublishSubscribeCarriesTrace(t *testing.T) {
 				t.Fatal(err)
 			}
 			rec.Reset()
-			if err := natsmsg.Publish(context.Background(), nc, subject, []byte("hello"), opts...); err != nil {
+			if err := natsmsg.Publish(context.Background(), nc, subject, []byte("hello"), tp, prop); err != nil {
 				t.Fatal(err)
 			}
 			consumerCtx := <-got
@@ -163,9 +164,9 @@ func TestPublishSubscribeCarriesTrace(t *testing.T) {
 
 func TestSubscribeHandlerFailure(t *testing.T) {
 	srv := testserver.NewNATS(t)
-	rec, opts := recorder()
+	rec, tp, prop := recorder()
 	nc, _, logs := connect(t, srv)
-	opts = append(opts, natsmsg.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	logger := natsmsg.WithLogger(slog.New(slog.NewTextHandler(logs, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tests := []struct {
@@ -180,13 +181,13 @@ func TestSubscribeHandlerFailure(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rec.Reset()
 			subject := "fail." + tt.name
-			sub, err := natsmsg.Subscribe(ctx, nc, subject, tt.h, opts...)
+			sub, err := natsmsg.Subscribe(ctx, nc, subject, tt.h, tp, prop, logger)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer sub.Unsubscribe()
 			_ = nc.Flush()
-			if err := natsmsg.Publish(ctx, nc, subject, nil, opts...); err != nil {
+			if err := natsmsg.Publish(ctx, nc, subject, nil, tp, prop); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, "the consumer span", func() bool {
@@ -331,11 +332,11 @@ func jetStream(t *testing.T, nc *nats.Conn, maxDeliver int) (jetstream.JetStream
 
 func TestJetStreamAckRedeliveryAndTrace(t *testing.T) {
 	srv := testserver.NewNATS(t)
-	rec, opts := recorder()
+	rec, tp, prop := recorder()
 	nc, _, _ := connect(t, srv)
 	js, cons := jetStream(t, nc, 3)
 
-	ack, err := natsmsg.PublishJetStream(context.Background(), js, "orders.created", []byte("o-1"), opts...)
+	ack, err := natsmsg.PublishJetStream(context.Background(), js, "orders.created", []byte("o-1"), tp, prop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +357,7 @@ func TestJetStreamAckRedeliveryAndTrace(t *testing.T) {
 			return errors.New("transient")
 		}
 		return nil
-	}, opts...)
+	}, tp, prop)
 	if err != nil {
 		t.Fatal(err)
 	}

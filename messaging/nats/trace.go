@@ -53,7 +53,7 @@ func messagingAttrs(op, opType, subject string, size int) []attribute.KeyValue {
 
 // startPublish starts the producer span for msg and writes its context
 // into msg's headers.
-func startPublish(ctx context.Context, s *settings, msg *nats.Msg) (context.Context, trace.Span) {
+func startPublish(ctx context.Context, s *publishSettings, msg *nats.Msg) (context.Context, trace.Span) {
 	ctx, span := s.tp.Tracer(scope).Start(ctx, "publish "+msg.Subject, trace.WithSpanKind(trace.SpanKindProducer))
 	if span.IsRecording() {
 		span.SetAttributes(messagingAttrs("publish", "send", msg.Subject, len(msg.Data))...)
@@ -91,14 +91,14 @@ func endSpan(span trace.Span, err error) {
 // message's headers. It returns nats.go's error (the connection buffers
 // publishes while it reconnects). Use PublishJetStream when the message
 // must not be lost.
-func Publish(ctx context.Context, nc *nats.Conn, subject string, data []byte, opts ...Option) error {
+func Publish(ctx context.Context, nc *nats.Conn, subject string, data []byte, opts ...PublishOption) error {
 	return PublishMsg(ctx, nc, &nats.Msg{Subject: subject, Data: data}, opts...)
 }
 
 // PublishMsg is Publish for a message with headers or a reply subject of
 // its own; the trace context is added to msg.Header.
-func PublishMsg(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...Option) error {
-	s := newSettings(opts)
+func PublishMsg(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...PublishOption) error {
+	s := newPublishSettings(opts)
 	_, span := startPublish(ctx, &s, msg)
 	err := nc.PublishMsg(msg)
 	endSpan(span, err)
@@ -112,18 +112,18 @@ func PublishMsg(ctx context.Context, nc *nats.Conn, msg *nats.Msg, opts ...Optio
 // unsubscribed; it survives reconnects, as nats.go resubscribes. The
 // handler's ctx has ctx's values but not its cancellation, so messages
 // drained after ctx ends are still handled in full.
-func Subscribe(ctx context.Context, nc *nats.Conn, subject string, h Handler, opts ...Option) (*nats.Subscription, error) {
+func Subscribe(ctx context.Context, nc *nats.Conn, subject string, h Handler, opts ...SubscribeOption) (*nats.Subscription, error) {
 	return subscribe(ctx, nc, subject, "", h, opts)
 }
 
 // QueueSubscribe is Subscribe as a member of the queue group queue: each
 // message goes to one member of the group (replicas sharing the work).
-func QueueSubscribe(ctx context.Context, nc *nats.Conn, subject, queue string, h Handler, opts ...Option) (*nats.Subscription, error) {
+func QueueSubscribe(ctx context.Context, nc *nats.Conn, subject, queue string, h Handler, opts ...SubscribeOption) (*nats.Subscription, error) {
 	return subscribe(ctx, nc, subject, queue, h, opts)
 }
 
-func subscribe(ctx context.Context, nc *nats.Conn, subject, queue string, h Handler, opts []Option) (*nats.Subscription, error) {
-	s := newSettings(opts)
+func subscribe(ctx context.Context, nc *nats.Conn, subject, queue string, h Handler, opts []SubscribeOption) (*nats.Subscription, error) {
+	s := newSubscribeSettings(opts)
 	log := s.logger.With("subject", subject)
 	hctx := context.WithoutCancel(ctx) // messages drained after ctx ends still get a live ctx
 	cb := func(msg *nats.Msg) {
@@ -153,7 +153,7 @@ func subscribe(ctx context.Context, nc *nats.Conn, subject, queue string, h Hand
 }
 
 // startProcess starts a consumer span continuing the trace in header.
-func startProcess(ctx context.Context, s *settings, subject string, header nats.Header, size int, extra []attribute.KeyValue) (context.Context, trace.Span) {
+func startProcess(ctx context.Context, s *subscribeSettings, subject string, header nats.Header, size int, extra []attribute.KeyValue) (context.Context, trace.Span) {
 	if header != nil {
 		ctx = s.prop.Extract(ctx, headerCarrier(header))
 	}

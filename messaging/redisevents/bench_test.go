@@ -21,7 +21,7 @@ func BenchmarkPublish(b *testing.B) {
 	data := []byte(`{"user":123,"event":"user.created"}`)
 	sdk := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	defer sdk.Shutdown(ctx)
-	opts := []redisevents.Option{redisevents.WithTracerProvider(sdk), redisevents.WithPropagator(propagation.TraceContext{})}
+	opts := []redisevents.PublishOption{redisevents.WithTracerProvider(sdk), redisevents.WithPropagator(propagation.TraceContext{})}
 	b.Run("bare", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -20,6 +20,25 @@
 // subscribes again; Subscribe relies on that, with go-redis's periodic
 // health-check PING finding connections that died silently. For messages
 // that must not be lost use a queue (RabbitMQ, NATS JetStream) instead.
+//
+// Each function takes only the options that configure it, so an option
+// that would be ignored does not compile:
+//
+//	option                   Publish, PublishJSON  Subscribe, PSubscribe  Encode, Decode
+//	WithTracerProvider       yes                   yes                    -
+//	WithPropagator           yes                   yes                    yes
+//	WithLogger               -                     yes                    -
+//	WithHealthCheckInterval  -                     yes                    -
+//
+// Publish and PublishJSON take PublishOption, Subscribe and PSubscribe
+// SubscribeOption, Encode and Decode CodecOption. WithTracerProvider
+// returns an Option (both a PublishOption and a SubscribeOption), and
+// WithPropagator a PropagatorOption (all three), so one value can be passed
+// to both sides:
+//
+//	prop := redisevents.WithPropagator(propagation.TraceContext{})
+//	redisevents.Publish(ctx, rdb, "events", data, prop)
+//	redisevents.Subscribe(ctx, rdb, h, []string{"events"}, prop, redisevents.WithLogger(logger))
 package redisevents
 
 import (
@@ -76,20 +95,82 @@ type Event struct {
 // redelivered.
 type Handler func(ctx context.Context, ev Event) error
 
-// Option configures Publish and Subscribe.
-type Option func(*settings)
+// PublishOption configures Publish and PublishJSON. WithTracerProvider
+// and WithPropagator return one.
+type PublishOption interface{ applyPublish(*publishSettings) }
 
-type settings struct {
+// SubscribeOption configures Subscribe and PSubscribe. WithTracerProvider,
+// WithPropagator, WithLogger and WithHealthCheckInterval return one.
+type SubscribeOption interface{ applySubscribe(*subscribeSettings) }
+
+// CodecOption configures Encode and Decode. WithPropagator returns one.
+type CodecOption interface{ applyCodec(*codecSettings) }
+
+// Option is an option of both Publish and Subscribe: WithTracerProvider
+// returns one.
+type Option interface {
+	PublishOption
+	SubscribeOption
+}
+
+// PropagatorOption is the option WithPropagator returns; it applies to
+// Publish, Subscribe, Encode and Decode.
+type PropagatorOption interface {
+	Option
+	CodecOption
+}
+
+type codecSettings struct {
+	prop propagation.TextMapPropagator
+}
+
+type publishSettings struct {
+	tp   trace.TracerProvider
+	prop propagation.TextMapPropagator
+}
+
+type subscribeSettings struct {
 	tp          trace.TracerProvider
 	prop        propagation.TextMapPropagator
 	logger      *slog.Logger
 	healthCheck time.Duration
 }
 
-func newSettings(opts []Option) settings {
-	s := settings{healthCheck: DefaultHealthCheckInterval}
+func newCodecSettings(opts []CodecOption) codecSettings {
+	var s codecSettings
 	for _, opt := range opts {
-		opt(&s)
+		if opt != nil {
+			opt.applyCodec(&s)
+		}
+	}
+	if s.prop == nil {
+		s.prop = otel.GetTextMapPropagator()
+	}
+	return s
+}
+
+func newPublishSettings(opts []PublishOption) publishSettings {
+	var s publishSettings
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applyPublish(&s)
+		}
+	}
+	if s.tp == nil {
+		s.tp = otel.GetTracerProvider()
+	}
+	if s.prop == nil {
+		s.prop = otel.GetTextMapPropagator()
+	}
+	return s
+}
+
+func newSubscribeSettings(opts []SubscribeOption) subscribeSettings {
+	s := subscribeSettings{healthCheck: DefaultHealthCheckInterval}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.applySubscribe(&s)
+		}
 	}
 	if s.tp == nil {
 		s.tp = otel.GetTracerProvider()
@@ -107,29 +188,49 @@ func newSettings(opts []Option) settings {
 // to find a connection that died without an error.
 const DefaultHealthCheckInterval = 3 * time.Second
 
-// WithTracerProvider sets the tracer provider (default: OpenTelemetry's
-// global one).
-func WithTracerProvider(tp trace.TracerProvider) Option { return func(s *settings) { s.tp = tp } }
+type tracerProviderOption struct{ tp trace.TracerProvider }
+
+func (o tracerProviderOption) applyPublish(s *publishSettings)     { s.tp = o.tp }
+func (o tracerProviderOption) applySubscribe(s *subscribeSettings) { s.tp = o.tp }
+
+// WithTracerProvider sets the tracer provider of the producer and consumer
+// spans (default: OpenTelemetry's global one). It applies to Publish,
+// PublishJSON, Subscribe and PSubscribe; Encode and Decode record no span.
+func WithTracerProvider(tp trace.TracerProvider) Option { return tracerProviderOption{tp} }
+
+type propagatorOption struct{ p propagation.TextMapPropagator }
+
+func (o propagatorOption) applyCodec(s *codecSettings)         { s.prop = o.p }
+func (o propagatorOption) applyPublish(s *publishSettings)     { s.prop = o.p }
+func (o propagatorOption) applySubscribe(s *subscribeSettings) { s.prop = o.p }
 
 // WithPropagator sets how the trace context is written into and read from
-// the envelope (default: OpenTelemetry's global propagator).
-func WithPropagator(p propagation.TextMapPropagator) Option {
-	return func(s *settings) { s.prop = p }
+// the envelope (default: OpenTelemetry's global propagator). It applies to
+// every function of the package that takes options.
+func WithPropagator(p propagation.TextMapPropagator) PropagatorOption {
+	return propagatorOption{p}
 }
 
-// WithLogger sets the logger for handler failures (default:
-// slog.Default()).
-func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
+type subscribeFunc func(*subscribeSettings)
 
-// WithHealthCheckInterval sets how often an idle subscription PINGs Redis
-// (default DefaultHealthCheckInterval); a connection that does not answer
-// is replaced and the channels subscribed again.
-func WithHealthCheckInterval(d time.Duration) Option {
-	return func(s *settings) {
+func (f subscribeFunc) applySubscribe(s *subscribeSettings) { f(s) }
+
+// WithLogger sets the logger for handler failures of Subscribe and
+// PSubscribe (default: slog.Default()).
+func WithLogger(l *slog.Logger) SubscribeOption {
+	return subscribeFunc(func(s *subscribeSettings) { s.logger = l })
+}
+
+// WithHealthCheckInterval sets how often an idle subscription of Subscribe
+// or PSubscribe PINGs Redis (default DefaultHealthCheckInterval); a
+// connection that does not answer is replaced and the channels subscribed
+// again. A non-positive d is ignored.
+func WithHealthCheckInterval(d time.Duration) SubscribeOption {
+	return subscribeFunc(func(s *subscribeSettings) {
 		if d > 0 {
 			s.healthCheck = d
 		}
-	}
+	})
 }
 
 func attrs(op, opType, channel string, size int) []attribute.KeyValue {
@@ -139,14 +240,14 @@ func attrs(op, opType, channel string, size int) []attribute.KeyValue {
 
 // Encode returns the envelope of data carrying the trace context of ctx,
 // as Publish sends it; for publishing through a pipeline of one's own.
-func Encode(ctx context.Context, data []byte, opts ...Option) ([]byte, error) {
-	s := newSettings(opts)
-	return encode(ctx, &s, data)
+func Encode(ctx context.Context, data []byte, opts ...CodecOption) ([]byte, error) {
+	s := newCodecSettings(opts)
+	return encode(ctx, s.prop, data)
 }
 
-func encode(ctx context.Context, s *settings, data []byte) ([]byte, error) {
+func encode(ctx context.Context, prop propagation.TextMapPropagator, data []byte) ([]byte, error) {
 	env := envelope{Envelope: EnvelopeVersion, Headers: map[string]string{}}
-	s.prop.Inject(ctx, propagation.MapCarrier(env.Headers))
+	prop.Inject(ctx, propagation.MapCarrier(env.Headers))
 	if utf8.Valid(data) {
 		str := string(data)
 		env.Data = &str
@@ -158,12 +259,12 @@ func encode(ctx context.Context, s *settings, data []byte) ([]byte, error) {
 
 // Decode returns the event in payload, unwrapping an envelope, and the
 // context with the trace context it carried (parent unchanged otherwise).
-func Decode(parent context.Context, channel, payload string, opts ...Option) (context.Context, Event) {
-	s := newSettings(opts)
-	return decode(parent, &s, channel, payload)
+func Decode(parent context.Context, channel, payload string, opts ...CodecOption) (context.Context, Event) {
+	s := newCodecSettings(opts)
+	return decode(parent, s.prop, channel, payload)
 }
 
-func decode(parent context.Context, s *settings, channel, payload string) (context.Context, Event) {
+func decode(parent context.Context, prop propagation.TextMapPropagator, channel, payload string) (context.Context, Event) {
 	ev := Event{Channel: channel, Data: []byte(payload)}
 	if !strings.HasPrefix(payload, "{") || !strings.Contains(payload, EnvelopeVersion) {
 		return parent, ev
@@ -182,7 +283,7 @@ func decode(parent context.Context, s *settings, channel, payload string) (conte
 	}
 	ev.Enveloped = true
 	if len(env.Headers) > 0 {
-		parent = s.prop.Extract(parent, propagation.MapCarrier(env.Headers))
+		parent = prop.Extract(parent, propagation.MapCarrier(env.Headers))
 	}
 	return parent, ev
 }
@@ -190,14 +291,14 @@ func decode(parent context.Context, s *settings, channel, payload string) (conte
 // Publish sends data on channel in an envelope carrying ctx's trace
 // context, inside a producer span "publish {channel}", and returns how many
 // subscribers received it (0 is not an error: Pub/Sub has no queue).
-func Publish(ctx context.Context, rdb redis.UniversalClient, channel string, data []byte, opts ...Option) (int64, error) {
-	s := newSettings(opts)
+func Publish(ctx context.Context, rdb redis.UniversalClient, channel string, data []byte, opts ...PublishOption) (int64, error) {
+	s := newPublishSettings(opts)
 	ctx, span := s.tp.Tracer(scope).Start(ctx, "publish "+channel, trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(attrs("publish", "send", channel, len(data))...)
 	}
-	msg, err := encode(ctx, &s, data)
+	msg, err := encode(ctx, s.prop, data)
 	if err == nil {
 		var n int64
 		n, err = rdb.Publish(ctx, channel, msg).Result()
@@ -211,7 +312,7 @@ func Publish(ctx context.Context, rdb redis.UniversalClient, channel string, dat
 }
 
 // PublishJSON publishes v encoded as JSON (see Publish).
-func PublishJSON(ctx context.Context, rdb redis.UniversalClient, channel string, v any, opts ...Option) (int64, error) {
+func PublishJSON(ctx context.Context, rdb redis.UniversalClient, channel string, v any, opts ...PublishOption) (int64, error) {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return 0, fmt.Errorf("redisevents: publish to %q: %w", channel, err)
@@ -238,23 +339,23 @@ type Subscription struct {
 //
 // The subscription ends when ctx is done or Close is called. The handler's
 // ctx has ctx's values but not its cancellation.
-func Subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, channels []string, opts ...Option) (*Subscription, error) {
+func Subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, channels []string, opts ...SubscribeOption) (*Subscription, error) {
 	return subscribe(ctx, rdb, h, channels, false, opts)
 }
 
 // PSubscribe is Subscribe for channel patterns ("events.*").
-func PSubscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, patterns []string, opts ...Option) (*Subscription, error) {
+func PSubscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, patterns []string, opts ...SubscribeOption) (*Subscription, error) {
 	return subscribe(ctx, rdb, h, patterns, true, opts)
 }
 
-func subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, names []string, pattern bool, opts []Option) (*Subscription, error) {
+func subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, names []string, pattern bool, opts []SubscribeOption) (*Subscription, error) {
 	if len(names) == 0 {
 		return nil, errors.New("redisevents: subscribe: no channels")
 	}
 	if h == nil {
 		return nil, errors.New("redisevents: subscribe: nil handler")
 	}
-	s := newSettings(opts)
+	s := newSubscribeSettings(opts)
 	var ps *redis.PubSub
 	if pattern {
 		ps = rdb.PSubscribe(ctx, names...)
@@ -296,8 +397,8 @@ func subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, names 
 	return sub, nil
 }
 
-func handle(parent context.Context, s *settings, h Handler, msg *redis.Message) {
-	ctx, ev := decode(parent, s, msg.Channel, msg.Payload)
+func handle(parent context.Context, s *subscribeSettings, h Handler, msg *redis.Message) {
+	ctx, ev := decode(parent, s.prop, msg.Channel, msg.Payload)
 	ev.Pattern = msg.Pattern
 	ctx, span := s.tp.Tracer(scope).Start(ctx, "process "+msg.Channel, trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()

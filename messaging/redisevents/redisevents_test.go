@@ -46,10 +46,12 @@ func client(t testing.TB, srv *testserver.Redis) redis.UniversalClient {
 	return rdb
 }
 
-func recorder() (*tracetest.SpanRecorder, []redisevents.Option) {
+// recorder returns a span recorder and the options of Publish and
+// Subscribe that record into it with W3C trace context.
+func recorder() (*tracetest.SpanRecorder, redisevents.Option, redisevents.PropagatorOption) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	return rec, []redisevents.Option{redisevents.WithTracerProvider(tp), redisevents.WithPropagator(propagation.TraceContext{})}
+	return rec, redisevents.WithTracerProvider(tp), redisevents.WithPropagator(propagation.TraceContext{})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -83,9 +85,9 @@ func next(t *testing.T, ch chan received) received {
 func TestPublishSubscribeCarriesTrace(t *testing.T) {
 	srv := testserver.NewRedis(t)
 	rdb := client(t, srv)
-	rec, opts := recorder()
+	rec, tp, prop := recorder()
 	got := make(chan received, 4)
-	sub, err := redisevents.Subscribe(context.Background(), rdb, collect(got), []string{"events"}, opts...)
+	sub, err := redisevents.Subscribe(context.Background(), rdb, collect(got), []string{"events"}, tp, prop)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +105,7 @@ func TestPublishSubscribeCarriesTrace(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rec.Reset()
-			n, err := redisevents.Publish(context.Background(), rdb, "events", tt.data, opts...)
+			n, err := redisevents.Publish(context.Background(), rdb, "events", tt.data, tp, prop)
 			if err != nil || n != 1 {
 				t.Fatalf("Publish = %d, %v; want 1 receiver", n, err)
 			}
@@ -165,8 +167,8 @@ func TestHandlerFailureIsLoggedAndSubscriptionGoesOn(t *testing.T) {
 	srv := testserver.NewRedis(t)
 	rdb := client(t, srv)
 	logs := &syncBuffer{}
-	rec, opts := recorder()
-	opts = append(opts, redisevents.WithLogger(slog.New(slog.NewTextHandler(logs, nil))))
+	rec, tp, prop := recorder()
+	logger := redisevents.WithLogger(slog.New(slog.NewTextHandler(logs, nil)))
 	var mu sync.Mutex
 	var seen []string
 	sub, err := redisevents.Subscribe(context.Background(), rdb, func(_ context.Context, ev redisevents.Event) error {
@@ -180,13 +182,13 @@ func TestHandlerFailureIsLoggedAndSubscriptionGoesOn(t *testing.T) {
 			panic("nil map")
 		}
 		return nil
-	}, []string{"events"}, opts...)
+	}, []string{"events"}, tp, prop, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sub.Close()
 	for _, d := range []string{"fail", "panic", "ok"} {
-		if _, err := redisevents.Publish(context.Background(), rdb, "events", []byte(d), opts...); err != nil {
+		if _, err := redisevents.Publish(context.Background(), rdb, "events", []byte(d), tp, prop); err != nil {
 			t.Fatal(err)
 		}
 	}
