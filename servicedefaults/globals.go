@@ -22,7 +22,9 @@ import (
 // providers either way. Libraries of your own should be handed
 // App.TracerProvider, App.MeterProvider, App.Propagator and App.Logger
 // explicitly: a library reading the globals sees whatever the process set
-// there (no-ops by default).
+// there (no-ops by default). The traced helpers of messaging/nats and
+// messaging/redisevents are such libraries: pass them
+// WithTracerProvider(app.TracerProvider()) and WithPropagator(app.Propagator()).
 func WithoutGlobals() Option { return func(o *options) { o.noGlobals = true } }
 
 // installGlobals makes the App's telemetry and logger the process-wide

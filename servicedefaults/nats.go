@@ -28,8 +28,11 @@ import (
 // App's workers have returned, then closes it.
 //
 // The traced helpers of package natsmsg (Publish, Subscribe,
-// PublishJetStream, ConsumeJetStream ...) use the App's tracer provider
-// and propagator, which Add installed as OpenTelemetry's globals.
+// PublishJetStream, ConsumeJetStream ...) use OpenTelemetry's global
+// tracer provider and propagator unless given others, and Add installs the
+// App's as the globals. Under WithoutGlobals, hand them over explicitly:
+// natsmsg.WithTracerProvider(app.TracerProvider()) and
+// natsmsg.WithPropagator(app.Propagator()) (the same for redisevents).
 func (a *App) NATS(name string) (*nats.Conn, error) {
 	return a.NATSContext(context.Background(), name)
 }
