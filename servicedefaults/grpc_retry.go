@@ -47,6 +47,7 @@ type grpcUnary struct {
 	// methods whose calls are retried.
 	idempotent map[string]struct{}
 	calls      sync.Pool // *grpcCall
+	timers     sync.Pool // *grpcTimer
 }
 
 // grpcCall is what a retried call needs on top of the caller's: the
@@ -75,7 +76,61 @@ func newGRPCUnary(cfg *discovery.Config, name string, o resilience.Options, idem
 		c.trailerOpt = grpc.Trailer(&c.trailer)
 		return c
 	}
+	u.timers.New = func() any {
+		t := new(grpcTimer)
+		t.t = time.AfterFunc(time.Duration(math.MaxInt64), t.fire)
+		t.t.Stop()
+		return t
+	}
 	return u
+}
+
+// grpcTimer cancels a call or attempt at its deadline. Timers are reused
+// from call to call: one stopped before it fired is armed again for the
+// next.
+type grpcTimer struct {
+	t      *time.Timer
+	mu     sync.Mutex
+	cancel context.CancelFunc
+}
+
+func (t *grpcTimer) fire() {
+	t.mu.Lock()
+	cancel := t.cancel
+	t.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// bound returns a context cancelled at deadline, the function that ends
+// it, and the timer, unless ctx has a deadline no later than that: then
+// it returns ctx and nils. The deadline is not sent to the server.
+func (u *grpcUnary) bound(ctx context.Context, now, deadline time.Time) (context.Context, context.CancelFunc, *grpcTimer) {
+	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
+		return ctx, nil, nil
+	}
+	actx, cancel := context.WithCancel(ctx)
+	t := u.timers.Get().(*grpcTimer)
+	t.mu.Lock()
+	t.cancel = cancel
+	t.mu.Unlock()
+	t.t.Reset(deadline.Sub(now))
+	return actx, cancel, t
+}
+
+// unbound ends what bound started, and says whether the timer fired.
+func (u *grpcUnary) unbound(cancel context.CancelFunc, t *grpcTimer) (fired bool) {
+	if t.t.Stop() {
+		t.mu.Lock()
+		t.cancel = nil
+		t.mu.Unlock()
+		u.timers.Put(t)
+	} else {
+		fired = true // and maybe still firing: t is not reused
+	}
+	cancel()
+	return fired
 }
 
 // grpcResilienceKey names the key of field for the client called name:
@@ -103,14 +158,10 @@ func (u *grpcUnary) intercept(ctx context.Context, method string, req, reply any
 		return u.retrying(ctx, method, req, reply, cc, invoker, opts)
 	}
 	now := time.Now()
-	actx, cancel, timer := bound(ctx, now, now.Add(u.total))
+	actx, cancel, timer := u.bound(ctx, now, now.Add(u.total))
 	err := invoker(actx, method, req, reply, cc, opts...)
-	if timer != nil {
-		timer.Stop()
-		if err != nil && expired(ctx, actx) {
-			err = u.exceeded(method, u.totalKey, u.total)
-		}
-		cancel()
+	if timer != nil && u.unbound(cancel, timer) && err != nil && ctx.Err() == nil {
+		err = u.exceeded(method, u.totalKey, u.total)
 	}
 	return err
 }
@@ -133,15 +184,10 @@ func (u *grpcUnary) retrying(ctx context.Context, method string, req, reply any,
 		if !deadline.Before(total) {
 			deadline, last = total, true
 		}
-		actx, cancel, timer := bound(ctx, now, deadline)
+		actx, cancel, timer := u.bound(ctx, now, deadline)
 		c.trailer = nil
 		err := invoker(actx, method, req, reply, cc, callOpts...)
-		timedOut := false
-		if timer != nil {
-			timer.Stop()
-			timedOut = err != nil && expired(ctx, actx)
-			cancel()
-		}
+		timedOut := timer != nil && u.unbound(cancel, timer) && err != nil && ctx.Err() == nil
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -221,23 +267,6 @@ func grpcPushback(v []string, maxDelay time.Duration) (time.Duration, bool) {
 // key gives it.
 func (u *grpcUnary) exceeded(method, key string, d time.Duration) error {
 	return status.Errorf(grpccodes.DeadlineExceeded, "servicedefaults: gRPC call %s ran out of time: %v (%s)", method, d, key)
-}
-
-// bound returns a context cancelled at deadline, and what ends it early,
-// unless ctx has a deadline no later than that: then it returns ctx and
-// nil. The deadline is not sent to the server.
-func bound(ctx context.Context, now, deadline time.Time) (context.Context, context.CancelFunc, *time.Timer) {
-	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
-		return ctx, nil, nil
-	}
-	actx, cancel := context.WithCancel(ctx)
-	return actx, cancel, time.AfterFunc(deadline.Sub(now), cancel)
-}
-
-// expired says whether bound's timer cancelled actx: it is done while
-// the caller's ctx is not.
-func expired(ctx, actx context.Context) bool {
-	return actx.Err() != nil && ctx.Err() == nil
 }
 
 // sleep waits d, or until ctx is done.
