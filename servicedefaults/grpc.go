@@ -124,8 +124,9 @@ func (g *grpcState) init() {
 //   - retries the server-streaming calls of those methods, with grpc's
 //     retry policy, on UNAVAILABLE until the first reply arrives
 //     (Retry:MaxRetryAttempts times, at most 4, after random delays of up
-//     to Retry:Delay doubling on each retry). Other methods are sent once: grpc still transparently
-//     retries a call that never reached the server;
+//     to Retry:Delay doubling on each retry). Other methods are sent
+//     once: grpc still transparently retries a call that never reached
+//     the server;
 //   - bounds every unary call, its attempts and delays together, by
 //     TotalRequestTimeout:Timeout (30 s), unless the caller's deadline is
 //     earlier. Streams are not bounded. These timeouts are the client's:
