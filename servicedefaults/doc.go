@@ -245,15 +245,18 @@
 // endpoints with the same trusted roots as the HTTP clients, traces and
 // measures calls with otelgrpc (plus the rpc.system, rpc.service and
 // rpc.grpc.status_code attributes the Aspire dashboard reads), and retries
-// UNAVAILABLE and RESOURCE_EXHAUSTED for methods the proto declares free of
-// side effects or idempotent. App.GRPCServer's server is served by Run
+// the calls of methods the proto declares free of side effects or
+// idempotent after UNAVAILABLE, an attempt timeout, or RESOURCE_EXHAUSTED
+// with the server's grpc-retry-pushback-ms (see App.GRPCClient).
+// App.GRPCServer's server is served by Run
 // next to HTTP, with recovery, grpc.health.v1 and, in Development,
 // reflection.
 //
-//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxRetryAttempts  retries (default 3, at most 4)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:Delay             first backoff bound (default 2s)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxDelay          backoff cap (default none)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:BackoffType       Exponential (default) or Constant
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxRetryAttempts  retries (default 3; streams at most 4)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:Delay             base delay (default 2s)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxDelay          delay cap, pushback included (default none)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:BackoffType       Exponential (default), Linear or Constant
+//	Aspire:Resilience:Grpc[:Clients:{name}]:AttemptTimeout:Timeout  attempt bound of retried unary calls (default 10s)
 //	Aspire:Resilience:Grpc[:Clients:{name}]:TotalRequestTimeout:Timeout  unary call bound (default 30s)
 //	Aspire:ServiceDefaults:GrpcClients:{name}:Resilience            Standard (default) or None
 //	Aspire:ServiceDefaults:Grpc:Port, else GRPC_PORT                the gRPC server's own port

@@ -44,9 +44,9 @@ import (
 const (
 	// SectionGRPCResilience holds the retry and timeout settings of every
 	// gRPC client (the keys of resilience.Options: Retry:MaxRetryAttempts,
-	// Retry:Delay, Retry:MaxDelay, Retry:BackoffType,
-	// TotalRequestTimeout:Timeout); SectionGRPCResilience +
-	// ":Clients:{name}" overrides them per client.
+	// Retry:Delay, Retry:MaxDelay, Retry:BackoffType, Retry:UseJitter,
+	// AttemptTimeout:Timeout, TotalRequestTimeout:Timeout);
+	// SectionGRPCResilience + ":Clients:{name}" overrides them per client.
 	SectionGRPCResilience = "Aspire:Resilience:Grpc"
 	// GRPCPortKey names the port the gRPC server gets its own listener on.
 	// An AppHost sets it with WithEndpoint(..., env:
@@ -106,33 +106,46 @@ func (g *grpcState) init() {
 //     rpc.grpc.status_code) and the rpc.client.* metrics, and passes the
 //     trace context on (with traces and metrics off, only the
 //     propagation);
-//   - retries, with grpc's retry policy, the calls of methods whose proto
-//     declares idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT (and that
-//     do not stream requests) when they fail with UNAVAILABLE or
-//     RESOURCE_EXHAUSTED: up to Retry:MaxRetryAttempts times (3; grpc
-//     caps attempts at 5), after a random delay of up to Retry:Delay (2 s)
-//     doubling on each retry (Retry:BackoffType Exponential; Constant and
-//     Linear keep it flat) and capped by Retry:MaxDelay, or after the
-//     server's grpc-retry-pushback-ms when it sends one (a negative one
-//     stops the retries). Other methods are sent once: grpc still
-//     transparently retries a call that never reached the server;
-//   - bounds every unary call by TotalRequestTimeout:Timeout (30 s), or
-//     the caller's earlier deadline. Streams are not bounded. The
-//     per-attempt timeout of the HTTP pipeline has no gRPC equivalent
-//     (grpc's retry policy has none): an attempt that ran out of time is
-//     DEADLINE_EXCEEDED, which is never retried as the server may have
-//     done the work;
+//   - retries the unary calls of methods whose proto declares
+//     idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT, each retry a new
+//     call (its own span) that round_robin may send to another instance,
+//     when an attempt failed with UNAVAILABLE (even after the server sent
+//     response headers), ran out of AttemptTimeout:Timeout (10 s), or
+//     failed with RESOURCE_EXHAUSTED while the server sent
+//     grpc-retry-pushback-ms (RESOURCE_EXHAUSTED without it is not
+//     retried); no other status is. Up to Retry:MaxRetryAttempts times
+//     (3), after the delays of the HTTP clients' retries (Retry:Delay 2 s,
+//     Retry:BackoffType Exponential with jitter, capped by
+//     Retry:MaxDelay), or after the server's grpc-retry-pushback-ms when
+//     it sends one (also capped by Retry:MaxDelay; a negative or
+//     malformed one stops the retries). A retry whose delay would end
+//     past the total timeout or the caller's deadline is not made: the
+//     call fails with the last attempt's error;
+//   - retries the server-streaming calls of those methods, with grpc's
+//     retry policy, on UNAVAILABLE until the first reply arrives
+//     (Retry:MaxRetryAttempts times, at most 4, after random delays of up
+//     to Retry:Delay doubling on each retry). Other methods are sent
+//     once: grpc still transparently retries a call that never reached
+//     the server;
+//   - bounds every unary call, its attempts and delays together, by
+//     TotalRequestTimeout:Timeout (30 s), unless the caller's deadline is
+//     earlier. Streams are not bounded. These timeouts are the client's:
+//     a call that runs out of them is cancelled and fails with
+//     DEADLINE_EXCEEDED naming the key, but they are not sent to the
+//     server as the call's deadline (grpc-timeout); the caller's own
+//     deadline is;
 //   - keeps idle connections alive with pings every 60 s while calls are
 //     open.
 //
 // The settings are read from SectionGRPCResilience, then
 // SectionGRPCResilience:Clients:{name};
 // Aspire:ServiceDefaults:GrpcClients:{name}:Resilience = None turns
-// retries and the timeout off. The methods are those of the proto files
+// retries and the timeouts off. The methods are those of the proto files
 // linked into the program when the connection is made. opts are applied
 // after the App's own, so they can replace any of them (a
-// grpc.WithDefaultServiceConfig of the caller's replaces the balancing,
-// retry and timeout policy).
+// grpc.WithDefaultServiceConfig of the caller's replaces the balancing
+// and the streams' retry policy; the unary retries and timeouts are an
+// interceptor, and the caller's unary interceptors run once per attempt).
 //
 // A health check "grpc:{name}", tagged ready, reports Degraded while the
 // connection is in TRANSIENT_FAILURE (every instance unreachable), so that
@@ -152,7 +165,7 @@ func (a *App) GRPCClient(name string, opts ...grpc.DialOption) (*grpc.ClientConn
 	if _, err := grpcresolver.Lookup(a.resolver, name); err != nil {
 		return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
 	}
-	sc, err := grpcServiceConfig(a.cfg, name)
+	sc, unary, err := grpcClientPolicy(a.cfg, name)
 	if err != nil {
 		return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
 	}
@@ -173,7 +186,12 @@ func (a *App) GRPCClient(name string, opts ...grpc.DialOption) (*grpc.ClientConn
 		dopts = append(dopts, grpc.WithStatsHandler(rpcAttributes{otelgrpc.NewClientHandler(a.otelgrpcOptions()...)}))
 	} else {
 		p := grpcPropagator{a.tel.prop}
-		dopts = append(dopts, grpc.WithChainUnaryInterceptor(p.unaryClient), grpc.WithChainStreamInterceptor(p.streamClient))
+		unary.prop = p.prop
+		dopts = append(dopts, grpc.WithChainStreamInterceptor(p.streamClient))
+	}
+	if unary.standard || unary.prop != nil {
+		// One interceptor: a chain of several costs grpc a closure per call.
+		dopts = append(dopts, grpc.WithChainUnaryInterceptor(unary.intercept))
 	}
 	cc, err := grpc.NewClient(grpcresolver.Scheme+":///"+name, append(dopts, opts...)...)
 	if err != nil {
@@ -264,10 +282,6 @@ func (p grpcPropagator) inject(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
-func (p grpcPropagator) unaryClient(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	return invoker(p.inject(ctx), method, req, reply, cc, opts...)
-}
-
 func (p grpcPropagator) streamClient(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	return streamer(p.inject(ctx), desc, cc, method, opts...)
 }
@@ -317,9 +331,9 @@ func grpcClientHandler(cfg *discovery.Config, name string) (string, error) {
 }
 
 // grpcRetryOptions reads the retry and timeout settings of the client
-// called name. Only the options gRPC uses are checked (the attempt
-// timeout and the circuit breaker do not apply), and an error names the
-// key in the most specific section that sets it.
+// called name. Only the options gRPC uses are checked (the circuit
+// breaker and the rate limiter do not apply), and an error names the key
+// in the most specific section that sets it.
 func grpcRetryOptions(cfg *discovery.Config, name string) (resilience.Options, error) {
 	o := resilience.DefaultOptions()
 	sections := []string{SectionGRPCResilience, SectionGRPCResilience + ":Clients:" + name}
@@ -338,6 +352,8 @@ func grpcRetryOptions(cfg *discovery.Config, name string) (resilience.Options, e
 	switch {
 	case o.TotalRequestTimeout <= 0:
 		return o, bad("TotalRequestTimeout:Timeout", "must be positive")
+	case o.AttemptTimeout <= 0:
+		return o, bad("AttemptTimeout:Timeout", "must be positive")
 	case o.Retry.MaxRetryAttempts < 0:
 		return o, bad("Retry:MaxRetryAttempts", "must not be negative")
 	case o.Retry.Delay < 0:
@@ -363,7 +379,6 @@ type (
 	}
 	grpcMethodConfig struct {
 		Name        []grpcMethodName `json:"name"`
-		Timeout     string           `json:"timeout,omitempty"`
 		RetryPolicy *grpcRetryPolicy `json:"retryPolicy,omitempty"`
 	}
 	grpcConfig struct {
@@ -375,29 +390,42 @@ type (
 // grpcMaxAttempts is grpc-go's cap on a retry policy's attempts.
 const grpcMaxAttempts = 5
 
-// grpcServiceConfig returns the service config of the client called name:
-// round_robin, and for the methods of every registered proto file the
-// total timeout (unary methods) and the retry policy (idempotent methods
-// not streaming requests).
-func grpcServiceConfig(cfg *discovery.Config, name string) (string, error) {
+// grpcClientPolicy returns the service config of the client called name
+// (round_robin, and grpc's retry policy for the server streams of
+// idempotent methods) and its unary interceptor (the timeouts, and the
+// retries of the unary idempotent methods).
+func grpcClientPolicy(cfg *discovery.Config, name string) (string, *grpcUnary, error) {
 	sc := grpcConfig{LoadBalancingConfig: []map[string]struct{}{{"round_robin": {}}}}
 	handler, err := grpcClientHandler(cfg, name)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	o, err := grpcRetryOptions(cfg, name)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
+	var u *grpcUnary
 	if handler == handlerStandard {
-		sc.MethodConfig = grpcMethodConfigs(o)
+		unary, streams := grpcIdempotentMethods()
+		if o.Retry.MaxRetryAttempts == 0 {
+			unary, streams = nil, nil
+		}
+		if len(streams) > 0 {
+			sc.MethodConfig = []grpcMethodConfig{{Name: streams, RetryPolicy: grpcRetry(o.Retry)}}
+		}
+		u = newGRPCUnary(cfg, name, o, unary)
+	} else {
+		u = &grpcUnary{}
 	}
 	b, err := json.Marshal(sc)
-	return string(b), err
+	return string(b), u, err
 }
 
-func grpcMethodConfigs(o resilience.Options) []grpcMethodConfig {
-	var retryUnary, retryStream, unary []grpcMethodName
+// grpcIdempotentMethods returns the idempotent methods of every
+// registered proto file that do not stream requests: the full names of
+// the unary ones, and the names of those that stream replies.
+func grpcIdempotentMethods() (unary map[string]struct{}, streams []grpcMethodName) {
+	unary = map[string]struct{}{}
 	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
 		svcs := fd.Services()
 		for i := 0; i < svcs.Len(); i++ {
@@ -405,34 +433,19 @@ func grpcMethodConfigs(o resilience.Options) []grpcMethodConfig {
 			methods := sd.Methods()
 			for j := 0; j < methods.Len(); j++ {
 				md := methods.Get(j)
-				n := grpcMethodName{Service: string(sd.FullName()), Method: string(md.Name())}
-				isUnary := !md.IsStreamingClient() && !md.IsStreamingServer()
-				switch {
-				case idempotent(md) && !md.IsStreamingClient() && o.Retry.MaxRetryAttempts > 0:
-					if isUnary {
-						retryUnary = append(retryUnary, n)
-					} else {
-						retryStream = append(retryStream, n)
-					}
-				case isUnary:
-					unary = append(unary, n)
+				if !idempotent(md) || md.IsStreamingClient() {
+					continue
+				}
+				if md.IsStreamingServer() {
+					streams = append(streams, grpcMethodName{Service: string(sd.FullName()), Method: string(md.Name())})
+				} else {
+					unary["/"+string(sd.FullName())+"/"+string(md.Name())] = struct{}{}
 				}
 			}
 		}
 		return true
 	})
-	timeout := grpcDuration(o.TotalRequestTimeout)
-	var mcs []grpcMethodConfig
-	if len(retryUnary) > 0 {
-		mcs = append(mcs, grpcMethodConfig{Name: retryUnary, Timeout: timeout, RetryPolicy: grpcRetry(o.Retry)})
-	}
-	if len(retryStream) > 0 {
-		mcs = append(mcs, grpcMethodConfig{Name: retryStream, RetryPolicy: grpcRetry(o.Retry)})
-	}
-	if len(unary) > 0 {
-		mcs = append(mcs, grpcMethodConfig{Name: unary, Timeout: timeout})
-	}
-	return mcs
+	return unary, streams
 }
 
 func idempotent(md protoreflect.MethodDescriptor) bool {
@@ -445,7 +458,9 @@ func idempotent(md protoreflect.MethodDescriptor) bool {
 }
 
 // grpcRetry maps the standard pipeline's retry options onto grpc's retry
-// policy, whose delays are always random in [0, backoff].
+// policy for server streams, whose delays are always random in
+// [0, backoff]. It retries UNAVAILABLE only: grpc's policy cannot retry
+// RESOURCE_EXHAUSTED only when the server pushes back.
 func grpcRetry(r resilience.RetryOptions) *grpcRetryPolicy {
 	attempts := min(r.MaxRetryAttempts+1, grpcMaxAttempts)
 	initial := max(r.Delay, time.Millisecond) // grpc wants a positive delay
@@ -466,7 +481,7 @@ func grpcRetry(r resilience.RetryOptions) *grpcRetryPolicy {
 		InitialBackoff:       grpcDuration(initial),
 		MaxBackoff:           grpcDuration(maxBackoff),
 		BackoffMultiplier:    mult,
-		RetryableStatusCodes: []string{"UNAVAILABLE", "RESOURCE_EXHAUSTED"},
+		RetryableStatusCodes: []string{"UNAVAILABLE"},
 	}
 }
 

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -20,14 +18,16 @@ import (
 // BenchmarkGRPCClient measures one unary call on loopback to a plain
 // grpc-go server: "off/bare" is grpc.NewClient with no options but
 // plaintext, "off/bare-deadline" the same with a 30 s deadline on each
-// call (what App.GRPCClient's total timeout adds), "off/app" is App.GRPCClient with telemetry off (discovery,
-// round_robin, the retry and timeout policy, keepalive, trace-context
-// propagation); "sdk/otelgrpc" is the bare client with plain otelgrpc
-// over a recording SDK (spans into a batch processor with a discarding
-// exporter, metrics into a reader never collected), "sdk/app" is
-// App.GRPCClient over the same SDK.
+// call (what a caller's deadline costs client and server: App.GRPCClient's
+// own timeouts are not sent to the server), "off/app" is App.GRPCClient
+// with telemetry off (discovery, round_robin, the retries and timeouts,
+// keepalive, trace-context propagation); "sdk/otelgrpc" is the bare
+// client with plain otelgrpc over a recording SDK (benchSDK), "sdk/app"
+// is App.GRPCClient over the same SDK.
 //
-//	go test -run '^$' -bench BenchmarkGRPCClient -benchmem ./servicedefaults
+//	go test -run '^$' -bench 'BenchmarkGRPCClient$' -benchmem ./servicedefaults
+//
+// BenchmarkGRPCClientRatio runs the same sides in interleaved rounds.
 func BenchmarkGRPCClient(b *testing.B) {
 	srv := grpctest.Start(b, "bench", nil)
 	req := &echopb.EchoRequest{Message: "hello"}
@@ -76,23 +76,17 @@ func BenchmarkGRPCClient(b *testing.B) {
 		}
 		return cc
 	}
-	sdk := func(b *testing.B) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider) {
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-		b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
-		return tp, mp
-	}
 
 	b.Run("off/bare", func(b *testing.B) { run(b, bare(b)) })
 	b.Run("off/bare-deadline", func(b *testing.B) { runWith(b, bare(b), 30*time.Second) })
 	b.Run("off/app", func(b *testing.B) { run(b, client(b, newApp(b))) })
 	b.Run("sdk/otelgrpc", func(b *testing.B) {
-		tp, mp := sdk(b)
+		tp, mp := benchSDK(b)
 		run(b, bare(b, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp)))))
 	})
 	b.Run("sdk/app", func(b *testing.B) {
 		app := newApp(b)
-		tp, mp := sdk(b)
+		tp, mp := benchSDK(b)
 		app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
 		run(b, client(b, app))
 	})

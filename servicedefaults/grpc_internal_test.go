@@ -2,6 +2,7 @@ package servicedefaults
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestGRPCRetryPolicy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := *grpcRetry(tt.in)
-			tt.want.RetryableStatusCodes = []string{"UNAVAILABLE", "RESOURCE_EXHAUSTED"}
+			tt.want.RetryableStatusCodes = []string{"UNAVAILABLE"}
 			g, _ := json.Marshal(got)
 			w, _ := json.Marshal(tt.want)
 			if string(g) != string(w) {
@@ -50,42 +51,114 @@ func TestGRPCRetryPolicy(t *testing.T) {
 	}
 }
 
-// TestGRPCServiceConfig: idempotent methods get the retry policy, unary
-// ones the total timeout, streams of side-effecting methods nothing.
-func TestGRPCServiceConfig(t *testing.T) {
-	sc, err := grpcServiceConfig(discovery.FromMap(map[string]string{
+// TestGRPCClientPolicy: the unary idempotent methods are retried by the
+// interceptor, grpc's service config only balances (no idempotent
+// server stream is registered); with retries off nothing is retried.
+func TestGRPCClientPolicy(t *testing.T) {
+	cfg := discovery.FromMap(map[string]string{
 		"Aspire:Resilience:Grpc:Clients:echo:TotalRequestTimeout:Timeout": "00:00:05",
-	}), "echo")
+		"Aspire:Resilience:Grpc:AttemptTimeout:Timeout":                   "00:00:02",
+	})
+	sc, u, err := grpcClientPolicy(cfg, "echo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg grpcConfig
-	if err := json.Unmarshal([]byte(sc), &cfg); err != nil {
+	var c grpcConfig
+	if err := json.Unmarshal([]byte(sc), &c); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := cfg.LoadBalancingConfig[0]["round_robin"]; !ok {
-		t.Errorf("balancing = %v, want round_robin", cfg.LoadBalancingConfig)
+	if _, ok := c.LoadBalancingConfig[0]["round_robin"]; !ok {
+		t.Errorf("balancing = %v, want round_robin", c.LoadBalancingConfig)
 	}
-	policy := map[string]string{}
-	for _, mc := range cfg.MethodConfig {
+	for _, mc := range c.MethodConfig {
 		for _, n := range mc.Name {
-			if strings.HasPrefix(n.Service, "goaspire.test.") || n.Service == "grpc.health.v1.Health" {
-				policy[n.Service+"/"+n.Method] = mc.Timeout + "," + map[bool]string{true: "retry", false: "once"}[mc.RetryPolicy != nil]
+			if strings.HasPrefix(n.Service, "goaspire.test.") || strings.HasPrefix(n.Service, "grpc.health.") {
+				t.Errorf("service config has a policy for %v", n)
 			}
 		}
 	}
-	// The Echo service is linked in by the benchmark's import.
-	want := map[string]string{
-		"grpc.health.v1.Health/Check": "5s,once",
-		"goaspire.test.v1.Echo/Get":   "5s,retry",
-		"goaspire.test.v1.Echo/Put":   "5s,retry",
-		"goaspire.test.v1.Echo/Post":  "5s,once",
-		"goaspire.test.v1.Echo/Watch": "",
-		"grpc.health.v1.Health/Watch": "",
+	if !u.standard || u.total != 5*time.Second || u.attempt != 2*time.Second {
+		t.Errorf("timeouts = %v, %v (standard %v), want 5s, 2s", u.total, u.attempt, u.standard)
 	}
-	for m, w := range want {
-		if policy[m] != w {
-			t.Errorf("%s: %q, want %q (all: %v)", m, policy[m], w, policy)
+	if u.totalKey != "Aspire:Resilience:Grpc:Clients:echo:TotalRequestTimeout:Timeout" || u.attemptKey != "Aspire:Resilience:Grpc:AttemptTimeout:Timeout" {
+		t.Errorf("keys = %s, %s", u.totalKey, u.attemptKey)
+	}
+	// The Echo service is linked in by the benchmark's import.
+	for m, want := range map[string]bool{
+		"/goaspire.test.v1.Echo/Get": true, "/goaspire.test.v1.Echo/Put": true, "/goaspire.test.v1.Echo/Post": false,
+		"/goaspire.test.v1.Echo/Watch": false, "/grpc.health.v1.Health/Check": false,
+	} {
+		if _, got := u.idempotent[m]; got != want {
+			t.Errorf("%s retried = %v, want %v", m, got, want)
 		}
+	}
+	_, u, err = grpcClientPolicy(discovery.FromMap(map[string]string{"Aspire:Resilience:Grpc:Retry:MaxRetryAttempts": "0"}), "echo")
+	if err != nil || len(u.idempotent) != 0 {
+		t.Errorf("with MaxRetryAttempts 0: %d methods retried (%v)", len(u.idempotent), err)
+	}
+}
+
+func TestGRPCPushback(t *testing.T) {
+	tests := []struct {
+		in     []string
+		max    time.Duration
+		want   time.Duration
+		wantOK bool
+	}{
+		{[]string{"0"}, 0, 0, true},
+		{[]string{"250"}, 0, 250 * time.Millisecond, true},
+		{[]string{"250"}, 100 * time.Millisecond, 100 * time.Millisecond, true},
+		{[]string{"99999999999999999"}, 0, time.Duration(1<<63 - 1), true},
+		{[]string{"-1"}, 0, 0, false},
+		{[]string{"1.5"}, 0, 0, false},
+		{[]string{""}, 0, 0, false},
+		{[]string{"1", "2"}, 0, 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := grpcPushback(tt.in, tt.max)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("grpcPushback(%q, %v) = %v, %v; want %v, %v", tt.in, tt.max, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+// TestGRPCBackoff: the retry delays follow the HTTP clients' formulas.
+func TestGRPCBackoff(t *testing.T) {
+	half := func() float64 { return 0.5 }
+	r := resilience.RetryOptions{Delay: 100 * time.Millisecond}
+	var prev float64
+	for _, tt := range []struct {
+		name    string
+		typ     resilience.BackoffType
+		jitter  bool
+		max     time.Duration
+		attempt int
+		want    time.Duration
+	}{
+		{"constant", resilience.BackoffConstant, false, 0, 3, 100 * time.Millisecond},
+		{"linear", resilience.BackoffLinear, false, 0, 2, 300 * time.Millisecond},
+		{"exponential", resilience.BackoffExponential, false, 0, 3, 800 * time.Millisecond},
+		{"capped", resilience.BackoffExponential, false, 250 * time.Millisecond, 3, 250 * time.Millisecond},
+		{"constant jitter at the middle", resilience.BackoffConstant, true, 0, 1, 100 * time.Millisecond},
+		{"huge", resilience.BackoffExponential, false, 0, 2000, time.Duration(1<<63 - 1)},
+	} {
+		r.BackoffType, r.UseJitter, r.MaxDelay = tt.typ, tt.jitter, tt.max
+		if got := grpcBackoff(r, tt.attempt, &prev, half); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	r.BackoffType, r.UseJitter, r.MaxDelay = resilience.BackoffExponential, true, 0
+	prev = 0
+	var sum time.Duration
+	for i := range 4 {
+		d := grpcBackoff(r, i, &prev, half)
+		if d <= 0 {
+			t.Fatalf("jittered delay %d = %v", i, d)
+		}
+		sum += d
+	}
+	// f(3.5)/1.4 × Delay: the decorrelated delays add up to the last f(t).
+	if want := time.Duration(math.Pow(2, 3.5) * math.Tanh(math.Sqrt(14)) / 1.4 * float64(r.Delay)); sum < want-time.Millisecond || sum > want+time.Millisecond {
+		t.Errorf("jittered delays add up to %v, want %v", sum, want)
 	}
 }

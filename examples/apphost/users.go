@@ -15,7 +15,7 @@ import (
 const usersInstances = 2
 
 // usersGateway is what the gateway needs to reach the users instances
-// fast in the demo: gRPC retries after at most 100 ms instead of 2 s.
+// fast in the demo: gRPC retries wait about 100 ms instead of 2 s.
 var usersGateway = map[string]string{"Aspire__Resilience__Grpc__Retry__Delay": "00:00:00.1"}
 
 // startUsers prepares the users instances, as an AppHost with

@@ -1,0 +1,336 @@
+package servicedefaults
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/resilience"
+)
+
+// grpcPushbackKey is the trailer in which a server asks a client to retry
+// after some milliseconds, or (negative or malformed) not to retry.
+const grpcPushbackKey = "grpc-retry-pushback-ms"
+
+// grpcUnary is the unary interceptor of an App's gRPC client: it passes
+// the trace context on when otelgrpc does not, bounds every call by the
+// total timeout, and retries the calls of idempotent methods, each
+// attempt bounded by the attempt timeout.
+//
+// The timeouts are the client's own, as those of .NET's resilience
+// handlers are: they cancel the call (the server sees RST_STREAM) but
+// are not sent to the server as grpc-timeout, which would cost both
+// sides a timer per call. A caller's own deadline is sent, as always.
+type grpcUnary struct {
+	// prop injects the trace context when no otelgrpc handler does; nil
+	// otherwise.
+	prop propagation.TextMapPropagator
+	// standard is false with Resilience None: no timeouts, no retries.
+	standard bool
+	total    time.Duration
+	attempt  time.Duration
+	retry    resilience.RetryOptions
+	// totalKey and attemptKey name the keys the timeouts come from, for
+	// the errors of calls that exceed them.
+	totalKey, attemptKey string
+	// idempotent holds the full names ("/pkg.Service/Method") of the unary
+	// methods whose calls are retried.
+	idempotent map[string]struct{}
+	calls      sync.Pool // *grpcCall
+	timers     sync.Pool // *grpcTimer
+}
+
+// grpcCall is what a retried call needs on top of the caller's: the
+// trailer, read for the server's pushback, and the options asking for it.
+// They are reused from call to call.
+type grpcCall struct {
+	trailer    metadata.MD
+	trailerOpt grpc.CallOption // grpc.Trailer(&trailer)
+	opts       []grpc.CallOption
+}
+
+// newGRPCUnary reads the timeouts and retries of the client called name;
+// idempotent are the unary methods to retry.
+func newGRPCUnary(cfg *discovery.Config, name string, o resilience.Options, idempotent map[string]struct{}) *grpcUnary {
+	u := &grpcUnary{
+		standard:   true,
+		total:      o.TotalRequestTimeout,
+		attempt:    o.AttemptTimeout,
+		retry:      o.Retry,
+		totalKey:   grpcResilienceKey(cfg, name, "TotalRequestTimeout:Timeout"),
+		attemptKey: grpcResilienceKey(cfg, name, "AttemptTimeout:Timeout"),
+		idempotent: idempotent,
+	}
+	u.calls.New = func() any {
+		c := new(grpcCall)
+		c.trailerOpt = grpc.Trailer(&c.trailer)
+		return c
+	}
+	u.timers.New = func() any {
+		t := new(grpcTimer)
+		t.t = time.AfterFunc(time.Duration(math.MaxInt64), t.fire)
+		t.t.Stop()
+		return t
+	}
+	return u
+}
+
+// grpcTimer cancels a call or attempt at its deadline. Timers are reused
+// from call to call: one stopped before it fired is armed again for the
+// next.
+type grpcTimer struct {
+	t      *time.Timer
+	mu     sync.Mutex
+	cancel context.CancelFunc
+}
+
+func (t *grpcTimer) fire() {
+	t.mu.Lock()
+	cancel := t.cancel
+	t.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// bound returns a context cancelled at deadline, the function that ends
+// it, and the timer, unless ctx has a deadline no later than that: then
+// it returns ctx and nils. The deadline is not sent to the server.
+func (u *grpcUnary) bound(ctx context.Context, now, deadline time.Time) (context.Context, context.CancelFunc, *grpcTimer) {
+	if d, ok := ctx.Deadline(); ok && !d.After(deadline) {
+		return ctx, nil, nil
+	}
+	actx, cancel := context.WithCancel(ctx)
+	t := u.timers.Get().(*grpcTimer)
+	t.mu.Lock()
+	t.cancel = cancel
+	t.mu.Unlock()
+	t.t.Reset(deadline.Sub(now))
+	return actx, cancel, t
+}
+
+// unbound ends what bound started, and says whether the timer fired.
+func (u *grpcUnary) unbound(cancel context.CancelFunc, t *grpcTimer) (fired bool) {
+	if t.t.Stop() {
+		t.mu.Lock()
+		t.cancel = nil
+		t.mu.Unlock()
+		u.timers.Put(t)
+	} else {
+		fired = true // and maybe still firing: t is not reused
+	}
+	cancel()
+	return fired
+}
+
+// grpcResilienceKey names the key of field for the client called name:
+// the client's own when it is set, else the shared one.
+func grpcResilienceKey(cfg *discovery.Config, name, field string) string {
+	if key := SectionGRPCResilience + ":Clients:" + name + ":" + field; hasKey(cfg, key) {
+		return key
+	}
+	return SectionGRPCResilience + ":" + field
+}
+
+func hasKey(cfg *discovery.Config, key string) bool {
+	_, ok := cfg.Lookup(key)
+	return ok
+}
+
+func (u *grpcUnary) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if u.prop != nil {
+		ctx = grpcPropagator{u.prop}.inject(ctx)
+	}
+	if !u.standard {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	if _, ok := u.idempotent[method]; ok {
+		return u.retrying(ctx, method, req, reply, cc, invoker, opts)
+	}
+	now := time.Now()
+	actx, cancel, timer := u.bound(ctx, now, now.Add(u.total))
+	err := invoker(actx, method, req, reply, cc, opts...)
+	if timer != nil && u.unbound(cancel, timer) && err != nil && ctx.Err() == nil {
+		err = u.exceeded(method, u.totalKey, u.total)
+	}
+	return err
+}
+
+// retrying makes a call of an idempotent method: attempts bounded by the
+// attempt timeout, retried after UNAVAILABLE, RESOURCE_EXHAUSTED with the
+// server's pushback, or the attempt timeout, all within the total
+// timeout.
+func (u *grpcUnary) retrying(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
+	c := u.calls.Get().(*grpcCall)
+	defer u.release(c)
+	callOpts := append(append(c.opts[:0], opts...), c.trailerOpt)
+	c.opts = callOpts[:0]
+
+	now := time.Now()
+	total := now.Add(u.total)
+	var jitter float64 // the backoff's state between retries
+	for attempt := 0; ; attempt++ {
+		deadline, last := now.Add(u.attempt), false
+		if !deadline.Before(total) {
+			deadline, last = total, true
+		}
+		actx, cancel, timer := u.bound(ctx, now, deadline)
+		c.trailer = nil
+		err := invoker(actx, method, req, reply, cc, callOpts...)
+		timedOut := timer != nil && u.unbound(cancel, timer) && err != nil && ctx.Err() == nil
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if timedOut && last {
+			return u.exceeded(method, u.totalKey, u.total)
+		}
+		delay, again := u.retryDelay(err, timedOut, c.trailer, attempt, &jitter)
+		if timedOut {
+			err = u.exceeded(method, u.attemptKey, u.attempt)
+		}
+		if !again || attempt >= u.retry.MaxRetryAttempts {
+			return err
+		}
+		now = time.Now()
+		next := now.Add(delay)
+		if d, ok := ctx.Deadline(); !next.Before(total) || ok && !next.Before(d) {
+			return err // no time left for another attempt
+		}
+		if delay > 0 {
+			if err := sleep(ctx, delay); err != nil {
+				return err
+			}
+			now = time.Now()
+		}
+	}
+}
+
+func (u *grpcUnary) release(c *grpcCall) {
+	clear(c.opts[:cap(c.opts)])
+	c.trailer = nil
+	u.calls.Put(c)
+}
+
+// retryDelay says whether a failed attempt is retried, and after what
+// delay: an attempt that timed out, UNAVAILABLE or RESOURCE_EXHAUSTED
+// are; the server's pushback replaces the computed delay, a negative or
+// malformed one stops the retries, and RESOURCE_EXHAUSTED is retried only
+// with a pushback (the server asked for the retry).
+func (u *grpcUnary) retryDelay(err error, timedOut bool, trailer metadata.MD, attempt int, jitter *float64) (time.Duration, bool) {
+	if !timedOut {
+		code := status.Code(err)
+		if code != grpccodes.Unavailable && code != grpccodes.ResourceExhausted {
+			return 0, false
+		}
+		if v, ok := trailer[grpcPushbackKey]; ok {
+			return grpcPushback(v, u.retry.MaxDelay)
+		}
+		if code == grpccodes.ResourceExhausted {
+			return 0, false
+		}
+	}
+	return grpcBackoff(u.retry, attempt, jitter, rand.Float64), true
+}
+
+// grpcPushback parses the values of grpc-retry-pushback-ms: one
+// non-negative number of milliseconds, capped by maxDelay when it is
+// positive; anything else stops the retries.
+func grpcPushback(v []string, maxDelay time.Duration) (time.Duration, bool) {
+	if len(v) != 1 {
+		return 0, false
+	}
+	ms, err := strconv.ParseInt(v[0], 10, 64)
+	if err != nil || ms < 0 {
+		return 0, false
+	}
+	d := time.Duration(math.MaxInt64)
+	if ms < math.MaxInt64/int64(time.Millisecond) {
+		d = time.Duration(ms) * time.Millisecond
+	}
+	if maxDelay > 0 {
+		d = min(d, maxDelay)
+	}
+	return d, true
+}
+
+// exceeded is the error of a call or attempt that ran out of the time
+// key gives it.
+func (u *grpcUnary) exceeded(method, key string, d time.Duration) error {
+	return status.Errorf(grpccodes.DeadlineExceeded, "servicedefaults: gRPC call %s ran out of time: %v (%s)", method, d, key)
+}
+
+// sleep waits d, or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// grpcBackoff computes the delay before retry number attempt (0 for the
+// first) with the formulas of the HTTP clients' retries (Polly v8's):
+// Constant Delay, Linear Delay×(attempt+1), Exponential Delay×2^attempt;
+// with jitter, Constant and Linear vary by ±25 % and Exponential uses
+// Polly's decorrelated jitter (prev carries its state between the retries
+// of a call); MaxDelay, when set, caps the result. rnd returns a float in
+// [0, 1).
+func grpcBackoff(r resilience.RetryOptions, attempt int, prev *float64, rnd func() float64) time.Duration {
+	if r.Delay <= 0 {
+		return 0
+	}
+	var d time.Duration
+	switch r.BackoffType {
+	case resilience.BackoffLinear:
+		d = scaleDuration(r.Delay, float64(attempt+1))
+	case resilience.BackoffExponential:
+		if !r.UseJitter {
+			d = scaleDuration(r.Delay, math.Pow(2, float64(attempt)))
+			break
+		}
+		// DecorrelatedJitterBackoffV2: t = attempt + U[0,1),
+		// f(t) = 2^t × tanh(√(4t)), delay = (f(t) − f(prev t)) / 1.4 × Delay.
+		t := float64(attempt) + rnd()
+		next := math.Pow(2, t) * math.Tanh(math.Sqrt(4*t))
+		if math.IsInf(next, 0) || math.IsNaN(next) {
+			d = time.Duration(math.MaxInt64)
+		} else {
+			d = scaleDuration(r.Delay, (next-*prev)/1.4)
+		}
+		*prev = next
+	default:
+		d = r.Delay
+	}
+	if r.UseJitter && r.BackoffType != resilience.BackoffExponential {
+		d = scaleDuration(d, 0.75+0.5*rnd())
+	}
+	if r.MaxDelay > 0 && d > r.MaxDelay {
+		d = r.MaxDelay
+	}
+	return d
+}
+
+// scaleDuration returns d×f, saturating instead of overflowing.
+func scaleDuration(d time.Duration, f float64) time.Duration {
+	switch v := float64(d) * f; {
+	case v >= math.MaxInt64:
+		return time.Duration(math.MaxInt64)
+	case v <= 0:
+		return 0
+	default:
+		return time.Duration(v)
+	}
+}
