@@ -2,7 +2,6 @@ package servicedefaults
 
 import (
 	"encoding/json"
-	"math"
 	"strings"
 	"testing"
 	"time"
@@ -119,46 +118,5 @@ func TestGRPCPushback(t *testing.T) {
 		if got != tt.want || ok != tt.wantOK {
 			t.Errorf("grpcPushback(%q, %v) = %v, %v; want %v, %v", tt.in, tt.max, got, ok, tt.want, tt.wantOK)
 		}
-	}
-}
-
-// TestGRPCBackoff: the retry delays follow the HTTP clients' formulas.
-func TestGRPCBackoff(t *testing.T) {
-	half := func() float64 { return 0.5 }
-	r := resilience.RetryOptions{Delay: 100 * time.Millisecond}
-	var prev float64
-	for _, tt := range []struct {
-		name    string
-		typ     resilience.BackoffType
-		jitter  bool
-		max     time.Duration
-		attempt int
-		want    time.Duration
-	}{
-		{"constant", resilience.BackoffConstant, false, 0, 3, 100 * time.Millisecond},
-		{"linear", resilience.BackoffLinear, false, 0, 2, 300 * time.Millisecond},
-		{"exponential", resilience.BackoffExponential, false, 0, 3, 800 * time.Millisecond},
-		{"capped", resilience.BackoffExponential, false, 250 * time.Millisecond, 3, 250 * time.Millisecond},
-		{"constant jitter at the middle", resilience.BackoffConstant, true, 0, 1, 100 * time.Millisecond},
-		{"huge", resilience.BackoffExponential, false, 0, 2000, time.Duration(1<<63 - 1)},
-	} {
-		r.BackoffType, r.UseJitter, r.MaxDelay = tt.typ, tt.jitter, tt.max
-		if got := grpcBackoff(r, tt.attempt, &prev, half); got != tt.want {
-			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
-		}
-	}
-	r.BackoffType, r.UseJitter, r.MaxDelay = resilience.BackoffExponential, true, 0
-	prev = 0
-	var sum time.Duration
-	for i := range 4 {
-		d := grpcBackoff(r, i, &prev, half)
-		if d <= 0 {
-			t.Fatalf("jittered delay %d = %v", i, d)
-		}
-		sum += d
-	}
-	// f(3.5)/1.4 × Delay: the decorrelated delays add up to the last f(t).
-	if want := time.Duration(math.Pow(2, 3.5) * math.Tanh(math.Sqrt(14)) / 1.4 * float64(r.Delay)); sum < want-time.Millisecond || sum > want+time.Millisecond {
-		t.Errorf("jittered delays add up to %v, want %v", sum, want)
 	}
 }

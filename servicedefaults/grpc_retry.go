@@ -3,7 +3,6 @@ package servicedefaults
 import (
 	"context"
 	"math"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -57,6 +56,7 @@ type grpcCall struct {
 	trailer    metadata.MD
 	trailerOpt grpc.CallOption // grpc.Trailer(&trailer)
 	opts       []grpc.CallOption
+	backoff    *resilience.Backoff // the HTTP clients' delays, made on the first retry
 }
 
 // newGRPCUnary reads the timeouts and retries of the client called name;
@@ -178,7 +178,6 @@ func (u *grpcUnary) retrying(ctx context.Context, method string, req, reply any,
 
 	now := time.Now()
 	total := now.Add(u.total)
-	var jitter float64 // the backoff's state between retries
 	for attempt := 0; ; attempt++ {
 		deadline, last := now.Add(u.attempt), false
 		if !deadline.Before(total) {
@@ -194,7 +193,7 @@ func (u *grpcUnary) retrying(ctx context.Context, method string, req, reply any,
 		if timedOut && last {
 			return u.exceeded(method, u.totalKey, u.total)
 		}
-		delay, again := u.retryDelay(err, timedOut, c.trailer, attempt, &jitter)
+		delay, again := u.retryDelay(err, timedOut, c.trailer, c)
 		if timedOut {
 			err = u.exceeded(method, u.attemptKey, u.attempt)
 		}
@@ -218,6 +217,9 @@ func (u *grpcUnary) retrying(ctx context.Context, method string, req, reply any,
 func (u *grpcUnary) release(c *grpcCall) {
 	clear(c.opts[:cap(c.opts)])
 	c.trailer = nil
+	if c.backoff != nil {
+		c.backoff.Reset()
+	}
 	u.calls.Put(c)
 }
 
@@ -226,20 +228,31 @@ func (u *grpcUnary) release(c *grpcCall) {
 // are; the server's pushback replaces the computed delay, a negative or
 // malformed one stops the retries, and RESOURCE_EXHAUSTED is retried only
 // with a pushback (the server asked for the retry).
-func (u *grpcUnary) retryDelay(err error, timedOut bool, trailer metadata.MD, attempt int, jitter *float64) (time.Duration, bool) {
+func (u *grpcUnary) retryDelay(err error, timedOut bool, trailer metadata.MD, c *grpcCall) (time.Duration, bool) {
 	if !timedOut {
 		code := status.Code(err)
 		if code != grpccodes.Unavailable && code != grpccodes.ResourceExhausted {
 			return 0, false
 		}
 		if v, ok := trailer[grpcPushbackKey]; ok {
+			c.nextBackoff(u.retry) // keeps the computed delays in step with the retry count
 			return grpcPushback(v, u.retry.MaxDelay)
 		}
 		if code == grpccodes.ResourceExhausted {
 			return 0, false
 		}
 	}
-	return grpcBackoff(u.retry, attempt, jitter, rand.Float64), true
+	return c.nextBackoff(u.retry), true
+}
+
+// nextBackoff returns the computed delay before the call's next retry,
+// with the formulas of the HTTP clients' retries (resilience.Backoff:
+// Polly v8's, decorrelated jitter for Exponential).
+func (c *grpcCall) nextBackoff(r resilience.RetryOptions) time.Duration {
+	if c.backoff == nil {
+		c.backoff = resilience.NewBackoff(r)
+	}
+	return c.backoff.Next()
 }
 
 // grpcPushback parses the values of grpc-retry-pushback-ms: one
@@ -278,59 +291,5 @@ func sleep(ctx context.Context, d time.Duration) error {
 		return status.FromContextError(ctx.Err()).Err()
 	case <-t.C:
 		return nil
-	}
-}
-
-// grpcBackoff computes the delay before retry number attempt (0 for the
-// first) with the formulas of the HTTP clients' retries (Polly v8's):
-// Constant Delay, Linear Delay×(attempt+1), Exponential Delay×2^attempt;
-// with jitter, Constant and Linear vary by ±25 % and Exponential uses
-// Polly's decorrelated jitter (prev carries its state between the retries
-// of a call); MaxDelay, when set, caps the result. rnd returns a float in
-// [0, 1).
-func grpcBackoff(r resilience.RetryOptions, attempt int, prev *float64, rnd func() float64) time.Duration {
-	if r.Delay <= 0 {
-		return 0
-	}
-	var d time.Duration
-	switch r.BackoffType {
-	case resilience.BackoffLinear:
-		d = scaleDuration(r.Delay, float64(attempt+1))
-	case resilience.BackoffExponential:
-		if !r.UseJitter {
-			d = scaleDuration(r.Delay, math.Pow(2, float64(attempt)))
-			break
-		}
-		// DecorrelatedJitterBackoffV2: t = attempt + U[0,1),
-		// f(t) = 2^t × tanh(√(4t)), delay = (f(t) − f(prev t)) / 1.4 × Delay.
-		t := float64(attempt) + rnd()
-		next := math.Pow(2, t) * math.Tanh(math.Sqrt(4*t))
-		if math.IsInf(next, 0) || math.IsNaN(next) {
-			d = time.Duration(math.MaxInt64)
-		} else {
-			d = scaleDuration(r.Delay, (next-*prev)/1.4)
-		}
-		*prev = next
-	default:
-		d = r.Delay
-	}
-	if r.UseJitter && r.BackoffType != resilience.BackoffExponential {
-		d = scaleDuration(d, 0.75+0.5*rnd())
-	}
-	if r.MaxDelay > 0 && d > r.MaxDelay {
-		d = r.MaxDelay
-	}
-	return d
-}
-
-// scaleDuration returns d×f, saturating instead of overflowing.
-func scaleDuration(d time.Duration, f float64) time.Duration {
-	switch v := float64(d) * f; {
-	case v >= math.MaxInt64:
-		return time.Duration(math.MaxInt64)
-	case v <= 0:
-		return 0
-	default:
-		return time.Duration(v)
 	}
 }
