@@ -41,6 +41,7 @@ const (
 	envelopeVersion = 2
 	flagNegative    = 1
 	flagTombstone   = 2 // a removed key: no value, only its created time
+	flagLock        = 4 // a key being loaded: the payload is the loader's lock token
 	envelopeHeader  = 26
 )
 
@@ -49,6 +50,7 @@ var errBadEnvelope = errors.New("cache: malformed L2 entry")
 type envelope struct {
 	negative  bool
 	tombstone bool
+	lock      bool
 	fresh     int64 // Unix ms
 	stale     int64 // Unix ms
 	created   int64 // Unix ms
@@ -72,6 +74,18 @@ func appendEnvelope(dst []byte, negative bool, fresh, stale, created int64, tags
 		dst = append(dst, t...)
 	}
 	return append(dst, payload...)
+}
+
+// appendLock writes the envelope an instance puts under an absent key
+// while it loads it: the distributed lock for the key. It was created at
+// time 0, so any value written meanwhile replaces it.
+func appendLock(dst []byte, token string) []byte {
+	dst = append(dst, envelopeVersion, flagLock)
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.AppendUvarint(dst, 0)
+	return append(dst, token...)
 }
 
 // appendTombstone writes the envelope that marks a key removed at created.
@@ -102,6 +116,7 @@ func parseEnvelope(data []byte) (envelope, error) {
 	}
 	e.negative = data[1]&flagNegative != 0
 	e.tombstone = data[1]&flagTombstone != 0
+	e.lock = data[1]&flagLock != 0
 	e.fresh = int64(binary.BigEndian.Uint64(data[2:10]))
 	e.stale = int64(binary.BigEndian.Uint64(data[10:18]))
 	e.created = int64(binary.BigEndian.Uint64(data[18:26]))
