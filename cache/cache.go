@@ -123,7 +123,9 @@ type Options struct {
 
 	// KeyPrefix is put in front of every Redis key of this cache
 	// (default "goaspire:cache:{name}:"). Values are stored under
-	// KeyPrefix+"v:"+key, locks under KeyPrefix+"l:"+key (and markers
+	// KeyPrefix+"v:"+key (and, while an absent key is loaded, the
+	// loader's lock there), locks over stale values under
+	// KeyPrefix+"l:"+key (and markers
 	// of instances waiting for one under KeyPrefix+"w:"+key), tag
 	// removal times under KeyPrefix+"t:"+tag, the Clear time under
 	// KeyPrefix+"clear", and invalidations go to the channel
