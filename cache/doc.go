@@ -140,8 +140,8 @@
 // after LockTimeout, when Redis fails or while the breaker is open: the
 // lock saves loads, it is never needed for correctness. A miss of an
 // absent key thus costs two round trips, as GET and SET would. Get, which
-// never loads, reads with a plain GET and takes a lock envelope for a
-// miss. SET NX GET needs Redis 7.0 or later; a server that refuses it
+// never loads, reads with a plain GET and takes a lock envelope it finds
+// for a miss. SET NX GET needs Redis 7.0 or later; a server that refuses it
 // gets a GET, then the lock key. WithoutDistributedLock skips the
 // lock for an entry, and a negative LockTimeout for the whole cache.
 //
