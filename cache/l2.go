@@ -228,7 +228,8 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 		cmd = c.rdb.Get(lctx, dk)
 	case lock && !c.noSetGet.Load():
 		sc.args = [11]any{"set", dk, c.args.lockEnv, "nx", "px", c.args.lease, "get"}
-		cmd = redis.NewStringCmd(lctx, sc.args[:7]...)
+		sc.cmd = *redis.NewStringCmd(lctx, sc.args[:7]...)
+		cmd = &sc.cmd
 		_ = c.rdb.Process(lctx, cmd)
 		if err := cmd.Err(); err != nil && isReplyError(err) {
 			// The server refused SET NX GET (before Redis 7.0, or
@@ -236,19 +237,21 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 			if redis.HasErrorPrefix(err, "ERR") && c.noSetGet.CompareAndSwap(false, true) {
 				c.logger.Warn("cache: redis does not take SET NX GET; the distributed lock costs one more round trip", "error", err)
 			}
-			sc.args = [11]any{}
+			sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
 			cancel()
 			return c.readL2(ctx, key, now, wallNow, sc, false)
 		}
 	default:
 		sc.args[0], sc.args[1] = "get", dk
-		cmd = redis.NewStringCmd(lctx, sc.args[:2]...)
+		sc.cmd = *redis.NewStringCmd(lctx, sc.args[:2]...)
+		cmd = &sc.cmd
 		_ = c.rdb.Process(lctx, cmd)
 	}
 	s, err := cmd.Result()
 	cancel()
 	if sc != nil {
-		sc.args = [11]any{} // do not keep the key alive in a pooled call
+		// Do not keep the key and the reply alive in a pooled call.
+		sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
 		sc.absent = err == redis.Nil
 		if lock && sc.absent {
 			// The lock envelope is there now: the key is ours to load.
@@ -286,9 +289,12 @@ func isLockEnvelope(s string) bool {
 
 // readScratch is the memory of one L2 read made for a flight call.
 type readScratch[T any] struct {
-	ctx  deadlineContext
-	e    entry[T]
+	ctx deadlineContext
+	e   entry[T]
+	// args and cmd are the command of the read (and of the write at the
+	// end of a load under the lock), cleared once done.
 	args [11]any
+	cmd  redis.StringCmd
 	// absent: Redis had nothing under the key (not even a tombstone).
 	absent bool
 	// locked: the read took the distributed lock (its envelope is under
