@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -75,5 +76,75 @@ func TestLockedMissTwoRoundTrips(t *testing.T) {
 	check("after-flush")
 	if s := c.Stats(); s.Loads != misses+2 || s.L2Errors != 0 {
 		t.Errorf("stats %+v: want %d loads, no Redis errors", s, misses+2)
+	}
+}
+
+// TestLockEnvelopeIsNoValue: while an instance loads an absent key under
+// the lock (its lock envelope under the key), another instance's Get
+// misses, its GetOrLoad without the lock loads and stores its own value,
+// and the holder's older load then leaves that value in place.
+func TestLockEnvelopeIsNoValue(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	rdbA := openClient(t, srv)
+	a := newCache[product](t, rdbA, "envelope", Options{})
+	b := newCache[product](t, openClient(t, srv), "envelope", Options{L1MaxEntries: -1})
+	ctx := context.Background()
+	started, release, done := make(chan struct{}), make(chan struct{}), make(chan product)
+	go func() {
+		v, err := a.GetOrLoad(ctx, "k", func(context.Context) (product, error) {
+			close(started)
+			<-release
+			return sampleProduct(1), nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- v
+	}()
+	<-started
+	if data, err := rdbA.Get(ctx, a.dataKey("k")).Result(); err != nil || !isLockEnvelope(data) {
+		t.Fatalf("Redis holds %q, %v under the key being loaded; want A's lock envelope", data, err)
+	}
+	if v, ok := b.Get(ctx, "k"); ok {
+		t.Fatalf("B's Get = %+v; want a miss while A loads", v)
+	}
+	v, err := b.GetOrLoad(ctx, "k", func(context.Context) (product, error) { return sampleProduct(2), nil }, WithoutDistributedLock())
+	if err != nil || v.ID != 2 {
+		t.Fatalf("B's GetOrLoad without the lock = %+v, %v; want its own load", v, err)
+	}
+	close(release)
+	if v := <-done; v.ID != 1 {
+		t.Errorf("A's callers got %+v; want A's load", v)
+	}
+	if v, ok := b.Get(ctx, "k"); !ok || v.ID != 2 {
+		t.Errorf("Redis serves %+v, %v; want B's newer value, not A's older load", v, ok)
+	}
+}
+
+// TestReadWithoutSetGet: a Redis that refuses SET NX GET (here: out of
+// memory, which refuses every write) still serves hits to GetOrLoad, with
+// a plain GET, without counting a Redis failure.
+func TestReadWithoutSetGet(t *testing.T) {
+	rdb := openClient(t, testserver.NewRedis(t))
+	c := newCache[product](t, rdb, "oom", Options{L1MaxEntries: -1})
+	ctx := context.Background()
+	if err := c.Set(ctx, "k", sampleProduct(3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.ConfigSet(context.Background(), "maxmemory", "0").Err() })
+	for range 3 {
+		v, err := c.GetOrLoad(ctx, "k", func(context.Context) (product, error) { return product{}, errors.New("loaded") })
+		if err != nil || v.ID != 3 {
+			t.Fatalf("GetOrLoad = %+v, %v; want the value in Redis", v, err)
+		}
+	}
+	if s := c.Stats(); s.L2Hits != 3 || s.L2Errors != 0 || s.Loads != 0 {
+		t.Errorf("stats %+v: want 3 L2 hits, no Redis error, no load", s)
 	}
 }
