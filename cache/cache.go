@@ -255,8 +255,7 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	}
 	c.lockEnv = string(appendLock(nil, c.newLockToken()))
 	c.args = scriptArgs{token: c.newLockToken(), channel: c.channel, loaded: c.message(msgLoaded, ""),
-		lockEnv: c.lockEnv, lease: c.lockLease().Milliseconds(), ttl: c.physicalTTL(entryOptions{}).Milliseconds(),
-		storeLockedSHA: storeLocked.Hash()}
+		lockEnv: c.lockEnv, lease: c.lockLease().Milliseconds(), ttl: c.physicalTTL(entryOptions{}).Milliseconds()}
 	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	clock.acquire()
 	if rdb != nil {

@@ -65,24 +65,34 @@ if stored == 1 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6] .. ARGV[7]) end
 return stored`)
-	// storeLocked is the end of a load under the lock envelope: it
-	// stores the value if the envelope is still there (or nothing is: its
-	// lease expired with nobody writing), which also releases the lock; a
-	// value or tombstone written meanwhile is newer and stays. Then it
-	// publishes if another instance said it waits (the marker it left is
-	// deleted). It touches two keys, so it runs on single-node clients
-	// only.
-	// KEYS[1] data key, KEYS[2] waiters' marker; ARGV[1] envelope,
-	// ARGV[2] TTL ms, ARGV[3] lock envelope, ARGV[4] channel, ARGV[5]
-	// ARGV[6] the message (prefix and key).
-	storeLocked = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
-local stored = 0
-if cur == ARGV[3] or not cur then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  stored = 1
+	// The scripts of the lock envelope (see appendLock). A waiting
+	// instance appends "w" to the holder's envelope (markWaiting), so
+	// that the holder, whose write returns what it replaced, knows it has
+	// to publish; renewEnvelope and releaseEnvelope accept the envelope
+	// with or without that mark. Each touches one key.
+	//
+	// KEYS[1] data key; ARGV[1] the envelope (without the mark).
+	markWaiting = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1] .. 'w', 'KEEPTTL') end
+return 1`)
+	// ARGV[2] lease ms.
+	renewEnvelope = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or cur == ARGV[1] .. 'w' then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+	// ARGV[2] channel, ARGV[3] ARGV[4] the "loaded" message.
+	releaseEnvelope = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or cur == ARGV[1] .. 'w' then redis.call('DEL', KEYS[1]) end
+if cur == ARGV[1] .. 'w' then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[4]) end
+return 1`)
+	// restoreNewer puts back a value a load replaced (SET GET) when that
+	// value was newer, unless something else was written since.
+	// KEYS[1] data key; ARGV[1] the load's envelope, ARGV[2] the newer
+	// one, ARGV[3] its expiry (Unix ms), ARGV[4] channel, ARGV[5] ARGV[6]
+	// the message telling instances to drop the key from L1.
+	restoreNewer = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[6])
 end
-if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[6]) end
-return stored`)
+return 1`)
 	// release deletes a lock if it still holds our token, and publishes
 	// if another instance said it waits (deleting its marker).
 	// Single-node clients only.
@@ -91,7 +101,7 @@ return stored`)
 	release = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[4]) end
 return 1`)
-	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock, storeLocked, release}
+	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock, release, markWaiting, renewEnvelope, releaseEnvelope, restoreNewer}
 )
 
 // tombstoneTTL is how long a Remove leaves a marker in Redis, so that a
@@ -119,8 +129,6 @@ type scriptArgs struct {
 	lockEnv any // the lock envelope (appendLock with the token), a string
 	lease   any // the lock lease in milliseconds, an int64
 	ttl     any // the Redis TTL of an entry with the default TTL, ms
-	// storeLockedSHA is the SHA-1 of storeLocked, a string.
-	storeLockedSHA any
 }
 
 func (c *Cache[T]) dataKey(key string) string { return c.prefix + key }
@@ -262,7 +270,7 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 		return nil
 	}
 	if sc != nil && isLockEnvelope(s) {
-		sc.lockedElsewhere = true
+		sc.lockedElsewhere, sc.holder = true, s
 		return nil
 	}
 	var into *entry[T]
@@ -300,6 +308,7 @@ type readScratch[T any] struct {
 	// locked: the read took the distributed lock (its envelope is under
 	// the key); lockedElsewhere: it found another instance's.
 	locked, lockedElsewhere bool
+	holder                  string // the lock envelope found, with lockedElsewhere
 }
 
 // decodeL2 turns a stored envelope into an entry, expired (stale only)
@@ -364,7 +373,7 @@ func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time
 // sc is the read before the load. When it found no key at all
 // (sc.absent), the value is stored without the lock with SET NX, which
 // leaves in place whatever was written meanwhile, without running a
-// script; when it took the lock envelope, storeLocked stores the value
+// script; when it took the lock envelope, storeLockedL2 stores the value
 // in its place.
 func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock, sc *readScratch[T]) bool {
 	c.notePhysicalTTL(ttl)
@@ -372,7 +381,7 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 	dk := c.dataKey(key)
 	absent := sc.absent
 	if lk != nil && lk.key == dk && c.oneNode {
-		return c.storeLockedL2(ctx, key, dk, env, ttl, sc)
+		return c.storeLockedL2(ctx, key, dk, env, ttl, created, sc)
 	}
 	if lk == nil && absent {
 		var stored bool
@@ -424,11 +433,15 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 	return n == 1
 }
 
-// storeLockedL2 ends a load under the lock envelope on a single node:
-// storeLocked, its command built in sc (the end of every miss with the
-// lock, so it is kept to the allocations it needs). It reports whether the
-// value may go to L1.
-func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte, ttl time.Duration, sc *readScratch[T]) bool {
+// storeLockedL2 ends a load under the lock envelope on a single node, in
+// one plain command: "SET {key} {value} PX {ttl} GET" replaces the
+// envelope, releasing the lock, and returns what it replaced. That was
+// the envelope, unless the lock expired or a Set or Remove came during
+// the load: a newer value is then put back at once (restoreNewer) and the
+// instances told, so the load's value never stays over a newer write.
+// An envelope marked by a waiting instance makes it publish "loaded".
+// The command is built in sc. It reports whether the value may go to L1.
+func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte, ttl time.Duration, created int64, sc *readScratch[T]) bool {
 	wallNow := time.Now()
 	if !c.brk.allow(clock.advance(wallNow)) {
 		return true
@@ -446,21 +459,49 @@ func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte
 	if ttl != c.physicalTTL(entryOptions{}) {
 		ttlArg = ttl.Milliseconds()
 	}
-	sc.args = [11]any{"evalsha", c.args.storeLockedSHA, 2, dk, c.waitKey(key), env, ttlArg, c.args.lockEnv, c.args.channel, c.args.loaded, key}
-	cmd := redis.NewIntCmd(lctx, sc.args[:]...)
-	err := c.rdb.Process(lctx, cmd)
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		// Redis restarted or failed over since the scripts were loaded.
-		if err = storeLocked.Load(lctx, c.rdb).Err(); err == nil {
-			cmd = redis.NewIntCmd(lctx, sc.args[:]...)
-			err = c.rdb.Process(lctx, cmd)
-		}
-	}
-	sc.args = [11]any{}
+	sc.args = [11]any{"set", dk, env, "px", ttlArg, "get"}
+	sc.cmd = *redis.NewStringCmd(lctx, sc.args[:6]...)
+	err := c.rdb.Process(lctx, &sc.cmd)
+	old := sc.cmd.Val()
+	sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
 	if !c.l2result(err) {
 		return true // Redis could not be asked: L1 is all there is
 	}
-	return cmd.Val() == 1
+	if err == redis.Nil || old == c.lockEnv {
+		return true
+	}
+	if isLockEnvelope(old) {
+		// Ours, marked by a waiter; or another instance's, which took
+		// the lock over after ours expired: the value is there now for
+		// its waiters too.
+		if old[len(old)-1] == 'w' {
+			c.publishLoaded(ctx, key)
+		}
+		return true
+	}
+	prev, perr := parseEnvelope(unsafe.Slice(unsafe.StringData(old), len(old)))
+	if perr != nil || prev.created < created {
+		return true // an older value (a replayed write): ours is newer
+	}
+	// A Set or Remove made during the load: put it back.
+	expires := prev.stale
+	if prev.tombstone {
+		expires = prev.created + tombstoneTTL.Milliseconds()
+	}
+	err = c.l2write(ctx, func(lctx context.Context) error {
+		return restoreNewer.Run(lctx, c.rdb, []string{dk}, env, old, expires, c.args.channel, c.message(msgKey, ""), key).Err()
+	})
+	if err != nil {
+		c.queue(pendingOp{kind: opSet, id: key, env: []byte(old), at: prev.created, expires: time.UnixMilli(expires)})
+	}
+	return false
+}
+
+// publishLoaded tells waiting instances that key was loaded.
+func (c *Cache[T]) publishLoaded(ctx context.Context, key string) {
+	_ = c.l2write(ctx, func(lctx context.Context) error {
+		return c.rdb.Publish(lctx, c.channel, c.message(msgLoaded, key)).Err()
+	})
 }
 
 // removeL2 replaces key by a tombstone created at (Unix ms) and publishes
@@ -766,6 +807,7 @@ func (w *lockWaiters) wake(key string) {
 type heldLock struct {
 	name       string // the cache key
 	key, token string // the Redis key holding token
+	inData     bool   // key is the data key, token the lock envelope
 	mu         sync.Mutex
 	stopped    bool
 	timer      *time.Timer
@@ -794,7 +836,7 @@ func (c *Cache[T]) newLockToken() string { return c.id }
 // heldData is the lock on key held by its lock envelope under the data
 // key, without renewals.
 func (c *Cache[T]) heldData(key string) *heldLock {
-	return &heldLock{name: key, key: c.dataKey(key), token: c.lockEnv}
+	return &heldLock{name: key, key: c.dataKey(key), token: c.lockEnv, inData: true}
 }
 
 // hold starts renewing a lock just acquired: token under lockKey.
@@ -807,8 +849,12 @@ func (c *Cache[T]) hold(l *heldLock) *heldLock {
 		if l.stopped {
 			return
 		}
+		script := renew
+		if l.inData {
+			script = renewEnvelope
+		}
 		lctx, cancel := c.l2ctx(c.closeCtx)
-		n, err := renew.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
+		n, err := script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
 		cancel()
 		if err != nil || n == 0 {
 			return // lost: another instance may load too, which is allowed
@@ -827,6 +873,13 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 		return
 	}
 	lk.stop()
+	if lk.inData {
+		// One key: the same script on a cluster.
+		_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
+			return releaseEnvelope.Run(lctx, c.rdb, []string{lk.key}, lk.token, c.args.channel, c.args.loaded, lk.name).Err()
+		})
+		return
+	}
 	if c.oneNode {
 		_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
 			return release.Run(lctx, c.rdb, []string{lk.key, c.waitKey(lk.name)}, lk.token, c.args.channel, c.args.loaded, lk.name).Err()
@@ -859,7 +912,7 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool, 
 		if background {
 			return nil, nil, true
 		}
-		return c.waitLock(ctx, key, true)
+		return c.waitLock(ctx, key, sc.holder)
 	}
 	if !c.brk.allow(clock.now()) {
 		return nil, nil, false
@@ -877,15 +930,23 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool, 
 	if background {
 		return nil, nil, true
 	}
-	return c.waitLock(ctx, key, false)
+	return c.waitLock(ctx, key, "")
 }
 
 // waitLock waits for the instance holding the lock for key to store its
 // value, polling (and woken by its "loaded" message), and takes the lock
-// when it is free. inData says the lock is the lock envelope under the
-// data key (else the lock key).
-func (c *Cache[T]) waitLock(ctx context.Context, key string, inData bool) (lk *heldLock, e *entry[T], skip bool) {
-	if c.oneNode {
+// when it is free. holder is the lock envelope found under the data key,
+// or "" when the lock is the lock key.
+func (c *Cache[T]) waitLock(ctx context.Context, key string, holder string) (lk *heldLock, e *entry[T], skip bool) {
+	inData := holder != ""
+	if inData {
+		// Mark the holder's envelope: its write, which returns what it
+		// replaced, then tells it to publish.
+		lctx, cancel := c.l2ctx(ctx)
+		err := markWaiting.Run(lctx, c.rdb, []string{c.dataKey(key)}, strings.TrimSuffix(holder, "w")).Err()
+		cancel()
+		c.l2result(err)
+	} else if c.oneNode {
 		// Ask the holder to tell us when it is done: on a single node it
 		// publishes only when this marker is there. Should it finish
 		// before the marker is set, the poll below finds the value.
