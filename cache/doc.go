@@ -124,17 +124,23 @@
 // on a hit it returns the value and writes nothing, as a GET would; on a
 // miss it puts this instance's lock envelope under the key in the same
 // round trip. The instance holding it loads and stores the value in its
-// place (one script on a single-node client: the value replaces the
-// envelope only if the envelope is still there, so a newer Set or Remove
-// wins; a pipeline on a cluster) and says so on the invalidation channel;
-// the others, which read the envelope, wait for that message or poll
-// Redis (every 5 ms to 100 ms) with the same command, taking the lock
+// place: on a single-node client with "SET {key} {value} PX ttl GET",
+// one plain command whose reply, what it replaced, tells whether another
+// instance waits (it marked the envelope: the holder then publishes
+// "loaded") or whether a Set or Remove came during the load (that newer
+// value is put back at once and the instances told to drop the key, so a
+// load never stays over a newer write: between the two commands a reader
+// may see the older value, as it may for the bus latency after any
+// write); on a cluster with a script that
+// stores only over older values, and a publish. The others, which read
+// the envelope, wait for that message or poll Redis (every 5 ms to
+// 100 ms) with the same SET NX GET, taking the lock
 // over if it expires. Where Redis holds a stale value or a tombstone
 // instead, the lock is "SET {KeyPrefix}l:{key} token NX PX lease" after
-// the read: one more round trip. On a
-// single-node client a waiter leaves a marker at "{KeyPrefix}w:{key}" and
-// the holder publishes only when it finds one, so a load nobody waits for
-// sends no message; on a cluster the holder always publishes. A
+// the read: one more round trip; on a single-node client a waiter then
+// leaves a marker at "{KeyPrefix}w:{key}" and the holder publishes only
+// when it finds one. Either way a load nobody waits for sends no message
+// on a single node; on a cluster the holder always publishes. A
 // holder that dies releases the lock by expiry: the lease is a quarter of
 // LockTimeout and is renewed while the load runs. A waiter loads by itself
 // after LockTimeout, when Redis fails or while the breaker is open: the
