@@ -240,9 +240,11 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 		cmd = &sc.cmd
 		_ = c.rdb.Process(lctx, cmd)
 		if err := cmd.Err(); err != nil && isReplyError(err) {
-			// The server refused SET NX GET (before Redis 7.0, or
-			// when it is out of memory): read without the lock.
-			if redis.HasErrorPrefix(err, "ERR") && c.noSetGet.CompareAndSwap(false, true) {
+			// The server refused SET NX GET: before Redis 7.0, for a
+			// user without write access or on a replica (for good), or
+			// out of memory (this time): read without the lock.
+			lasting := redis.HasErrorPrefix(err, "ERR") || redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "READONLY")
+			if lasting && c.noSetGet.CompareAndSwap(false, true) {
 				c.logger.Warn("cache: redis does not take SET NX GET; the distributed lock costs one more round trip", "error", err)
 			}
 			sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
