@@ -13,10 +13,14 @@ import (
 // stored, by lock-free readers running meanwhile too.
 func TestL1TableChurn(t *testing.T) {
 	c := newL1[int](1<<20, 1)
+	if c.hash("k1") == c.hash("k2") || c.hash("key-1") == c.hash("key-2") || c.hash("") == c.hash("a") {
+		t.Fatal("the inline hash collides on neighbouring keys")
+	}
 	const n = 3000
 	keys := make([]string, n)
 	for i := range keys {
-		keys[i] = fmt.Sprint("k", i)
+		// Every length the hash treats apart: 1-3, 4-7, 8-16, longer.
+		keys[i] = fmt.Sprint([]string{"", "key-", "a-longer-key-", "a-key-longer-than-sixteen-bytes-"}[i%4], i)
 	}
 	var stop atomic.Bool
 	var wg sync.WaitGroup
