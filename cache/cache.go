@@ -211,6 +211,7 @@ type Cache[T any] struct {
 	flight        flight[T]
 	tags          tagTimes
 	waiters       lockWaiters
+	renewer       lockRenewer
 	args          scriptArgs
 	lockEnv       string        // the lock envelope put under an absent key while loading it
 	noSetGet      atomic.Bool   // Redis refused SET NX GET: lock with a command of its own

@@ -810,9 +810,9 @@ type heldLock struct {
 	name       string // the cache key
 	key, token string // the Redis key holding token
 	inData     bool   // key is the data key, token the lock envelope
-	mu         sync.Mutex
+	r          *lockRenewer
+	mu         sync.Mutex // held by a renewal in progress
 	stopped    bool
-	timer      *time.Timer
 }
 
 // stop ends the renewals; it waits for one in progress. A nil lock is fine.
@@ -822,10 +822,22 @@ func (l *heldLock) stop() {
 	}
 	l.mu.Lock()
 	l.stopped = true
-	if l.timer != nil {
-		l.timer.Stop()
-	}
 	l.mu.Unlock()
+	if l.r != nil {
+		l.r.mu.Lock()
+		delete(l.r.held, l)
+		l.r.mu.Unlock()
+	}
+}
+
+// lockRenewer renews the leases of the distributed locks an instance
+// holds, from one goroutine ticking every third of a lease while locks
+// are held (and one tick more), so that a load does not pay for a timer
+// of its own.
+type lockRenewer struct {
+	mu      sync.Mutex
+	held    map[*heldLock]struct{}
+	running bool
 }
 
 // lockLease is the lifetime of a distributed lock between renewals.
@@ -841,32 +853,89 @@ func (c *Cache[T]) heldData(key string) *heldLock {
 	return &heldLock{name: key, key: c.dataKey(key), token: c.lockEnv, inData: true}
 }
 
-// hold starts renewing a lock just acquired: token under lockKey.
+// hold starts renewing a lock just acquired.
 func (c *Cache[T]) hold(l *heldLock) *heldLock {
-	lease := c.lockLease()
-	var tick func()
-	tick = func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.stopped {
-			return
-		}
-		script := renew
-		if l.inData {
-			script = renewEnvelope
-		}
-		lctx, cancel := c.l2ctx(c.closeCtx)
-		n, err := script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
-		cancel()
-		if err != nil || n == 0 {
-			return // lost: another instance may load too, which is allowed
-		}
-		l.timer = time.AfterFunc(lease/3, tick)
+	r := &c.renewer
+	l.r = r
+	r.mu.Lock()
+	if r.held == nil {
+		r.held = map[*heldLock]struct{}{}
 	}
-	l.mu.Lock()
-	l.timer = time.AfterFunc(lease/3, tick)
-	l.mu.Unlock()
+	r.held[l] = struct{}{}
+	start := !r.running
+	r.running = true
+	r.mu.Unlock()
+	if start {
+		// The load holding l is tracked, so Close waits for this too.
+		c.wg.Add(1)
+		go c.renewLoop()
+	}
 	return l
+}
+
+// renewLoop renews the locks held every third of a lease, until none was
+// held for a whole tick or the cache is closed.
+func (c *Cache[T]) renewLoop() {
+	defer c.wg.Done()
+	r := &c.renewer
+	lease := c.lockLease()
+	t := time.NewTicker(lease / 3)
+	defer t.Stop()
+	var locks []*heldLock
+	idle := false
+	for {
+		select {
+		case <-c.closeCtx.Done():
+			r.mu.Lock()
+			r.running = false
+			r.mu.Unlock()
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		if len(r.held) == 0 {
+			if idle {
+				r.running = false
+				r.mu.Unlock()
+				return
+			}
+			idle = true
+			r.mu.Unlock()
+			continue
+		}
+		idle = false
+		locks = locks[:0]
+		for l := range r.held {
+			locks = append(locks, l)
+		}
+		r.mu.Unlock()
+		for _, l := range locks {
+			c.renew(l, lease)
+		}
+		clear(locks)
+	}
+}
+
+// renew extends the lease of l, unless it was released; a lock found lost
+// is renewed no more (another instance may load too, which is allowed).
+func (c *Cache[T]) renew(l *heldLock, lease time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return
+	}
+	script := renew
+	if l.inData {
+		script = renewEnvelope
+	}
+	lctx, cancel := c.l2ctx(c.closeCtx)
+	n, err := script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
+	cancel()
+	if err != nil || n == 0 {
+		l.r.mu.Lock()
+		delete(l.r.held, l)
+		l.r.mu.Unlock()
+	}
 }
 
 // unlock releases lk (if any) and tells waiting instances.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -146,5 +147,41 @@ func TestReadWithoutSetGet(t *testing.T) {
 	}
 	if s := c.Stats(); s.L2Hits != 3 || s.L2Errors != 0 || s.Loads != 0 {
 		t.Errorf("stats %+v: want 3 L2 hits, no Redis error, no load", s)
+	}
+}
+
+// TestLockRenewedWhileLoading: a load lasting longer than the lock's
+// lease keeps the lock (its lease is renewed), so an instance waiting for
+// it does not load too.
+func TestLockRenewedWhileLoading(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	opts := Options{LockTimeout: 2 * time.Second} // lease: 500 ms
+	a := newCache[product](t, openClient(t, srv), "renew", opts)
+	b := newCache[product](t, openClient(t, srv), "renew", opts)
+	var calls atomic.Int64
+	started := make(chan struct{})
+	slow := func(context.Context) (product, error) {
+		if calls.Add(1) == 1 {
+			close(started)
+		}
+		time.Sleep(1200 * time.Millisecond) // past two leases
+		return sampleProduct(4), nil
+	}
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.GetOrLoad(ctx, "k", slow)
+		done <- err
+	}()
+	<-started
+	v, err := b.GetOrLoad(ctx, "k", slow)
+	if err != nil || v.ID != 4 {
+		t.Fatalf("B's GetOrLoad = %+v, %v", v, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d loads; want 1: the lock expired while A loaded", n)
 	}
 }
