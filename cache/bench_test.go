@@ -285,7 +285,7 @@ func (memoryGet) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 func BenchmarkL2Overhead(b *testing.B) {
 	rdb := openClient(b, testserver.NewRedis(b))
 	// GET is answered in memory: no distributed lock, whose read is a
-	// script.
+	// SET NX GET.
 	noL1 := newCache[product](b, rdb, "bench", Options{L1MaxEntries: -1, LockTimeout: -1})
 	tinyL1 := newCache[product](b, rdb, "bench", Options{L1MaxEntries: 1, LockTimeout: -1})
 	keys := []string{"p1", "p2"}

@@ -123,7 +123,9 @@ type Options struct {
 
 	// KeyPrefix is put in front of every Redis key of this cache
 	// (default "goaspire:cache:{name}:"). Values are stored under
-	// KeyPrefix+"v:"+key, locks under KeyPrefix+"l:"+key (and markers
+	// KeyPrefix+"v:"+key (and, while an absent key is loaded, the
+	// loader's lock there), locks over stale values under
+	// KeyPrefix+"l:"+key (and markers
 	// of instances waiting for one under KeyPrefix+"w:"+key), tag
 	// removal times under KeyPrefix+"t:"+tag, the Clear time under
 	// KeyPrefix+"clear", and invalidations go to the channel
@@ -209,7 +211,10 @@ type Cache[T any] struct {
 	flight        flight[T]
 	tags          tagTimes
 	waiters       lockWaiters
+	renewer       lockRenewer
 	args          scriptArgs
+	lockEnv       string        // the lock envelope put under an absent key while loading it
+	noSetGet      atomic.Bool   // Redis refused SET NX GET: lock with a command of its own
 	removals      atomic.Uint64 // bumped by every removal, for Get's fills
 	maxPhys       atomic.Int64  // longest Redis TTL written, for tag times
 	stats         counters
@@ -249,7 +254,9 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	if err := c.registerMetrics(opts.MeterProvider); err != nil {
 		return nil, fmt.Errorf("cache %q: metrics: %w", name, err)
 	}
-	c.args = scriptArgs{token: c.newLockToken(), channel: c.channel, loaded: c.message(msgLoaded, "")}
+	c.lockEnv = string(appendLock(nil, c.newLockToken()))
+	c.args = scriptArgs{token: c.newLockToken(), channel: c.channel, loaded: c.message(msgLoaded, ""),
+		lockEnv: c.lockEnv, lease: c.lockLease().Milliseconds(), ttl: c.physicalTTL(entryOptions{}).Milliseconds()}
 	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	clock.acquire()
 	if rdb != nil {
@@ -463,9 +470,10 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		c.stats.l1Misses.Add(1)
 	}
 	if c.rdb != nil {
-		// A plain GET: hits are far more common than misses, so the
-		// distributed lock is taken after a miss only (see load).
-		e := c.readL2(ctx, key, now, wallNow, &cl.scratch)
+		// A hit is a GET. With the distributed lock, a SET NX GET: a
+		// hit costs the same, and a miss takes the lock in the same round
+		// trip (see load).
+		e := c.readL2(ctx, key, now, wallNow, &cl.scratch, c.lockTimeout > 0 && !eo.noLock)
 		switch {
 		case e != nil && now < e.fresh:
 			c.stats.l2Hits.Add(1)
@@ -478,6 +486,9 @@ func (c *Cache[T]) lead(ctx context.Context, key string, load Loader[T], eo entr
 		c.stats.l2Misses.Add(1)
 	}
 	if !c.track() {
+		if cl.scratch.locked {
+			c.unlock(c.heldData(key))
+		}
 		var zero T
 		c.flight.finish(key, cl, zero, ErrClosed)
 		return
@@ -557,7 +568,7 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 	if c.rdb != nil && c.lockTimeout > 0 && !eo.noLock {
 		var e *entry[T]
 		var skip bool
-		lk, e, skip = c.lockOrWait(ctx, key, background)
+		lk, e, skip = c.lockOrWait(ctx, key, background, &cl.scratch)
 		switch {
 		case e != nil:
 			// Another instance loaded it while we waited.
@@ -649,7 +660,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 		e, env := c.newEntry(key, v, false, eo, now, wallNow, created)
 		won := true
 		if env != nil {
-			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk, cl.scratch.absent)
+			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk, &cl.scratch)
 		} else {
 			c.unlock(lk)
 		}
@@ -665,7 +676,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 			e, env := c.newEntry(key, zero, true, neo, now, wallNow, created)
 			won := true
 			if env != nil {
-				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk, cl.scratch.absent)
+				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk, &cl.scratch)
 			} else {
 				c.unlock(lk)
 			}
@@ -817,7 +828,7 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 	removals := c.removals.Load()
 	wallNow := time.Now()
 	now = clock.advance(wallNow)
-	e := c.readL2(ctx, key, now, wallNow, nil)
+	e := c.readL2(ctx, key, now, wallNow, nil, false)
 	if e == nil || now >= e.fresh {
 		c.stats.l2Misses.Add(1)
 		return zero, false

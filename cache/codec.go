@@ -1,9 +1,12 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"io"
+	"sync"
 )
 
 // Codec turns values into bytes for Redis and back. Implementations must be
@@ -16,13 +19,94 @@ type Codec interface {
 }
 
 // JSONCodec is the default Codec: encoding/json.
+//
+// Unmarshal decodes as json.Unmarshal does, with the same result and
+// errors, but through a json.Decoder kept for reuse: its scanner and
+// decoding state are allocated once rather than on every read, which
+// halves the allocations of decoding a small struct (an L2 hit). One
+// difference: for data holding more than one value, the error is the
+// same but the value may be filled from the first one.
 type JSONCodec struct{}
 
 // Marshal implements Codec.
 func (JSONCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 // Unmarshal implements Codec.
-func (JSONCodec) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
+func (JSONCodec) Unmarshal(data []byte, v any) error {
+	if len(data) > maxPooledJSON {
+		return json.Unmarshal(data, v)
+	}
+	d, _ := jsonDecoders.Get().(*jsonDecoder)
+	if d == nil {
+		d = &jsonDecoder{}
+		d.dec = json.NewDecoder(&d.r)
+	}
+	d.r.b = data
+	err := d.dec.Decode(v)
+	if err == nil && !d.drained() {
+		err = errTrailingJSON
+	}
+	d.r.b = nil
+	if err != nil {
+		// The decoder's state is unknown: drop it. json.Unmarshal gives
+		// the error (and partial result) callers expect.
+		return json.Unmarshal(data, v)
+	}
+	jsonDecoders.Put(d)
+	return nil
+}
+
+// maxPooledJSON is the largest value decoded with a pooled json.Decoder,
+// whose buffer grows to the values it reads: larger ones go through
+// json.Unmarshal, where the allocations hardly matter.
+const maxPooledJSON = 16 << 10
+
+var errTrailingJSON = errors.New("cache: data after the JSON value")
+
+// jsonDecoders holds idle decoders of JSONCodec.Unmarshal.
+var jsonDecoders sync.Pool
+
+// jsonDecoder is a json.Decoder reading one value at a time from r.
+type jsonDecoder struct {
+	r   sliceReader
+	dec *json.Decoder
+}
+
+// drained reports whether nothing but white space follows the value just
+// decoded, in the decoder's buffer and in the input it has not read yet.
+// Leftovers would otherwise be decoded as the start of the next value.
+func (d *jsonDecoder) drained() bool {
+	buf, _ := d.dec.Buffered().(*bytes.Reader)
+	if buf == nil {
+		return false
+	}
+	for buf.Len() > 0 {
+		c, _ := buf.ReadByte()
+		if !isJSONSpace(c) {
+			return false
+		}
+	}
+	for _, c := range d.r.b {
+		if !isJSONSpace(c) {
+			return false
+		}
+	}
+	return true
+}
+
+func isJSONSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// sliceReader reads b, then reports io.EOF.
+type sliceReader struct{ b []byte }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
 
 // The L2 envelope: what goes into Redis around the encoded value, so every
 // instance knows when the value stops being fresh, how long it may be
@@ -41,6 +125,7 @@ const (
 	envelopeVersion = 2
 	flagNegative    = 1
 	flagTombstone   = 2 // a removed key: no value, only its created time
+	flagLock        = 4 // a key being loaded: the payload is the loader's lock token
 	envelopeHeader  = 26
 )
 
@@ -49,6 +134,7 @@ var errBadEnvelope = errors.New("cache: malformed L2 entry")
 type envelope struct {
 	negative  bool
 	tombstone bool
+	lock      bool
 	fresh     int64 // Unix ms
 	stale     int64 // Unix ms
 	created   int64 // Unix ms
@@ -72,6 +158,18 @@ func appendEnvelope(dst []byte, negative bool, fresh, stale, created int64, tags
 		dst = append(dst, t...)
 	}
 	return append(dst, payload...)
+}
+
+// appendLock writes the envelope an instance puts under an absent key
+// while it loads it: the distributed lock for the key. It was created at
+// time 0, so any value written meanwhile replaces it.
+func appendLock(dst []byte, token string) []byte {
+	dst = append(dst, envelopeVersion, flagLock)
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.BigEndian.AppendUint64(dst, 0)
+	dst = binary.AppendUvarint(dst, 0)
+	return append(dst, token...)
 }
 
 // appendTombstone writes the envelope that marks a key removed at created.
@@ -102,6 +200,7 @@ func parseEnvelope(data []byte) (envelope, error) {
 	}
 	e.negative = data[1]&flagNegative != 0
 	e.tombstone = data[1]&flagTombstone != 0
+	e.lock = data[1]&flagLock != 0
 	e.fresh = int64(binary.BigEndian.Uint64(data[2:10]))
 	e.stale = int64(binary.BigEndian.Uint64(data[10:18]))
 	e.created = int64(binary.BigEndian.Uint64(data[18:26]))

@@ -124,23 +124,36 @@
 //
 // Stampede protection: concurrent misses for a key in one process share
 // one load, and the instances on one Redis share one load per key through
-// a distributed lock (FusionCache's distributed locker): after a Redis
-// miss, the instance that wins "SET {KeyPrefix}l:{key} token NX PX lease"
-// loads and stores the value, releases the lock (token-checked) and says
-// so on the invalidation channel; the others wait for that message or poll
-// Redis (every 5 ms to 100 ms), and take the lock over if it expires. On a
-// single-node client a waiter leaves a marker at "{KeyPrefix}w:{key}" and
-// the holder publishes only when it finds one, so a load nobody waits for
-// sends no message; on a cluster the holder always publishes. A
+// a distributed lock (FusionCache's distributed locker). The read of a
+// GetOrLoad is "SET {KeyPrefix}v:{key} {lock envelope} NX PX lease GET":
+// on a hit it returns the value and writes nothing, as a GET would; on a
+// miss it puts this instance's lock envelope under the key in the same
+// round trip. The instance holding it loads and stores the value in its
+// place: on a single-node client with "SET {key} {value} PX ttl GET",
+// one plain command whose reply, what it replaced, tells whether another
+// instance waits (it marked the envelope: the holder then publishes
+// "loaded") or whether a Set or Remove came during the load (that newer
+// value is put back at once and the instances told to drop the key, so a
+// load never stays over a newer write: between the two commands a reader
+// may see the older value, as it may for the bus latency after any
+// write); on a cluster with a script that
+// stores only over older values, and a publish. The others, which read
+// the envelope, wait for that message or poll Redis (every 5 ms to
+// 100 ms) with the same SET NX GET, taking the lock
+// over if it expires. Where Redis holds a stale value or a tombstone
+// instead, the lock is "SET {KeyPrefix}l:{key} token NX PX lease" after
+// the read: one more round trip; on a single-node client a waiter then
+// leaves a marker at "{KeyPrefix}w:{key}" and the holder publishes only
+// when it finds one. Either way a load nobody waits for sends no message
+// on a single node; on a cluster the holder always publishes. A
 // holder that dies releases the lock by expiry: the lease is a quarter of
 // LockTimeout and is renewed while the load runs. A waiter loads by itself
 // after LockTimeout, when Redis fails or while the breaker is open: the
-// lock saves loads, it is never needed for correctness. L2 reads are plain
-// GETs, so hits pay nothing for the lock; a miss costs one more round trip
-// for the SET NX. The loaded value is then stored, the lock released and
-// the waiters told in one more round trip: one script on a single-node
-// client, a pipeline of three commands on a cluster (where the value and
-// its lock may live on different nodes). WithoutDistributedLock skips the
+// lock saves loads, it is never needed for correctness. A miss of an
+// absent key thus costs two round trips, as GET and SET would. Get, which
+// never loads, reads with a plain GET and takes a lock envelope it finds
+// for a miss. SET NX GET needs Redis 7.0 or later; a server that refuses it
+// gets a GET, then the lock key. WithoutDistributedLock skips the
 // lock for an entry, and a negative LockTimeout for the whole cache.
 //
 // The caller whose miss starts a load runs the loader on its own goroutine
@@ -215,7 +228,8 @@
 // and the next read sets it to the precise time.
 //
 // Redis layout, for a cache named n with the default KeyPrefix
-// "goaspire:cache:n:": values at "goaspire:cache:n:v:{key}", locks at
+// "goaspire:cache:n:": values at "goaspire:cache:n:v:{key}" (and lock envelopes
+// there while a key is loaded), locks over stale values at
 // "goaspire:cache:n:l:{key}" (and markers of waiting instances at
 // "goaspire:cache:n:w:{key}"), tag removal times at
 // "goaspire:cache:n:t:{tag}", the Clear time at "goaspire:cache:n:clear",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,10 +17,13 @@ import (
 // rounds inside one benchmark, so that a change in the machine's load
 // (other processes on a shared machine) hits every side alike. Each side
 // is reported on its own as {side}-ns/op, {side}-allocs/op and {side}-B/op,
-// and the first side against each other one as {first}/{other}; the
+// with {side}-cpu-ns/op, the process's CPU time (steadier than wall time
+// on a busy machine; for parallel rounds, every CPU's time added up), and
+// the first side's wall time against each other one's as {first}/{other}; the
 // framework's own ns/op and allocs/op add up all sides and mean nothing.
 //
 //	BenchmarkInterleavedL1Hit  cache | otter v2 GetIfPresent | map+RWMutex
+//	BenchmarkInterleavedL1HitParallel  the same from GOMAXPROCS goroutines, 1024 keys
 //	BenchmarkInterleavedL2Hit  cache without L1 (JSON, and go-redis/cache's msgpack codec)
 //	                           | go-redis/cache Get without local cache
 //	BenchmarkInterleavedMiss   cache GetOrLoad with a cancellable context (with and
@@ -38,7 +42,7 @@ type side struct {
 // operations, the order of the sides turning every round.
 func benchInterleaved(b *testing.B, round int, sides ...side) {
 	type total struct {
-		ns, allocs, bytes uint64
+		ns, cpu, allocs, bytes uint64
 	}
 	totals := make([]total, len(sides))
 	var before, after runtime.MemStats
@@ -49,11 +53,13 @@ func benchInterleaved(b *testing.B, round int, sides ...side) {
 			j := (k + r) % len(sides)
 			s := sides[j]
 			runtime.ReadMemStats(&before)
+			cpu := cpuTime()
 			start := time.Now()
 			for i := done; i < done+n; i++ {
 				s.op(b, i)
 			}
 			elapsed := time.Since(start)
+			totals[j].cpu += uint64(cpuTime() - cpu)
 			runtime.ReadMemStats(&after)
 			totals[j].ns += uint64(elapsed)
 			totals[j].allocs += after.Mallocs - before.Mallocs
@@ -65,11 +71,111 @@ func benchInterleaved(b *testing.B, round int, sides ...side) {
 	n := float64(b.N)
 	for j, s := range sides {
 		b.ReportMetric(float64(totals[j].ns)/n, s.name+"-ns/op")
+		b.ReportMetric(float64(totals[j].cpu)/n, s.name+"-cpu-ns/op")
 		b.ReportMetric(float64(totals[j].allocs)/n, s.name+"-allocs/op")
 		b.ReportMetric(float64(totals[j].bytes)/n, s.name+"-B/op")
 	}
 	for j := 1; j < len(sides); j++ {
 		b.ReportMetric(float64(totals[0].ns)/float64(totals[j].ns), sides[0].name+"/"+sides[j].name)
+	}
+}
+
+// benchInterleavedParallel is benchInterleaved with every round of a side
+// run by GOMAXPROCS goroutines at once, as b.RunParallel does: its ns/op
+// is wall time per operation of all goroutines together. Each goroutine
+// does operations i = g, g+P, g+2P, ...: every side reads the keys in the
+// same order.
+func benchInterleavedParallel(b *testing.B, round int, sides ...side) {
+	procs := runtime.GOMAXPROCS(0)
+	par := make([]side, len(sides))
+	for k, s := range sides {
+		par[k] = side{s.name, nil}
+		op := s.op
+		par[k].op = func(b *testing.B, i int) {
+			// One call runs a whole slice of round operations: i is
+			// its first; see below.
+			var wg sync.WaitGroup
+			for g := range procs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for j := i + g; j < i+round; j += procs {
+						op(b, j)
+					}
+				}()
+			}
+			wg.Wait()
+		}
+	}
+	// Each op call of par does round operations: run b.N/round of them.
+	type total struct{ ns, cpu, allocs, bytes uint64 }
+	totals := make([]total, len(par))
+	var before, after runtime.MemStats
+	b.ResetTimer()
+	calls := max(b.N/round, 1)
+	for r := range calls {
+		for k := range par {
+			j := (k + r) % len(par)
+			runtime.ReadMemStats(&before)
+			cpu := cpuTime()
+			start := time.Now()
+			par[j].op(b, r*round)
+			elapsed := time.Since(start)
+			totals[j].cpu += uint64(cpuTime() - cpu)
+			runtime.ReadMemStats(&after)
+			totals[j].ns += uint64(elapsed)
+			totals[j].allocs += after.Mallocs - before.Mallocs
+			totals[j].bytes += after.TotalAlloc - before.TotalAlloc
+		}
+	}
+	b.StopTimer()
+	n := float64(calls * round)
+	for j, s := range par {
+		b.ReportMetric(float64(totals[j].ns)/n, s.name+"-ns/op")
+		b.ReportMetric(float64(totals[j].cpu)/n, s.name+"-cpu-ns/op")
+		// The goroutines of a round cost a few allocations, a rounding
+		// error over round operations.
+		b.ReportMetric(float64(totals[j].allocs)/n, s.name+"-allocs/op")
+		b.ReportMetric(float64(totals[j].bytes)/n, s.name+"-B/op")
+	}
+	for j := 1; j < len(par); j++ {
+		b.ReportMetric(float64(totals[0].ns)/float64(totals[j].ns), par[0].name+"/"+par[j].name)
+	}
+}
+
+func BenchmarkInterleavedL1HitParallel(b *testing.B) {
+	c := newCache[product](b, openClient(b, testserver.NewRedis(b)), "bench", Options{})
+	ctx := context.Background()
+	oc := newOtter(b)
+	m := &rwMap{m: map[string]product{}}
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprint("p", i)
+		if err := c.Set(ctx, keys[i], sampleProduct(i)); err != nil {
+			b.Fatal(err)
+		}
+		oc.Set(keys[i], sampleProduct(i))
+		m.m[keys[i]] = sampleProduct(i)
+	}
+	benchInterleavedParallel(b, 20_000,
+		side{"cache", func(b *testing.B, i int) {
+			if v, err := c.GetOrLoad(ctx, keys[i&1023], benchLoader); err != nil || v.ID != i&1023 {
+				b.Error(v, err)
+			}
+		}},
+		side{"otter", func(b *testing.B, i int) {
+			if v, ok := oc.GetIfPresent(keys[i&1023]); !ok || v.ID != i&1023 {
+				b.Error(v)
+			}
+		}},
+		side{"map-rwmutex", func(b *testing.B, i int) {
+			if v, ok := m.get(keys[i&1023]); !ok || v.ID != i&1023 {
+				b.Error(v)
+			}
+		}},
+	)
+	if s := c.Stats(); s.Loads != 0 {
+		b.Fatalf("stats %+v: want L1 hits only", s)
 	}
 }
 

@@ -65,6 +65,34 @@ if stored == 1 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6] .. ARGV[7]) end
 return stored`)
+	// The scripts of the lock envelope (see appendLock). A waiting
+	// instance appends "w" to the holder's envelope (markWaiting), so
+	// that the holder, whose write returns what it replaced, knows it has
+	// to publish; renewEnvelope and releaseEnvelope accept the envelope
+	// with or without that mark. Each touches one key.
+	//
+	// KEYS[1] data key; ARGV[1] the envelope (without the mark).
+	markWaiting = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[1] .. 'w', 'KEEPTTL') end
+return 1`)
+	// ARGV[2] lease ms.
+	renewEnvelope = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or cur == ARGV[1] .. 'w' then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+	// ARGV[2] channel, ARGV[3] ARGV[4] the "loaded" message.
+	releaseEnvelope = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] or cur == ARGV[1] .. 'w' then redis.call('DEL', KEYS[1]) end
+if cur == ARGV[1] .. 'w' then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[4]) end
+return 1`)
+	// restoreNewer puts back a value a load replaced (SET GET) when that
+	// value was newer, unless something else was written since.
+	// KEYS[1] data key; ARGV[1] the load's envelope, ARGV[2] the newer
+	// one, ARGV[3] its expiry (Unix ms), ARGV[4] channel, ARGV[5] ARGV[6]
+	// the message telling instances to drop the key from L1.
+	restoreNewer = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[6])
+end
+return 1`)
 	// release deletes a lock if it still holds our token, and publishes
 	// if another instance said it waits (deleting its marker).
 	// Single-node clients only.
@@ -73,7 +101,7 @@ return stored`)
 	release = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[4]) end
 return 1`)
-	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock, release}
+	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock, release, markWaiting, renewEnvelope, releaseEnvelope, restoreNewer}
 )
 
 // tombstoneTTL is how long a Remove leaves a marker in Redis, so that a
@@ -92,11 +120,15 @@ func (c *Cache[T]) message(op byte, arg string) string {
 	return "2|" + c.id + "|" + string(op) + "|" + arg
 }
 
-// scriptArgs are script arguments that do not change, boxed once.
+// scriptArgs are command and script arguments that do not change, boxed
+// once.
 type scriptArgs struct {
 	token   any // the lock token: the instance id
 	channel any
 	loaded  any // the prefix of a msgLoaded message
+	lockEnv any // the lock envelope (appendLock with the token), a string
+	lease   any // the lock lease in milliseconds, an int64
+	ttl     any // the Redis TTL of an entry with the default TTL, ms
 }
 
 func (c *Cache[T]) dataKey(key string) string { return c.prefix + key }
@@ -176,9 +208,16 @@ func (c *Cache[T]) l2result(err error) bool {
 
 // readL2 returns the entry for key in Redis (fresh or not), or nil on a
 // miss, an unreadable entry, a failure, or while the breaker is open. With
-// sc, the Redis context and (without L1, where the entry is not kept) the
-// entry live in sc rather than in allocations of their own.
-func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow time.Time, sc *readScratch[T]) *entry[T] {
+// sc, the Redis context, the command's arguments and (without L1, where
+// the entry is not kept) the entry live in sc rather than in allocations
+// of their own.
+//
+// With lock (and sc), the read also takes the distributed lock for the
+// key when Redis has nothing under it, in the same command: SET NX GET
+// stores this instance's lock envelope there (see appendLock) and returns
+// what was there before. sc then says whether the lock was taken, or is
+// held by another instance.
+func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow time.Time, sc *readScratch[T], lock bool) *entry[T] {
 	if !c.brk.allow(now) {
 		return nil
 	}
@@ -190,12 +229,50 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	} else {
 		lctx, cancel = c.l2ctx(ctx)
 	}
-	s, err := c.rdb.Get(lctx, c.dataKey(key)).Result()
+	dk := c.dataKey(key)
+	var cmd *redis.StringCmd
+	switch {
+	case sc == nil:
+		cmd = c.rdb.Get(lctx, dk)
+	case lock && !c.noSetGet.Load():
+		sc.args = [11]any{"set", dk, c.args.lockEnv, "nx", "px", c.args.lease, "get"}
+		sc.cmd = *redis.NewStringCmd(lctx, sc.args[:7]...)
+		cmd = &sc.cmd
+		_ = c.rdb.Process(lctx, cmd)
+		if err := cmd.Err(); err != nil && isReplyError(err) {
+			// The server refused SET NX GET: before Redis 7.0, for a
+			// user without write access or on a replica (for good), or
+			// out of memory (this time): read without the lock.
+			lasting := redis.HasErrorPrefix(err, "ERR") || redis.HasErrorPrefix(err, "NOPERM") || redis.HasErrorPrefix(err, "READONLY")
+			if lasting && c.noSetGet.CompareAndSwap(false, true) {
+				c.logger.Warn("cache: redis does not take SET NX GET; the distributed lock costs one more round trip", "error", err)
+			}
+			sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
+			cancel()
+			return c.readL2(ctx, key, now, wallNow, sc, false)
+		}
+	default:
+		sc.args[0], sc.args[1] = "get", dk
+		sc.cmd = *redis.NewStringCmd(lctx, sc.args[:2]...)
+		cmd = &sc.cmd
+		_ = c.rdb.Process(lctx, cmd)
+	}
+	s, err := cmd.Result()
 	cancel()
 	if sc != nil {
+		// Do not keep the key and the reply alive in a pooled call.
+		sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
 		sc.absent = err == redis.Nil
+		if lock && sc.absent {
+			// The lock envelope is there now: the key is ours to load.
+			sc.absent, sc.locked = false, true
+		}
 	}
 	if !c.l2result(err) || err != nil {
+		return nil
+	}
+	if sc != nil && isLockEnvelope(s) {
+		sc.lockedElsewhere, sc.holder = true, s
 		return nil
 	}
 	var into *entry[T]
@@ -207,12 +284,33 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	return c.decodeL2(ctx, key, unsafe.Slice(unsafe.StringData(s), len(s)), now, wallNow, into)
 }
 
+// isReplyError reports whether err is an error reply of the server (not
+// redis.Nil, not a network failure).
+func isReplyError(err error) bool {
+	var re redis.Error
+	return err != redis.Nil && errors.As(err, &re)
+}
+
+// isLockEnvelope reports whether s is the lock envelope of an instance
+// loading the key.
+func isLockEnvelope(s string) bool {
+	return len(s) > envelopeHeader && s[0] == envelopeVersion && s[1]&flagLock != 0
+}
+
 // readScratch is the memory of one L2 read made for a flight call.
 type readScratch[T any] struct {
 	ctx deadlineContext
 	e   entry[T]
+	// args and cmd are the command of the read (and of the write at the
+	// end of a load under the lock), cleared once done.
+	args [11]any
+	cmd  redis.StringCmd
 	// absent: Redis had nothing under the key (not even a tombstone).
 	absent bool
+	// locked: the read took the distributed lock (its envelope is under
+	// the key); lockedElsewhere: it found another instance's.
+	locked, lockedElsewhere bool
+	holder                  string // the lock envelope found, with lockedElsewhere
 }
 
 // decodeL2 turns a stored envelope into an entry, expired (stale only)
@@ -226,7 +324,7 @@ func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now in
 		c.stats.codecErrors.Add(1)
 		return nil
 	}
-	if env.tombstone {
+	if env.tombstone || env.lock {
 		return nil
 	}
 	e := into
@@ -274,13 +372,19 @@ func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time
 // instances (which may be waiting for it). It reports whether the value
 // may go to L1: it was stored, or Redis could not be asked.
 //
-// absent says the read before the load found no key at all: without the
-// lock the value is then stored with SET NX, which leaves in place
-// whatever was written meanwhile, without running a script.
-func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock, absent bool) bool {
+// sc is the read before the load. When it found no key at all
+// (sc.absent), the value is stored without the lock with SET NX, which
+// leaves in place whatever was written meanwhile, without running a
+// script; when it took the lock envelope, storeLockedL2 stores the value
+// in its place.
+func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock, sc *readScratch[T]) bool {
 	c.notePhysicalTTL(ttl)
 	lk.stop()
 	dk := c.dataKey(key)
+	absent := sc.absent
+	if lk != nil && lk.key == dk && c.oneNode {
+		return c.storeLockedL2(ctx, key, dk, env, ttl, created, sc)
+	}
 	if lk == nil && absent {
 		var stored bool
 		err := c.l2write(ctx, func(lctx context.Context) error {
@@ -305,8 +409,10 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 	}
 	var err error
 	if c.oneNode {
-		// Both keys are on the one node: one script stores, unlocks and
-		// publishes.
+		// Every key is on the one node: one script stores, unlocks and
+		// publishes. With the lock envelope under the data key, storing
+		// the value releases the lock (and a newer value in its place
+		// means it was released already).
 		err = c.l2write(ctx, func(lctx context.Context) error {
 			set = storeUnlock.Run(lctx, c.rdb, []string{dk, lk.key, c.waitKey(key)}, env, ttl.Milliseconds(), created, c.args.token, c.args.channel, c.args.loaded, key)
 			return set.Err()
@@ -315,7 +421,9 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 		err = c.l2write(ctx, func(lctx context.Context) error {
 			return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
 				set = setIfNotNewer.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), created)
-				unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
+				if lk.key != dk {
+					unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
+				}
 				p.Publish(lctx, c.channel, c.message(msgLoaded, key))
 			})
 		})
@@ -325,6 +433,77 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 	}
 	n, _ := set.Int64()
 	return n == 1
+}
+
+// storeLockedL2 ends a load under the lock envelope on a single node, in
+// one plain command: "SET {key} {value} PX {ttl} GET" replaces the
+// envelope, releasing the lock, and returns what it replaced. That was
+// the envelope, unless the lock expired or a Set or Remove came during
+// the load: a newer value is then put back at once (restoreNewer) and the
+// instances told, so the load's value never stays over a newer write.
+// An envelope marked by a waiting instance makes it publish "loaded".
+// The command is built in sc. It reports whether the value may go to L1.
+func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte, ttl time.Duration, created int64, sc *readScratch[T]) bool {
+	wallNow := time.Now()
+	if !c.brk.allow(clock.advance(wallNow)) {
+		return true
+	}
+	var lctx context.Context
+	cancel := noCancel
+	if c.ioDeadlines && c.l2Timeout > 0 {
+		sc.ctx = deadlineContext{values: ctx, deadline: wallNow.Add(c.l2Timeout)}
+		lctx = &sc.ctx
+	} else {
+		lctx, cancel = c.l2ctx(ctx)
+	}
+	defer cancel()
+	ttlArg := c.args.ttl
+	if ttl != c.physicalTTL(entryOptions{}) {
+		ttlArg = ttl.Milliseconds()
+	}
+	sc.args = [11]any{"set", dk, env, "px", ttlArg, "get"}
+	sc.cmd = *redis.NewStringCmd(lctx, sc.args[:6]...)
+	err := c.rdb.Process(lctx, &sc.cmd)
+	old := sc.cmd.Val()
+	sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
+	if !c.l2result(err) {
+		return true // Redis could not be asked: L1 is all there is
+	}
+	if err == redis.Nil || old == c.lockEnv {
+		return true
+	}
+	if isLockEnvelope(old) {
+		// Ours, marked by a waiter; or another instance's, which took
+		// the lock over after ours expired: the value is there now for
+		// its waiters too.
+		if old[len(old)-1] == 'w' {
+			c.publishLoaded(ctx, key)
+		}
+		return true
+	}
+	prev, perr := parseEnvelope(unsafe.Slice(unsafe.StringData(old), len(old)))
+	if perr != nil || prev.created < created {
+		return true // an older value (a replayed write): ours is newer
+	}
+	// A Set or Remove made during the load: put it back.
+	expires := prev.stale
+	if prev.tombstone {
+		expires = prev.created + tombstoneTTL.Milliseconds()
+	}
+	err = c.l2write(ctx, func(lctx context.Context) error {
+		return restoreNewer.Run(lctx, c.rdb, []string{dk}, env, old, expires, c.args.channel, c.message(msgKey, ""), key).Err()
+	})
+	if err != nil {
+		c.queue(pendingOp{kind: opSet, id: key, env: []byte(old), at: prev.created, expires: time.UnixMilli(expires)})
+	}
+	return false
+}
+
+// publishLoaded tells waiting instances that key was loaded.
+func (c *Cache[T]) publishLoaded(ctx context.Context, key string) {
+	_ = c.l2write(ctx, func(lctx context.Context) error {
+		return c.rdb.Publish(lctx, c.channel, c.message(msgLoaded, key)).Err()
+	})
 }
 
 // removeL2 replaces key by a tombstone created at (Unix ms) and publishes
@@ -624,12 +803,16 @@ func (w *lockWaiters) wake(key string) {
 }
 
 // heldLock is a distributed lock this instance holds for a load. Its lease
-// is renewed while the load runs.
+// is renewed while the load runs. The lock is either the key's own data
+// key holding the lock envelope (taken by the read that missed), or, when
+// Redis had a stale value or a tombstone there, a lock key of its own.
 type heldLock struct {
-	key, token string
-	mu         sync.Mutex
+	name       string // the cache key
+	key, token string // the Redis key holding token
+	inData     bool   // key is the data key, token the lock envelope
+	r          *lockRenewer
+	mu         sync.Mutex // held by a renewal in progress
 	stopped    bool
-	timer      *time.Timer
 }
 
 // stop ends the renewals; it waits for one in progress. A nil lock is fine.
@@ -639,10 +822,22 @@ func (l *heldLock) stop() {
 	}
 	l.mu.Lock()
 	l.stopped = true
-	if l.timer != nil {
-		l.timer.Stop()
-	}
 	l.mu.Unlock()
+	if l.r != nil {
+		l.r.mu.Lock()
+		delete(l.r.held, l)
+		l.r.mu.Unlock()
+	}
+}
+
+// lockRenewer renews the leases of the distributed locks an instance
+// holds, from one goroutine ticking every third of a lease while locks
+// are held (and one tick more), so that a load does not pay for a timer
+// of its own.
+type lockRenewer struct {
+	mu      sync.Mutex
+	held    map[*heldLock]struct{}
+	running bool
 }
 
 // lockLease is the lifetime of a distributed lock between renewals.
@@ -652,27 +847,95 @@ func (c *Cache[T]) lockLease() time.Duration { return max(c.lockTimeout/4, 20*ti
 // time (its flight), so the id tells its lock from another instance's.
 func (c *Cache[T]) newLockToken() string { return c.id }
 
+// heldData is the lock on key held by its lock envelope under the data
+// key, without renewals.
+func (c *Cache[T]) heldData(key string) *heldLock {
+	return &heldLock{name: key, key: c.dataKey(key), token: c.lockEnv, inData: true}
+}
+
 // hold starts renewing a lock just acquired.
-func (c *Cache[T]) hold(key, token string) *heldLock {
-	l := &heldLock{key: c.lockKey(key), token: token}
-	lease := c.lockLease()
-	var tick func()
-	tick = func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.stopped {
-			return
-		}
-		lctx, cancel := c.l2ctx(c.closeCtx)
-		n, err := renew.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
-		cancel()
-		if err != nil || n == 0 {
-			return // lost: another instance may load too, which is allowed
-		}
-		l.timer = time.AfterFunc(lease/3, tick)
+func (c *Cache[T]) hold(l *heldLock) *heldLock {
+	r := &c.renewer
+	l.r = r
+	r.mu.Lock()
+	if r.held == nil {
+		r.held = map[*heldLock]struct{}{}
 	}
-	l.timer = time.AfterFunc(lease/3, tick)
+	r.held[l] = struct{}{}
+	start := !r.running
+	r.running = true
+	r.mu.Unlock()
+	if start {
+		// The load holding l is tracked, so Close waits for this too.
+		c.wg.Add(1)
+		go c.renewLoop()
+	}
 	return l
+}
+
+// renewLoop renews the locks held every third of a lease, until none was
+// held for a whole tick or the cache is closed.
+func (c *Cache[T]) renewLoop() {
+	defer c.wg.Done()
+	r := &c.renewer
+	lease := c.lockLease()
+	t := time.NewTicker(lease / 3)
+	defer t.Stop()
+	var locks []*heldLock
+	idle := false
+	for {
+		select {
+		case <-c.closeCtx.Done():
+			r.mu.Lock()
+			r.running = false
+			r.mu.Unlock()
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		if len(r.held) == 0 {
+			if idle {
+				r.running = false
+				r.mu.Unlock()
+				return
+			}
+			idle = true
+			r.mu.Unlock()
+			continue
+		}
+		idle = false
+		locks = locks[:0]
+		for l := range r.held {
+			locks = append(locks, l)
+		}
+		r.mu.Unlock()
+		for _, l := range locks {
+			c.renew(l, lease)
+		}
+		clear(locks)
+	}
+}
+
+// renew extends the lease of l, unless it was released; a lock found lost
+// is renewed no more (another instance may load too, which is allowed).
+func (c *Cache[T]) renew(l *heldLock, lease time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return
+	}
+	script := renew
+	if l.inData {
+		script = renewEnvelope
+	}
+	lctx, cancel := c.l2ctx(c.closeCtx)
+	n, err := script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
+	cancel()
+	if err != nil || n == 0 {
+		l.r.mu.Lock()
+		delete(l.r.held, l)
+		l.r.mu.Unlock()
+	}
 }
 
 // unlock releases lk (if any) and tells waiting instances.
@@ -681,17 +944,23 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 		return
 	}
 	lk.stop()
-	key := strings.TrimPrefix(lk.key, c.lockPfx)
+	if lk.inData {
+		// One key: the same script on a cluster.
+		_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
+			return releaseEnvelope.Run(lctx, c.rdb, []string{lk.key}, lk.token, c.args.channel, c.args.loaded, lk.name).Err()
+		})
+		return
+	}
 	if c.oneNode {
 		_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
-			return release.Run(lctx, c.rdb, []string{lk.key, c.waitKey(key)}, lk.token, c.args.channel, c.args.loaded, key).Err()
+			return release.Run(lctx, c.rdb, []string{lk.key, c.waitKey(lk.name)}, lk.token, c.args.channel, c.args.loaded, lk.name).Err()
 		})
 		return
 	}
 	_ = c.l2write(c.closeCtx, func(lctx context.Context) error {
 		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
 			unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
-			p.Publish(lctx, c.channel, c.message(msgLoaded, key))
+			p.Publish(lctx, c.channel, c.message(msgLoaded, lk.name))
 		})
 	})
 }
@@ -702,23 +971,53 @@ func (c *Cache[T]) unlock(lk *heldLock) {
 // when background (an eager refresh) and another instance holds the lock;
 // and none of them when this instance should load without the lock (Redis
 // failing, or LockTimeout passed).
-func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) (lk *heldLock, e *entry[T], skip bool) {
-	token := c.newLockToken()
-	lkey := c.lockKey(key)
-	lease := c.lockLease()
+//
+// sc is the read that missed: when it took the lock (Redis had nothing
+// under the key) or found another instance's, no command is needed to
+// know.
+func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool, sc *readScratch[T]) (lk *heldLock, e *entry[T], skip bool) {
+	switch {
+	case sc.locked:
+		return c.hold(c.heldData(key)), nil, false
+	case sc.lockedElsewhere:
+		if background {
+			return nil, nil, true
+		}
+		return c.waitLock(ctx, key, sc.holder)
+	}
 	if !c.brk.allow(clock.now()) {
 		return nil, nil, false
 	}
+	lkey := c.lockKey(key)
 	lctx, cancel := c.l2ctx(ctx)
-	ok, err := c.rdb.SetNX(lctx, lkey, token, lease).Result()
+	ok, err := c.rdb.SetNX(lctx, lkey, c.args.token, c.lockLease()).Result()
 	cancel()
 	if !c.l2result(err) {
 		return nil, nil, false
 	}
 	if ok {
-		return c.hold(key, token), nil, false
+		return c.hold(&heldLock{name: key, key: lkey, token: c.newLockToken()}), nil, false
 	}
-	if !background && c.oneNode {
+	if background {
+		return nil, nil, true
+	}
+	return c.waitLock(ctx, key, "")
+}
+
+// waitLock waits for the instance holding the lock for key to store its
+// value, polling (and woken by its "loaded" message), and takes the lock
+// when it is free. holder is the lock envelope found under the data key,
+// or "" when the lock is the lock key.
+func (c *Cache[T]) waitLock(ctx context.Context, key string, holder string) (lk *heldLock, e *entry[T], skip bool) {
+	inData := holder != ""
+	if inData {
+		// Mark the holder's envelope: its write, which returns what it
+		// replaced, then tells it to publish.
+		lctx, cancel := c.l2ctx(ctx)
+		err := markWaiting.Run(lctx, c.rdb, []string{c.dataKey(key)}, strings.TrimSuffix(holder, "w")).Err()
+		cancel()
+		c.l2result(err)
+	} else if c.oneNode {
 		// Ask the holder to tell us when it is done: on a single node it
 		// publishes only when this marker is there. Should it finish
 		// before the marker is set, the poll below finds the value.
@@ -727,9 +1026,6 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) 
 		cancel()
 		c.l2result(err)
 	}
-	if background {
-		return nil, nil, true
-	}
 	c.stats.lockWaits.Add(1)
 	wake := c.waiters.add(key)
 	defer c.waiters.remove(key, wake)
@@ -737,7 +1033,8 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) 
 	delay := 5 * time.Millisecond
 	t := time.NewTimer(delay)
 	defer t.Stop()
-	dk := c.dataKey(key)
+	dk, lkey := c.dataKey(key), c.lockKey(key)
+	lease := c.lockLease()
 	for {
 		select {
 		case <-wake:
@@ -754,30 +1051,53 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool) 
 			return nil, nil, false
 		}
 		lctx, cancel := c.l2ctx(ctx)
-		var get *redis.StringCmd
-		var set *redis.BoolCmd
-		_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
-			get = p.Get(lctx, dk)
-			set = p.SetNX(lctx, lkey, token, lease)
-			return nil
-		})
-		cancel()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			c.l2result(err)
-			return nil, nil, false
-		}
-		c.l2result(nil)
-		locked := set.Val()
-		if data, err := get.Bytes(); err == nil {
-			if e := c.decodeL2(ctx, key, data, now, wallNow, nil); e != nil && now < e.fresh {
-				if locked {
-					c.unlock(&heldLock{key: lkey, token: token})
-				}
-				return nil, e, false
+		if inData {
+			// One command reads the value and takes the lock if the
+			// holder released it (or died and its lease expired).
+			s, err := c.rdb.SetArgs(lctx, dk, c.lockEnv, redis.SetArgs{Mode: "NX", TTL: lease, Get: true}).Result()
+			cancel()
+			if !c.l2result(err) {
+				return nil, nil, false
 			}
-		}
-		if locked {
-			return c.hold(key, token), nil, false
+			switch {
+			case err == redis.Nil:
+				return c.hold(c.heldData(key)), nil, false
+			case isLockEnvelope(s):
+			default:
+				e := c.decodeL2(ctx, key, unsafe.Slice(unsafe.StringData(s), len(s)), now, wallNow, nil)
+				if e != nil && now < e.fresh {
+					return nil, e, false
+				}
+				// Removed, or expired by a tag meanwhile: load without
+				// the lock.
+				return nil, nil, false
+			}
+		} else {
+			var get *redis.StringCmd
+			var set *redis.BoolCmd
+			_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
+				get = p.Get(lctx, dk)
+				set = p.SetNX(lctx, lkey, c.args.token, lease)
+				return nil
+			})
+			cancel()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				c.l2result(err)
+				return nil, nil, false
+			}
+			c.l2result(nil)
+			locked := set.Val()
+			if data, err := get.Bytes(); err == nil {
+				if e := c.decodeL2(ctx, key, data, now, wallNow, nil); e != nil && now < e.fresh {
+					if locked {
+						c.unlock(&heldLock{name: key, key: lkey, token: c.newLockToken()})
+					}
+					return nil, e, false
+				}
+			}
+			if locked {
+				return c.hold(&heldLock{name: key, key: lkey, token: c.newLockToken()}), nil, false
+			}
 		}
 		delay = min(delay*2, 100*time.Millisecond)
 		t.Reset(delay)

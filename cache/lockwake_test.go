@@ -11,9 +11,9 @@ import (
 )
 
 // TestLockHolderTellsOnlyWaiters: on a single-node client, an instance
-// that fails to take a key's lock leaves a marker, and the holder
-// publishes "loaded" (waking it) exactly when the marker is there; a load
-// nobody waited for publishes nothing.
+// that fails to take a key's lock marks the holder's lock envelope, and
+// the holder publishes "loaded" (waking it) exactly when the mark is
+// there; a load nobody waited for publishes nothing.
 func TestLockHolderTellsOnlyWaiters(t *testing.T) {
 	srv := testserver.NewRedis(t)
 	tests := []struct {
@@ -58,9 +58,9 @@ func TestLockHolderTellsOnlyWaiters(t *testing.T) {
 					}
 					bDone <- err
 				}()
-				eventually(t, 5*time.Second, "B leaves its marker", func() bool {
-					n, err := rdbA.Exists(ctx, a.waitKey("k")).Result()
-					return err == nil && n == 1
+				eventually(t, 5*time.Second, "B marks A's lock envelope", func() bool {
+					s, err := rdbA.Get(ctx, a.dataKey("k")).Result()
+					return err == nil && isLockEnvelope(s) && strings.HasSuffix(s, "w")
 				})
 			}
 			close(release)
@@ -91,8 +91,8 @@ func TestLockHolderTellsOnlyWaiters(t *testing.T) {
 			if want := map[bool]int{false: 0, true: 1}[tt.waiter]; loaded != want {
 				t.Errorf("%d loaded messages, want %d", loaded, want)
 			}
-			if n, err := rdbA.Exists(ctx, a.waitKey("k")).Result(); err != nil || n != 0 {
-				t.Errorf("marker left in Redis: %d, %v", n, err)
+			if s, err := rdbA.Get(ctx, a.dataKey("k")).Result(); err != nil || isLockEnvelope(s) {
+				t.Errorf("Redis holds %q, %v; want the value, the lock envelope gone", s, err)
 			}
 		})
 	}
