@@ -761,7 +761,7 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 	}
 	if a.url != c.req.URL {
 		r.URL = a.url
-		if c.req.Host == "" || c.req.Host == c.req.URL.Host {
+		if c.req.Host == "" || c.req.Host == c.url.Host {
 			r.Host = ""
 		}
 	}
