@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/metric"
@@ -31,6 +32,15 @@ type TransportConfig struct {
 	// is open is skipped while another one is available. Without a
 	// Resolver the request URL is used as is.
 	Resolver *discovery.Resolver
+	// BaseAddress, when set, is where a request whose URL has no host
+	// goes, as .NET's HttpClient.BaseAddress: with BaseAddress
+	// https+http://catalog, a request for "/products/1" (or "products/1")
+	// is a request for https+http://catalog/products/1, resolved through
+	// the Resolver like any other. Only its scheme and host are used; it
+	// must have both, and no path beyond "/", query or fragment. A request
+	// URL with a scheme or host is sent as is. The caller's request is
+	// not modified: the pipeline's own copy of it carries the address.
+	BaseAddress *url.URL
 	// ShouldHandle decides which outcomes are transient failures:
 	// retried (subject to the method rules) and counted by the circuit
 	// breakers. Nil means IsTransientHTTP.
@@ -60,6 +70,9 @@ type HedgingConfig struct {
 	// each attempt to another instance in round-robin order. Without it
 	// every attempt goes to the request URL.
 	Resolver *discovery.Resolver
+	// BaseAddress is where a request whose URL has no host goes, as in
+	// TransportConfig.
+	BaseAddress *url.URL
 	// ShouldHandle decides which outcomes are transient failures, which
 	// start the next attempt at once and count for the breakers. Nil means
 	// IsTransientHTTP.

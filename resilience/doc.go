@@ -39,6 +39,13 @@
 //	rt, err := resilience.NewTransport(otelhttp.NewTransport(base), c)
 //	client := &http.Client{Transport: rt}
 //
+// TransportConfig.BaseAddress (and HedgingConfig's) is where a request
+// URL without a host goes, as .NET's HttpClient.BaseAddress:
+// App.HTTPClient("catalog") sets https+http://catalog, so
+// client.Get("/products/1") is resolved like
+// https+http://catalog/products/1, in the pipeline's own copy of the
+// request.
+//
 // Each constructor takes its own config struct (TransportConfig,
 // HedgingConfig, PipelineConfig), so a setting that does not apply to it
 // cannot be given; a nil or zero config is Aspire's defaults.

@@ -62,7 +62,7 @@ func (t *Transport) hedge(exec failsafe.Execution[*http.Response]) (*http.Respon
 	// the call's own cancel ends them.
 	exec.(policy.ExecutionInternal[*http.Response]).DeferCancel()
 
-	targets, err := t.hedgeTargets(c.req.URL)
+	targets, err := t.hedgeTargets(c.url)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package resilience
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -36,6 +37,7 @@ type Transport struct {
 	declaredH    HedgingOptions
 	scale        float64
 	resolver     *discovery.Resolver
+	baseAddr     *url.URL // scheme and host of a host-less request; nil for none
 	shouldHandle func(*http.Response, error) bool
 	anyMethod    bool // retry or hedge non-idempotent methods too
 
@@ -104,6 +106,9 @@ func NewTransport(base http.RoundTripper, c *TransportConfig) (*Transport, error
 		return nil, err
 	}
 	t := newTransport(base, kindStandard, s, c.Resolver, c.ShouldHandle)
+	if t.baseAddr, err = baseAddress(c.BaseAddress); err != nil {
+		return nil, err
+	}
 	t.declared, t.opts = o, o.scaled(s.scale)
 	t.anyMethod = o.Retry.RetryNonIdempotent
 	o = t.opts
@@ -162,6 +167,9 @@ func NewHedgingTransport(base http.RoundTripper, c *HedgingConfig) (*Transport, 
 		return nil, err
 	}
 	t := newTransport(base, kindHedging, s, c.Resolver, c.ShouldHandle)
+	if t.baseAddr, err = baseAddress(c.BaseAddress); err != nil {
+		return nil, err
+	}
 	t.declaredH, t.hedging = o, o.scaled(s.scale)
 	t.anyMethod = o.Hedging.HedgeNonIdempotent
 	h := t.hedging
@@ -198,6 +206,33 @@ func newTransport(base http.RoundTripper, k kind, s settings, r *discovery.Resol
 	}
 	t.hedgeFn = t.hedge
 	return t
+}
+
+// baseAddress checks a configured BaseAddress and returns its scheme and
+// host; nil for none.
+func baseAddress(u *url.URL) (*url.URL, error) {
+	if u == nil {
+		return nil, nil
+	}
+	if u.Scheme == "" || u.Host == "" || u.Opaque != "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("resilience: BaseAddress %q must be a scheme and host alone, as https+http://catalog", u.Redacted())
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// hostless reports whether u is a URL that BaseAddress applies to: a
+// path, query or fragment alone.
+func hostless(u *url.URL) bool {
+	return u.Host == "" && u.Scheme == "" && u.Opaque == ""
+}
+
+// destination is the authority a call of req is for, before resolution.
+func (t *Transport) destination(req *http.Request) string {
+	if t.baseAddr != nil && hostless(req.URL) {
+		return t.baseAddr.Host
+	}
+	return req.URL.Host
 }
 
 func (t *Transport) initTelemetry(s *settings) error {
@@ -246,8 +281,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := acquire(ctx, t.limiter, t.queueLimit, &t.queued); err != nil {
 		closeBody(req)
 		if errors.Is(err, bulkhead.ErrFull) {
-			t.tel.rejected(ctx, req.URL.Host, outcomeConcurrencyLimit)
-			return nil, &rejectedError{destination: req.URL.Host, permitLimit: t.opts.RateLimiter.PermitLimit}
+			dest := t.destination(req)
+			t.tel.rejected(ctx, dest, outcomeConcurrencyLimit)
+			return nil, &rejectedError{destination: dest, permitLimit: t.opts.RateLimiter.PermitLimit}
 		}
 		return nil, err
 	}
@@ -293,6 +329,7 @@ type call struct {
 	cancel      context.CancelFunc // hedging only: ends every attempt's context
 	t           *Transport
 	req         *http.Request
+	url         *url.URL // the logical URL: req's, or req's at the BaseAddress
 	start       time.Time
 	retryable   bool // the method and body allow sending the request again
 	bodyBlocked bool // the method allows it but the body cannot be replayed
@@ -316,6 +353,9 @@ type call struct {
 	firstURL url.URL
 	firstReq http.Request
 	firstCtx attemptCtx
+	// baseURL is the logical URL of a host-less request sent to the
+	// BaseAddress.
+	baseURL url.URL
 }
 
 // attempt is the state of one attempt.
@@ -350,6 +390,19 @@ func (t *Transport) newCall(req *http.Request) *call {
 	}
 	c.cur.c = c
 	c.tried = c.triedBuf[:0]
+	c.url = req.URL
+	if t.baseAddr != nil && hostless(req.URL) {
+		u := &c.baseURL
+		*u = *req.URL
+		u.Scheme, u.Host = t.baseAddr.Scheme, t.baseAddr.Host
+		if u.Path != "" && u.Path[0] != '/' {
+			u.Path = "/" + u.Path
+			if u.RawPath != "" {
+				u.RawPath = "/" + u.RawPath
+			}
+		}
+		c.url = u
+	}
 	methodOK := t.anyMethod || idempotent(req.Method) || hasIdempotencyKey(req.Header) ||
 		optedIn(req)
 	bodyOK := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
@@ -567,8 +620,8 @@ func (t *Transport) totalTimeout(c *call) error {
 	if t.kind == kindHedging {
 		d = t.declaredH.TotalRequestTimeout
 	}
-	t.tel.timedOut(c, c.req.URL.Host, timeoutTotal)
-	return &timeoutError{kind: timeoutTotal, duration: d, destination: c.req.URL.Host}
+	t.tel.timedOut(c, c.url.Host, timeoutTotal)
+	return &timeoutError{kind: timeoutTotal, duration: d, destination: c.url.Host}
 }
 
 func (t *Transport) declaredAttemptTimeout() time.Duration {
@@ -588,20 +641,20 @@ func (t *Transport) declaredAttemptTimeout() time.Duration {
 // meanwhile cannot hand the failed instance back to it.
 func (t *Transport) pick(c *call) (*url.URL, error) {
 	if t.resolver == nil {
-		return c.req.URL, nil
+		return c.url, nil
 	}
 	if len(c.tried) == 0 {
 		if c.cur.n == 1 && t.kind == kindStandard {
-			return t.resolver.ResolveInto(&c.firstURL, c.req.URL)
+			return t.resolver.ResolveInto(&c.firstURL, c.url)
 		}
-		return t.resolver.Resolve(c.req.URL)
+		return t.resolver.Resolve(c.url)
 	}
-	eps, err := t.resolver.Endpoints(c.req.URL)
+	eps, err := t.resolver.Endpoints(c.url)
 	if err != nil {
 		return nil, err
 	}
 	if len(eps) < 2 {
-		return t.resolver.Resolve(c.req.URL)
+		return t.resolver.Resolve(c.url)
 	}
 	start := c.after(eps)
 	best, bestRank := start%len(eps), 4
@@ -621,7 +674,7 @@ func (t *Transport) pick(c *call) (*url.URL, error) {
 			break
 		}
 	}
-	return endpointURL(c.req.URL, eps[best]), nil
+	return endpointURL(c.url, eps[best]), nil
 }
 
 // after returns the index in eps following the instance the call tried
@@ -664,7 +717,7 @@ func (t *Transport) reroute(a *attempt, open *destination) *destination {
 		return nil
 	}
 	c := a.c
-	eps, err := t.resolver.Endpoints(c.req.URL)
+	eps, err := t.resolver.Endpoints(c.url)
 	if err != nil || len(eps) < 2 {
 		return nil
 	}
@@ -678,7 +731,7 @@ func (t *Transport) reroute(a *attempt, open *destination) *destination {
 			d := t.dests.get(ep.Host, c.start)
 			seq := d.seq.Load()
 			if d.cb.TryAcquirePermit() {
-				a.url = endpointURL(c.req.URL, ep)
+				a.url = endpointURL(c.url, ep)
 				return d
 			}
 			if seq != d.seq.Load() {
@@ -708,7 +761,7 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 	}
 	if a.url != c.req.URL {
 		r.URL = a.url
-		if c.req.Host == "" || c.req.Host == c.req.URL.Host {
+		if c.req.Host == "" || c.req.Host == c.url.Host {
 			r.Host = ""
 		}
 	}

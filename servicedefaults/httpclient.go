@@ -77,12 +77,17 @@ func clientHandler(cfg *discovery.Config, name string, hedged map[string]bool) (
 // client instrumentation (a span per attempt, as .NET's HttpClient makes,
 // and the trace context passed on), then the App's shared connection pool.
 // With the handler None, discovery alone sits above the instrumentation.
+// A host-less request URL goes to the client's own service (see
+// baseAddress): the pipeline applies that in the copy of the request it
+// makes anyway, unless middlewares wrap it (they see the full logical
+// URL) or there is no pipeline, when a wrapper does.
 // The caller holds a.mu.
 func (a *App) newClientTransport(name string) http.RoundTripper {
 	if a.base == nil {
 		a.base = a.newBaseTransport()
 	}
 	inner := a.newClientInstrumentation(a.base)
+	baseAddr := baseAddressURL(name)
 
 	handler, err := clientHandler(a.cfg, name, a.hedged)
 	var rt http.RoundTripper
@@ -95,12 +100,14 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 			var c *resilience.HedgingConfig
 			if c, err = resilience.LoadHedgingConfig(a.cfg, name); err == nil {
 				c.Resolver, c.MeterProvider, c.Logger = a.resolver, a.tel.mp, a.componentLogger(scopeResilience)
+				c.BaseAddress = baseAddr
 				t, err = resilience.NewHedgingTransport(inner, c)
 			}
 		default:
 			var c *resilience.TransportConfig
 			if c, err = resilience.LoadTransportConfig(a.cfg, name); err == nil {
 				c.Resolver, c.MeterProvider, c.Logger = a.resolver, a.tel.mp, a.componentLogger(scopeResilience)
+				c.BaseAddress = baseAddr
 				t, err = resilience.NewTransport(inner, c)
 			}
 		}
@@ -119,6 +126,9 @@ func (a *App) newClientTransport(name string) http.RoundTripper {
 		// it loud but keep the process up.
 		a.logger.Error("HTTP client configuration is invalid; its requests will fail", "client", name, "error", err)
 		rt = failingTransport{err: err}
+	}
+	if _, ok := rt.(*resilience.Transport); ok && len(a.wrapTransport) == 0 {
+		return rt // the pipeline applies baseAddr itself
 	}
 	for i := len(a.wrapTransport) - 1; i >= 0; i-- {
 		rt = a.wrapTransport[i](name, rt)
@@ -171,10 +181,19 @@ const baseAddressScheme = "https+http"
 // client without a name (or whose name is not a host name) sends such
 // URLs on unchanged, and the transport below rejects them.
 func baseAddress(name string, next http.RoundTripper) http.RoundTripper {
-	if name == "" || strings.ContainsAny(name, "/:?#@[] ") {
+	if baseAddressURL(name) == nil {
 		return next
 	}
 	return &baseAddressTransport{host: name, next: next}
+}
+
+// baseAddressURL is the base address of the client called name,
+// https+http://name; nil when name is empty or not a host name.
+func baseAddressURL(name string) *url.URL {
+	if name == "" || strings.ContainsAny(name, "/:?#@[] ") {
+		return nil
+	}
+	return &url.URL{Scheme: baseAddressScheme, Host: name}
 }
 
 type baseAddressTransport struct {

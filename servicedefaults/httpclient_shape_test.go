@@ -15,8 +15,9 @@ import (
 
 // TestHTTPClientBaseAddress: a request URL without a host goes to the
 // client's own service, as .NET's BaseAddress "https+http://{name}", under
-// every handler; the middleware sees the full logical URL and a full URL
-// is left alone.
+// every handler, with and without a middleware (without one, the
+// pipeline applies it in its own copy of the request); the middleware
+// sees the full logical URL and a full URL is left alone.
 func TestHTTPClientBaseAddress(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -35,55 +36,64 @@ func TestHTTPClientBaseAddress(t *testing.T) {
 		{"full URL kept", nil, nil, nil, "http://other/x", "", "http://other/x"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var (
-				mu  sync.Mutex
-				got []string
-			)
-			record := func(s *[]string, v string) {
+		for _, withMW := range []bool{true, false} {
+			name := tt.name
+			if !withMW {
+				name += " without middleware"
+			}
+			t.Run(name, func(t *testing.T) {
+				var (
+					mu  sync.Mutex
+					got []string
+				)
+				record := func(s *[]string, v string) {
+					mu.Lock()
+					defer mu.Unlock()
+					*s = append(*s, v)
+				}
+				catalog := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					record(&got, r.URL.RequestURI())
+				}))
+				defer catalog.Close()
+				other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+				defer other.Close()
+				values := map[string]string{
+					"services__catalog__http__0": catalog.URL,
+					"services__other__http__0":   other.URL,
+				}
+				for k, v := range tt.values {
+					values[k] = v
+				}
+				var seen []string
+				opts := tt.opts
+				if withMW {
+					opts = append([]servicedefaults.Option{servicedefaults.WithHTTPMiddleware(func(_ string, next http.RoundTripper) http.RoundTripper {
+						return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+							record(&seen, r.URL.String())
+							return next.RoundTrip(r)
+						})
+					})}, tt.opts...)
+				}
+				app, _ := newApp(t, values, nil, opts...)
+				client := app.HTTPClient("catalog")
+				if tt.client != nil {
+					client = tt.client(app)
+				}
+				if code, body := get(t, client, tt.url); code != http.StatusOK {
+					t.Fatalf("GET %s: %d %q", tt.url, code, body)
+				}
 				mu.Lock()
 				defer mu.Unlock()
-				*s = append(*s, v)
-			}
-			catalog := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				record(&got, r.URL.RequestURI())
-			}))
-			defer catalog.Close()
-			other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-			defer other.Close()
-			values := map[string]string{
-				"services__catalog__http__0": catalog.URL,
-				"services__other__http__0":   other.URL,
-			}
-			for k, v := range tt.values {
-				values[k] = v
-			}
-			var seen []string
-			opts := append([]servicedefaults.Option{servicedefaults.WithHTTPMiddleware(func(_ string, next http.RoundTripper) http.RoundTripper {
-				return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-					record(&seen, r.URL.String())
-					return next.RoundTrip(r)
-				})
-			})}, tt.opts...)
-			app, _ := newApp(t, values, nil, opts...)
-			client := app.HTTPClient("catalog")
-			if tt.client != nil {
-				client = tt.client(app)
-			}
-			if code, body := get(t, client, tt.url); code != http.StatusOK {
-				t.Fatalf("GET %s: %d %q", tt.url, code, body)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if want := []string{tt.wantPath}; tt.wantPath != "" && (len(got) != 1 || got[0] != tt.wantPath) {
-				t.Errorf("catalog got %q, want %q", got, want)
-			} else if tt.wantPath == "" && len(got) != 0 {
-				t.Errorf("catalog got %q, want nothing", got)
-			}
-			if tt.wantMW != "" && (len(seen) != 1 || seen[0] != tt.wantMW) {
-				t.Errorf("middleware saw %q, want %q", seen, tt.wantMW)
-			}
-		})
+				if want := []string{tt.wantPath}; tt.wantPath != "" && (len(got) != 1 || got[0] != tt.wantPath) {
+					t.Errorf("catalog got %q, want %q", got, want)
+				} else if tt.wantPath == "" && len(got) != 0 {
+					t.Errorf("catalog got %q, want nothing", got)
+				}
+				if withMW && tt.wantMW != "" && (len(seen) != 1 || seen[0] != tt.wantMW) {
+					t.Errorf("middleware saw %q, want %q", seen, tt.wantMW)
+				}
+			})
+		}
 	}
 }
 
