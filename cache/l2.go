@@ -141,7 +141,7 @@ func (c *Cache[T]) waitKey(key string) string { return c.waitPfx + key }
 // short by one caller's impatience would count as a Redis failure.
 //
 // When the client applies context deadlines to its socket I/O (the
-// clients of OpenRedis do: ContextTimeoutEnabled), the bound is a
+// clients of NewRedis do: ContextTimeoutEnabled), the bound is a
 // deadline-only context, which costs one allocation where
 // context.WithTimeout costs five (its context, timer, done channel and
 // cancel function) on every read.
