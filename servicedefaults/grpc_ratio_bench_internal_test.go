@@ -3,8 +3,6 @@ package servicedefaults
 import (
 	"context"
 	"io"
-	"runtime"
-	"slices"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/benchratio"
 	"github.com/goaspire/goaspire/internal/grpctest"
 	"github.com/goaspire/goaspire/internal/grpctest/echopb"
 )
@@ -61,67 +60,32 @@ func BenchmarkGRPCClientRatio(b *testing.B) {
 	}
 	tp, mp := benchSDK(b)
 	plainOtel := bare(grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp))))
-	type side struct {
-		name     string
-		c        echopb.EchoClient
-		deadline time.Duration
-	}
-	sides := []side{
-		{"off/bare", bare(), 0},
-		{"off/app", app(false), 0},
-		{"off/bare-deadline", bare(), 5 * time.Second},
-		{"off/app-deadline", app(false), 5 * time.Second},
-		{"sdk/otelgrpc", plainOtel, 0},
-		{"sdk/app", app(true), 0},
-	}
-	for _, s := range sides {
-		if _, err := s.c.Get(context.Background(), req); err != nil { // connect outside the rounds
+	call := func(c echopb.EchoClient, deadline time.Duration) func(b *testing.B) {
+		if _, err := c.Get(context.Background(), req); err != nil { // connect outside the rounds
 			b.Fatal(err)
 		}
-	}
-	const rounds = 8
-	ns := make([][]float64, len(sides))
-	allocs := make([]float64, len(sides))
-	for r := range rounds {
-		for k := range sides {
-			i := k
-			if r%2 == 1 {
-				i = len(sides) - 1 - k
+		return func(b *testing.B) {
+			ctx, cancel := context.Background(), context.CancelFunc(nil)
+			if deadline > 0 {
+				ctx, cancel = context.WithTimeout(ctx, deadline)
 			}
-			s := sides[i]
-			b.Run(s.name, func(b *testing.B) {
-				b.ReportAllocs()
-				var m0, m1 runtime.MemStats
-				runtime.ReadMemStats(&m0)
-				for b.Loop() {
-					ctx, cancel := context.Background(), context.CancelFunc(nil)
-					if s.deadline > 0 {
-						ctx, cancel = context.WithTimeout(ctx, s.deadline)
-					}
-					_, err := s.c.Get(ctx, req)
-					if cancel != nil {
-						cancel()
-					}
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
-				runtime.ReadMemStats(&m1)
-				ns[i] = append(ns[i], float64(b.Elapsed().Nanoseconds())/float64(b.N))
-				allocs[i] = float64(m1.Mallocs-m0.Mallocs) / float64(b.N)
-			})
+			_, err := c.Get(ctx, req)
+			if cancel != nil {
+				cancel()
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
-	if len(ns[0]) < rounds {
-		return
-	}
-	for i, s := range sides {
-		b.Logf("%-18s best %6.0f ns/op, median %6.0f ns/op, %5.1f allocs/op", s.name, slices.Min(ns[i]), benchMedian(ns[i]), allocs[i])
-	}
-	for i := 1; i < len(sides); i += 2 {
-		b.Logf("%s / %s: best %.3fx, median %.3fx, %+.1f allocs/op", sides[i].name, sides[i-1].name,
-			slices.Min(ns[i])/slices.Min(ns[i-1]), benchMedian(ns[i])/benchMedian(ns[i-1]), allocs[i]-allocs[i-1])
-	}
+	benchratio.ComparePairs(b, 8,
+		benchratio.Side{Name: "off/bare", Op: call(bare(), 0)},
+		benchratio.Side{Name: "off/app", Op: call(app(false), 0)},
+		benchratio.Side{Name: "off/bare-deadline", Op: call(bare(), 5*time.Second)},
+		benchratio.Side{Name: "off/app-deadline", Op: call(app(false), 5*time.Second)},
+		benchratio.Side{Name: "sdk/otelgrpc", Op: call(plainOtel, 0)},
+		benchratio.Side{Name: "sdk/app", Op: call(app(true), 0)},
+	)
 }
 
 // benchSDK is a recording SDK: spans into a batch processor with a
@@ -131,13 +95,4 @@ func benchSDK(b *testing.B) (*sdktrace.TracerProvider, *sdkmetric.MeterProvider)
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()); _ = mp.Shutdown(context.Background()) })
 	return tp, mp
-}
-
-func benchMedian(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
