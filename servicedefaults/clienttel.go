@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -42,11 +41,10 @@ type clientTransport struct {
 	base http.RoundTripper
 	prop propagation.TextMapPropagator
 
-	tracer   trace.Tracer             // nil when traces are off
-	duration metric.Float64Histogram  // nil when metrics are off
-	bodySize metric.Int64Histogram    // nil when metrics are off
-	mu       sync.RWMutex             // guards sets
-	sets     map[clientKey]*clientSet // metric attribute sets
+	tracer   trace.Tracer                // nil when traces are off
+	duration metric.Float64Histogram     // nil when metrics are off
+	bodySize metric.Int64Histogram       // nil when metrics are off
+	sets     memo[clientKey, *clientSet] // metric attribute sets
 }
 
 // maxClientSets bounds the cache of metric attribute sets: the key space
@@ -69,7 +67,7 @@ var (
 )
 
 func (a *App) newClientInstrumentation(base http.RoundTripper) *clientTransport {
-	t := &clientTransport{base: base, prop: a.tel.prop, sets: map[clientKey]*clientSet{}}
+	t := &clientTransport{base: base, prop: a.tel.prop, sets: memo[clientKey, *clientSet]{max: maxClientSets}}
 	if a.tel.tracing {
 		t.tracer = a.tel.tp.Tracer(otelhttp.ScopeName, trace.WithInstrumentationVersion(otelhttp.Version))
 	}
@@ -385,19 +383,7 @@ func (b rwClientBody) Write(p []byte) (int, error) {
 // set returns the metric attribute set of k (and the span's error.type
 // for its status), computed once per distinct key.
 func (t *clientTransport) set(k clientKey) *clientSet {
-	t.mu.RLock()
-	s := t.sets[k]
-	t.mu.RUnlock()
-	if s != nil {
-		return s
-	}
-	s = newClientSet(k)
-	t.mu.Lock()
-	if len(t.sets) < maxClientSets {
-		t.sets[k] = s
-	}
-	t.mu.Unlock()
-	return s
+	return t.sets.get(k, newClientSet)
 }
 
 func newClientSet(k clientKey) *clientSet {

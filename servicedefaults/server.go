@@ -54,8 +54,7 @@ type server struct {
 	duration              metric.Float64Histogram
 	requestSize, respSize metric.Int64Histogram // nil when metrics are off
 
-	mu     sync.RWMutex
-	routes map[routeKey]*routeEntry
+	routes memo[routeKey, *routeEntry]
 }
 
 // maxRoutes bounds the per-route cache: server.address comes from the
@@ -77,7 +76,7 @@ type routeEntry struct {
 var serverSpanKind = trace.WithSpanKind(trace.SpanKindServer)
 
 func (a *App) newServer(next http.Handler, health, alive http.Handler, routeFunc func(*http.Request) string) *server {
-	s := &server{a: a, next: next, health: health, alive: alive, routeFunc: routeFunc, prop: a.tel.prop, routes: map[routeKey]*routeEntry{}}
+	s := &server{a: a, next: next, health: health, alive: alive, routeFunc: routeFunc, prop: a.tel.prop, routes: memo[routeKey, *routeEntry]{max: maxRoutes}}
 	if a.tel.tracing {
 		s.tracer = a.tel.tp.Tracer(otelhttp.ScopeName, trace.WithInstrumentationVersion(otelhttp.Version))
 	}
@@ -261,19 +260,7 @@ func (s *server) entry(r *http.Request, method, route string, status int, errTyp
 		port = 0
 	}
 	k := routeKey{method: method, route: route, host: host, proto: r.Proto, errType: errType, port: port, status: status, tls: tls}
-	s.mu.RLock()
-	e := s.routes[k]
-	s.mu.RUnlock()
-	if e != nil {
-		return e
-	}
-	e = newRouteEntry(k)
-	s.mu.Lock()
-	if len(s.routes) < maxRoutes {
-		s.routes[k] = e
-	}
-	s.mu.Unlock()
-	return e
+	return s.routes.get(k, newRouteEntry)
 }
 
 func newRouteEntry(k routeKey) *routeEntry {
