@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
@@ -138,4 +141,25 @@ func ExampleClientBreaker() {
 	brk := cache.ClientBreaker(rdb)
 	fmt.Println(brk.Open(), brk == cache.ClientBreaker(rdb))
 	// Output: false true
+}
+
+func ExampleRedisLogger() {
+	// Without an App (servicedefaults.Add does this itself), send go-redis's
+	// own log lines to slog instead of stderr.
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{} // a steady output for the example
+			}
+			return a
+		},
+	}))
+	redis.SetLogger(cache.RedisLogger{Logger: logger})
+	defer logging.Enable() // back to go-redis's own logger
+
+	// What go-redis prints when it cannot reach a server:
+	cache.RedisLogger{Logger: logger}.Printf(context.Background(),
+		"redis: connection pool: failed to dial after %d attempts: %v", 5, "connection refused")
+	// Output:
+	// level=WARN msg="redis: connection pool: failed to dial after 5 attempts: connection refused" component=go-redis
 }

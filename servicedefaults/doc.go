@@ -108,6 +108,11 @@
 //   - to the OTel log pipeline when logs are exported, through the
 //     otelslog bridge, which carries the trace context in the record.
 //
+// It also routes go-redis's own log lines (failed dials, Sentinel
+// failovers), which go-redis otherwise prints to stderr through a
+// process-wide logger of its own, to App.Logger (cache.RedisLogger; not
+// with WithoutGlobals).
+//
 // Durations are written as Go duration strings ("2s") in both, not as
 // nanosecond integers. The OTel records of App.Logger and slog's default
 // carry an instrumentation scope named after the service

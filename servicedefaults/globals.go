@@ -8,13 +8,18 @@ import (
 	"go.opentelemetry.io/otel/log/global"
 	lognoop "go.opentelemetry.io/otel/log/noop"
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/goaspire/goaspire/cache"
 )
 
 // WithoutGlobals makes Add leave process-wide state alone: it does not
 // install the App's providers and propagator as the OpenTelemetry globals
 // (otel.SetTracerProvider, otel.SetMeterProvider, otel.SetTextMapPropagator,
 // global.SetLoggerProvider, otel.SetErrorHandler) and does not replace
-// slog's default logger. Several Apps can then live in one process, each
+// slog's default logger nor go-redis's (redis.SetLogger; see
+// cache.RedisLogger). Several Apps can then live in one process, each
 // exporting to its own receivers.
 //
 // Everything the App makes (its handler, HTTP, gRPC, database, Redis,
@@ -45,6 +50,9 @@ func (a *App) installGlobals() {
 		consoleLogger.Warn("OpenTelemetry error", "error", a.tel.scrub(err.Error()))
 	}))
 	slog.SetDefault(a.user)
+	// go-redis logs failed dials and Sentinel failovers through a
+	// process-wide logger of its own, to stderr: route it to the App's.
+	redis.SetLogger(cache.RedisLogger{Logger: a.componentLogger(scopeCache)})
 }
 
 // Propagator returns the App's text map propagator (W3C trace context and

@@ -2,8 +2,11 @@ package servicedefaults_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +19,9 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
@@ -217,5 +223,68 @@ func TestWithoutGlobals(t *testing.T) {
 		if !counted {
 			t.Errorf("%s's receiver did not get its counter", s.name)
 		}
+	}
+}
+
+// recordingRedisLogger stands for a go-redis logger installed before Add.
+type recordingRedisLogger struct{ buf syncbuf.Buffer }
+
+func (l *recordingRedisLogger) Printf(_ context.Context, format string, v ...any) {
+	fmt.Fprintf(&l.buf, format+"\n", v...)
+}
+
+// TestRedisLogsThroughApp: go-redis's own log lines (a failed dial here)
+// reach the App's logger when Add installs the globals, and stay with the
+// logger set before when it is made WithoutGlobals.
+func TestRedisLogsThroughApp(t *testing.T) {
+	installSentinels(t)
+	t.Cleanup(logging.Enable) // go-redis's default logger, to stderr
+	for _, withoutGlobals := range []bool{false, true} {
+		t.Run(fmt.Sprintf("WithoutGlobals=%t", withoutGlobals), func(t *testing.T) {
+			before := &recordingRedisLogger{}
+			redis.SetLogger(before)
+			var appLog syncbuf.Buffer
+			opts := []servicedefaults.Option{
+				servicedefaults.WithLogWriter(&appLog),
+				servicedefaults.WithConfig(discovery.FromMap(map[string]string{"OTEL_SERVICE_NAME": "redis-logs"})),
+			}
+			if withoutGlobals {
+				opts = append(opts, servicedefaults.WithoutGlobals())
+			}
+			app, err := servicedefaults.Add(context.Background(), nil, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer app.Shutdown(context.Background())
+
+			// Nothing listens there: the dial fails and go-redis logs it.
+			rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + freePort(t), DialerRetries: 1, MaxRetries: -1})
+			defer rdb.Close()
+			if err := rdb.Ping(context.Background()).Err(); err == nil {
+				t.Fatal("Ping succeeded with nothing listening")
+			}
+			const line = "failed to dial"
+			inApp, inBefore := strings.Contains(appLog.String(), line), strings.Contains(before.buf.String(), line)
+			if withoutGlobals {
+				if inApp || !inBefore {
+					t.Errorf("WithoutGlobals: the line in the App's log %t, in the logger set before %t; want false, true\napp log: %s", inApp, inBefore, appLog.String())
+				}
+				return
+			}
+			if !inApp || inBefore {
+				t.Fatalf("the line in the App's log %t, in the logger set before %t; want true, false\napp log: %s", inApp, inBefore, appLog.String())
+			}
+			var rec map[string]any
+			for l := range strings.SplitSeq(strings.TrimSpace(appLog.String()), "\n") {
+				if strings.Contains(l, line) {
+					if err := json.Unmarshal([]byte(l), &rec); err != nil {
+						t.Fatalf("%v: %s", err, l)
+					}
+				}
+			}
+			if rec["level"] != "WARN" || rec["component"] != "go-redis" {
+				t.Errorf("record %v; want level WARN, component go-redis", rec)
+			}
+		})
 	}
 }

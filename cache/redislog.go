@@ -1,0 +1,63 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/goaspire/goaspire/internal/redact"
+)
+
+// RedisLogger sends go-redis's own log lines to a slog.Logger. go-redis
+// writes them (failed dials, Sentinel failovers, pool hook failures) to
+// stderr through one process-wide logger, outside slog and OpenTelemetry;
+// install this one with
+//
+//	redis.SetLogger(cache.RedisLogger{Logger: logger})
+//
+// servicedefaults.Add does so with the App's logger unless it is made
+// WithoutGlobals. A line is logged at Info when it reports a Sentinel
+// choosing or finding a server ("sentinel: new master=..."), else at Warn,
+// with the attribute component=go-redis; URL passwords and secret
+// key=value pairs in it are masked. A nil Logger means slog.Default().
+type RedisLogger struct {
+	Logger *slog.Logger
+}
+
+// Printf implements go-redis's logging interface.
+func (l RedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	logger := l.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	msg := fmt.Sprintf(format, v...)
+	level := slog.LevelWarn
+	if isRedisInfo(msg) {
+		level = slog.LevelInfo
+	}
+	if !logger.Enabled(ctx, level) {
+		return
+	}
+	logger.Log(ctx, level, redact.Text(msg), "component", "go-redis")
+}
+
+// redisInfoPrefixes start the go-redis lines that report normal operation
+// rather than a failure.
+var redisInfoPrefixes = []string{
+	"sentinel: new master=",
+	"sentinel: selected addr=",
+	"sentinel: discovered new sentinel=",
+}
+
+func isRedisInfo(msg string) bool {
+	for _, p := range redisInfoPrefixes {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
