@@ -14,11 +14,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/internal/fallback"
 )
 
 // ErrNotFound says a key has no value. A loader returns it (possibly
@@ -350,19 +351,13 @@ func (c *Cache[T]) configure(o Options) error {
 		c.l1 = newL1[T](int64(cmp0(o.L1MaxEntries, DefaultL1MaxEntries)), 32)
 	}
 	c.tags.ttl = int64(c.l1ttl)
-	tp := o.TracerProvider
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
+	tp := fallback.TracerProvider(o.TracerProvider)
 	c.tracer = tp.Tracer(instrumentationName)
 	c.spanOpts = []trace.SpanStartOption{
 		trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attribute.String("cache.name", c.name)),
 	}
-	c.logger = o.Logger
-	if c.logger == nil {
-		c.logger = slog.Default()
-	}
+	c.logger = fallback.Logger(o.Logger)
 	c.logger = c.logger.With("cache", c.name)
 	return nil
 }

@@ -4,9 +4,10 @@ import (
 	"context"
 	"sync/atomic"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/goaspire/goaspire/internal/fallback"
 )
 
 const instrumentationName = "github.com/goaspire/goaspire/cache"
@@ -132,9 +133,7 @@ func (c *Cache[T]) Stats() Stats {
 //	goaspire.cache.l1.entries              {cache.name}  (gauge)
 //	goaspire.cache.l1.evictions            {cache.name}
 func (c *Cache[T]) registerMetrics(mp metric.MeterProvider) error {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
+	mp = fallback.MeterProvider(mp)
 	m := mp.Meter(instrumentationName)
 	name := attribute.String("cache.name", c.name)
 	set := func(kv ...attribute.KeyValue) metric.ObserveOption {

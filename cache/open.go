@@ -15,12 +15,12 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/fallback"
 )
 
 // ConfigSection is the configuration section LoadRedisConfig reads, as Aspire's
@@ -190,16 +190,7 @@ func NewRedis(ctx context.Context, c *RedisConfig) (redis.UniversalClient, error
 	if c.Options != nil {
 		uo = *c.Options
 	}
-	tp, mp, logger := c.TracerProvider, c.MeterProvider, c.Logger
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	if logger == nil {
-		logger = slog.Default()
-	}
+	tp, mp, logger := fallback.TracerProvider(c.TracerProvider), fallback.MeterProvider(c.MeterProvider), fallback.Logger(c.Logger)
 	log := logger.With("redis", name)
 	for _, w := range c.warnings {
 		log.Warn("redis option has no exact go-redis equivalent", "detail", w)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/goaspire/goaspire/internal/fallback"
 	"github.com/goaspire/goaspire/internal/redact"
 )
 
@@ -27,10 +28,7 @@ type RedisLogger struct {
 
 // Printf implements go-redis's logging interface.
 func (l RedisLogger) Printf(ctx context.Context, format string, v ...any) {
-	logger := l.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
+	logger := fallback.Logger(l.Logger)
 	if ctx == nil {
 		ctx = context.Background()
 	}

@@ -13,13 +13,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/fallback"
 )
 
 // Keys accepted by DB.Keyed besides connection names, matching the seed's
@@ -160,16 +160,7 @@ func New(ctx context.Context, c *Config) (*DB, error) {
 	if s.checkTimeout <= 0 {
 		s.checkTimeout = max(s.checkInterval, time.Second)
 	}
-	tp, mp, logger := c.TracerProvider, c.MeterProvider, c.Logger
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	if logger == nil {
-		logger = slog.Default()
-	}
+	tp, mp, logger := fallback.TracerProvider(c.TracerProvider), fallback.MeterProvider(c.MeterProvider), fallback.Logger(c.Logger)
 
 	db := &DB{
 		name:     name,

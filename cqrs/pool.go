@@ -12,7 +12,6 @@ import (
 
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -20,6 +19,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/fallback"
 )
 
 // ErrNotReady is wrapped by the error of an open that waited for the
@@ -100,15 +100,9 @@ func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metr
 	if c.Logger != nil {
 		logger = c.Logger
 	}
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	if logger == nil {
-		logger = slog.Default()
-	}
+	tp = fallback.TracerProvider(tp)
+	mp = fallback.MeterProvider(mp)
+	logger = fallback.Logger(logger)
 	r := &c.ConnectRetry
 	if r.InitialInterval <= 0 {
 		r.InitialInterval = DefaultRetryInitial

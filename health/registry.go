@@ -11,6 +11,7 @@ import (
 
 	healthgo "github.com/hellofresh/health-go/v5"
 
+	"github.com/goaspire/goaspire/internal/fallback"
 	"github.com/goaspire/goaspire/internal/redact"
 )
 
@@ -290,10 +291,7 @@ func runOne(ctx context.Context, c Check, timeout time.Duration) Entry {
 func (r *Registry) logTransitions(ctx context.Context, entries []Entry) {
 	r.lastMu.Lock()
 	defer r.lastMu.Unlock()
-	logger := r.logger
-	if logger == nil {
-		logger = slog.Default()
-	}
+	logger := fallback.Logger(r.logger)
 	for _, e := range entries {
 		prev, seen := r.last[e.Name]
 		r.last[e.Name] = e.Status

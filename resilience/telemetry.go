@@ -6,10 +6,11 @@ import (
 	"strconv"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/internal/fallback"
 )
 
 // The names below are the package's telemetry contract, listed in the
@@ -67,14 +68,8 @@ type telemetry struct {
 }
 
 func newTelemetry(s *settings, dests *destinations) (*telemetry, error) {
-	mp := s.meter
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
-	logger := s.logger
-	if logger == nil {
-		logger = slog.Default()
-	}
+	mp := fallback.MeterProvider(s.meter)
+	logger := fallback.Logger(s.logger)
 	m := mp.Meter(scopeName)
 	t := &telemetry{pipeline: s.name, logger: logger}
 	var err error

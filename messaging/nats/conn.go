@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/fallback"
 )
 
 // PublishOption configures Publish, PublishMsg, PublishJetStream and
@@ -51,12 +51,8 @@ func newPublishSettings(opts []PublishOption) publishSettings {
 			opt.applyPublish(&s)
 		}
 	}
-	if s.tp == nil {
-		s.tp = otel.GetTracerProvider()
-	}
-	if s.prop == nil {
-		s.prop = otel.GetTextMapPropagator()
-	}
+	s.tp = fallback.TracerProvider(s.tp)
+	s.prop = fallback.Propagator(s.prop)
 	return s
 }
 
@@ -67,15 +63,9 @@ func newSubscribeSettings(opts []SubscribeOption) subscribeSettings {
 			opt.applySubscribe(&s)
 		}
 	}
-	if s.logger == nil {
-		s.logger = slog.Default()
-	}
-	if s.tp == nil {
-		s.tp = otel.GetTracerProvider()
-	}
-	if s.prop == nil {
-		s.prop = otel.GetTextMapPropagator()
-	}
+	s.logger = fallback.Logger(s.logger)
+	s.tp = fallback.TracerProvider(s.tp)
+	s.prop = fallback.Propagator(s.prop)
 	return s
 }
 
@@ -129,10 +119,7 @@ func New(ctx context.Context, c *Config) (*nats.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("natsmsg: connect %q: %w", c.Name, err)
 	}
-	logger := c.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
+	logger := fallback.Logger(c.Logger)
 	log := logger.With("nats", c.Name)
 	wait := c.ReconnectWait
 	if wait <= 0 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/fallback"
 	"github.com/goaspire/goaspire/resilience"
 )
 
@@ -76,10 +77,7 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 		return nil, fmt.Errorf("rabbitmq %q: URL: %w: %v", c.name, ErrConnectionString, err)
 	}
 	c.url = c.cfg.URL
-	c.log = c.cfg.Logger
-	if c.log == nil {
-		c.log = slog.Default()
-	}
+	c.log = fallback.Logger(c.cfg.Logger)
 	c.log = c.log.With("rabbitmq", c.name)
 	heartbeat := c.cfg.Heartbeat
 	if heartbeat <= 0 {

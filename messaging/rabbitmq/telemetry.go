@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/goaspire/goaspire/internal/fallback"
 	"github.com/goaspire/goaspire/internal/msgconv"
 )
 
@@ -65,14 +66,8 @@ func (t *telemetry) destOpt(dest string) metric.MeasurementOption {
 }
 
 func newTelemetry(c *Config, host string, port int) (*telemetry, error) {
-	tp := c.TracerProvider
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	mp := c.MeterProvider
-	if mp == nil {
-		mp = otel.GetMeterProvider()
-	}
+	tp := fallback.TracerProvider(c.TracerProvider)
+	mp := fallback.MeterProvider(c.MeterProvider)
 	prop := c.Propagator
 	if prop == nil {
 		prop = otel.GetTextMapPropagator()

@@ -54,12 +54,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/goaspire/goaspire/internal/fallback"
 	"github.com/goaspire/goaspire/internal/msgconv"
 )
 
@@ -143,9 +143,7 @@ func newCodecSettings(opts []CodecOption) codecSettings {
 			opt.applyCodec(&s)
 		}
 	}
-	if s.prop == nil {
-		s.prop = otel.GetTextMapPropagator()
-	}
+	s.prop = fallback.Propagator(s.prop)
 	return s
 }
 
@@ -156,12 +154,8 @@ func newPublishSettings(opts []PublishOption) publishSettings {
 			opt.applyPublish(&s)
 		}
 	}
-	if s.tp == nil {
-		s.tp = otel.GetTracerProvider()
-	}
-	if s.prop == nil {
-		s.prop = otel.GetTextMapPropagator()
-	}
+	s.tp = fallback.TracerProvider(s.tp)
+	s.prop = fallback.Propagator(s.prop)
 	return s
 }
 
@@ -172,15 +166,9 @@ func newSubscribeSettings(opts []SubscribeOption) subscribeSettings {
 			opt.applySubscribe(&s)
 		}
 	}
-	if s.tp == nil {
-		s.tp = otel.GetTracerProvider()
-	}
-	if s.prop == nil {
-		s.prop = otel.GetTextMapPropagator()
-	}
-	if s.logger == nil {
-		s.logger = slog.Default()
-	}
+	s.tp = fallback.TracerProvider(s.tp)
+	s.prop = fallback.Propagator(s.prop)
+	s.logger = fallback.Logger(s.logger)
 	return s
 }
 
