@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +20,8 @@ import (
 // is reported on its own as {side}-ns/op, {side}-allocs/op and {side}-B/op,
 // with {side}-cpu-ns/op, the process's CPU time (steadier than wall time
 // on a busy machine; for parallel rounds, every CPU's time added up), and
-// the first side's wall time against each other one's as {first}/{other}; the
+// the first side's wall time against each other one's as {first}/{other}
+// (and {first}/{other}-median, the median of the rounds' ratios); the
 // framework's own ns/op and allocs/op add up all sides and mean nothing.
 //
 //	BenchmarkInterleavedL1Hit  cache | otter v2 GetIfPresent | map+RWMutex
@@ -45,6 +47,7 @@ func benchInterleaved(b *testing.B, round int, sides ...side) {
 		ns, cpu, allocs, bytes uint64
 	}
 	totals := make([]total, len(sides))
+	rounds := make([][]float64, len(sides)) // ns/op of each round, by side
 	var before, after runtime.MemStats
 	b.ResetTimer()
 	for done, r := 0, 0; done < b.N; r++ {
@@ -64,6 +67,7 @@ func benchInterleaved(b *testing.B, round int, sides ...side) {
 			totals[j].ns += uint64(elapsed)
 			totals[j].allocs += after.Mallocs - before.Mallocs
 			totals[j].bytes += after.TotalAlloc - before.TotalAlloc
+			rounds[j] = append(rounds[j], float64(elapsed)/float64(n))
 		}
 		done += n
 	}
@@ -77,6 +81,14 @@ func benchInterleaved(b *testing.B, round int, sides ...side) {
 	}
 	for j := 1; j < len(sides); j++ {
 		b.ReportMetric(float64(totals[0].ns)/float64(totals[j].ns), sides[0].name+"/"+sides[j].name)
+		// The median of the rounds' ratios: a burst of load on the
+		// machine moves a few rounds, not the median.
+		ratios := make([]float64, len(rounds[0]))
+		for r := range ratios {
+			ratios[r] = rounds[0][r] / rounds[j][r]
+		}
+		slices.Sort(ratios)
+		b.ReportMetric(ratios[len(ratios)/2], sides[0].name+"/"+sides[j].name+"-median")
 	}
 }
 
