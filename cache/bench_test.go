@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/goaspire/goaspire/internal/benchratio"
 	"github.com/goaspire/goaspire/internal/testserver"
 )
 
@@ -35,10 +36,10 @@ func benchLoader(ctx context.Context) (product, error) { return sampleProduct(1)
 // is far steadier than ns/op, which counts the time the process waits for
 // a CPU; for a parallel benchmark it adds up every CPU's time.
 func measureCPU(b *testing.B) {
-	start := cpuTime()
+	start := benchratio.CPUTime()
 	b.Cleanup(func() {
 		if b.N > 0 && start > 0 {
-			b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(benchratio.CPUTime()-start)/float64(b.N), "cpu-ns/op")
 		}
 	})
 }

@@ -7,9 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"testing"
-	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/metric"
@@ -19,6 +17,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/benchratio"
 )
 
 // The server benchmarks measure App.Handler on the handler path alone
@@ -159,41 +158,16 @@ func recording(app *App, tp trace.TracerProvider, mp metric.MeterProvider, route
 	return app.newServer(app.next, s.health, s.alive, routeFunc)
 }
 
-// interleave runs base and ours in alternating rounds until each has
-// served b.N requests, and reports each side's ns/op and allocs/op and
-// ours/base for both.
+// interleave runs ours and base in alternating rounds until each has
+// served b.N requests (benchratio.Interleave, after warming both up) and
+// reports each side's ns/op and allocs/op, and ours against base as
+// {ours}/{base} and {ours}/{base}-median.
 func interleave(b *testing.B, base, ours benchSide, serve func(side int, h http.Handler)) {
 	const round = 500
-	var ns, allocs [2]float64
-	var ms runtime.MemStats
-	sides := [2]benchSide{base, ours}
-	for range 2 * round { // warm both up (pools, caches)
-		serve(0, base.h)
-		serve(1, ours.h)
-	}
-	b.ResetTimer()
-	for done := 0; done < b.N; done += round {
-		n := min(round, b.N-done)
-		for i, side := range sides {
-			runtime.ReadMemStats(&ms)
-			m0 := ms.Mallocs
-			t0 := time.Now()
-			for range n {
-				serve(i, side.h)
-			}
-			ns[i] += float64(time.Since(t0))
-			runtime.ReadMemStats(&ms)
-			allocs[i] += float64(ms.Mallocs - m0)
-		}
-	}
-	N := float64(b.N)
-	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(ns[0]/N, base.name+"-ns/op")
-	b.ReportMetric(ns[1]/N, ours.name+"-ns/op")
-	b.ReportMetric(allocs[0]/N, base.name+"-allocs/op")
-	b.ReportMetric(allocs[1]/N, ours.name+"-allocs/op")
-	b.ReportMetric(ns[1]/ns[0], "ratio-ns")
-	b.ReportMetric(allocs[1]/allocs[0], "ratio-allocs")
+	benchratio.Interleave(b, round, 2*round,
+		benchratio.Step{Name: ours.name, Op: func(*testing.B, int) { serve(1, ours.h) }},
+		benchratio.Step{Name: base.name, Op: func(*testing.B, int) { serve(0, base.h) }},
+	)
 }
 
 type discardWriter struct{ h http.Header }

@@ -1,7 +1,9 @@
-// Package benchratio runs the sides of a comparison as sub-benchmarks in
-// interleaved rounds, so load on a shared machine falls on every side
-// alike: each side's ns/op and allocs/op are reported on their own lines,
-// and the median ratio of each side to the first one is logged.
+// Package benchratio compares the sides of a benchmark in interleaved
+// rounds, so that load on a shared machine falls on every side alike, and
+// reports each side's own ns/op and allocs/op. Compare and ComparePairs
+// run each side as its own sub-benchmark and log the ratios; Interleave
+// and InterleaveParallel run every side inside one benchmark and report
+// each side's figures, and the ratios, as metrics.
 package benchratio
 
 import (
