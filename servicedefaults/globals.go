@@ -1,7 +1,10 @@
 package servicedefaults
 
 import (
+	"context"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	otellog "go.opentelemetry.io/otel/log"
@@ -52,7 +55,24 @@ func (a *App) installGlobals() {
 	slog.SetDefault(a.user)
 	// go-redis logs failed dials and Sentinel failovers through a
 	// process-wide logger of its own, to stderr: route it to the App's.
-	redis.SetLogger(cache.RedisLogger{Logger: a.componentLogger(scopeCache)})
+	redisLogTarget.Store(a.componentLogger(scopeCache))
+	redisLogOnce.Do(func() { redis.SetLogger(redisLogForwarder{}) })
+}
+
+// go-redis reads its process-wide logger without synchronization, so it
+// is set once, by the first Add that installs the globals (in a service,
+// before any Redis client exists); later ones only change where it
+// forwards to: the last such App's logger, as with the otel globals.
+var (
+	redisLogOnce   sync.Once
+	redisLogTarget atomic.Pointer[slog.Logger]
+)
+
+// redisLogForwarder is the go-redis logger Add installs.
+type redisLogForwarder struct{}
+
+func (redisLogForwarder) Printf(ctx context.Context, format string, v ...any) {
+	cache.RedisLogger{Logger: redisLogTarget.Load()}.Printf(ctx, format, v...)
 }
 
 // Propagator returns the App's text map propagator (W3C trace context and
