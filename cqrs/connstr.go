@@ -41,6 +41,7 @@ type KeywordError struct {
 	Err error
 }
 
+// Error implements error.
 func (e *KeywordError) Error() string {
 	return fmt.Sprintf("cqrs: connection string keyword %q: %v", e.Keyword, e.Err)
 }

@@ -31,6 +31,7 @@ type ConnectionError struct {
 	Err error
 }
 
+// Error implements error.
 func (e *ConnectionError) Error() string {
 	msg := strings.TrimPrefix(e.Err.Error(), "cqrs: ")
 	if e.Source == "" {

@@ -52,6 +52,7 @@ type KeyError struct {
 	Err error
 }
 
+// Error implements error.
 func (e *KeyError) Error() string { return fmt.Sprintf("config key %q: %v", e.Key, e.Err) }
 
 // Unwrap returns the underlying error.

@@ -74,6 +74,7 @@ type ResolveError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *ResolveError) Error() string {
 	return fmt.Sprintf("discovery: service %q: %s: %s", e.Service, e.Key, e.Reason)
 }

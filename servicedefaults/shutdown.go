@@ -96,6 +96,7 @@ type HookTimeoutError struct {
 	Err error
 }
 
+// Error implements error.
 func (e *HookTimeoutError) Error() string {
 	msg := fmt.Sprintf("servicedefaults: shutdown: %s had not returned at the deadline and was abandoned", e.Hook)
 	if e.NotWaited > 0 {
