@@ -15,6 +15,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/internal/memo"
 )
 
 // instrumentTracing adds command spans to rdb through redisotel, with
@@ -198,7 +200,7 @@ func instrumentMetrics(rdb redis.UniversalClient, uo *redis.UniversalOptions, na
 			}
 		}
 	}
-	rdb.AddHook(&metricsHook{opDur: opDur, createTime: createTime, base: base})
+	rdb.AddHook(newMetricsHook(opDur, createTime, base))
 
 	pool := attribute.NewSet(keyPoolName.String(name))
 	idle := metric.WithAttributeSet(attribute.NewSet(keyPoolName.String(name), keyConnState.String("idle")))
@@ -224,25 +226,64 @@ func instrumentMetrics(rdb redis.UniversalClient, uo *redis.UniversalOptions, na
 type metricsHook struct {
 	opDur, createTime metric.Float64Histogram
 	base              []attribute.KeyValue
+	// sets holds the attribute set of each operation and error type, so
+	// that a measurement allocates none.
+	sets memo.Bounded[measureKey, metric.MeasurementOption]
 }
 
-func (h *metricsHook) record(ctx context.Context, hist metric.Float64Histogram, start time.Time, op string, err error) {
+// maxMeasureSets bounds metricsHook.sets: commands are chosen by the
+// program, not its clients, but Do takes any name.
+const maxMeasureSets = 512
+
+// measureKey names the attributes of a measurement: a dial, or a command
+// or a pipeline of commands by go-redis's (lower-case) name, "" for a
+// pipeline of different commands; and the error type.
+type measureKey struct {
+	kind    measureKind
+	name    string
+	errType string
+}
+
+type measureKind uint8
+
+const (
+	measureDial measureKind = iota
+	measureCommand
+	measurePipeline
+)
+
+func newMetricsHook(opDur, createTime metric.Float64Histogram, base []attribute.KeyValue) *metricsHook {
+	return &metricsHook{opDur: opDur, createTime: createTime, base: base, sets: memo.Bounded[measureKey, metric.MeasurementOption]{Max: maxMeasureSets}}
+}
+
+func (h *metricsHook) record(ctx context.Context, hist metric.Float64Histogram, start time.Time, k measureKey, err error) {
+	k.errType = errorType(err)
+	hist.Record(ctx, time.Since(start).Seconds(), h.sets.Get(k, h.attributes))
+}
+
+// attributes builds the attribute set of a measurement.
+func (h *metricsHook) attributes(k measureKey) metric.MeasurementOption {
 	attrs := make([]attribute.KeyValue, 0, len(h.base)+2)
 	attrs = append(attrs, h.base...)
-	if op != "" {
-		attrs = append(attrs, keyOperation.String(op))
+	switch {
+	case k.kind == measureCommand:
+		attrs = append(attrs, keyOperation.String(strings.ToUpper(k.name)))
+	case k.kind == measurePipeline && k.name == "":
+		attrs = append(attrs, keyOperation.String("PIPELINE"))
+	case k.kind == measurePipeline:
+		attrs = append(attrs, keyOperation.String("PIPELINE "+strings.ToUpper(k.name)))
 	}
-	if t := errorType(err); t != "" {
-		attrs = append(attrs, keyErrorType.String(t))
+	if k.errType != "" {
+		attrs = append(attrs, keyErrorType.String(k.errType))
 	}
-	hist.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+	return metric.WithAttributeSet(attribute.NewSet(attrs...))
 }
 
 func (h *metricsHook) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		start := time.Now()
 		conn, err := next(ctx, network, addr)
-		h.record(ctx, h.createTime, start, "", err)
+		h.record(ctx, h.createTime, start, measureKey{kind: measureDial}, err)
 		return conn, err
 	}
 }
@@ -254,7 +295,7 @@ func (h *metricsHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		start := time.Now()
 		err := next(ctx, cmd)
-		h.record(ctx, h.opDur, start, strings.ToUpper(cmd.Name()), err)
+		h.record(ctx, h.opDur, start, measureKey{kind: measureCommand, name: cmd.Name()}, err)
 		return err
 	}
 }
@@ -266,25 +307,25 @@ func (h *metricsHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 		}
 		start := time.Now()
 		err := next(ctx, cmds)
-		h.record(ctx, h.opDur, start, pipelineName(cmds), err)
+		h.record(ctx, h.opDur, start, measureKey{kind: measurePipeline, name: pipelineOp(cmds)}, err)
 		return err
 	}
 }
 
-// pipelineName is the semantic conventions' operation name of a batch:
-// "PIPELINE {op}" when every command is the same operation, else
-// "PIPELINE".
-func pipelineName(cmds []redis.Cmder) string {
+// pipelineOp is the command every command of a batch is, or "" when they
+// differ: the semantic conventions' operation name of the batch is
+// "PIPELINE {op}", or "PIPELINE".
+func pipelineOp(cmds []redis.Cmder) string {
 	if len(cmds) == 0 {
-		return "PIPELINE"
+		return ""
 	}
 	op := cmds[0].Name()
 	for _, c := range cmds[1:] {
 		if c.Name() != op {
-			return "PIPELINE"
+			return ""
 		}
 	}
-	return "PIPELINE " + strings.ToUpper(op)
+	return op
 }
 
 // errorType is the low-cardinality error.type of a command's error: ""

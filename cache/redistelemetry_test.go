@@ -118,8 +118,29 @@ func TestRedisMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.Set(context.Background(), "k", "v", 0).Err(); err != nil {
+	ctx := context.Background()
+	if err := rdb.Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatal(err)
+	}
+	// Twice each, so that a memoized attribute set is reused.
+	for range 2 {
+		if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Get(ctx, "k")
+			p.Get(ctx, "missing")
+			return nil
+		}); err != nil && err != redis.Nil {
+			t.Fatal(err)
+		}
+		if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Get(ctx, "k")
+			p.Incr(ctx, "n")
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.LPush(ctx, "k", "x").Err(); err == nil {
+			t.Fatal("LPUSH on a string succeeded")
+		}
 	}
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
@@ -158,19 +179,33 @@ func TestRedisMetrics(t *testing.T) {
 		}
 	}
 	if h, ok := got["db.client.operation.duration"].Data.(metricdata.Histogram[float64]); ok {
-		found := false
+		points := map[[2]string]metricdata.HistogramDataPoint[float64]{} // by operation, error type
 		for _, dp := range h.DataPoints {
-			pool, _ := dp.Attributes.Value(keyPoolName)
-			op, _ := dp.Attributes.Value(keyOperation)
-			if pool.AsString() == "cache" && op.AsString() == "SET" {
-				found = true
-				if dp.Sum <= 0 || dp.Sum > 10 {
-					t.Errorf("SET took %v s: not in seconds?", dp.Sum)
-				}
+			if pool, _ := dp.Attributes.Value(keyPoolName); pool.AsString() != "cache" {
+				t.Errorf("point of pool %q, want cache", pool.AsString())
 			}
+			op, _ := dp.Attributes.Value(keyOperation)
+			et, _ := dp.Attributes.Value(keyErrorType)
+			points[[2]string{op.AsString(), et.AsString()}] = dp
 		}
-		if !found {
-			t.Errorf("no db.client.operation.duration point for SET on pool cache: %+v", h.DataPoints)
+		for _, want := range []struct {
+			op, errType string
+			count       uint64
+		}{
+			{"SET", "", 1},
+			{"PIPELINE GET", "", 2}, // a miss is not an error
+			{"PIPELINE", "", 2},
+			{"LPUSH", "WRONGTYPE", 2},
+		} {
+			dp, ok := points[[2]string{want.op, want.errType}]
+			switch {
+			case !ok:
+				t.Errorf("no db.client.operation.duration point for %s, error.type %q: %v", want.op, want.errType, points)
+			case dp.Count != want.count:
+				t.Errorf("%s: %d measurements, want %d", want.op, dp.Count, want.count)
+			case dp.Sum <= 0 || dp.Sum > 10:
+				t.Errorf("%s took %v s: not in seconds?", want.op, dp.Sum)
+			}
 		}
 	} else {
 		t.Errorf("db.client.operation.duration is %T", got["db.client.operation.duration"].Data)

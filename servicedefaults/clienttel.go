@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/semconv/v1.43.0/httpconv"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/goaspire/goaspire/internal/memo"
 	"github.com/goaspire/goaspire/internal/redact"
 	"github.com/goaspire/goaspire/resilience"
 )
@@ -41,10 +42,10 @@ type clientTransport struct {
 	base http.RoundTripper
 	prop propagation.TextMapPropagator
 
-	tracer   trace.Tracer                // nil when traces are off
-	duration metric.Float64Histogram     // nil when metrics are off
-	bodySize metric.Int64Histogram       // nil when metrics are off
-	sets     memo[clientKey, *clientSet] // metric attribute sets
+	tracer   trace.Tracer                        // nil when traces are off
+	duration metric.Float64Histogram             // nil when metrics are off
+	bodySize metric.Int64Histogram               // nil when metrics are off
+	sets     memo.Bounded[clientKey, *clientSet] // metric attribute sets
 }
 
 // maxClientSets bounds the cache of metric attribute sets: the key space
@@ -67,7 +68,7 @@ var (
 )
 
 func (a *App) newClientInstrumentation(base http.RoundTripper) *clientTransport {
-	t := &clientTransport{base: base, prop: a.tel.prop, sets: memo[clientKey, *clientSet]{max: maxClientSets}}
+	t := &clientTransport{base: base, prop: a.tel.prop, sets: memo.Bounded[clientKey, *clientSet]{Max: maxClientSets}}
 	if a.tel.tracing {
 		t.tracer = a.tel.tp.Tracer(otelhttp.ScopeName, trace.WithInstrumentationVersion(otelhttp.Version))
 	}
@@ -383,7 +384,7 @@ func (b rwClientBody) Write(p []byte) (int, error) {
 // set returns the metric attribute set of k (and the span's error.type
 // for its status), computed once per distinct key.
 func (t *clientTransport) set(k clientKey) *clientSet {
-	return t.sets.get(k, newClientSet)
+	return t.sets.Get(k, newClientSet)
 }
 
 func newClientSet(k clientKey) *clientSet {

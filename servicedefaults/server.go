@@ -16,6 +16,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/goaspire/goaspire/internal/memo"
 )
 
 // WithRouteFunc makes the App name a request's route (the server span
@@ -54,7 +56,7 @@ type server struct {
 	duration              metric.Float64Histogram
 	requestSize, respSize metric.Int64Histogram // nil when metrics are off
 
-	routes memo[routeKey, *routeEntry]
+	routes memo.Bounded[routeKey, *routeEntry]
 }
 
 // maxRoutes bounds the per-route cache: server.address comes from the
@@ -76,7 +78,7 @@ type routeEntry struct {
 var serverSpanKind = trace.WithSpanKind(trace.SpanKindServer)
 
 func (a *App) newServer(next http.Handler, health, alive http.Handler, routeFunc func(*http.Request) string) *server {
-	s := &server{a: a, next: next, health: health, alive: alive, routeFunc: routeFunc, prop: a.tel.prop, routes: memo[routeKey, *routeEntry]{max: maxRoutes}}
+	s := &server{a: a, next: next, health: health, alive: alive, routeFunc: routeFunc, prop: a.tel.prop, routes: memo.Bounded[routeKey, *routeEntry]{Max: maxRoutes}}
 	if a.tel.tracing {
 		s.tracer = a.tel.tp.Tracer(otelhttp.ScopeName, trace.WithInstrumentationVersion(otelhttp.Version))
 	}
@@ -260,7 +262,7 @@ func (s *server) entry(r *http.Request, method, route string, status int, errTyp
 		port = 0
 	}
 	k := routeKey{method: method, route: route, host: host, proto: r.Proto, errType: errType, port: port, status: status, tls: tls}
-	return s.routes.get(k, newRouteEntry)
+	return s.routes.Get(k, newRouteEntry)
 }
 
 func newRouteEntry(k routeKey) *routeEntry {
