@@ -52,9 +52,10 @@ type resolverOptions struct {
 	root fs.FS
 }
 
-// WithNetResolver makes DNS discovery query through nr instead of
-// net.DefaultResolver (for example one with PreferGo and a Dial of its
-// own).
+// WithNetResolver makes DNS discovery dial its DNS servers with nr's Dial
+// (and follow its StrictErrors) instead of net.DefaultResolver's. DNS
+// discovery always uses Go's own resolver (PreferGo), so that it can read
+// the records' TTLs, which the C library's does not give.
 func WithNetResolver(nr *net.Resolver) ResolverOption {
 	return func(o *resolverOptions) { o.net = nr }
 }
@@ -131,10 +132,7 @@ type dnsDiscovery struct {
 // newDNSDiscovery reads the DNS sections of cfg; it returns nil when
 // neither provider is enabled.
 func newDNSDiscovery(cfg *Config, o resolverOptions) *dnsDiscovery {
-	d := &dnsDiscovery{net: o.net, entries: map[string]*dnsEntry{}}
-	if d.net == nil {
-		d.net = net.DefaultResolver
-	}
+	d := &dnsDiscovery{net: ttlResolver(o.net), entries: map[string]*dnsEntry{}}
 	aSec, srvSec := cfg.Section(DNSSection), cfg.Section(DNSSRVSection)
 	var errs []error
 	var err error
@@ -252,19 +250,22 @@ func (d *dnsDiscovery) close() {
 	d.wg.Wait()
 }
 
-// lookup runs one query: the hosts found, sorted, or an error. A name that
-// does not exist (or has no records) is an empty set, not an error.
-func (d *dnsDiscovery) lookup(ctx context.Context, name string, srv bool) ([]string, error) {
+// lookup runs one query: the hosts found, sorted, or an error, and the
+// smallest TTL of the records (0 when unknown). A name that does not exist
+// (or has no records) is an empty set, not an error.
+func (d *dnsDiscovery) lookup(ctx context.Context, name string, srv bool) ([]string, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, dnsLookupTimeout)
 	defer cancel()
+	rec := &ttlRecorder{}
+	ctx = context.WithValue(ctx, ttlKey{}, rec)
 	var hosts []string
 	if srv {
 		_, recs, err := d.net.LookupSRV(ctx, "", "", name)
 		if err != nil {
 			if isNotFound(err) {
-				return nil, nil
+				return nil, 0, nil
 			}
-			return nil, err
+			return nil, 0, err
 		}
 		for _, r := range recs {
 			hosts = append(hosts, net.JoinHostPort(strings.TrimSuffix(r.Target, "."), strconv.Itoa(int(r.Port))))
@@ -273,16 +274,16 @@ func (d *dnsDiscovery) lookup(ctx context.Context, name string, srv bool) ([]str
 		addrs, err := d.net.LookupNetIP(ctx, "ip", name)
 		if err != nil {
 			if isNotFound(err) {
-				return nil, nil
+				return nil, 0, nil
 			}
-			return nil, err
+			return nil, 0, err
 		}
 		for _, a := range addrs {
 			hosts = append(hosts, a.Unmap().WithZone("").String())
 		}
 	}
 	slices.Sort(hosts)
-	return slices.Compact(hosts), nil
+	return slices.Compact(hosts), rec.ttl(), nil
 }
 
 func isNotFound(err error) bool {
@@ -361,20 +362,24 @@ func (e *dnsEntry) ensureRunning() {
 }
 
 // refresh looks the name up, publishes the result and waits for the next
-// lookup: the refresh period after a set with records, a growing retry
-// period after an empty set or a failure.
+// lookup: after a set with records, until the first of them expires (its
+// TTL) but no longer than the refresh period, as .NET's providers do; a
+// growing retry period after an empty set or a failure.
 func (e *dnsEntry) refresh() {
 	defer e.d.wg.Done()
 	var retry time.Duration
 	hadRecords := false
 	for {
 		started := time.Now()
-		hosts, err := e.d.lookup(e.d.ctx, e.name, e.srv)
+		hosts, ttl, err := e.d.lookup(e.d.ctx, e.name, e.srv)
 		if e.d.ctx.Err() != nil {
 			e.stop()
 			return
 		}
 		wait := e.timings.refresh
+		if ttl > 0 && ttl < wait {
+			wait = ttl
+		}
 		if err != nil || len(hosts) == 0 {
 			retry = e.timings.retryAfter(retry, hadRecords)
 			wait = retry
@@ -393,7 +398,11 @@ func (e *dnsEntry) refresh() {
 		case <-t.C:
 		}
 		e.mu.Lock()
-		if len(e.watchers) == 0 && e.lastUsed.Load() < started.UnixNano() {
+		// Nobody asked since this lookup, nor for a refresh period
+		// (short TTLs make several lookups in one): stop until the next
+		// use.
+		idleSince := min(started.UnixNano(), time.Now().Add(-e.timings.refresh).UnixNano())
+		if len(e.watchers) == 0 && e.lastUsed.Load() < idleSince {
 			e.running = false
 			e.live.Store(false)
 			e.mu.Unlock()

@@ -109,7 +109,7 @@ func (e *ResolveError) Error() string {
 //	Aspire:ServiceDiscovery:Dns:Enabled     false  A/AAAA: every address of {service} is an instance
 //	Aspire:ServiceDiscovery:DnsSrv:Enabled  false  SRV: every target:port of _{endpoint}._tcp.{service}.{suffix}
 //	Aspire:ServiceDiscovery:DnsSrv:QuerySuffix     the suffix, e.g. "shop.svc.cluster.local"; inferred in a pod
-//	...:DefaultRefreshPeriod                00:01:00  refresh of a set with records (both sections)
+//	...:DefaultRefreshPeriod                00:01:00  longest life of a set with records (both sections)
 //	...:MinRetryPeriod                      00:00:01  first retry after a failure or an empty set
 //	...:MaxRetryPeriod                      00:00:30  longest retry period
 //	...:RetryBackOffFactor                  2         growth of the retry period
@@ -126,10 +126,15 @@ func (e *ResolveError) Error() string {
 // known and A/AAAA otherwise. IP literals are never looked up.
 //
 // The first use of a name waits for its lookup; then the set is refreshed
-// in the background and the calls go round-robin over the current set. A
-// failed refresh keeps the last set that had records and is retried
+// in the background, when its first record expires (the smallest TTL of
+// the answers, and of the SRV targets' addresses the server added) but at
+// least every DefaultRefreshPeriod (a TTL of 0 means that period), as
+// .NET's providers do, and the calls go round-robin over the current set.
+// The lookups go through Go's own resolver (see WithNetResolver), whose
+// answers the Resolver reads the TTLs from; /etc/hosts entries have none.
+// A failed refresh keeps the last set that had records and is retried
 // sooner, with back-off; a name that has no records passes through (as
-// above) until it has. Record TTLs are not read. A name's refresh stops
+// above) until it has. A name's refresh stops
 // after one refresh period without use or watchers (Watch) and starts
 // again, waiting for a fresh lookup, on the next use. Close stops every
 // refresh.

@@ -24,6 +24,10 @@ type SRV struct {
 type Records struct {
 	IPs []netip.Addr // A and AAAA
 	SRV []SRV
+	// TTL is every answer's time to live in seconds; 0 means an hour.
+	TTL uint32
+	// ZeroTTL sends a TTL of 0 (do not cache) instead.
+	ZeroTTL bool
 }
 
 // Server answers DNS questions over UDP on 127.0.0.1. It is safe for
@@ -162,7 +166,14 @@ func (s *Server) answer(in []byte) ([]byte, bool) {
 		return nil, false
 	}
 	if found && !fail {
-		rrh := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 1}
+		ttl := recs.TTL
+		switch {
+		case recs.ZeroTTL:
+			ttl = 0
+		case ttl == 0:
+			ttl = 3600
+		}
+		rrh := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: ttl}
 		switch q.Type {
 		case dnsmessage.TypeA:
 			for _, ip := range recs.IPs {
