@@ -3,8 +3,6 @@ package rabbitmq
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel"
@@ -14,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/internal/fallback"
+	"github.com/goaspire/goaspire/internal/memo"
 	"github.com/goaspire/goaspire/internal/msgconv"
 )
 
@@ -42,8 +41,7 @@ type telemetry struct {
 
 	// destOpts caches the measurement option of each destination, so a
 	// publish or a delivery builds no attribute set.
-	destOpts  sync.Map // string -> metric.MeasurementOption
-	destCount atomic.Int32
+	destOpts memo.Bounded[string, metric.MeasurementOption]
 }
 
 // maxCachedDestinations bounds destOpts; past it options are built each
@@ -53,16 +51,11 @@ const maxCachedDestinations = 1024
 // destOpt returns the measurement option for messaging.system and
 // messaging.destination.name=dest.
 func (t *telemetry) destOpt(dest string) metric.MeasurementOption {
-	if o, ok := t.destOpts.Load(dest); ok {
-		return o.(metric.MeasurementOption)
-	}
-	o := metric.WithAttributeSet(attribute.NewSet(systemAttr, attribute.String("messaging.destination.name", dest)))
-	if t.destCount.Load() < maxCachedDestinations {
-		if _, loaded := t.destOpts.LoadOrStore(dest, o); !loaded {
-			t.destCount.Add(1)
-		}
-	}
-	return o
+	return t.destOpts.Get(dest, newDestOpt)
+}
+
+func newDestOpt(dest string) metric.MeasurementOption {
+	return metric.WithAttributeSet(attribute.NewSet(systemAttr, attribute.String("messaging.destination.name", dest)))
 }
 
 func newTelemetry(c *Config, host string, port int) (*telemetry, error) {
@@ -80,6 +73,7 @@ func newTelemetry(c *Config, host string, port int) (*telemetry, error) {
 		tracing:    !c.DisableTracing,
 		propagator: prop,
 		server:     []attribute.KeyValue{attribute.String("server.address", host), attribute.Int("server.port", port)},
+		destOpts:   memo.Bounded[string, metric.MeasurementOption]{Max: maxCachedDestinations},
 	}
 	m := mp.Meter(scope)
 	var errs [7]error
