@@ -28,12 +28,7 @@ type Step struct {
 // ns/op adds up every side and is reported as 0.
 func Interleave(b *testing.B, round, warm int, steps ...Step) {
 	b.Helper()
-	for _, s := range steps {
-		for i := range warm {
-			s.Op(b, b.N+i)
-		}
-	}
-	interleave(b, steps, round, func(s Step, from, n int) {
+	interleave(b, steps, round, warm, func(s Step, from, n int) {
 		for i := from; i < from+n; i++ {
 			s.Op(b, i)
 		}
@@ -50,12 +45,7 @@ func Interleave(b *testing.B, round, warm int, steps ...Step) {
 func InterleaveParallel(b *testing.B, round, warm int, steps ...Step) {
 	b.Helper()
 	procs := runtime.GOMAXPROCS(0)
-	for _, s := range steps {
-		for i := range warm {
-			s.Op(b, b.N+i)
-		}
-	}
-	interleave(b, steps, round, func(s Step, from, n int) {
+	interleave(b, steps, round, warm, func(s Step, from, n int) {
 		var wg sync.WaitGroup
 		for g := range procs {
 			wg.Go(func() {
@@ -68,9 +58,15 @@ func InterleaveParallel(b *testing.B, round, warm int, steps ...Step) {
 	})
 }
 
-// interleave times run(step, from, n) for every step, round operations at
-// a time, until each has made b.N, and reports the figures.
-func interleave(b *testing.B, steps []Step, round int, run func(s Step, from, n int)) {
+// interleave makes warm untimed operations of every step, then times
+// run(step, from, n) for every step, round operations at a time, until
+// each has made b.N, and reports the figures.
+func interleave(b *testing.B, steps []Step, round, warm int, run func(s Step, from, n int)) {
+	for _, s := range steps {
+		for i := range warm {
+			s.Op(b, b.N+i)
+		}
+	}
 	type total struct {
 		ns, cpu       time.Duration
 		allocs, bytes uint64
