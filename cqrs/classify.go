@@ -248,22 +248,47 @@ func isReadStart(w string) bool {
 var writeWords = [...]string{"insert", "update", "delete", "merge", "into"}
 
 // writeFuncs are the functions that write, take locks or assign a
-// transaction id, none of which a replica can do, and the ones that act on
-// the server they run on as a standby (pg_promote, pg_wal_replay_*), which
-// must not run on whichever replica is next; writeFuncPrefixes are
-// families of them.
+// transaction id, none of which a replica can do; writeFuncPrefixes are
+// families of them. Both also hold the functions that act on the server
+// they run on, which must not run on whichever replica is next: a
+// replication slot created, advanced or drained on a standby instead of
+// the primary, a pid of the primary's signalled on an unrelated session,
+// statistics reset or configuration reloaded on the wrong server, a backup
+// started there, a standby promoted (pg_promote) or its replay paused.
+//
+// The families, for the package documentation: sequences (nextval, setval,
+// currval, lastval); notifications and transaction ids (pg_notify,
+// txid_current, pg_current_xact_id); large objects (lo_creat, lo_create,
+// lo_import, lo_unlink, lo_from_bytea, lo_put, lo_truncate, lowrite);
+// index maintenance (brin_summarize_*, brin_desummarize_range,
+// gin_clean_pending_list); pg_import_system_collations; WAL and
+// replication (pg_logical_emit_message, pg_switch_wal, pg_current_wal*,
+// pg_create_* (slots, restore points), pg_drop_replication_slot,
+// pg_copy_*_replication_slot, pg_replication_slot_advance,
+// pg_logical_slot_*, pg_replication_origin_*, pg_wal_replay_*, pg_promote,
+// pg_log_standby_snapshot); server control (pg_terminate_backend,
+// pg_cancel_backend, pg_reload_conf, pg_rotate_logfile,
+// pg_log_backend_memory_contexts, pg_stat_reset*, pg_backup_start,
+// pg_backup_stop, pg_start_backup, pg_stop_backup); advisory locks
+// (pg_advisory_*, pg_try_advisory_*); dblink*.
 var (
 	writeFuncs = [...]string{
 		"nextval", "setval", "currval", "lastval",
 		"pg_notify", "txid_current", "pg_current_xact_id",
 		"lo_creat", "lo_create", "lo_import", "lo_unlink", "lo_from_bytea", "lo_put",
 		"lo_truncate", "lo_truncate64", "lowrite",
-		"pg_logical_emit_message", "pg_switch_wal", "pg_create_restore_point",
+		"brin_desummarize_range", "gin_clean_pending_list", "pg_import_system_collations",
+		"pg_logical_emit_message", "pg_switch_wal", "pg_log_standby_snapshot",
+		"pg_drop_replication_slot", "pg_replication_slot_advance",
 		"pg_promote", // on a replica, it would promote it
+		"pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
+		"pg_log_backend_memory_contexts",
+		"pg_backup_start", "pg_backup_stop", "pg_start_backup", "pg_stop_backup",
 	}
 	writeFuncPrefixes = [...]string{
 		"pg_advisory_", "pg_try_advisory_", "pg_current_wal", "dblink",
 		"pg_wal_replay_", "pg_replication_origin_",
+		"brin_summarize_", "pg_create_", "pg_copy_", "pg_logical_slot_", "pg_stat_reset",
 	}
 )
 

@@ -186,13 +186,24 @@
 // string constants, quoted identifiers, dollar quotes and comments, holds
 // none of INSERT, UPDATE, DELETE, MERGE, INTO, FOR SHARE, FOR KEY SHARE
 // (FOR [NO KEY] UPDATE is caught by UPDATE), no second statement, and no
-// call of a function known to write or to need the primary: nextval,
-// setval, currval, lastval, pg_advisory_* and pg_try_advisory_*,
-// pg_notify, txid_current, pg_current_xact_id, pg_current_wal_*, the
-// large-object writers (lo_create, lo_import, lo_put, ...), dblink*,
-// pg_logical_emit_message, pg_switch_wal, pg_create_restore_point,
-// pg_replication_origin_*, and pg_promote and pg_wal_replay_*, which act
-// on the standby they run on. Whatever it cannot tell (an unterminated
+// call of a function known to write or to need the primary. Those are, by
+// family: sequences (nextval, setval, currval, lastval); notifications and
+// transaction ids (pg_notify, txid_current, pg_current_xact_id); the
+// large-object writers (lo_creat, lo_create, lo_import, lo_unlink,
+// lo_from_bytea, lo_put, lo_truncate*, lowrite); index maintenance
+// (brin_summarize_*, brin_desummarize_range, gin_clean_pending_list);
+// pg_import_system_collations; advisory locks (pg_advisory_*,
+// pg_try_advisory_*); dblink*; WAL and replication (pg_current_wal*,
+// pg_switch_wal, pg_logical_emit_message, pg_log_standby_snapshot,
+// pg_create_* (replication slots, restore points),
+// pg_drop_replication_slot, pg_copy_*, pg_replication_slot_advance,
+// pg_logical_slot_*, pg_replication_origin_*); and the functions that act
+// on the server they run on, which on a replica would act on the wrong
+// one: pg_promote and pg_wal_replay_*, pg_terminate_backend and
+// pg_cancel_backend (a primary's pid names an unrelated session on a
+// replica), pg_reload_conf, pg_rotate_logfile,
+// pg_log_backend_memory_contexts, pg_stat_reset*, pg_backup_start,
+// pg_backup_stop, pg_start_backup and pg_stop_backup. Whatever it cannot tell (an unterminated
 // literal, a string constant with a backslash, whose end depends on
 // standard_conforming_strings, a U&"..." identifier, EXPLAIN, a prepared
 // statement's name) goes to the primary. The answer is
