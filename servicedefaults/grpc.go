@@ -37,6 +37,7 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/discovery/grpcresolver"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/outlier"
 	"github.com/goaspire/goaspire/resilience"
 )
 
@@ -59,14 +60,26 @@ const (
 const grpcHealthService = "grpc.health.v1.Health"
 
 // Keepalive of clients and servers. A client pings a connection that
-// carried no data for 60 s while calls are open, and drops it when the
-// ping is not answered in 20 s; the server accepts pings every 30 s or
-// more, with or without calls (grpc-go's default, 5 min, would answer the
-// client's pings with GOAWAY).
-var (
-	grpcClientKeepalive = keepalive.ClientParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}
-	grpcServerKeepalive = keepalive.EnforcementPolicy{MinTime: 30 * time.Second, PermitWithoutStream: true}
+// carried nothing for KeepAlivePingDelay (10 s, grpc-go's minimum), with
+// or without calls open, and drops it when nothing answers within
+// KeepAlivePingTimeout (5 s): a silent instance's connection is closed
+// within 15 s and the instance is no longer picked. The App's server
+// accepts pings every 5 s or more, with or without calls (grpc-go's
+// default policy, 5 min and only with calls, answers faster pings with
+// GOAWAY ENHANCE_YOUR_CALM "too_many_pings", after which the client
+// doubles its delay).
+const (
+	defaultGRPCKeepAlivePingDelay   = 10 * time.Second
+	defaultGRPCKeepAlivePingTimeout = 5 * time.Second
+	// grpcMinKeepAlivePingDelay is the shortest delay grpc-go's client
+	// allows (it raises shorter ones to it).
+	grpcMinKeepAlivePingDelay = 10 * time.Second
 )
+
+// grpcServerKeepalive is the App's gRPC server's ping policy: MinTime
+// at most half of the shortest client delay, so that a ping that comes a
+// little early is no strike.
+var grpcServerKeepalive = keepalive.EnforcementPolicy{MinTime: grpcMinKeepAlivePingDelay / 2, PermitWithoutStream: true}
 
 // grpcState is the App's gRPC part: its clients by name and its server.
 type grpcState struct {
@@ -169,6 +182,25 @@ func (a *App) GRPCClient(name string, opts ...grpc.DialOption) (*grpc.ClientConn
 	if err != nil {
 		return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
 	}
+	kp, err := grpcKeepalive(a.cfg, name)
+	if err != nil {
+		return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
+	}
+	var insts *grpcInstances
+	if unary.standard {
+		oc, err := grpcOutlierConfig(a.cfg, name)
+		if err != nil {
+			return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
+		}
+		d := outlier.New(oc, func(addr string, length time.Duration) {
+			insts.ejected(addr, length)
+			a.logger.Warn("gRPC instance ejected: its attempts time out or its connection fails",
+				"client", name, "instance", addr, "duration", length)
+		})
+		insts = newGRPCInstances(d)
+	} else {
+		insts = newGRPCInstances(nil)
+	}
 	if a.grpc.builder == nil {
 		a.grpc.builder = grpcresolver.NewBuilder(a.resolver)
 	}
@@ -177,10 +209,12 @@ func (a *App) GRPCClient(name string, opts ...grpc.DialOption) (*grpc.ClientConn
 		tlsCfg = &tls.Config{RootCAs: a.certPool, MinVersion: tls.VersionTLS12}
 	}
 	dopts := []grpc.DialOption{
-		grpc.WithResolvers(a.grpc.builder),
+		grpc.WithResolvers(grpcInstancesResolver{a.grpc.builder, insts}),
 		grpc.WithTransportCredentials(grpcresolver.Credentials(tlsCfg)),
 		grpc.WithDefaultServiceConfig(sc),
-		grpc.WithKeepaliveParams(grpcClientKeepalive),
+	}
+	if kp.Time > 0 {
+		dopts = append(dopts, grpc.WithKeepaliveParams(kp))
 	}
 	if a.tel.tracing || a.tel.metering {
 		dopts = append(dopts, grpc.WithStatsHandler(rpcAttributes{otelgrpc.NewClientHandler(a.otelgrpcOptions()...)}))
@@ -395,7 +429,7 @@ const grpcMaxAttempts = 5
 // idempotent methods) and its unary interceptor (the timeouts, and the
 // retries of the unary idempotent methods).
 func grpcClientPolicy(cfg *discovery.Config, name string) (string, *grpcUnary, error) {
-	sc := grpcConfig{LoadBalancingConfig: []map[string]struct{}{{"round_robin": {}}}}
+	sc := grpcConfig{LoadBalancingConfig: []map[string]struct{}{{grpcBalancerName: {}}}}
 	handler, err := grpcClientHandler(cfg, name)
 	if err != nil {
 		return "", nil, err
