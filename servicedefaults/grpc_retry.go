@@ -25,7 +25,8 @@ const grpcPushbackKey = "grpc-retry-pushback-ms"
 // grpcUnary is the unary interceptor of an App's gRPC client: it passes
 // the trace context on when otelgrpc does not, bounds every call by the
 // total timeout, and retries the calls of idempotent methods, each
-// attempt bounded by the attempt timeout.
+// attempt bounded by the attempt timeout. It tells the outlier detector
+// how each attempt went on the instance the picker gave it to.
 //
 // The timeouts are the client's own, as those of .NET's resilience
 // handlers are: they cancel the call (the server sees RST_STREAM) but
@@ -224,7 +225,8 @@ func (u *grpcUnary) intercept(ctx context.Context, method string, req, reply any
 // retrying makes a call of an idempotent method: attempts bounded by the
 // attempt timeout, retried after UNAVAILABLE, RESOURCE_EXHAUSTED with the
 // server's pushback, or the attempt timeout, all within the total
-// timeout.
+// timeout. c, which ctx carries to the picker, makes every retry go to an
+// instance not tried yet when one is ready.
 func (u *grpcUnary) retrying(ctx context.Context, c *grpcCall, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	callOpts := append(append(c.opts[:0], opts...), c.trailerOpt)
 	c.opts = callOpts[:0]

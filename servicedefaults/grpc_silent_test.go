@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/connectivity"
+
 	"github.com/goaspire/goaspire/internal/grpctest"
 	"github.com/goaspire/goaspire/internal/grpctest/echopb"
 	"github.com/goaspire/goaspire/internal/testserver"
@@ -29,8 +31,8 @@ func TestGRPCClientSilentInstance(t *testing.T) {
 	proxy := testserver.NewFaultProxy(t, silent.Addr)
 	t.Cleanup(proxy.Heal) // before the proxy closes: stalled calls end
 	app, logs := newApp(t, map[string]string{
-		"services__echo__grpc__0":                          "http://" + healthy.Addr,
-		"services__echo__grpc__1":                          "http://" + proxy.Addr(),
+		"services__echo__grpc__0":                           "http://" + healthy.Addr,
+		"services__echo__grpc__1":                           "http://" + proxy.Addr(),
 		"Aspire__Resilience__Grpc__AttemptTimeout__Timeout": "00:00:00.4",
 		"Aspire__Resilience__Grpc__Retry__Delay":            "00:00:00.01",
 		"Aspire__Resilience__Grpc__Retry__MaxDelay":         "00:00:00.05",
@@ -125,4 +127,48 @@ func TestGRPCClientSilentInstance(t *testing.T) {
 	if after == 0 || slowAfter*100 > after {
 		t.Errorf("after the ejection %d of %d calls went to the silent instance first, want at most 1%%", slowAfter, after)
 	}
+}
+
+// TestGRPCClientKeepaliveDetectsSilence: a connection that carries no
+// call is pinged (KeepAlivePingPolicy Always), so when its instance goes
+// silent the client drops it within KeepAlivePingDelay (10 s, grpc-go's
+// minimum) + KeepAlivePingTimeout (shortened to 1 s here) and stops
+// picking the instance, without a call having to time out first. The
+// server is an App's own gRPC server, whose policy accepts the pings.
+func TestGRPCClientKeepaliveDetectsSilence(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 10 s keepalive ping")
+	}
+	t.Parallel()
+	port := freePort(t)
+	server, _ := newApp(t, map[string]string{"Aspire__ServiceDefaults__Grpc__Port": port}, nil)
+	serveGRPC(t, server, "server")
+	proxy := testserver.NewFaultProxy(t, "127.0.0.1:"+port)
+	t.Cleanup(proxy.Heal)
+	client, _ := newApp(t, map[string]string{
+		"services__echo__grpc__0": "http://" + proxy.Addr(),
+		"Aspire__ServiceDefaults__GrpcClients__echo__KeepAlivePingTimeout": "00:00:01",
+	}, nil)
+	cc, err := client.GRPCClient("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := getInstance(echopb.NewEchoClient(cc)); err != nil {
+		t.Fatal(err)
+	}
+	if s := cc.GetState(); s != connectivity.Ready {
+		t.Fatalf("state after a call = %v, want READY", s)
+	}
+	silentAt := time.Now()
+	proxy.Set(testserver.Silent)
+	// 10 s + 1 s, and a margin for a loaded machine.
+	limit := 15 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	for s := cc.GetState(); s == connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(ctx, s) {
+			t.Fatalf("the silent connection was still READY %v after the partition", limit)
+		}
+	}
+	t.Logf("silent connection dropped %v after the partition (state %v)", time.Since(silentAt), cc.GetState())
 }
