@@ -365,7 +365,15 @@ func TestGRPCServerListeners(t *testing.T) {
 			if port != "" {
 				grpcAddr = "127.0.0.1:" + port
 			}
-			inst, err := getInstance(echopb.NewEchoClient(plainClient(t, grpcAddr)))
+			// Serve opens the gRPC port in its own goroutine: the first
+			// calls may find it closed.
+			c := echopb.NewEchoClient(plainClient(t, grpcAddr))
+			var inst string
+			var err error
+			waitFor(t, "a gRPC call on "+grpcAddr, func() bool {
+				inst, err = getInstance(c)
+				return status.Code(err) != codes.Unavailable
+			})
 			if err != nil || inst != "server" {
 				t.Fatalf("gRPC call on %s = %q, %v", grpcAddr, inst, err)
 			}
