@@ -246,7 +246,9 @@
 //
 // App.GRPCClient(name) resolves name through package discovery/grpcresolver
 // (the endpoint named "grpc", else "https", else "http"; DNS otherwise),
-// balances over every instance with round_robin, uses TLS for https
+// balances over every instance in turn, skipping instances that stopped
+// answering (outlier detection) and, for a retry, the instances the call
+// already tried, pings idle connections to drop silent ones, uses TLS for https
 // endpoints with the same trusted roots as the HTTP clients, traces and
 // measures calls with otelgrpc (plus the rpc.system, rpc.service and
 // rpc.grpc.status_code attributes the Aspire dashboard reads), and retries
@@ -263,7 +265,17 @@
 //	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:BackoffType       Exponential (default), Linear or Constant
 //	Aspire:Resilience:Grpc[:Clients:{name}]:AttemptTimeout:Timeout  attempt bound of retried unary calls (default 10s)
 //	Aspire:Resilience:Grpc[:Clients:{name}]:TotalRequestTimeout:Timeout  unary call bound (default 30s)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:ConsecutiveFailures  ejects an instance after
+//	                                                                this many timeouts or connection failures
+//	                                                                in a row (default 5; 0: never)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:BaseEjectionTime  first ejection (default 30s),
+//	                                                                growing with each ejection
+//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:MaxEjectionTime   ejection cap (default 300s)
 //	Aspire:ServiceDefaults:GrpcClients:{name}:Resilience            Standard (default) or None
+//	Aspire:ServiceDefaults:GrpcClients[:{name}]:KeepAlivePingDelay  ping an idle connection (default 10s,
+//	                                                                the least grpc-go allows; 0: no pings)
+//	Aspire:ServiceDefaults:GrpcClients[:{name}]:KeepAlivePingTimeout  drop it when unanswered (default 5s)
+//	Aspire:ServiceDefaults:GrpcClients[:{name}]:KeepAlivePingPolicy   Always (default) or WithActiveRequests
 //	Aspire:ServiceDefaults:Grpc:Port, else GRPC_PORT                the gRPC server's own port
 //	                                                                (default: share the HTTP port)
 package servicedefaults

@@ -37,6 +37,7 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/discovery/grpcresolver"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/outlier"
 	"github.com/goaspire/goaspire/resilience"
 )
 
@@ -59,14 +60,26 @@ const (
 const grpcHealthService = "grpc.health.v1.Health"
 
 // Keepalive of clients and servers. A client pings a connection that
-// carried no data for 60 s while calls are open, and drops it when the
-// ping is not answered in 20 s; the server accepts pings every 30 s or
-// more, with or without calls (grpc-go's default, 5 min, would answer the
-// client's pings with GOAWAY).
-var (
-	grpcClientKeepalive = keepalive.ClientParameters{Time: 60 * time.Second, Timeout: 20 * time.Second}
-	grpcServerKeepalive = keepalive.EnforcementPolicy{MinTime: 30 * time.Second, PermitWithoutStream: true}
+// carried nothing for KeepAlivePingDelay (10 s, grpc-go's minimum), with
+// or without calls open, and drops it when nothing answers within
+// KeepAlivePingTimeout (5 s): a silent instance's connection is closed
+// within 15 s and the instance is no longer picked. The App's server
+// accepts pings every 5 s or more, with or without calls (grpc-go's
+// default policy, 5 min and only with calls, answers faster pings with
+// GOAWAY ENHANCE_YOUR_CALM "too_many_pings", after which the client
+// doubles its delay).
+const (
+	defaultGRPCKeepAlivePingDelay   = 10 * time.Second
+	defaultGRPCKeepAlivePingTimeout = 5 * time.Second
+	// grpcMinKeepAlivePingDelay is the shortest delay grpc-go's client
+	// allows (it raises shorter ones to it).
+	grpcMinKeepAlivePingDelay = 10 * time.Second
 )
+
+// grpcServerKeepalive is the App's gRPC server's ping policy: MinTime
+// at most half of the shortest client delay, so that a ping that comes a
+// little early is no strike.
+var grpcServerKeepalive = keepalive.EnforcementPolicy{MinTime: grpcMinKeepAlivePingDelay / 2, PermitWithoutStream: true}
 
 // grpcState is the App's gRPC part: its clients by name and its server.
 type grpcState struct {
@@ -96,8 +109,19 @@ func (g *grpcState) init() {
 //     its "https" endpoint, else its "http" one, in every form an AppHost
 //     writes them (services__users__grpc__0..N, USERS_GRPC, ...); a name
 //     nothing is configured for passes through to DNS, port 443;
-//   - spreads calls over every instance with grpc's round_robin policy,
-//     skipping instances whose connection is down;
+//   - spreads calls over every instance in turn, as grpc's round_robin
+//     policy does, skipping instances whose connection is not ready, and,
+//     while another instance is ready, instances the outlier detection
+//     ejected and instances the call already tried: a retry goes to
+//     another instance. An instance is ejected after
+//     OutlierDetection:ConsecutiveFailures (5) attempts in a row that
+//     timed out (AttemptTimeout:Timeout, or TotalRequestTimeout:Timeout
+//     for calls not retried) or failed UNAVAILABLE without an answer from
+//     it (its connection failed or could not be made), for
+//     OutlierDetection:BaseEjectionTime (30 s) times the number of its
+//     ejections, at most OutlierDetection:MaxEjectionTime (300 s); any
+//     answer resets its count (Envoy's defaults; 0 failures turns it off).
+//     An ejection is logged (warning "gRPC instance ejected");
 //   - uses TLS for https endpoints (and DNS pass-through), trusting the
 //     system roots plus SSL_CERT_FILE / SSL_CERT_DIR as App.HTTPClient
 //     does, and plaintext HTTP/2 for http endpoints;
@@ -108,7 +132,8 @@ func (g *grpcState) init() {
 //     propagation);
 //   - retries the unary calls of methods whose proto declares
 //     idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT, each retry a new
-//     call (its own span) that round_robin may send to another instance,
+//     call (its own span) that goes to an instance the call has not
+//     tried yet when one is ready,
 //     when an attempt failed with UNAVAILABLE (even after the server sent
 //     response headers), ran out of AttemptTimeout:Timeout (10 s), or
 //     failed with RESOURCE_EXHAUSTED while the server sent
@@ -134,11 +159,27 @@ func (g *grpcState) init() {
 //     DEADLINE_EXCEEDED naming the key, but they are not sent to the
 //     server as the call's deadline (grpc-timeout); the caller's own
 //     deadline is;
-//   - keeps idle connections alive with pings every 60 s while calls are
-//     open.
+//   - pings a connection that carried nothing for KeepAlivePingDelay
+//     (10 s, grpc-go's minimum: shorter values are raised to it; 0 turns
+//     the pings off) and closes it when nothing answers within
+//     KeepAlivePingTimeout (5 s), with or without calls open
+//     (KeepAlivePingPolicy Always; WithActiveRequests pings only while
+//     calls are open): a silent instance's connection is dropped within
+//     15 s and the instance is no longer picked until it answers a new
+//     connection. The App's gRPC server accepts such pings. A grpc-go
+//     server with its default policy (pings at most every 5 min, none
+//     without calls) answers them on an idle connection with GOAWAY
+//     ENHANCE_YOUR_CALM after three pings; the client then reconnects and
+//     doubles its delay. For such a server, set its
+//     keepalive.EnforcementPolicy{MinTime: 5 * time.Second,
+//     PermitWithoutStream: true}, or set KeepAlivePingDelay to 5 minutes
+//     and KeepAlivePingPolicy to WithActiveRequests (then a silent
+//     instance is only noticed by attempt timeouts).
 //
-// The settings are read from SectionGRPCResilience, then
-// SectionGRPCResilience:Clients:{name};
+// The resilience settings (retries, timeouts, OutlierDetection:*) are
+// read from SectionGRPCResilience, then
+// SectionGRPCResilience:Clients:{name}; the keepalive settings from
+// SectionGRPCClients, then SectionGRPCClients:{name};
 // Aspire:ServiceDefaults:GrpcClients:{name}:Resilience = None turns
 // retries and the timeouts off. The methods are those of the proto files
 // linked into the program when the connection is made. opts are applied
@@ -169,6 +210,25 @@ func (a *App) GRPCClient(name string, opts ...grpc.DialOption) (*grpc.ClientConn
 	if err != nil {
 		return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
 	}
+	kp, err := grpcKeepalive(a.cfg, name)
+	if err != nil {
+		return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
+	}
+	var insts *grpcInstances
+	if unary.standard {
+		oc, err := grpcOutlierConfig(a.cfg, name)
+		if err != nil {
+			return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
+		}
+		d := outlier.New(oc, func(addr string, length time.Duration) {
+			insts.ejected(addr, length)
+			a.logger.Warn("gRPC instance ejected: its attempts time out or its connection fails",
+				"client", name, "instance", addr, "duration", length)
+		})
+		insts = newGRPCInstances(d)
+	} else {
+		insts = newGRPCInstances(nil)
+	}
 	if a.grpc.builder == nil {
 		a.grpc.builder = grpcresolver.NewBuilder(a.resolver)
 	}
@@ -177,10 +237,12 @@ func (a *App) GRPCClient(name string, opts ...grpc.DialOption) (*grpc.ClientConn
 		tlsCfg = &tls.Config{RootCAs: a.certPool, MinVersion: tls.VersionTLS12}
 	}
 	dopts := []grpc.DialOption{
-		grpc.WithResolvers(a.grpc.builder),
+		grpc.WithResolvers(grpcInstancesResolver{a.grpc.builder, insts}),
 		grpc.WithTransportCredentials(grpcresolver.Credentials(tlsCfg)),
 		grpc.WithDefaultServiceConfig(sc),
-		grpc.WithKeepaliveParams(grpcClientKeepalive),
+	}
+	if kp.Time > 0 {
+		dopts = append(dopts, grpc.WithKeepaliveParams(kp))
 	}
 	if a.tel.tracing || a.tel.metering {
 		dopts = append(dopts, grpc.WithStatsHandler(rpcAttributes{otelgrpc.NewClientHandler(a.otelgrpcOptions()...)}))
@@ -395,7 +457,7 @@ const grpcMaxAttempts = 5
 // idempotent methods) and its unary interceptor (the timeouts, and the
 // retries of the unary idempotent methods).
 func grpcClientPolicy(cfg *discovery.Config, name string) (string, *grpcUnary, error) {
-	sc := grpcConfig{LoadBalancingConfig: []map[string]struct{}{{"round_robin": {}}}}
+	sc := grpcConfig{LoadBalancingConfig: []map[string]struct{}{{grpcBalancerName: {}}}}
 	handler, err := grpcClientHandler(cfg, name)
 	if err != nil {
 		return "", nil, err
@@ -510,7 +572,10 @@ func grpcDuration(d time.Duration) string {
 //     NOT_SERVING and end then); results are reused for
 //     Aspire:ServiceDefaults:HealthChecks:CacheDuration, as /health does;
 //   - server reflection, in Development only;
-//   - keepalive pings accepted every 30 s or more.
+//   - keepalive pings accepted every 5 s or more, with or without calls
+//     (the App's clients send them every 10 s; see App.GRPCClient). This
+//     is the server's own listener's policy: on the HTTP listener Go's
+//     HTTP/2 server answers every ping.
 //
 // opts are applied after the App's own.
 func (a *App) GRPCServer(opts ...grpc.ServerOption) *grpc.Server {

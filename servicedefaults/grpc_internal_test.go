@@ -66,8 +66,8 @@ func TestGRPCClientPolicy(t *testing.T) {
 	if err := json.Unmarshal([]byte(sc), &c); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := c.LoadBalancingConfig[0]["round_robin"]; !ok {
-		t.Errorf("balancing = %v, want round_robin", c.LoadBalancingConfig)
+	if _, ok := c.LoadBalancingConfig[0][grpcBalancerName]; !ok {
+		t.Errorf("balancing = %v, want %s", c.LoadBalancingConfig, grpcBalancerName)
 	}
 	for _, mc := range c.MethodConfig {
 		for _, n := range mc.Name {

@@ -9,6 +9,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer"
 	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -24,7 +25,8 @@ const grpcPushbackKey = "grpc-retry-pushback-ms"
 // grpcUnary is the unary interceptor of an App's gRPC client: it passes
 // the trace context on when otelgrpc does not, bounds every call by the
 // total timeout, and retries the calls of idempotent methods, each
-// attempt bounded by the attempt timeout.
+// attempt bounded by the attempt timeout. It tells the outlier detector
+// how each attempt went on the instance the picker gave it to.
 //
 // The timeouts are the client's own, as those of .NET's resilience
 // handlers are: they cancel the call (the server sees RST_STREAM) but
@@ -52,11 +54,59 @@ type grpcUnary struct {
 // grpcCall is what a retried call needs on top of the caller's: the
 // trailer, read for the server's pushback, and the options asking for it.
 // They are reused from call to call.
+//
+// The call's context carries it (grpcCallKey) to the balancer's picker
+// (grpcPicker), which skips the instances in triedInsts and says in
+// picked which instance it gave the attempt to.
 type grpcCall struct {
 	trailer    metadata.MD
 	trailerOpt grpc.CallOption // grpc.Trailer(&trailer)
 	opts       []grpc.CallOption
 	backoff    *resilience.Backoff // the HTTP clients' delays, made on the first retry
+
+	// picked is the instance of the current attempt, nil until the picker
+	// chose one; answered says whether that instance sent anything back.
+	picked   *grpcInstance
+	answered bool
+	// triedInsts are the instances of the call's earlier attempts.
+	triedInsts []*grpcInstance
+	doneFn     func(balancer.DoneInfo) // finished, made once
+}
+
+// grpcCallKey keys the *grpcCall in a call's context.
+type grpcCallKey struct{}
+
+// finished is the balancer's notice that the attempt on picked ended.
+func (c *grpcCall) finished(di balancer.DoneInfo) { c.answered = di.BytesReceived }
+
+func (c *grpcCall) tried(in *grpcInstance) bool {
+	for _, t := range c.triedInsts {
+		if t == in {
+			return true
+		}
+	}
+	return false
+}
+
+// observe reports how the attempt just made went to the detector of the
+// instance that had it, and remembers the instance as tried: an answer,
+// any answer, is a success; an attempt timeout or an UNAVAILABLE the
+// instance did not send (its connection failed or could not be made) is
+// a failure; a call the caller gave up says nothing.
+func (c *grpcCall) observe(ctx context.Context, err error, timedOut bool) {
+	in := c.picked
+	if in == nil {
+		return // no instance was picked: none was ready
+	}
+	c.picked = nil
+	c.triedInsts = append(c.triedInsts, in)
+	switch {
+	case err == nil || c.answered:
+		in.success()
+	case ctx.Err() != nil:
+	case timedOut || status.Code(err) == grpccodes.Unavailable:
+		in.failure()
+	}
 }
 
 // newGRPCUnary reads the timeouts and retries of the client called name;
@@ -74,6 +124,7 @@ func newGRPCUnary(cfg *discovery.Config, name string, o resilience.Options, idem
 	u.calls.New = func() any {
 		c := new(grpcCall)
 		c.trailerOpt = grpc.Trailer(&c.trailer)
+		c.doneFn = c.finished
 		return c
 	}
 	u.timers.New = func() any {
@@ -154,13 +205,18 @@ func (u *grpcUnary) intercept(ctx context.Context, method string, req, reply any
 	if !u.standard {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+	c := u.calls.Get().(*grpcCall)
+	defer u.release(c)
+	ctx = context.WithValue(ctx, grpcCallKey{}, c)
 	if _, ok := u.idempotent[method]; ok {
-		return u.retrying(ctx, method, req, reply, cc, invoker, opts)
+		return u.retrying(ctx, c, method, req, reply, cc, invoker, opts)
 	}
 	now := time.Now()
 	actx, cancel, timer := u.bound(ctx, now, now.Add(u.total))
 	err := invoker(actx, method, req, reply, cc, opts...)
-	if timer != nil && u.unbound(cancel, timer) && err != nil && ctx.Err() == nil {
+	timedOut := timer != nil && u.unbound(cancel, timer) && err != nil && ctx.Err() == nil
+	c.observe(ctx, err, timedOut)
+	if timedOut {
 		err = u.exceeded(method, u.totalKey, u.total)
 	}
 	return err
@@ -169,10 +225,9 @@ func (u *grpcUnary) intercept(ctx context.Context, method string, req, reply any
 // retrying makes a call of an idempotent method: attempts bounded by the
 // attempt timeout, retried after UNAVAILABLE, RESOURCE_EXHAUSTED with the
 // server's pushback, or the attempt timeout, all within the total
-// timeout.
-func (u *grpcUnary) retrying(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
-	c := u.calls.Get().(*grpcCall)
-	defer u.release(c)
+// timeout. c, which ctx carries to the picker, makes every retry go to an
+// instance not tried yet when one is ready.
+func (u *grpcUnary) retrying(ctx context.Context, c *grpcCall, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
 	callOpts := append(append(c.opts[:0], opts...), c.trailerOpt)
 	c.opts = callOpts[:0]
 
@@ -187,6 +242,7 @@ func (u *grpcUnary) retrying(ctx context.Context, method string, req, reply any,
 		c.trailer = nil
 		err := invoker(actx, method, req, reply, cc, callOpts...)
 		timedOut := timer != nil && u.unbound(cancel, timer) && err != nil && ctx.Err() == nil
+		c.observe(ctx, err, timedOut)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -216,6 +272,9 @@ func (u *grpcUnary) retrying(ctx context.Context, method string, req, reply any,
 
 func (u *grpcUnary) release(c *grpcCall) {
 	clear(c.opts[:cap(c.opts)])
+	clear(c.triedInsts)
+	c.triedInsts = c.triedInsts[:0]
+	c.picked, c.answered = nil, false
 	c.trailer = nil
 	if c.backoff != nil {
 		c.backoff.Reset()

@@ -213,6 +213,8 @@ func TestGRPCClientConfigErrors(t *testing.T) {
 		{"zero timeout", map[string]string{"Aspire__Resilience__Grpc__TotalRequestTimeout__Timeout": "0s"}, "Aspire:Resilience:Grpc:TotalRequestTimeout:Timeout"},
 		{"zero attempt timeout", map[string]string{"Aspire__Resilience__Grpc__Clients__users__AttemptTimeout__Timeout": "0s"}, "Aspire:Resilience:Grpc:Clients:users:AttemptTimeout:Timeout"},
 		{"bad handler", map[string]string{"Aspire__ServiceDefaults__GrpcClients__users__Resilience": "Hedging"}, "Aspire:ServiceDefaults:GrpcClients:users:Resilience"},
+		{"bad keepalive", map[string]string{"Aspire__ServiceDefaults__GrpcClients__users__KeepAlivePingDelay": "often"}, "Aspire:ServiceDefaults:GrpcClients:users:KeepAlivePingDelay"},
+		{"bad ejection", map[string]string{"Aspire__Resilience__Grpc__OutlierDetection__ConsecutiveFailures": "-2"}, "Aspire:Resilience:Grpc:OutlierDetection:ConsecutiveFailures"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -363,7 +365,15 @@ func TestGRPCServerListeners(t *testing.T) {
 			if port != "" {
 				grpcAddr = "127.0.0.1:" + port
 			}
-			inst, err := getInstance(echopb.NewEchoClient(plainClient(t, grpcAddr)))
+			// Serve opens the gRPC port in its own goroutine: the first
+			// calls may find it closed.
+			c := echopb.NewEchoClient(plainClient(t, grpcAddr))
+			var inst string
+			var err error
+			waitFor(t, "a gRPC call on "+grpcAddr, func() bool {
+				inst, err = getInstance(c)
+				return status.Code(err) != codes.Unavailable
+			})
 			if err != nil || inst != "server" {
 				t.Fatalf("gRPC call on %s = %q, %v", grpcAddr, inst, err)
 			}

@@ -1,0 +1,103 @@
+package servicedefaults
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/outlier"
+)
+
+// SectionGRPCClients holds the connection settings of every gRPC client
+// (KeepAlivePingDelay, KeepAlivePingTimeout, KeepAlivePingPolicy, named
+// after .NET's SocketsHttpHandler properties, which Grpc.Net.Client
+// uses); SectionGRPCClients + ":{name}" overrides them per client.
+const SectionGRPCClients = "Aspire:ServiceDefaults:GrpcClients"
+
+// grpcClientKey names the key of field for the client called name: the
+// client's own when it is set, else the shared one.
+func grpcClientKey(cfg *discovery.Config, name, field string) string {
+	if key := SectionGRPCClients + ":" + name + ":" + field; hasKey(cfg, key) {
+		return key
+	}
+	return SectionGRPCClients + ":" + field
+}
+
+// grpcKeepalive reads the keepalive of the client called name. A delay of
+// 0 turns the pings off; a delay under grpc-go's 10 s minimum is raised
+// to it.
+func grpcKeepalive(cfg *discovery.Config, name string) (keepalive.ClientParameters, error) {
+	var kp keepalive.ClientParameters
+	key := grpcClientKey(cfg, name, "KeepAlivePingDelay")
+	delay, err := cfg.Duration(key, defaultGRPCKeepAlivePingDelay)
+	switch {
+	case err != nil:
+		return kp, err
+	case delay < 0:
+		return kp, &discovery.KeyError{Key: key, Err: errors.New("must not be negative (0 turns the pings off)")}
+	case delay == 0:
+		return kp, nil
+	}
+	key = grpcClientKey(cfg, name, "KeepAlivePingTimeout")
+	timeout, err := cfg.Duration(key, defaultGRPCKeepAlivePingTimeout)
+	if err != nil {
+		return kp, err
+	}
+	if timeout <= 0 {
+		return kp, &discovery.KeyError{Key: key, Err: errors.New("must be positive")}
+	}
+	key = grpcClientKey(cfg, name, "KeepAlivePingPolicy")
+	always := true
+	switch v := strings.TrimSpace(cfg.String(key)); {
+	case v == "" || strings.EqualFold(v, "Always"):
+	case strings.EqualFold(v, "WithActiveRequests"):
+		always = false
+	default:
+		return kp, &discovery.KeyError{Key: key, Err: errors.New(`must be "Always" or "WithActiveRequests"`)}
+	}
+	return keepalive.ClientParameters{
+		Time:                max(delay, grpcMinKeepAlivePingDelay),
+		Timeout:             timeout,
+		PermitWithoutStream: always,
+	}, nil
+}
+
+// grpcOutlierConfig reads the outlier detection of the client called
+// name: ConsecutiveFailures 0 turns it off.
+func grpcOutlierConfig(cfg *discovery.Config, name string) (outlier.Config, error) {
+	var oc outlier.Config
+	key := grpcResilienceKey(cfg, name, "OutlierDetection:ConsecutiveFailures")
+	n, err := cfg.Int(key, outlier.DefaultConsecutiveFailures)
+	switch {
+	case err != nil:
+		return oc, err
+	case n < 0:
+		return oc, &discovery.KeyError{Key: key, Err: errors.New("must not be negative (0 turns ejection off)")}
+	case n == 0:
+		oc.ConsecutiveFailures = -1
+	default:
+		oc.ConsecutiveFailures = n
+	}
+	for _, f := range []struct {
+		field string
+		dst   *time.Duration
+		def   time.Duration
+	}{
+		{"OutlierDetection:BaseEjectionTime", &oc.BaseEjectionTime, outlier.DefaultBaseEjectionTime},
+		{"OutlierDetection:MaxEjectionTime", &oc.MaxEjectionTime, outlier.DefaultMaxEjectionTime},
+	} {
+		key := grpcResilienceKey(cfg, name, f.field)
+		d, err := cfg.Duration(key, f.def)
+		if err != nil {
+			return oc, err
+		}
+		if d <= 0 {
+			return oc, &discovery.KeyError{Key: key, Err: errors.New("must be positive")}
+		}
+		*f.dst = d
+	}
+	return oc, nil
+}
