@@ -19,6 +19,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/timeout"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/outlier"
 )
 
 // Transport is an http.RoundTripper that sends requests through a
@@ -46,6 +47,9 @@ type Transport struct {
 	queued     atomic.Int64
 	dests      *destinations
 	tel        *telemetry
+	// outliers ejects instances that stop answering; nil without a
+	// Resolver or with outlier detection off.
+	outliers *outlier.Detector
 
 	// exec runs the retries (standard) or the total timeout (hedging).
 	exec    failsafe.Executor[*http.Response]
@@ -118,6 +122,7 @@ func NewTransport(base http.RoundTripper, c *TransportConfig) (*Transport, error
 	if err := t.initTelemetry(&s); err != nil {
 		return nil, err
 	}
+	t.initOutliers(o.OutlierDetection)
 	retry := retrypolicy.NewBuilder[*http.Response]().
 		WithMaxRetries(o.Retry.MaxRetryAttempts).
 		HandleIf(func(_ *http.Response, err error) bool {
@@ -177,6 +182,7 @@ func NewHedgingTransport(base http.RoundTripper, c *HedgingConfig) (*Transport, 
 	if err := t.initTelemetry(&s); err != nil {
 		return nil, err
 	}
+	t.initOutliers(h.Endpoint.OutlierDetection)
 	t.exec = failsafe.With[*http.Response](timeout.New[*http.Response](h.TotalRequestTimeout))
 	return t, nil
 }
@@ -243,6 +249,24 @@ func (t *Transport) initTelemetry(s *settings) error {
 	t.tel = tel
 	t.dests.tel = tel
 	return nil
+}
+
+// initOutliers makes the outlier detector, when there are instances to
+// choose from and ejection is on.
+func (t *Transport) initOutliers(o OutlierDetectionOptions) {
+	cfg, ok := o.config()
+	if !ok || t.resolver == nil {
+		return
+	}
+	n := o.ConsecutiveFailures
+	t.outliers = outlier.New(cfg, func(addr string, d time.Duration) { t.tel.ejected(addr, d, n) })
+}
+
+// Ejected reports whether outlier detection has ejected destination (an
+// instance's authority, "host:port") for now: calls go to the service's
+// other instances while one of them is not ejected.
+func (t *Transport) Ejected(destination string) bool {
+	return t.outliers.Ejected(destination)
 }
 
 // CircuitState returns the state of the circuit breaker of destination (an
@@ -364,7 +388,16 @@ type attempt struct {
 	url   *url.URL // where the attempt goes
 	fixed bool     // url was chosen by hedging; do not resolve or reroute
 	n     int32    // the attempt's number in its call, from 1
-	resp  *http.Response
+	// lost is set when the instance did not answer: the connection
+	// failed before the response headers, or the attempt timed out
+	// (the failures outlier detection counts).
+	lost bool
+	// superseded is set by the hedging loop on an attempt it cancels
+	// because an attempt started at least the hedging delay later, to
+	// another instance, answered first: its instance counts as not
+	// answering.
+	superseded atomic.Bool
+	resp       *http.Response
 	// cancel ends the context resp is read through, once resp is drained
 	// or its body closed.
 	cancel canceler
@@ -543,7 +576,7 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 	if !a.fixed {
 		c.tried = append(c.tried, d.name)
 	}
-	a.resp, a.cancel = nil, nil
+	a.resp, a.cancel, a.lost = nil, nil, false
 	ctx, cancel := parent, canceler(nil)
 	var timer *attemptTimer
 	if dl, ok := parent.Deadline(); !ok || time.Until(dl) > limit {
@@ -563,6 +596,9 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 		timer = t.startTimer(limit, cancel)
 	}
 	resp, err := t.send(ctx, a)
+	if err != nil && a.resp == nil && a.superseded.Load() {
+		a.lost = true
+	}
 	if timer != nil && !t.stopTimer(timer) {
 		// The timer fired: whatever the attempt produced is dropped.
 		resp = nil
@@ -571,6 +607,20 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 		} else {
 			err = &attemptFailure{err: &timeoutError{kind: timeoutAttempt, duration: t.declaredAttemptTimeout(), destination: d.name}}
 			t.tel.timedOut(parent, d.name, timeoutAttempt)
+			a.lost = a.resp == nil
+		}
+	}
+	if t.outliers != nil {
+		// Outlier detection counts the attempts that got no answer; any
+		// answer, a 5xx included, resets the count. The caller's own
+		// cancellation or deadline and the total timeout say nothing
+		// about the instance.
+		if a.lost {
+			if t.outliers.Failure(d.name) {
+				t.tel.ejectionEvent(parent, d.name)
+			}
+		} else if a.resp != nil {
+			t.outliers.Success(d.name)
 		}
 	}
 
@@ -644,10 +694,19 @@ func (t *Transport) pick(c *call) (*url.URL, error) {
 		return c.url, nil
 	}
 	if len(c.tried) == 0 {
+		var (
+			u   *url.URL
+			err error
+		)
 		if c.cur.n == 1 && t.kind == kindStandard {
-			return t.resolver.ResolveInto(&c.firstURL, c.url)
+			u, err = t.resolver.ResolveInto(&c.firstURL, c.url)
+		} else {
+			u, err = t.resolver.Resolve(c.url)
 		}
-		return t.resolver.Resolve(c.url)
+		if err == nil && t.outliers.Ejected(u.Host) {
+			u = t.avoidEjected(c, u)
+		}
+		return u, err
 	}
 	eps, err := t.resolver.Endpoints(c.url)
 	if err != nil {
@@ -664,7 +723,7 @@ func (t *Transport) pick(c *call) (*url.URL, error) {
 		if c.hasTried(eps[i].Host) {
 			rank = 1
 		}
-		if t.dests.isOpen(eps[i].Host) {
+		if t.dests.isOpen(eps[i].Host) || t.outliers.Ejected(eps[i].Host) {
 			rank += 2
 		}
 		if rank < bestRank {
@@ -675,6 +734,35 @@ func (t *Transport) pick(c *call) (*url.URL, error) {
 		}
 	}
 	return endpointURL(c.url, eps[best]), nil
+}
+
+// avoidEjected returns the URL of the first instance after u's, in
+// configuration order, that is not ejected; u when every instance is.
+// When u is the call's own first URL it is rewritten in place.
+func (t *Transport) avoidEjected(c *call, u *url.URL) *url.URL {
+	eps, err := t.resolver.Endpoints(c.url)
+	if err != nil || len(eps) < 2 {
+		return u
+	}
+	start := 0
+	for i, ep := range eps {
+		if ep.Host == u.Host {
+			start = i
+			break
+		}
+	}
+	for k := 1; k < len(eps); k++ {
+		ep := eps[(start+k)%len(eps)]
+		if t.outliers.Ejected(ep.Host) {
+			continue
+		}
+		if u == &c.firstURL {
+			u.Scheme, u.Host = ep.Scheme, ep.Host
+			return u
+		}
+		return endpointURL(c.url, ep)
+	}
+	return u
 }
 
 // after returns the index in eps following the instance the call tried
@@ -711,7 +799,8 @@ func endpointURL(u *url.URL, ep discovery.Endpoint) *url.URL {
 
 // reroute looks for another instance of the service whose breaker lets a
 // call through, when the chosen one's is open: first one the call has not
-// tried, then one it has. It returns nil when there is none.
+// tried, then one it has, and of each, instances not ejected first. It
+// returns nil when there is none.
 func (t *Transport) reroute(a *attempt, open *destination) *destination {
 	if a.fixed || t.resolver == nil {
 		return nil
@@ -722,10 +811,15 @@ func (t *Transport) reroute(a *attempt, open *destination) *destination {
 		return nil
 	}
 	start := c.after(eps)
-	for pass := range 2 {
+	passes := 2
+	if t.anyEjected(eps) {
+		passes = 4 // instances not ejected, then ejected ones
+	}
+	for pass := range passes {
 		for k := range len(eps) {
 			ep := eps[(start+k)%len(eps)]
-			if ep.Host == open.name || c.hasTried(ep.Host) != (pass == 1) {
+			if ep.Host == open.name || c.hasTried(ep.Host) != (pass&1 == 1) ||
+				(passes == 4 && t.outliers.Ejected(ep.Host) != (pass >= 2)) {
 				continue
 			}
 			d := t.dests.get(ep.Host, c.start)
@@ -740,6 +834,19 @@ func (t *Transport) reroute(a *attempt, open *destination) *destination {
 		}
 	}
 	return nil
+}
+
+// anyEjected reports whether one of eps is ejected.
+func (t *Transport) anyEjected(eps []discovery.Endpoint) bool {
+	if t.outliers == nil {
+		return false
+	}
+	for _, ep := range eps {
+		if t.outliers.Ejected(ep.Host) {
+			return true
+		}
+	}
+	return false
 }
 
 // send makes one attempt through the base transport.
@@ -768,7 +875,14 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 	r.Body = body
 	resp, err := t.base.RoundTrip(r)
 	if err != nil {
-		if ctx.Err() != nil || !t.shouldHandle(nil, err) {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		// No answer: a dial error, a reset, EOF before the response
+		// headers (not an error that would fail the same way anywhere,
+		// such as a malformed request).
+		a.lost = transientTransportError(err)
+		if !t.shouldHandle(nil, err) {
 			return nil, err
 		}
 		return nil, &attemptFailure{err: err}
