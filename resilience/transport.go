@@ -70,7 +70,9 @@ type Transport struct {
 //     jitter, or the delay a Retry-After header asks for;
 //  4. per attempt, the destination: the URL is resolved through the
 //     TransportConfig.Resolver, if any, so each retry may go to
-//     another instance;
+//     another instance, and instances that stopped answering are
+//     ejected for a while (outlier detection, see the package
+//     documentation);
 //  5. a circuit breaker per destination authority (failsafe-go
 //     circuitbreaker), refusing calls with ErrCircuitOpen while open;
 //  6. an attempt timeout, failing the attempt with ErrAttemptTimeout.
