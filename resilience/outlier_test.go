@@ -112,10 +112,17 @@ func TestSilentInstanceIsEjected(t *testing.T) {
 	for _, fault := range []testserver.Fault{testserver.Blackhole, testserver.Silent} {
 		t.Run(fault.String(), func(t *testing.T) {
 			t.Parallel()
+			// The load stops before the first ejection can run out
+			// (loadLimit < baseEjection): an ejection that ends sends
+			// the calls in flight then to the instance again until it
+			// fails ConsecutiveFailures more times, which over seconds
+			// of load (instead of the minutes of production
+			// ejections) would be more than 1 % of the calls.
 			const (
-				workers, perWorker  = 16, 100
+				workers, perWorker  = 16, 60
 				consecutiveFailures = 5
-				baseEjection        = 5 * time.Second
+				baseEjection        = 4 * time.Second
+				loadLimit           = 2500 * time.Millisecond
 			)
 			a := newServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "a") })
 			b := newServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "b") })
@@ -161,7 +168,7 @@ func TestSilentInstanceIsEjected(t *testing.T) {
 			p.Set(fault)
 			dc.counting.Store(true)
 			start := time.Now()
-			calls, failed, firstErr := load(c, workers, perWorker, 20*time.Second)
+			calls, failed, firstErr := load(c, workers, perWorker, loadLimit)
 			elapsed := time.Since(start)
 			dc.counting.Store(false)
 

@@ -1038,7 +1038,19 @@ func (b *rwBody) Close() error {
 // connection is closed instead.
 const maxDrain = 64 << 10
 
-var drainTimeout = time.Second // a variable for tests
+const drainTimeout = time.Second
+
+// drainTimeoutForTest, when positive, replaces drainTimeout. It is atomic
+// because drains run in the background (abandoned hedged attempts) and
+// may outlive the test that caused them.
+var drainTimeoutForTest atomic.Int64
+
+func drainLimit() time.Duration {
+	if d := drainTimeoutForTest.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	return drainTimeout
+}
 
 // drain reads what is left of a response body, within bounds, and closes
 // it. cancel, if not nil, ends the body's context: it is called if the
@@ -1048,7 +1060,7 @@ func drain(resp *http.Response, cancel canceler) {
 		return
 	}
 	if cancel != nil {
-		timer := time.AfterFunc(drainTimeout, cancel.cancel)
+		timer := time.AfterFunc(drainLimit(), cancel.cancel)
 		defer timer.Stop()
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
