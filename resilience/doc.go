@@ -107,7 +107,10 @@
 // (the resolver's round-robin choice), retries, reroutes around an open
 // breaker and hedges go to the service's other instances; an ejected
 // instance is still called when every instance is ejected, or is the only
-// one, so ejection never takes a service away. When the ejection ends the
+// one, so ejection never takes a service away. As in Envoy, at most
+// MaxEjectionPercent of a service's instances are ejected at once (but
+// always one may be): a machine so loaded that every instance seems slow
+// cannot eject them all. When the ejection ends the
 // instance gets calls again: an answer puts it back for good, more
 // failures eject it again, for longer. Ejection needs a Resolver; each
 // Transport keeps its own, per instance authority (Transport.Ejected).
@@ -197,10 +200,11 @@
 //	CircuitBreaker:SamplingDuration                      00:00:30     CircuitBreaker.SamplingDuration
 //	CircuitBreaker:BreakDuration                         00:00:05     CircuitBreaker.BreakDuration
 //	AttemptTimeout:Timeout                               00:00:10     AttemptTimeout
-//	OutlierDetection:Enabled                             true         OutlierDetection.Enabled (goaspire only, as the three below)
+//	OutlierDetection:Enabled                             true         OutlierDetection.Enabled (goaspire only, as the four below)
 //	OutlierDetection:ConsecutiveFailures                 5            OutlierDetection.ConsecutiveFailures
 //	OutlierDetection:BaseEjectionTime                    00:00:30     OutlierDetection.BaseEjectionTime
 //	OutlierDetection:MaxEjectionTime                     00:05:00     OutlierDetection.MaxEjectionTime
+//	OutlierDetection:MaxEjectionPercent                  10           OutlierDetection.MaxEjectionPercent (at least one instance)
 //
 //	key (hedging pipeline)                                        default   HedgingOptions field
 //	TotalRequestTimeout:Timeout                                   00:00:30  TotalRequestTimeout

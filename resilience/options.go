@@ -61,6 +61,14 @@ type OutlierDetectionOptions struct {
 	BaseEjectionTime time.Duration
 	// MaxEjectionTime caps one ejection. Default 300s.
 	MaxEjectionTime time.Duration
+	// MaxEjectionPercent caps the share of a service's instances ejected
+	// at once, in percent, as Envoy's max_ejection_percent: one instance
+	// may always be ejected, and an instance that fails while the cap is
+	// reached is not ejected (its failures are not counted meanwhile).
+	// Default 10, so a service of fewer than 20 instances has at most one
+	// ejected: an overloaded machine slowing every instance down cannot
+	// eject them all.
+	MaxEjectionPercent int
 }
 
 func defaultOutlierDetection() OutlierDetectionOptions {
@@ -69,6 +77,7 @@ func defaultOutlierDetection() OutlierDetectionOptions {
 		ConsecutiveFailures: outlier.DefaultConsecutiveFailures,
 		BaseEjectionTime:    outlier.DefaultBaseEjectionTime,
 		MaxEjectionTime:     outlier.DefaultMaxEjectionTime,
+		MaxEjectionPercent:  10,
 	}
 }
 
@@ -405,6 +414,9 @@ func (o OutlierDetectionOptions) validate(cfg *discovery.Config, secs []string, 
 	if o.MaxEjectionTime < o.BaseEjectionTime {
 		return invalid(cfg, secs, prefix+"MaxEjectionTime", "must be at least %sBaseEjectionTime (%s), got %s", prefix, o.BaseEjectionTime, o.MaxEjectionTime)
 	}
+	if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+		return invalid(cfg, secs, prefix+"MaxEjectionPercent", "must be in [0, 100], got %d", o.MaxEjectionPercent)
+	}
 	return nil
 }
 
@@ -524,7 +536,10 @@ func (o *OutlierDetectionOptions) applyConfig(sec *discovery.Config, prefix stri
 	if o.BaseEjectionTime, err = sec.Duration(prefix+"BaseEjectionTime", o.BaseEjectionTime); err != nil {
 		return err
 	}
-	o.MaxEjectionTime, err = sec.Duration(prefix+"MaxEjectionTime", o.MaxEjectionTime)
+	if o.MaxEjectionTime, err = sec.Duration(prefix+"MaxEjectionTime", o.MaxEjectionTime); err != nil {
+		return err
+	}
+	o.MaxEjectionPercent, err = sec.Int(prefix+"MaxEjectionPercent", o.MaxEjectionPercent)
 	return err
 }
 

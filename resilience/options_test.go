@@ -24,7 +24,7 @@ func TestDefaultOptionsAreAspires(t *testing.T) {
 		},
 		AttemptTimeout: 10 * time.Second,
 		OutlierDetection: resilience.OutlierDetectionOptions{
-			Enabled: true, ConsecutiveFailures: 5, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second,
+			Enabled: true, ConsecutiveFailures: 5, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 10,
 		},
 	}
 	if o != want {
@@ -167,6 +167,7 @@ func TestLoadTransportConfig(t *testing.T) {
 		"Aspire__Resilience__Http__OutlierDetection__ConsecutiveFailures":               "3",
 		"Aspire__Resilience__Http__OutlierDetection__BaseEjectionTime":                  "00:00:10",
 		"Aspire__Resilience__Http__OutlierDetection__MaxEjectionTime":                   "00:01:00",
+		"Aspire__Resilience__Http__OutlierDetection__MaxEjectionPercent":                "50",
 		"Aspire__Resilience__Http__Clients__catalog__OutlierDetection__Enabled":         "false",
 		"Aspire__Resilience__Http__UnknownSetting":                                      "ignored",
 	})
@@ -184,7 +185,7 @@ func TestLoadTransportConfig(t *testing.T) {
 		},
 		CircuitBreaker:   resilience.CircuitBreakerOptions{FailureRatio: 0.25, MinimumThroughput: 10, SamplingDuration: time.Minute, BreakDuration: 15 * time.Second},
 		AttemptTimeout:   20 * time.Second,
-		OutlierDetection: resilience.OutlierDetectionOptions{Enabled: true, ConsecutiveFailures: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: time.Minute},
+		OutlierDetection: resilience.OutlierDetectionOptions{Enabled: true, ConsecutiveFailures: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: time.Minute, MaxEjectionPercent: 50},
 	}
 	if o != want {
 		t.Fatalf("LoadTransportConfig() = %+v\nwant %+v", o, want)
@@ -225,6 +226,7 @@ func TestLoadOptionsErrorsNameTheKey(t *testing.T) {
 			"Aspire:Resilience:Http:CircuitBreaker:SamplingDuration"},
 		{map[string]string{"Aspire:Resilience:Http:OutlierDetection:Enabled": "sometimes"}, "", "Aspire:Resilience:Http:OutlierDetection:Enabled"},
 		{map[string]string{"Aspire:Resilience:Http:OutlierDetection:ConsecutiveFailures": "0"}, "", "Aspire:Resilience:Http:OutlierDetection:ConsecutiveFailures"},
+		{map[string]string{"Aspire:Resilience:Http:OutlierDetection:MaxEjectionPercent": "101"}, "", "Aspire:Resilience:Http:OutlierDetection:MaxEjectionPercent"},
 		{map[string]string{"Aspire:Resilience:Http:Clients:catalog:OutlierDetection:BaseEjectionTime": "-1s"}, "catalog",
 			"Aspire:Resilience:Http:Clients:catalog:OutlierDetection:BaseEjectionTime"},
 		// The default maximum (300 s) is below the base set: named in the

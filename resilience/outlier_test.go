@@ -339,3 +339,57 @@ func TestWhatEjects(t *testing.T) {
 		})
 	}
 }
+
+// TestEjectionCap: with every instance of a service refusing connections,
+// MaxEjectionPercent bounds how many are ejected at once (at least one
+// always may be), and calls still go out (the survivors are used).
+func TestEjectionCap(t *testing.T) {
+	refused := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		return addr
+	}
+	tests := []struct {
+		percent, instances, want int
+	}{
+		{10, 2, 1},
+		{10, 3, 1},
+		{50, 4, 2},
+		{100, 3, 3},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d%% of %d", tt.percent, tt.instances), func(t *testing.T) {
+			m := map[string]string{}
+			var addrs []string
+			for i := range tt.instances {
+				a := refused()
+				addrs = append(addrs, a)
+				m[fmt.Sprintf("services__catalog__http__%d", i)] = "http://" + a
+			}
+			o := testOptions()
+			o.Retry.MaxRetryAttempts = 0
+			o.OutlierDetection.ConsecutiveFailures = 1
+			o.OutlierDetection.MaxEjectionPercent = tt.percent
+			c, rt := newClient(t, &resilience.TransportConfig{Options: o, Resolver: discovery.NewResolver(discovery.FromMap(m))})
+			for range 4 * tt.instances {
+				if resp, err := c.Get("http://catalog/x"); err == nil {
+					_ = resp.Body.Close()
+					t.Fatal("a refused instance answered")
+				}
+			}
+			ejected := 0
+			for _, a := range addrs {
+				if rt.Ejected(a) {
+					ejected++
+				}
+			}
+			if ejected != tt.want {
+				t.Fatalf("%d of %d instances ejected, want %d", ejected, tt.instances, tt.want)
+			}
+		})
+	}
+}

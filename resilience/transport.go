@@ -50,6 +50,7 @@ type Transport struct {
 	// outliers ejects instances that stop answering; nil without a
 	// Resolver or with outlier detection off.
 	outliers *outlier.Detector
+	maxEject int // OutlierDetection.MaxEjectionPercent
 
 	// exec runs the retries (standard) or the total timeout (hedging).
 	exec    failsafe.Executor[*http.Response]
@@ -261,6 +262,7 @@ func (t *Transport) initOutliers(o OutlierDetectionOptions) {
 		return
 	}
 	n := o.ConsecutiveFailures
+	t.maxEject = o.MaxEjectionPercent
 	t.outliers = outlier.New(cfg, func(addr string, d time.Duration) { t.tel.ejected(addr, d, n) })
 }
 
@@ -618,7 +620,7 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 		// cancellation or deadline and the total timeout say nothing
 		// about the instance.
 		if a.lost {
-			if t.outliers.Failure(d.name) {
+			if t.mayEject(c, d.name) && t.outliers.Failure(d.name) {
 				t.tel.ejectionEvent(parent, d.name)
 			}
 		} else if a.resp != nil {
@@ -836,6 +838,26 @@ func (t *Transport) reroute(a *attempt, open *destination) *destination {
 		}
 	}
 	return nil
+}
+
+// mayEject reports whether instance name of call c's service may be
+// ejected: whether, with it, no more than MaxEjectionPercent of the
+// service's instances would be ejected (one always may be).
+func (t *Transport) mayEject(c *call, name string) bool {
+	if t.outliers.Ejected(name) {
+		return true // (Failure ignores it)
+	}
+	eps, err := t.resolver.Endpoints(c.url)
+	if err != nil || len(eps) < 2 {
+		return true
+	}
+	ejected := 0
+	for _, ep := range eps {
+		if ep.Host != name && t.outliers.Ejected(ep.Host) {
+			ejected++
+		}
+	}
+	return ejected+1 <= max(1, len(eps)*t.maxEject/100)
 }
 
 // anyEjected reports whether one of eps is ejected.
