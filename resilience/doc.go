@@ -128,8 +128,10 @@
 // retries and the breaker's failure ratio handle; ejecting it would move
 // its whole load onto the other instances (Envoy keeps consecutive 5xx and
 // gateway failures as separate, opt-in detectors for that reason). The
-// caller's own cancellation or deadline and the total timeout say nothing
-// about the instance and do not count.
+// caller's own cancellation or deadline, and a total timeout cutting a
+// retry short, say nothing about the instance and do not count (a first
+// attempt that the total timeout bounds, when it is not above the attempt
+// timeout, does count).
 //
 // The timeouts cover a call up to its response headers; reading the body
 // is bounded by the request's context alone. The attempt timeout fails an

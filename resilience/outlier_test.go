@@ -283,15 +283,20 @@ func TestWhatEjects(t *testing.T) {
 		instance  func(t *testing.T) string // the instance's URL
 		disabled  bool
 		wantEject bool
+		modify    func(*resilience.Options)
 	}{
-		{"connection refused", refused, false, true},
+		{"connection refused", refused, false, true, nil},
 		{"reset before the response", func(t *testing.T) string {
 			return newServer(t, func(_ int, w http.ResponseWriter, _ *http.Request) { closeConn(w) }).URL
-		}, false, true},
-		{"attempt timeout", func(t *testing.T) string { return newServer(t, hang).URL }, false, true},
-		{"503", func(t *testing.T) string { return newServer(t, status(http.StatusServiceUnavailable)).URL }, false, false},
-		{"200", func(t *testing.T) string { return newServer(t, status(http.StatusOK)).URL }, false, false},
-		{"disabled", refused, true, false},
+		}, false, true, nil},
+		{"attempt timeout", func(t *testing.T) string { return newServer(t, hang).URL }, false, true, nil},
+		// The total timeout, no longer than the attempt timeout, bounds
+		// the first attempt: the instance had all of it to answer.
+		{"total timeout on the first attempt", func(t *testing.T) string { return newServer(t, hang).URL }, false, true,
+			func(o *resilience.Options) { o.TotalRequestTimeout = o.AttemptTimeout }},
+		{"503", func(t *testing.T) string { return newServer(t, status(http.StatusServiceUnavailable)).URL }, false, false, nil},
+		{"200", func(t *testing.T) string { return newServer(t, status(http.StatusOK)).URL }, false, false, nil},
+		{"disabled", refused, true, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,6 +306,9 @@ func TestWhatEjects(t *testing.T) {
 			o.AttemptTimeout = 200 * time.Millisecond
 			o.OutlierDetection.ConsecutiveFailures = 2
 			o.OutlierDetection.Enabled = !tt.disabled
+			if tt.modify != nil {
+				tt.modify(&o)
+			}
 			r := discovery.NewResolver(discovery.FromMap(map[string]string{"services__catalog__http__0": u}))
 			var sent atomic.Int32
 			tr := newBase(t)

@@ -608,6 +608,9 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 		resp = nil
 		if kind == timeoutTotal {
 			err = t.totalTimeout(c)
+			// A first attempt bounded by the total timeout (not above
+			// the attempt timeout) had all of it to answer.
+			a.lost = n == 1 && a.resp == nil
 		} else {
 			err = &attemptFailure{err: &timeoutError{kind: timeoutAttempt, duration: t.declaredAttemptTimeout(), destination: d.name}}
 			t.tel.timedOut(parent, d.name, timeoutAttempt)
@@ -617,8 +620,8 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 	if t.outliers != nil {
 		// Outlier detection counts the attempts that got no answer; any
 		// answer, a 5xx included, resets the count. The caller's own
-		// cancellation or deadline and the total timeout say nothing
-		// about the instance.
+		// cancellation or deadline, and a total timeout cutting a later
+		// attempt short, say nothing about the instance.
 		if a.lost {
 			if t.mayEject(c, d.name) && t.outliers.Failure(d.name) {
 				t.tel.ejectionEvent(parent, d.name)
