@@ -29,8 +29,8 @@ type TransportConfig struct {
 	// (http://catalog, https+http://catalog) on every attempt, inside the
 	// retry loop: each retry goes to another instance, the circuit
 	// breakers are per resolved authority, and an instance whose breaker
-	// is open is skipped while another one is available. Without a
-	// Resolver the request URL is used as is.
+	// is open, or that outlier detection ejected, is skipped while another
+	// one is available. Without a Resolver the request URL is used as is.
 	Resolver *discovery.Resolver
 	// BaseAddress, when set, is where a request whose URL has no host
 	// goes, as .NET's HttpClient.BaseAddress: with BaseAddress
@@ -67,8 +67,9 @@ type HedgingConfig struct {
 	// Name names the pipeline, as TransportConfig.Name.
 	Name string
 	// Resolver, when set, gives the instances the attempts race across,
-	// each attempt to another instance in round-robin order. Without it
-	// every attempt goes to the request URL.
+	// each attempt to another instance in round-robin order, leaving out
+	// instances outlier detection ejected while another one is there.
+	// Without it every attempt goes to the request URL.
 	Resolver *discovery.Resolver
 	// BaseAddress is where a request whose URL has no host goes, as in
 	// TransportConfig.

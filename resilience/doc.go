@@ -92,6 +92,47 @@
 // *CircuitOpenError ends a call only when no instance of the service lets
 // calls through.
 //
+// # Outlier detection
+//
+// A breaker decides on a failure ratio over a minimum throughput (100
+// calls in 30 s by default), which an instance that has gone silent never
+// reaches: at one call per 10 s attempt timeout per caller, half the calls
+// of a two-instance service would keep waiting the attempt timeout on the
+// dead one. Outlier detection, as Envoy's and grpc's outlier_detection,
+// ejects such an instance after OutlierDetection:ConsecutiveFailures
+// attempts in a row that got no answer, whatever the traffic: for
+// BaseEjectionTime times the number of its ejections in a row (capped at
+// MaxEjectionTime; the count drops by one for every BaseEjectionTime it
+// then stays healthy). While an instance is ejected, first attempts
+// (the resolver's round-robin choice), retries, reroutes around an open
+// breaker and hedges go to the service's other instances; an ejected
+// instance is still called when every instance is ejected, or is the only
+// one, so ejection never takes a service away. As in Envoy, at most
+// MaxEjectionPercent of a service's instances are ejected at once (but
+// always one may be): a machine so loaded that every instance seems slow
+// cannot eject them all. When the ejection ends the
+// instance gets calls again: an answer puts it back for good, more
+// failures eject it again, for longer. Ejection needs a Resolver; each
+// Transport keeps its own, per instance authority (Transport.Ejected).
+//
+// What counts as no answer: the attempt timeout firing before the
+// response headers, and transport errors that are not the request's fault
+// (a refused or timed-out dial, a reset, EOF before the headers; not
+// certificate errors or a malformed request, which would fail anywhere).
+// In the hedging pipeline, an attempt still waiting for its headers a
+// hedging delay after it started, when an attempt to another instance
+// answered first, counts too: the hedge usually wins before the attempt
+// timeout, so the timeout alone would never eject a silent instance there.
+// Any response, a 5xx included, is an answer and resets the count: a 503
+// comes from an instance that is up but overloaded or failing, which
+// retries and the breaker's failure ratio handle; ejecting it would move
+// its whole load onto the other instances (Envoy keeps consecutive 5xx and
+// gateway failures as separate, opt-in detectors for that reason). The
+// caller's own cancellation or deadline, and a total timeout cutting a
+// retry short, say nothing about the instance and do not count (a first
+// attempt that the total timeout bounds, when it is not above the attempt
+// timeout, does count).
+//
 // The timeouts cover a call up to its response headers; reading the body
 // is bounded by the request's context alone. The attempt timeout fails an
 // attempt with ErrAttemptTimeout (retried); the total timeout fails the
@@ -161,6 +202,11 @@
 //	CircuitBreaker:SamplingDuration                      00:00:30     CircuitBreaker.SamplingDuration
 //	CircuitBreaker:BreakDuration                         00:00:05     CircuitBreaker.BreakDuration
 //	AttemptTimeout:Timeout                               00:00:10     AttemptTimeout
+//	OutlierDetection:Enabled                             true         OutlierDetection.Enabled (goaspire only, as the four below)
+//	OutlierDetection:ConsecutiveFailures                 5            OutlierDetection.ConsecutiveFailures
+//	OutlierDetection:BaseEjectionTime                    00:00:30     OutlierDetection.BaseEjectionTime
+//	OutlierDetection:MaxEjectionTime                     00:05:00     OutlierDetection.MaxEjectionTime
+//	OutlierDetection:MaxEjectionPercent                  10           OutlierDetection.MaxEjectionPercent (at least one instance)
 //
 //	key (hedging pipeline)                                        default   HedgingOptions field
 //	TotalRequestTimeout:Timeout                                   00:00:30  TotalRequestTimeout
@@ -171,12 +217,16 @@
 //	Endpoint:RateLimiter:DefaultRateLimiterOptions:QueueLimit     0         Endpoint.RateLimiter.QueueLimit
 //	Endpoint:CircuitBreaker:FailureRatio (and the other breaker keys)       Endpoint.CircuitBreaker
 //	Endpoint:Timeout:Timeout                                      00:00:10  Endpoint.Timeout
+//	Endpoint:OutlierDetection:Enabled (and the other outlier keys)          Endpoint.OutlierDetection
 //
 // For example, Aspire__Resilience__Http__Clients__catalog__Retry__MaxRetryAttempts=5
 // gives the catalog client five retries. The options are validated as
 // .NET validates them: the attempt timeout may not exceed the total
 // timeout, and the sampling duration must be at least twice the attempt
-// timeout. A value that cannot be used is a *discovery.KeyError whose Key
+// timeout; outlier detection, when enabled, needs ConsecutiveFailures of
+// at least 1, a positive BaseEjectionTime and a MaxEjectionTime not below
+// it (the OutlierDetection keys do not apply to a Pipeline). A value that
+// cannot be used is a *discovery.KeyError whose Key
 // is the full key at fault (the section and the key below it), whether
 // the value does not parse or breaks a rule; for options set in code, Key
 // is the key below the section ("AttemptTimeout:Timeout").
@@ -194,6 +244,7 @@
 //	goaspire.resilience.rejections             counter  outcome: circuit_open, concurrency_limit
 //	goaspire.resilience.timeouts               counter  outcome: attempt, total
 //	goaspire.resilience.hedges                 counter  hedged attempts started
+//	goaspire.resilience.ejections              counter  instances ejected by outlier detection; outcome: consecutive_failures
 //
 // The same events are added to the span active in the request's context,
 // with the same attributes (retries also carry attempt and delay_ms):
@@ -203,8 +254,10 @@
 //	goaspire.resilience.rejected
 //	goaspire.resilience.timeout
 //	goaspire.resilience.hedge
+//	goaspire.resilience.ejection
 //
 // The package creates no spans of its own. Breaker transitions are logged
 // once each, through the config's Logger (default slog.Default()):
-// opening at Warn, the others at Info.
+// opening at Warn, the others at Info. Each ejection is logged once at
+// Warn, naming the instance's authority and the ejection's length.
 package resilience

@@ -11,9 +11,8 @@ import (
 
 // A failed response whose body never ends must not hold up the retry.
 func TestDrainIsBounded(t *testing.T) {
-	old := drainTimeout
-	drainTimeout = 50 * time.Millisecond
-	defer func() { drainTimeout = old }()
+	drainTimeoutForTest.Store(int64(50 * time.Millisecond))
+	defer drainTimeoutForTest.Store(0)
 	var hits atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hits.Add(1) == 1 {

@@ -15,6 +15,7 @@ type hedgeAttempt struct {
 	context.Context
 	cancel context.CancelFunc
 	a      attempt
+	start  time.Time
 	resp   *http.Response
 	err    error
 }
@@ -74,7 +75,7 @@ func (t *Transport) hedge(exec failsafe.Execution[*http.Response]) (*http.Respon
 	running := make([]*hedgeAttempt, 0, maxAttempts)
 	launch := func() {
 		i := len(running)
-		h := &hedgeAttempt{a: attempt{c: c, url: targets[i%len(targets)], fixed: true}}
+		h := &hedgeAttempt{a: attempt{c: c, url: targets[i%len(targets)], fixed: true}, start: time.Now()}
 		h.Context, h.cancel = context.WithCancel(ctx)
 		running = append(running, h)
 		if i > 0 {
@@ -143,6 +144,18 @@ func (t *Transport) hedge(exec failsafe.Execution[*http.Response]) (*http.Respon
 	if last != nil && last != winner {
 		last.discard()
 	}
+	if delay > 0 && winner.resp != nil {
+		// An attempt still waiting for its headers a hedging delay
+		// after it started, when one to another instance answered, is
+		// one its instance did not answer in time: outlier detection
+		// counts it.
+		now := time.Now()
+		for _, h := range running {
+			if h != winner && h.a.url.Host != winner.a.url.Host && now.Sub(h.start) >= delay {
+				h.a.superseded.Store(true)
+			}
+		}
+	}
 	t.abandon(running, winner, results, len(running)-completed)
 	// The call's context outlives the winner's body; finish drains this
 	// response if the total timeout wins the race for the result.
@@ -173,7 +186,8 @@ func (t *Transport) abandon(running []*hedgeAttempt, winner *hedgeAttempt, resul
 }
 
 // hedgeTargets returns the URLs of the attempts: the instance the
-// resolver picks round-robin, then the service's other instances in order.
+// resolver picks round-robin, then the service's other instances in order,
+// leaving out ejected instances unless every instance is ejected.
 func (t *Transport) hedgeTargets(u *url.URL) ([]*url.URL, error) {
 	if t.resolver == nil {
 		return []*url.URL{u}, nil
@@ -197,6 +211,19 @@ func (t *Transport) hedgeTargets(u *url.URL) ([]*url.URL, error) {
 	out = append(out, first)
 	for k := 1; k < len(eps); k++ {
 		out = append(out, endpointURL(u, eps[(start+k)%len(eps)]))
+	}
+	if t.anyEjected(eps) {
+		// Ejected instances get no attempt while another one is there:
+		// the hedges go to the instances left, in the same order.
+		kept := out[:0:0]
+		for _, v := range out {
+			if !t.outliers.Ejected(v.Host) {
+				kept = append(kept, v)
+			}
+		}
+		if len(kept) > 0 {
+			out = kept
+		}
 	}
 	return out, nil
 }

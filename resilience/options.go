@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/outlier"
 	"github.com/goaspire/goaspire/internal/redact"
 )
 
@@ -32,6 +33,61 @@ type Options struct {
 	// AttemptTimeout bounds one attempt, up to its response headers.
 	// Default 10s.
 	AttemptTimeout time.Duration
+	// OutlierDetection ejects instances of a service that stop answering
+	// (goaspire only; .NET has no counterpart). It applies to HTTP
+	// clients with a Resolver, not to a Pipeline.
+	OutlierDetection OutlierDetectionOptions
+}
+
+// OutlierDetectionOptions configures outlier ejection, as Envoy's outlier
+// detection and grpc's outlier_detection balancer: after
+// ConsecutiveFailures attempts in a row to one instance of a service
+// failed without an answer (the attempt timeout fired, or the connection
+// could not be made or broke before the response headers), the instance
+// is ejected for BaseEjectionTime multiplied by the number of times it
+// has been ejected, at most MaxEjectionTime. Calls skip an ejected
+// instance while the service has another one that is not ejected; an
+// instance that answers (with any status, a 5xx included) resets its
+// count. Unlike the circuit breaker, ejection needs no minimum
+// throughput. The zero value is off; DefaultOptions turns it on.
+type OutlierDetectionOptions struct {
+	// Enabled turns ejection on. Default true.
+	Enabled bool
+	// ConsecutiveFailures is the number of failures in a row that ejects
+	// an instance. Default 5.
+	ConsecutiveFailures int
+	// BaseEjectionTime is the first ejection's length; the n-th ejection
+	// in a row lasts n times as long. Default 30s.
+	BaseEjectionTime time.Duration
+	// MaxEjectionTime caps one ejection. Default 300s.
+	MaxEjectionTime time.Duration
+	// MaxEjectionPercent caps the share of a service's instances ejected
+	// at once, in percent, as Envoy's max_ejection_percent: one instance
+	// may always be ejected, and an instance that fails while the cap is
+	// reached is not ejected (its failures are not counted meanwhile).
+	// Default 10, so a service of fewer than 20 instances has at most one
+	// ejected: an overloaded machine slowing every instance down cannot
+	// eject them all.
+	MaxEjectionPercent int
+}
+
+func defaultOutlierDetection() OutlierDetectionOptions {
+	return OutlierDetectionOptions{
+		Enabled:             true,
+		ConsecutiveFailures: outlier.DefaultConsecutiveFailures,
+		BaseEjectionTime:    outlier.DefaultBaseEjectionTime,
+		MaxEjectionTime:     outlier.DefaultMaxEjectionTime,
+		MaxEjectionPercent:  10,
+	}
+}
+
+// config returns the detector's configuration; ok is false when ejection
+// is off.
+func (o OutlierDetectionOptions) config() (c outlier.Config, ok bool) {
+	if !o.Enabled {
+		return outlier.Config{}, false
+	}
+	return outlier.Config{ConsecutiveFailures: o.ConsecutiveFailures, BaseEjectionTime: o.BaseEjectionTime, MaxEjectionTime: o.MaxEjectionTime}, true
 }
 
 // RateLimiterOptions configures the concurrency limiter.
@@ -144,8 +200,9 @@ func DefaultOptions() Options {
 			Delay:                  2 * time.Second,
 			ShouldRetryAfterHeader: true,
 		},
-		CircuitBreaker: defaultBreaker(),
-		AttemptTimeout: 10 * time.Second,
+		CircuitBreaker:   defaultBreaker(),
+		AttemptTimeout:   10 * time.Second,
+		OutlierDetection: defaultOutlierDetection(),
 	}
 }
 
@@ -198,6 +255,10 @@ type EndpointOptions struct {
 	CircuitBreaker CircuitBreakerOptions
 	// Timeout bounds one attempt. Default 10s.
 	Timeout time.Duration
+	// OutlierDetection ejects instances that stop answering, as in
+	// Options: hedged attempts skip them while another instance is not
+	// ejected.
+	OutlierDetection OutlierDetectionOptions
 }
 
 // DefaultHedgingOptions returns the defaults of .NET's standard hedging
@@ -207,9 +268,10 @@ func DefaultHedgingOptions() HedgingOptions {
 		TotalRequestTimeout: 30 * time.Second,
 		Hedging:             HedgingStrategyOptions{Delay: 2 * time.Second, MaxHedgedAttempts: 1},
 		Endpoint: EndpointOptions{
-			RateLimiter:    RateLimiterOptions{PermitLimit: 1000},
-			CircuitBreaker: defaultBreaker(),
-			Timeout:        10 * time.Second,
+			RateLimiter:      RateLimiterOptions{PermitLimit: 1000},
+			CircuitBreaker:   defaultBreaker(),
+			Timeout:          10 * time.Second,
+			OutlierDetection: defaultOutlierDetection(),
 		},
 	}
 }
@@ -249,6 +311,7 @@ const (
 	keyMaxHedged       = "Hedging:MaxHedgedAttempts"
 	keyHedgeNonIdem    = "Hedging:HedgeNonIdempotent"
 	keyEndpointTimeout = "Endpoint:Timeout:Timeout"
+	keyOutlier         = "OutlierDetection:"
 )
 
 // Configuration sections.
@@ -303,7 +366,7 @@ func (o Options) validate(cfg *discovery.Config, secs ...string) error {
 		return bad(keySampling, "the sampling duration (%s) must be at least twice the attempt timeout %s (%s)",
 			o.CircuitBreaker.SamplingDuration, keyAttemptTimeout, o.AttemptTimeout)
 	}
-	return nil
+	return o.OutlierDetection.validate(cfg, secs, keyOutlier)
 }
 
 func (o HedgingOptions) validate(cfg *discovery.Config, secs ...string) error {
@@ -332,6 +395,27 @@ func (o HedgingOptions) validate(cfg *discovery.Config, secs ...string) error {
 	if o.Endpoint.CircuitBreaker.SamplingDuration < 2*o.Endpoint.Timeout {
 		return bad("Endpoint:"+keySampling, "the sampling duration (%s) must be at least twice the attempt timeout %s (%s)",
 			o.Endpoint.CircuitBreaker.SamplingDuration, keyEndpointTimeout, o.Endpoint.Timeout)
+	}
+	return o.Endpoint.OutlierDetection.validate(cfg, secs, "Endpoint:"+keyOutlier)
+}
+
+// validate checks the options of an enabled detector; prefix is the
+// section below which its keys are ("OutlierDetection:").
+func (o OutlierDetectionOptions) validate(cfg *discovery.Config, secs []string, prefix string) error {
+	if !o.Enabled {
+		return nil
+	}
+	if o.ConsecutiveFailures < 1 {
+		return invalid(cfg, secs, prefix+"ConsecutiveFailures", "must be at least 1, got %d", o.ConsecutiveFailures)
+	}
+	if o.BaseEjectionTime <= 0 {
+		return invalid(cfg, secs, prefix+"BaseEjectionTime", "must be positive, got %s", o.BaseEjectionTime)
+	}
+	if o.MaxEjectionTime < o.BaseEjectionTime {
+		return invalid(cfg, secs, prefix+"MaxEjectionTime", "must be at least %sBaseEjectionTime (%s), got %s", prefix, o.BaseEjectionTime, o.MaxEjectionTime)
+	}
+	if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+		return invalid(cfg, secs, prefix+"MaxEjectionPercent", "must be in [0, 100], got %d", o.MaxEjectionPercent)
 	}
 	return nil
 }
@@ -408,7 +492,7 @@ func (o *Options) ApplyConfig(sec *discovery.Config) error {
 	if o.AttemptTimeout, err = sec.Duration(keyAttemptTimeout, o.AttemptTimeout); err != nil {
 		return err
 	}
-	return nil
+	return o.OutlierDetection.applyConfig(sec, keyOutlier)
 }
 
 // applyConfig overrides the options whose keys are set in sec (a section
@@ -438,7 +522,25 @@ func (o *HedgingOptions) applyConfig(sec *discovery.Config) error {
 	if o.Endpoint.Timeout, err = sec.Duration(keyEndpointTimeout, o.Endpoint.Timeout); err != nil {
 		return err
 	}
-	return nil
+	return o.Endpoint.OutlierDetection.applyConfig(sec, "Endpoint:"+keyOutlier)
+}
+
+func (o *OutlierDetectionOptions) applyConfig(sec *discovery.Config, prefix string) error {
+	var err error
+	if o.Enabled, err = sec.Bool(prefix+"Enabled", o.Enabled); err != nil {
+		return err
+	}
+	if o.ConsecutiveFailures, err = sec.Int(prefix+"ConsecutiveFailures", o.ConsecutiveFailures); err != nil {
+		return err
+	}
+	if o.BaseEjectionTime, err = sec.Duration(prefix+"BaseEjectionTime", o.BaseEjectionTime); err != nil {
+		return err
+	}
+	if o.MaxEjectionTime, err = sec.Duration(prefix+"MaxEjectionTime", o.MaxEjectionTime); err != nil {
+		return err
+	}
+	o.MaxEjectionPercent, err = sec.Int(prefix+"MaxEjectionPercent", o.MaxEjectionPercent)
+	return err
 }
 
 func (r *RateLimiterOptions) applyConfig(sec *discovery.Config, prefix string) error {
@@ -475,6 +577,7 @@ func (o Options) scaled(f float64) Options {
 	o.Retry.Delay = scale(o.Retry.Delay, f)
 	o.Retry.MaxDelay = scale(o.Retry.MaxDelay, f)
 	o.CircuitBreaker = o.CircuitBreaker.scaled(f)
+	o.OutlierDetection = o.OutlierDetection.scaled(f)
 	return o
 }
 
@@ -488,6 +591,13 @@ func (o HedgingOptions) scaled(f float64) HedgingOptions {
 	}
 	o.Endpoint.Timeout = scale(o.Endpoint.Timeout, f)
 	o.Endpoint.CircuitBreaker = o.Endpoint.CircuitBreaker.scaled(f)
+	o.Endpoint.OutlierDetection = o.Endpoint.OutlierDetection.scaled(f)
+	return o
+}
+
+func (o OutlierDetectionOptions) scaled(f float64) OutlierDetectionOptions {
+	o.BaseEjectionTime = scale(o.BaseEjectionTime, f)
+	o.MaxEjectionTime = scale(o.MaxEjectionTime, f)
 	return o
 }
 

@@ -23,6 +23,9 @@ func TestDefaultOptionsAreAspires(t *testing.T) {
 			FailureRatio: 0.1, MinimumThroughput: 100, SamplingDuration: 30 * time.Second, BreakDuration: 5 * time.Second,
 		},
 		AttemptTimeout: 10 * time.Second,
+		OutlierDetection: resilience.OutlierDetectionOptions{
+			Enabled: true, ConsecutiveFailures: 5, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 10,
+		},
 	}
 	if o != want {
 		t.Fatalf("DefaultOptions() = %+v\nwant %+v", o, want)
@@ -32,7 +35,8 @@ func TestDefaultOptionsAreAspires(t *testing.T) {
 	}
 	h := resilience.DefaultHedgingOptions()
 	if h.TotalRequestTimeout != 30*time.Second || h.Hedging.Delay != 2*time.Second || h.Hedging.MaxHedgedAttempts != 1 ||
-		h.Endpoint.Timeout != 10*time.Second || h.Endpoint.CircuitBreaker != want.CircuitBreaker || h.Endpoint.RateLimiter.PermitLimit != 1000 {
+		h.Endpoint.Timeout != 10*time.Second || h.Endpoint.CircuitBreaker != want.CircuitBreaker || h.Endpoint.RateLimiter.PermitLimit != 1000 ||
+		h.Endpoint.OutlierDetection != want.OutlierDetection {
 		t.Fatalf("DefaultHedgingOptions() = %+v", h)
 	}
 	if _, err := resilience.NewHedgingTransport(nil, &resilience.HedgingConfig{Options: h}); err != nil {
@@ -160,6 +164,11 @@ func TestLoadTransportConfig(t *testing.T) {
 		"Aspire__Resilience__Http__RateLimiter__DefaultRateLimiterOptions__QueueLimit":  "7",
 		"Aspire__Resilience__Http__Clients__catalog__Retry__MaxRetryAttempts":           "1",
 		"Aspire__Resilience__Http__Clients__catalog__Retry__RetryNonIdempotent":         "true",
+		"Aspire__Resilience__Http__OutlierDetection__ConsecutiveFailures":               "3",
+		"Aspire__Resilience__Http__OutlierDetection__BaseEjectionTime":                  "00:00:10",
+		"Aspire__Resilience__Http__OutlierDetection__MaxEjectionTime":                   "00:01:00",
+		"Aspire__Resilience__Http__OutlierDetection__MaxEjectionPercent":                "50",
+		"Aspire__Resilience__Http__Clients__catalog__OutlierDetection__Enabled":         "false",
 		"Aspire__Resilience__Http__UnknownSetting":                                      "ignored",
 	})
 	c, err := resilience.LoadTransportConfig(cfg, "")
@@ -174,8 +183,9 @@ func TestLoadTransportConfig(t *testing.T) {
 			MaxRetryAttempts: 5, BackoffType: resilience.BackoffLinear, UseJitter: false,
 			Delay: 500 * time.Millisecond, MaxDelay: 3 * time.Second, ShouldRetryAfterHeader: false,
 		},
-		CircuitBreaker: resilience.CircuitBreakerOptions{FailureRatio: 0.25, MinimumThroughput: 10, SamplingDuration: time.Minute, BreakDuration: 15 * time.Second},
-		AttemptTimeout: 20 * time.Second,
+		CircuitBreaker:   resilience.CircuitBreakerOptions{FailureRatio: 0.25, MinimumThroughput: 10, SamplingDuration: time.Minute, BreakDuration: 15 * time.Second},
+		AttemptTimeout:   20 * time.Second,
+		OutlierDetection: resilience.OutlierDetectionOptions{Enabled: true, ConsecutiveFailures: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: time.Minute, MaxEjectionPercent: 50},
 	}
 	if o != want {
 		t.Fatalf("LoadTransportConfig() = %+v\nwant %+v", o, want)
@@ -190,6 +200,7 @@ func TestLoadTransportConfig(t *testing.T) {
 	}
 	want.Retry.MaxRetryAttempts = 1
 	want.Retry.RetryNonIdempotent = true
+	want.OutlierDetection.Enabled = false
 	if o != want {
 		t.Fatalf("LoadTransportConfig(catalog) = %+v\nwant %+v", o, want)
 	}
@@ -213,6 +224,15 @@ func TestLoadOptionsErrorsNameTheKey(t *testing.T) {
 			"Aspire:Resilience:Http:Clients:catalog:AttemptTimeout:Timeout"},
 		{map[string]string{"Aspire:Resilience:Http:CircuitBreaker:SamplingDuration": "5s"}, "",
 			"Aspire:Resilience:Http:CircuitBreaker:SamplingDuration"},
+		{map[string]string{"Aspire:Resilience:Http:OutlierDetection:Enabled": "sometimes"}, "", "Aspire:Resilience:Http:OutlierDetection:Enabled"},
+		{map[string]string{"Aspire:Resilience:Http:OutlierDetection:ConsecutiveFailures": "0"}, "", "Aspire:Resilience:Http:OutlierDetection:ConsecutiveFailures"},
+		{map[string]string{"Aspire:Resilience:Http:OutlierDetection:MaxEjectionPercent": "101"}, "", "Aspire:Resilience:Http:OutlierDetection:MaxEjectionPercent"},
+		{map[string]string{"Aspire:Resilience:Http:Clients:catalog:OutlierDetection:BaseEjectionTime": "-1s"}, "catalog",
+			"Aspire:Resilience:Http:Clients:catalog:OutlierDetection:BaseEjectionTime"},
+		// The default maximum (300 s) is below the base set: named in the
+		// last section read.
+		{map[string]string{"Aspire:Resilience:Http:OutlierDetection:BaseEjectionTime": "00:10:00"}, "catalog",
+			"Aspire:Resilience:Http:Clients:catalog:OutlierDetection:MaxEjectionTime"},
 		// A bad value in the shared section is named there, even when a
 		// client's section is read after it.
 		{map[string]string{"Aspire:Resilience:Http:AttemptTimeout:Timeout": "00:01:00"}, "catalog",
@@ -239,6 +259,7 @@ func TestLoadHedgingAndPipelineConfig(t *testing.T) {
 		"Aspire:Resilience:Hedging:Endpoint:CircuitBreaker:MinimumThroughput":                  "20",
 		"Aspire:Resilience:Hedging:Endpoint:RateLimiter:DefaultRateLimiterOptions:PermitLimit": "10",
 		"Aspire:Resilience:Hedging:Clients:search:TotalRequestTimeout:Timeout":                 "00:00:10",
+		"Aspire:Resilience:Hedging:Endpoint:OutlierDetection:ConsecutiveFailures":              "2",
 		"Aspire:Resilience:Pipelines:orders-db:Retry:MaxRetryAttempts":                         "2",
 		"Aspire:Resilience:Pipelines:orders-db:Retry:Delay":                                    "50ms",
 	})
@@ -248,7 +269,8 @@ func TestLoadHedgingAndPipelineConfig(t *testing.T) {
 	}
 	h := hc.Options
 	if h.Hedging.Delay != 100*time.Millisecond || h.Hedging.MaxHedgedAttempts != 2 || h.Endpoint.Timeout != 5*time.Second ||
-		h.Endpoint.CircuitBreaker.MinimumThroughput != 20 || h.Endpoint.RateLimiter.PermitLimit != 10 || h.TotalRequestTimeout != 10*time.Second {
+		h.Endpoint.CircuitBreaker.MinimumThroughput != 20 || h.Endpoint.RateLimiter.PermitLimit != 10 || h.TotalRequestTimeout != 10*time.Second ||
+		h.Endpoint.OutlierDetection.ConsecutiveFailures != 2 || !h.Endpoint.OutlierDetection.Enabled {
 		t.Fatalf("LoadHedgingConfig() = %+v", h)
 	}
 	pc, err := resilience.LoadPipelineConfig(cfg, "orders-db")
@@ -263,6 +285,12 @@ func TestLoadHedgingAndPipelineConfig(t *testing.T) {
 		"Aspire:Resilience:Hedging:Endpoint:Timeout:Timeout": "1m",
 	}), "")
 	if !errors.As(err, &ke) || ke.Key != "Aspire:Resilience:Hedging:Endpoint:Timeout:Timeout" {
+		t.Fatalf("LoadHedgingConfig() error = %v", err)
+	}
+	_, err = resilience.LoadHedgingConfig(discovery.FromMap(map[string]string{
+		"Aspire:Resilience:Hedging:Endpoint:OutlierDetection:MaxEjectionTime": "1s",
+	}), "")
+	if !errors.As(err, &ke) || ke.Key != "Aspire:Resilience:Hedging:Endpoint:OutlierDetection:MaxEjectionTime" {
 		t.Fatalf("LoadHedgingConfig() error = %v", err)
 	}
 	_, err = resilience.LoadPipelineConfig(discovery.FromMap(map[string]string{

@@ -27,6 +27,7 @@ const (
 	metricRejections         = "goaspire.resilience.rejections"
 	metricTimeouts           = "goaspire.resilience.timeouts"
 	metricHedges             = "goaspire.resilience.hedges"
+	metricEjections          = "goaspire.resilience.ejections"
 )
 
 // Attribute keys of the metrics and span events.
@@ -45,6 +46,7 @@ const (
 	eventRejected     = "goaspire.resilience.rejected"
 	eventTimeout      = "goaspire.resilience.timeout"
 	eventHedge        = "goaspire.resilience.hedge"
+	eventEjection     = "goaspire.resilience.ejection"
 )
 
 // Outcome attribute values other than HTTP status codes.
@@ -54,6 +56,7 @@ const (
 	outcomeAttemptTimeout   = "attempt_timeout"
 	outcomeCircuitOpen      = "circuit_open"
 	outcomeConcurrencyLimit = "concurrency_limit"
+	outcomeNoAnswer         = "consecutive_failures"
 )
 
 type telemetry struct {
@@ -64,6 +67,7 @@ type telemetry struct {
 	rejections   metric.Int64Counter
 	timeouts     metric.Int64Counter
 	hedges       metric.Int64Counter
+	ejections    metric.Int64Counter
 	reg          metric.Registration
 }
 
@@ -91,6 +95,10 @@ func newTelemetry(s *settings, dests *destinations) (*telemetry, error) {
 	}
 	if t.hedges, err = m.Int64Counter(metricHedges, metric.WithUnit("{attempt}"),
 		metric.WithDescription("Hedged attempts started.")); err != nil {
+		return nil, err
+	}
+	if t.ejections, err = m.Int64Counter(metricEjections, metric.WithUnit("{ejection}"),
+		metric.WithDescription("Instances ejected by outlier detection after consecutive attempts without an answer.")); err != nil {
 		return nil, err
 	}
 	gauge, err := m.Int64ObservableGauge(metricBreakerState, metric.WithUnit("{state}"),
@@ -173,6 +181,23 @@ func (t *telemetry) stateChanged(dest string, from, to CircuitState, failureRate
 	default:
 		t.logger.Info("resilience: circuit breaker closed", args...)
 	}
+}
+
+// ejected records an instance's ejection: once, from the detector's
+// callback.
+func (t *telemetry) ejected(dest string, d time.Duration, failures int) {
+	t.ejections.Add(context.Background(), 1, t.attrs(dest, outcomeNoAnswer))
+	args := []any{slog.String("destination", dest), slog.Duration("ejection", d), slog.Int("consecutive_failures", failures)}
+	if t.pipeline != "" {
+		args = append(args, slog.String("pipeline", t.pipeline))
+	}
+	t.logger.Warn("resilience: instance ejected: it did not answer its last attempts; calls go to the other instances", args...)
+}
+
+// ejectionEvent adds an ejection to the span of the call whose attempt
+// caused it.
+func (t *telemetry) ejectionEvent(ctx context.Context, dest string) {
+	t.event(ctx, eventEjection, attrDestination.String(dest), attrOutcome.String(outcomeNoAnswer))
 }
 
 // stateEvent adds the breaker's new state to the span of the call that

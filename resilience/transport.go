@@ -19,6 +19,7 @@ import (
 	"github.com/failsafe-go/failsafe-go/timeout"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/internal/outlier"
 )
 
 // Transport is an http.RoundTripper that sends requests through a
@@ -46,6 +47,10 @@ type Transport struct {
 	queued     atomic.Int64
 	dests      *destinations
 	tel        *telemetry
+	// outliers ejects instances that stop answering; nil without a
+	// Resolver or with outlier detection off.
+	outliers *outlier.Detector
+	maxEject int // OutlierDetection.MaxEjectionPercent
 
 	// exec runs the retries (standard) or the total timeout (hedging).
 	exec    failsafe.Executor[*http.Response]
@@ -66,7 +71,9 @@ type Transport struct {
 //     jitter, or the delay a Retry-After header asks for;
 //  4. per attempt, the destination: the URL is resolved through the
 //     TransportConfig.Resolver, if any, so each retry may go to
-//     another instance;
+//     another instance, and instances that stopped answering are
+//     ejected for a while (outlier detection, see the package
+//     documentation);
 //  5. a circuit breaker per destination authority (failsafe-go
 //     circuitbreaker), refusing calls with ErrCircuitOpen while open;
 //  6. an attempt timeout, failing the attempt with ErrAttemptTimeout.
@@ -118,6 +125,7 @@ func NewTransport(base http.RoundTripper, c *TransportConfig) (*Transport, error
 	if err := t.initTelemetry(&s); err != nil {
 		return nil, err
 	}
+	t.initOutliers(o.OutlierDetection)
 	retry := retrypolicy.NewBuilder[*http.Response]().
 		WithMaxRetries(o.Retry.MaxRetryAttempts).
 		HandleIf(func(_ *http.Response, err error) bool {
@@ -177,6 +185,7 @@ func NewHedgingTransport(base http.RoundTripper, c *HedgingConfig) (*Transport, 
 	if err := t.initTelemetry(&s); err != nil {
 		return nil, err
 	}
+	t.initOutliers(h.Endpoint.OutlierDetection)
 	t.exec = failsafe.With[*http.Response](timeout.New[*http.Response](h.TotalRequestTimeout))
 	return t, nil
 }
@@ -243,6 +252,25 @@ func (t *Transport) initTelemetry(s *settings) error {
 	t.tel = tel
 	t.dests.tel = tel
 	return nil
+}
+
+// initOutliers makes the outlier detector, when there are instances to
+// choose from and ejection is on.
+func (t *Transport) initOutliers(o OutlierDetectionOptions) {
+	cfg, ok := o.config()
+	if !ok || t.resolver == nil {
+		return
+	}
+	n := o.ConsecutiveFailures
+	t.maxEject = o.MaxEjectionPercent
+	t.outliers = outlier.New(cfg, func(addr string, d time.Duration) { t.tel.ejected(addr, d, n) })
+}
+
+// Ejected reports whether outlier detection has ejected destination (an
+// instance's authority, "host:port") for now: calls go to the service's
+// other instances while one of them is not ejected.
+func (t *Transport) Ejected(destination string) bool {
+	return t.outliers.Ejected(destination)
 }
 
 // CircuitState returns the state of the circuit breaker of destination (an
@@ -364,7 +392,16 @@ type attempt struct {
 	url   *url.URL // where the attempt goes
 	fixed bool     // url was chosen by hedging; do not resolve or reroute
 	n     int32    // the attempt's number in its call, from 1
-	resp  *http.Response
+	// lost is set when the instance did not answer: the connection
+	// failed before the response headers, or the attempt timed out
+	// (the failures outlier detection counts).
+	lost bool
+	// superseded is set by the hedging loop on an attempt it cancels
+	// because an attempt started at least the hedging delay later, to
+	// another instance, answered first: its instance counts as not
+	// answering.
+	superseded atomic.Bool
+	resp       *http.Response
 	// cancel ends the context resp is read through, once resp is drained
 	// or its body closed.
 	cancel canceler
@@ -543,7 +580,7 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 	if !a.fixed {
 		c.tried = append(c.tried, d.name)
 	}
-	a.resp, a.cancel = nil, nil
+	a.resp, a.cancel, a.lost = nil, nil, false
 	ctx, cancel := parent, canceler(nil)
 	var timer *attemptTimer
 	if dl, ok := parent.Deadline(); !ok || time.Until(dl) > limit {
@@ -563,14 +600,34 @@ func (t *Transport) attempt(parent context.Context, a *attempt) (*http.Response,
 		timer = t.startTimer(limit, cancel)
 	}
 	resp, err := t.send(ctx, a)
+	if err != nil && a.resp == nil && a.superseded.Load() {
+		a.lost = true
+	}
 	if timer != nil && !t.stopTimer(timer) {
 		// The timer fired: whatever the attempt produced is dropped.
 		resp = nil
 		if kind == timeoutTotal {
 			err = t.totalTimeout(c)
+			// A first attempt bounded by the total timeout (not above
+			// the attempt timeout) had all of it to answer.
+			a.lost = n == 1 && a.resp == nil
 		} else {
 			err = &attemptFailure{err: &timeoutError{kind: timeoutAttempt, duration: t.declaredAttemptTimeout(), destination: d.name}}
 			t.tel.timedOut(parent, d.name, timeoutAttempt)
+			a.lost = a.resp == nil
+		}
+	}
+	if t.outliers != nil {
+		// Outlier detection counts the attempts that got no answer; any
+		// answer, a 5xx included, resets the count. The caller's own
+		// cancellation or deadline, and a total timeout cutting a later
+		// attempt short, say nothing about the instance.
+		if a.lost {
+			if t.mayEject(c, d.name) && t.outliers.Failure(d.name) {
+				t.tel.ejectionEvent(parent, d.name)
+			}
+		} else if a.resp != nil {
+			t.outliers.Success(d.name)
 		}
 	}
 
@@ -644,10 +701,19 @@ func (t *Transport) pick(c *call) (*url.URL, error) {
 		return c.url, nil
 	}
 	if len(c.tried) == 0 {
+		var (
+			u   *url.URL
+			err error
+		)
 		if c.cur.n == 1 && t.kind == kindStandard {
-			return t.resolver.ResolveInto(&c.firstURL, c.url)
+			u, err = t.resolver.ResolveInto(&c.firstURL, c.url)
+		} else {
+			u, err = t.resolver.Resolve(c.url)
 		}
-		return t.resolver.Resolve(c.url)
+		if err == nil && t.outliers.Ejected(u.Host) {
+			u = t.avoidEjected(c, u)
+		}
+		return u, err
 	}
 	eps, err := t.resolver.Endpoints(c.url)
 	if err != nil {
@@ -664,7 +730,7 @@ func (t *Transport) pick(c *call) (*url.URL, error) {
 		if c.hasTried(eps[i].Host) {
 			rank = 1
 		}
-		if t.dests.isOpen(eps[i].Host) {
+		if t.dests.isOpen(eps[i].Host) || t.outliers.Ejected(eps[i].Host) {
 			rank += 2
 		}
 		if rank < bestRank {
@@ -675,6 +741,35 @@ func (t *Transport) pick(c *call) (*url.URL, error) {
 		}
 	}
 	return endpointURL(c.url, eps[best]), nil
+}
+
+// avoidEjected returns the URL of the first instance after u's, in
+// configuration order, that is not ejected; u when every instance is.
+// When u is the call's own first URL it is rewritten in place.
+func (t *Transport) avoidEjected(c *call, u *url.URL) *url.URL {
+	eps, err := t.resolver.Endpoints(c.url)
+	if err != nil || len(eps) < 2 {
+		return u
+	}
+	start := 0
+	for i, ep := range eps {
+		if ep.Host == u.Host {
+			start = i
+			break
+		}
+	}
+	for k := 1; k < len(eps); k++ {
+		ep := eps[(start+k)%len(eps)]
+		if t.outliers.Ejected(ep.Host) {
+			continue
+		}
+		if u == &c.firstURL {
+			u.Scheme, u.Host = ep.Scheme, ep.Host
+			return u
+		}
+		return endpointURL(c.url, ep)
+	}
+	return u
 }
 
 // after returns the index in eps following the instance the call tried
@@ -711,7 +806,8 @@ func endpointURL(u *url.URL, ep discovery.Endpoint) *url.URL {
 
 // reroute looks for another instance of the service whose breaker lets a
 // call through, when the chosen one's is open: first one the call has not
-// tried, then one it has. It returns nil when there is none.
+// tried, then one it has, and of each, instances not ejected first. It
+// returns nil when there is none.
 func (t *Transport) reroute(a *attempt, open *destination) *destination {
 	if a.fixed || t.resolver == nil {
 		return nil
@@ -722,10 +818,15 @@ func (t *Transport) reroute(a *attempt, open *destination) *destination {
 		return nil
 	}
 	start := c.after(eps)
-	for pass := range 2 {
+	passes := 2
+	if t.anyEjected(eps) {
+		passes = 4 // instances not ejected, then ejected ones
+	}
+	for pass := range passes {
 		for k := range len(eps) {
 			ep := eps[(start+k)%len(eps)]
-			if ep.Host == open.name || c.hasTried(ep.Host) != (pass == 1) {
+			if ep.Host == open.name || c.hasTried(ep.Host) != (pass&1 == 1) ||
+				(passes == 4 && t.outliers.Ejected(ep.Host) != (pass >= 2)) {
 				continue
 			}
 			d := t.dests.get(ep.Host, c.start)
@@ -740,6 +841,39 @@ func (t *Transport) reroute(a *attempt, open *destination) *destination {
 		}
 	}
 	return nil
+}
+
+// mayEject reports whether instance name of call c's service may be
+// ejected: whether, with it, no more than MaxEjectionPercent of the
+// service's instances would be ejected (one always may be).
+func (t *Transport) mayEject(c *call, name string) bool {
+	if t.outliers.Ejected(name) {
+		return true // (Failure ignores it)
+	}
+	eps, err := t.resolver.Endpoints(c.url)
+	if err != nil || len(eps) < 2 {
+		return true
+	}
+	ejected := 0
+	for _, ep := range eps {
+		if ep.Host != name && t.outliers.Ejected(ep.Host) {
+			ejected++
+		}
+	}
+	return ejected+1 <= max(1, len(eps)*t.maxEject/100)
+}
+
+// anyEjected reports whether one of eps is ejected.
+func (t *Transport) anyEjected(eps []discovery.Endpoint) bool {
+	if t.outliers == nil {
+		return false
+	}
+	for _, ep := range eps {
+		if t.outliers.Ejected(ep.Host) {
+			return true
+		}
+	}
+	return false
 }
 
 // send makes one attempt through the base transport.
@@ -768,7 +902,14 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 	r.Body = body
 	resp, err := t.base.RoundTrip(r)
 	if err != nil {
-		if ctx.Err() != nil || !t.shouldHandle(nil, err) {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		// No answer: a dial error, a reset, EOF before the response
+		// headers (not an error that would fail the same way anywhere,
+		// such as a malformed request).
+		a.lost = transientTransportError(err)
+		if !t.shouldHandle(nil, err) {
 			return nil, err
 		}
 		return nil, &attemptFailure{err: err}
@@ -922,7 +1063,19 @@ func (b *rwBody) Close() error {
 // connection is closed instead.
 const maxDrain = 64 << 10
 
-var drainTimeout = time.Second // a variable for tests
+const drainTimeout = time.Second
+
+// drainTimeoutForTest, when positive, replaces drainTimeout. It is atomic
+// because drains run in the background (abandoned hedged attempts) and
+// may outlive the test that caused them.
+var drainTimeoutForTest atomic.Int64
+
+func drainLimit() time.Duration {
+	if d := drainTimeoutForTest.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	return drainTimeout
+}
 
 // drain reads what is left of a response body, within bounds, and closes
 // it. cancel, if not nil, ends the body's context: it is called if the
@@ -932,7 +1085,7 @@ func drain(resp *http.Response, cancel canceler) {
 		return
 	}
 	if cancel != nil {
-		timer := time.AfterFunc(drainTimeout, cancel.cancel)
+		timer := time.AfterFunc(drainLimit(), cancel.cancel)
 		defer timer.Stop()
 	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)

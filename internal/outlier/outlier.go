@@ -21,6 +21,7 @@ package outlier
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -56,6 +57,14 @@ type Detector struct {
 
 	mu        sync.Mutex
 	instances map[string]*instance
+
+	// tracked is len(instances) and ejected the number of instances with
+	// an ejection not yet ended by relaxLocked (some of them may have run
+	// out): while they are zero, Success and Ejected return without taking
+	// the lock, so a detector costs callers nothing while every instance
+	// answers.
+	tracked atomic.Int32
+	ejected atomic.Int32
 }
 
 type instance struct {
@@ -99,13 +108,22 @@ const maxTracked = 4096
 // Success records an answer from addr (any answer: an HTTP 500 is an
 // answer). It resets addr's consecutive failures.
 func (d *Detector) Success(addr string) {
-	if d == nil || d.threshold < 0 {
+	if d == nil || d.tracked.Load() == 0 {
 		return
 	}
+	d.successSlow(addr)
+}
+
+func (d *Detector) successSlow(addr string) {
 	d.mu.Lock()
 	if in := d.instances[addr]; in != nil {
 		in.failures = 0
 		d.relaxLocked(in, d.now())
+		if in.ejectedUntil.IsZero() && in.ejections == 0 {
+			// Nothing left to remember.
+			delete(d.instances, addr)
+			d.tracked.Add(-1)
+		}
 	}
 	d.mu.Unlock()
 }
@@ -125,6 +143,7 @@ func (d *Detector) Failure(addr string) bool {
 		}
 		in = &instance{}
 		d.instances[addr] = in
+		d.tracked.Add(1)
 	}
 	if !in.ejectedUntil.IsZero() && now.Before(in.ejectedUntil) {
 		d.mu.Unlock()
@@ -144,6 +163,7 @@ func (d *Detector) Failure(addr string) bool {
 	}
 	in.ejectedUntil = now.Add(length)
 	in.healthySince = time.Time{}
+	d.ejected.Add(1)
 	d.mu.Unlock()
 	if d.onEject != nil {
 		d.onEject(addr, length)
@@ -152,15 +172,24 @@ func (d *Detector) Failure(addr string) bool {
 }
 
 // Ejected reports whether addr is ejected now. Pickers skip an ejected
-// instance while another instance is not ejected.
+// instance while another instance is not ejected. While no instance is
+// ejected it costs one atomic load.
 func (d *Detector) Ejected(addr string) bool {
-	if d == nil || d.threshold < 0 {
+	if d == nil || d.ejected.Load() == 0 {
 		return false
 	}
+	return d.ejectedSlow(addr)
+}
+
+func (d *Detector) ejectedSlow(addr string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	in := d.instances[addr]
-	return in != nil && !in.ejectedUntil.IsZero() && d.now().Before(in.ejectedUntil)
+	if in == nil {
+		return false
+	}
+	d.relaxLocked(in, d.now())
+	return !in.ejectedUntil.IsZero()
 }
 
 // relaxLocked ends an ejection whose time is up and lowers the multiplier
@@ -169,6 +198,7 @@ func (d *Detector) relaxLocked(in *instance, now time.Time) {
 	if !in.ejectedUntil.IsZero() && !now.Before(in.ejectedUntil) {
 		in.healthySince = in.ejectedUntil
 		in.ejectedUntil = time.Time{}
+		d.ejected.Add(-1)
 	}
 	for in.ejections > 0 && in.ejectedUntil.IsZero() && !in.healthySince.IsZero() && now.Sub(in.healthySince) >= d.base {
 		in.ejections--
@@ -182,6 +212,7 @@ func (d *Detector) pruneLocked(now time.Time) {
 		d.relaxLocked(in, now)
 		if in.failures == 0 && in.ejectedUntil.IsZero() && in.ejections == 0 {
 			delete(d.instances, addr)
+			d.tracked.Add(-1)
 		}
 	}
 }

@@ -74,3 +74,65 @@ func TestNilDetector(t *testing.T) {
 		t.Fatal("a nil Detector ejected")
 	}
 }
+
+// TestDetectorFastPath checks the counts that let Success and Ejected skip
+// the lock: they go back to zero once every instance answers again.
+func TestDetectorFastPath(t *testing.T) {
+	d, c, _ := newTest(Config{ConsecutiveFailures: 2})
+	d.Success("a:1")
+	if n := d.tracked.Load(); n != 0 {
+		t.Fatalf("a success tracked %d instances", n)
+	}
+	d.Failure("a:1")
+	d.Failure("b:1")
+	d.Success("b:1")
+	if n := d.tracked.Load(); n != 1 {
+		t.Fatalf("tracked %d instances, want 1 (b answered)", n)
+	}
+	d.Failure("a:1")
+	if !d.Ejected("a:1") || d.ejected.Load() != 1 {
+		t.Fatalf("a not ejected (count %d)", d.ejected.Load())
+	}
+	c.t = c.t.Add(d.base)
+	if d.Ejected("a:1") {
+		t.Fatal("a still ejected after its ejection time")
+	}
+	if n := d.ejected.Load(); n != 0 {
+		t.Fatalf("ejected count %d after the ejection ended", n)
+	}
+	// The multiplier is remembered until a healthy base time has passed.
+	d.Success("a:1")
+	if n := d.tracked.Load(); n != 1 {
+		t.Fatalf("tracked %d instances, want 1 (a's multiplier)", n)
+	}
+	c.t = c.t.Add(d.base)
+	d.Success("a:1")
+	if n := d.tracked.Load(); n != 0 {
+		t.Fatalf("tracked %d instances after a healthy base time, want 0", n)
+	}
+}
+
+// BenchmarkDetector measures what a caller pays per attempt: Ejected on
+// the chosen instance and Success once it answered, while nothing is
+// ejected (the common case, lock-free) and while another instance is.
+func BenchmarkDetector(b *testing.B) {
+	b.Run("none-ejected", func(b *testing.B) {
+		d := New(Config{}, nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			if !d.Ejected("a:1") {
+				d.Success("a:1")
+			}
+		}
+	})
+	b.Run("other-ejected", func(b *testing.B) {
+		d := New(Config{ConsecutiveFailures: 1, BaseEjectionTime: time.Hour}, nil)
+		d.Failure("b:1")
+		b.ReportAllocs()
+		for b.Loop() {
+			if !d.Ejected("a:1") {
+				d.Success("a:1")
+			}
+		}
+	})
+}
