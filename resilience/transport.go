@@ -860,7 +860,7 @@ func (t *Transport) mayEject(c *call, name string) bool {
 			ejected++
 		}
 	}
-	return ejected+1 <= max(1, len(eps)*t.maxEject/100)
+	return outlier.CapAllows(ejected, len(eps), t.maxEject)
 }
 
 // anyEjected reports whether one of eps is ejected.

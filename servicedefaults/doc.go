@@ -267,10 +267,13 @@
 //	Aspire:Resilience:Grpc[:Clients:{name}]:TotalRequestTimeout:Timeout  unary call bound (default 30s)
 //	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:ConsecutiveFailures  ejects an instance after
 //	                                                                this many timeouts or connection failures
-//	                                                                in a row (default 5; 0: never)
+//	                                                                in a row (default 5)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:Enabled  false turns ejection off (default true)
 //	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:BaseEjectionTime  first ejection (default 30s),
 //	                                                                growing with each ejection
 //	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:MaxEjectionTime   ejection cap (default 300s)
+//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:MaxEjectionPercent  instances ejected at once
+//	                                                                (default 10 %, at least one)
 //	Aspire:ServiceDefaults:GrpcClients:{name}:Resilience            Standard (default) or None
 //	Aspire:ServiceDefaults:GrpcClients[:{name}]:KeepAlivePingDelay  ping an idle connection (default 10s,
 //	                                                                the least grpc-go allows; 0: no pings)

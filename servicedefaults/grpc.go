@@ -119,8 +119,11 @@ func (g *grpcState) init() {
 //     for calls not retried) or failed UNAVAILABLE without an answer from
 //     it (its connection failed or could not be made), for
 //     OutlierDetection:BaseEjectionTime (30 s) times the number of its
-//     ejections, at most OutlierDetection:MaxEjectionTime (300 s); any
-//     answer resets its count (Envoy's defaults; 0 failures turns it off).
+//     ejections, at most OutlierDetection:MaxEjectionTime (300 s), and
+//     never more than OutlierDetection:MaxEjectionPercent (10 %, but
+//     always one) of the instances at once; any answer resets its count
+//     (Envoy's defaults, and the HTTP clients' keys and rules, see package
+//     resilience; OutlierDetection:Enabled false turns it off).
 //     An ejection is logged (warning "gRPC instance ejected");
 //   - uses TLS for https endpoints (and DNS pass-through), trusting the
 //     system roots plus SSL_CERT_FILE / SSL_CERT_DIR as App.HTTPClient
@@ -215,19 +218,19 @@ func (a *App) GRPCClient(name string, opts ...grpc.DialOption) (*grpc.ClientConn
 		return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
 	}
 	var insts *grpcInstances
-	if unary.standard {
-		oc, err := grpcOutlierConfig(a.cfg, name)
-		if err != nil {
-			return nil, fmt.Errorf("servicedefaults: gRPC client %q: %w", name, err)
-		}
-		d := outlier.New(oc, func(addr string, length time.Duration) {
+	if od := unary.outliers; unary.standard && od.Enabled {
+		d := outlier.New(outlier.Config{
+			ConsecutiveFailures: od.ConsecutiveFailures,
+			BaseEjectionTime:    od.BaseEjectionTime,
+			MaxEjectionTime:     od.MaxEjectionTime,
+		}, func(addr string, length time.Duration) {
 			insts.ejected(addr, length)
 			a.logger.Warn("gRPC instance ejected: its attempts time out or its connection fails",
 				"client", name, "instance", addr, "duration", length)
 		})
-		insts = newGRPCInstances(d)
+		insts = newGRPCInstances(d, od.MaxEjectionPercent)
 	} else {
-		insts = newGRPCInstances(nil)
+		insts = newGRPCInstances(nil, 0)
 	}
 	if a.grpc.builder == nil {
 		a.grpc.builder = grpcresolver.NewBuilder(a.resolver)
@@ -422,6 +425,18 @@ func grpcRetryOptions(cfg *discovery.Config, name string) (resilience.Options, e
 		return o, bad("Retry:Delay", "must not be negative")
 	case o.Retry.MaxDelay < 0:
 		return o, bad("Retry:MaxDelay", "must not be negative")
+	}
+	if od := o.OutlierDetection; od.Enabled {
+		switch {
+		case od.ConsecutiveFailures < 1:
+			return o, bad("OutlierDetection:ConsecutiveFailures", "must be at least 1 (OutlierDetection:Enabled false turns ejection off)")
+		case od.BaseEjectionTime <= 0:
+			return o, bad("OutlierDetection:BaseEjectionTime", "must be positive")
+		case od.MaxEjectionTime < od.BaseEjectionTime:
+			return o, bad("OutlierDetection:MaxEjectionTime", "must be at least OutlierDetection:BaseEjectionTime")
+		case od.MaxEjectionPercent < 0 || od.MaxEjectionPercent > 100:
+			return o, bad("OutlierDetection:MaxEjectionPercent", "must be in [0, 100]")
+		}
 	}
 	return o, nil
 }

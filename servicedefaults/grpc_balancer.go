@@ -34,7 +34,7 @@ func (grpcBalancerBuilder) Name() string { return grpcBalancerName }
 
 func (grpcBalancerBuilder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
 	b := &grpcBalancer{}
-	b.insts.Store(newGRPCInstances(nil))
+	b.insts.Store(newGRPCInstances(nil, 0))
 	// One pick_first child per endpoint, as round_robin: its children
 	// reconnect on their own, and its state tells which ones are ready.
 	b.Balancer = endpointsharding.NewBalancer(grpcBalancerCC{cc, b}, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
@@ -162,15 +162,35 @@ func (cc grpcInstancesCC) UpdateState(s resolver.State) error {
 }
 
 // grpcInstances are the instances of one connection by address, with the
-// outlier detector that ejects them (nil: none is ejected).
+// outlier detector that ejects them (nil: none is ejected) and the share
+// of them that may be ejected at once, in percent.
 type grpcInstances struct {
-	detector *outlier.Detector
-	mu       sync.Mutex
-	byAddr   map[string]*grpcInstance
+	detector   *outlier.Detector
+	maxPercent int
+	mu         sync.Mutex
+	byAddr     map[string]*grpcInstance
 }
 
-func newGRPCInstances(d *outlier.Detector) *grpcInstances {
-	return &grpcInstances{detector: d, byAddr: map[string]*grpcInstance{}}
+func newGRPCInstances(d *outlier.Detector, maxPercent int) *grpcInstances {
+	return &grpcInstances{detector: d, maxPercent: maxPercent, byAddr: map[string]*grpcInstance{}}
+}
+
+// mayEject reports whether in may be ejected without ejecting more than
+// maxPercent of the instances (outlier.CapAllows).
+func (s *grpcInstances) mayEject(in *grpcInstance) bool {
+	var now int64
+	if in.ejected(&now) {
+		return true // (Failure ignores it)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ejected := 0
+	for _, other := range s.byAddr {
+		if other != in && other.ejected(&now) {
+			ejected++
+		}
+	}
+	return outlier.CapAllows(ejected, len(s.byAddr), s.maxPercent)
 }
 
 func (s *grpcInstances) get(addr string) *grpcInstance {
@@ -178,7 +198,7 @@ func (s *grpcInstances) get(addr string) *grpcInstance {
 	defer s.mu.Unlock()
 	in := s.byAddr[addr]
 	if in == nil {
-		in = &grpcInstance{addr: addr, detector: s.detector}
+		in = &grpcInstance{addr: addr, set: s}
 		s.byAddr[addr] = in
 	}
 	return in
@@ -208,8 +228,8 @@ func (s *grpcInstances) ejected(addr string, d time.Duration) {
 
 // grpcInstance is one instance's state as pickers read it without a lock.
 type grpcInstance struct {
-	addr     string
-	detector *outlier.Detector
+	addr string
+	set  *grpcInstances
 	// ejectedUntil is the end of the instance's ejection, in Unix
 	// nanoseconds; 0 when it was never ejected.
 	ejectedUntil atomic.Int64
@@ -233,16 +253,16 @@ func (in *grpcInstance) ejected(now *int64) bool {
 // failure reports that an attempt on the instance timed out or could not
 // reach it.
 func (in *grpcInstance) failure() {
-	if in.detector == nil {
+	if in.set.detector == nil || !in.set.mayEject(in) {
 		return
 	}
 	in.suspect.Store(true)
-	in.detector.Failure(in.addr)
+	in.set.detector.Failure(in.addr)
 }
 
 // success reports an answer from the instance.
 func (in *grpcInstance) success() {
 	if in.suspect.Load() && in.suspect.Swap(false) {
-		in.detector.Success(in.addr)
+		in.set.detector.Success(in.addr)
 	}
 }

@@ -41,6 +41,8 @@ type grpcUnary struct {
 	total    time.Duration
 	attempt  time.Duration
 	retry    resilience.RetryOptions
+	// outliers is the outlier detection of the client's instances.
+	outliers resilience.OutlierDetectionOptions
 	// totalKey and attemptKey name the keys the timeouts come from, for
 	// the errors of calls that exceed them.
 	totalKey, attemptKey string
@@ -117,6 +119,7 @@ func newGRPCUnary(cfg *discovery.Config, name string, o resilience.Options, idem
 		total:      o.TotalRequestTimeout,
 		attempt:    o.AttemptTimeout,
 		retry:      o.Retry,
+		outliers:   o.OutlierDetection,
 		totalKey:   grpcResilienceKey(cfg, name, "TotalRequestTimeout:Timeout"),
 		attemptKey: grpcResilienceKey(cfg, name, "AttemptTimeout:Timeout"),
 		idempotent: idempotent,

@@ -3,12 +3,10 @@ package servicedefaults
 import (
 	"errors"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/goaspire/goaspire/discovery"
-	"github.com/goaspire/goaspire/internal/outlier"
 )
 
 // SectionGRPCClients holds the connection settings of every gRPC client
@@ -63,41 +61,4 @@ func grpcKeepalive(cfg *discovery.Config, name string) (keepalive.ClientParamete
 		Timeout:             timeout,
 		PermitWithoutStream: always,
 	}, nil
-}
-
-// grpcOutlierConfig reads the outlier detection of the client called
-// name: ConsecutiveFailures 0 turns it off.
-func grpcOutlierConfig(cfg *discovery.Config, name string) (outlier.Config, error) {
-	var oc outlier.Config
-	key := grpcResilienceKey(cfg, name, "OutlierDetection:ConsecutiveFailures")
-	n, err := cfg.Int(key, outlier.DefaultConsecutiveFailures)
-	switch {
-	case err != nil:
-		return oc, err
-	case n < 0:
-		return oc, &discovery.KeyError{Key: key, Err: errors.New("must not be negative (0 turns ejection off)")}
-	case n == 0:
-		oc.ConsecutiveFailures = -1
-	default:
-		oc.ConsecutiveFailures = n
-	}
-	for _, f := range []struct {
-		field string
-		dst   *time.Duration
-		def   time.Duration
-	}{
-		{"OutlierDetection:BaseEjectionTime", &oc.BaseEjectionTime, outlier.DefaultBaseEjectionTime},
-		{"OutlierDetection:MaxEjectionTime", &oc.MaxEjectionTime, outlier.DefaultMaxEjectionTime},
-	} {
-		key := grpcResilienceKey(cfg, name, f.field)
-		d, err := cfg.Duration(key, f.def)
-		if err != nil {
-			return oc, err
-		}
-		if d <= 0 {
-			return oc, &discovery.KeyError{Key: key, Err: errors.New("must be positive")}
-		}
-		*f.dst = d
-	}
-	return oc, nil
 }

@@ -8,7 +8,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/goaspire/goaspire/discovery"
-	"github.com/goaspire/goaspire/internal/outlier"
+	"github.com/goaspire/goaspire/resilience"
 )
 
 // TestGRPCKeepalive: the client's keepalive settings, and the App's
@@ -66,28 +66,32 @@ func TestGRPCKeepalive(t *testing.T) {
 }
 
 func TestGRPCOutlierConfig(t *testing.T) {
+	def := resilience.DefaultOptions().OutlierDetection
 	tests := []struct {
 		name   string
 		values map[string]string
-		want   outlier.Config
+		want   resilience.OutlierDetectionOptions
 		badKey string
 	}{
-		{"defaults", nil, outlier.Config{ConsecutiveFailures: 5, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second}, ""},
+		{"defaults", nil, resilience.OutlierDetectionOptions{Enabled: true, ConsecutiveFailures: 5, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second, MaxEjectionPercent: 10}, ""},
 		{"per client", map[string]string{
 			"Aspire:Resilience:Grpc:OutlierDetection:ConsecutiveFailures":           "3",
 			"Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:BaseEjectionTime": "00:00:10",
 			"Aspire:Resilience:Grpc:OutlierDetection:MaxEjectionTime":               "00:01:00",
-		}, outlier.Config{ConsecutiveFailures: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: time.Minute}, ""},
-		{"off", map[string]string{"Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:ConsecutiveFailures": "0"},
-			outlier.Config{ConsecutiveFailures: -1, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second}, ""},
-		{"negative", map[string]string{"Aspire:Resilience:Grpc:OutlierDetection:ConsecutiveFailures": "-1"}, outlier.Config{}, "Aspire:Resilience:Grpc:OutlierDetection:ConsecutiveFailures"},
-		{"not a number", map[string]string{"Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:ConsecutiveFailures": "five"}, outlier.Config{}, "Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:ConsecutiveFailures"},
-		{"zero base", map[string]string{"Aspire:Resilience:Grpc:OutlierDetection:BaseEjectionTime": "0"}, outlier.Config{}, "Aspire:Resilience:Grpc:OutlierDetection:BaseEjectionTime"},
-		{"bad max", map[string]string{"Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:MaxEjectionTime": "later"}, outlier.Config{}, "Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:MaxEjectionTime"},
+			"Aspire:Resilience:Grpc:OutlierDetection:MaxEjectionPercent":            "50",
+		}, resilience.OutlierDetectionOptions{Enabled: true, ConsecutiveFailures: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionTime: time.Minute, MaxEjectionPercent: 50}, ""},
+		{"off", map[string]string{"Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:Enabled": "false"},
+			func() resilience.OutlierDetectionOptions { o := def; o.Enabled = false; return o }(), ""},
+		{"zero failures", map[string]string{"Aspire:Resilience:Grpc:OutlierDetection:ConsecutiveFailures": "0"}, def, "Aspire:Resilience:Grpc:OutlierDetection:ConsecutiveFailures"},
+		{"not a number", map[string]string{"Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:ConsecutiveFailures": "five"}, def, "Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:ConsecutiveFailures"},
+		{"zero base", map[string]string{"Aspire:Resilience:Grpc:OutlierDetection:BaseEjectionTime": "0"}, def, "Aspire:Resilience:Grpc:OutlierDetection:BaseEjectionTime"},
+		{"bad max", map[string]string{"Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:MaxEjectionTime": "later"}, def, "Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:MaxEjectionTime"},
+		{"max below base", map[string]string{"Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:MaxEjectionTime": "00:00:01"}, def, "Aspire:Resilience:Grpc:Clients:echo:OutlierDetection:MaxEjectionTime"},
+		{"percent over 100", map[string]string{"Aspire:Resilience:Grpc:OutlierDetection:MaxEjectionPercent": "101"}, def, "Aspire:Resilience:Grpc:OutlierDetection:MaxEjectionPercent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			oc, err := grpcOutlierConfig(discovery.FromMap(tt.values), "echo")
+			o, err := grpcRetryOptions(discovery.FromMap(tt.values), "echo")
 			if tt.badKey != "" {
 				var ke *discovery.KeyError
 				if !errors.As(err, &ke) || ke.Key != tt.badKey {
@@ -95,8 +99,8 @@ func TestGRPCOutlierConfig(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || oc != tt.want {
-				t.Fatalf("config = %+v, %v; want %+v", oc, err, tt.want)
+			if err != nil || o.OutlierDetection != tt.want {
+				t.Fatalf("OutlierDetection = %+v, %v; want %+v", o.OutlierDetection, err, tt.want)
 			}
 		})
 	}

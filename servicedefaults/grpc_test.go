@@ -214,7 +214,7 @@ func TestGRPCClientConfigErrors(t *testing.T) {
 		{"zero attempt timeout", map[string]string{"Aspire__Resilience__Grpc__Clients__users__AttemptTimeout__Timeout": "0s"}, "Aspire:Resilience:Grpc:Clients:users:AttemptTimeout:Timeout"},
 		{"bad handler", map[string]string{"Aspire__ServiceDefaults__GrpcClients__users__Resilience": "Hedging"}, "Aspire:ServiceDefaults:GrpcClients:users:Resilience"},
 		{"bad keepalive", map[string]string{"Aspire__ServiceDefaults__GrpcClients__users__KeepAlivePingDelay": "often"}, "Aspire:ServiceDefaults:GrpcClients:users:KeepAlivePingDelay"},
-		{"bad ejection", map[string]string{"Aspire__Resilience__Grpc__OutlierDetection__ConsecutiveFailures": "-2"}, "Aspire:Resilience:Grpc:OutlierDetection:ConsecutiveFailures"},
+		{"bad ejection", map[string]string{"Aspire__Resilience__Grpc__OutlierDetection__ConsecutiveFailures": "0"}, "Aspire:Resilience:Grpc:OutlierDetection:ConsecutiveFailures"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -216,3 +216,13 @@ func (d *Detector) pruneLocked(now time.Time) {
 		}
 	}
 }
+
+// CapAllows reports whether one more instance may be ejected when
+// ejectedOthers of a service's instances are ejected already and
+// maxPercent is the cap, as Envoy's max_ejection_percent: at most
+// maxPercent of the instances, and one always may be. Clients call it
+// before Failure, and do not count a failure the cap refuses, so that a
+// machine slowing every instance down cannot eject them all.
+func CapAllows(ejectedOthers, instances, maxPercent int) bool {
+	return ejectedOthers+1 <= max(1, instances*maxPercent/100)
+}

@@ -136,3 +136,23 @@ func BenchmarkDetector(b *testing.B) {
 		}
 	})
 }
+
+func TestCapAllows(t *testing.T) {
+	tests := []struct {
+		ejected, instances, percent int
+		want                        bool
+	}{
+		{0, 2, 10, true},   // one always may be
+		{1, 2, 10, false},  // but only one of fewer than 20 at 10 %
+		{1, 20, 10, true},  // two of 20
+		{2, 20, 10, false}, // not three
+		{1, 2, 100, true},
+		{0, 1, 0, true},
+		{1, 4, 0, false},
+	}
+	for _, tt := range tests {
+		if got := CapAllows(tt.ejected, tt.instances, tt.percent); got != tt.want {
+			t.Errorf("CapAllows(%d, %d, %d) = %v, want %v", tt.ejected, tt.instances, tt.percent, got, tt.want)
+		}
+	}
+}
