@@ -200,7 +200,7 @@ type Cache[T any] struct {
 	breakDuration int64
 	bytesBound    bool
 	oneNode       bool // rdb is not a cluster: a script may touch several keys
-	ioDeadlines   bool // rdb sets socket deadlines from the context
+	slots         deadlineSlots // the Done channels of L2 operations
 	codec         Codec
 	l1            *l1[T] // nil when disabled
 	rdb           redis.UniversalClient
@@ -248,9 +248,12 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	}
 	c := &Cache[T]{name: name, rdb: rdb, id: newInstanceID()}
 	_, c.oneNode = rdb.(*redis.Client)
-	c.ioDeadlines = appliesContextDeadlines(rdb)
 	if err := c.configure(opts); err != nil {
 		return nil, fmt.Errorf("cache %q: %w", name, err)
+	}
+	if rdb != nil && c.l2Timeout > 0 && !appliesContextDeadlines(rdb) {
+		c.logger.Warn("cache: the Redis client does not take deadlines from contexts (ContextTimeoutEnabled is off): a silent Redis holds each cache operation for the client's ReadTimeout instead of L2Timeout",
+			"l2_timeout", c.l2Timeout)
 	}
 	if err := c.registerMetrics(opts.MeterProvider); err != nil {
 		return nil, fmt.Errorf("cache %q: metrics: %w", name, err)
@@ -310,6 +313,7 @@ func (c *Cache[T]) configure(o Options) error {
 	case o.L2Timeout > 0:
 		c.l2Timeout = o.L2Timeout
 	}
+	c.slots.width = slotWidth(c.l2Timeout)
 	switch {
 	case o.LockTimeout == 0:
 		c.lockTimeout = DefaultLockTimeout
