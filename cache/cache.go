@@ -199,7 +199,7 @@ type Cache[T any] struct {
 	eager         float64
 	breakDuration int64
 	bytesBound    bool
-	oneNode       bool // rdb is not a cluster: a script may touch several keys
+	oneNode       bool          // rdb is not a cluster: a script may touch several keys
 	slots         deadlineSlots // the Done channels of L2 operations
 	codec         Codec
 	l1            *l1[T] // nil when disabled

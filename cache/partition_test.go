@@ -242,3 +242,60 @@ func TestSilentRedisBareClient(t *testing.T) {
 		t.Fatal("the bare GET did not return after the partition healed")
 	}
 }
+
+// TestSilentRedisDirectClient measures what a silent Redis costs a call
+// on the client NewRedis makes (App.Redis), with short timeouts: a call
+// with a deadline ends at its deadline, dials and retries included,
+// because go-redis returns when the caller's context is done (it goes on
+// dialing in the background, each dial bounded by connectTimeout); a call
+// without one waits for syncTimeout, then for each of MaxRetries retries,
+// for connectRetry dials of connectTimeout each.
+func TestSilentRedisDirectClient(t *testing.T) {
+	const (
+		syncTimeout    = 300 * time.Millisecond
+		connectTimeout = 300 * time.Millisecond
+		connectRetry   = 3 // the default
+		maxRetries     = 3 // the default
+	)
+	// The worst case without a deadline, with the dial backoff (at most
+	// connectTimeout between dials) and go-redis's retry backoff (at most
+	// 512 ms between retries).
+	worst := syncTimeout + maxRetries*(connectRetry*connectTimeout+(connectRetry-1)*connectTimeout+512*time.Millisecond)
+	tests := []struct {
+		name     string
+		deadline time.Duration // 0: none
+		bound    time.Duration
+	}{
+		{"with a 200 ms deadline", 200 * time.Millisecond, 200*time.Millisecond + time.Second},
+		{"without a deadline", 0, worst + time.Second},
+	}
+	srv := testserver.NewRedis(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			px := testserver.NewFaultProxy(t, srv.Addr())
+			rdb := openClient(t, srv, "ConnectionStrings__cache", fmt.Sprintf("%s,password=%s,syncTimeout=%d,connectTimeout=%d",
+				px.Addr(), srv.Password(), syncTimeout.Milliseconds(), connectTimeout.Milliseconds()))
+			if err := ping(rdb); err != nil {
+				t.Fatal(err)
+			}
+			px.Set(testserver.Silent)
+			defer px.Heal()
+			ctx := context.Background()
+			if tt.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tt.deadline)
+				defer cancel()
+			}
+			start := time.Now()
+			err := rdb.Get(ctx, "k").Err()
+			took := time.Since(start)
+			t.Logf("GET through a silent network: %v after %v", err, took)
+			if err == nil || err == redis.Nil {
+				t.Errorf("GET through a silent network succeeded: %v", err)
+			}
+			if took > tt.bound {
+				t.Errorf("GET took %v, want at most %v", took, tt.bound)
+			}
+		})
+	}
+}
