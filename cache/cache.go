@@ -99,13 +99,15 @@ type Options struct {
 	LockTimeout time.Duration
 
 	// L2Timeout bounds each Redis operation of the cache
-	// (DefaultL2Timeout, 500 ms); a slower Redis counts as failing.
-	// Negative means no bound other than the client's own timeouts. On a
-	// client that applies context deadlines to its connections
-	// (ContextTimeoutEnabled, as LoadRedisConfig sets it) the bound is a
-	// deadline on the dial and the socket reads and writes, which costs
-	// no timer; a wait for a free pool connection is then bounded by the
-	// client's PoolTimeout.
+	// (DefaultL2Timeout, 500 ms), go-redis's retries, dials and waits
+	// for a pool connection included; a slower Redis counts as failing.
+	// Negative means no bound other than the client's own timeouts, which
+	// for a silent Redis is ReadTimeout, then for each of MaxRetries
+	// retries DialerRetries dials of DialTimeout each. On a client that
+	// does not apply context deadlines to its connections
+	// (ContextTimeoutEnabled off; LoadRedisConfig sets it) a socket read
+	// or write is bounded by the client's ReadTimeout or WriteTimeout
+	// instead.
 	L2Timeout time.Duration
 	// BreakDuration is how long L2 is skipped after a Redis failure this
 	// cache sees, before it is tried again (DefaultBreakDuration, 2 s).

@@ -197,7 +197,17 @@
 // NegativeTTL the "not found" is cached in both tiers.
 //
 // Redis failures never reach callers. Each Redis operation is bounded by
-// L2Timeout; one failure opens a breaker that skips Redis for
+// L2Timeout, whole: dialing a connection, waiting for a pool turn and
+// go-redis's own retries included, so a silent Redis (a partition: no
+// reset, SYNs unanswered) costs a caller at most L2Timeout, and writes
+// made meanwhile are queued at the same cost. go-redis dials on a context
+// of its own and returns when the operation's ends, so dials go on in the
+// background, each bounded by the client's DialTimeout (connectTimeout),
+// and a connection made once the network heals serves the next probe. The
+// socket deadlines come from the operation's context on clients with
+// ContextTimeoutEnabled (those of NewRedis); on another client a silent
+// Redis holds an operation for the client's ReadTimeout, and New logs a
+// warning. One failure opens a breaker that skips Redis for
 // BreakDuration, after which one call probes it. The breaker belongs to
 // the Redis client: every cache on it shares it, and ClientBreaker returns
 // it to other code using the client (servicedefaults' App.Redis callers,

@@ -986,9 +986,15 @@ func (c *Cache[T]) renew(l *heldLock, lease time.Duration) {
 	if l.inData {
 		script = renewEnvelope
 	}
-	lctx, cancel := c.l2ctx(c.closeCtx)
-	n, err := script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
-	cancel()
+	// Through the breaker: a renewal does not wait on a Redis known to be
+	// failing (the load finishing waits for it, to stop the renewals),
+	// and its failure counts.
+	var n int64
+	err := c.l2write(c.closeCtx, func(lctx context.Context) error {
+		var err error
+		n, err = script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
+		return err
+	})
 	if err != nil || n == 0 {
 		l.r.mu.Lock()
 		delete(l.r.held, l)

@@ -299,3 +299,48 @@ func TestSilentRedisDirectClient(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadlineContext: the bound of an L2 operation reports its deadline,
+// and its Done channel closes at or after the deadline, within a slot,
+// with Err saying so; operations in one slot share the channel.
+func TestDeadlineContext(t *testing.T) {
+	tests := []struct {
+		name    string
+		timeout time.Duration
+	}{{"short", 20 * time.Millisecond}, {"default", DefaultL2Timeout}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &Cache[int]{l2Timeout: tt.timeout}
+			c.slots.width = slotWidth(tt.timeout)
+			type key struct{}
+			caller, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+			cancel() // the caller's cancellation does not end the operation
+			ctx, _ := c.l2ctx(caller)
+			other, _ := c.l2ctx(context.Background())
+			deadline, ok := ctx.Deadline()
+			if !ok || time.Until(deadline) > tt.timeout || time.Until(deadline) < tt.timeout-time.Second {
+				t.Fatalf("Deadline() = %v, %v; want about now + %v", deadline, ok, tt.timeout)
+			}
+			if ctx.Value(key{}) != "v" {
+				t.Error("the caller's values are lost")
+			}
+			if ctx.Done() == nil {
+				t.Fatal("Done() is nil: go-redis would wait for its own timeouts")
+			}
+			// The slot opened for ctx ends a width after its deadline.
+			if d2, _ := other.Deadline(); d2.Sub(deadline) <= c.slots.width && ctx.Done() != other.Done() {
+				t.Error("two operations whose deadlines fall in one slot do not share it")
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("Err() = %v before the deadline", ctx.Err())
+			}
+			<-ctx.Done()
+			if late := time.Since(deadline); late < 0 || late > c.slots.width+time.Second {
+				t.Errorf("Done closed %v after the deadline, want in [0, %v] (+ scheduling)", late, c.slots.width)
+			}
+			if ctx.Err() != context.DeadlineExceeded {
+				t.Errorf("Err() = %v after Done, want DeadlineExceeded", ctx.Err())
+			}
+		})
+	}
+}
