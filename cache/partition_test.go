@@ -344,3 +344,42 @@ func TestDeadlineContext(t *testing.T) {
 		})
 	}
 }
+
+// TestSilentRedisTLSDial: under TLS, dials through a silent network end
+// with their context, as plain TCP ones do: a subscription with a short
+// deadline, and New (which subscribes the cache's invalidation channel
+// within subscribeTimeout), do not wait for the client's DialTimeout (5 s).
+func TestSilentRedisTLSDial(t *testing.T) {
+	srv := testserver.NewRedis(t, testserver.WithRedisTLS())
+	px := testserver.NewFaultProxy(t, srv.Addr())
+	rdb := openClient(t, srv, "ConnectionStrings__cache", px.Addr()+",ssl=true,password="+srv.Password())
+	if err := ping(rdb); err != nil {
+		t.Fatal(err)
+	}
+	px.Set(testserver.Silent)
+	defer px.Heal()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	ps := rdb.Subscribe(ctx, "silent-tls")
+	took := time.Since(start)
+	_ = ps.Close()
+	t.Logf("Subscribe with a 200 ms deadline through a silent network: %v", took)
+	if took > 200*time.Millisecond+time.Second {
+		t.Errorf("Subscribe with a 200 ms deadline took %v: the TLS dial ignores the context", took)
+	}
+
+	start = time.Now()
+	c := newCache[int](t, rdb, "silent-tls", Options{})
+	took = time.Since(start)
+	t.Logf("New while Redis is silent: %v", took)
+	if took > subscribeTimeout+time.Second {
+		t.Errorf("New took %v while Redis is silent, want at most subscribeTimeout + 1 s", took)
+	}
+	start = time.Now()
+	_ = c.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %v while Redis is silent", took)
+	}
+}
