@@ -82,6 +82,17 @@
 //	                           or StackExchange.Redis itself ignores them
 //	tunnel                     refused: go-redis has no HTTP tunnel
 //
+// A silent Redis (a partition: no reset, SYNs unanswered) costs a command
+// on a client of NewRedis at most its context's deadline: the client
+// takes socket deadlines from the context (ContextTimeoutEnabled), and
+// go-redis returns when the context is done while it dials, waits for a
+// pool connection or backs off between retries; dials, TLS handshakes
+// included, end with the context too, and those go-redis goes on with in
+// the background with DialTimeout each. Without a deadline a command waits
+// for syncTimeout, then, for each of MaxRetries retries, for connectRetry
+// dials of connectTimeout: about 50 s with the defaults. Give every call a
+// deadline, or lower MaxRetries, connectRetry and the timeouts.
+//
 // URLs (redis://, rediss:// for TLS, tcp:// read as redis://) take the
 // user and password from the user information, the database from the path,
 // and the same options as query parameters. An unknown option is an error
