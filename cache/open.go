@@ -518,13 +518,19 @@ func newUniversalClient(o *redis.UniversalOptions, backoff func(int) time.Durati
 // peer is dead after 3 unanswered ones.
 var dialKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3}
 
+// defaultDialTimeout is go-redis's DialTimeout when Options leave it zero.
+const defaultDialTimeout = 5 * time.Second
+
 // contextDialer dials as go-redis's default dialer does (TCP, or a unix
-// socket, within timeout, then TLS with cfg when not nil), except that the
-// TLS handshake too ends with ctx: go-redis's default TLS dial ignores the
-// context, so a Pub/Sub subscription given a short deadline, or a dial
-// canceled at Close, would wait for the whole DialTimeout on a silent
-// network.
+// socket, within timeout, then TLS with cfg when not nil), except that a
+// TLS dial, its TCP connection and its handshake, ends with ctx too:
+// go-redis's default TLS dial ignores the context, so a Pub/Sub
+// subscription given a short deadline, or a dial canceled at Close, would
+// wait for the whole DialTimeout on a silent network.
 func contextDialer(timeout time.Duration, cfg *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = defaultDialTimeout
+	}
 	nd := &net.Dialer{Timeout: timeout, KeepAliveConfig: dialKeepAlive}
 	if cfg == nil {
 		return nd.DialContext

@@ -345,11 +345,13 @@ func TestDeadlineContext(t *testing.T) {
 	}
 }
 
-// TestSilentRedisTLSDial: under TLS, dials through a silent network end
-// with their context, as plain TCP ones do: a subscription with a short
-// deadline, and New (which subscribes the cache's invalidation channel
-// within subscribeTimeout), do not wait for the client's DialTimeout (5 s).
-func TestSilentRedisTLSDial(t *testing.T) {
+// TestSilentRedisSubscriptions: under TLS, dials through a silent network
+// end with their context, as plain TCP ones do, so a subscription with a
+// short deadline does not wait for the client's DialTimeout (5 s); and New
+// and Close, which (un)subscribe the cache's invalidation channel, wait
+// for it at most subscribeTimeout, even while the subscription's reader
+// holds go-redis's PubSub lock to dial.
+func TestSilentRedisSubscriptions(t *testing.T) {
 	srv := testserver.NewRedis(t, testserver.WithRedisTLS())
 	px := testserver.NewFaultProxy(t, srv.Addr())
 	rdb := openClient(t, srv, "ConnectionStrings__cache", px.Addr()+",ssl=true,password="+srv.Password())
@@ -377,9 +379,21 @@ func TestSilentRedisTLSDial(t *testing.T) {
 	if took > subscribeTimeout+time.Second {
 		t.Errorf("New took %v while Redis is silent, want at most subscribeTimeout + 1 s", took)
 	}
+	// By now the invalidation subscription is dialing through the silent
+	// network, and holds go-redis's PubSub lock while it does.
+	time.Sleep(2 * subscribeTimeout)
 	start = time.Now()
-	_ = c.Close()
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("Close took %v while Redis is silent", took)
+	c2 := newCache[int](t, rdb, "silent-tls-2", Options{})
+	took = time.Since(start)
+	t.Logf("another New on the client while Redis is silent: %v", took)
+	if took > subscribeTimeout+time.Second {
+		t.Errorf("another New took %v while Redis is silent, want at most subscribeTimeout + 1 s", took)
+	}
+	for _, cc := range []*Cache[int]{c2, c} {
+		start = time.Now()
+		_ = cc.Close()
+		if took := time.Since(start); took > subscribeTimeout+time.Second {
+			t.Errorf("Close took %v while Redis is silent", took)
+		}
 	}
 }
