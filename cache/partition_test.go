@@ -162,8 +162,11 @@ func TestSilentRedisUnderLoad(t *testing.T) {
 	if len(sorted) < 100 {
 		t.Errorf("only %d calls in the partition after its first second: callers are frozen", len(sorted))
 	}
-	if p99 > l2Timeout {
-		t.Errorf("p99 %v after the first second of the partition, want the breaker open and calls served at once (at most %v)", p99, l2Timeout)
+	// Loosely: a probe every BreakDuration holds the callers that join
+	// its flight for L2Timeout, which on a loaded machine can be more than
+	// 1 % of the calls; without the breaker open, most would take that.
+	if p95 := percentile(sorted, 0.95); p95 > 50*time.Millisecond {
+		t.Errorf("p95 %v after the first second of the partition, want the breaker open and calls served from L1, fail-safe and the loader (at most 50 ms)", p95)
 	}
 
 	// Recovery: the queued writes land and the breakers close.
