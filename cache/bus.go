@@ -38,6 +38,9 @@ type bus struct {
 	subs map[string]map[subscriber]struct{} // channel -> caches
 	ps   *redis.PubSub
 	ioMu sync.Mutex // serializes (un)subscribing, which does I/O
+	// syncs are the (un)subscriptions still running after their caller
+	// stopped waiting (see sync).
+	syncs sync.WaitGroup
 
 	idle time.Duration // busIdle when the bus started
 
@@ -99,13 +102,35 @@ func joinBus(rdb redis.UniversalClient, channel string, s subscriber, logger *sl
 	return b
 }
 
-// sync brings the server's subscription to channel in line with b.subs.
-// Calls are serialized by ioMu, and each sends what is wanted when it
-// runs, so a join and a leave racing on one channel end in the state of
-// the last one. Subscribing does not fail when Redis is down: go-redis
-// records the channel and subscribes when it connects; the short timeout
-// keeps New and Close from waiting on an unreachable server.
+// sync brings the server's subscription to channel in line with b.subs,
+// waiting for it at most subscribeTimeout. Calls are serialized by ioMu,
+// and each sends what is wanted when it runs, so a join and a leave
+// racing on one channel end in the state of the last one. Subscribing
+// does not fail when Redis is down: go-redis records the channel and
+// subscribes when it connects; the short timeout keeps New and Close
+// from waiting on an unreachable server.
+//
+// The wait is bounded here rather than by the context alone: go-redis
+// holds the PubSub's lock while it dials for a Receive (run's), and a
+// dial through a silent network lasts the client's DialTimeout. The
+// subscription then goes on in the background and ends with that dial.
 func (b *bus) sync(channel string) {
+	done := make(chan struct{})
+	b.syncs.Add(1)
+	go func() {
+		defer b.syncs.Done()
+		defer close(done)
+		b.syncNow(channel)
+	}()
+	t := time.NewTimer(subscribeTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+func (b *bus) syncNow(channel string) {
 	b.ioMu.Lock()
 	defer b.ioMu.Unlock()
 	b.mu.Lock()
@@ -150,6 +175,7 @@ func (b *bus) leave(channel string, s subscriber) {
 	b.cancel()
 	_ = ps.Close()
 	<-b.done
+	b.syncs.Wait()
 	// run may have replaced the PubSub meanwhile.
 	b.mu.Lock()
 	_ = b.ps.Close()

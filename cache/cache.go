@@ -99,13 +99,15 @@ type Options struct {
 	LockTimeout time.Duration
 
 	// L2Timeout bounds each Redis operation of the cache
-	// (DefaultL2Timeout, 500 ms); a slower Redis counts as failing.
-	// Negative means no bound other than the client's own timeouts. On a
-	// client that applies context deadlines to its connections
-	// (ContextTimeoutEnabled, as LoadRedisConfig sets it) the bound is a
-	// deadline on the dial and the socket reads and writes, which costs
-	// no timer; a wait for a free pool connection is then bounded by the
-	// client's PoolTimeout.
+	// (DefaultL2Timeout, 500 ms), go-redis's retries, dials and waits
+	// for a pool connection included; a slower Redis counts as failing.
+	// Negative means no bound other than the client's own timeouts, which
+	// for a silent Redis is ReadTimeout, then for each of MaxRetries
+	// retries DialerRetries dials of DialTimeout each. On a client that
+	// does not apply context deadlines to its connections
+	// (ContextTimeoutEnabled off; LoadRedisConfig sets it) a socket read
+	// or write is bounded by the client's ReadTimeout or WriteTimeout
+	// instead.
 	L2Timeout time.Duration
 	// BreakDuration is how long L2 is skipped after a Redis failure this
 	// cache sees, before it is tried again (DefaultBreakDuration, 2 s).
@@ -199,8 +201,8 @@ type Cache[T any] struct {
 	eager         float64
 	breakDuration int64
 	bytesBound    bool
-	oneNode       bool // rdb is not a cluster: a script may touch several keys
-	ioDeadlines   bool // rdb sets socket deadlines from the context
+	oneNode       bool          // rdb is not a cluster: a script may touch several keys
+	slots         deadlineSlots // the Done channels of L2 operations
 	codec         Codec
 	l1            *l1[T] // nil when disabled
 	rdb           redis.UniversalClient
@@ -248,9 +250,12 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	}
 	c := &Cache[T]{name: name, rdb: rdb, id: newInstanceID()}
 	_, c.oneNode = rdb.(*redis.Client)
-	c.ioDeadlines = appliesContextDeadlines(rdb)
 	if err := c.configure(opts); err != nil {
 		return nil, fmt.Errorf("cache %q: %w", name, err)
+	}
+	if rdb != nil && c.l2Timeout > 0 && !appliesContextDeadlines(rdb) {
+		c.logger.Warn("cache: the Redis client does not take deadlines from contexts (ContextTimeoutEnabled is off): a silent Redis holds each cache operation for the client's ReadTimeout instead of L2Timeout",
+			"l2_timeout", c.l2Timeout)
 	}
 	if err := c.registerMetrics(opts.MeterProvider); err != nil {
 		return nil, fmt.Errorf("cache %q: metrics: %w", name, err)
@@ -310,6 +315,7 @@ func (c *Cache[T]) configure(o Options) error {
 	case o.L2Timeout > 0:
 		c.l2Timeout = o.L2Timeout
 	}
+	c.slots.width = slotWidth(c.l2Timeout)
 	switch {
 	case o.LockTimeout == 0:
 		c.lockTimeout = DefaultLockTimeout

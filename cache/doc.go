@@ -82,6 +82,17 @@
 //	                           or StackExchange.Redis itself ignores them
 //	tunnel                     refused: go-redis has no HTTP tunnel
 //
+// A silent Redis (a partition: no reset, SYNs unanswered) costs a command
+// on a client of NewRedis at most its context's deadline: the client
+// takes socket deadlines from the context (ContextTimeoutEnabled), and
+// go-redis returns when the context is done while it dials, waits for a
+// pool connection or backs off between retries; dials, TLS handshakes
+// included, end with the context too, and those go-redis goes on with in
+// the background with DialTimeout each. Without a deadline a command waits
+// for syncTimeout, then, for each of MaxRetries retries, for connectRetry
+// dials of connectTimeout: about 50 s with the defaults. Give every call a
+// deadline, or lower MaxRetries, connectRetry and the timeouts.
+//
 // URLs (redis://, rediss:// for TLS, tcp:// read as redis://) take the
 // user and password from the user information, the database from the path,
 // and the same options as query parameters. An unknown option is an error
@@ -197,7 +208,17 @@
 // NegativeTTL the "not found" is cached in both tiers.
 //
 // Redis failures never reach callers. Each Redis operation is bounded by
-// L2Timeout; one failure opens a breaker that skips Redis for
+// L2Timeout, whole: dialing a connection, waiting for a pool turn and
+// go-redis's own retries included, so a silent Redis (a partition: no
+// reset, SYNs unanswered) costs a caller at most L2Timeout, and writes
+// made meanwhile are queued at the same cost. go-redis dials on a context
+// of its own and returns when the operation's ends, so dials go on in the
+// background, each bounded by the client's DialTimeout (connectTimeout),
+// and a connection made once the network heals serves the next probe. The
+// socket deadlines come from the operation's context on clients with
+// ContextTimeoutEnabled (those of NewRedis); on another client a silent
+// Redis holds an operation for the client's ReadTimeout, and New logs a
+// warning. One failure opens a breaker that skips Redis for
 // BreakDuration, after which one call probes it. The breaker belongs to
 // the Redis client: every cache on it shares it, and ClientBreaker returns
 // it to other code using the client (servicedefaults' App.Redis callers,

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -136,15 +137,21 @@ func (c *Cache[T]) tagKey(tag string) string  { return c.tagPfx + tag }
 func (c *Cache[T]) lockKey(key string) string { return c.lockPfx + key }
 func (c *Cache[T]) waitKey(key string) string { return c.waitPfx + key }
 
-// l2ctx bounds one Redis operation. It does not inherit the caller's
-// cancellation: the result may serve other callers, and an operation cut
-// short by one caller's impatience would count as a Redis failure.
+// l2ctx bounds one Redis operation by L2Timeout. It does not inherit the
+// caller's cancellation: the result may serve other callers, and an
+// operation cut short by one caller's impatience would count as a Redis
+// failure.
 //
-// When the client applies context deadlines to its socket I/O (the
-// clients of NewRedis do: ContextTimeoutEnabled), the bound is a
-// deadline-only context, which costs one allocation where
-// context.WithTimeout costs five (its context, timer, done channel and
-// cancel function) on every read.
+// The bound is a deadlineContext: its deadline is what a client with
+// ContextTimeoutEnabled puts on the dial handshake and the socket reads
+// and writes, and its Done channel, closed at most a slot after the
+// deadline, is what go-redis waits on everywhere else: for a pool turn,
+// for a connection being dialed (go-redis dials in the background, on a
+// context of its own, and returns when the caller's is done), and between
+// its retries. A context whose Done is nil would let each of those wait
+// for the client's own timeouts (DialTimeout times DialerRetries, times
+// MaxRetries), which is how a silent Redis froze callers for tens of
+// seconds. One deadline covers the retries, so they never multiply it.
 func (c *Cache[T]) l2ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 	if c.l2Timeout <= 0 {
 		if ctx.Done() != nil {
@@ -152,31 +159,81 @@ func (c *Cache[T]) l2ctx(ctx context.Context) (context.Context, context.CancelFu
 		}
 		return ctx, noCancel
 	}
-	if c.ioDeadlines {
-		return &deadlineContext{values: ctx, deadline: time.Now().Add(c.l2Timeout)}, noCancel
-	}
-	if ctx.Done() != nil {
-		ctx = context.WithoutCancel(ctx)
-	}
-	return context.WithTimeout(ctx, c.l2Timeout)
+	dc := &deadlineContext{}
+	c.l2deadline(dc, ctx, time.Now())
+	return dc, noCancel
+}
+
+// l2deadline makes dc the bound of one Redis operation started at now,
+// carrying the values of ctx (see l2ctx). It does not allocate, so a
+// deadlineContext kept in a call's scratch memory costs nothing.
+func (c *Cache[T]) l2deadline(dc *deadlineContext, ctx context.Context, now time.Time) {
+	d := now.Add(c.l2Timeout)
+	*dc = deadlineContext{values: ctx, deadline: d, done: c.slots.done(d)}
 }
 
 func noCancel() {}
 
-// deadlineContext carries the values of a caller's context and a deadline,
-// but is never canceled: its Done channel is nil. It bounds a Redis
-// operation on a client that sets its socket deadlines from the context
-// (ContextTimeoutEnabled): a read or write past the deadline fails with a
-// timeout, as a dial does.
+// deadlineContext carries the values of a caller's context and a
+// deadline, and is never canceled otherwise. Its Done channel is shared by
+// every operation whose deadline falls in the same slot (see
+// deadlineSlots), so it costs no timer of its own: one allocation where
+// context.WithTimeout costs five (its context, timer, done channel and
+// cancel function), none when it lives in a call's scratch memory.
 type deadlineContext struct {
 	values   context.Context
 	deadline time.Time
+	done     chan struct{}
 }
 
 func (c *deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
-func (c *deadlineContext) Done() <-chan struct{}       { return nil }
-func (c *deadlineContext) Err() error                  { return nil }
+func (c *deadlineContext) Done() <-chan struct{}       { return c.done }
 func (c *deadlineContext) Value(key any) any           { return c.values.Value(key) }
+
+// Err returns context.DeadlineExceeded once Done is closed.
+func (c *deadlineContext) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+// deadlineSlots hands out Done channels for deadlineContexts: one channel
+// per slot of time, closed by one timer at the end of its slot, shared by
+// all the deadlines that fall in it. A channel closes at most width after
+// the deadline it was asked for, never before it.
+type deadlineSlots struct {
+	width time.Duration
+	cur   atomic.Pointer[deadlineSlot]
+}
+
+type deadlineSlot struct {
+	end time.Time // when ch is closed
+	ch  chan struct{}
+}
+
+// slotWidth is the width of the deadline slots for operations bounded by
+// timeout: a sixteenth of it, at most 10 ms.
+func slotWidth(timeout time.Duration) time.Duration {
+	return max(min(timeout/16, 10*time.Millisecond), time.Microsecond)
+}
+
+// done returns a channel closed in [deadline, deadline+width].
+func (s *deadlineSlots) done(deadline time.Time) chan struct{} {
+	for {
+		cur := s.cur.Load()
+		if cur != nil && !cur.end.Before(deadline) && cur.end.Sub(deadline) <= s.width {
+			return cur.ch
+		}
+		next := &deadlineSlot{end: deadline.Add(s.width), ch: make(chan struct{})}
+		if s.cur.CompareAndSwap(cur, next) {
+			time.AfterFunc(time.Until(next.end), func() { close(next.ch) })
+			return next.ch
+		}
+	}
+}
 
 // appliesContextDeadlines reports whether rdb sets its socket deadlines
 // from the context of each command.
@@ -223,8 +280,8 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	}
 	var lctx context.Context
 	cancel := noCancel
-	if sc != nil && c.ioDeadlines && c.l2Timeout > 0 {
-		sc.ctx = deadlineContext{values: ctx, deadline: wallNow.Add(c.l2Timeout)}
+	if sc != nil && c.l2Timeout > 0 {
+		c.l2deadline(&sc.ctx, ctx, wallNow)
 		lctx = &sc.ctx
 	} else {
 		lctx, cancel = c.l2ctx(ctx)
@@ -260,8 +317,9 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	s, err := cmd.Result()
 	cancel()
 	if sc != nil {
-		// Do not keep the key and the reply alive in a pooled call.
-		sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
+		// Do not keep the key, the reply and the caller's context alive
+		// in a pooled call.
+		sc.args, sc.cmd, sc.ctx = [11]any{}, redis.StringCmd{}, deadlineContext{}
 		sc.absent = err == redis.Nil
 		if lock && sc.absent {
 			// The lock envelope is there now: the key is ours to load.
@@ -450,8 +508,8 @@ func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte
 	}
 	var lctx context.Context
 	cancel := noCancel
-	if c.ioDeadlines && c.l2Timeout > 0 {
-		sc.ctx = deadlineContext{values: ctx, deadline: wallNow.Add(c.l2Timeout)}
+	if c.l2Timeout > 0 {
+		c.l2deadline(&sc.ctx, ctx, wallNow)
 		lctx = &sc.ctx
 	} else {
 		lctx, cancel = c.l2ctx(ctx)
@@ -465,7 +523,7 @@ func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte
 	sc.cmd = *redis.NewStringCmd(lctx, sc.args[:6]...)
 	err := c.rdb.Process(lctx, &sc.cmd)
 	old := sc.cmd.Val()
-	sc.args, sc.cmd = [11]any{}, redis.StringCmd{}
+	sc.args, sc.cmd, sc.ctx = [11]any{}, redis.StringCmd{}, deadlineContext{}
 	if !c.l2result(err) {
 		return true // Redis could not be asked: L1 is all there is
 	}
@@ -928,9 +986,15 @@ func (c *Cache[T]) renew(l *heldLock, lease time.Duration) {
 	if l.inData {
 		script = renewEnvelope
 	}
-	lctx, cancel := c.l2ctx(c.closeCtx)
-	n, err := script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
-	cancel()
+	// Through the breaker: a renewal does not wait on a Redis known to be
+	// failing (the load finishing waits for it, to stop the renewals),
+	// and its failure counts.
+	var n int64
+	err := c.l2write(c.closeCtx, func(lctx context.Context) error {
+		var err error
+		n, err = script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
+		return err
+	})
 	if err != nil || n == 0 {
 		l.r.mu.Lock()
 		delete(l.r.held, l)

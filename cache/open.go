@@ -2,12 +2,14 @@ package cache
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -485,8 +487,12 @@ func dialBackoff(dialTimeout time.Duration) func(int) time.Duration {
 }
 
 // newUniversalClient is redis.NewUniversalClient with an exponential dial
-// backoff, which UniversalOptions cannot carry.
+// backoff, which UniversalOptions cannot carry, and, unless o has a Dialer,
+// a dialer that honours the context of the dial (see contextDialer).
 func newUniversalClient(o *redis.UniversalOptions, backoff func(int) time.Duration) redis.UniversalClient {
+	if o.Dialer == nil {
+		o.Dialer = contextDialer(o.DialTimeout, o.TLSConfig)
+	}
 	switch {
 	case o.MasterName != "" && (o.RouteByLatency || o.RouteRandomly || o.IsClusterMode):
 		fo := o.Failover()
@@ -505,6 +511,32 @@ func newUniversalClient(o *redis.UniversalOptions, backoff func(int) time.Durati
 		so.DialerRetryBackoff = backoff
 		return redis.NewClient(so)
 	}
+}
+
+// dialKeepAlive is the TCP keep-alive of the connections contextDialer
+// makes, go-redis's own: probes after 30 s idle, then every 5 s, and the
+// peer is dead after 3 unanswered ones.
+var dialKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3}
+
+// defaultDialTimeout is go-redis's DialTimeout when Options leave it zero.
+const defaultDialTimeout = 5 * time.Second
+
+// contextDialer dials as go-redis's default dialer does (TCP, or a unix
+// socket, within timeout, then TLS with cfg when not nil), except that a
+// TLS dial, its TCP connection and its handshake, ends with ctx too:
+// go-redis's default TLS dial ignores the context, so a Pub/Sub
+// subscription given a short deadline, or a dial canceled at Close, would
+// wait for the whole DialTimeout on a silent network.
+func contextDialer(timeout time.Duration, cfg *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if timeout <= 0 {
+		timeout = defaultDialTimeout
+	}
+	nd := &net.Dialer{Timeout: timeout, KeepAliveConfig: dialKeepAlive}
+	if cfg == nil {
+		return nd.DialContext
+	}
+	td := &tls.Dialer{NetDialer: nd, Config: cfg}
+	return td.DialContext
 }
 
 // connectOrAbort pings until a server answers, trying retries+1 times

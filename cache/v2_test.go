@@ -558,7 +558,9 @@ func TestEagerRefresh(t *testing.T) {
 			if tt.redis {
 				rdb = openClient(t, testserver.NewRedis(t))
 			}
-			const ttl = 200 * time.Millisecond
+			// The refresh starts half a TTL before expiry: long enough
+			// for a 20 ms load on a loaded machine.
+			const ttl = 400 * time.Millisecond
 			c := newCache[int](t, rdb, "eager", Options{TTL: ttl, L1TTL: ttl, EagerRefreshThreshold: 0.5})
 			var version atomic.Int64
 			load := func(context.Context) (int, error) {
