@@ -66,8 +66,18 @@ func TestPartitionReplicaSilentReads(t *testing.T) {
 	db := openTestDB(t, p.config(map[string]string{
 		"Aspire__Npgsql__db__Replicas__ReadAttemptTimeout": attemptTimeout.String(),
 		"Aspire__Npgsql__db__Replicas__CheckTimeout":       "1s",
+		// Connections ready for the 16 readers: on a loaded machine,
+		// connecting can take longer than the attempt timeout.
+		"Aspire__Npgsql__MinConnections": "16",
 	}))
-	eventually(t, 10*time.Second, "the replica is in rotation", func() bool { return inRotation(db, "db-replica-east") })
+	eventually(t, 30*time.Second, "the replica is in rotation", func() bool { return inRotation(db, "db-replica-east") })
+	replica, err := db.Keyed("db-replica-east")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the pools hold idle connections", func() bool {
+		return replica.Stat().IdleConns() >= 14 && db.Primary().Stat().IdleConns() >= 14
+	})
 
 	var (
 		stop                  atomic.Bool
@@ -116,7 +126,7 @@ func TestPartitionReplicaSilentReads(t *testing.T) {
 		wg.Wait()
 	}()
 
-	eventually(t, 10*time.Second, "reads reach the replica", func() bool { return fromReplica.Load() > 100 })
+	eventually(t, 30*time.Second, "reads reach the replica", func() bool { return fromReplica.Load() > 100 })
 	partitioned.Store(time.Now().UnixNano())
 	p.replicaProxy.Set(testserver.Silent)
 	start := time.Now()
@@ -162,7 +172,7 @@ func TestPartitionCheckerDropsSilentReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the replica's pool holds its idle connections", func() bool { return replica.Stat().IdleConns() >= 4 })
+	eventually(t, 30*time.Second, "the replica's pool holds its idle connections", func() bool { return replica.Stat().IdleConns() >= 4 })
 
 	p.replicaProxy.Set(testserver.Silent)
 	start := time.Now()
@@ -176,9 +186,9 @@ func TestPartitionCheckerDropsSilentReplica(t *testing.T) {
 
 	p.replicaProxy.Heal()
 	healed := time.Now()
-	eventually(t, 10*time.Second, "the replica rejoins", func() bool { return inRotation(db, "db-replica-east") })
+	eventually(t, 20*time.Second, "the replica rejoins", func() bool { return inRotation(db, "db-replica-east") })
 	back := time.Since(healed)
-	if limit := checkTimeout + 3*time.Second; back > limit {
+	if limit := checkTimeout + 9*time.Second; back > limit {
 		t.Errorf("the replica rejoined %v after the heal, more than %v", back, limit)
 	}
 	var standby bool
@@ -214,10 +224,14 @@ func TestPartitionPrimarySilentCommandTimeout(t *testing.T) {
 			}
 			db := openTestDB(t, p.config(extra))
 			bg := context.Background()
-			if _, err := db.Exec(bg, "CREATE TABLE t (id int)"); err != nil {
+			// Setup has a deadline of its own (the caller's wins), since
+			// connecting on a loaded machine may take longer than 1 s.
+			setup, cancel := context.WithTimeout(bg, 30*time.Second)
+			defer cancel()
+			if _, err := db.Exec(setup, "CREATE TABLE t (id int)"); err != nil {
 				t.Fatal(err)
 			}
-			tx, err := db.Begin(bg)
+			tx, err := db.Begin(setup)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -289,7 +303,7 @@ func TestPartitionPrimarySilentCommandTimeout(t *testing.T) {
 					}},
 			}
 
-			eventually(t, 10*time.Second, "the primary's pool holds idle connections", func() bool { return db.Primary().Stat().IdleConns() >= 14 })
+			eventually(t, 30*time.Second, "the primary's pool holds idle connections", func() bool { return db.Primary().Stat().IdleConns() >= 14 })
 			p.primaryProxy.Set(testserver.Silent)
 			type result struct {
 				err  error
