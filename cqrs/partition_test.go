@@ -39,6 +39,9 @@ func (p partitioned) config(extra map[string]string) *discovery.Config {
 	m := map[string]string{
 		"ConnectionStrings__db-primary":      via(p.primary, p.primaryProxy),
 		"ConnectionStrings__db-replica-east": via(p.replica, p.replicaProxy),
+		// Time for many connections at once on a loaded machine (the
+		// statements' own limits bound the dials in the tests).
+		"Aspire__Npgsql__ConnectTimeout": "10s",
 	}
 	for k, v := range extra {
 		m[k] = v
