@@ -54,6 +54,14 @@ type Config struct {
 	CheckInterval time.Duration
 	// CheckTimeout bounds one check (default: CheckInterval, at least 1 s).
 	CheckTimeout time.Duration
+	// ReadAttemptTimeout bounds one attempt of a read on a replica, when
+	// another server could take the read over
+	// (DefaultReadAttemptTimeout, 2 s); negative means no bound. A read
+	// the replica does not answer in time runs again on another replica
+	// or the primary, where only the caller's deadline or the command
+	// timeout bounds it: set it above the slowest read you send to
+	// replicas.
+	ReadAttemptTimeout time.Duration
 	// MaxLag is how far behind the primary a replica may be and stay in
 	// rotation (DefaultMaxLag, 10 s); negative means no bound.
 	MaxLag time.Duration
@@ -95,6 +103,17 @@ type PoolConfig struct {
 	// or ParseConnectionString (pgx requires it). New copies it before
 	// adding its tracer, so a Config can be used for several opens.
 	Config *pgxpool.Config
+
+	// CommandTimeout bounds each statement of a DB through this pool
+	// whose context has no deadline (a caller's deadline, earlier or
+	// later, wins), as Npgsql's Command Timeout does: the statement then
+	// fails with an error wrapping ErrCommandTimeout. Zero means the
+	// connection's statement_timeout when it sets one (the connection
+	// string's Command Timeout), else DefaultCommandTimeout (30 s);
+	// negative means no bound. LoadPoolConfig sets it from the Command
+	// Timeout keyword (0 there: no bound), overridden by the
+	// CommandTimeout setting.
+	CommandTimeout time.Duration
 
 	// DisableHealthChecks leaves the pool's check out of HealthChecks.
 	DisableHealthChecks bool
@@ -204,11 +223,11 @@ func LoadPoolConfig(cfg *discovery.Config, name string) (*PoolConfig, error) {
 }
 
 func loadPool(cfg *discovery.Config, name string, l layers) (PoolConfig, error) {
-	pc, source, err := resolveConnection(cfg, name, l)
+	pc, source, cmd, err := resolveConnectionTimeout(cfg, name, l)
 	if err != nil {
 		return PoolConfig{}, err
 	}
-	p := PoolConfig{Name: name, Source: source, Config: pc}
+	p := PoolConfig{Name: name, Source: source, Config: pc, CommandTimeout: cmd}
 	if err := readPoolSettings(l, &p); err != nil {
 		return PoolConfig{}, &ConnectionError{Name: name, Source: source, Err: err}
 	}

@@ -711,6 +711,29 @@ func applyRequireAuth(s *npgsqlSettings, v string) error {
 
 // parseKeywords parses the Npgsql keyword form.
 func parseKeywords(raw string) (*pgxpool.Config, error) {
+	s, err := parseSettings(raw)
+	if err != nil {
+		return nil, err
+	}
+	return s.build()
+}
+
+// commandTimeoutKeyword returns the Command Timeout of a connection string
+// in Npgsql keyword form, when it sets one.
+func commandTimeoutKeyword(raw string) (time.Duration, bool) {
+	t := strings.TrimSpace(raw)
+	if t == "" || isURL(t) {
+		return 0, false
+	}
+	s, err := parseSettings(t)
+	if err != nil || s.commandTimeout == nil {
+		return 0, false
+	}
+	return *s.commandTimeout, true
+}
+
+// parseSettings parses a connection string in Npgsql keyword form.
+func parseSettings(raw string) (*npgsqlSettings, error) {
 	pairs, err := connstr.ParseKeyValue(raw)
 	if err != nil {
 		// connstr errors name pairs and keywords, never values.
@@ -735,7 +758,7 @@ func parseKeywords(raw string) (*pgxpool.Config, error) {
 			return nil, &KeywordError{Keyword: p.Key, Err: err}
 		}
 	}
-	return s.build()
+	return s, nil
 }
 
 // build turns parsed keywords into a pgx configuration.

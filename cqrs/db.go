@@ -138,6 +138,7 @@ func New(ctx context.Context, c *Config) (*DB, error) {
 		readYourWrites: c.ReadYourWrites,
 		checkInterval:  c.CheckInterval,
 		checkTimeout:   c.CheckTimeout,
+		readAttempt:    c.ReadAttemptTimeout,
 		maxLag:         c.MaxLag,
 		maxLagBytes:    c.MaxLagBytes,
 		disableMetrics: c.DisableMetrics,
@@ -156,6 +157,12 @@ func New(ctx context.Context, c *Config) (*DB, error) {
 	}
 	if s.maxLagBytes < 0 {
 		return nil, fmt.Errorf("cqrs: DB %q: Config.MaxLagBytes must not be negative", name)
+	}
+	switch {
+	case s.readAttempt == 0:
+		s.readAttempt = DefaultReadAttemptTimeout
+	case s.readAttempt < 0:
+		s.readAttempt = 0 // no bound
 	}
 	if s.checkTimeout <= 0 {
 		s.checkTimeout = max(s.checkInterval, time.Second)
@@ -511,7 +518,12 @@ func (db *DB) checkReplica(ctx context.Context, n *node) error {
 			why = fmt.Errorf("lagging %d bytes of WAL behind the primary (Replicas:MaxLagBytes is %d)", bytes, m)
 		}
 	}
-	db.setState(n, why, gen)
+	if db.setState(n, why, gen) {
+		// Out of rotation: its connections may be stalled (a
+		// partition) or lead to a server that is gone; drop them
+		// rather than hand them to the next check or read.
+		n.pool.Reset()
+	}
 	if why != nil {
 		return fmt.Errorf("replica %q %w", n.name, why)
 	}

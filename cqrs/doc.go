@@ -80,6 +80,8 @@
 //	MaxConnectionIdleTime                string or 300s  idle connections are closed after this long
 //	HealthCheckPeriod                    string or 10s   how often the pool prunes idle and expired connections
 //	ConnectTimeout                       string or 15s   connect timeout (overrides Timeout)
+//	CommandTimeout                       string or 30s   client-side limit of a statement whose context has no deadline
+//	                                                     (overrides Command Timeout; 0: none); see Time limits
 //	ConnectRetry:InitialInterval         250ms           first wait of the startup connect retry
 //	ConnectRetry:MaxInterval             10s             longest wait between startup attempts
 //	ConnectRetry:MaxElapsed              0 (no limit)    stop the startup retry (not the pool) after this long
@@ -90,6 +92,7 @@
 //	Replicas:Names                       see LoadConfig  the replicas' connection names (a list, or comma-separated)
 //	Replicas:CheckInterval               2s              how often replicas are checked
 //	Replicas:CheckTimeout                max(interval,1s) time limit of one check
+//	Replicas:ReadAttemptTimeout          2s              time limit of a read on a replica before it fails over (0: none)
 //	Replicas:MaxLag                      10s             a replica further behind leaves the rotation (0: no bound)
 //	Replicas:MaxLagBytes                 0 (no bound)    the same bound in bytes of WAL
 //	ReadYourWrites                       false           every read sees every earlier write through the DB
@@ -121,9 +124,10 @@
 //	Require Auth                     Password, MD5, GSS, SSPI, ScramSHA256, None (each may be negated with '!'): require_auth
 //	Kerberos Service Name, KrbSrvName krbsrvname
 //	Timeout                          connect timeout in seconds (default 15; 0: none)
-//	Command Timeout                  seconds; when set and not 0, sent as the statement_timeout parameter (server-side).
-//	                                 Unset, nothing is sent: use context deadlines, the Go way, and poolers that
-//	                                 refuse startup parameters keep working. (Npgsql's default is 30 s client-side.)
+//	Command Timeout                  seconds (default 30; 0: none): the client-side limit of a statement whose context has
+//	                                 no deadline, as in Npgsql (see Time limits); when set and not 0, also sent as the
+//	                                 statement_timeout parameter (server-side). Unset, no parameter is sent, so poolers
+//	                                 that refuse startup parameters keep working.
 //	Minimum Pool Size, MinPoolSize   MinConns (default 0)
 //	Maximum Pool Size, MaxPoolSize   MaxConns (default 100)
 //	Connection Idle Lifetime         MaxConnIdleTime in seconds (default 300)
@@ -260,6 +264,40 @@
 // writes: simpler, but under a steady write load most reads then go to the
 // primary. Outside sessions, with ReadYourWrites off, writes cost nothing
 // extra.
+//
+// # Time limits
+//
+// A server that goes silent (a partition: no answer, no reset) must not
+// hold a caller for ever, so every statement of a DB ([DB.Exec],
+// [DB.Query], [DB.QueryRow], [DB.SendBatch], [DB.CopyFrom], [DB.Begin] and
+// the statements, Commit and Rollback of its transactions, [DB.Reader] and
+// [DB.Writer]) whose context has no deadline runs with one: the
+// connection's command timeout (CommandTimeout, else the connection
+// string's Command Timeout, else [DefaultCommandTimeout], 30 s, as in
+// Npgsql). A statement that runs into it fails with an error wrapping both
+// [ErrCommandTimeout] and context.DeadlineExceeded. A caller's own
+// deadline, earlier or later, always wins: pass one for a statement that
+// may run longer. The server-side statement_timeout, which a silent server
+// cannot enforce, is no substitute. Pools taken directly ([DB.Primary],
+// [DB.Replica], [DB.Keyed], [Pool]) are plain pgx pools: there the
+// caller's context alone bounds a statement.
+//
+// A read on a replica runs with Replicas:ReadAttemptTimeout
+// ([DefaultReadAttemptTimeout], 2 s) as well, when another server could
+// take it over: a replica that does not answer in time (or until the first
+// row, for Query) is left for another replica or the primary, and the
+// checker is asked to look at it. Writes are never retried. A read slower
+// than the attempt timeout therefore ends up on the primary: set the
+// timeout above the slowest read you send to replicas, or 0 for none.
+//
+// Connections are made within ConnectTimeout (15 s, Npgsql's Timeout) and
+// the caller's deadline. Each replica check has Replicas:CheckTimeout, so a
+// silent replica leaves the rotation within about one check time limit;
+// a replica that leaves the rotation has its pooled connections dropped,
+// and it comes back at its first good check after the network heals.
+// After statements time out against a silent server, pgx cleans their
+// connections up in the background (a cancel request, then a drain),
+// for at most 15 s, and Close waits for that.
 //
 // # Health
 //

@@ -51,7 +51,7 @@ func (h Reader) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comma
 		return h.db.Exec(ctx, sql, args...)
 	}
 	var tag pgconn.CommandTag
-	err := h.db.read(ctx, h.db.minLSNOf(r), func(n *node) error {
+	err := h.db.read(ctx, h.db.minLSNOf(r), func(ctx context.Context, n *node) error {
 		var err error
 		tag, err = n.pool.Exec(ctx, sql, args...)
 		return err
@@ -95,7 +95,13 @@ func (h Reader) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if r.primary {
 		return h.db.SendBatch(ctx, b)
 	}
-	return h.db.choose(h.db.minLSNOf(r), 0).pool.SendBatch(ctx, b)
+	p := h.db.choose(h.db.minLSNOf(r), 0).pool
+	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
+	br := p.SendBatch(bctx, b)
+	if cancel == nil {
+		return br
+	}
+	return &stmtBatch{BatchResults: br, parent: ctx, bctx: bctx, cancel: cancel, d: p.commandTimeout}
 }
 
 // Exec runs a statement on the primary (DB.Exec).

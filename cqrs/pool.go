@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +47,8 @@ type Pool struct {
 	source   string
 	settings PoolConfig // with defaults applied
 	log      *slog.Logger
+
+	commandTimeout time.Duration // of a DB's statements without a deadline; 0: none
 
 	ready     chan struct{} // closed at the first successful ping
 	readyOnce sync.Once
@@ -141,12 +144,13 @@ func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metr
 		return nil, &ConnectionError{Name: name, Source: source, Err: err}
 	}
 	p := &Pool{
-		Pool:     pool,
-		name:     name,
-		source:   source,
-		settings: c,
-		log:      logger.With("db.client.connection.pool.name", name),
-		ready:    make(chan struct{}),
+		Pool:           pool,
+		name:           name,
+		source:         source,
+		settings:       c,
+		log:            logger.With("db.client.connection.pool.name", name),
+		ready:          make(chan struct{}),
+		commandTimeout: commandTimeout(c.CommandTimeout, pc),
 	}
 	if !c.DisableMetrics {
 		reg, err := registerPoolMetrics(mp.Meter(scopeName), pool, attribute.NewSet(attrs...))
@@ -163,6 +167,22 @@ func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metr
 		go p.connectLoop(loopCtx)
 	}
 	return p, nil
+}
+
+// commandTimeout resolves PoolConfig.CommandTimeout (see there) for pc.
+func commandTimeout(d time.Duration, pc *pgxpool.Config) time.Duration {
+	switch {
+	case d < 0:
+		return 0
+	case d > 0:
+		return d
+	}
+	if v, ok := pc.ConnConfig.RuntimeParams["statement_timeout"]; ok {
+		if ms, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && ms > 0 {
+			return time.Duration(ms) * time.Millisecond
+		}
+	}
+	return DefaultCommandTimeout
 }
 
 // Name returns the connection name the pool was opened for.

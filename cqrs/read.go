@@ -76,7 +76,10 @@ func mayHaveWritten(err error) bool {
 // with ReadYourWrites on) it then records the WAL position, so that later
 // reads see the write.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	tag, err := db.primary.pool.Exec(ctx, sql, args...)
+	p := db.primary.pool
+	tag, err := bounded(ctx, p.commandTimeout, func(ctx context.Context) (pgconn.CommandTag, error) {
+		return p.Exec(ctx, sql, args...)
+	})
 	if mayHaveWritten(err) {
 		db.recordWrite(ctx)
 	}
@@ -86,7 +89,10 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 // CopyFrom copies rows into a table on the primary with the COPY protocol
 // (see pgx.Conn.CopyFrom), and records the write as Exec does.
 func (db *DB) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
-	n, err := db.primary.pool.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	p := db.primary.pool
+	n, err := bounded(ctx, p.commandTimeout, func(ctx context.Context) (int64, error) {
+		return p.CopyFrom(ctx, tableName, columnNames, rowSrc)
+	})
 	if mayHaveWritten(err) {
 		db.recordWrite(ctx)
 	}
@@ -97,11 +103,18 @@ func (db *DB) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnName
 // a batch is not classified), and records the write as Exec does when the
 // results are closed.
 func (db *DB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	br := db.primary.pool.SendBatch(ctx, b)
-	if !db.records(routeFrom(ctx)) {
+	p := db.primary.pool
+	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
+	br := p.SendBatch(bctx, b)
+	rec := db.records(routeFrom(ctx))
+	if cancel == nil && !rec {
 		return br
 	}
-	return &recordedBatch{BatchResults: br, db: db, ctx: ctx}
+	sb := &stmtBatch{BatchResults: br, parent: ctx, bctx: bctx, cancel: cancel, d: p.commandTimeout}
+	if rec {
+		sb.db = db
+	}
+	return sb
 }
 
 // Begin starts a transaction on the primary. Its Commit records the WAL
@@ -112,25 +125,14 @@ func (db *DB) Begin(ctx context.Context) (pgx.Tx, error) {
 
 // BeginTx is Begin with transaction options.
 func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
-	tx, err := db.primary.pool.BeginTx(ctx, opts)
+	p := db.primary.pool
+	tx, err := bounded(ctx, p.commandTimeout, func(ctx context.Context) (pgx.Tx, error) {
+		return p.BeginTx(ctx, opts)
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &writeTx{Tx: tx, db: db, ctx: ctx}, nil
-}
-
-type writeTx struct {
-	pgx.Tx
-	db  *DB
-	ctx context.Context // the Begin context, whose session the commit joins
-}
-
-func (t *writeTx) Commit(ctx context.Context) error {
-	if err := t.Tx.Commit(ctx); err != nil {
-		return err
-	}
-	t.db.recordWrite(t.ctx)
-	return nil
+	return &writeTx{Tx: tx, db: db, ctx: ctx, d: p.commandTimeout}, nil
 }
 
 // RecordWrite records the primary's current WAL position in ctx's
@@ -213,27 +215,48 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 // writeQueryRow runs QueryRow on the primary, recording the write when
 // the row is scanned.
 func (db *DB) writeQueryRow(ctx context.Context, r route, sql string, args []any) pgx.Row {
-	row := db.primary.pool.QueryRow(ctx, sql, args...)
-	if !db.records(r) {
+	p := db.primary.pool
+	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
+	row := p.QueryRow(bctx, sql, args...)
+	rec := db.records(r)
+	if cancel == nil && !rec {
 		return row
 	}
-	return &recordedRow{Row: row, db: db, ctx: ctx}
+	sr := &stmtRow{Row: row, parent: ctx, cancel: cancel, d: p.commandTimeout}
+	if cancel != nil {
+		sr.bctx = bctx
+	}
+	if rec {
+		sr.db = db
+	}
+	return sr
 }
 
 // writeQuery runs Query on the primary, recording the write when the rows
 // are closed.
 func (db *DB) writeQuery(ctx context.Context, r route, sql string, args []any) (pgx.Rows, error) {
-	rows, err := db.primary.pool.Query(ctx, sql, args...)
-	if !db.records(r) {
-		return rows, err
-	}
+	p := db.primary.pool
+	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
+	rows, err := p.Query(bctx, sql, args...)
+	rec := db.records(r)
 	if err != nil {
-		if mayHaveWritten(err) {
+		if cancel != nil {
+			err = commandError(ctx, bctx, p.commandTimeout, err)
+			cancel()
+		}
+		if rec && mayHaveWritten(err) {
 			db.recordWrite(ctx)
 		}
 		return rows, err
 	}
-	return &recordedRows{Rows: rows, db: db, ctx: ctx}, nil
+	if cancel == nil && !rec {
+		return rows, nil
+	}
+	sr := &stmtRows{Rows: rows, parent: ctx, bctx: bctx, cancel: cancel, d: p.commandTimeout}
+	if rec {
+		sr.db = db
+	}
+	return sr, nil
 }
 
 // readQueryRow runs QueryRow on a replica, lazily, with failover.
@@ -250,50 +273,139 @@ type row struct {
 }
 
 func (r *row) Scan(dest ...any) error {
-	return r.db.read(r.ctx, r.min, func(n *node) error {
-		return n.pool.QueryRow(r.ctx, r.sql, r.args...).Scan(dest...)
+	return r.db.read(r.ctx, r.min, func(ctx context.Context, n *node) error {
+		return n.pool.QueryRow(ctx, r.sql, r.args...).Scan(dest...)
 	})
 }
 
-// readQuery runs Query on a replica, with failover until the first row.
+// readQuery runs Query on a replica, with failover until the first row:
+// ReadAttemptTimeout bounds an attempt until then, the command timeout
+// (when ctx has no deadline) the whole statement.
 func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (pgx.Rows, error) {
-	var out pgx.Rows
-	err := db.read(ctx, db.minLSNOf(r), func(n *node) error {
-		rows, err := n.pool.Query(ctx, sql, args...)
-		if err != nil {
-			return err
+	min := db.minLSNOf(r)
+	_, hasDeadline := ctx.Deadline()
+	var tried uint64
+	for attempt := 0; ; attempt++ {
+		n := db.choose(min, tried)
+		final := db.final(n, attempt)
+		var cmd time.Duration
+		if !hasDeadline {
+			cmd = n.pool.commandTimeout
 		}
-		first := rows.Next()
-		if !first {
-			if err := rows.Err(); err != nil {
-				rows.Close()
-				return err
+		qctx, cancel := withCommandTimeout(ctx, cmd)
+		var timer *time.Timer
+		if a := db.settings.readAttempt; !final && a > 0 && (cmd <= 0 || a < cmd) {
+			var cancelAttempt context.CancelCauseFunc
+			qctx, cancelAttempt = context.WithCancelCause(qctx)
+			timer = time.AfterFunc(a, func() { cancelAttempt(errAttemptTimeout) })
+			if c := cancel; c != nil {
+				cancel = func() { cancelAttempt(nil); c() }
+			} else {
+				cancel = func() { cancelAttempt(nil) }
 			}
 		}
-		out = &peekedRows{Rows: rows, pending: true, first: first}
-		return nil
-	})
-	if err != nil {
-		return errRows{err}, err
+		rows, err := n.pool.Query(qctx, sql, args...)
+		first := false
+		if err == nil {
+			if first = rows.Next(); !first {
+				err = rows.Err()
+			}
+		}
+		if timer != nil && !timer.Stop() && err == nil {
+			// The attempt ran out as the first row came: the rest
+			// would fail.
+			rows.Close()
+			err = errAttemptTimeout
+		}
+		if err == nil {
+			out := &peekedRows{Rows: rows, pending: true, first: first}
+			if cancel == nil {
+				return out, nil
+			}
+			return &stmtRows{Rows: out, parent: ctx, bctx: qctx, cancel: cancel, d: cmd}, nil
+		}
+		if rows != nil {
+			rows.Close()
+		}
+		ours := cancel != nil && expired(ctx, qctx)
+		if cancel != nil {
+			cancel()
+		}
+		if err = db.afterFailedRead(ctx, n, final, ours, cmd, err); err != nil {
+			return errRows{err}, err
+		}
+		tried |= n.bit
 	}
-	return out, nil
+}
+
+// errAttemptTimeout ends a read attempt that ran out of ReadAttemptTimeout;
+// the read runs again elsewhere, so callers never see it.
+var errAttemptTimeout = errors.New("cqrs: read attempt timeout")
+
+// final reports whether the attempt'th try of a read, on n, is the last:
+// a read fails over from a replica only.
+func (db *DB) final(n *node, attempt int) bool {
+	return n == db.primary || attempt >= len(db.replicas)
 }
 
 // read runs fn on a server that has replayed min, and again on others
 // while it fails in a way that another server may not (and ctx lasts).
-func (db *DB) read(ctx context.Context, min LSN, fn func(*node) error) error {
+// Each try on a replica that another server could take over is bounded by
+// ReadAttemptTimeout; each, when ctx has no deadline, by the server's
+// command timeout.
+func (db *DB) read(ctx context.Context, min LSN, fn func(context.Context, *node) error) error {
 	var tried uint64
+	_, hasDeadline := ctx.Deadline()
 	for attempt := 0; ; attempt++ {
 		n := db.choose(min, tried)
-		err := fn(n)
-		if err == nil || n == db.primary || attempt >= len(db.replicas) || !retryableRead(ctx, err) {
-			return err
+		final := db.final(n, attempt)
+		var cmd time.Duration
+		if !hasDeadline {
+			cmd = n.pool.commandTimeout
 		}
-		if serverFailure(err) {
-			db.markDown(n, err)
+		d := cmd
+		if a := db.settings.readAttempt; !final && a > 0 && (d <= 0 || a < d) {
+			d = a
+		}
+		actx, cancel := ctx, context.CancelFunc(nil)
+		if d > 0 {
+			actx, cancel = context.WithTimeout(ctx, d)
+		}
+		err := fn(actx, n)
+		ours := false
+		if cancel != nil {
+			ours = err != nil && expired(ctx, actx)
+			cancel()
+		}
+		if err == nil {
+			return nil
+		}
+		if err = db.afterFailedRead(ctx, n, final, ours, cmd, err); err != nil {
+			return err
 		}
 		tried |= n.bit
 	}
+}
+
+// afterFailedRead decides what follows a read attempt on n that failed
+// with err: nil to try another server, else the read's error. ours says
+// that a time limit of ours (ReadAttemptTimeout, or the command timeout
+// cmd) ended the attempt.
+func (db *DB) afterFailedRead(ctx context.Context, n *node, final, ours bool, cmd time.Duration, err error) error {
+	switch {
+	case ours && !final:
+		// No answer in time: try elsewhere. The server may be silent or
+		// the statement slow; the checker, kicked, finds out which.
+		db.kickCheck()
+		return nil
+	case ours:
+		return timeoutError(cmd, err)
+	case final || !retryableRead(ctx, err):
+		return err
+	case serverFailure(err):
+		db.markDown(n, err)
+	}
+	return nil
 }
 
 // retryableRead reports whether a read that failed with err may succeed on
@@ -367,67 +479,3 @@ func (r errRows) Values() ([]any, error)                     { return nil, r.err
 func (errRows) RawValues() [][]byte                          { return nil }
 func (errRows) Conn() *pgx.Conn                              { return nil }
 func (errRows) TypeMap() *pgtype.Map                         { return nil }
-
-// recordedRow is a row of a write in a read-your-writes session: Scan
-// records the write's WAL position once the statement has finished.
-type recordedRow struct {
-	pgx.Row
-	db  *DB
-	ctx context.Context
-}
-
-func (r *recordedRow) Scan(dest ...any) error {
-	err := r.Row.Scan(dest...)
-	if mayHaveWritten(err) {
-		r.db.recordWrite(r.ctx)
-	}
-	return err
-}
-
-// recordedRows are the rows of a write in a read-your-writes session: the
-// write's WAL position is recorded when they are done (Next returns false,
-// or Close), that is once the statement has finished.
-type recordedRows struct {
-	pgx.Rows
-	db   *DB
-	ctx  context.Context
-	done bool
-}
-
-func (r *recordedRows) Next() bool {
-	if r.Rows.Next() {
-		return true
-	}
-	r.finish()
-	return false
-}
-
-func (r *recordedRows) Close() {
-	r.Rows.Close()
-	r.finish()
-}
-
-func (r *recordedRows) finish() {
-	if r.done {
-		return
-	}
-	r.done = true
-	if mayHaveWritten(r.Rows.Err()) {
-		r.db.recordWrite(r.ctx)
-	}
-}
-
-// recordedBatch records a batch's writes when it is closed.
-type recordedBatch struct {
-	pgx.BatchResults
-	db  *DB
-	ctx context.Context
-}
-
-func (b *recordedBatch) Close() error {
-	err := b.BatchResults.Close()
-	if mayHaveWritten(err) {
-		b.db.recordWrite(b.ctx)
-	}
-	return err
-}

@@ -183,6 +183,14 @@ func readPoolSettings(l layers, p *PoolConfig) error {
 	if c.HealthCheckPeriod <= 0 {
 		return &discovery.KeyError{Key: l.key("HealthCheckPeriod"), Err: errors.New("must be positive")}
 	}
+	if d, ok, err := l.duration("CommandTimeout"); err != nil {
+		return err
+	} else if ok {
+		p.CommandTimeout = d
+		if d == 0 {
+			p.CommandTimeout = -1 // configured 0: no bound
+		}
+	}
 	return nil
 }
 
@@ -192,6 +200,27 @@ func readPoolSettings(l layers, p *PoolConfig) error {
 // Aspire:Npgsql:{name}:ConnectionString; Aspire:Npgsql:ConnectionString.
 // It returns the pgx configuration and the source's name.
 func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.Config, string, error) {
+	c, source, _, err := resolveConnectionTimeout(cfg, name, l)
+	return c, source, err
+}
+
+// resolveConnectionTimeout is resolveConnection that also returns the
+// connection string's Command Timeout as a PoolConfig.CommandTimeout: 0
+// when it sets none, negative for its 0 (no limit).
+func resolveConnectionTimeout(cfg *discovery.Config, name string, l layers) (*pgxpool.Config, string, time.Duration, error) {
+	var cmd time.Duration
+	c, source, err := resolveConnectionWith(cfg, name, l, func(s string) {
+		if d, ok := commandTimeoutKeyword(s); ok {
+			cmd = d
+			if d == 0 {
+				cmd = -1
+			}
+		}
+	})
+	return c, source, cmd, err
+}
+
+func resolveConnectionWith(cfg *discovery.Config, name string, l layers, parsed func(string)) (*pgxpool.Config, string, error) {
 	conn, err := cfg.Connection(name)
 	if err != nil && !errors.Is(err, discovery.ErrNotFound) {
 		return nil, "", &ConnectionError{Name: name, Err: err}
@@ -201,6 +230,7 @@ func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.C
 		if err != nil {
 			return nil, source, &ConnectionError{Name: name, Source: source, Err: err}
 		}
+		parsed(s)
 		return c, source, nil
 	}
 	env := conn.PropertyPrefix // NAME_, or the portable alias's
@@ -280,6 +310,14 @@ func readDBSettings(l layers, c *Config) error {
 		return err
 	} else if ok {
 		c.CheckTimeout = d
+	}
+	if d, ok, err := l.duration("Replicas:ReadAttemptTimeout"); err != nil {
+		return err
+	} else if ok {
+		c.ReadAttemptTimeout = d
+		if d == 0 {
+			c.ReadAttemptTimeout = -1 // configured 0: no bound
+		}
 	}
 	if d, ok, err := l.duration("Replicas:MaxLag"); err != nil {
 		return err
@@ -389,6 +427,7 @@ type dbSettings struct {
 	readYourWrites bool
 	checkInterval  time.Duration
 	checkTimeout   time.Duration
+	readAttempt    time.Duration // 0: no bound
 	maxLag         time.Duration // 0: no bound
 	maxLagBytes    int64
 	disableMetrics bool

@@ -114,6 +114,7 @@ func TestPoolSettings(t *testing.T) {
 		"Aspire:Npgsql:DisableTracing":                 "true",
 		"Aspire:Npgsql:db:DisableTracing":              "false",
 		"Aspire:Npgsql:DisableMetrics":                 "true",
+		"Aspire:Npgsql:db:CommandTimeout":              "00:00:45",
 	})
 	c, err := ParseConnectionString("Host=h;Maximum Pool Size=7")
 	if err != nil {
@@ -132,7 +133,7 @@ func TestPoolSettings(t *testing.T) {
 	}
 	s.Config = nil
 	want := PoolConfig{DisableMetrics: true, ConnectRetry: ConnectRetry{InitialInterval: 100 * time.Millisecond,
-		MaxElapsed: time.Minute}, WaitOnOpen: 3 * time.Second}
+		MaxElapsed: time.Minute}, WaitOnOpen: 3 * time.Second, CommandTimeout: 45 * time.Second}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("settings %+v, want %+v", s, want)
 	}
@@ -144,6 +145,7 @@ func TestPoolSettings(t *testing.T) {
 		"Aspire:Npgsql:HealthCheckPeriod":       "0",
 		"Aspire:Npgsql:DisableTracing":          "maybe",
 		"Aspire:Npgsql:ConnectRetry:MaxElapsed": "-00:00:01",
+		"Aspire:Npgsql:CommandTimeout":          "-1s",
 	} {
 		c, _ := ParseConnectionString("Host=h")
 		err := readPoolSettings(settingsLayers(discovery.FromMap(map[string]string{key: val}), "db"), &PoolConfig{Config: c})
@@ -156,17 +158,18 @@ func TestPoolSettings(t *testing.T) {
 
 func TestDBSettings(t *testing.T) {
 	cfg := discovery.FromMap(map[string]string{
-		"Aspire:Npgsql:db:ReadYourWrites":        "true",
-		"Aspire:Npgsql:Replicas:CheckInterval":   "500ms",
-		"Aspire:Npgsql:db:Replicas:MaxLag":       "00:00:03",
-		"Aspire:Npgsql:db:Replicas:MaxLagBytes":  "1048576",
-		"Aspire:Npgsql:db:Replicas:CheckTimeout": "1s",
+		"Aspire:Npgsql:db:ReadYourWrites":           "true",
+		"Aspire:Npgsql:Replicas:CheckInterval":      "500ms",
+		"Aspire:Npgsql:db:Replicas:MaxLag":          "00:00:03",
+		"Aspire:Npgsql:db:Replicas:MaxLagBytes":     "1048576",
+		"Aspire:Npgsql:db:Replicas:CheckTimeout":    "1s",
+		"Aspire:Npgsql:Replicas:ReadAttemptTimeout": "750ms",
 	})
 	var s Config
 	if err := readDBSettings(settingsLayers(cfg, "db"), &s); err != nil {
 		t.Fatal(err)
 	}
-	want := Config{ReadYourWrites: true, CheckInterval: 500 * time.Millisecond, CheckTimeout: time.Second, MaxLag: 3 * time.Second, MaxLagBytes: 1 << 20}
+	want := Config{ReadYourWrites: true, CheckInterval: 500 * time.Millisecond, CheckTimeout: time.Second, MaxLag: 3 * time.Second, MaxLagBytes: 1 << 20, ReadAttemptTimeout: 750 * time.Millisecond}
 	if !reflect.DeepEqual(s, want) {
 		t.Errorf("got %+v, want %+v", s, want)
 	}
@@ -241,7 +244,7 @@ func TestNewDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	want := dbSettings{checkInterval: DefaultCheckInterval, checkTimeout: DefaultCheckInterval, maxLag: DefaultMaxLag}
+	want := dbSettings{checkInterval: DefaultCheckInterval, checkTimeout: DefaultCheckInterval, maxLag: DefaultMaxLag, readAttempt: DefaultReadAttemptTimeout}
 	if db.settings != want || db.Name() != "postgres" || db.primary.name != "postgres" {
 		t.Errorf("settings %+v name %q/%q, want %+v and postgres", db.settings, db.Name(), db.primary.name, want)
 	}
@@ -251,8 +254,9 @@ func TestNewDefaults(t *testing.T) {
 	}
 
 	c, err := LoadConfig(discovery.FromMap(map[string]string{
-		"ConnectionStrings__db":                "Host=127.0.0.1;Port=1",
-		"Aspire__Npgsql__db__Replicas__MaxLag": "0",
+		"ConnectionStrings__db":                            "Host=127.0.0.1;Port=1",
+		"Aspire__Npgsql__db__Replicas__MaxLag":             "0",
+		"Aspire__Npgsql__db__Replicas__ReadAttemptTimeout": "0",
 	}), "db")
 	if err != nil {
 		t.Fatal(err)
@@ -263,8 +267,8 @@ func TestNewDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db2.Close()
-	if db2.settings.maxLag != 0 || db2.Name() != "db" {
-		t.Errorf("Replicas:MaxLag=0 gave maxLag %v (want 0, no bound), name %q", db2.settings.maxLag, db2.Name())
+	if db2.settings.maxLag != 0 || db2.settings.readAttempt != 0 || db2.Name() != "db" {
+		t.Errorf("Replicas:MaxLag=0 and ReadAttemptTimeout=0 gave %v and %v (want 0, no bound), name %q", db2.settings.maxLag, db2.settings.readAttempt, db2.Name())
 	}
 
 	for _, bad := range []*Config{nil, {}, {Primary: PoolConfig{Config: pc}, CheckInterval: -time.Second}} {
@@ -272,5 +276,37 @@ func TestNewDefaults(t *testing.T) {
 			db.Close()
 			t.Errorf("New(%+v) succeeded", bad)
 		}
+	}
+}
+
+// TestCommandTimeout covers where a pool's command timeout comes from: the
+// CommandTimeout setting, else the connection string's Command Timeout
+// (0 there: none), else the default.
+func TestCommandTimeout(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want time.Duration
+	}{
+		{"default", map[string]string{"ConnectionStrings__db": "Host=127.0.0.1;Port=1"}, DefaultCommandTimeout},
+		{"keyword", map[string]string{"ConnectionStrings__db": "Host=127.0.0.1;Port=1;Command Timeout=7"}, 7 * time.Second},
+		{"keyword 0: none", map[string]string{"ConnectionStrings__db": "Host=127.0.0.1;Port=1;CommandTimeout=0"}, 0},
+		{"setting wins", map[string]string{"ConnectionStrings__db": "Host=127.0.0.1;Port=1;Command Timeout=7",
+			"Aspire__Npgsql__db__CommandTimeout": "00:00:03"}, 3 * time.Second},
+		{"setting 0: none", map[string]string{"ConnectionStrings__db": "Host=127.0.0.1;Port=1",
+			"Aspire__Npgsql__CommandTimeout": "0"}, 0},
+		{"URL statement_timeout", map[string]string{"ConnectionStrings__db": "postgres://127.0.0.1:1/db?statement_timeout=2500"}, 2500 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := openPool(t.Context(), discovery.FromMap(tt.env), "db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if p.commandTimeout != tt.want {
+				t.Errorf("command timeout %v, want %v", p.commandTimeout, tt.want)
+			}
+		})
 	}
 }
