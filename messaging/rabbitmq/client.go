@@ -36,6 +36,8 @@ type Client struct {
 	tel  *telemetry
 	pub  *publisher
 
+	confirmTimeout time.Duration // bound of a Publish without deadline; 0: none
+
 	mu       sync.Mutex
 	conn     *amqp.Connection // nil while disconnected
 	changed  chan struct{}    // closed and replaced whenever conn changes
@@ -81,7 +83,13 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 	c.log = c.log.With("rabbitmq", c.name)
 	heartbeat := c.cfg.Heartbeat
 	if heartbeat <= 0 {
-		heartbeat = 10 * time.Second
+		heartbeat = DefaultHeartbeat
+	}
+	switch {
+	case c.cfg.PublishConfirmTimeout == 0:
+		c.confirmTimeout = DefaultPublishConfirmTimeout
+	case c.cfg.PublishConfirmTimeout > 0:
+		c.confirmTimeout = c.cfg.PublishConfirmTimeout
 	}
 	c.amqp = amqp.Config{
 		Heartbeat:       heartbeat,
@@ -417,7 +425,10 @@ func (c *Client) Connected() bool {
 
 // HealthCheck is the readiness check of the connection, named
 // "rabbitmq:{name}": Unhealthy while the client is reconnecting, so the
-// instance leaves rotation without being restarted.
+// instance leaves rotation without being restarted. It reads the
+// connection's state and sends nothing: a broker gone silent is noticed by
+// the heartbeat, within 1.5 × Config.Heartbeat (6 s with
+// DefaultHeartbeat), and the check turns Unhealthy then.
 func (c *Client) HealthCheck() health.Check {
 	return health.Check{
 		Name: "rabbitmq:" + c.name,

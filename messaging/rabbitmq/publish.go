@@ -21,6 +21,13 @@ var ErrUnroutable = errors.New("rabbitmq: message unroutable")
 // refusing the message (basic.nack) until the caller's deadline.
 var ErrNacked = errors.New("rabbitmq: message nacked by the broker")
 
+// ErrConfirmTimeout is wrapped by the error Publish returns when its
+// context had no deadline and the message was not confirmed within
+// Config.PublishConfirmTimeout (DefaultPublishConfirmTimeout): the broker
+// is unreachable or silent, or the connection is blocked. The error also
+// wraps context.DeadlineExceeded. The message may still reach the broker.
+var ErrConfirmTimeout = errors.New("rabbitmq: publish not confirmed within the publish confirm timeout")
+
 // seqHeader carries the publish sequence number, so that a returned
 // (unroutable) message can be matched to its Publish call.
 const seqHeader = "x-goaspire-seq"
@@ -243,6 +250,11 @@ func (p *publisher) close() {
 // twice (at-least-once delivery; give it a MessageID to deduplicate). After
 // an error caused by ctx the message may still have reached the broker.
 //
+// A ctx without a deadline is given Config.PublishConfirmTimeout
+// (DefaultPublishConfirmTimeout, 20 s): past it Publish fails with an
+// error wrapping ErrConfirmTimeout, so a broker gone silent cannot hold a
+// caller indefinitely.
+//
 // The publish is traced as a producer span "publish {destination}" whose
 // trace context travels in the message headers.
 func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) error {
@@ -268,8 +280,18 @@ func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) e
 	if m.Expiration > 0 {
 		pd.msg.Expiration = fmt.Sprint(m.Expiration.Milliseconds())
 	}
+	if c.confirmTimeout > 0 {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeoutCause(ctx, c.confirmTimeout, ErrConfirmTimeout)
+			defer cancel()
+		}
+	}
 	ctx, span := c.tel.startPublish(ctx, exchange, key, &pd.msg)
 	err := c.publish(ctx, pd)
+	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrConfirmTimeout) {
+		err = fmt.Errorf("%w (%v, %s:PublishConfirmTimeout): %w", ErrConfirmTimeout, c.confirmTimeout, ConfigSection, err)
+	}
 	if err != nil {
 		if c.tel.tracing { // else span is the caller's
 			span.RecordError(err)

@@ -1,0 +1,167 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/poll"
+	"github.com/goaspire/goaspire/internal/testserver"
+)
+
+// proxied connects a Client to the shared node through a fault proxy. The
+// proxy heals before the client closes (cleanups run last-in first-out),
+// so Close does not wait on a silent network.
+func proxied(t *testing.T, modify ...func(*Config)) (*Client, *testserver.FaultProxy) {
+	t.Helper()
+	b := needBroker(t)
+	p := testserver.NewFaultProxy(t, b.Addr())
+	u := strings.Replace(b.URL(), b.Addr(), p.Addr(), 1)
+	c := newClient(t, append([]func(*Config){func(cfg *Config) { cfg.URL = u }}, modify...)...)
+	t.Cleanup(p.Heal)
+	return c, p
+}
+
+// TestPublishWithoutDeadlineEndsAtConfirmTimeout: with the broker silent,
+// a Publish whose context has no deadline fails at PublishConfirmTimeout
+// with ErrConfirmTimeout, and every message confirmed before is kept.
+func TestPublishWithoutDeadlineEndsAtConfirmTimeout(t *testing.T) {
+	const confirmTimeout = time.Second
+	c, p := proxied(t, func(cfg *Config) { cfg.PublishConfirmTimeout = confirmTimeout })
+	q := queueName(t, "q")
+	if err := c.DeclareQueue(t.Context(), Queue{Name: q}); err != nil {
+		t.Fatal(err)
+	}
+	const before = 20
+	for i := range before {
+		if err := c.Publish(context.Background(), "", q, Message{Body: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatalf("publish %d before the partition: %v", i, err)
+		}
+	}
+
+	p.Set(testserver.Silent)
+	start := time.Now()
+	err := c.Publish(context.Background(), "", q, Message{Body: []byte("during")})
+	took := time.Since(start)
+	t.Logf("Publish with the broker silent: %v after %v", err, took)
+	if !errors.Is(err, ErrConfirmTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want ErrConfirmTimeout and context.DeadlineExceeded", err)
+	}
+	if !strings.Contains(err.Error(), "PublishConfirmTimeout") {
+		t.Errorf("error does not name the setting: %v", err)
+	}
+	if took > confirmTimeout+1500*time.Millisecond {
+		t.Fatalf("Publish returned after %v, want about the %v confirm timeout", took, confirmTimeout)
+	}
+
+	// Nothing that returned nil is lost.
+	p.Heal()
+	ch := bare(t)
+	poll.Until(t, 30*time.Second, "the confirmed messages in the queue", func() bool {
+		qi, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return qi.Messages >= before
+	})
+}
+
+// TestHealthUnhealthyWithinTenSecondsOfSilence: with every default
+// (DefaultHeartbeat, the handler's defaults), /health stops answering
+// Healthy within 10 s of the broker going silent.
+func TestHealthUnhealthyWithinTenSecondsOfSilence(t *testing.T) {
+	c, p := proxied(t, func(cfg *Config) { cfg.Heartbeat = 0 })
+	r := health.NewRegistry()
+	if err := r.Register(c.HealthCheck()); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r.Handler(health.HandlerOptions{}))
+	t.Cleanup(srv.Close)
+	probe := func() int {
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := probe(); code != 200 {
+		t.Fatalf("before the partition: %d", code)
+	}
+
+	p.Set(testserver.Silent)
+	start := time.Now()
+	poll.Until(t, 30*time.Second, "/health to turn Unhealthy", func() bool { return probe() == 503 })
+	took := time.Since(start)
+	t.Logf("/health Unhealthy %v after the broker went silent", took)
+	if took > 10*time.Second {
+		t.Fatalf("/health turned Unhealthy after %v, want within 10s", took)
+	}
+}
+
+// TestDefaultsNoticeSilenceInTime checks the arithmetic the 10 s bar rests
+// on: amqp091-go closes a connection after 1.5 heartbeats of silence, and
+// a probe answers within the handler's ResponseTimeout.
+func TestDefaultsNoticeSilenceInTime(t *testing.T) {
+	if d := DefaultHeartbeat*3/2 + health.DefaultResponseTimeout; d > 7*time.Second {
+		t.Fatalf("a silent broker is noticed after up to %v with the defaults, want ≤ 7s (bar: 10s)", d)
+	}
+	if DefaultPublishConfirmTimeout <= 0 || DefaultPublishConfirmTimeout > 30*time.Second {
+		t.Fatalf("DefaultPublishConfirmTimeout = %v, want (0, 30s]", DefaultPublishConfirmTimeout)
+	}
+}
+
+func TestLoadConfigPartitionSettings(t *testing.T) {
+	base := map[string]string{"ConnectionStrings:mq": "amqp://rabbit"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name          string
+		values        map[string]string
+		wantHeartbeat time.Duration
+		wantConfirm   time.Duration
+		wantKey       string // an error naming it
+	}{
+		{name: "defaults", values: with()},
+		{name: "general", values: with("Aspire:RabbitMQ:Client:ConnectionFactory:RequestedHeartbeat", "00:00:05", "Aspire:RabbitMQ:Client:PublishConfirmTimeout", "3s"),
+			wantHeartbeat: 5 * time.Second, wantConfirm: 3 * time.Second},
+		{name: "named wins", values: with("Aspire:RabbitMQ:Client:PublishConfirmTimeout", "3s", "Aspire:RabbitMQ:Client:mq:PublishConfirmTimeout", "7s",
+			"Aspire:RabbitMQ:Client:mq:ConnectionFactory:RequestedHeartbeat", "2s"),
+			wantHeartbeat: 2 * time.Second, wantConfirm: 7 * time.Second},
+		{name: "bad confirm timeout", values: with("Aspire:RabbitMQ:Client:mq:PublishConfirmTimeout", "0"), wantKey: "Aspire:RabbitMQ:Client:mq:PublishConfirmTimeout"},
+		{name: "unparsable confirm timeout", values: with("Aspire:RabbitMQ:Client:PublishConfirmTimeout", "soon"), wantKey: "Aspire:RabbitMQ:Client:PublishConfirmTimeout"},
+		{name: "sub-second heartbeat", values: with("Aspire:RabbitMQ:Client:ConnectionFactory:RequestedHeartbeat", "500ms"), wantKey: "Aspire:RabbitMQ:Client:ConnectionFactory:RequestedHeartbeat"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := LoadConfig(discovery.FromMap(tc.values), "mq")
+			if tc.wantKey != "" {
+				var ke *discovery.KeyError
+				if !errors.As(err, &ke) || !strings.Contains(err.Error(), tc.wantKey) {
+					t.Fatalf("err = %v, want a KeyError naming %s", err, tc.wantKey)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Heartbeat != tc.wantHeartbeat || c.PublishConfirmTimeout != tc.wantConfirm {
+				t.Fatalf("Heartbeat %v, PublishConfirmTimeout %v; want %v, %v", c.Heartbeat, c.PublishConfirmTimeout, tc.wantHeartbeat, tc.wantConfirm)
+			}
+		})
+	}
+}
