@@ -95,7 +95,7 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 		Heartbeat:       heartbeat,
 		TLSClientConfig: c.cfg.TLSConfig,
 		Properties:      amqp.Table{"connection_name": c.name, "product": "goaspire"},
-		Dial:            dialer(ctx),
+		Dial:            dialer(ctx, heartbeat*3/2),
 	}
 	if uri.Scheme == "amqps" && c.amqp.TLSClientConfig == nil {
 		c.amqp.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
@@ -134,8 +134,10 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 }
 
 // dialer bounds the TCP connect and the handshakes to 30 s, as amqp091-go
-// does by default, and gives up the first one when ctx ends.
-func dialer(ctx context.Context) func(network, addr string) (net.Conn, error) {
+// does by default, and gives up the first one when ctx ends. Its
+// connections fail a write that makes no progress for stall (see
+// stallConn).
+func dialer(ctx context.Context, stall time.Duration) func(network, addr string) (net.Conn, error) {
 	return func(network, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 		conn, err := d.DialContext(context.WithoutCancel(ctx), network, addr)
@@ -148,8 +150,41 @@ func dialer(ctx context.Context) func(network, addr string) (net.Conn, error) {
 			conn.Close()
 			return nil, err
 		}
-		return conn, nil
+		return &stallConn{Conn: conn, stall: stall}, nil
 	}
+}
+
+// stallConn fails a write that makes no progress for stall (1.5
+// heartbeats, the silence amqp091-go allows on reads). amqp091-go writes
+// without a deadline: to a silent broker, a write blocks once the socket
+// buffers are full, holding the channel's lock, and the connection's
+// shutdown after the heartbeat timeout waits for that lock, so without
+// this the connection, and every publisher, would freeze for good. Large
+// writes go in chunks with a deadline each, so a slow but moving network
+// never trips it.
+type stallConn struct {
+	net.Conn
+	stall time.Duration
+}
+
+// stallChunk is the most written under one deadline.
+const stallChunk = 64 << 10
+
+// Write writes b in chunks, each under a deadline of c.stall.
+func (c *stallConn) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		end := min(n+stallChunk, len(b))
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
+			return n, err
+		}
+		m, err := c.Conn.Write(b[n:end])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (c *Client) backoff() *resilience.Backoff {

@@ -78,7 +78,8 @@ type Config struct {
 	// Heartbeat is the AMQP heartbeat interval requested from the broker
 	// (in whole seconds, at least 1 s; the broker may lower it); zero means
 	// DefaultHeartbeat. A silent connection is noticed within 1.5
-	// intervals. LoadConfig reads it from ConnectionFactory:RequestedHeartbeat.
+	// intervals, and a write that makes no progress for as long fails.
+	// LoadConfig reads it from ConnectionFactory:RequestedHeartbeat.
 	Heartbeat time.Duration
 	// PublishConfirmTimeout bounds a Publish whose context has no deadline
 	// (see DefaultPublishConfirmTimeout, used when it is zero); a negative

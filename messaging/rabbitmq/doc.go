@@ -56,6 +56,10 @@
 // confirm at most until its ctx's deadline, or PublishConfirmTimeout when
 // it has none, and fails with [ErrConfirmTimeout] (which also wraps
 // context.DeadlineExceeded); a message it returned nil for is never lost.
+// A write to a silent broker that makes no progress for 1.5 heartbeats
+// fails and drops the connection (amqp091-go writes without a deadline,
+// and would otherwise hold the channel, and every publisher, for good);
+// publishers waiting behind a blocked write give up at their deadline.
 // servicedefaults' App.RabbitMQ does both with the App's telemetry and
 // health registry.
 //

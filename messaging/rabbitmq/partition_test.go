@@ -165,3 +165,54 @@ func TestLoadConfigPartitionSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestPublishUnderSilenceDoesNotFreeze: large messages fill the socket
+// buffers towards a silent broker, so a write blocks. Every Publish still
+// ends (those waiting to send at their deadline, the one writing once its
+// write has made no progress for 1.5 heartbeats), the connection is
+// reported lost, and once the network heals the client publishes again.
+func TestPublishUnderSilenceDoesNotFreeze(t *testing.T) {
+	const heartbeat = 2 * time.Second // newClient's
+	c, p := proxied(t, func(cfg *Config) { cfg.Heartbeat = heartbeat })
+	q := queueName(t, "q")
+	if err := c.DeclareQueue(t.Context(), Queue{Name: q, Transient: true}); err != nil {
+		t.Fatal(err)
+	}
+	p.Set(testserver.Silent)
+	body := make([]byte, 4<<20)
+	const publishers, deadline = 16, time.Second
+	took := make(chan time.Duration, publishers)
+	for range publishers {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), deadline)
+			defer cancel()
+			start := time.Now()
+			if err := c.Publish(ctx, "", q, Message{Body: body}); err == nil {
+				t.Error("a Publish to a silent broker returned nil")
+			}
+			took <- time.Since(start)
+		}()
+	}
+	var worst time.Duration
+	watchdog := time.After(60 * time.Second)
+	for range publishers {
+		select {
+		case d := <-took:
+			worst = max(worst, d)
+		case <-watchdog:
+			t.Fatalf("Publish calls still blocked after 60s: the client froze")
+		}
+	}
+	t.Logf("worst Publish with a 1s deadline and full socket buffers: %v", worst)
+	if bound := deadline + heartbeat*3/2 + 2*time.Second; worst > bound {
+		t.Fatalf("a Publish took %v, want ≤ %v (deadline + 1.5 heartbeats + margin)", worst, bound)
+	}
+	poll.Until(t, 30*time.Second, "the connection reported lost", func() bool { return !c.Connected() })
+
+	p.Heal()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := c.Publish(ctx, "", q, Message{Body: []byte("after")}); err != nil {
+		t.Fatalf("Publish after healing: %v", err)
+	}
+}

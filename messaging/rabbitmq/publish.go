@@ -71,11 +71,30 @@ type pubChan struct {
 	err  error         // why: nil when the connection was lost (send again)
 }
 
+// ctxMutex is a mutex whose Lock can give up when a context ends.
+type ctxMutex chan struct{}
+
+// Lock locks m.
+func (m ctxMutex) Lock() { m <- struct{}{} }
+
+// LockContext locks m, or returns ctx's error if ctx ends first.
+func (m ctxMutex) LockContext(ctx context.Context) error {
+	select {
+	case m <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Unlock unlocks m.
+func (m ctxMutex) Unlock() { <-m }
+
 // publisher owns the publishing channel.
 type publisher struct {
 	c *Client
 
-	mu     sync.Mutex // serializes sends and channel swaps
+	mu     ctxMutex // serializes sends and channel swaps; a send waits for it within its ctx
 	cur    *pubChan
 	ready  chan struct{} // closed once cur is set; replaced when cur is lost
 	closed bool
@@ -84,7 +103,7 @@ type publisher struct {
 }
 
 func newPublisher(c *Client) *publisher {
-	return &publisher{c: c, ready: make(chan struct{})}
+	return &publisher{c: c, ready: make(chan struct{}), mu: make(ctxMutex, 1)}
 }
 
 // returnBuffer is how many returned (unroutable) messages may wait for a
@@ -163,7 +182,11 @@ func (p *publisher) watch(pc *pubChan, closes <-chan *amqp.Error) {
 // and returns the channel and the confirmation to wait for.
 func (p *publisher) send(ctx context.Context, pd *pending) (*pubChan, uint64, *amqp.DeferredConfirmation, error) {
 	for {
-		p.mu.Lock()
+		// A send blocked writing to a silent broker holds the lock until
+		// the write fails (see stallConn): the others wait within ctx.
+		if err := p.mu.LockContext(ctx); err != nil {
+			return nil, 0, nil, fmt.Errorf("not sent, the connection is blocked: %w", err)
+		}
 		if p.closed {
 			p.mu.Unlock()
 			return nil, 0, nil, ErrClosed
@@ -318,7 +341,7 @@ func (c *Client) publish(ctx context.Context, pd *pending) error {
 	for {
 		pc, seq, dc, err := c.pub.send(ctx, pd)
 		if err != nil {
-			if errors.Is(err, ctx.Err()) {
+			if err == ctx.Err() { //nolint:errorlint // only the bare error of waiting for a connection
 				return fmt.Errorf("not connected: %w", err)
 			}
 			return err
