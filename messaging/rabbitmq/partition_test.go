@@ -216,3 +216,29 @@ func TestPublishUnderSilenceDoesNotFreeze(t *testing.T) {
 		t.Fatalf("Publish after healing: %v", err)
 	}
 }
+
+// TestCloseDuringPartition: Close returns promptly while the client is
+// reconnecting to a broker that accepts connections and never answers
+// (the handshake would wait for its 30 s deadline; a dial to a silent
+// one, for its 30 s timeout: both end with Close).
+func TestCloseDuringPartition(t *testing.T) {
+	c, p := proxied(t)
+	p.Set(testserver.Blackhole)
+	poll.Until(t, 30*time.Second, "the connection reported lost", func() bool { return !c.Connected() })
+	// The stalled old connection and the new one, whose handshake hangs.
+	poll.Until(t, 30*time.Second, "a reconnect in progress", func() bool { return p.Conns() >= 2 })
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("Close still blocked after 40s")
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Close took %v during a partition, want < 2s", took)
+	}
+}
