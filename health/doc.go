@@ -30,6 +30,17 @@
 //   - result caching and request coalescing in the handler: concurrent
 //     probes share one run (health-go serializes Measure calls under one
 //     mutex), and a report is reused for HandlerOptions.CacheDuration;
+//   - an answer on time under a partition: a probe waits for the run at
+//     most HandlerOptions.ResponseTimeout (DefaultResponseTimeout, 800 ms,
+//     under Kubernetes' 1 s probe timeout), then answers with each check's
+//     last completed result while the run goes on, bounded by each check's
+//     Timeout; a check that has never completed counts as failing with its
+//     FailureStatus (error NoResultYet), so a service is not reported
+//     ready before its checks said so. A check that ignores its context is
+//     not started again while its abandoned call is still running;
+//   - the report's status is its worst entry's, so a StatusError's own
+//     status (Degraded while a client reconnects) decides, not only the
+//     check's FailureStatus;
 //   - redaction: error texts in reports and logs go through Scrub, so a
 //     driver error quoting a connection URL, "Password=...", a JSON
 //     "password" member, an Azure SAS signature or a bearer token does
@@ -59,4 +70,5 @@
 //	Aspire:ServiceDefaults:HealthChecks:DetailedOutput  JSON report (default: true in Development only)
 //	Aspire:ServiceDefaults:HealthChecks:CacheDuration   report reuse (default: 2s, 0 in Development)
 //	Aspire:ServiceDefaults:HealthChecks:Timeout         per-check default timeout (default: 5s)
+//	Aspire:ServiceDefaults:HealthChecks:ResponseTimeout longest wait of a probe for a run (default: 800ms)
 package health

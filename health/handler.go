@@ -21,7 +21,20 @@ type HandlerOptions struct {
 	// runs the checks for every request not joining a run in progress.
 	// Registering a check invalidates the cache.
 	CacheDuration time.Duration
+	// ResponseTimeout is how long a request waits for the run it started
+	// or joined. When the run is not over by then, the handler answers at
+	// once with each check's last completed result (see
+	// Registry.LastReport) and the run goes on in the background, bounded
+	// by each check's own Timeout. Zero means DefaultResponseTimeout; a
+	// negative value waits for the whole run.
+	ResponseTimeout time.Duration
 }
+
+// DefaultResponseTimeout is the ResponseTimeout of a handler that sets
+// none: under the one second that Kubernetes probes wait by default
+// (timeoutSeconds: 1, also what Aspire's Kubernetes publisher writes),
+// with room for the network and the server.
+const DefaultResponseTimeout = 800 * time.Millisecond
 
 // Handler returns an http.Handler that runs the selected checks and
 // answers 200 for Healthy and Degraded, 503 for Unhealthy, with the status
@@ -33,6 +46,14 @@ type HandlerOptions struct {
 // reused for opts.CacheDuration, so probes cannot hammer dependencies.
 // A shared run is not cancelled when the request that started it goes
 // away; each check's timeout bounds it.
+//
+// A request never waits longer than opts.ResponseTimeout, whatever a check
+// does: a check blocked on a silent dependency leaves the answer to its
+// previous result until its own Timeout fails it (then the next requests
+// see it failing), and a check that has not completed once yet counts as
+// failing with its FailureStatus. So a probe with a one-second timeout
+// always gets an answer, and a dependency that goes silent turns the
+// report within the check's Timeout (plus the caching period).
 func (r *Registry) Handler(opts HandlerOptions) http.Handler {
 	return &handler{reg: r, opts: opts}
 }
@@ -50,7 +71,8 @@ type handler struct {
 
 type flight struct {
 	done   chan struct{}
-	report Report
+	start  time.Time
+	report Report // set before done is closed
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -88,9 +110,10 @@ func StatusCode(s Status) int {
 	return http.StatusOK
 }
 
-// report returns a cached report, joins the run in progress, or runs the
-// checks. ok is false when ctx ended while waiting for another request's
-// run.
+// report returns a cached report, or the report of the run in progress
+// (starting one if none is), waiting for it at most opts.ResponseTimeout;
+// past that it returns the checks' last results. ok is false when ctx
+// ended first.
 func (h *handler) report(ctx context.Context) (Report, bool) {
 	h.mu.Lock()
 	if h.cached != nil && time.Since(h.cachedAt) < h.opts.CacheDuration && h.gen == h.reg.generation() {
@@ -98,23 +121,53 @@ func (h *handler) report(ctx context.Context) (Report, bool) {
 		h.mu.Unlock()
 		return rep, true
 	}
-	if f := h.flight; f != nil {
-		h.mu.Unlock()
-		select {
-		case <-f.done:
-			return f.report, true
-		case <-ctx.Done():
-			return Report{}, false
-		}
+	f := h.flight
+	if f == nil {
+		f = &flight{done: make(chan struct{}), start: time.Now()}
+		h.flight = f
+		// The run is detached from the request that starts it, so the
+		// requests that join it get a full report, and so that a request
+		// answering early does not cancel it: each check's timeout
+		// bounds it.
+		go h.lead(context.WithoutCancel(ctx), f)
 	}
-	f := &flight{done: make(chan struct{})}
-	h.flight = f
 	h.mu.Unlock()
 
-	// This request leads the run. It runs detached from its own
-	// cancellation so the requests that joined it get a full report.
-	rep, gen := h.reg.run(context.WithoutCancel(ctx), h.opts.Predicate)
+	var expired <-chan time.Time
+	if wait := h.responseTimeout(); wait >= 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		expired = t.C
+	}
+	select {
+	case <-f.done:
+		return f.report, true
+	case <-ctx.Done():
+		return Report{}, false
+	case <-expired:
+		select {
+		case <-f.done: // finished meanwhile: prefer the full report
+			return f.report, true
+		default:
+		}
+		return h.reg.lastReport(h.opts.Predicate, f.start), true
+	}
+}
 
+func (h *handler) responseTimeout() time.Duration {
+	switch d := h.opts.ResponseTimeout; {
+	case d == 0:
+		return DefaultResponseTimeout
+	case d < 0:
+		return -1
+	default:
+		return d
+	}
+}
+
+// lead runs the checks for flight f and publishes its report.
+func (h *handler) lead(ctx context.Context, f *flight) {
+	rep, gen := h.reg.run(ctx, h.opts.Predicate)
 	h.mu.Lock()
 	f.report = rep
 	h.flight = nil
@@ -123,7 +176,6 @@ func (h *handler) report(ctx context.Context) (Report, bool) {
 	}
 	h.mu.Unlock()
 	close(f.done)
-	return rep, true
 }
 
 func (r *Registry) generation() uint64 {

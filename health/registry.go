@@ -37,6 +37,10 @@ type Registry struct {
 
 	lastMu sync.Mutex
 	last   map[string]Status // last status of each check, for logging transitions
+
+	resMu   sync.Mutex
+	results map[string]Entry         // last completed entry of each check, for LastReport
+	calls   map[string]chan struct{} // latest call of each check; closed when it returns
 }
 
 // Option configures a Registry.
@@ -61,7 +65,7 @@ func WithLogger(l *slog.Logger) Option {
 
 // NewRegistry returns an empty Registry.
 func NewRegistry(opts ...Option) *Registry {
-	r := &Registry{timeout: DefaultTimeout, last: map[string]Status{}}
+	r := &Registry{timeout: DefaultTimeout, last: map[string]Status{}, results: map[string]Entry{}, calls: map[string]chan struct{}{}}
 	for _, opt := range opts {
 		opt(r)
 	}
@@ -199,7 +203,8 @@ func (r *Registry) run(ctx context.Context, pred func(Check) bool) (Report, uint
 			Timeout:   timeout + hgSlack,
 			SkipOnErr: failureStatus(c) != Unhealthy,
 			Check: func(ctx context.Context) error {
-				e := runOne(ctx, c, timeout)
+				e := r.runOne(ctx, c, timeout)
+				r.record(e)
 				mu.Lock()
 				rep.Entries[i], done[i] = e, true
 				mu.Unlock()
@@ -220,7 +225,7 @@ func (r *Registry) run(ctx context.Context, pred func(Check) bool) (Report, uint
 		rep.Status, rep.Duration = Unhealthy, time.Since(start)
 		return rep, gen
 	}
-	res := h.Measure(ctx)
+	h.Measure(ctx)
 	rep.Duration = time.Since(start)
 
 	mu.Lock()
@@ -234,16 +239,66 @@ func (r *Registry) run(ctx context.Context, pred func(Check) bool) (Report, uint
 	mu.Unlock()
 	rep.Entries = entries
 
-	switch res.Status {
-	case healthgo.StatusUnavailable:
-		rep.Status = Unhealthy
-	case healthgo.StatusPartiallyAvailable:
-		rep.Status = Degraded
-	default:
-		rep.Status = Healthy
-	}
+	// health-go's aggregate knows only each check's SkipOnErr, not a
+	// StatusError's own status: the report takes the worst entry instead.
+	rep.Status = worst(rep.Entries)
 	r.logTransitions(ctx, rep.Entries)
 	return rep, gen
+}
+
+// worst returns the worst status of entries: Unhealthy, then Degraded,
+// then Healthy (also when there are none).
+func worst(entries []Entry) Status {
+	s := Healthy
+	for _, e := range entries {
+		switch e.Status {
+		case Unhealthy:
+			return Unhealthy
+		case Degraded:
+			s = Degraded
+		}
+	}
+	return s
+}
+
+// record keeps e as the last completed result of its check.
+func (r *Registry) record(e Entry) {
+	r.resMu.Lock()
+	r.results[e.Name] = e
+	r.resMu.Unlock()
+}
+
+// NoResultYet is the error of a check that has not completed once, in a
+// report answered before it did (see LastReport).
+const NoResultYet = "no result yet: the check is still running"
+
+// LastReport returns, without running anything, the report made of the
+// last completed result of each check pred selects (every check when pred
+// is nil). A check that has not completed once is reported failing with
+// its FailureStatus and the error NoResultYet: a service is not reported
+// ready before its checks have said so. since is when the run still in
+// progress started; it gives such entries their Duration.
+//
+// The handlers answer with it when a run outlasts their ResponseTimeout.
+func (r *Registry) LastReport(pred func(Check) bool, since time.Time) Report {
+	return r.lastReport(pred, since)
+}
+
+func (r *Registry) lastReport(pred func(Check) bool, since time.Time) Report {
+	checks, _ := r.selected(pred)
+	rep := Report{Entries: make([]Entry, len(checks)), Duration: time.Since(since)}
+	r.resMu.Lock()
+	for i, c := range checks {
+		e, ok := r.results[c.Name]
+		if !ok {
+			e = Entry{Name: c.Name, Status: failureStatus(c), Duration: rep.Duration, Error: NoResultYet}
+		}
+		e.Tags = slices.Clone(c.Tags)
+		rep.Entries[i] = e
+	}
+	r.resMu.Unlock()
+	rep.Status = worst(rep.Entries)
+	return rep
 }
 
 func failureStatus(c Check) Status {
@@ -254,31 +309,34 @@ func failureStatus(c Check) Status {
 }
 
 // runOne runs c with its timeout. It returns by the deadline even when the
-// check ignores its context, and turns a panic into a failure.
-func runOne(ctx context.Context, c Check, timeout time.Duration) Entry {
+// check ignores its context, and turns a panic into a failure. While a
+// call abandoned at its timeout has not returned, no new call of the same
+// check starts: runOne waits for it within the new deadline, so a check
+// that hangs ignoring its context leaves one goroutine behind, not one per
+// probe.
+func (r *Registry) runOne(ctx context.Context, c Check, timeout time.Duration) Entry {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	result := make(chan error, 1) // buffered: an abandoned check does not block
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				result <- fmt.Errorf("check panicked: %v", p)
-			}
-		}()
-		result <- c.Check(ctx)
-	}()
 	var err error
-	select {
-	case err = <-result:
-	case <-ctx.Done():
-		err = ctx.Err()
+	r.resMu.Lock()
+	prev := r.calls[c.Name]
+	r.resMu.Unlock()
+	if prev != nil {
+		select {
+		case <-prev:
+		case <-ctx.Done():
+			err = fmt.Errorf("timed out after %v: an earlier call, abandoned at its timeout, has not returned yet (the check ignores its context): %w", timeout, ctx.Err())
+		}
 	}
-	e := Entry{Name: c.Name, Status: Healthy, Duration: time.Since(start), Tags: slices.Clone(c.Tags)}
-	if err != nil {
+	if err == nil {
+		err = r.call(ctx, c)
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
 			err = fmt.Errorf("timed out after %v: %w", timeout, err)
 		}
+	}
+	e := Entry{Name: c.Name, Status: Healthy, Duration: time.Since(start), Tags: slices.Clone(c.Tags)}
+	if err != nil {
 		e.Status = statusOf(err, failureStatus(c)) // a StatusError overrides (status.go)
 		e.Error = Scrub(err.Error())
 		if e.Error == "" {
@@ -286,6 +344,32 @@ func runOne(ctx context.Context, c Check, timeout time.Duration) Entry {
 		}
 	}
 	return e
+}
+
+// call runs c.Check in a goroutine of its own and returns its error, or
+// ctx's once ctx ends first (the goroutine is then abandoned, and recorded
+// in r.calls until it returns).
+func (r *Registry) call(ctx context.Context, c Check) error {
+	done := make(chan struct{})
+	r.resMu.Lock()
+	r.calls[c.Name] = done
+	r.resMu.Unlock()
+	result := make(chan error, 1) // buffered: an abandoned check does not block
+	go func() {
+		defer close(done)
+		defer func() {
+			if p := recover(); p != nil {
+				result <- fmt.Errorf("check panicked: %v", p)
+			}
+		}()
+		result <- c.Check(ctx)
+	}()
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *Registry) logTransitions(ctx context.Context, entries []Entry) {

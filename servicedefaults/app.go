@@ -253,10 +253,10 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	a.next = h
 	a.handler = a.newServer(h,
 		a.readiness(a.health.Handler(health.HandlerOptions{
-			Detailed: hs.detailed, CacheDuration: hs.cache,
+			Detailed: hs.detailed, CacheDuration: hs.cache, ResponseTimeout: hs.response,
 		}), hs.detailed),
 		a.health.Handler(health.HandlerOptions{
-			Predicate: health.Tagged(health.TagLive), Detailed: hs.detailed, CacheDuration: hs.cache,
+			Predicate: health.Tagged(health.TagLive), Detailed: hs.detailed, CacheDuration: hs.cache, ResponseTimeout: hs.response,
 		}),
 		o.routeFunc)
 
@@ -283,6 +283,7 @@ type healthSettings struct {
 	detailed bool
 	cache    time.Duration
 	timeout  time.Duration
+	response time.Duration // longest wait of a probe for a run
 }
 
 func readHealthSettings(cfg *discovery.Config) (healthSettings, error) {
@@ -303,6 +304,11 @@ func readHealthSettings(cfg *discovery.Config) (healthSettings, error) {
 	errs = append(errs, err)
 	if s.timeout <= 0 {
 		errs = append(errs, &discovery.KeyError{Key: "Aspire:ServiceDefaults:HealthChecks:Timeout", Err: errors.New("must be positive")})
+	}
+	s.response, err = hc.Duration("ResponseTimeout", health.DefaultResponseTimeout)
+	errs = append(errs, err)
+	if s.response <= 0 {
+		errs = append(errs, &discovery.KeyError{Key: "Aspire:ServiceDefaults:HealthChecks:ResponseTimeout", Err: errors.New("must be positive")})
 	}
 	return s, errors.Join(errs...)
 }

@@ -299,6 +299,7 @@ func TestAddErrors(t *testing.T) {
 		{name: "shutdown timeout", values: map[string]string{"Aspire:ServiceDefaults:ShutdownTimeout": "30"}, want: "Aspire:ServiceDefaults:ShutdownTimeout"},
 		{name: "health detailed", values: map[string]string{"Aspire:ServiceDefaults:HealthChecks:DetailedOutput": "perhaps"}, want: "Aspire:ServiceDefaults:HealthChecks:DetailedOutput"},
 		{name: "health timeout", values: map[string]string{"Aspire:ServiceDefaults:HealthChecks:Timeout": "0"}, want: "Aspire:ServiceDefaults:HealthChecks:Timeout"},
+		{name: "health response timeout", values: map[string]string{"Aspire:ServiceDefaults:HealthChecks:ResponseTimeout": "-1s"}, want: "Aspire:ServiceDefaults:HealthChecks:ResponseTimeout"},
 		{name: "port", values: map[string]string{"PORT": "http"}, want: "PORT"},
 		{name: "mux conflict", values: map[string]string{}, mux: func() *http.ServeMux {
 			m := http.NewServeMux()

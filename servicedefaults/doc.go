@@ -142,6 +142,15 @@
 //	Aspire:ServiceDefaults:HealthChecks:CacheDuration   report reuse, e.g. "00:00:02" or "2s"
 //	                                                    (default 2s; 0 in Development)
 //	Aspire:ServiceDefaults:HealthChecks:Timeout         default per-check timeout (default 5s)
+//	Aspire:ServiceDefaults:HealthChecks:ResponseTimeout longest wait of a probe (default 800ms):
+//	                                                    past it, each check's last completed
+//	                                                    result answers while the run goes on
+//
+// Both endpoints answer within ResponseTimeout whatever a check does, under
+// the 1 s timeout of Kubernetes' probes (and of those Aspire's Kubernetes
+// publisher writes): a check blocked on a silent dependency leaves its
+// previous result in the answer until its own timeout fails it, and a
+// check that has never completed counts as failing.
 //
 // # Serving and shutdown
 //

@@ -29,6 +29,19 @@ const DefaultPort = 4222
 // server when Config.ReconnectWait is zero (nats.go's default).
 const DefaultReconnectWait = 2 * time.Second
 
+// DefaultPingInterval is how often the client pings the server when
+// Config.PingInterval is zero, and DefaultMaxPingOut how many pings may go
+// unanswered when Config.MaxPingOut is zero. nats.go declares the
+// connection stale at the tick after MaxPingOut unanswered pings, so a
+// server gone silent (a partition: no RST, no FIN) is noticed within
+// (DefaultMaxPingOut+1) × DefaultPingInterval = 6 s; the connection then
+// reconnects and HealthCheck reports it Degraded. nats.go's own defaults
+// (2 min, 2), which NATS.Net shares, take 6 minutes.
+const (
+	DefaultPingInterval = 2 * time.Second
+	DefaultMaxPingOut   = 2
+)
+
 // Config describes one NATS connection. The zero value with Servers set
 // works. Password and Token are secrets: String, GoString, LogValue and
 // MarshalJSON mask them, so a Config may be logged or printed as is.
@@ -51,6 +64,13 @@ type Config struct {
 	ReconnectWait time.Duration
 	// DisableHealthChecks turns off the connection's health check.
 	DisableHealthChecks bool
+	// PingInterval is how often the client pings the server, and
+	// MaxPingOut how many pings may be unanswered before the connection
+	// is declared stale and reconnects (NATS.Net's NatsOpts names); zero
+	// means DefaultPingInterval and DefaultMaxPingOut. A silent server is
+	// noticed within (MaxPingOut+1) × PingInterval.
+	PingInterval time.Duration
+	MaxPingOut   int
 
 	// Logger reports connection events (default: slog.Default()).
 	Logger *slog.Logger `json:"-"`
@@ -68,9 +88,10 @@ type Config struct {
 //     nats://[user:password@]host[:port] or nats://token@host[:port]
 //     (schemes nats, tls, ws, wss; port 4222 when none is given), every
 //     URL with the same credentials or none;
-//   - DisableHealthChecks from Aspire:NATS:Net, overridden by
-//     Aspire:NATS:Net:{name} (Aspire 8's HealthChecks=false is accepted
-//     too).
+//   - DisableHealthChecks, PingInterval and MaxPingOut from
+//     Aspire:NATS:Net, overridden by Aspire:NATS:Net:{name} (Aspire 8's
+//     HealthChecks=false is accepted too); PingInterval must be positive
+//     and MaxPingOut at least 1.
 //
 // Aspire's DisableTracing has no equivalent here: nats.go makes no spans,
 // and the traced helpers of this package take their TracerProvider as an
@@ -96,6 +117,22 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 			off, err := sec.Bool("DisableHealthChecks", false)
 			errs = append(errs, err)
 			c.DisableHealthChecks = off
+		}
+		if set(sec, "PingInterval") {
+			d, err := sec.Duration("PingInterval", 0)
+			if err == nil && d <= 0 {
+				err = &discovery.KeyError{Key: sec.Path() + ":PingInterval", Err: errors.New("must be positive")}
+			}
+			errs = append(errs, err)
+			c.PingInterval = d
+		}
+		if set(sec, "MaxPingOut") {
+			n, err := sec.Int("MaxPingOut", 0)
+			if err == nil && n < 1 {
+				err = &discovery.KeyError{Key: sec.Path() + ":MaxPingOut", Err: errors.New("must be at least 1")}
+			}
+			errs = append(errs, err)
+			c.MaxPingOut = n
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -147,6 +184,12 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// set reports whether sec has a non-empty value for key.
+func set(sec *discovery.Config, key string) bool {
+	v, ok := sec.Lookup(key)
+	return ok && strings.TrimSpace(v) != ""
 }
 
 // ParseConnectionString returns the Config of a NATS connection string:

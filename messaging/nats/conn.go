@@ -110,6 +110,10 @@ func WithPropagator(p propagation.TextMapPropagator) Option { return propagatorO
 // in them carry no credentials. c.Options are applied after New's own
 // nats.go options.
 //
+// It pings the server every c.PingInterval and reconnects after
+// c.MaxPingOut unanswered pings (defaults 2 s and 2), so a silent server is
+// noticed within 6 s.
+//
 // New fails only on an invalid Config or when ctx is done. The caller
 // closes the connection (Drain, then Close, for a graceful stop).
 func New(ctx context.Context, c *Config) (*nats.Conn, error) {
@@ -125,6 +129,13 @@ func New(ctx context.Context, c *Config) (*nats.Conn, error) {
 	if wait <= 0 {
 		wait = DefaultReconnectWait
 	}
+	ping, maxOut := c.PingInterval, c.MaxPingOut
+	if ping <= 0 {
+		ping = DefaultPingInterval
+	}
+	if maxOut <= 0 {
+		maxOut = DefaultMaxPingOut
+	}
 	// The first failed attempt of a streak is a warning, the rest debug:
 	// a server down for an hour must not flood the log.
 	var failing atomic.Bool
@@ -133,6 +144,9 @@ func New(ctx context.Context, c *Config) (*nats.Conn, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(wait),
 		nats.RetryOnFailedConnect(true),
+		// Notice a silent server within (maxOut+1) × ping.
+		nats.PingInterval(ping),
+		nats.MaxPingsOutstanding(maxOut),
 		// Keep trying after authorization errors too: the server's
 		// credentials may be rotated before the client's.
 		nats.IgnoreAuthErrorAbort(),
@@ -202,7 +216,10 @@ func scrub(err error, c *Config) string {
 // HealthCheck returns the connection's health check, called
 // "nats:{name}" and tagged health.TagReady, as Aspire's NATS check: Healthy
 // while connected, Degraded while connecting, reconnecting or draining,
-// and Unhealthy once the connection is closed.
+// and Unhealthy once the connection is closed. It reads the connection's
+// state and sends nothing: a server gone silent is noticed by the pings of
+// New's connection (Config.PingInterval, Config.MaxPingOut), within 6 s
+// with the defaults, and the check then reports Degraded (reconnecting).
 func HealthCheck(name string, nc *nats.Conn) health.Check {
 	return health.Check{
 		Name: "nats:" + name,

@@ -44,5 +44,19 @@
 // SubscribeOption; WithTracerProvider and WithPropagator return an Option,
 // which is both, so one value can be passed to either side.
 //
+// # Under a partition
+//
+// nats.go pings the server every 2 minutes by default, so a server gone
+// silent (no RST, no FIN) would leave the connection, and /health,
+// looking fine for minutes. New pings every PingInterval (default 2 s) and
+// declares the connection stale after MaxPingOut (default 2) unanswered
+// pings: within (MaxPingOut+1) × PingInterval = 6 s the connection starts
+// reconnecting and HealthCheck reports Degraded, as Aspire's NATS check
+// does for a reconnecting connection. The keys, in Aspire:NATS:Net and
+// Aspire:NATS:Net:{name}, take NATS.Net's NatsOpts names:
+//
+//	Aspire:NATS:Net[:{name}]:PingInterval   client ping interval (default 2s)
+//	Aspire:NATS:Net[:{name}]:MaxPingOut     unanswered pings before reconnecting (default 2)
+//
 // Passwords and tokens never appear in errors, logs or a printed Config.
 package natsmsg

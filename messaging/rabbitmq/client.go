@@ -36,6 +36,9 @@ type Client struct {
 	tel  *telemetry
 	pub  *publisher
 
+	confirmTimeout time.Duration      // bound of a Publish without deadline; 0: none
+	stopDial       context.CancelFunc // ends dials in progress and closes every connection; called by Close
+
 	mu       sync.Mutex
 	conn     *amqp.Connection // nil while disconnected
 	changed  chan struct{}    // closed and replaced whenever conn changes
@@ -81,18 +84,28 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 	c.log = c.log.With("rabbitmq", c.name)
 	heartbeat := c.cfg.Heartbeat
 	if heartbeat <= 0 {
-		heartbeat = 10 * time.Second
+		heartbeat = DefaultHeartbeat
 	}
+	switch {
+	case c.cfg.PublishConfirmTimeout == 0:
+		c.confirmTimeout = DefaultPublishConfirmTimeout
+	case c.cfg.PublishConfirmTimeout > 0:
+		c.confirmTimeout = c.cfg.PublishConfirmTimeout
+	}
+	// Dials and connections live until Close, not until New's ctx ends.
+	dialCtx, stopDial := context.WithCancel(context.WithoutCancel(ctx))
+	c.stopDial = stopDial
 	c.amqp = amqp.Config{
 		Heartbeat:       heartbeat,
 		TLSClientConfig: c.cfg.TLSConfig,
 		Properties:      amqp.Table{"connection_name": c.name, "product": "goaspire"},
-		Dial:            dialer(ctx),
+		Dial:            dialer(dialCtx, heartbeat*3/2),
 	}
 	if uri.Scheme == "amqps" && c.amqp.TLSClientConfig == nil {
 		c.amqp.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
 	}
 	if c.tel, err = newTelemetry(&c.cfg, uri.Host, uri.Port); err != nil {
+		stopDial()
 		return nil, err
 	}
 	c.pub = newPublisher(c)
@@ -105,6 +118,7 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 			break
 		}
 		if attempt >= c.cfg.MaxConnectRetryCount {
+			stopDial()
 			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w", c.name, uri.Host, err)
 		}
 		c.log.Debug("rabbitmq connect failed; retrying", "attempt", attempt+1, "error", err)
@@ -112,12 +126,14 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			stopDial()
 			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w (last error: %v)", c.name, uri.Host, ctx.Err(), err)
 		case <-t.C:
 		}
 	}
 	if err := c.setConn(conn); err != nil {
 		conn.Close()
+		stopDial()
 		return nil, fmt.Errorf("rabbitmq %q: %w", c.name, err)
 	}
 	c.wg.Add(1)
@@ -126,11 +142,14 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 }
 
 // dialer bounds the TCP connect and the handshakes to 30 s, as amqp091-go
-// does by default, and gives up the first one when ctx ends.
-func dialer(ctx context.Context) func(network, addr string) (net.Conn, error) {
+// does by default. Its connections fail a write that makes no progress for
+// stall (see stallConn); when ctx ends (Client.Close), a dial in progress
+// gives up and its connections close, so that Close never waits for a
+// dial or a handshake stalled by a silent broker.
+func dialer(ctx context.Context, stall time.Duration) func(network, addr string) (net.Conn, error) {
 	return func(network, addr string) (net.Conn, error) {
 		d := net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-		conn, err := d.DialContext(context.WithoutCancel(ctx), network, addr)
+		conn, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -140,8 +159,50 @@ func dialer(ctx context.Context) func(network, addr string) (net.Conn, error) {
 			conn.Close()
 			return nil, err
 		}
-		return conn, nil
+		sc := &stallConn{Conn: conn, stall: stall}
+		sc.stop = context.AfterFunc(ctx, func() { conn.Close() })
+		return sc, nil
 	}
+}
+
+// stallConn fails a write that makes no progress for stall (1.5
+// heartbeats, the silence amqp091-go allows on reads). amqp091-go writes
+// without a deadline: to a silent broker, a write blocks once the socket
+// buffers are full, holding the channel's lock, and the connection's
+// shutdown after the heartbeat timeout waits for that lock, so without
+// this the connection, and every publisher, would freeze for good. Large
+// writes go in chunks with a deadline each, so a slow but moving network
+// never trips it.
+type stallConn struct {
+	net.Conn
+	stall time.Duration
+	stop  func() bool // stops closing the connection with the dial context
+}
+
+// Close closes the connection.
+func (c *stallConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
+}
+
+// stallChunk is the most written under one deadline.
+const stallChunk = 64 << 10
+
+// Write writes b in chunks, each under a deadline of c.stall.
+func (c *stallConn) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		end := min(n+stallChunk, len(b))
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.stall)); err != nil {
+			return n, err
+		}
+		m, err := c.Conn.Write(b[n:end])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 func (c *Client) backoff() *resilience.Backoff {
@@ -204,6 +265,12 @@ func (c *Client) setConn(conn *amqp.Connection) error {
 		return err
 	}
 	c.mu.Lock()
+	if c.closed {
+		// Close ran while this connection was being opened: the caller
+		// closes it, which ends the publishing channel's watcher.
+		c.mu.Unlock()
+		return ErrClosed
+	}
 	c.conn = conn
 	close(c.changed)
 	c.changed = make(chan struct{})
@@ -417,7 +484,10 @@ func (c *Client) Connected() bool {
 
 // HealthCheck is the readiness check of the connection, named
 // "rabbitmq:{name}": Unhealthy while the client is reconnecting, so the
-// instance leaves rotation without being restarted.
+// instance leaves rotation without being restarted. It reads the
+// connection's state and sends nothing: a broker gone silent is noticed by
+// the heartbeat, within 1.5 × Config.Heartbeat (6 s with
+// DefaultHeartbeat), and the check turns Unhealthy then.
 func (c *Client) HealthCheck() health.Check {
 	return health.Check{
 		Name: "rabbitmq:" + c.name,
@@ -464,6 +534,9 @@ func (c *Client) Close() error {
 			err = nil
 		}
 	}
+	// A reconnect in progress (a dial or handshake stalled by a silent
+	// broker) gives up now instead of at its 30 s timeout.
+	c.stopDial()
 	c.wg.Wait()
 	c.pub.close()
 	return err

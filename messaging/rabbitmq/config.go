@@ -28,6 +28,22 @@ const ConfigSection = "Aspire:RabbitMQ:Client"
 // the first connection.
 const DefaultMaxConnectRetryCount = 5
 
+// DefaultHeartbeat is the AMQP heartbeat interval requested when
+// Config.Heartbeat is zero. amqp091-go closes a connection on which nothing
+// has been read for 1.5 intervals (three of its half-interval ticks), so a
+// broker gone silent (a partition: no RST, no FIN) is noticed within
+// 1.5 × 4 s = 6 s: the connection is then reported lost, HealthCheck turns
+// Unhealthy and the client reconnects. RabbitMQ.Client's
+// RequestedHeartbeat is 60 s and amqp091-go's 10 s (noticed after 15 s);
+// both leave /health Healthy too long for a readiness probe.
+const DefaultHeartbeat = 4 * time.Second
+
+// DefaultPublishConfirmTimeout bounds Publish when its context has no
+// deadline: how long it waits for a connection, the send and the broker's
+// confirm, before failing with ErrConfirmTimeout. It is RabbitMQ.Client's
+// default ContinuationTimeout, the time it gives a protocol operation.
+const DefaultPublishConfirmTimeout = 20 * time.Second
+
 // ErrConnectionString is wrapped by every error about a connection string
 // that cannot be used.
 var ErrConnectionString = errors.New("invalid RabbitMQ connection string")
@@ -59,9 +75,17 @@ type Config struct {
 	// TLSConfig is used for amqps://; nil means the system roots and the
 	// URL's host name.
 	TLSConfig *tls.Config
-	// Heartbeat is the AMQP heartbeat interval; zero means 10 s. A dead
-	// connection is noticed within about two intervals.
+	// Heartbeat is the AMQP heartbeat interval requested from the broker
+	// (in whole seconds, at least 1 s; the broker may lower it); zero means
+	// DefaultHeartbeat. A silent connection is noticed within 1.5
+	// intervals, and a write that makes no progress for as long fails.
+	// LoadConfig reads it from ConnectionFactory:RequestedHeartbeat.
 	Heartbeat time.Duration
+	// PublishConfirmTimeout bounds a Publish whose context has no deadline
+	// (see DefaultPublishConfirmTimeout, used when it is zero); a negative
+	// value leaves such a Publish unbounded. A context with a deadline
+	// decides alone.
+	PublishConfirmTimeout time.Duration
 	// ReconnectDelay is the first delay of the exponential, jittered
 	// reconnect backoff (zero means 100 ms); MaxReconnectDelay caps it
 	// (zero means 5 s).
@@ -117,8 +141,10 @@ func (c Config) MarshalJSON() ([]byte, error) {
 
 // LoadConfig reads the configuration of the connection called name, as
 // Aspire.RabbitMQ.Client does: the settings ConnectionString,
-// MaxConnectRetryCount, DisableHealthChecks and DisableTracing from
-// [ConfigSection], then from ConfigSection:{name}; then the connection
+// MaxConnectRetryCount, DisableHealthChecks, DisableTracing,
+// PublishConfirmTimeout and ConnectionFactory:RequestedHeartbeat (the
+// RabbitMQ.Client ConnectionFactory property Aspire binds from that
+// subsection) from [ConfigSection], then from ConfigSection:{name}; then the connection
 // string ConnectionStrings:{name} (with the other forms discovery knows,
 // such as Aspire 13's NAME_URI, or NAME_HOST, NAME_PORT, NAME_USERNAME and
 // NAME_PASSWORD) replaces the ConnectionString setting.
@@ -151,6 +177,22 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 		if c.DisableTracing, err = sec.Bool("DisableTracing", c.DisableTracing); err != nil {
 			return nil, fmt.Errorf("rabbitmq: %w", err)
 		}
+		if set(sec, "PublishConfirmTimeout") {
+			if c.PublishConfirmTimeout, err = sec.Duration("PublishConfirmTimeout", 0); err != nil {
+				return nil, fmt.Errorf("rabbitmq: %w", err)
+			}
+			if c.PublishConfirmTimeout <= 0 {
+				return nil, fmt.Errorf("rabbitmq: %w", &discovery.KeyError{Key: sec.Path() + ":PublishConfirmTimeout", Err: errors.New("must be positive")})
+			}
+		}
+		if set(sec, "ConnectionFactory:RequestedHeartbeat") {
+			if c.Heartbeat, err = sec.Duration("ConnectionFactory:RequestedHeartbeat", 0); err != nil {
+				return nil, fmt.Errorf("rabbitmq: %w", err)
+			}
+			if c.Heartbeat < time.Second || c.Heartbeat%time.Second != 0 {
+				return nil, fmt.Errorf("rabbitmq: %w", &discovery.KeyError{Key: sec.Path() + ":ConnectionFactory:RequestedHeartbeat", Err: errors.New("must be a whole number of seconds, at least 1s (AMQP negotiates it in seconds)")})
+			}
+		}
 	}
 
 	conn, err := cfg.Connection(name)
@@ -182,6 +224,12 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 		return nil, fmt.Errorf("rabbitmq: %w", &discovery.KeyError{Key: from, Err: err})
 	}
 	return c, nil
+}
+
+// set reports whether sec has a non-empty value for key.
+func set(sec *discovery.Config, key string) bool {
+	v, ok := sec.Lookup(key)
+	return ok && strings.TrimSpace(v) != ""
 }
 
 // withCredentials adds user and password to a URL that has none.

@@ -11,7 +11,9 @@
 //     message. A message unconfirmed when the connection drops is published
 //     again on the next connection (at-least-once: deduplicate by
 //     MessageID); Publish fails only when ctx ends first, the message is
-//     unroutable, or the broker refuses it.
+//     unroutable, or the broker refuses it. A ctx without a deadline gets
+//     PublishConfirmTimeout (default 20 s), after which Publish fails with
+//     ErrConfirmTimeout: a silent broker cannot hold a caller forever.
 //   - Consuming: [Client.Consume] runs a [Handler] per message with a
 //     prefetch and a concurrency limit; nil acknowledges, an error delivers
 //     the message again up to ConsumeOptions.MaxAttempts times (counted in a
@@ -37,7 +39,27 @@
 // _PASSWORD work too) and the settings of Aspire.RabbitMQ.Client under
 // Aspire:RabbitMQ:Client, then Aspire:RabbitMQ:Client:{name}
 // (ConnectionString, MaxConnectRetryCount, DisableHealthChecks,
-// DisableTracing); [New] connects. A [Config] can also be built by hand.
+// DisableTracing, and the two below); [New] connects. A [Config] can also
+// be built by hand.
+//
+//	Aspire:RabbitMQ:Client[:{name}]:PublishConfirmTimeout                  bound of a Publish whose
+//	                                                                       ctx has no deadline (default 20s)
+//	Aspire:RabbitMQ:Client[:{name}]:ConnectionFactory:RequestedHeartbeat   AMQP heartbeat, whole seconds
+//	                                                                       (default 4s; RabbitMQ.Client's name)
+//
+// # Under a partition
+//
+// A broker that goes silent (no RST, no FIN) is noticed by the heartbeat:
+// amqp091-go closes a connection after 1.5 heartbeats without a frame, 6 s
+// with the default, and the client then reconnects and [Client.HealthCheck]
+// reports Unhealthy (so /health turns within 10 s). A Publish waits for the
+// confirm at most until its ctx's deadline, or PublishConfirmTimeout when
+// it has none, and fails with [ErrConfirmTimeout] (which also wraps
+// context.DeadlineExceeded); a message it returned nil for is never lost.
+// A write to a silent broker that makes no progress for 1.5 heartbeats
+// fails and drops the connection (amqp091-go writes without a deadline,
+// and would otherwise hold the channel, and every publisher, for good);
+// publishers waiting behind a blocked write give up at their deadline.
 // servicedefaults' App.RabbitMQ does both with the App's telemetry and
 // health registry.
 //

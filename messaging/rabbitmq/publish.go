@@ -21,6 +21,13 @@ var ErrUnroutable = errors.New("rabbitmq: message unroutable")
 // refusing the message (basic.nack) until the caller's deadline.
 var ErrNacked = errors.New("rabbitmq: message nacked by the broker")
 
+// ErrConfirmTimeout is wrapped by the error Publish returns when its
+// context had no deadline and the message was not confirmed within
+// Config.PublishConfirmTimeout (DefaultPublishConfirmTimeout): the broker
+// is unreachable or silent, or the connection is blocked. The error also
+// wraps context.DeadlineExceeded. The message may still reach the broker.
+var ErrConfirmTimeout = errors.New("rabbitmq: publish not confirmed within the publish confirm timeout")
+
 // seqHeader carries the publish sequence number, so that a returned
 // (unroutable) message can be matched to its Publish call.
 const seqHeader = "x-goaspire-seq"
@@ -64,11 +71,30 @@ type pubChan struct {
 	err  error         // why: nil when the connection was lost (send again)
 }
 
+// ctxMutex is a mutex whose Lock can give up when a context ends.
+type ctxMutex chan struct{}
+
+// Lock locks m.
+func (m ctxMutex) Lock() { m <- struct{}{} }
+
+// LockContext locks m, or returns ctx's error if ctx ends first.
+func (m ctxMutex) LockContext(ctx context.Context) error {
+	select {
+	case m <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Unlock unlocks m.
+func (m ctxMutex) Unlock() { <-m }
+
 // publisher owns the publishing channel.
 type publisher struct {
 	c *Client
 
-	mu     sync.Mutex // serializes sends and channel swaps
+	mu     ctxMutex // serializes sends and channel swaps; a send waits for it within its ctx
 	cur    *pubChan
 	ready  chan struct{} // closed once cur is set; replaced when cur is lost
 	closed bool
@@ -77,7 +103,7 @@ type publisher struct {
 }
 
 func newPublisher(c *Client) *publisher {
-	return &publisher{c: c, ready: make(chan struct{})}
+	return &publisher{c: c, ready: make(chan struct{}), mu: make(ctxMutex, 1)}
 }
 
 // returnBuffer is how many returned (unroutable) messages may wait for a
@@ -156,7 +182,11 @@ func (p *publisher) watch(pc *pubChan, closes <-chan *amqp.Error) {
 // and returns the channel and the confirmation to wait for.
 func (p *publisher) send(ctx context.Context, pd *pending) (*pubChan, uint64, *amqp.DeferredConfirmation, error) {
 	for {
-		p.mu.Lock()
+		// A send blocked writing to a silent broker holds the lock until
+		// the write fails (see stallConn): the others wait within ctx.
+		if err := p.mu.LockContext(ctx); err != nil {
+			return nil, 0, nil, fmt.Errorf("not sent, the connection is blocked: %w", err)
+		}
 		if p.closed {
 			p.mu.Unlock()
 			return nil, 0, nil, ErrClosed
@@ -243,6 +273,11 @@ func (p *publisher) close() {
 // twice (at-least-once delivery; give it a MessageID to deduplicate). After
 // an error caused by ctx the message may still have reached the broker.
 //
+// A ctx without a deadline is given Config.PublishConfirmTimeout
+// (DefaultPublishConfirmTimeout, 20 s): past it Publish fails with an
+// error wrapping ErrConfirmTimeout, so a broker gone silent cannot hold a
+// caller indefinitely.
+//
 // The publish is traced as a producer span "publish {destination}" whose
 // trace context travels in the message headers.
 func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) error {
@@ -268,8 +303,18 @@ func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) e
 	if m.Expiration > 0 {
 		pd.msg.Expiration = fmt.Sprint(m.Expiration.Milliseconds())
 	}
+	if c.confirmTimeout > 0 {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeoutCause(ctx, c.confirmTimeout, ErrConfirmTimeout)
+			defer cancel()
+		}
+	}
 	ctx, span := c.tel.startPublish(ctx, exchange, key, &pd.msg)
 	err := c.publish(ctx, pd)
+	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrConfirmTimeout) {
+		err = fmt.Errorf("%w (%v, %s:PublishConfirmTimeout): %w", ErrConfirmTimeout, c.confirmTimeout, ConfigSection, err)
+	}
 	if err != nil {
 		if c.tel.tracing { // else span is the caller's
 			span.RecordError(err)
@@ -296,7 +341,7 @@ func (c *Client) publish(ctx context.Context, pd *pending) error {
 	for {
 		pc, seq, dc, err := c.pub.send(ctx, pd)
 		if err != nil {
-			if errors.Is(err, ctx.Err()) {
+			if err == ctx.Err() { //nolint:errorlint // only the bare error of waiting for a connection
 				return fmt.Errorf("not connected: %w", err)
 			}
 			return err
