@@ -157,7 +157,7 @@ type ConnectRetry struct {
 // from Aspire:Npgsql:{name}, then Aspire:Npgsql; a connection's from its
 // own section, then the DB's, then Aspire:Npgsql.
 //
-// With the seed's ConnectionStrings__db-primary, __db-replica-east and
+// With Aspire's production patterns' ConnectionStrings__db-primary, __db-replica-east and
 // __db-replica-west, LoadConfig(cfg, "db") returns all three. The
 // telemetry fields are left nil; set them before calling New.
 //

@@ -22,7 +22,7 @@ import (
 	"github.com/goaspire/goaspire/internal/fallback"
 )
 
-// Keys accepted by DB.Keyed besides connection names, matching the seed's
+// Keys accepted by DB.Keyed besides connection names, matching Aspire's production patterns'
 // [FromKeyedServices("primary")] and [FromKeyedServices("replica")].
 const (
 	KeyPrimary = "primary"

@@ -13,7 +13,7 @@
 //
 // In detail:
 //
-//   - [LoadConfig] reads a DB by name ("db": the seed's db-primary,
+//   - [LoadConfig] reads a DB by name ("db": Aspire's production patterns' db-primary,
 //     db-replica-east, db-replica-west) from configuration in one pass,
 //     into a [Config]; [New] opens it. A Config can also be built by hand,
 //     without discovery: each [PoolConfig] needs only its Config (from
@@ -219,7 +219,7 @@
 // writes: on a replica it fails with SQLSTATE 25006
 // (read_only_sql_transaction). Make it with a context from [WithPrimary],
 // or through [DB.Writer]. [DB.Reader] and [DB.Writer] are handles that
-// each satisfy sqlc's DBTX with the split in the type (the seed's
+// each satisfy sqlc's DBTX with the split in the type (Aspire's production patterns'
 // [FromKeyedServices("replica")] and ("primary")): a Reader sends every
 // statement to a replica as a read, a Writer every statement to the
 // primary as a write. Batches ([DB.SendBatch]) and copies ([DB.CopyFrom])

@@ -31,7 +31,7 @@ func ExampleParseConnectionString() {
 }
 
 func ExampleLoadConfig() {
-	// What an AppHost injects for the seed's three connections.
+	// What an AppHost injects for Aspire's production patterns' three connections.
 	cfg := discovery.FromMap(map[string]string{
 		"ConnectionStrings__db-primary":        "Host=pg-primary;Username=postgres;Password=p;Database=shop",
 		"ConnectionStrings__db-replica-east":   "Host=pg-east;Username=postgres;Password=p;Database=shop",

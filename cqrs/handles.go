@@ -19,7 +19,7 @@ import (
 // instead, as writes.
 //
 // Reader satisfies sqlc's DBTX, for code that wants the split between
-// reads and writes in its types (the seed's
+// reads and writes in its types (Aspire's production patterns'
 // [FromKeyedServices("replica")]): queries.New(db.Reader()). CopyFrom is
 // there so that a DBTX that includes it is satisfied, and always fails
 // with ErrReadOnly. Get a Reader from DB.Reader; it is a small value, safe
@@ -32,7 +32,7 @@ var ErrReadOnly = errors.New("cqrs: a Reader does not write")
 // Writer is a handle of a DB that sends every statement to the primary, as
 // a write: in a read-your-writes session (or with ReadYourWrites on) each
 // statement's WAL position is recorded once it has finished, as DB.Exec
-// does. Writer satisfies sqlc's DBTX (the seed's
+// does. Writer satisfies sqlc's DBTX (Aspire's production patterns'
 // [FromKeyedServices("primary")]): queries.New(db.Writer()). Get a Writer
 // from DB.Writer; it is a small value, safe for concurrent use.
 type Writer struct{ db *DB }

@@ -37,7 +37,7 @@ func newCluster(t testing.TB) cluster {
 	return cluster{primary: p, replica: r}
 }
 
-// config returns the configuration an AppHost would inject for the seed's
+// config returns the configuration an AppHost would inject for Aspire's production patterns'
 // names, with fast checks, plus extra.
 func (c cluster) config(extra map[string]string) *discovery.Config {
 	m := map[string]string{

@@ -182,7 +182,7 @@ func TestResolveNames(t *testing.T) {
 		wantPrimary string
 		wantReps    []string
 	}{
-		{"seed convention", map[string]string{
+		{"primary and replicas by name", map[string]string{
 			"ConnectionStrings__db-primary":      "Host=p",
 			"ConnectionStrings__db-replica-west": "Host=w",
 			"ConnectionStrings__db-replica-east": "Host=e",

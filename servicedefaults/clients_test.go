@@ -19,7 +19,7 @@ func checkNames(checks []health.Check) string {
 	return strings.Join(names, ",")
 }
 
-// TestDB opens the seed's primary/replica database through the App and
+// TestDB opens Aspire's production patterns' primary/replica database through the App and
 // checks that it is shared, health-checked and closed by Shutdown.
 func TestDB(t *testing.T) {
 	primary := testserver.NewPostgres(t)

@@ -30,7 +30,7 @@ func ExampleAdd() {
 	}
 	defer app.Shutdown(context.Background())
 
-	// The service's own telemetry, as the seed's orders service has it.
+	// The service's own telemetry, as Aspire's production patterns' orders service has it.
 	meter := app.Meter("example/orders")
 	created, _ := meter.Int64Counter("orders.created")
 	value, _ := meter.Float64Histogram("orders.value")

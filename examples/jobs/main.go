@@ -1,4 +1,4 @@
-// Command jobs is the seed's asynchronous-processing example: an API that
+// Command jobs is the asynchronous-processing example of Aspire's production patterns: an API that
 // accepts jobs and answers at once, and workers that process them from a
 // RabbitMQ queue and record the results in Postgres. One binary plays
 // either role, chosen by JOBS_ROLE, as two resources of an AppHost would.

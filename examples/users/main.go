@@ -1,4 +1,4 @@
-// Command users is the example users service, the seed's Go gRPC server:
+// Command users is the example users service, the Go gRPC server of Aspire's production patterns:
 // UserService.GetUser served by App.GRPCServer, so it gets tracing,
 // panic recovery, grpc.health.v1 and a graceful stop. App.Run serves it
 // on its own port when the AppHost injects one (GRPC_PORT, or
@@ -63,7 +63,7 @@ type server struct {
 	instance string
 }
 
-// GetUser answers the seed's user for any positive id.
+// GetUser answers the patterns' sample user for any positive id.
 func (s *server) GetUser(ctx context.Context, req *userspb.UserRequest) (*userspb.UserResponse, error) {
 	_ = grpc.SetHeader(ctx, metadata.Pairs("served-by", s.instance))
 	if req.GetId() <= 0 {

@@ -1,5 +1,5 @@
 // Package httpapi holds the small HTTP helpers the example services share:
-// JSON responses and errors in the seed's standard format.
+// JSON responses and errors in the standard error format of Aspire's production patterns.
 package httpapi
 
 import (
@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// ErrorBody is the seed's standard error envelope:
+// ErrorBody is the standard error envelope of Aspire's production patterns:
 //
 //	{"error": {"code": "...", "message": "...", "statusCode": 404, "timestamp": "..."}}
 type ErrorBody struct {

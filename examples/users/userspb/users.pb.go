@@ -1,4 +1,4 @@
-// The users service of the examples, the seed's UserService. Regenerate
+// The users service of the examples, the UserService of Aspire's production patterns. Regenerate
 // the Go code with go generate ./examples/users/userspb (see
 // examples/users/README.md).
 
