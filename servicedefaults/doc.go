@@ -9,7 +9,9 @@
 //	}
 //	defer app.Shutdown(context.Background())
 //	mux.HandleFunc("GET /orders/{id}", getOrder)
-//	log.Fatal(app.Run(ctx)) // serves on PORT; drains on SIGTERM
+//	if err := app.Run(ctx); err != nil { // serves on PORT; drains on SIGTERM
+//		log.Fatal(err) // Run returns nil after a clean stop: exit 0
+//	}
 //
 // Add configures OpenTelemetry (traces, metrics, logs) from the OTEL_*
 // variables an AppHost injects, makes slog's default logger write to

@@ -40,5 +40,7 @@ func ExampleApp_RabbitMQ() {
 				return nil // process j idempotently (d.Attempt counts the tries)
 			})
 	})
-	log.Fatal(app.Run(ctx))
+	if err := app.Run(ctx); err != nil {
+		log.Fatal(err)
+	}
 }
