@@ -19,6 +19,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/deadline"
 	"github.com/goaspire/goaspire/internal/fallback"
 )
 
@@ -53,9 +54,10 @@ const (
 // queries.New(db) sends sqlc's writes, INSERT ... RETURNING included, to the
 // primary and its reads to replicas.
 type DB struct {
-	name     string
-	settings dbSettings
-	log      *slog.Logger
+	name         string
+	settings     dbSettings
+	attemptSlots *deadline.Slots // settings.readAttempt's deadline slots
+	log          *slog.Logger
 
 	primary  *node
 	replicas []*node
@@ -170,11 +172,12 @@ func New(ctx context.Context, c *Config) (*DB, error) {
 	tp, mp, logger := fallback.TracerProvider(c.TracerProvider), fallback.MeterProvider(c.MeterProvider), fallback.Logger(c.Logger)
 
 	db := &DB{
-		name:     name,
-		settings: s,
-		log:      logger.With("goaspire.cqrs.db", name),
-		byName:   map[string]*node{},
-		kick:     make(chan struct{}, 1),
+		name:         name,
+		settings:     s,
+		attemptSlots: newSlots(s.readAttempt),
+		log:          logger.With("goaspire.cqrs.db", name),
+		byName:       map[string]*node{},
+		kick:         make(chan struct{}, 1),
 	}
 	ok := false
 	defer func() {

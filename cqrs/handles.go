@@ -51,11 +51,11 @@ func (h Reader) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comma
 		return h.db.Exec(ctx, sql, args...)
 	}
 	var tag pgconn.CommandTag
-	err := h.db.read(ctx, h.db.minLSNOf(r), func(ctx context.Context, n *node) error {
+	err := h.db.read(ctx, h.db.minLSNOf(r), attemptFunc(func(ctx context.Context, n *node) error {
 		var err error
 		tag, err = n.pool.Exec(ctx, sql, args...)
 		return err
-	})
+	}), nil)
 	return tag, err
 }
 
@@ -96,7 +96,7 @@ func (h Reader) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		return h.db.SendBatch(ctx, b)
 	}
 	p := h.db.choose(h.db.minLSNOf(r), 0).pool
-	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
+	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout, p.cmdSlots)
 	br := p.SendBatch(bctx, b)
 	if cancel == nil {
 		return br
