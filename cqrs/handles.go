@@ -13,9 +13,10 @@ import (
 // a read, whatever its text: to a replica in rotation that has replayed
 // the context's read-your-writes session, else to the primary. Query,
 // QueryRow and Exec fail over as DB.Query does. Do not write through a
-// Reader: a write fails on a replica with SQLSTATE 25006
-// (read_only_sql_transaction), and succeeds only while the primary serves
-// the reads. A context from WithPrimary sends statements to the primary
+// Reader: a replica refuses a write with SQLSTATE 25006
+// (read_only_sql_transaction), and the statement then runs on the
+// primary, as a read a replica refused (ReadStats.Refused), a round trip
+// late. A context from WithPrimary sends statements to the primary
 // instead, as writes.
 //
 // Reader satisfies sqlc's DBTX, for code that wants the split between

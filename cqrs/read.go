@@ -203,8 +203,9 @@ func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 // comments, has no INSERT, UPDATE, DELETE, MERGE, INTO, FOR SHARE, FOR KEY
 // SHARE, no second statement, and no call of nextval, setval, currval,
 // lastval, pg_advisory_* or another function known to write. A SELECT of
-// a function that writes looks read-only: make it with WithPrimary (or
-// through Writer). The answer is cached per SQL text, so a repeated
+// a function that writes looks read-only: the replica refuses it, and it
+// runs again on the primary (see the package doc); make it with
+// WithPrimary (or through Writer) to spare the round trip. The answer is cached per SQL text, so a repeated
 // statement is classified once.
 func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	r := routeFrom(ctx)
@@ -294,8 +295,12 @@ func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (p
 	min := db.minLSNOf(r)
 	_, hasDeadline := ctx.Deadline()
 	var tried uint64
+	refused := false // a replica refused the read as a write: on the primary now
 	for attempt := 0; ; attempt++ {
-		n := db.choose(min, tried)
+		n := db.primary
+		if !refused {
+			n = db.choose(min, tried)
+		}
 		final := db.final(n, attempt)
 		var cmd time.Duration
 		if !hasDeadline {
@@ -328,10 +333,15 @@ func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (p
 		}
 		if err == nil {
 			out := &peekedRows{Rows: rows, pending: true, first: first}
-			if cancel == nil {
+			wrote := refused && db.records(routeFrom(ctx))
+			if cancel == nil && !wrote {
 				return out, nil
 			}
-			return &stmtRows{Rows: out, parent: ctx, bctx: qctx, cancel: cancel, d: cmd}, nil
+			sr := &stmtRows{Rows: out, parent: ctx, bctx: qctx, cancel: cancel, d: cmd}
+			if wrote {
+				sr.db = db // the statement wrote on the primary
+			}
+			return sr, nil
 		}
 		if rows != nil {
 			rows.Close()
@@ -339,6 +349,10 @@ func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (p
 		ours := cancel != nil && expired(ctx, qctx)
 		if cancel != nil {
 			cancel()
+		}
+		if db.refusedRead(ctx, n, err) {
+			refused = true
+			continue
 		}
 		if err = db.afterFailedRead(ctx, n, final, ours, cmd, err); err != nil {
 			return errRows{err}, err
@@ -369,8 +383,12 @@ func (db *DB) final(n *node, attempt int) bool {
 func (db *DB) read(ctx context.Context, min LSN, a attempt, scratch *deadline.Context) error {
 	var tried uint64
 	_, hasDeadline := ctx.Deadline()
+	refused := false // a replica refused the read as a write: on the primary now
 	for attempt := 0; ; attempt++ {
-		n := db.choose(min, tried)
+		n := db.primary
+		if !refused {
+			n = db.choose(min, tried)
+		}
 		final := db.final(n, attempt)
 		var cmd time.Duration
 		if !hasDeadline {
@@ -396,13 +414,45 @@ func (db *DB) read(ctx context.Context, min LSN, a attempt, scratch *deadline.Co
 			cancel()
 		}
 		if err == nil {
+			if refused {
+				db.recordWrite(ctx) // the statement wrote on the primary
+			}
 			return nil
+		}
+		if db.refusedRead(ctx, n, err) {
+			refused = true
+			continue
 		}
 		if err = db.afterFailedRead(ctx, n, final, ours, cmd, err); err != nil {
 			return err
 		}
 		tried |= n.bit
 	}
+}
+
+// refusedRead reports whether a read that failed with err on n runs
+// again on the primary, and counts it then: n is a replica and refused
+// the statement as a write (see refusedWrite), and ctx lasts. Once: the
+// primary's answer is final.
+func (db *DB) refusedRead(ctx context.Context, n *node, err error) bool {
+	if n == db.primary || !refusedWrite(err) || ctx.Err() != nil {
+		return false
+	}
+	db.reads[readRefused].Add(1)
+	return true
+}
+
+// refusedWrite reports whether err is a standby's refusal of a statement
+// that writes, or that needs the primary: SQLSTATE 25006
+// (read_only_sql_transaction: "cannot execute INSERT in a read-only
+// transaction", a function of the user's that writes) or 55000
+// (object_not_in_prerequisite_state: "recovery is in progress", a
+// built-in function that acts on the primary only). The statement failed
+// before it changed anything, and a standby cannot change anything
+// anyway, so running it on the primary runs it once.
+func refusedWrite(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "25006" || pgErr.Code == "55000")
 }
 
 // attempt is one try of a read on a server, with a context bounded for it.
