@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/goaspire/goaspire/internal/deadline"
 	"github.com/goaspire/goaspire/internal/fallback"
 )
 
@@ -201,8 +202,8 @@ type Cache[T any] struct {
 	eager         float64
 	breakDuration int64
 	bytesBound    bool
-	oneNode       bool          // rdb is not a cluster: a script may touch several keys
-	slots         deadlineSlots // the Done channels of L2 operations
+	oneNode       bool            // rdb is not a cluster: a script may touch several keys
+	slots         *deadline.Slots // the Done channels of L2 operations
 	codec         Codec
 	l1            *l1[T] // nil when disabled
 	rdb           redis.UniversalClient
@@ -315,7 +316,7 @@ func (c *Cache[T]) configure(o Options) error {
 	case o.L2Timeout > 0:
 		c.l2Timeout = o.L2Timeout
 	}
-	c.slots.width = slotWidth(c.l2Timeout)
+	c.slots = deadline.NewSlots(deadline.WidthFor(c.l2Timeout))
 	switch {
 	case o.LockTimeout == 0:
 		c.lockTimeout = DefaultLockTimeout

@@ -6,11 +6,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/goaspire/goaspire/internal/deadline"
 )
 
 // errBreakerOpen is returned by L2 helpers while the breaker skips Redis.
@@ -142,7 +143,7 @@ func (c *Cache[T]) waitKey(key string) string { return c.waitPfx + key }
 // operation cut short by one caller's impatience would count as a Redis
 // failure.
 //
-// The bound is a deadlineContext: its deadline is what a client with
+// The bound is a deadline.Context: its deadline is what a client with
 // ContextTimeoutEnabled puts on the dial handshake and the socket reads
 // and writes, and its Done channel, closed at most a slot after the
 // deadline, is what go-redis waits on everywhere else: for a pool turn,
@@ -159,81 +160,17 @@ func (c *Cache[T]) l2ctx(ctx context.Context) (context.Context, context.CancelFu
 		}
 		return ctx, noCancel
 	}
-	dc := &deadlineContext{}
-	c.l2deadline(dc, ctx, time.Now())
-	return dc, noCancel
+	return c.slots.New(ctx, time.Now().Add(c.l2Timeout)), noCancel
 }
 
 // l2deadline makes dc the bound of one Redis operation started at now,
 // carrying the values of ctx (see l2ctx). It does not allocate, so a
-// deadlineContext kept in a call's scratch memory costs nothing.
-func (c *Cache[T]) l2deadline(dc *deadlineContext, ctx context.Context, now time.Time) {
-	d := now.Add(c.l2Timeout)
-	*dc = deadlineContext{values: ctx, deadline: d, done: c.slots.done(d)}
+// deadline.Context kept in a call's scratch memory costs nothing.
+func (c *Cache[T]) l2deadline(dc *deadline.Context, ctx context.Context, now time.Time) {
+	c.slots.Init(dc, ctx, now.Add(c.l2Timeout))
 }
 
 func noCancel() {}
-
-// deadlineContext carries the values of a caller's context and a
-// deadline, and is never canceled otherwise. Its Done channel is shared by
-// every operation whose deadline falls in the same slot (see
-// deadlineSlots), so it costs no timer of its own: one allocation where
-// context.WithTimeout costs five (its context, timer, done channel and
-// cancel function), none when it lives in a call's scratch memory.
-type deadlineContext struct {
-	values   context.Context
-	deadline time.Time
-	done     chan struct{}
-}
-
-func (c *deadlineContext) Deadline() (time.Time, bool) { return c.deadline, true }
-func (c *deadlineContext) Done() <-chan struct{}       { return c.done }
-func (c *deadlineContext) Value(key any) any           { return c.values.Value(key) }
-
-// Err returns context.DeadlineExceeded once Done is closed.
-func (c *deadlineContext) Err() error {
-	select {
-	case <-c.done:
-		return context.DeadlineExceeded
-	default:
-		return nil
-	}
-}
-
-// deadlineSlots hands out Done channels for deadlineContexts: one channel
-// per slot of time, closed by one timer at the end of its slot, shared by
-// all the deadlines that fall in it. A channel closes at most width after
-// the deadline it was asked for, never before it.
-type deadlineSlots struct {
-	width time.Duration
-	cur   atomic.Pointer[deadlineSlot]
-}
-
-type deadlineSlot struct {
-	end time.Time // when ch is closed
-	ch  chan struct{}
-}
-
-// slotWidth is the width of the deadline slots for operations bounded by
-// timeout: a sixteenth of it, at most 10 ms.
-func slotWidth(timeout time.Duration) time.Duration {
-	return max(min(timeout/16, 10*time.Millisecond), time.Microsecond)
-}
-
-// done returns a channel closed in [deadline, deadline+width].
-func (s *deadlineSlots) done(deadline time.Time) chan struct{} {
-	for {
-		cur := s.cur.Load()
-		if cur != nil && !cur.end.Before(deadline) && cur.end.Sub(deadline) <= s.width {
-			return cur.ch
-		}
-		next := &deadlineSlot{end: deadline.Add(s.width), ch: make(chan struct{})}
-		if s.cur.CompareAndSwap(cur, next) {
-			time.AfterFunc(time.Until(next.end), func() { close(next.ch) })
-			return next.ch
-		}
-	}
-}
 
 // appliesContextDeadlines reports whether rdb sets its socket deadlines
 // from the context of each command.
@@ -319,7 +256,7 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	if sc != nil {
 		// Do not keep the key, the reply and the caller's context alive
 		// in a pooled call.
-		sc.args, sc.cmd, sc.ctx = [11]any{}, redis.StringCmd{}, deadlineContext{}
+		sc.args, sc.cmd, sc.ctx = [11]any{}, redis.StringCmd{}, deadline.Context{}
 		sc.absent = err == redis.Nil
 		if lock && sc.absent {
 			// The lock envelope is there now: the key is ours to load.
@@ -357,7 +294,7 @@ func isLockEnvelope(s string) bool {
 
 // readScratch is the memory of one L2 read made for a flight call.
 type readScratch[T any] struct {
-	ctx deadlineContext
+	ctx deadline.Context
 	e   entry[T]
 	// args and cmd are the command of the read (and of the write at the
 	// end of a load under the lock), cleared once done.
@@ -523,7 +460,7 @@ func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte
 	sc.cmd = *redis.NewStringCmd(lctx, sc.args[:6]...)
 	err := c.rdb.Process(lctx, &sc.cmd)
 	old := sc.cmd.Val()
-	sc.args, sc.cmd, sc.ctx = [11]any{}, redis.StringCmd{}, deadlineContext{}
+	sc.args, sc.cmd, sc.ctx = [11]any{}, redis.StringCmd{}, deadline.Context{}
 	if !c.l2result(err) {
 		return true // Redis could not be asked: L1 is all there is
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/goaspire/goaspire/internal/deadline"
 	"github.com/goaspire/goaspire/internal/testserver"
 )
 
@@ -313,8 +314,7 @@ func TestDeadlineContext(t *testing.T) {
 	}{{"short", 20 * time.Millisecond}, {"default", DefaultL2Timeout}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &Cache[int]{l2Timeout: tt.timeout}
-			c.slots.width = slotWidth(tt.timeout)
+			c := &Cache[int]{l2Timeout: tt.timeout, slots: deadline.NewSlots(deadline.WidthFor(tt.timeout))}
 			type key struct{}
 			caller, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
 			cancel() // the caller's cancellation does not end the operation
@@ -331,15 +331,15 @@ func TestDeadlineContext(t *testing.T) {
 				t.Fatal("Done() is nil: go-redis would wait for its own timeouts")
 			}
 			// The slot opened for ctx ends a width after its deadline.
-			if d2, _ := other.Deadline(); d2.Sub(deadline) <= c.slots.width && ctx.Done() != other.Done() {
+			if d2, _ := other.Deadline(); d2.Sub(deadline) <= c.slots.Width() && ctx.Done() != other.Done() {
 				t.Error("two operations whose deadlines fall in one slot do not share it")
 			}
 			if ctx.Err() != nil {
 				t.Fatalf("Err() = %v before the deadline", ctx.Err())
 			}
 			<-ctx.Done()
-			if late := time.Since(deadline); late < 0 || late > c.slots.width+time.Second {
-				t.Errorf("Done closed %v after the deadline, want in [0, %v] (+ scheduling)", late, c.slots.width)
+			if late := time.Since(deadline); late < 0 || late > c.slots.Width()+time.Second {
+				t.Errorf("Done closed %v after the deadline, want in [0, %v] (+ scheduling)", late, c.slots.Width())
 			}
 			if ctx.Err() != context.DeadlineExceeded {
 				t.Errorf("Err() = %v after Done, want DeadlineExceeded", ctx.Err())

@@ -11,6 +11,9 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/goaspire/goaspire/internal/benchratio"
+	"github.com/goaspire/goaspire/internal/deadline"
 )
 
 // benchDB builds a DB over lazy pools (no server is contacted) with n
@@ -157,7 +160,13 @@ func BenchmarkQueryRow(b *testing.B) {
 	var id int64
 	var name string
 	var bio *string
-	read := func(b *testing.B, q func(context.Context, string, ...any) pgx.Row) {
+	// A cancelable context without a deadline (an HTTP request's) and a
+	// Background one take different paths through the command timeout.
+	ctxs := []struct {
+		name string
+		ctx  context.Context
+	}{{"cancelable", ctx}, {"background", context.Background()}}
+	read := func(b *testing.B, ctx context.Context, q func(context.Context, string, ...any) pgx.Row) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := q(ctx, benchRead, 1).Scan(&id, &name, &bio); err != nil {
@@ -165,7 +174,7 @@ func BenchmarkQueryRow(b *testing.B) {
 			}
 		}
 	}
-	write := func(b *testing.B, q func(context.Context, string, ...any) pgx.Row) {
+	write := func(b *testing.B, ctx context.Context, q func(context.Context, string, ...any) pgx.Row) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if err := q(ctx, benchWrite, "b", nil).Scan(&id, &name, &bio); err != nil {
@@ -176,37 +185,49 @@ func BenchmarkQueryRow(b *testing.B) {
 	// -count repeats each sub-benchmark in place; rounds alternate the
 	// sides, so that a change in the machine's load hits both.
 	for range 3 {
-		b.Run("read/pgxpool.QueryRow", func(b *testing.B) { read(b, replica.QueryRow) })
-		b.Run("read/DB.QueryRow", func(b *testing.B) {
-			before := db.ReadStats().Replica
-			read(b, db.QueryRow)
-			if got := db.ReadStats().Replica - before; got < int64(b.N) {
-				b.Fatalf("%d of %d reads reached the replica", got, b.N)
-			}
-		})
-		b.Run("insert/pgxpool.QueryRow", func(b *testing.B) { write(b, primary.QueryRow) })
-		b.Run("insert/DB.QueryRow", func(b *testing.B) { write(b, db.QueryRow) })
+		for _, c := range ctxs {
+			b.Run(c.name+"/read/pgxpool.QueryRow", func(b *testing.B) { read(b, c.ctx, replica.QueryRow) })
+			b.Run(c.name+"/read/DB.QueryRow", func(b *testing.B) {
+				before := db.ReadStats().Replica
+				read(b, c.ctx, db.QueryRow)
+				if got := db.ReadStats().Replica - before; got < int64(b.N) {
+					b.Fatalf("%d of %d reads reached the replica", got, b.N)
+				}
+			})
+			b.Run(c.name+"/insert/pgxpool.QueryRow", func(b *testing.B) { write(b, c.ctx, primary.QueryRow) })
+			b.Run(c.name+"/insert/DB.QueryRow", func(b *testing.B) { write(b, c.ctx, db.QueryRow) })
+		}
 	}
 	// Under a changing load, alternating within each iteration compares the
 	// sides best: each op runs one read through each, timed apart.
-	b.Run("read/alternating", func(b *testing.B) {
-		var plain, routed time.Duration
-		for b.Loop() {
-			t0 := time.Now()
-			if err := replica.QueryRow(ctx, benchRead, 1).Scan(&id, &name, &bio); err != nil {
-				b.Fatal(err)
-			}
-			t1 := time.Now()
-			if err := db.QueryRow(ctx, benchRead, 1).Scan(&id, &name, &bio); err != nil {
-				b.Fatal(err)
-			}
-			routed += time.Since(t1)
-			plain += t1.Sub(t0)
+	for _, c := range ctxs {
+		b.Run(c.name+"/read/alternating", func(b *testing.B) { alternating(b, c.ctx, replica, db) })
+	}
+}
+
+// alternating runs, in each op, one read through pgxpool.QueryRow on
+// the replica's pool and one through DB.QueryRow, timed apart, and reports
+// the ratio of their times.
+func alternating(b *testing.B, ctx context.Context, replica *pgxpool.Pool, db *DB) {
+	var id int64
+	var name string
+	var bio *string
+	var plain, routed time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		if err := replica.QueryRow(ctx, benchRead, 1).Scan(&id, &name, &bio); err != nil {
+			b.Fatal(err)
 		}
-		b.ReportMetric(float64(plain.Nanoseconds())/float64(b.N), "pgxpool-ns/read")
-		b.ReportMetric(float64(routed.Nanoseconds())/float64(b.N), "DB-ns/read")
-		b.ReportMetric(float64(routed)/float64(plain), "DB/pgxpool")
-	})
+		t1 := time.Now()
+		if err := db.QueryRow(ctx, benchRead, 1).Scan(&id, &name, &bio); err != nil {
+			b.Fatal(err)
+		}
+		routed += time.Since(t1)
+		plain += t1.Sub(t0)
+	}
+	b.ReportMetric(float64(plain.Nanoseconds())/float64(b.N), "pgxpool-ns/read")
+	b.ReportMetric(float64(routed.Nanoseconds())/float64(b.N), "DB-ns/read")
+	b.ReportMetric(float64(routed)/float64(plain), "DB/pgxpool")
 }
 
 // BenchmarkRoute measures what DB.QueryRow adds before any I/O, on lazy
@@ -251,4 +272,35 @@ func BenchmarkRoute(b *testing.B) {
 			_ = db.QueryRow(ctx, benchRead, 1)
 		}
 	})
+}
+
+// BenchmarkCommandContext measures the bound of a statement whose context
+// can be canceled but has no deadline (an HTTP request's), as pgx uses it
+// (context.AfterFunc to watch it, then stop): context.WithTimeout against
+// a merge of the caller's cancellation with a shared deadline slot
+// (context.WithCancel of a deadline.Context, canceled by
+// context.AfterFunc on the caller's context). withCommandTimeout keeps
+// the cheaper one (see there).
+func BenchmarkCommandContext(b *testing.B) {
+	const d = DefaultCommandTimeout
+	parent, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
+	watch := func(ctx context.Context) { context.AfterFunc(ctx, func() {})() }
+	slots := newSlots(d)
+	var dc deadline.Context
+	benchratio.ComparePairs(b, 3,
+		benchratio.Side{Name: "WithTimeout", Op: func(*testing.B) {
+			ctx, cancel := context.WithTimeout(parent, d)
+			watch(ctx)
+			cancel()
+		}},
+		benchratio.Side{Name: "merge", Op: func(*testing.B) {
+			slots.Init(&dc, parent, time.Now().Add(d))
+			ctx, cancel := context.WithCancel(&dc)
+			stop := context.AfterFunc(parent, cancel)
+			watch(ctx)
+			stop()
+			cancel()
+		}},
+	)
 }

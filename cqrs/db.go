@@ -19,6 +19,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/deadline"
 	"github.com/goaspire/goaspire/internal/fallback"
 )
 
@@ -53,9 +54,10 @@ const (
 // queries.New(db) sends sqlc's writes, INSERT ... RETURNING included, to the
 // primary and its reads to replicas.
 type DB struct {
-	name     string
-	settings dbSettings
-	log      *slog.Logger
+	name         string
+	settings     dbSettings
+	attemptSlots *deadline.Slots // settings.readAttempt's deadline slots
+	log          *slog.Logger
 
 	primary  *node
 	replicas []*node
@@ -116,6 +118,7 @@ const (
 	readFallback              // replicas configured, none usable: primary
 	readReadYourWrites        // no replica has replayed the session's writes: primary
 	readNoReplicas            // no replicas configured: primary
+	readRefused               // a replica refused it as a write: primary
 	readKinds
 )
 
@@ -170,11 +173,12 @@ func New(ctx context.Context, c *Config) (*DB, error) {
 	tp, mp, logger := fallback.TracerProvider(c.TracerProvider), fallback.MeterProvider(c.MeterProvider), fallback.Logger(c.Logger)
 
 	db := &DB{
-		name:     name,
-		settings: s,
-		log:      logger.With("goaspire.cqrs.db", name),
-		byName:   map[string]*node{},
-		kick:     make(chan struct{}, 1),
+		name:         name,
+		settings:     s,
+		attemptSlots: newSlots(s.readAttempt),
+		log:          logger.With("goaspire.cqrs.db", name),
+		byName:       map[string]*node{},
+		kick:         make(chan struct{}, 1),
 	}
 	ok := false
 	defer func() {
@@ -642,6 +646,7 @@ func (db *DB) initMetrics(m metric.Meter) error {
 	readAttrs[readFallback] = mk("primary", true, "no_replica_in_rotation")
 	readAttrs[readReadYourWrites] = mk("primary", false, "read_your_writes")
 	readAttrs[readNoReplicas] = mk("primary", false, "no_replicas")
+	readAttrs[readRefused] = mk("primary", false, "replica_refused_write")
 	instruments := []metric.Observable{reads}
 
 	var healthy, lagBytes metric.Int64ObservableGauge
@@ -697,10 +702,15 @@ type ReadStats struct {
 	// NoReplicas counts reads sent to the primary because the DB has no
 	// replicas.
 	NoReplicas int64 `json:"noReplicas"`
+	// Refused counts reads that a replica refused as writes (SQLSTATE
+	// 25006, read_only_sql_transaction, or 55000, recovery in progress: a
+	// SELECT of a function that writes) and that then ran on the primary.
+	// Such a read also counts in Replica, for its first routing.
+	Refused int64 `json:"refused"`
 }
 
 // Primary returns the reads the primary served, for whatever reason.
-func (s ReadStats) Primary() int64 { return s.Fallback + s.ReadYourWrites + s.NoReplicas }
+func (s ReadStats) Primary() int64 { return s.Fallback + s.ReadYourWrites + s.NoReplicas + s.Refused }
 
 // ReadStats returns how the DB has routed its reads so far: Replica and
 // ReplicaFor count one per call; a read through Query, QueryRow or the
@@ -712,5 +722,6 @@ func (db *DB) ReadStats() ReadStats {
 		Fallback:       db.reads[readFallback].Load(),
 		ReadYourWrites: db.reads[readReadYourWrites].Load(),
 		NoReplicas:     db.reads[readNoReplicas].Load(),
+		Refused:        db.reads[readRefused].Load(),
 	}
 }

@@ -216,9 +216,18 @@
 // nanoseconds) and no allocation.
 //
 // The text cannot show that a SELECT calls a function of yours that
-// writes: on a replica it fails with SQLSTATE 25006
-// (read_only_sql_transaction). Make it with a context from [WithPrimary],
-// or through [DB.Writer]. [DB.Reader] and [DB.Writer] are handles that
+// writes. The replica refuses it with SQLSTATE 25006
+// (read_only_sql_transaction; 55000, "recovery is in progress", for a
+// built-in function that needs the primary), and the read then runs once
+// on the primary: it succeeds, a read-your-writes session records its
+// write, and [ReadStats].Refused (the goaspire.cqrs.reads metric with
+// reason=replica_refused_write) counts it. Running it again is safe: a
+// standby changes nothing, and the refused statement failed before it
+// did anything (an effect outside the database, such as a function that
+// calls another server through dblink, is the exception). Each such read
+// costs a round trip to a replica first: make it with a context from
+// [WithPrimary], or through [DB.Writer], and a rising Refused count shows
+// where to. [DB.Reader] and [DB.Writer] are handles that
 // each satisfy sqlc's DBTX with the split in the type (Aspire's production patterns'
 // [FromKeyedServices("replica")] and ("primary")): a Reader sends every
 // statement to a replica as a read, a Writer every statement to the

@@ -13,9 +13,10 @@ import (
 // a read, whatever its text: to a replica in rotation that has replayed
 // the context's read-your-writes session, else to the primary. Query,
 // QueryRow and Exec fail over as DB.Query does. Do not write through a
-// Reader: a write fails on a replica with SQLSTATE 25006
-// (read_only_sql_transaction), and succeeds only while the primary serves
-// the reads. A context from WithPrimary sends statements to the primary
+// Reader: a replica refuses a write with SQLSTATE 25006
+// (read_only_sql_transaction), and the statement then runs on the
+// primary, as a read a replica refused (ReadStats.Refused), a round trip
+// late. A context from WithPrimary sends statements to the primary
 // instead, as writes.
 //
 // Reader satisfies sqlc's DBTX, for code that wants the split between
@@ -51,11 +52,11 @@ func (h Reader) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comma
 		return h.db.Exec(ctx, sql, args...)
 	}
 	var tag pgconn.CommandTag
-	err := h.db.read(ctx, h.db.minLSNOf(r), func(ctx context.Context, n *node) error {
+	err := h.db.read(ctx, h.db.minLSNOf(r), attemptFunc(func(ctx context.Context, n *node) error {
 		var err error
 		tag, err = n.pool.Exec(ctx, sql, args...)
 		return err
-	})
+	}), nil)
 	return tag, err
 }
 
@@ -96,7 +97,7 @@ func (h Reader) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		return h.db.SendBatch(ctx, b)
 	}
 	p := h.db.choose(h.db.minLSNOf(r), 0).pool
-	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
+	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout, p.cmdSlots)
 	br := p.SendBatch(bctx, b)
 	if cancel == nil {
 		return br

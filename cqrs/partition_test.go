@@ -143,7 +143,9 @@ func TestPartitionReplicaSilentReads(t *testing.T) {
 	eventually(t, 10*time.Second, "the replica rejoins", func() bool { return inRotation(db, "db-replica-east") })
 	back := time.Since(healed)
 	replicaBefore := fromReplica.Load()
-	eventually(t, 10*time.Second, "reads reach the replica again", func() bool { return fromReplica.Load() > replicaBefore+100 })
+	// Loose: beside a CPU load and the package's other tests, the replica's
+	// pool may first have to replace connections broken by the partition.
+	eventually(t, 30*time.Second, "reads reach the replica again", func() bool { return fromReplica.Load() > replicaBefore+100 })
 
 	stop.Store(true)
 	wg.Wait()

@@ -20,6 +20,7 @@ import (
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/deadline"
 	"github.com/goaspire/goaspire/internal/fallback"
 )
 
@@ -48,7 +49,8 @@ type Pool struct {
 	settings PoolConfig // with defaults applied
 	log      *slog.Logger
 
-	commandTimeout time.Duration // of a DB's statements without a deadline; 0: none
+	commandTimeout time.Duration   // of a DB's statements without a deadline; 0: none
+	cmdSlots       *deadline.Slots // commandTimeout's deadline slots
 
 	ready     chan struct{} // closed at the first successful ping
 	readyOnce sync.Once
@@ -143,6 +145,7 @@ func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metr
 	if err != nil {
 		return nil, &ConnectionError{Name: name, Source: source, Err: err}
 	}
+	cmd := commandTimeout(c.CommandTimeout, pc)
 	p := &Pool{
 		Pool:           pool,
 		name:           name,
@@ -150,7 +153,8 @@ func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metr
 		settings:       c,
 		log:            logger.With("db.client.connection.pool.name", name),
 		ready:          make(chan struct{}),
-		commandTimeout: commandTimeout(c.CommandTimeout, pc),
+		commandTimeout: cmd,
+		cmdSlots:       newSlots(cmd),
 	}
 	if !c.DisableMetrics {
 		reg, err := registerPoolMetrics(mp.Meter(scopeName), pool, attribute.NewSet(attrs...))

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/goaspire/goaspire/internal/deadline"
 )
 
 // unknownLSN stands for "a write whose position could not be read": reads
@@ -77,7 +79,7 @@ func mayHaveWritten(err error) bool {
 // reads see the write.
 func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	p := db.primary.pool
-	tag, err := bounded(ctx, p.commandTimeout, func(ctx context.Context) (pgconn.CommandTag, error) {
+	tag, err := bounded(ctx, p.commandTimeout, p.cmdSlots, func(ctx context.Context) (pgconn.CommandTag, error) {
 		return p.Exec(ctx, sql, args...)
 	})
 	if mayHaveWritten(err) {
@@ -90,7 +92,7 @@ func (db *DB) Exec(ctx context.Context, sql string, args ...any) (pgconn.Command
 // (see pgx.Conn.CopyFrom), and records the write as Exec does.
 func (db *DB) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
 	p := db.primary.pool
-	n, err := bounded(ctx, p.commandTimeout, func(ctx context.Context) (int64, error) {
+	n, err := bounded(ctx, p.commandTimeout, p.cmdSlots, func(ctx context.Context) (int64, error) {
 		return p.CopyFrom(ctx, tableName, columnNames, rowSrc)
 	})
 	if mayHaveWritten(err) {
@@ -104,7 +106,7 @@ func (db *DB) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnName
 // results are closed.
 func (db *DB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	p := db.primary.pool
-	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
+	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout, p.cmdSlots)
 	br := p.SendBatch(bctx, b)
 	rec := db.records(routeFrom(ctx))
 	if cancel == nil && !rec {
@@ -126,13 +128,13 @@ func (db *DB) Begin(ctx context.Context) (pgx.Tx, error) {
 // BeginTx is Begin with transaction options.
 func (db *DB) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
 	p := db.primary.pool
-	tx, err := bounded(ctx, p.commandTimeout, func(ctx context.Context) (pgx.Tx, error) {
+	tx, err := bounded(ctx, p.commandTimeout, p.cmdSlots, func(ctx context.Context) (pgx.Tx, error) {
 		return p.BeginTx(ctx, opts)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return &writeTx{Tx: tx, db: db, ctx: ctx, d: p.commandTimeout}, nil
+	return &writeTx{Tx: tx, db: db, ctx: ctx, d: p.commandTimeout, slots: p.cmdSlots}, nil
 }
 
 // RecordWrite records the primary's current WAL position in ctx's
@@ -201,8 +203,9 @@ func (db *DB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 // comments, has no INSERT, UPDATE, DELETE, MERGE, INTO, FOR SHARE, FOR KEY
 // SHARE, no second statement, and no call of nextval, setval, currval,
 // lastval, pg_advisory_* or another function known to write. A SELECT of
-// a function that writes looks read-only: make it with WithPrimary (or
-// through Writer). The answer is cached per SQL text, so a repeated
+// a function that writes looks read-only: the replica refuses it, and it
+// runs again on the primary (see the package doc); make it with
+// WithPrimary (or through Writer) to spare the round trip. The answer is cached per SQL text, so a repeated
 // statement is classified once.
 func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	r := routeFrom(ctx)
@@ -216,15 +219,15 @@ func (db *DB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, err
 // the row is scanned.
 func (db *DB) writeQueryRow(ctx context.Context, r route, sql string, args []any) pgx.Row {
 	p := db.primary.pool
-	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
-	row := p.QueryRow(bctx, sql, args...)
 	rec := db.records(r)
-	if cancel == nil && !rec {
-		return row
+	if !rec && !commandBound(ctx, p.commandTimeout) {
+		return p.QueryRow(ctx, sql, args...)
 	}
-	sr := &stmtRow{Row: row, parent: ctx, cancel: cancel, d: p.commandTimeout}
+	sr := &stmtRow{parent: ctx, d: p.commandTimeout}
+	bctx, cancel := commandContext(ctx, p.commandTimeout, p.cmdSlots, &sr.dctx)
+	sr.Row = p.QueryRow(bctx, sql, args...)
 	if cancel != nil {
-		sr.bctx = bctx
+		sr.bctx, sr.cancel = bctx, cancel
 	}
 	if rec {
 		sr.db = db
@@ -236,7 +239,7 @@ func (db *DB) writeQueryRow(ctx context.Context, r route, sql string, args []any
 // are closed.
 func (db *DB) writeQuery(ctx context.Context, r route, sql string, args []any) (pgx.Rows, error) {
 	p := db.primary.pool
-	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout)
+	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout, p.cmdSlots)
 	rows, err := p.Query(bctx, sql, args...)
 	rec := db.records(r)
 	if err != nil {
@@ -270,12 +273,19 @@ type row struct {
 	min  LSN
 	sql  string
 	args []any
+	dest []any            // of Scan
+	dctx deadline.Context // the first attempt's bound, when a deadline.Context
 }
 
 func (r *row) Scan(dest ...any) error {
-	return r.db.read(r.ctx, r.min, func(ctx context.Context, n *node) error {
-		return n.pool.QueryRow(ctx, r.sql, r.args...).Scan(dest...)
-	})
+	r.dest = dest
+	err := r.db.read(r.ctx, r.min, r, &r.dctx)
+	r.dest = nil
+	return err
+}
+
+func (r *row) run(ctx context.Context, n *node) error {
+	return n.pool.QueryRow(ctx, r.sql, r.args...).Scan(r.dest...)
 }
 
 // readQuery runs Query on a replica, with failover until the first row:
@@ -285,14 +295,18 @@ func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (p
 	min := db.minLSNOf(r)
 	_, hasDeadline := ctx.Deadline()
 	var tried uint64
+	refused := false // a replica refused the read as a write: on the primary now
 	for attempt := 0; ; attempt++ {
-		n := db.choose(min, tried)
+		n := db.primary
+		if !refused {
+			n = db.choose(min, tried)
+		}
 		final := db.final(n, attempt)
 		var cmd time.Duration
 		if !hasDeadline {
 			cmd = n.pool.commandTimeout
 		}
-		qctx, cancel := withCommandTimeout(ctx, cmd)
+		qctx, cancel := withCommandTimeout(ctx, cmd, n.pool.cmdSlots)
 		var timer *time.Timer
 		if a := db.settings.readAttempt; !final && a > 0 && (cmd <= 0 || a < cmd) {
 			var cancelAttempt context.CancelCauseFunc
@@ -319,10 +333,15 @@ func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (p
 		}
 		if err == nil {
 			out := &peekedRows{Rows: rows, pending: true, first: first}
-			if cancel == nil {
+			wrote := refused && db.records(routeFrom(ctx))
+			if cancel == nil && !wrote {
 				return out, nil
 			}
-			return &stmtRows{Rows: out, parent: ctx, bctx: qctx, cancel: cancel, d: cmd}, nil
+			sr := &stmtRows{Rows: out, parent: ctx, bctx: qctx, cancel: cancel, d: cmd}
+			if wrote {
+				sr.db = db // the statement wrote on the primary
+			}
+			return sr, nil
 		}
 		if rows != nil {
 			rows.Close()
@@ -330,6 +349,10 @@ func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (p
 		ours := cancel != nil && expired(ctx, qctx)
 		if cancel != nil {
 			cancel()
+		}
+		if db.refusedRead(ctx, n, err) {
+			refused = true
+			continue
 		}
 		if err = db.afterFailedRead(ctx, n, final, ours, cmd, err); err != nil {
 			return errRows{err}, err
@@ -353,11 +376,19 @@ func (db *DB) final(n *node, attempt int) bool {
 // Each try on a replica that another server could take over is bounded by
 // ReadAttemptTimeout; each, when ctx has no deadline, by the server's
 // command timeout.
-func (db *DB) read(ctx context.Context, min LSN, fn func(context.Context, *node) error) error {
+//
+// scratch, when not nil, is memory for the first attempt's bound (see
+// commandContext); later attempts allocate theirs, so that nothing of an
+// attempt that ended shares memory with the next.
+func (db *DB) read(ctx context.Context, min LSN, a attempt, scratch *deadline.Context) error {
 	var tried uint64
 	_, hasDeadline := ctx.Deadline()
+	refused := false // a replica refused the read as a write: on the primary now
 	for attempt := 0; ; attempt++ {
-		n := db.choose(min, tried)
+		n := db.primary
+		if !refused {
+			n = db.choose(min, tried)
+		}
 		final := db.final(n, attempt)
 		var cmd time.Duration
 		if !hasDeadline {
@@ -369,16 +400,28 @@ func (db *DB) read(ctx context.Context, min LSN, fn func(context.Context, *node)
 		}
 		actx, cancel := ctx, context.CancelFunc(nil)
 		if d > 0 {
-			actx, cancel = context.WithTimeout(ctx, d)
+			slots := n.pool.cmdSlots
+			if d != cmd {
+				slots = db.attemptSlots
+			}
+			actx, cancel = limitContext(ctx, d, slots, scratch)
+			scratch = nil
 		}
-		err := fn(actx, n)
+		err := a.run(actx, n)
 		ours := false
 		if cancel != nil {
 			ours = err != nil && expired(ctx, actx)
 			cancel()
 		}
 		if err == nil {
+			if refused {
+				db.recordWrite(ctx) // the statement wrote on the primary
+			}
 			return nil
+		}
+		if db.refusedRead(ctx, n, err) {
+			refused = true
+			continue
 		}
 		if err = db.afterFailedRead(ctx, n, final, ours, cmd, err); err != nil {
 			return err
@@ -386,6 +429,41 @@ func (db *DB) read(ctx context.Context, min LSN, fn func(context.Context, *node)
 		tried |= n.bit
 	}
 }
+
+// refusedRead reports whether a read that failed with err on n runs
+// again on the primary, and counts it then: n is a replica and refused
+// the statement as a write (see refusedWrite), and ctx lasts. Once: the
+// primary's answer is final.
+func (db *DB) refusedRead(ctx context.Context, n *node, err error) bool {
+	if n == db.primary || !refusedWrite(err) || ctx.Err() != nil {
+		return false
+	}
+	db.reads[readRefused].Add(1)
+	return true
+}
+
+// refusedWrite reports whether err is a standby's refusal of a statement
+// that writes, or that needs the primary: SQLSTATE 25006
+// (read_only_sql_transaction: "cannot execute INSERT in a read-only
+// transaction", a function of the user's that writes) or 55000
+// (object_not_in_prerequisite_state: "recovery is in progress", a
+// built-in function that acts on the primary only). The statement failed
+// before it changed anything, and a standby cannot change anything
+// anyway, so running it on the primary runs it once.
+func refusedWrite(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "25006" || pgErr.Code == "55000")
+}
+
+// attempt is one try of a read on a server, with a context bounded for it.
+type attempt interface {
+	run(ctx context.Context, n *node) error
+}
+
+// attemptFunc is a function as an attempt.
+type attemptFunc func(ctx context.Context, n *node) error
+
+func (f attemptFunc) run(ctx context.Context, n *node) error { return f(ctx, n) }
 
 // afterFailedRead decides what follows a read attempt on n that failed
 // with err: nil to try another server, else the read's error. ours says

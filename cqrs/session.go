@@ -106,7 +106,8 @@ func sessionFrom(ctx context.Context) *session {
 // DB, its Reader or its Writer with it (or a context derived from it) to
 // the primary, as a write: for a SELECT of a function that writes, which
 // the statement text does not show (DB.Query and DB.QueryRow send a
-// SELECT to a replica). In a read-your-writes session the statement's WAL
+// SELECT to a replica, which refuses it, and run it again on the
+// primary). In a read-your-writes session the statement's WAL
 // position is recorded afterwards, as for DB.Exec.
 func WithPrimary(ctx context.Context) context.Context {
 	r := routeFrom(ctx)

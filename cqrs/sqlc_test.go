@@ -474,19 +474,30 @@ func TestSQLCQueries(t *testing.T) {
 		if got, err := qw.GetAuthor(ctx, a.ID); err != nil || got.OnReplica {
 			t.Errorf("Writer GetAuthor = %+v, %v; want it from the primary", got, err)
 		}
-		var pgErr *pgconn.PgError
-		if _, err := qr.CreateAuthor(ctx, CreateAuthorParams{Name: "by reader"}); !errors.As(err, &pgErr) || pgErr.Code != "25006" {
-			t.Errorf("a write through the Reader: %v; want SQLSTATE 25006 from the replica", err)
+		// A write through the Reader is refused by the replica (SQLSTATE
+		// 25006), then runs on the primary, counted.
+		refused := db.ReadStats().Refused
+		if _, err := qr.CreateAuthor(ctx, CreateAuthorParams{Name: "by reader"}); err != nil {
+			t.Errorf("a write through the Reader: %v; want it refused by the replica, then run on the primary", err)
+		}
+		if got := db.ReadStats().Refused - refused; got != 1 {
+			t.Errorf("ReadStats.Refused grew by %d after a write through the Reader, want 1", got)
 		}
 		if _, err := qr.CopyAuthors(ctx, []CopyAuthorsParams{{Name: "x"}}); !errors.Is(err, cqrs.ErrReadOnly) {
 			t.Errorf("CopyFrom through the Reader: %v", err)
 		}
 
-		// A SELECT of a function that writes looks like a read; WithPrimary
-		// sends it to the primary.
-		if _, err := q.BumpCounter(ctx); !errors.As(err, &pgErr) || pgErr.Code != "25006" {
-			t.Errorf("SELECT bump_counter() without WithPrimary: %v; want SQLSTATE 25006 from the replica", err)
+		// A SELECT of a function that writes looks like a read: the replica
+		// refuses it and it runs on the primary; WithPrimary sends it there
+		// at once.
+		refused = db.ReadStats().Refused
+		if _, err := q.BumpCounter(ctx); err != nil {
+			t.Errorf("SELECT bump_counter() without WithPrimary: %v; want it refused by the replica, then run on the primary", err)
 		}
+		if got := db.ReadStats().Refused - refused; got != 1 {
+			t.Errorf("ReadStats.Refused grew by %d after SELECT bump_counter(), want 1", got)
+		}
+		refused = db.ReadStats().Refused
 		pctx := cqrs.WithPrimary(cqrs.WithSession(ctx))
 		for _, qq := range []*Queries{q, qr} {
 			n, err := qq.BumpCounter(pctx)
@@ -499,6 +510,9 @@ func TestSQLCQueries(t *testing.T) {
 		}
 		if cqrs.SessionLSN(pctx) == 0 {
 			t.Error("a statement sent to the primary by WithPrimary was not recorded as a write")
+		}
+		if got := db.ReadStats().Refused - refused; got != 0 {
+			t.Errorf("ReadStats.Refused grew by %d with WithPrimary, want 0: it goes to the primary at once", got)
 		}
 		if cqrs.WithPrimary(pctx) != pctx {
 			t.Error("WithPrimary of a WithPrimary context made a new context")

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/goaspire/goaspire/internal/deadline"
 )
 
 // Defaults of the client-side time limits, applied to zero settings.
@@ -31,14 +33,65 @@ var ErrCommandTimeout = errors.New("cqrs: command timeout")
 
 // withCommandTimeout returns ctx bounded by d, with its cancel, when ctx
 // has no deadline of its own and d is positive; else ctx and a nil cancel.
-func withCommandTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if d <= 0 {
+//
+// A context that cannot be canceled (Done is nil: context.Background and
+// its values) gets a deadline.Context from slots, d's deadline slots: one
+// allocation where context.WithTimeout costs five, and a Done channel that
+// closes at most a slot width (10 ms) after the deadline, which is what
+// pgx waits on. Its cancel does nothing: it holds no timer. A context that
+// can be canceled (a request's) gets context.WithTimeout, which keeps
+// that cancellation: a context merging the caller's cancellation with a
+// shared deadline costs as much (see BenchmarkCommandContext).
+func withCommandTimeout(ctx context.Context, d time.Duration, slots *deadline.Slots) (context.Context, context.CancelFunc) {
+	return commandContext(ctx, d, slots, nil)
+}
+
+// commandContext is withCommandTimeout, making the deadline.Context in
+// scratch when it is not nil: a statement's wrapper holds it, so that the
+// bound costs no allocation of its own.
+func commandContext(ctx context.Context, d time.Duration, slots *deadline.Slots, scratch *deadline.Context) (context.Context, context.CancelFunc) {
+	if !commandBound(ctx, d) {
 		return ctx, nil
 	}
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, nil
+	return limitContext(ctx, d, slots, scratch)
+}
+
+// commandBound reports whether a statement with ctx is bounded by the
+// command timeout d: d is positive and ctx has no deadline.
+func commandBound(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return false
+	}
+	_, ok := ctx.Deadline()
+	return !ok
+}
+
+// limitContext returns ctx bounded by d (positive) from now, with its
+// cancel: a deadline.Context from slots (made in scratch when not nil)
+// when ctx cannot be canceled and has no deadline, else
+// context.WithTimeout (see withCommandTimeout).
+func limitContext(ctx context.Context, d time.Duration, slots *deadline.Slots, scratch *deadline.Context) (context.Context, context.CancelFunc) {
+	if slots != nil && ctx.Done() == nil {
+		if _, ok := ctx.Deadline(); !ok {
+			if scratch == nil {
+				return slots.New(ctx, time.Now().Add(d)), noCancel
+			}
+			slots.Init(scratch, ctx, time.Now().Add(d))
+			return scratch, noCancel
+		}
 	}
 	return context.WithTimeout(ctx, d)
+}
+
+func noCancel() {}
+
+// newSlots returns the deadline slots of a time limit d, nil when d is
+// not positive (no limit).
+func newSlots(d time.Duration) *deadline.Slots {
+	if d <= 0 {
+		return nil
+	}
+	return deadline.NewSlots(deadline.WidthFor(d))
 }
 
 // expired reports whether bctx, derived from ctx with a deadline of ours,
@@ -63,8 +116,8 @@ func timeoutError(d time.Duration, err error) error {
 
 // bounded runs f with ctx bounded by the command timeout d (when ctx has no
 // deadline), wrapping its error in ErrCommandTimeout when that ended it.
-func bounded[T any](ctx context.Context, d time.Duration, f func(context.Context) (T, error)) (T, error) {
-	bctx, cancel := withCommandTimeout(ctx, d)
+func bounded[T any](ctx context.Context, d time.Duration, slots *deadline.Slots, f func(context.Context) (T, error)) (T, error) {
+	bctx, cancel := withCommandTimeout(ctx, d, slots)
 	if cancel == nil {
 		return f(ctx)
 	}
@@ -132,6 +185,7 @@ type stmtRow struct {
 	cancel context.CancelFunc
 	d      time.Duration
 	db     *DB
+	dctx   deadline.Context // bctx's memory, when it is a deadline.Context
 }
 
 func (r *stmtRow) Scan(dest ...any) error {
@@ -202,19 +256,20 @@ type writeTx struct {
 	db     *DB
 	ctx    context.Context // the Begin context, whose session the commit joins
 	d      time.Duration   // command timeout
+	slots  *deadline.Slots // d's deadline slots
 	nested bool
 }
 
 func (t *writeTx) Begin(ctx context.Context) (pgx.Tx, error) {
-	tx, err := bounded(ctx, t.d, t.Tx.Begin)
+	tx, err := bounded(ctx, t.d, t.slots, t.Tx.Begin)
 	if err != nil {
 		return nil, err
 	}
-	return &writeTx{Tx: tx, db: t.db, ctx: t.ctx, d: t.d, nested: true}, nil
+	return &writeTx{Tx: tx, db: t.db, ctx: t.ctx, d: t.d, slots: t.slots, nested: true}, nil
 }
 
 func (t *writeTx) Commit(ctx context.Context) error {
-	_, err := bounded(ctx, t.d, func(ctx context.Context) (struct{}, error) { return struct{}{}, t.Tx.Commit(ctx) })
+	_, err := bounded(ctx, t.d, t.slots, func(ctx context.Context) (struct{}, error) { return struct{}{}, t.Tx.Commit(ctx) })
 	if err != nil {
 		return err
 	}
@@ -225,18 +280,18 @@ func (t *writeTx) Commit(ctx context.Context) error {
 }
 
 func (t *writeTx) Rollback(ctx context.Context) error {
-	_, err := bounded(ctx, t.d, func(ctx context.Context) (struct{}, error) { return struct{}{}, t.Tx.Rollback(ctx) })
+	_, err := bounded(ctx, t.d, t.slots, func(ctx context.Context) (struct{}, error) { return struct{}{}, t.Tx.Rollback(ctx) })
 	return err
 }
 
 func (t *writeTx) CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error) {
-	return bounded(ctx, t.d, func(ctx context.Context) (int64, error) {
+	return bounded(ctx, t.d, t.slots, func(ctx context.Context) (int64, error) {
 		return t.Tx.CopyFrom(ctx, tableName, columnNames, rowSrc)
 	})
 }
 
 func (t *writeTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	bctx, cancel := withCommandTimeout(ctx, t.d)
+	bctx, cancel := withCommandTimeout(ctx, t.d, t.slots)
 	br := t.Tx.SendBatch(bctx, b)
 	if cancel == nil {
 		return br
@@ -245,19 +300,19 @@ func (t *writeTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 }
 
 func (t *writeTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
-	return bounded(ctx, t.d, func(ctx context.Context) (*pgconn.StatementDescription, error) {
+	return bounded(ctx, t.d, t.slots, func(ctx context.Context) (*pgconn.StatementDescription, error) {
 		return t.Tx.Prepare(ctx, name, sql)
 	})
 }
 
 func (t *writeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	return bounded(ctx, t.d, func(ctx context.Context) (pgconn.CommandTag, error) {
+	return bounded(ctx, t.d, t.slots, func(ctx context.Context) (pgconn.CommandTag, error) {
 		return t.Tx.Exec(ctx, sql, args...)
 	})
 }
 
 func (t *writeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	bctx, cancel := withCommandTimeout(ctx, t.d)
+	bctx, cancel := withCommandTimeout(ctx, t.d, t.slots)
 	rows, err := t.Tx.Query(bctx, sql, args...)
 	if cancel == nil {
 		return rows, err
@@ -271,10 +326,11 @@ func (t *writeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 }
 
 func (t *writeTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	bctx, cancel := withCommandTimeout(ctx, t.d)
-	row := t.Tx.QueryRow(bctx, sql, args...)
-	if cancel == nil {
-		return row
+	if !commandBound(ctx, t.d) {
+		return t.Tx.QueryRow(ctx, sql, args...)
 	}
-	return &stmtRow{Row: row, parent: ctx, bctx: bctx, cancel: cancel, d: t.d}
+	sr := &stmtRow{parent: ctx, d: t.d}
+	sr.bctx, sr.cancel = commandContext(ctx, t.d, t.slots, &sr.dctx)
+	sr.Row = t.Tx.QueryRow(sr.bctx, sql, args...)
+	return sr
 }
