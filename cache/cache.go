@@ -230,6 +230,10 @@ type Cache[T any] struct {
 	closeMu       sync.RWMutex // orders track against Close
 	closed        atomic.Bool
 	wg            sync.WaitGroup
+
+	// skew shifts the wall clock that stamps writes and loads (created):
+	// tests play an instance whose clock is off with it.
+	skew time.Duration
 }
 
 // entryOverhead is the fixed per-entry cost, in bytes, assumed when L1 is
@@ -262,7 +266,8 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	}
 	c.lockEnv = string(appendLock(nil, c.newLockToken()))
 	c.args = scriptArgs{token: c.newLockToken(), channel: c.channel, loaded: c.message(msgLoaded, ""),
-		lockEnv: c.lockEnv, lease: c.lockLease().Milliseconds(), ttl: c.physicalTTL(entryOptions{}).Milliseconds()}
+		lockEnv: c.lockEnv, lease: c.lockLease().Milliseconds(), ttl: c.physicalTTL(entryOptions{}).Milliseconds(),
+		storeSha: storeLocked.Hash(), prefixLen: int64(len(c.prefix))}
 	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	clock.acquire()
 	if rdb != nil {
@@ -584,6 +589,12 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 		}
 	}
 
+	if c.rdb != nil && !cl.scratch.read && (lk == nil || !lk.inData) {
+		// No read before the load (an eager refresh): note what the
+		// value is loaded over, before the loader runs.
+		c.observe(ctx, key, &cl.scratch)
+	}
+
 	var lctx context.Context = loadContext{values: ctx, closing: c.closeCtx}
 	if c.hardTimeout > 0 {
 		var cancelHard context.CancelFunc
@@ -591,7 +602,7 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 		defer cancelHard()
 	}
 	c.stats.loads.Add(1)
-	created := time.Now().UnixMilli()
+	created := c.stamp(time.Now())
 
 	if background || stale == nil || c.softTimeout <= 0 {
 		v, err := c.runLoader(lctx, load)
@@ -661,7 +672,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 		e, env := c.newEntry(key, v, false, eo, now, wallNow, created)
 		won := true
 		if env != nil {
-			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk, &cl.scratch)
+			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), lk, &cl.scratch)
 		} else {
 			c.unlock(lk)
 		}
@@ -677,7 +688,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 			e, env := c.newEntry(key, zero, true, neo, now, wallNow, created)
 			won := true
 			if env != nil {
-				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk, &cl.scratch)
+				won = c.writeLoaded(ctx, key, env, c.negativeTTL, lk, &cl.scratch)
 			} else {
 				c.unlock(lk)
 			}
@@ -856,7 +867,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 	eo := resolve(opts)
 	wallNow := time.Now()
 	now := clock.advance(wallNow)
-	e, env := c.newEntry(key, v, false, eo, now, wallNow, wallNow.UnixMilli())
+	e, env := c.newEntry(key, v, false, eo, now, wallNow, c.stamp(wallNow))
 	if c.rdb != nil && env == nil {
 		return fmt.Errorf("cache %q: encoding the value for key failed", c.name)
 	}
@@ -880,7 +891,7 @@ func (c *Cache[T]) Remove(ctx context.Context, key string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	at := time.Now().UnixMilli()
+	at := c.stamp(time.Now())
 	c.flight.supersede(key)
 	c.removals.Add(1)
 	if c.l1 != nil {
@@ -978,3 +989,6 @@ func (c *Cache[T]) Close() error {
 	clock.release()
 	return nil
 }
+
+// stamp is the creation time (Unix ms) of a value written or loaded at t.
+func (c *Cache[T]) stamp(t time.Time) int64 { return t.UnixMilli() + c.skew.Milliseconds() }
