@@ -856,8 +856,9 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 }
 
 // Set stores v under key in both tiers and tells the other instances to
-// drop their L1 copy. A load of key in progress anywhere does not
-// overwrite it. When Redis is unreachable the value is kept in L1 and the
+// drop their L1 copy. Once it has reached Redis, a load of key that
+// started before, on any instance, does not overwrite it, whatever the
+// instances' clocks say (see the package doc). When Redis is unreachable the value is kept in L1 and the
 // Redis write is replayed when Redis returns; Set returns an error only
 // when v cannot be encoded or the cache is closed.
 func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption) error {
@@ -884,8 +885,9 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 }
 
 // Remove deletes key from both tiers here and from the L1 of every other
-// instance. A load of key in progress anywhere does not bring the old
-// value back. When Redis is unreachable the removal is replayed when it
+// instance. Once it has reached Redis, a load of key that started before,
+// on any instance, does not bring the old value back, whatever the
+// instances' clocks say. When Redis is unreachable the removal is replayed when it
 // returns.
 func (c *Cache[T]) Remove(ctx context.Context, key string) error {
 	if c.closed.Load() {
