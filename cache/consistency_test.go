@@ -249,7 +249,11 @@ func TestRenewalFailingOnceKeepsLock(t *testing.T) {
 	h := &renewalHook{}
 	h.failOnce.Store(true)
 	rdbA.AddHook(h)
-	a := newCache[product](t, rdbA, "renewfail", Options{LockTimeout: 400 * time.Millisecond}) // lease 100 ms
+	a := newCache[product](t, rdbA, "renewfail", Options{
+		// A lease of 500 ms, and no Redis operation timing out on a
+		// loaded machine (the lock would be lost for another reason).
+		LockTimeout: 2 * time.Second, L2Timeout: 5 * time.Second,
+	})
 	ctx := context.Background()
 	started, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
@@ -264,7 +268,7 @@ func TestRenewalFailingOnceKeepsLock(t *testing.T) {
 	defer func() { close(release); <-done }()
 	eventually(t, 5*time.Second, "a renewal failed", h.failed.Load)
 	// Five renewals after the failure: more than a lease (three per lease).
-	eventually(t, 5*time.Second, "renewals after the failed one", func() bool { return h.after.Load() >= 5 })
+	eventually(t, 10*time.Second, "renewals after the failed one", func() bool { return h.after.Load() >= 5 })
 	s, err := openClient(t, srv).Get(ctx, a.dataKey("k")).Result()
 	if err != nil || (s != a.lockEnv && s != a.lockEnv+"w") {
 		t.Errorf("the key holds %q, %v mid-load; want the holder's lock envelope", s, err)
@@ -279,7 +283,11 @@ func TestRenewalsPipelined(t *testing.T) {
 	rdbA := openClient(t, srv)
 	h := &renewalHook{}
 	rdbA.AddHook(h)
-	a := newCache[product](t, rdbA, "renewmany", Options{LockTimeout: 800 * time.Millisecond}) // lease 200 ms
+	a := newCache[product](t, rdbA, "renewmany", Options{
+		// A lease of 1 s, and no Redis operation timing out (which opens
+		// the breaker, and loads go on without the lock) on a loaded machine.
+		LockTimeout: 4 * time.Second, L2Timeout: 5 * time.Second,
+	})
 	ctx := context.Background()
 	var started sync.WaitGroup
 	var done sync.WaitGroup
@@ -298,5 +306,5 @@ func TestRenewalsPipelined(t *testing.T) {
 	}
 	defer func() { close(release); done.Wait() }()
 	started.Wait()
-	eventually(t, 5*time.Second, fmt.Sprintf("%d renewals in one round trip", n), func() bool { return h.maxBatch.Load() >= n })
+	eventually(t, 10*time.Second, fmt.Sprintf("%d renewals in one round trip", n), func() bool { return h.maxBatch.Load() >= n })
 }
