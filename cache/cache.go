@@ -231,6 +231,10 @@ type Cache[T any] struct {
 	closeMu       sync.RWMutex // orders track against Close
 	closed        atomic.Bool
 	wg            sync.WaitGroup
+
+	// skew shifts the wall clock that stamps writes and loads (created):
+	// tests play an instance whose clock is off with it.
+	skew time.Duration
 }
 
 // entryOverhead is the fixed per-entry cost, in bytes, assumed when L1 is
@@ -263,7 +267,8 @@ func New[T any](rdb redis.UniversalClient, name string, opts Options) (*Cache[T]
 	}
 	c.lockEnv = string(appendLock(nil, c.newLockToken()))
 	c.args = scriptArgs{token: c.newLockToken(), channel: c.channel, loaded: c.message(msgLoaded, ""),
-		lockEnv: c.lockEnv, lease: c.lockLease().Milliseconds(), ttl: c.physicalTTL(entryOptions{}).Milliseconds()}
+		lockEnv: c.lockEnv, lease: c.lockLease().Milliseconds(), ttl: c.physicalTTL(entryOptions{}).Milliseconds(),
+		storeSha: storeLocked.Hash(), prefixLen: int64(len(c.prefix))}
 	c.closeCtx, c.closeCancel = context.WithCancel(context.Background())
 	clock.acquire()
 	if rdb != nil {
@@ -585,6 +590,12 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 		}
 	}
 
+	if c.rdb != nil && !cl.scratch.read && (lk == nil || !lk.inData) {
+		// No read before the load (an eager refresh): note what the
+		// value is loaded over, before the loader runs.
+		c.observe(ctx, key, &cl.scratch)
+	}
+
 	var lctx context.Context = loadContext{values: ctx, closing: c.closeCtx}
 	if c.hardTimeout > 0 {
 		var cancelHard context.CancelFunc
@@ -592,7 +603,7 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 		defer cancelHard()
 	}
 	c.stats.loads.Add(1)
-	created := time.Now().UnixMilli()
+	created := c.stamp(time.Now())
 
 	if background || stale == nil || c.softTimeout <= 0 {
 		v, err := c.runLoader(lctx, load)
@@ -662,7 +673,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 		e, env := c.newEntry(key, v, false, eo, now, wallNow, created)
 		won := true
 		if env != nil {
-			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), created, lk, &cl.scratch)
+			won = c.writeLoaded(ctx, key, env, c.physicalTTL(eo), lk, &cl.scratch)
 		} else {
 			c.unlock(lk)
 		}
@@ -678,7 +689,7 @@ func (c *Cache[T]) loaded(ctx context.Context, span trace.Span, key string, eo e
 			e, env := c.newEntry(key, zero, true, neo, now, wallNow, created)
 			won := true
 			if env != nil {
-				won = c.writeLoaded(ctx, key, env, c.negativeTTL, created, lk, &cl.scratch)
+				won = c.writeLoaded(ctx, key, env, c.negativeTTL, lk, &cl.scratch)
 			} else {
 				c.unlock(lk)
 			}
@@ -846,8 +857,9 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 }
 
 // Set stores v under key in both tiers and tells the other instances to
-// drop their L1 copy. A load of key in progress anywhere does not
-// overwrite it. When Redis is unreachable the value is kept in L1 and the
+// drop their L1 copy. Once it has reached Redis, a load of key that
+// started before, on any instance, does not overwrite it, whatever the
+// instances' clocks say (see the package doc). When Redis is unreachable the value is kept in L1 and the
 // Redis write is replayed when Redis returns; Set returns an error only
 // when v cannot be encoded or the cache is closed.
 func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption) error {
@@ -857,7 +869,7 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 	eo := resolve(opts)
 	wallNow := time.Now()
 	now := clock.advance(wallNow)
-	e, env := c.newEntry(key, v, false, eo, now, wallNow, wallNow.UnixMilli())
+	e, env := c.newEntry(key, v, false, eo, now, wallNow, c.stamp(wallNow))
 	if c.rdb != nil && env == nil {
 		return fmt.Errorf("cache %q: encoding the value for key failed", c.name)
 	}
@@ -874,14 +886,15 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 }
 
 // Remove deletes key from both tiers here and from the L1 of every other
-// instance. A load of key in progress anywhere does not bring the old
-// value back. When Redis is unreachable the removal is replayed when it
+// instance. Once it has reached Redis, a load of key that started before,
+// on any instance, does not bring the old value back, whatever the
+// instances' clocks say. When Redis is unreachable the removal is replayed when it
 // returns.
 func (c *Cache[T]) Remove(ctx context.Context, key string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
-	at := time.Now().UnixMilli()
+	at := c.stamp(time.Now())
 	c.flight.supersede(key)
 	c.removals.Add(1)
 	if c.l1 != nil {
@@ -979,3 +992,6 @@ func (c *Cache[T]) Close() error {
 	clock.release()
 	return nil
 }
+
+// stamp is the creation time (Unix ms) of a value written or loaded at t.
+func (c *Cache[T]) stamp(t time.Time) int64 { return t.UnixMilli() + c.skew.Milliseconds() }

@@ -140,25 +140,25 @@
 // on a hit it returns the value and writes nothing, as a GET would; on a
 // miss it puts this instance's lock envelope under the key in the same
 // round trip. The instance holding it loads and stores the value in its
-// place: on a single-node client with "SET {key} {value} PX ttl GET",
-// one plain command whose reply, what it replaced, tells whether another
-// instance waits (it marked the envelope: the holder then publishes
-// "loaded") or whether a Set or Remove came during the load (that newer
-// value is put back at once and the instances told to drop the key, so a
-// load never stays over a newer write: between the two commands a reader
-// may see the older value, as it may for the bus latency after any
-// write); on a cluster with a script that
-// stores only over older values, and a publish. The others, which read
+// place with one script (one key, so on a cluster too) that stores it
+// only while the envelope is there (or nothing is), and publishes
+// "loaded" when another instance marked the envelope to say it waits; a
+// Set or Remove made during the load replaced the envelope, so it stays.
+// The others, which read
 // the envelope, wait for that message or poll Redis (every 5 ms to
 // 100 ms) with the same SET NX GET, taking the lock
 // over if it expires. Where Redis holds a stale value or a tombstone
 // instead, the lock is "SET {KeyPrefix}l:{key} token NX PX lease" after
 // the read: one more round trip; on a single-node client a waiter then
 // leaves a marker at "{KeyPrefix}w:{key}" and the holder publishes only
-// when it finds one. Either way a load nobody waits for sends no message
-// on a single node; on a cluster the holder always publishes. A
+// when it finds one. Either way a load nobody waits for sends no message,
+// except that on a cluster the holder of a lock key always publishes. A
 // holder that dies releases the lock by expiry: the lease is a quarter of
-// LockTimeout and is renewed while the load runs. A waiter loads by itself
+// LockTimeout and is renewed while the load runs, every third of a lease,
+// all the locks an instance holds in one pipelined round trip. A renewal
+// that fails (an error, a timeout, the breaker open) is retried at the
+// next tick; a lock is given up only when Redis says it no longer holds
+// it. A waiter loads by itself
 // after LockTimeout, when Redis fails or while the breaker is open: the
 // lock saves loads, it is never needed for correctness. A miss of an
 // absent key thus costs two round trips, as GET and SET would. Get, which
@@ -189,14 +189,28 @@
 // silent, detected by pinging), the instance empties its L1, since it may
 // have missed messages.
 //
-// A load never overwrites a newer write. Each value in Redis records when
-// it was created (written by Set, or its load started); a load stores its
-// value with a script that leaves a value created at or after its start in
-// place, and then does not put its value in L1 either. Remove leaves a
-// tombstone (for a minute) so that a load started before it cannot bring
-// the value back. In the process, Set and Remove mark a load in progress
-// for the key, and invalidations from other instances do too, so it does
-// not fill L1.
+// A load never overwrites a newer write, and no clock decides it: once a
+// Set or Remove has reached Redis (when it returns, or when it is
+// replayed), no load that started before it stores its value over it,
+// whatever the instances' clocks say. A load stores its value only where
+// Redis still holds what the load was loaded over: its own lock envelope,
+// or what its read found there (a stale value, a tombstone, another
+// instance's envelope, or nothing), compared by SHA-1 in the script that
+// stores. A write made meanwhile changed that, so the load's value is not
+// stored, nor put in L1. Each such store is conditional and safe to run
+// twice, so one whose reply is lost (a timeout) has overwritten nothing
+// newer. An eager refresh, which reads nothing first, asks Redis for the
+// SHA-1 of what it holds before loading: one more round trip per refresh.
+// Remove leaves a tombstone (for a minute) so that a load started before
+// it cannot bring the value back. In the process, Set and Remove mark a
+// load in progress for the key, and invalidations from other instances do
+// too, so it does not fill L1.
+//
+// The one clock comparison left is between writes, in replays: each
+// value records when it was created (its writer's wall clock, in Unix
+// ms), and a write replayed after a Redis failure leaves in place a value
+// created later than itself. With instance clocks apart by up to d, a
+// replayed write can thus yield to a value written up to d before it.
 //
 // Fail-safe: Redis keeps each value FailSafeMaxAge beyond its TTL, in an
 // envelope that records when it stops being fresh. When the loader fails,

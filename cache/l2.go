@@ -2,6 +2,8 @@ package cache
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"strconv"
 	"strings"
@@ -21,7 +23,9 @@ var errBreakerOpen = errors.New("cache: redis is failing; skipped")
 var (
 	// setIfNotNewer stores an envelope unless the stored one was created
 	// at or after it (bytes 19-26 of a version-2 envelope, big endian):
-	// a load or a replay never replaces a newer write.
+	// a replayed write never replaces one made later. Only replays use
+	// it, and it compares the clocks of the instances that wrote: the one
+	// clock assumption left (see the package doc).
 	// KEYS[1] data key; ARGV[1] envelope, ARGV[2] TTL ms, ARGV[3] created ms.
 	setIfNotNewer = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
 if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
@@ -48,25 +52,62 @@ else
   if ttl >= 0 and ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 end
 return 1`)
-	// storeUnlock is setIfNotNewer, then the release of the lock if it
-	// still holds our token, then a publish if another instance said it
-	// waits (the marker it left is deleted): the end of a load under the
-	// lock in one command. It touches three keys, so it runs on
+	// The scripts that store a loaded value. A load stores its value only
+	// where Redis still holds what it was loaded over: its own lock
+	// envelope, or the value (or nothing) the load saw when it started,
+	// known by its SHA-1 ('' for nothing). A Set or Remove made meanwhile
+	// changed that, so Redis, not a clock, says the load is older. Each
+	// returns 1 when the value is stored (or was already, by an earlier
+	// attempt whose reply was lost: they are safe to retry), 0 otherwise.
+	//
+	// storeLocked ends a load under the lock envelope: KEYS[1] data key;
+	// ARGV[1] the value's envelope, ARGV[2] TTL ms, ARGV[3] the lock
+	// envelope, ARGV[4] channel, ARGV[5] the "loaded" message prefix,
+	// ARGV[6] the length of the data key's prefix (the rest is the cache
+	// key). A waiter marked the envelope: publish "loaded".
+	storeLocked = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+local marked = false
+if cur and cur ~= ARGV[3] then
+  if cur == ARGV[1] then return 1 end
+  if cur ~= ARGV[3] .. 'w' then return 0 end
+  marked = true
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if marked then redis.call('PUBLISH', ARGV[4], ARGV[5] .. string.sub(KEYS[1], tonumber(ARGV[6]) + 1)) end
+return 1`)
+	// storeIfSeen stores a value loaded without the lock envelope.
+	// KEYS[1] data key; ARGV[1] envelope, ARGV[2] TTL ms, ARGV[3] the
+	// SHA-1 of what the load saw, '' for nothing.
+	storeIfSeen = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return 1 end
+if cur and (ARGV[3] == '' or redis.sha1hex(cur) ~= ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+	// storeSeenUnlock is storeIfSeen, then the release of the lock key if
+	// it still holds our token, then a publish if another instance said
+	// it waits (the marker it left is deleted): the end of a load under
+	// the lock key in one command. It touches three keys, so it runs on
 	// single-node clients only.
 	// KEYS[1] data key, KEYS[2] lock key, KEYS[3] waiters' marker;
-	// ARGV[1] envelope, ARGV[2] TTL ms, ARGV[3] created ms, ARGV[4] token,
+	// ARGV[1] envelope, ARGV[2] TTL ms, ARGV[3] SHA-1 seen, ARGV[4] token,
 	// ARGV[5] channel, ARGV[6] ARGV[7] the message (prefix and key).
-	storeUnlock = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+	storeSeenUnlock = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
 local stored = 1
-if cur and string.byte(cur, 1) == 2 and #cur >= 26 then
-  local t = 0
-  for i = 19, 26 do t = t * 256 + string.byte(cur, i) end
-  if t >= tonumber(ARGV[3]) then stored = 0 end
+if cur ~= ARGV[1] then
+  if cur and (ARGV[3] == '' or redis.sha1hex(cur) ~= ARGV[3]) then
+    stored = 0
+  else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  end
 end
-if stored == 1 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
 if redis.call('GET', KEYS[2]) == ARGV[4] then redis.call('DEL', KEYS[2]) end
 if redis.call('DEL', KEYS[3]) == 1 then redis.call('PUBLISH', ARGV[5], ARGV[6] .. ARGV[7]) end
 return stored`)
+	// digest returns the SHA-1 of what KEYS[1] holds, '' for nothing: what
+	// a load that did not read the key (an eager refresh) is loaded over.
+	digest = redis.NewScript(`local cur = redis.call('GET', KEYS[1])
+if cur then return redis.sha1hex(cur) end
+return ''`)
 	// The scripts of the lock envelope (see appendLock). A waiting
 	// instance appends "w" to the holder's envelope (markWaiting), so
 	// that the holder, whose write returns what it replaced, knows it has
@@ -85,16 +126,6 @@ return 0`)
 if cur == ARGV[1] or cur == ARGV[1] .. 'w' then redis.call('DEL', KEYS[1]) end
 if cur == ARGV[1] .. 'w' then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[4]) end
 return 1`)
-	// restoreNewer puts back a value a load replaced (SET GET) when that
-	// value was newer, unless something else was written since.
-	// KEYS[1] data key; ARGV[1] the load's envelope, ARGV[2] the newer
-	// one, ARGV[3] its expiry (Unix ms), ARGV[4] channel, ARGV[5] ARGV[6]
-	// the message telling instances to drop the key from L1.
-	restoreNewer = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
-  redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[6])
-end
-return 1`)
 	// release deletes a lock if it still holds our token, and publishes
 	// if another instance said it waits (deleting its marker).
 	// Single-node clients only.
@@ -103,7 +134,7 @@ return 1`)
 	release = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3] .. ARGV[4]) end
 return 1`)
-	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeUnlock, release, markWaiting, renewEnvelope, releaseEnvelope, restoreNewer}
+	scripts = []*redis.Script{setIfNotNewer, unlock, renew, setMax, storeLocked, storeIfSeen, storeSeenUnlock, digest, release, markWaiting, renewEnvelope, releaseEnvelope}
 )
 
 // tombstoneTTL is how long a Remove leaves a marker in Redis, so that a
@@ -131,6 +162,9 @@ type scriptArgs struct {
 	lockEnv any // the lock envelope (appendLock with the token), a string
 	lease   any // the lock lease in milliseconds, an int64
 	ttl     any // the Redis TTL of an entry with the default TTL, ms
+
+	storeSha  any // the SHA-1 of storeLocked, a string
+	prefixLen any // the length of the data keys' prefix, an int64
 }
 
 func (c *Cache[T]) dataKey(key string) string { return c.prefix + key }
@@ -258,6 +292,7 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 		// in a pooled call.
 		sc.args, sc.cmd, sc.ctx = [11]any{}, redis.StringCmd{}, deadline.Context{}
 		sc.absent = err == redis.Nil
+		sc.read = err == nil || err == redis.Nil
 		if lock && sc.absent {
 			// The lock envelope is there now: the key is ours to load.
 			sc.absent, sc.locked = false, true
@@ -267,7 +302,7 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 		return nil
 	}
 	if sc != nil && isLockEnvelope(s) {
-		sc.lockedElsewhere, sc.holder = true, s
+		sc.lockedElsewhere, sc.holder, sc.seen = true, s, sha1hex(s)
 		return nil
 	}
 	var into *entry[T]
@@ -276,7 +311,12 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	}
 	// A view of the reply, not a copy: the envelope parser copies what it
 	// keeps, and a Codec neither keeps nor modifies its input.
-	return c.decodeL2(ctx, key, unsafe.Slice(unsafe.StringData(s), len(s)), now, wallNow, into)
+	e := c.decodeL2(ctx, key, unsafe.Slice(unsafe.StringData(s), len(s)), now, wallNow, into)
+	if sc != nil && (e == nil || now >= e.fresh) {
+		// A load follows: it is stored only over what this read found.
+		sc.seen = sha1hex(s)
+	}
+	return e
 }
 
 // isReplyError reports whether err is an error reply of the server (not
@@ -306,6 +346,17 @@ type readScratch[T any] struct {
 	// the key); lockedElsewhere: it found another instance's.
 	locked, lockedElsewhere bool
 	holder                  string // the lock envelope found, with lockedElsewhere
+	// read: the read reached Redis. seen: the SHA-1 (hex) of what it
+	// found unless that was a fresh value, "" for nothing: what a load
+	// without the lock envelope may store its value over (storeIfSeen).
+	read bool
+	seen string
+}
+
+// sha1hex is the SHA-1 of s in hex, as Redis's redis.sha1hex gives it.
+func sha1hex(s string) string {
+	h := sha1.Sum(unsafe.Slice(unsafe.StringData(s), len(s)))
+	return hex.EncodeToString(h[:])
 }
 
 // decodeL2 turns a stored envelope into an entry, expired (stale only)
@@ -362,25 +413,29 @@ func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time
 	})
 }
 
-// writeLoaded stores a loaded envelope unless a value created at or after
-// created is in Redis, releases lk, and when lk was held tells the other
+// writeLoaded stores a loaded envelope where Redis still holds what the
+// load was loaded over, releases lk, and when lk was held tells the other
 // instances (which may be waiting for it). It reports whether the value
 // may go to L1: it was stored, or Redis could not be asked.
 //
-// sc is the read before the load. When it found no key at all
-// (sc.absent), the value is stored without the lock with SET NX, which
-// leaves in place whatever was written meanwhile, without running a
-// script; when it took the lock envelope, storeLockedL2 stores the value
-// in its place.
-func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, created int64, lk *heldLock, sc *readScratch[T]) bool {
+// What the load was loaded over is decided by Redis, never by comparing
+// clocks: under the lock envelope (lk.inData), that envelope
+// (storeLockedL2); otherwise what the read before the load found
+// (sc.seen, its SHA-1, or nothing). A Set or Remove made during the load
+// changed it, so the load's value is not stored. Every store is
+// conditional, so one whose reply is lost replaced nothing newer.
+func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl time.Duration, lk *heldLock, sc *readScratch[T]) bool {
 	c.notePhysicalTTL(ttl)
 	lk.stop()
 	dk := c.dataKey(key)
-	absent := sc.absent
-	if lk != nil && lk.key == dk && c.oneNode {
-		return c.storeLockedL2(ctx, key, dk, env, ttl, created, sc)
+	if lk != nil && lk.inData {
+		return c.storeLockedL2(ctx, key, dk, env, ttl, sc)
 	}
-	if lk == nil && absent {
+	seen := sc.seen
+	if lk == nil && seen == "" {
+		// Nothing there when the load started (or not known): SET NX
+		// leaves in place whatever was written meanwhile, without a
+		// script.
 		var stored bool
 		err := c.l2write(ctx, func(lctx context.Context) error {
 			var err error
@@ -390,55 +445,50 @@ func (c *Cache[T]) writeLoaded(ctx context.Context, key string, env []byte, ttl 
 		return err != nil || stored
 	}
 	var set *redis.Cmd
-	if lk == nil {
-		// One command: no pipeline to build.
-		err := c.l2write(ctx, func(lctx context.Context) error {
-			set = setIfNotNewer.Run(lctx, c.rdb, []string{dk}, env, ttl.Milliseconds(), created)
-			return set.Err()
-		})
-		if err != nil {
-			return true // Redis could not be asked: L1 is all there is
-		}
-		n, _ := set.Int64()
-		return n == 1
-	}
 	var err error
-	if c.oneNode {
-		// Every key is on the one node: one script stores, unlocks and
-		// publishes. With the lock envelope under the data key, storing
-		// the value releases the lock (and a newer value in its place
-		// means it was released already).
+	switch {
+	case lk == nil:
+		// One command: no pipeline to build.
 		err = c.l2write(ctx, func(lctx context.Context) error {
-			set = storeUnlock.Run(lctx, c.rdb, []string{dk, lk.key, c.waitKey(key)}, env, ttl.Milliseconds(), created, c.args.token, c.args.channel, c.args.loaded, key)
+			set = storeIfSeen.Run(lctx, c.rdb, []string{dk}, env, ttl.Milliseconds(), seen)
 			return set.Err()
 		})
-	} else {
+	case c.oneNode:
+		// Every key is on the one node: one script stores, unlocks and
+		// publishes.
+		err = c.l2write(ctx, func(lctx context.Context) error {
+			set = storeSeenUnlock.Run(lctx, c.rdb, []string{dk, lk.key, c.waitKey(key)}, env, ttl.Milliseconds(), seen, c.args.token, c.args.channel, c.args.loaded, key)
+			return set.Err()
+		})
+	default:
 		err = c.l2write(ctx, func(lctx context.Context) error {
 			return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
-				set = setIfNotNewer.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), created)
-				if lk.key != dk {
-					unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
-				}
+				set = storeIfSeen.EvalSha(lctx, p, []string{dk}, env, ttl.Milliseconds(), seen)
+				unlock.EvalSha(lctx, p, []string{lk.key}, lk.token)
 				p.Publish(lctx, c.channel, c.message(msgLoaded, key))
 			})
 		})
 	}
 	if err != nil {
-		return true
+		return true // Redis could not be asked: L1 is all there is
 	}
 	n, _ := set.Int64()
 	return n == 1
 }
 
-// storeLockedL2 ends a load under the lock envelope on a single node, in
-// one plain command: "SET {key} {value} PX {ttl} GET" replaces the
-// envelope, releasing the lock, and returns what it replaced. That was
-// the envelope, unless the lock expired or a Set or Remove came during
-// the load: a newer value is then put back at once (restoreNewer) and the
-// instances told, so the load's value never stays over a newer write.
-// An envelope marked by a waiting instance makes it publish "loaded".
-// The command is built in sc. It reports whether the value may go to L1.
-func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte, ttl time.Duration, created int64, sc *readScratch[T]) bool {
+// storeLockedL2 ends a load under the lock envelope in one command,
+// storeLocked: the value replaces the envelope, releasing the lock, only
+// while the envelope is there (or nothing is: the lease ran out and
+// nobody wrote). A Set or Remove made during the load replaced the
+// envelope, so it stays, whatever the clocks of the instances say. An
+// envelope marked by a waiting instance makes the script publish
+// "loaded". The command is built in sc (EVALSHA, then EVAL if Redis
+// lost the script). It reports whether the value may go to L1.
+//
+// The script is safe to run twice, so a reply lost to a timeout loses
+// nothing: the store either happened, over the envelope, or did not, and
+// then the envelope expires with its lease.
+func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte, ttl time.Duration, sc *readScratch[T]) bool {
 	wallNow := time.Now()
 	if !c.brk.allow(clock.advance(wallNow)) {
 		return true
@@ -456,49 +506,22 @@ func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte
 	if ttl != c.physicalTTL(entryOptions{}) {
 		ttlArg = ttl.Milliseconds()
 	}
-	sc.args = [11]any{"set", dk, env, "px", ttlArg, "get"}
-	sc.cmd = *redis.NewStringCmd(lctx, sc.args[:6]...)
+	sc.args = [11]any{"evalsha", c.args.storeSha, 1, dk, env, ttlArg, c.args.lockEnv, c.args.channel, c.args.loaded, c.args.prefixLen}
+	sc.cmd = *redis.NewStringCmd(lctx, sc.args[:10]...)
 	err := c.rdb.Process(lctx, &sc.cmd)
-	old := sc.cmd.Val()
+	stored := sc.cmd.Val() == "1"
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis restarted or failed over since the scripts were loaded:
+		// EVAL loads it again.
+		var n int64
+		n, err = storeLocked.Run(lctx, c.rdb, []string{dk}, env, ttlArg, c.args.lockEnv, c.args.channel, c.args.loaded, c.args.prefixLen).Int64()
+		stored = n == 1
+	}
 	sc.args, sc.cmd, sc.ctx = [11]any{}, redis.StringCmd{}, deadline.Context{}
 	if !c.l2result(err) {
 		return true // Redis could not be asked: L1 is all there is
 	}
-	if err == redis.Nil || old == c.lockEnv {
-		return true
-	}
-	if isLockEnvelope(old) {
-		// Ours, marked by a waiter; or another instance's, which took
-		// the lock over after ours expired: the value is there now for
-		// its waiters too.
-		if old[len(old)-1] == 'w' {
-			c.publishLoaded(ctx, key)
-		}
-		return true
-	}
-	prev, perr := parseEnvelope(unsafe.Slice(unsafe.StringData(old), len(old)))
-	if perr != nil || prev.created < created {
-		return true // an older value (a replayed write): ours is newer
-	}
-	// A Set or Remove made during the load: put it back.
-	expires := prev.stale
-	if prev.tombstone {
-		expires = prev.created + tombstoneTTL.Milliseconds()
-	}
-	err = c.l2write(ctx, func(lctx context.Context) error {
-		return restoreNewer.Run(lctx, c.rdb, []string{dk}, env, old, expires, c.args.channel, c.message(msgKey, ""), key).Err()
-	})
-	if err != nil {
-		c.queue(pendingOp{kind: opSet, id: key, env: []byte(old), at: prev.created, expires: time.UnixMilli(expires)})
-	}
-	return false
-}
-
-// publishLoaded tells waiting instances that key was loaded.
-func (c *Cache[T]) publishLoaded(ctx context.Context, key string) {
-	_ = c.l2write(ctx, func(lctx context.Context) error {
-		return c.rdb.Publish(lctx, c.channel, c.message(msgLoaded, key)).Err()
-	})
+	return stored
 }
 
 // removeL2 replaces key by a tombstone created at (Unix ms) and publishes
@@ -806,23 +829,18 @@ type heldLock struct {
 	key, token string // the Redis key holding token
 	inData     bool   // key is the data key, token the lock envelope
 	r          *lockRenewer
-	mu         sync.Mutex // held by a renewal in progress
-	stopped    bool
 }
 
-// stop ends the renewals; it waits for one in progress. A nil lock is fine.
+// stop ends the renewals. A renewal already sent may still reach Redis:
+// it extends the lease only while the lock holds this instance's token, so
+// it never touches a value stored in its place. A nil lock is fine.
 func (l *heldLock) stop() {
-	if l == nil {
+	if l == nil || l.r == nil {
 		return
 	}
-	l.mu.Lock()
-	l.stopped = true
-	l.mu.Unlock()
-	if l.r != nil {
-		l.r.mu.Lock()
-		delete(l.r.held, l)
-		l.r.mu.Unlock()
-	}
+	l.r.mu.Lock()
+	delete(l.r.held, l)
+	l.r.mu.Unlock()
 }
 
 // lockRenewer renews the leases of the distributed locks an instance
@@ -904,39 +922,47 @@ func (c *Cache[T]) renewLoop() {
 			locks = append(locks, l)
 		}
 		r.mu.Unlock()
-		for _, l := range locks {
-			c.renew(l, lease)
-		}
+		c.renew(locks, lease)
 		clear(locks)
 	}
 }
 
-// renew extends the lease of l, unless it was released; a lock found lost
-// is renewed no more (another instance may load too, which is allowed).
-func (c *Cache[T]) renew(l *heldLock, lease time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.stopped {
-		return
-	}
-	script := renew
-	if l.inData {
-		script = renewEnvelope
-	}
-	// Through the breaker: a renewal does not wait on a Redis known to be
-	// failing (the load finishing waits for it, to stop the renewals),
-	// and its failure counts.
-	var n int64
-	err := c.l2write(c.closeCtx, func(lctx context.Context) error {
-		var err error
-		n, err = script.Run(lctx, c.rdb, []string{l.key}, l.token, lease.Milliseconds()).Int64()
-		return err
+// renew extends the leases of locks in one pipeline: one round trip per
+// node, whatever their number, bounded by L2Timeout. A lock is dropped
+// only when Redis says it no longer holds it (another instance may then
+// load too, which is allowed); one that could not be renewed (a timeout,
+// an error) is tried again next tick, within the lease that is left.
+//
+// Renewals feed the breaker but do not wait for it to close: a lease
+// skipped for a break would expire mid-load, and nobody waits for a
+// renewal (a load ending does not), so one held by a silent Redis costs
+// only this goroutine's time.
+func (c *Cache[T]) renew(locks []*heldLock, lease time.Duration) {
+	cmds := make([]*redis.Cmd, len(locks))
+	ms := lease.Milliseconds()
+	lctx, cancel := c.l2ctx(c.closeCtx)
+	err := c.pipelineScripts(lctx, func(p redis.Pipeliner) {
+		for i, l := range locks {
+			script := renew
+			if l.inData {
+				script = renewEnvelope
+			}
+			cmds[i] = script.EvalSha(lctx, p, []string{l.key}, l.token, ms)
+		}
 	})
-	if err != nil || n == 0 {
-		l.r.mu.Lock()
-		delete(l.r.held, l)
-		l.r.mu.Unlock()
+	cancel()
+	c.l2result(err)
+	r := &c.renewer
+	r.mu.Lock()
+	for i, l := range locks {
+		if cmds[i] == nil {
+			continue
+		}
+		if n, err := cmds[i].Int64(); err == nil && n == 0 {
+			delete(r.held, l)
+		}
 	}
+	r.mu.Unlock()
 }
 
 // unlock releases lk (if any) and tells waiting instances.
@@ -984,7 +1010,7 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool, 
 		if background {
 			return nil, nil, true
 		}
-		return c.waitLock(ctx, key, sc.holder)
+		return c.waitLock(ctx, key, sc.holder, sc)
 	}
 	if !c.brk.allow(clock.now()) {
 		return nil, nil, false
@@ -1002,14 +1028,30 @@ func (c *Cache[T]) lockOrWait(ctx context.Context, key string, background bool, 
 	if background {
 		return nil, nil, true
 	}
-	return c.waitLock(ctx, key, "")
+	return c.waitLock(ctx, key, "", sc)
+}
+
+// observe sets sc.seen to what Redis holds under key, for a load whose
+// read did not reach Redis (an eager refresh reads nothing first): its
+// value is stored only over that.
+func (c *Cache[T]) observe(ctx context.Context, key string, sc *readScratch[T]) {
+	var s string
+	err := c.l2write(ctx, func(lctx context.Context) error {
+		var err error
+		s, err = digest.Run(lctx, c.rdb, []string{c.dataKey(key)}).Text()
+		return err
+	})
+	if err == nil {
+		sc.read, sc.seen = true, s
+	}
 }
 
 // waitLock waits for the instance holding the lock for key to store its
 // value, polling (and woken by its "loaded" message), and takes the lock
 // when it is free. holder is the lock envelope found under the data key,
-// or "" when the lock is the lock key.
-func (c *Cache[T]) waitLock(ctx context.Context, key string, holder string) (lk *heldLock, e *entry[T], skip bool) {
+// or "" when the lock is the lock key. What it reads of the data key
+// becomes sc.seen, what a load without the lock envelope is stored over.
+func (c *Cache[T]) waitLock(ctx context.Context, key string, holder string, sc *readScratch[T]) (lk *heldLock, e *entry[T], skip bool) {
 	inData := holder != ""
 	if inData {
 		// Mark the holder's envelope: its write, which returns what it
@@ -1064,7 +1106,9 @@ func (c *Cache[T]) waitLock(ctx context.Context, key string, holder string) (lk 
 			case err == redis.Nil:
 				return c.hold(c.heldData(key)), nil, false
 			case isLockEnvelope(s):
+				sc.seen = sha1hex(s)
 			default:
+				sc.seen = sha1hex(s)
 				e := c.decodeL2(ctx, key, unsafe.Slice(unsafe.StringData(s), len(s)), now, wallNow, nil)
 				if e != nil && now < e.fresh {
 					return nil, e, false
@@ -1088,6 +1132,11 @@ func (c *Cache[T]) waitLock(ctx context.Context, key string, holder string) (lk 
 			}
 			c.l2result(nil)
 			locked := set.Val()
+			if s, err := get.Result(); err == nil {
+				sc.seen = sha1hex(s)
+			} else {
+				sc.seen = ""
+			}
 			if data, err := get.Bytes(); err == nil {
 				if e := c.decodeL2(ctx, key, data, now, wallNow, nil); e != nil && now < e.fresh {
 					if locked {

@@ -271,7 +271,9 @@ func TestSilentRedisDirectClient(t *testing.T) {
 		bound    time.Duration
 	}{
 		{"with a 200 ms deadline", 200 * time.Millisecond, 200*time.Millisecond + time.Second},
-		{"without a deadline", 0, worst + time.Second},
+		// Twelve timeouts in a row, each overshooting on a loaded
+		// machine: half the worst case again as slack.
+		{"without a deadline", 0, worst * 3 / 2},
 	}
 	srv := testserver.NewRedis(t)
 	for _, tt := range tests {
