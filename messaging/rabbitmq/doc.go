@@ -16,9 +16,14 @@
 //     ErrConfirmTimeout: a silent broker cannot hold a caller forever.
 //   - Consuming: [Client.Consume] runs a [Handler] per message with a
 //     prefetch and a concurrency limit; nil acknowledges, an error delivers
-//     the message again up to ConsumeOptions.MaxAttempts times (counted in a
-//     header, so classic queues work too), then rejects it to the queue's
-//     dead-letter queue ([Queue].DeadLetterQueue). Cancelling Consume's
+//     the message again, then rejects it to the queue's dead-letter queue
+//     ([Queue].DeadLetterQueue) once the handler has been called
+//     ConsumeOptions.MaxAttempts times for it: exactly that many on classic
+//     and quorum queues alike, as the client counts failures in a header of
+//     its own and never adds the quorum queue's x-delivery-count. A message
+//     the broker redelivers because a consumer died holding it keeps its
+//     attempt number (bound a message that crashes the process with the
+//     quorum queue's x-delivery-limit in [Queue].Args). Cancelling Consume's
 //     context stops it gracefully: handlers already running finish and are
 //     acknowledged before the channel closes.
 //   - Telemetry: W3C trace context travels in message headers; the producer
