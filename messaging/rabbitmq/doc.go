@@ -65,6 +65,11 @@
 // fails and drops the connection (amqp091-go writes without a deadline,
 // and would otherwise hold the channel, and every publisher, for good);
 // publishers waiting behind a blocked write give up at their deadline.
+// Returns of unroutable messages are taken off the connection as they
+// arrive, whether or not their publisher still waits: publishers that gave
+// up before their confirm (any number of them) cannot stall the connection,
+// and a Publish that waits for its confirm learns of its return
+// (ErrUnroutable).
 // servicedefaults' App.RabbitMQ does both with the App's telemetry and
 // health registry.
 //
