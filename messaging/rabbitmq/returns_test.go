@@ -32,14 +32,17 @@ func TestAbandonedUnroutablePublishesDoNotStall(t *testing.T) {
 	nowhere := queueName(t, "nowhere") // no such queue: mandatory publishes come back
 
 	p.Set(testserver.Silent)
-	const publishers, each = 100, 60
+	// Publish until well over returnBuffer were sent (a loaded machine
+	// sends fewer per round: a publisher may give up before its turn).
+	const publishers, target = 100, returnBuffer + 1000
 	var sent atomic.Int64 // publishes sent, then abandoned for want of a confirm
 	var wg sync.WaitGroup
+	giveUp := time.Now().Add(60 * time.Second)
 	for range publishers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range each {
+			for sent.Load() < target && time.Now().Before(giveUp) {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 				err := c.Publish(ctx, "", nowhere, Message{Body: []byte("lost")})
 				cancel()
