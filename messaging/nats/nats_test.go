@@ -98,7 +98,11 @@ func TestPublishSubscribeCarriesTrace(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			subject := "orders." + strings.ReplaceAll(tt.name, " ", "-")
+			// Each subtest has its own subjects: the previous subtest's
+			// subscription may still be draining when this one publishes,
+			// and must not receive (and trace) this message too.
+			prefix := "orders." + strings.ReplaceAll(tt.name, " ", "-")
+			subject := prefix + ".created"
 			got := make(chan trace.SpanContext, 1)
 			h := func(ctx context.Context, msg *nats.Msg) error {
 				if string(msg.Data) != "hello" {
@@ -111,9 +115,9 @@ func TestPublishSubscribeCarriesTrace(t *testing.T) {
 			defer cancel()
 			var err error
 			if tt.queue == "" {
-				_, err = natsmsg.Subscribe(ctx, nc, "orders.>", h, tp, prop)
+				_, err = natsmsg.Subscribe(ctx, nc, prefix+".>", h, tp, prop)
 			} else {
-				_, err = natsmsg.QueueSubscribe(ctx, nc, "orders.>", tt.queue, h, tp, prop)
+				_, err = natsmsg.QueueSubscribe(ctx, nc, prefix+".>", tt.queue, h, tp, prop)
 			}
 			if err != nil {
 				t.Fatal(err)

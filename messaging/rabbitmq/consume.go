@@ -15,8 +15,15 @@ import (
 )
 
 // attemptsHeader counts the failed attempts of a message that the client
-// queued again after its handler failed.
+// queued again after its handler failed. It is the only attempt count: see
+// attemptOf.
 const attemptsHeader = "x-goaspire-attempts"
+
+// deliveryCountHeader is the quorum queue's own count of the deliveries of
+// a message that ended without an ack. The client does not count it (see
+// attemptOf) and leaves it out of the copies it queues again, where it
+// would be stale.
+const deliveryCountHeader = "x-delivery-count"
 
 // DefaultMaxAttempts is how often a message is handled before it is
 // rejected for good, when ConsumeOptions.MaxAttempts is zero.
@@ -38,11 +45,11 @@ type Delivery struct {
 	Headers map[string]any
 	// Timestamp is when it was published, if the publisher said.
 	Timestamp time.Time
-	// Attempt is 1 for the first delivery and counts the failed attempts
-	// before this one. A delivery the broker redelivers because a consumer
-	// died before acknowledging it keeps its attempt number (but has
-	// Redelivered set); on quorum queues the broker's delivery count is
-	// included.
+	// Attempt is 1 for the first delivery and counts the handler
+	// failures before this one, on classic and quorum queues alike (the
+	// quorum queue's x-delivery-count is not added). A delivery the broker
+	// redelivers because a consumer died before settling it keeps its
+	// attempt number (but has Redelivered set).
 	Attempt int
 	// Redelivered is the broker's redelivered flag.
 	Redelivered bool
@@ -269,6 +276,7 @@ func (c *Client) settleFailure(ctx context.Context, queue string, opts ConsumeOp
 		for k, v := range d.Headers {
 			headers[k] = v
 		}
+		delete(headers, deliveryCountHeader) // the broker's, of the original
 		headers[attemptsHeader] = int64(attempt)
 		pd := &pending{key: queue, msg: amqp.Publishing{
 			Headers: headers, ContentType: d.ContentType, ContentEncoding: d.ContentEncoding,
@@ -287,7 +295,8 @@ func (c *Client) settleFailure(ctx context.Context, queue string, opts ConsumeOp
 			}
 			return
 		}
-		// Could not queue the copy: let the broker redeliver the original.
+		// Could not queue the copy: let the broker redeliver the original
+		// (with the same attempt number: it is handled once more).
 		c.log.WarnContext(ctx, "rabbitmq handler failed; message requeued", "queue", queue, "attempt", attempt, "error", herr, "requeue_error", err)
 		c.tel.redelivered.Add(ctx, 1, metric.WithAttributes(systemAttr, dest))
 		_ = d.Nack(false, true)
@@ -300,12 +309,16 @@ func (c *Client) settleFailure(ctx context.Context, queue string, opts ConsumeOp
 	}
 }
 
-// attemptOf numbers a delivery: 1 + the failed attempts recorded by the
-// client + the broker's delivery count on quorum queues.
+// attemptOf numbers a delivery: 1 + the handler failures recorded by the
+// client in attemptsHeader. Attempts are counted this one way only, so that
+// MaxAttempts means the same on classic and quorum queues: adding a quorum
+// queue's x-delivery-count counted a redelivery after a consumer died
+// twice (the count travelled on in the copies), dead-lettering messages
+// before MaxAttempts handler calls. A process that crashes on a message is
+// bounded by the queue's own x-delivery-limit (quorum queues), not by
+// MaxAttempts.
 func attemptOf(d *amqp.Delivery) int {
-	n := 1 + intHeader(d.Headers[attemptsHeader])
-	n += intHeader(d.Headers["x-delivery-count"])
-	return n
+	return 1 + intHeader(d.Headers[attemptsHeader])
 }
 
 func intHeader(v any) int {

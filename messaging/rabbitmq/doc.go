@@ -16,9 +16,14 @@
 //     ErrConfirmTimeout: a silent broker cannot hold a caller forever.
 //   - Consuming: [Client.Consume] runs a [Handler] per message with a
 //     prefetch and a concurrency limit; nil acknowledges, an error delivers
-//     the message again up to ConsumeOptions.MaxAttempts times (counted in a
-//     header, so classic queues work too), then rejects it to the queue's
-//     dead-letter queue ([Queue].DeadLetterQueue). Cancelling Consume's
+//     the message again, then rejects it to the queue's dead-letter queue
+//     ([Queue].DeadLetterQueue) once the handler has been called
+//     ConsumeOptions.MaxAttempts times for it: exactly that many on classic
+//     and quorum queues alike, as the client counts failures in a header of
+//     its own and never adds the quorum queue's x-delivery-count. A message
+//     the broker redelivers because a consumer died holding it keeps its
+//     attempt number (bound a message that crashes the process with the
+//     quorum queue's x-delivery-limit in [Queue].Args). Cancelling Consume's
 //     context stops it gracefully: handlers already running finish and are
 //     acknowledged before the channel closes.
 //   - Telemetry: W3C trace context travels in message headers; the producer
@@ -60,6 +65,11 @@
 // fails and drops the connection (amqp091-go writes without a deadline,
 // and would otherwise hold the channel, and every publisher, for good);
 // publishers waiting behind a blocked write give up at their deadline.
+// Returns of unroutable messages are taken off the connection as they
+// arrive, whether or not their publisher still waits: publishers that gave
+// up before their confirm (any number of them) cannot stall the connection,
+// and a Publish that waits for its confirm learns of its return
+// (ErrUnroutable).
 // servicedefaults' App.RabbitMQ does both with the App's telemetry and
 // health registry.
 //

@@ -64,8 +64,14 @@ type pending struct {
 type pubChan struct {
 	ch      *amqp.Channel
 	conn    *amqp.Connection
-	returns chan amqp.Return // drained by publishers; see confirmed
+	returns chan amqp.Return // drained by drainReturns only
 	pending map[uint64]*pending
+
+	// sync asks drainReturns to handle every return received so far and
+	// then close the channel sent; returnsDone is closed once returns is
+	// closed (the channel ended) and every return on it has been handled.
+	sync        chan chan struct{}
+	returnsDone chan struct{}
 
 	gone chan struct{} // closed once the channel has ended and err is set
 	err  error         // why: nil when the connection was lost (send again)
@@ -106,8 +112,9 @@ func newPublisher(c *Client) *publisher {
 	return &publisher{c: c, ready: make(chan struct{}), mu: make(ctxMutex, 1)}
 }
 
-// returnBuffer is how many returned (unroutable) messages may wait for a
-// publisher to look at them.
+// returnBuffer is how many returned (unroutable) messages may wait for
+// drainReturns, which takes them off as they come: a burst larger than it
+// only makes amqp091-go's reader wait for room.
 const returnBuffer = 4096
 
 // attach opens the publishing channel on conn.
@@ -120,10 +127,11 @@ func (p *publisher) attach(conn *amqp.Connection) error {
 		ch.Close()
 		return err
 	}
-	pc := &pubChan{ch: ch, conn: conn, pending: map[uint64]*pending{}, gone: make(chan struct{})}
+	pc := &pubChan{ch: ch, conn: conn, pending: map[uint64]*pending{}, gone: make(chan struct{}),
+		sync: make(chan chan struct{}), returnsDone: make(chan struct{})}
 	// amqp091-go hands a message's return to this buffer before it
 	// processes the message's ack, so whoever sees the ack finds the
-	// return here: see confirmed.
+	// return here or handled already: see confirmed.
 	pc.returns = ch.NotifyReturn(make(chan amqp.Return, returnBuffer))
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
 
@@ -140,9 +148,59 @@ func (p *publisher) attach(conn *amqp.Connection) error {
 	if wasNone {
 		close(p.ready)
 	}
-	p.c.wg.Add(1)
+	p.c.wg.Add(2)
 	go p.watch(pc, closes)
+	go p.drainReturns(pc)
 	return nil
+}
+
+// drainReturns takes every return of pc off its buffer as it arrives and
+// marks the pending publish it belongs to, until the channel ends. Returns
+// are drained here, not by the publishers that wait for them: a publisher
+// whose ctx ends before its confirm never looks, and returns that nobody
+// takes would fill the buffer, after which amqp091-go's reader waits 5 s
+// for room for each further one (stalling every confirm, delivery and
+// heartbeat of the connection) and then drops it (a returned message
+// would be reported confirmed).
+func (p *publisher) drainReturns(pc *pubChan) {
+	defer p.c.wg.Done()
+	defer close(pc.returnsDone)
+	for {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok {
+				return
+			}
+			p.markReturned(pc, r)
+		case done := <-pc.sync:
+			for drained := false; !drained; {
+				select {
+				case r, ok := <-pc.returns:
+					if !ok {
+						close(done)
+						return
+					}
+					p.markReturned(pc, r)
+				default:
+					drained = true
+				}
+			}
+			close(done)
+		}
+	}
+}
+
+// markReturned marks the publish r belongs to, if it still waits.
+func (p *publisher) markReturned(pc *pubChan, r amqp.Return) {
+	n, ok := r.Headers[seqHeader].(int64)
+	if !ok {
+		return
+	}
+	p.pmu.Lock()
+	if pd := pc.pending[uint64(n)]; pd != nil {
+		pd.returned = true
+	}
+	p.pmu.Unlock()
 }
 
 // watch waits for the end of pc. A channel closed with its connection
@@ -232,23 +290,18 @@ func (p *publisher) forget(pc *pubChan, seq uint64) {
 }
 
 // confirmed settles an acked publish: it was returned as unroutable if its
-// return is among those received on pc. Every return arrives before its
-// message's ack, so draining the buffer now finds it.
+// return is among those received on pc. Every return is in the buffer
+// before its message's ack is seen, so once drainReturns has handled all
+// those received so far, pd is marked if it was returned.
 func (p *publisher) confirmed(pc *pubChan, seq uint64, pd *pending) (returned bool) {
+	done := make(chan struct{})
+	select {
+	case pc.sync <- done:
+		<-done
+	case <-pc.returnsDone:
+	}
 	p.pmu.Lock()
 	defer p.pmu.Unlock()
-	for drained := false; !drained; {
-		select {
-		case r := <-pc.returns:
-			if n, ok := r.Headers[seqHeader].(int64); ok {
-				if other := pc.pending[uint64(n)]; other != nil {
-					other.returned = true
-				}
-			}
-		default:
-			drained = true
-		}
-	}
 	delete(pc.pending, seq)
 	return pd.returned
 }
