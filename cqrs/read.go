@@ -288,6 +288,22 @@ func (r *row) run(ctx context.Context, n *node) error {
 	return n.pool.QueryRow(ctx, r.sql, r.args...).Scan(r.dest...)
 }
 
+// next chooses the server of a read's attempt: the primary once a replica
+// refused the read as a write, else the next replica in rotation that was
+// not tried (see choose). final says that no other server may take over;
+// cmd is the server's command timeout, none when the caller's context has
+// a deadline of its own.
+func (db *DB) next(min LSN, tried uint64, refused bool, attempt int, hasDeadline bool) (n *node, final bool, cmd time.Duration) {
+	n = db.primary
+	if !refused {
+		n = db.choose(min, tried)
+	}
+	if !hasDeadline {
+		cmd = n.pool.commandTimeout
+	}
+	return n, db.final(n, attempt), cmd
+}
+
 // readQuery runs Query on a replica, with failover until the first row:
 // ReadAttemptTimeout bounds an attempt until then, the command timeout
 // (when ctx has no deadline) the whole statement.
@@ -297,15 +313,7 @@ func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (p
 	var tried uint64
 	refused := false // a replica refused the read as a write: on the primary now
 	for attempt := 0; ; attempt++ {
-		n := db.primary
-		if !refused {
-			n = db.choose(min, tried)
-		}
-		final := db.final(n, attempt)
-		var cmd time.Duration
-		if !hasDeadline {
-			cmd = n.pool.commandTimeout
-		}
+		n, final, cmd := db.next(min, tried, refused, attempt, hasDeadline)
 		qctx, cancel := withCommandTimeout(ctx, cmd, n.pool.cmdSlots)
 		var timer *time.Timer
 		if a := db.settings.readAttempt; !final && a > 0 && (cmd <= 0 || a < cmd) {
@@ -385,15 +393,7 @@ func (db *DB) read(ctx context.Context, min LSN, a attempt, scratch *deadline.Co
 	_, hasDeadline := ctx.Deadline()
 	refused := false // a replica refused the read as a write: on the primary now
 	for attempt := 0; ; attempt++ {
-		n := db.primary
-		if !refused {
-			n = db.choose(min, tried)
-		}
-		final := db.final(n, attempt)
-		var cmd time.Duration
-		if !hasDeadline {
-			cmd = n.pool.commandTimeout
-		}
+		n, final, cmd := db.next(min, tried, refused, attempt, hasDeadline)
 		d := cmd
 		if a := db.settings.readAttempt; !final && a > 0 && (d <= 0 || a < d) {
 			d = a
