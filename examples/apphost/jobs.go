@@ -82,6 +82,13 @@ func startJobs(ctx context.Context, out io.Writer, cfg config, st *stack, bin st
 			return nil, err
 		}
 		env := injected{"PORT": strconv.Itoa(port), "JOBS_ROLE": role, "JOBS_INSTANCE": name}
+		if role == "api" {
+			// The scenario restarts the broker (15 s or more on a loaded
+			// machine, then the client's reconnect backoff) and expects the
+			// jobs posted meanwhile to wait for it rather than fail at the
+			// default confirm timeout (20 s).
+			env["Aspire__RabbitMQ__Client__PublishConfirmTimeout"] = "00:01:30"
+		}
 		env.connection("messaging", j.conn, amqpProperties)
 		env.connection("db", st.res.primaryConn, postgresProperties)
 		env.telemetry(cfg.environ, "jobs-"+role, name)
