@@ -408,11 +408,7 @@ func grpcRetryOptions(cfg *discovery.Config, name string) (resilience.Options, e
 		}
 	}
 	bad := func(field, reason string) error {
-		key := sections[0] + ":" + field
-		if _, ok := cfg.Lookup(sections[1] + ":" + field); ok {
-			key = sections[1] + ":" + field
-		}
-		return &discovery.KeyError{Key: key, Err: errors.New(reason)}
+		return &discovery.KeyError{Key: layeredKey(cfg, sections[0], sections[1], field), Err: errors.New(reason)}
 	}
 	switch {
 	case o.TotalRequestTimeout <= 0:

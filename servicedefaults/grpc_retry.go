@@ -190,10 +190,17 @@ func (u *grpcUnary) unbound(cancel context.CancelFunc, t *grpcTimer) (fired bool
 // grpcResilienceKey names the key of field for the client called name:
 // the client's own when it is set, else the shared one.
 func grpcResilienceKey(cfg *discovery.Config, name, field string) string {
-	if key := SectionGRPCResilience + ":Clients:" + name + ":" + field; hasKey(cfg, key) {
+	return layeredKey(cfg, SectionGRPCResilience, SectionGRPCResilience+":Clients:"+name, field)
+}
+
+// layeredKey names the key of field in section named when it is set
+// there, else in section general: the key a value read through both
+// sections came from.
+func layeredKey(cfg *discovery.Config, general, named, field string) string {
+	if key := named + ":" + field; hasKey(cfg, key) {
 		return key
 	}
-	return SectionGRPCResilience + ":" + field
+	return general + ":" + field
 }
 
 func hasKey(cfg *discovery.Config, key string) bool {

@@ -18,10 +18,7 @@ const SectionGRPCClients = "Aspire:ServiceDefaults:GrpcClients"
 // grpcClientKey names the key of field for the client called name: the
 // client's own when it is set, else the shared one.
 func grpcClientKey(cfg *discovery.Config, name, field string) string {
-	if key := SectionGRPCClients + ":" + name + ":" + field; hasKey(cfg, key) {
-		return key
-	}
-	return SectionGRPCClients + ":" + field
+	return layeredKey(cfg, SectionGRPCClients, SectionGRPCClients+":"+name, field)
 }
 
 // grpcKeepalive reads the keepalive of the client called name. A delay of
