@@ -9,7 +9,7 @@ import (
 	rediscache "github.com/go-redis/cache/v9"
 
 	"github.com/goaspire/goaspire/internal/benchratio"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // The interleaved benchmarks run the cache and its peers in alternating

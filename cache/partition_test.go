@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/goaspire/goaspire/internal/deadline"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // callTime is one timed cache call of a partition test.

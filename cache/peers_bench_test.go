@@ -10,7 +10,7 @@ import (
 	rediscache "github.com/go-redis/cache/v9"
 	"github.com/maypok86/otter/v2"
 
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // The peer benchmarks put the cache beside the Go libraries a service

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 func TestStampede(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // openRotating opens the DB "db" over c, with its replica in rotation.

@@ -31,7 +31,7 @@ import (
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/poll"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // ---- db.go, as sqlc writes it ----

@@ -11,7 +11,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/goaspire/goaspire/discovery"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // TestStatementSpans runs statements on a real Postgres and checks the

@@ -7,7 +7,7 @@ import (
 
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/health"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/goaspire/goaspire/internal/grpctest"
 	"github.com/goaspire/goaspire/internal/grpctest/echopb"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // TestGRPCClientSilentInstance: one of two instances goes silent (its

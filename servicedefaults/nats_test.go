@@ -10,7 +10,7 @@ import (
 
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
 )
 

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/goaspire/goaspire/cache"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 

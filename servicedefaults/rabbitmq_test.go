@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/messaging/rabbitmq"
 )
 

@@ -21,7 +21,7 @@ import (
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // TestScenario runs the launcher end to end, as `go run ./examples/apphost`

@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // resources are the backing servers: throwaway ones started here, or ones

@@ -24,7 +24,7 @@ import (
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/internal/syncbuf"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
 )
 

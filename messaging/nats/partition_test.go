@@ -14,7 +14,7 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/poll"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/poll"
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // proxied connects a Client to the shared node through a fault proxy. The

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/goaspire/goaspire/internal/testserver"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // TestAbandonedUnroutablePublishesDoNotStall: more unroutable (returned)

@@ -1,10 +1,13 @@
-// Package testserver starts throwaway PostgreSQL, Redis and RabbitMQ servers
-// on 127.0.0.1 for goaspire's own tests and for the examples launcher.
+// Package testserver starts throwaway PostgreSQL (with streaming
+// replicas), Redis (plain, TLS, replica, Sentinel, Cluster), RabbitMQ and
+// NATS servers on 127.0.0.1, as processes (no Docker), for tests: yours
+// and goaspire's own. [FaultProxy] sits in front of any of them to make it
+// go silent, black-hole new connections or add latency, the failures a
+// network partition causes.
 //
-// It is internal on purpose: it is a development helper, not a way to run
-// databases in production. Every server gets a fresh temporary directory, a
-// free port, and a random password, and never touches a system instance on
-// the standard ports.
+// It is a test helper, not a way to run databases in production. Every
+// server gets a fresh temporary directory, a free port, and a random
+// password, and never touches a system instance on the standard ports.
 //
 // The core API ([StartPostgres], [StartRedis], [StartRedisCluster] and the
 // methods on [Postgres] and [Redis]) does not depend on package testing, so a
