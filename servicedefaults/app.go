@@ -62,6 +62,7 @@ type App struct {
 	next     http.Handler // the handler given to Add
 	handler  http.Handler
 	certPool *x509.CertPool
+	globals  bool // Add installed the App's telemetry and logger as the process-wide defaults
 	server   serverSettings // the HTTP server's settings (kestrel.go)
 
 	shutdownTimeout, flushTimeout, shutdownDelay time.Duration
@@ -262,6 +263,7 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 
 	// Side effects on process-wide state come last, once nothing can fail.
 	if !o.noGlobals {
+		a.globals = true
 		a.installGlobals()
 	}
 	return a, nil
