@@ -13,8 +13,8 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/poll"
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/resilience"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // deadCounter wraps a base transport and counts, for the instance at

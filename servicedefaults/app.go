@@ -62,7 +62,7 @@ type App struct {
 	next     http.Handler // the handler given to Add
 	handler  http.Handler
 	certPool *x509.CertPool
-	globals  bool // Add installed the App's telemetry and logger as the process-wide defaults
+	globals  bool           // Add installed the App's telemetry and logger as the process-wide defaults
 	server   serverSettings // the HTTP server's settings (kestrel.go)
 
 	shutdownTimeout, flushTimeout, shutdownDelay time.Duration

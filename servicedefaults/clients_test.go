@@ -7,8 +7,8 @@ import (
 
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/health"
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 func checkNames(checks []health.Check) string {

@@ -26,8 +26,8 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/internal/syncbuf"
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // Sentinels the test installs as the globals, so it can tell whether Add

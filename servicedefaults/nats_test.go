@@ -10,8 +10,8 @@ import (
 
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/testserver"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 func TestAppNATS(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/goaspire/goaspire/cache"
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // blackHole is a TCP endpoint that accepts connections and never answers,

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/messaging/rabbitmq"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 func TestRabbitMQ(t *testing.T) {

@@ -10,8 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/goaspire/goaspire/cache"
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // TestRedisTopologies: App.Redis and NewCache work over a Sentinel-managed

@@ -12,8 +12,8 @@ import (
 
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // These tests try to make a secret leave the process through every way

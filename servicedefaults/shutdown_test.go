@@ -21,8 +21,8 @@ import (
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // hangGuard bounds waits for something that must happen on its own; it is

@@ -9,8 +9,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/goaspire/goaspire/testserver"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // BenchmarkPublish compares a core NATS publish through the helper (span

@@ -24,8 +24,8 @@ import (
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/internal/syncbuf"
-	"github.com/goaspire/goaspire/testserver"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

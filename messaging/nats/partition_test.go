@@ -14,8 +14,8 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/poll"
-	"github.com/goaspire/goaspire/testserver"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // TestHealthNotHealthyWithinTenSecondsOfSilence: with every default (ping

@@ -7,8 +7,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/messaging/redisevents"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 // BenchmarkPublish compares Publish (span, envelope) with go-redis's bare

@@ -21,8 +21,8 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/internal/syncbuf"
-	"github.com/goaspire/goaspire/testserver"
 	"github.com/goaspire/goaspire/messaging/redisevents"
+	"github.com/goaspire/goaspire/testserver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
