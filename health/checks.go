@@ -8,43 +8,8 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
-
 	"github.com/goaspire/goaspire/internal/redact"
 )
-
-// PgxPool returns a check, tagged TagReady, that pings the database
-// through pool: it borrows a pooled connection (waiting for one when the
-// pool is exhausted, which then counts against the timeout) instead of
-// dialling a new one as health-go's checks/pgx5 does.
-func PgxPool(name string, pool *pgxpool.Pool) Check {
-	return Check{
-		Name: name,
-		Tags: []string{TagReady},
-		Check: func(ctx context.Context) error {
-			if pool == nil {
-				return errors.New("no pool")
-			}
-			return pool.Ping(ctx)
-		},
-	}
-}
-
-// Redis returns a check, tagged TagReady, that sends PING through client's
-// own connection pool.
-func Redis(name string, client redis.UniversalClient) Check {
-	return Check{
-		Name: name,
-		Tags: []string{TagReady},
-		Check: func(ctx context.Context) error {
-			if client == nil {
-				return errors.New("no client")
-			}
-			return client.Ping(ctx).Err()
-		},
-	}
-}
 
 // HTTP returns a check, tagged TagReady, that sends GET target through
 // client (http.DefaultClient when nil) and passes on a 2xx answer.
