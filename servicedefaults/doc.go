@@ -226,12 +226,17 @@
 //
 // # Clients by name
 //
-// App.DB, App.Postgres, App.Redis and NewCache open each name once, on
-// first use, without holding up the opening of any other name; their
-// ...Context variants (App.DBContext, App.PostgresContext,
-// App.RedisContext, NewCacheContext) bound the open, or the wait for an
-// open of the same name in progress, with a context. Shutdown ends an
-// open still in progress.
+// The core links no database, cache, broker or gRPC client. Each client
+// comes from its own integration package, which opens it against the App
+// through the Host interface: integrations/aspirepostgres (DB, Pool),
+// integrations/aspireredis (Client, NewCache), integrations/aspirerabbitmq,
+// integrations/aspirenats and integrations/aspiregrpc. Each opens a name
+// once, on first use, without holding up the opening of any other name,
+// with a context that bounds the open (or the wait for an open of the same
+// name in progress); the client reports through the App's telemetry,
+// registers its health checks and is closed by Shutdown. Shutdown ends an
+// open still in progress. OpenClient gives integrations of your own the
+// same.
 //
 // Background workers started with App.Go get a context that ends when
 // the drain begins; Shutdown waits for them (within its bound) before it
@@ -255,41 +260,6 @@
 //
 // # gRPC
 //
-// App.GRPCClient(name) resolves name through package discovery/grpcresolver
-// (the endpoint named "grpc", else "https", else "http"; DNS otherwise),
-// balances over every instance in turn, skipping instances that stopped
-// answering (outlier detection) and, for a retry, the instances the call
-// already tried, pings idle connections to drop silent ones, uses TLS for https
-// endpoints with the same trusted roots as the HTTP clients, traces and
-// measures calls with otelgrpc (plus the rpc.system, rpc.service and
-// rpc.grpc.status_code attributes the Aspire dashboard reads), and retries
-// the calls of methods the proto declares free of side effects or
-// idempotent after UNAVAILABLE, an attempt timeout, or RESOURCE_EXHAUSTED
-// with the server's grpc-retry-pushback-ms (see App.GRPCClient).
-// App.GRPCServer's server is served by Run
-// next to HTTP, with recovery, grpc.health.v1 and, in Development,
-// reflection.
-//
-//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxRetryAttempts  retries (default 3; streams at most 4)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:Delay             base delay (default 2s)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:MaxDelay          delay cap, pushback included (default none)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:Retry:BackoffType       Exponential (default), Linear or Constant
-//	Aspire:Resilience:Grpc[:Clients:{name}]:AttemptTimeout:Timeout  attempt bound of retried unary calls (default 10s)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:TotalRequestTimeout:Timeout  unary call bound (default 30s)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:ConsecutiveFailures  ejects an instance after
-//	                                                                this many timeouts or connection failures
-//	                                                                in a row (default 5)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:Enabled  false turns ejection off (default true)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:BaseEjectionTime  first ejection (default 30s),
-//	                                                                growing with each ejection
-//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:MaxEjectionTime   ejection cap (default 300s)
-//	Aspire:Resilience:Grpc[:Clients:{name}]:OutlierDetection:MaxEjectionPercent  instances ejected at once
-//	                                                                (default 10 %, at least one)
-//	Aspire:ServiceDefaults:GrpcClients:{name}:Resilience            Standard (default) or None
-//	Aspire:ServiceDefaults:GrpcClients[:{name}]:KeepAlivePingDelay  ping an idle connection (default 10s,
-//	                                                                the least grpc-go allows; 0: no pings)
-//	Aspire:ServiceDefaults:GrpcClients[:{name}]:KeepAlivePingTimeout  drop it when unanswered (default 5s)
-//	Aspire:ServiceDefaults:GrpcClients[:{name}]:KeepAlivePingPolicy   Always (default) or WithActiveRequests
-//	Aspire:ServiceDefaults:Grpc:Port, else GRPC_PORT                the gRPC server's own port
-//	                                                                (default: share the HTTP port)
+// The gRPC client and server integration is package
+// integrations/aspiregrpc; its documentation lists its configuration keys.
 package servicedefaults
