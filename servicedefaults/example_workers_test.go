@@ -7,10 +7,7 @@ import (
 	"log"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/goaspire/goaspire/discovery"
-	natsmsg "github.com/goaspire/goaspire/messaging/nats"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
@@ -47,32 +44,4 @@ func ExampleApp_Go() {
 	<-stopped
 	fmt.Println("outbox stopped")
 	// Output: outbox stopped
-}
-
-func ExampleApp_NATS() {
-	ctx := context.Background()
-	cfg := discovery.FromMap(map[string]string{"ConnectionStrings:events": "nats://127.0.0.1:4222"})
-	app, err := servicedefaults.Add(ctx, nil, servicedefaults.WithConfig(cfg), servicedefaults.WithLogWriter(io.Discard))
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer app.Shutdown(ctx)
-
-	nc, err := app.NATS("events") // *nats.Conn, reconnecting, health-checked
-	if err != nil {
-		log.Fatal(err)
-	}
-	// A consumer worker: it subscribes until shutdown begins; Shutdown
-	// waits for it, then drains the connection.
-	app.Go("order-events", func(ctx context.Context) error {
-		_, err := natsmsg.Subscribe(ctx, nc, "orders.*", func(ctx context.Context, msg *nats.Msg) error {
-			app.Logger().InfoContext(ctx, "order event", "subject", msg.Subject)
-			return nil
-		})
-		if err != nil {
-			return err // restarted with backoff
-		}
-		<-ctx.Done()
-		return nil
-	})
 }

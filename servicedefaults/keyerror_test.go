@@ -9,8 +9,6 @@ import (
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/discovery"
-	natsmsg "github.com/goaspire/goaspire/messaging/nats"
-	"github.com/goaspire/goaspire/messaging/rabbitmq"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
@@ -24,8 +22,6 @@ func TestBadKeysAreKeyErrors(t *testing.T) {
 		"cqrs.LoadConfig":       func(c *discovery.Config) error { _, err := cqrs.LoadConfig(c, "db"); return err },
 		"cqrs.LoadPoolConfig":   func(c *discovery.Config) error { _, err := cqrs.LoadPoolConfig(c, "db"); return err },
 		"cache.LoadRedisConfig": func(c *discovery.Config) error { _, err := cache.LoadRedisConfig(c, "cache"); return err },
-		"rabbitmq.LoadConfig":   func(c *discovery.Config) error { _, err := rabbitmq.LoadConfig(c, "mq"); return err },
-		"natsmsg.LoadConfig":    func(c *discovery.Config) error { _, err := natsmsg.LoadConfig(c, "events"); return err },
 		"discovery.ListenAddress": func(c *discovery.Config) error {
 			_, err := c.ListenAddress()
 			return err
@@ -36,8 +32,6 @@ func TestBadKeysAreKeyErrors(t *testing.T) {
 		"cqrs.LoadConfig":       func(a *servicedefaults.App) error { _, err := a.DB("db"); return err },
 		"cqrs.LoadPoolConfig":   func(a *servicedefaults.App) error { _, err := a.Postgres("db"); return err },
 		"cache.LoadRedisConfig": func(a *servicedefaults.App) error { _, err := a.Redis("cache"); return err },
-		"rabbitmq.LoadConfig":   func(a *servicedefaults.App) error { _, err := a.RabbitMQ("mq"); return err },
-		"natsmsg.LoadConfig":    func(a *servicedefaults.App) error { _, err := a.NATS("events"); return err },
 	}
 	tests := []struct {
 		client string
@@ -59,12 +53,6 @@ func TestBadKeysAreKeyErrors(t *testing.T) {
 		{"cache.LoadRedisConfig", map[string]string{"CACHE_HOST": "h", "CACHE_PORT": secret, "CACHE_PASSWORD": secret}, "CACHE_PORT"},
 		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1", "Aspire__StackExchange__Redis__PoolSize": "-1"}, "Aspire:StackExchange:Redis:PoolSize"},
 		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1", "Aspire__StackExchange__Redis__cache__ConfigurationOptions__Frobnicate": "1"}, "Aspire:StackExchange:Redis:cache:ConfigurationOptions:Frobnicate"},
-		{"rabbitmq.LoadConfig", map[string]string{"ConnectionStrings__mq": "http://u:" + secret + "@h:5672/"}, "ConnectionStrings:mq"},
-		{"rabbitmq.LoadConfig", map[string]string{"MQ_URI": "amqp://u:" + secret + "@h:99999/"}, "MQ_URI"},
-		{"rabbitmq.LoadConfig", map[string]string{"ConnectionStrings__mq": "amqp://h/", "Aspire__RabbitMQ__Client__mq__MaxConnectRetryCount": "-1"}, "Aspire:RabbitMQ:Client:mq:MaxConnectRetryCount"},
-		{"natsmsg.LoadConfig", map[string]string{"ConnectionStrings__events": "http://u:" + secret + "@h:4222"}, "ConnectionStrings:events"},
-		{"natsmsg.LoadConfig", map[string]string{"EVENTS_HOST": "h", "EVENTS_PORT": "x", "EVENTS_PASSWORD": secret}, "EVENTS_PORT"},
-		{"natsmsg.LoadConfig", map[string]string{"ConnectionStrings__events": "nats://h:4222", "Aspire__NATS__Net__DisableHealthChecks": "maybe"}, "Aspire:NATS:Net:DisableHealthChecks"},
 		{"discovery.ListenAddress", map[string]string{"PORT": "70000"}, "PORT"},
 		{"discovery.ListenAddress", map[string]string{"ASPNETCORE_URLS": "http://[::1"}, "ASPNETCORE_URLS"},
 	}

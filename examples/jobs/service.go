@@ -16,6 +16,7 @@ import (
 
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/examples/internal/httpapi"
+	"github.com/goaspire/goaspire/integrations/aspirerabbitmq"
 	"github.com/goaspire/goaspire/messaging/rabbitmq"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
@@ -71,7 +72,7 @@ func newService(ctx context.Context, app *servicedefaults.App) (*service, error)
 	if err != nil {
 		return nil, err
 	}
-	mq, err := app.RabbitMQ("messaging")
+	mq, err := aspirerabbitmq.Client(ctx, app, "messaging")
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,10 @@
 // (ConnectionStrings__{name}: nats://[user:password@]host:port, several
 // URLs separated by commas; settings Aspire:NATS:Net[:{name}]), then New
 // opens it and returns nats.go's own *nats.Conn, which reconnects forever.
-// A Config may also be built by hand. servicedefaults' App.NATS does both,
-// registers HealthCheck and drains the connection at shutdown.
+// A Config may also be built by hand. On a servicedefaults App, package
+// integrations/aspirenats does both with the App's configuration, logger
+// and trusted roots, registers HealthCheck and drains the connection at
+// the App's shutdown.
 //
 // nats.go has no OpenTelemetry support, so the helpers here add it: Publish
 // and PublishJetStream record a producer span "publish {subject}" and write

@@ -228,13 +228,15 @@ func TestRedeliveryAndDeadLetter(t *testing.T) {
 		quorum       bool
 		failures     int  // handler fails this many times, then succeeds
 		permanent    bool // the failure is Permanent
+		wrapped      bool // and Permanent's error is wrapped again
 		wantAttempts int  // attempts the handler sees
 		wantDead     bool // ends in the dead-letter queue
 	}{
-		{"succeeds on the third attempt", false, 2, false, 3, false},
-		{"always fails, classic queue", false, 100, false, 3, true},
-		{"always fails, quorum queue", true, 100, false, 3, true},
-		{"permanent failure", false, 100, true, 1, true},
+		{"succeeds on the third attempt", false, 2, false, false, 3, false},
+		{"always fails, classic queue", false, 100, false, false, 3, true},
+		{"always fails, quorum queue", true, 100, false, false, 3, true},
+		{"permanent failure", false, 100, true, false, 1, true},
+		{"permanent failure, wrapped", false, 100, true, true, 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -256,7 +258,10 @@ func TestRedeliveryAndDeadLetter(t *testing.T) {
 				if n <= tc.failures {
 					err := errors.New("boom")
 					if tc.permanent {
-						return Permanent(err)
+						err = Permanent(err)
+					}
+					if tc.wrapped {
+						err = fmt.Errorf("job m1: %w", err)
 					}
 					return err
 				}

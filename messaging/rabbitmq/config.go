@@ -66,8 +66,9 @@ type Config struct {
 	// connection before failing (Aspire's default is 5; 0 tries once).
 	// Once connected, the client reconnects without limit.
 	MaxConnectRetryCount int
-	// DisableHealthChecks leaves HealthCheck's check out of what
-	// servicedefaults registers.
+	// DisableHealthChecks leaves HealthCheck's check out of
+	// Client.HealthChecks, what integrations/aspirerabbitmq registers
+	// with an App.
 	DisableHealthChecks bool
 	// DisableTracing turns off the publish and process spans; trace
 	// context is still carried in message headers.

@@ -62,20 +62,45 @@ type Delivery struct {
 // counts as an error.
 type Handler func(ctx context.Context, d Delivery) error
 
-// permanentError marks a failure that retrying cannot fix.
-type permanentError struct{ err error }
+// PermanentError marks a handler's failure that retrying cannot fix: the
+// delivery is rejected to the dead-letter queue at once, without further
+// attempts. Make one with Permanent; test for one with IsPermanent (or
+// errors.As with a *PermanentError), which see through wrapping.
+type PermanentError struct {
+	// Err is the failure; Error returns its text, unchanged.
+	Err error
+}
 
-func (e permanentError) Error() string { return e.err.Error() }
-func (e permanentError) Unwrap() error { return e.err }
+// Error returns the text of e.Err.
+func (e *PermanentError) Error() string {
+	if e.Err == nil {
+		return "rabbitmq: permanent failure"
+	}
+	return e.Err.Error()
+}
 
-// Permanent wraps err so that the delivery is rejected to the dead-letter
-// queue at once, without further attempts (a message that cannot be
-// decoded, say).
+// Unwrap returns e.Err, so errors.Is and errors.As see the failure.
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err in a *PermanentError, so that the delivery is
+// rejected to the dead-letter queue at once, without further attempts (a
+// message that cannot be decoded, say). The handler may wrap the result
+// further (fmt.Errorf with %w): Consume still sees it. Permanent(nil) is
+// nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
 	}
-	return permanentError{err}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was made by
+// Permanent: whether Consume rejects the delivery at once rather than
+// trying it again. A handler's helper can use it to tell a caller's
+// permanent failure from a transient one.
+func IsPermanent(err error) bool {
+	var perm *PermanentError
+	return errors.As(err, &perm)
 }
 
 // ConsumeOptions configures Consume. The zero value works.
@@ -267,8 +292,7 @@ func (c *Client) runHandler(ctx context.Context, handler Handler, d Delivery) (e
 // rejects it for good.
 func (c *Client) settleFailure(ctx context.Context, queue string, opts ConsumeOptions, d *amqp.Delivery, attempt int, herr error) {
 	dest := attribute.String("messaging.destination.name", queue)
-	var perm permanentError
-	if attempt < opts.MaxAttempts && !errors.As(herr, &perm) {
+	if attempt < opts.MaxAttempts && !IsPermanent(herr) {
 		// Publish a copy carrying the attempt count, then ack the
 		// original: classic queues keep no delivery count. A crash in
 		// between delivers the message twice, never zero times.

@@ -18,7 +18,8 @@
 //     prefetch and a concurrency limit; nil acknowledges, an error delivers
 //     the message again, then rejects it to the queue's dead-letter queue
 //     ([Queue].DeadLetterQueue) once the handler has been called
-//     ConsumeOptions.MaxAttempts times for it: exactly that many on classic
+//     ConsumeOptions.MaxAttempts times for it (at once for an error made
+//     by [Permanent], see [IsPermanent]): exactly that many on classic
 //     and quorum queues alike, as the client counts failures in a header of
 //     its own and never adds the quorum queue's x-delivery-count. A message
 //     the broker redelivers because a consumer died holding it keeps its
@@ -52,6 +53,10 @@
 //	Aspire:RabbitMQ:Client[:{name}]:ConnectionFactory:RequestedHeartbeat   AMQP heartbeat, whole seconds
 //	                                                                       (default 4s; RabbitMQ.Client's name)
 //
+// On a servicedefaults App, package integrations/aspirerabbitmq does both
+// with the App's configuration, telemetry, logger and health registry, and
+// closes the Client at the App's shutdown.
+//
 // # Under a partition
 //
 // A broker that goes silent (no RST, no FIN) is noticed by the heartbeat:
@@ -70,8 +75,6 @@
 // up before their confirm (any number of them) cannot stall the connection,
 // and a Publish that waits for its confirm learns of its return
 // (ErrUnroutable).
-// servicedefaults' App.RabbitMQ does both with the App's telemetry and
-// health registry.
 //
 // Errors name the key at fault and never contain the password; a Config
 // and a Client print, log and marshal with the password masked.

@@ -99,3 +99,29 @@ func ExampleConsumeJSON() {
 		log.Fatal(err)
 	}
 }
+
+// A handler marks the failures no retry can fix with Permanent: the
+// delivery goes to the dead-letter queue at once. IsPermanent tells them
+// apart, through any wrapping.
+func ExampleIsPermanent() {
+	validate := func(body []byte) error {
+		if len(body) == 0 {
+			return rabbitmq.Permanent(errors.New("empty job"))
+		}
+		return nil
+	}
+	err := fmt.Errorf("job 42: %w", validate(nil))
+	fmt.Println(err)
+	fmt.Println(rabbitmq.IsPermanent(err))
+
+	var perm *rabbitmq.PermanentError
+	if errors.As(err, &perm) {
+		fmt.Println("cause:", perm.Err)
+	}
+	fmt.Println(rabbitmq.IsPermanent(errors.New("connection reset")))
+	// Output:
+	// job 42: empty job
+	// true
+	// cause: empty job
+	// false
+}

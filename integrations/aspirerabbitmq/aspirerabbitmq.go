@@ -1,0 +1,79 @@
+// Package aspirerabbitmq opens the RabbitMQ client of a connection an
+// Aspire AppHost (or Kubernetes, or a shell) configures, on a
+// servicedefaults App: the counterpart of .NET Aspire's
+// Aspire.RabbitMQ.Client integration. The client ([rabbitmq.Client])
+// reports through the App's telemetry and logger, registers its readiness
+// check and is closed by the App's Shutdown.
+//
+//	app, err := servicedefaults.Add(ctx, mux)
+//	...
+//	mq, err := aspirerabbitmq.Client(ctx, app, "messaging")
+//
+// Package rabbitmq stays usable without an App: [rabbitmq.LoadConfig] and
+// [rabbitmq.New] are what Client calls.
+package aspirerabbitmq
+
+import (
+	"context"
+
+	"github.com/goaspire/goaspire/messaging/rabbitmq"
+	"github.com/goaspire/goaspire/servicedefaults"
+)
+
+// scope is the instrumentation scope of the client's log records (the
+// Aspire dashboard's Category).
+const scope = "github.com/goaspire/goaspire/messaging/rabbitmq"
+
+// Client returns the RabbitMQ client of the connection called name on h
+// (ConnectionStrings:name as amqp:// or amqps://, or Aspire 13's NAME_URI /
+// NAME_HOST ...; settings from Aspire:RabbitMQ:Client and
+// Aspire:RabbitMQ:Client:{name}, see [rabbitmq.LoadConfig]), opened on
+// first use and shared afterwards. The first connection is retried
+// MaxConnectRetryCount times (default 5) with backoff, bounded by ctx;
+// after that the client reconnects by itself, declaring its topology
+// again and resuming its consumers.
+//
+// configure, if given, runs once, when the name is first opened: after
+// the configuration was read and the App's telemetry and logger were set
+// on it, before the client connects. It is where code sets what the
+// configuration does not, or overrides it: publish defaults
+// (PublishConfirmTimeout), the heartbeat, a TLSConfig, the reconnect
+// backoff. Later calls for the same name return the first client, whatever
+// configure they pass.
+//
+// The client reports through the App's telemetry (publish and process
+// spans in one trace, messaging metrics) and logger (instrumentation scope
+// github.com/goaspire/goaspire/messaging/rabbitmq), registers its readiness
+// check "rabbitmq:{name}" (off with DisableHealthChecks) and is closed by
+// Shutdown, after the App's workers have returned. Consume from a worker
+// (App.Go), or cancel the consumers' context in an OnShutdown hook
+// registered after this call, so their in-flight messages are acknowledged
+// before the connection closes. Errors name the key at fault and never
+// contain the password; once Shutdown has closed the clients they match
+// servicedefaults.ErrClosed.
+func Client(ctx context.Context, h servicedefaults.Host, name string, configure ...func(*rabbitmq.Config)) (*rabbitmq.Client, error) {
+	return servicedefaults.OpenClient(ctx, h, "rabbitmq", name, func(ctx context.Context) (servicedefaults.Opened[*rabbitmq.Client], error) {
+		cfg, err := rabbitmq.LoadConfig(h.Config(), name)
+		if err != nil {
+			return servicedefaults.Opened[*rabbitmq.Client]{}, err
+		}
+		cfg.TracerProvider = h.TracerProvider()
+		cfg.MeterProvider = h.MeterProvider()
+		cfg.Propagator = h.Propagator()
+		cfg.Logger = h.ComponentLogger(scope)
+		for _, f := range configure {
+			if f != nil {
+				f(cfg)
+			}
+		}
+		c, err := rabbitmq.New(ctx, cfg)
+		if err != nil {
+			return servicedefaults.Opened[*rabbitmq.Client]{}, err
+		}
+		return servicedefaults.Opened[*rabbitmq.Client]{
+			Client: c,
+			Checks: c.HealthChecks(),
+			Close:  func(context.Context) error { return c.Close() },
+		}, nil
+	})
+}
