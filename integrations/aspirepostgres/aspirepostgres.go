@@ -23,11 +23,12 @@
 // opened: after the configuration was read and the App's tracer and meter
 // providers and logger were set on it, and before the client opens. They
 // set what configuration cannot express, as .NET's configureSettings
-// does: pgx's AfterConnect or BeforeAcquire, pool sizes, ReadYourWrites,
+// does: pgx's AfterConnect or PrepareConn, pool sizes, ReadYourWrites,
 // WaitOnOpen, or other telemetry. On a *cqrs.Config the primary's pgx
 // configuration is c.Primary.Config and each replica's is
-// c.Replicas[i].Config (all *pgxpool.Config); on a *cqrs.PoolConfig it is
-// c.Config:
+// c.Replicas[i].Config (all *pgxpool.Config), and the wait for the
+// primary is c.WaitOnOpen (c.Primary.WaitOnOpen is not used); on a
+// *cqrs.PoolConfig they are c.Config and c.WaitOnOpen:
 //
 //	db, err := aspirepostgres.DB(ctx, app, "db", func(c *cqrs.Config) {
 //		c.Primary.Config.AfterConnect = registerTypes
