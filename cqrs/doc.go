@@ -33,10 +33,12 @@
 //   - [WithSession] and [Middleware] make read-your-writes sessions;
 //     [WithPrimary] sends a context's statements to the primary.
 //
-// servicedefaults builds App.DB(name) on LoadConfig and New and
-// App.Postgres(name) on LoadPoolConfig and NewPool, setting its tracer and
-// meter providers and logger in the Config, registering HealthChecks, and
-// calling Close from Shutdown.
+// Package integrations/aspirepostgres builds aspirepostgres.DB(ctx, app,
+// name) on LoadConfig and New and aspirepostgres.Pool(ctx, app, name) on
+// LoadPoolConfig and NewPool, setting the App's tracer and meter providers
+// and logger in the Config, registering HealthChecks with the App, and
+// calling Close from its Shutdown. cqrs itself does not depend on
+// servicedefaults.
 //
 // Errors about configuration name the key or variable at fault:
 // errors.As(err, &keyErr) with a *discovery.KeyError gives it (a

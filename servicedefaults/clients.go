@@ -8,7 +8,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/goaspire/goaspire/cache"
-	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/health"
 )
 
@@ -146,71 +145,6 @@ func openClient[T any](ctx context.Context, a *App, kind, name string, o *openin
 		return client, errShutDown{}
 	}
 	return res.client, nil
-}
-
-// DB is DBContext with a background context: with
-// Aspire:Npgsql:ConnectRetry:WaitOnOpen set, it waits for the database up
-// to that long.
-func (a *App) DB(name string) (*cqrs.DB, error) {
-	return a.DBContext(context.Background(), name)
-}
-
-// DBContext returns the primary/replica database called name, opened on
-// first use and shared afterwards: its primary is the connection
-// Aspire:Npgsql:{name}:Primary, else the one called name, else
-// "{name}-primary"; its replicas are Aspire:Npgsql:{name}:Replicas:Names,
-// else every connection named "{name}-replica*" (see cqrs.LoadConfig). Reads
-// through it go to healthy replicas, writes to the primary.
-//
-// The DB reports through the App's telemetry, registers a health check per
-// node (primary down is Unhealthy, a replica down is Degraded; off with
-// Aspire:Npgsql:DisableHealthChecks) and is closed by Shutdown. The
-// database need not be up yet: the pools connect lazily and retry, unless
-// Aspire:Npgsql:ConnectRetry:WaitOnOpen makes the open wait for it.
-//
-// ctx bounds the open, or the wait for another caller's open of the same
-// name; opening one name never holds up opening another. Errors name the
-// configuration key or connection at fault; once Shutdown has closed the
-// clients they match ErrClosed.
-func (a *App) DBContext(ctx context.Context, name string) (*cqrs.DB, error) {
-	return openOnce(ctx, a, "database", name, func(ctx context.Context) (opened[*cqrs.DB], error) {
-		c, err := cqrs.LoadConfig(a.cfg, name)
-		if err != nil {
-			return opened[*cqrs.DB]{}, err
-		}
-		c.TracerProvider, c.MeterProvider, c.Logger = a.tel.tp, a.tel.mp, a.componentLogger(scopeCQRS)
-		db, err := cqrs.New(ctx, c)
-		if err != nil {
-			return opened[*cqrs.DB]{}, err
-		}
-		return opened[*cqrs.DB]{client: db, checks: db.HealthChecks(), close: func() error { db.Close(); return nil }}, nil
-	})
-}
-
-// Postgres is PostgresContext with a background context.
-func (a *App) Postgres(name string) (*cqrs.Pool, error) {
-	return a.PostgresContext(context.Background(), name)
-}
-
-// PostgresContext returns the single pgx pool of the connection called
-// name (ConnectionStrings:name, or Aspire 13's NAME_URI / NAME_HOST ...),
-// opened on first use and shared afterwards, for a service with no
-// read/write split. It reports through the App's telemetry, registers its
-// health check and is closed by Shutdown. Use p.Pool where a
-// *pgxpool.Pool is wanted. ctx bounds the open as for DBContext.
-func (a *App) PostgresContext(ctx context.Context, name string) (*cqrs.Pool, error) {
-	return openOnce(ctx, a, "postgres", name, func(ctx context.Context) (opened[*cqrs.Pool], error) {
-		c, err := cqrs.LoadPoolConfig(a.cfg, name)
-		if err != nil {
-			return opened[*cqrs.Pool]{}, err
-		}
-		c.TracerProvider, c.MeterProvider, c.Logger = a.tel.tp, a.tel.mp, a.componentLogger(scopeCQRS)
-		p, err := cqrs.NewPool(ctx, c)
-		if err != nil {
-			return opened[*cqrs.Pool]{}, err
-		}
-		return opened[*cqrs.Pool]{client: p, checks: p.HealthChecks(), close: func() error { p.Close(); return nil }}, nil
-	})
 }
 
 // registerChecks registers the checks whose names are not registered yet:

@@ -17,7 +17,7 @@ import (
 )
 
 // TestLogScopes logs from user code (slog's default and App.Logger) and
-// from three goaspire packages, through an App exporting to an OTLP
+// from two goaspire packages, through an App exporting to an OTLP
 // receiver: user records carry the service's name as their scope (the
 // dashboard's Category), each package's its import path. A duration
 // arrives readably ("5s"), in OTLP and on the JSON console.
@@ -31,8 +31,6 @@ func TestLogScopes(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.HTTPEndpoint,
 		"OTEL_SERVICE_NAME", "orders",
 		"Logging__Console__FormatterName", "json",
-		// An unreachable database: the pool warns that it retries.
-		"ConnectionStrings__db", "Host=127.0.0.1;Port=1;Username=u;Database=d;Timeout=1",
 		// A Redis option go-redis cannot honour exactly: a warning.
 		"ConnectionStrings__cache", "127.0.0.1:1,proxy=twemproxy",
 		// A breaker that opens after two failed calls: a warning with
@@ -43,9 +41,6 @@ func TestLogScopes(t *testing.T) {
 
 	app.Logger().Info("from App.Logger")
 	ctx := context.Background()
-	if _, err := app.Postgres("db"); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := app.Redis("cache"); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +51,6 @@ func TestLogScopes(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
-	waitFor(t, "the pool's retry warning", func() bool { return strings.Contains(console.String(), "postgres not reachable yet") })
 	slog.Info("from slog.Default", "wait", time.Second, slog.Group("nested", slog.Duration("d", 1500*time.Millisecond)))
 
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -70,7 +64,6 @@ func TestLogScopes(t *testing.T) {
 	}{
 		{"from App.Logger", "orders"},
 		{"from slog.Default", "orders"},
-		{"cqrs: postgres not reachable yet; retrying in the background", "github.com/goaspire/goaspire/cqrs"},
 		{"redis option has no exact go-redis equivalent", "github.com/goaspire/goaspire/cache"},
 		{"resilience: circuit breaker opened", "github.com/goaspire/goaspire/resilience"},
 	}
@@ -152,42 +145,27 @@ func TestHTTPJSONProtocol(t *testing.T) {
 	}
 }
 
-// TestDatabaseSpans serves a request that queries a real Postgres and a
-// real Redis through the App's clients, exporting to an OTLP receiver:
-// the request is one trace; every database span in it has db.system and
-// db.system.name; a statement run for the first time on a connection is
-// one span (its prepare an event); nothing else makes a trace (no Redis
-// dial, handshake or health-probe trace); nothing is in Error; and the
-// Redis metrics are in seconds with the pool name.
+// TestDatabaseSpans serves a request that queries a real Redis through
+// the App's client, exporting to an OTLP receiver: the request is one
+// trace; every database span in it has db.system and db.system.name;
+// nothing else makes a trace (no Redis dial, handshake or health-probe
+// trace); nothing is in Error; and the Redis metrics are in seconds with
+// the pool name. (integrations/aspirepostgres tests Postgres's spans.)
 func TestDatabaseSpans(t *testing.T) {
-	pg := testserver.NewPostgres(t)
 	rd := testserver.NewRedis(t)
 	rcv := otlptest.Start(t)
 	mux := http.NewServeMux()
 	app, _ := newApp(t, with(slowExport,
 		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.GRPCEndpoint,
 		"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
-		"ConnectionStrings__db", pg.ConnectionString(),
 		"ConnectionStrings__cache", rd.ConnectionString(),
-		"Aspire__Npgsql__ConnectRetry__WaitOnOpen", "10s",
 	), mux)
-	pool, err := app.Postgres("db")
-	if err != nil {
-		t.Fatal(err)
-	}
 	rdb, err := app.Redis("cache")
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux.HandleFunc("GET /work", func(w http.ResponseWriter, r *http.Request) {
-		var n int
-		for range 2 {
-			if err := pool.QueryRow(r.Context(), "select 40 + $1::int", 2).Scan(&n); err != nil {
-				http.Error(w, err.Error(), 500)
-				return
-			}
-		}
-		if err := rdb.Set(r.Context(), "answer", n, 0).Err(); err != nil {
+		if err := rdb.Set(r.Context(), "answer", 42, 0).Err(); err != nil {
 			http.Error(w, err.Error(), 500)
 			return
 		}
@@ -209,7 +187,7 @@ func TestDatabaseSpans(t *testing.T) {
 	if !ok {
 		t.Fatalf("no server span: %v", spanNames(rcv))
 	}
-	var selects, sets int
+	var sets int
 	for _, s := range rcv.Spans() {
 		if string(s.Span.TraceId) != string(server.Span.TraceId) {
 			t.Errorf("span %q is a trace of its own", s.Span.Name)
@@ -223,17 +201,14 @@ func TestDatabaseSpans(t *testing.T) {
 		}
 		sys, _ := otlptest.Attr(s.Span.Attributes, "db.system")
 		name, _ := otlptest.Attr(s.Span.Attributes, "db.system.name")
-		switch {
-		case sys == "postgresql" && name == "postgresql":
-			selects++
-		case sys == "redis" && name == "redis":
+		if sys == "redis" && name == "redis" {
 			sets++
-		default:
+		} else {
 			t.Errorf("span %q: db.system %q, db.system.name %q", s.Span.Name, sys, name)
 		}
 	}
-	if selects != 2 || sets != 1 {
-		t.Errorf("%d Postgres and %d Redis spans, want 2 and 1: %v", selects, sets, spanNames(rcv))
+	if sets != 1 {
+		t.Errorf("%d Redis spans, want 1: %v", sets, spanNames(rcv))
 	}
 	found := false
 	for _, m := range rcv.Metrics() {

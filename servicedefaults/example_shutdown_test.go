@@ -27,23 +27,3 @@ func ExampleWithShutdownDelay() {
 		log.Print(err) // a HookTimeoutError names a client close that was abandoned
 	}
 }
-
-// Opening a database that must answer within the service's start-up
-// budget: with Aspire:Npgsql:ConnectRetry:WaitOnOpen set, the open waits
-// for the first connection, bounded here by ctx. Other names (Redis,
-// another database) open meanwhile without waiting for it.
-func ExampleApp_DBContext() {
-	app, err := servicedefaults.Add(context.Background(), nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer app.Shutdown(context.Background())
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	db, err := app.DBContext(ctx, "db")
-	if err != nil {
-		log.Fatal(err) // names the connection; context.DeadlineExceeded when ctx ran out
-	}
-	_ = db
-}

@@ -81,12 +81,11 @@ func installSentinels(t *testing.T) globalsSnapshot {
 
 // TestWithoutGlobals runs two Apps in one process, each exporting to its
 // own OTLP receiver, and checks that every signal (server and client
-// spans, Postgres, Redis and cache spans, metrics, logs) reaches only its App's
+// spans, Redis and cache spans, metrics, logs) reaches only its App's
 // receiver while the OTel globals and slog's default stay as they were.
 func TestWithoutGlobals(t *testing.T) {
 	sentinels := installSentinels(t)
 	rd := testserver.NewRedis(t)
-	pg := testserver.NewPostgres(t)
 
 	type service struct {
 		name string
@@ -106,7 +105,6 @@ func TestWithoutGlobals(t *testing.T) {
 				"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
 				"OTEL_SERVICE_NAME", s.name,
 				"ConnectionStrings__cache", rd.ConnectionString(),
-				"ConnectionStrings__db", pg.ConnectionString(),
 			))))
 		if err != nil {
 			t.Fatalf("Add(%s): %v", s.name, err)
@@ -145,17 +143,6 @@ func TestWithoutGlobals(t *testing.T) {
 		if err := rdb.Set(ctx, "key-"+s.name, s.name, time.Minute).Err(); err != nil {
 			t.Fatal(err)
 		}
-		db, err := s.app.DB("db")
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Database spans are children only (package cqrs).
-		wctx, span := s.app.Tracer("example/"+s.name).Start(ctx, "work")
-		_, err = db.Exec(wctx, "SELECT 1")
-		span.End()
-		if err != nil {
-			t.Fatal(err)
-		}
 		c, err := servicedefaults.NewCache[string](s.app, "cache", "c-"+s.name, cache.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -177,7 +164,7 @@ func TestWithoutGlobals(t *testing.T) {
 
 	for _, s := range services {
 		spans := s.rcv.Spans()
-		var server, client, redis, postgres, cacheSpan bool
+		var server, client, redis, cacheSpan bool
 		for _, sp := range spans {
 			if got := otlptest.ResourceAttr(sp.Resource, "service.name"); got != s.name {
 				t.Errorf("receiver of %s got a span %q of %s", s.name, sp.Span.Name, got)
@@ -188,8 +175,6 @@ func TestWithoutGlobals(t *testing.T) {
 			case sp.Span.Kind == 3: // CLIENT
 				if v, _ := otlptest.Attr(sp.Span.Attributes, "db.system"); v == "redis" {
 					redis = true
-				} else if v == "postgresql" {
-					postgres = true
 				} else if v, _ := otlptest.Attr(sp.Span.Attributes, "http.request.method"); v == "GET" {
 					client = true
 				}
@@ -198,9 +183,9 @@ func TestWithoutGlobals(t *testing.T) {
 				cacheSpan = true
 			}
 		}
-		if !server || !client || !redis || !postgres || !cacheSpan {
-			t.Errorf("%s's receiver: server span %t, HTTP client span %t, Redis span %t, Postgres span %t, cache span %t; want all (got %d spans)",
-				s.name, server, client, redis, postgres, cacheSpan, len(spans))
+		if !server || !client || !redis || !cacheSpan {
+			t.Errorf("%s's receiver: server span %t, HTTP client span %t, Redis span %t, cache span %t; want all (got %d spans)",
+				s.name, server, client, redis, cacheSpan, len(spans))
 		}
 		logged := false
 		for _, l := range s.rcv.Logs() {

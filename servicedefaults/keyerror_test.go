@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/goaspire/goaspire/cache"
-	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
@@ -19,8 +18,6 @@ import (
 func TestBadKeysAreKeyErrors(t *testing.T) {
 	const secret = "KeyErrS3cret"
 	load := map[string]func(*discovery.Config) error{
-		"cqrs.LoadConfig":       func(c *discovery.Config) error { _, err := cqrs.LoadConfig(c, "db"); return err },
-		"cqrs.LoadPoolConfig":   func(c *discovery.Config) error { _, err := cqrs.LoadPoolConfig(c, "db"); return err },
 		"cache.LoadRedisConfig": func(c *discovery.Config) error { _, err := cache.LoadRedisConfig(c, "cache"); return err },
 		"discovery.ListenAddress": func(c *discovery.Config) error {
 			_, err := c.ListenAddress()
@@ -29,8 +26,6 @@ func TestBadKeysAreKeyErrors(t *testing.T) {
 	}
 	// The same clients through the App, which wraps their errors.
 	app := map[string]func(*servicedefaults.App) error{
-		"cqrs.LoadConfig":       func(a *servicedefaults.App) error { _, err := a.DB("db"); return err },
-		"cqrs.LoadPoolConfig":   func(a *servicedefaults.App) error { _, err := a.Postgres("db"); return err },
 		"cache.LoadRedisConfig": func(a *servicedefaults.App) error { _, err := a.Redis("cache"); return err },
 	}
 	tests := []struct {
@@ -38,15 +33,6 @@ func TestBadKeysAreKeyErrors(t *testing.T) {
 		values map[string]string
 		key    string
 	}{
-		{"cqrs.LoadConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret + ";Nope=1"}, "ConnectionStrings:db"},
-		{"cqrs.LoadConfig", map[string]string{"ConnectionStrings__db": "postgres://u:" + secret + "@h:port/d"}, "ConnectionStrings:db"},
-		{"cqrs.LoadConfig", map[string]string{"DB_URI": "postgres://u:" + secret + "@h/d?sslmode=bogus"}, "DB_URI"},
-		{"cqrs.LoadConfig", map[string]string{"DB_HOST": "h", "DB_PORT": "x", "DB_PASSWORD": secret}, "DB_PORT"},
-		{"cqrs.LoadConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret, "Aspire__Npgsql__db__MaxConnections": "-3"}, "Aspire:Npgsql:db:MaxConnections"},
-		{"cqrs.LoadConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret, "Aspire__Npgsql__Replicas__CheckInterval": "0"}, "Aspire:Npgsql:Replicas:CheckInterval"},
-		{"cqrs.LoadConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret, "Aspire__Npgsql__db__ReadYourWrites": "sometimes"}, "Aspire:Npgsql:db:ReadYourWrites"},
-		{"cqrs.LoadPoolConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret + ";SSL Mode=Sometimes"}, "ConnectionStrings:db"},
-		{"cqrs.LoadPoolConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret, "Aspire__Npgsql__ConnectTimeout": "soon"}, "Aspire:Npgsql:ConnectTimeout"},
 		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1,password=" + secret + ",frob=1"}, "ConnectionStrings:cache"},
 		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:port,password=" + secret}, "ConnectionStrings:cache"},
 		{"cache.LoadRedisConfig", map[string]string{"CACHE_URI": "http://:" + secret + "@h"}, "CACHE_URI"},

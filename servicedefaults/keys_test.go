@@ -15,13 +15,10 @@ import (
 // password.
 func TestBadValuesNameTheirKey(t *testing.T) {
 	const secret = "KeyTestS3cret"
-	pg := "Host=127.0.0.1;Port=1;Username=u;Password=" + secret + ";Database=d"
 	rd := "127.0.0.1:1,password=" + secret
 	type call int
 	const (
 		add call = iota
-		db
-		postgres
 		redis
 	)
 	tests := []struct {
@@ -30,23 +27,6 @@ func TestBadValuesNameTheirKey(t *testing.T) {
 		values map[string]string
 		want   string
 	}{
-		// Aspire:Npgsql:*
-		{"npgsql max connections", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__MaxConnections": "lots"}, "MaxConnections"},
-		{"npgsql named max connections", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__db__MaxConnections": "-3"}, "MaxConnections"},
-		{"npgsql disable tracing", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__DisableTracing": "nope"}, "DisableTracing"},
-		{"npgsql health checks", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__DisableHealthChecks": "2"}, "DisableHealthChecks"},
-		{"npgsql connect timeout", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__ConnectTimeout": "soon"}, "ConnectTimeout"},
-		{"npgsql retry interval", postgres, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__ConnectRetry__InitialInterval": "x"}, "InitialInterval"},
-		{"npgsql replica lag", db, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__db__Replicas__MaxLag": "far"}, "MaxLag"},
-		{"npgsql replica check interval", db, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__Replicas__CheckInterval": "-1s"}, "CheckInterval"},
-		{"npgsql read your writes", db, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__ReadYourWrites": "sometimes"}, "ReadYourWrites"},
-		{"npgsql missing replica", db, map[string]string{"ConnectionStrings__db": pg, "Aspire__Npgsql__db__Replicas__Names": "ghost"}, "ghost"},
-		{"npgsql port keyword", postgres, map[string]string{"ConnectionStrings__db": "Host=h;Port=x;Password=" + secret}, "Port"},
-		{"npgsql pool size keyword", postgres, map[string]string{"ConnectionStrings__db": "Host=h;Maximum Pool Size=big;Password=" + secret}, "Maximum Pool Size"},
-		{"npgsql ssl mode keyword", postgres, map[string]string{"ConnectionStrings__db": "Host=h;SSL Mode=Sometimes;Password=" + secret}, "SSL Mode"},
-		{"npgsql url", postgres, map[string]string{"ConnectionStrings__db": "postgres://u:" + secret + "@h:port/d"}, "ConnectionStrings:db"},
-		{"npgsql aspire 13 port", postgres, map[string]string{"DB_HOST": "h", "DB_PORT": "x", "DB_PASSWORD": secret}, "DB_PORT"},
-
 		// Aspire:StackExchange:Redis:*
 		{"redis pool size", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__PoolSize": "many"}, "PoolSize"},
 		{"redis named tracing", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__cache__DisableTracing": "2"}, "DisableTracing"},
@@ -101,10 +81,6 @@ func TestBadValuesNameTheirKey(t *testing.T) {
 				switch tt.call {
 				case add:
 					t.Fatal("Add succeeded")
-				case db:
-					_, err = app.DB("db")
-				case postgres:
-					_, err = app.Postgres("db")
 				case redis:
 					_, err = app.Redis("cache")
 				}

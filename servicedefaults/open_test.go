@@ -3,8 +3,6 @@ package servicedefaults_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -14,76 +12,35 @@ import (
 	"github.com/goaspire/goaspire/testserver"
 )
 
-// blackHole is a TCP endpoint that accepts connections and never answers,
-// as a database host behind a dropped route does. accepted receives once
-// per connection.
-type blackHole struct {
-	ln       net.Listener
-	accepted chan struct{}
-	mu       sync.Mutex
-	conns    []net.Conn
-}
-
-func newBlackHole(t *testing.T) *blackHole {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &blackHole{ln: ln, accepted: make(chan struct{}, 100)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.mu.Lock()
-			b.conns = append(b.conns, c)
-			b.mu.Unlock()
-			select {
-			case b.accepted <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		for _, c := range b.conns {
-			c.Close()
-		}
+// openStuck opens the client of kind "stuck" called name through
+// OpenClient with an open that never finishes on its own, as a database
+// behind a dropped route with WaitOnOpen: it signals started, then
+// returns when its context ends.
+func openStuck(ctx context.Context, app *servicedefaults.App, name string, started chan<- struct{}) error {
+	_, err := servicedefaults.OpenClient(ctx, app, "stuck", name, func(ctx context.Context) (servicedefaults.Opened[int], error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return servicedefaults.Opened[int]{}, ctx.Err()
 	})
-	return b
+	return err
 }
 
-func (b *blackHole) port() int { return b.ln.Addr().(*net.TCPAddr).Port }
-
-// TestOpenDoesNotBlockOtherOpens: while a database that never answers is
-// being opened with WaitOnOpen, the App still opens Redis and makes a
-// cache on it; a second caller of the same database waits for the first
-// open but only as long as its own context; the first caller's context
-// bounds the open itself; Shutdown ends an open still in progress.
+// TestOpenDoesNotBlockOtherOpens: while a client that never answers is
+// being opened, the App still opens Redis and makes a cache on it; a
+// second caller of the same client waits for the first open but only as
+// long as its own context; the first caller's context bounds the open
+// itself; Shutdown ends an open still in progress.
 func TestOpenDoesNotBlockOtherOpens(t *testing.T) {
-	hole, stuckHole := newBlackHole(t), newBlackHole(t)
 	rs := testserver.NewRedis(t)
 	app, _ := newApp(t, map[string]string{
-		"ConnectionStrings__db":                    fmt.Sprintf("Host=127.0.0.1;Port=%d;Username=u;Password=p;Database=d;Timeout=60", hole.port()),
-		"ConnectionStrings__stuck":                 fmt.Sprintf("Host=127.0.0.1;Port=%d;Username=u;Password=p;Database=d;Timeout=60", stuckHole.port()),
-		"Aspire__Npgsql__ConnectRetry__WaitOnOpen": "10m",
-		"ConnectionStrings__cache":                 rs.ConnectionString(),
+		"ConnectionStrings__cache": rs.ConnectionString(),
 	}, nil)
 
 	// The open of "stuck", with no way to cancel it but Shutdown.
 	stuck := make(chan error, 1)
-	go func() {
-		_, err := app.DB("stuck")
-		stuck <- err
-	}()
-	<-stuckHole.accepted // its pool is connecting
+	stuckStarted := make(chan struct{}, 1)
+	go func() { stuck <- openStuck(context.Background(), app, "stuck", stuckStarted) }()
+	<-stuckStarted
 
 	type result struct {
 		what string
@@ -108,26 +65,21 @@ func TestOpenDoesNotBlockOtherOpens(t *testing.T) {
 				t.Errorf("%s: %v", r.what, r.err)
 			}
 		case <-time.After(hangGuard):
-			t.Fatal("opening Redis waited for the database open in progress")
+			t.Fatal("opening Redis waited for the open in progress")
 		}
 	}
 
 	// The open of "db" is bounded by its caller's context, and so is a
-	// second caller waiting for it.
+	// second caller waiting for it (whose open never starts).
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	leader := make(chan error, 1)
-	go func() {
-		_, err := app.DBContext(ctx, "db")
-		leader <- err
-	}()
-	<-hole.accepted
+	started := make(chan struct{}, 2)
+	go func() { leader <- openStuck(ctx, app, "db", started) }()
+	<-started
 	wctx, wcancel := context.WithCancel(context.Background())
 	waiter := make(chan error, 1)
-	go func() {
-		_, err := app.DBContext(wctx, "db")
-		waiter <- err
-	}()
+	go func() { waiter <- openStuck(wctx, app, "db", started) }()
 	wcancel()
 	for _, c := range []struct {
 		what string
@@ -136,10 +88,10 @@ func TestOpenDoesNotBlockOtherOpens(t *testing.T) {
 		select {
 		case err := <-c.ch:
 			if !errors.Is(err, context.Canceled) {
-				t.Errorf("%s: DBContext = %v, want context.Canceled", c.what, err)
+				t.Errorf("%s: OpenClient = %v, want context.Canceled", c.what, err)
 			}
 		case <-time.After(hangGuard):
-			t.Fatalf("%s: DBContext ignored its context's cancellation", c.what)
+			t.Fatalf("%s: OpenClient ignored its context's cancellation", c.what)
 		}
 		cancel() // now the opener's
 	}
@@ -152,7 +104,7 @@ func TestOpenDoesNotBlockOtherOpens(t *testing.T) {
 	select {
 	case err := <-stuck:
 		if !errors.Is(err, servicedefaults.ErrClosed) {
-			t.Errorf("DB(stuck) after Shutdown = %v, want ErrClosed", err)
+			t.Errorf("OpenClient(stuck) after Shutdown = %v, want ErrClosed", err)
 		}
 	case <-time.After(hangGuard):
 		t.Fatal("Shutdown did not end the open in progress")

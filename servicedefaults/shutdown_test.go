@@ -67,38 +67,6 @@ func TestShutdownBoundedByStuckHooks(t *testing.T) {
 			hook: "OnShutdown hook 1",
 		},
 		{
-			name: "handler holds a pool connection past the grace period",
-			values: func(t *testing.T) map[string]string {
-				pg := testserver.NewPostgres(t)
-				return map[string]string{"ConnectionStrings__db": pg.ConnectionString()}
-			},
-			stick: func(t *testing.T, app *servicedefaults.App, mux *http.ServeMux, base string, release <-chan struct{}) {
-				pool, err := app.Postgres("db")
-				if err != nil {
-					t.Fatal(err)
-				}
-				held := make(chan struct{})
-				mux.HandleFunc("GET /hold", func(w http.ResponseWriter, r *http.Request) {
-					conn, err := pool.Acquire(context.Background())
-					if err != nil {
-						t.Error(err)
-						close(held)
-						return
-					}
-					defer conn.Release()
-					close(held)
-					<-release // ignores the request's cancellation
-				})
-				go func() {
-					if resp, err := http.Get(base + "/hold"); err == nil {
-						resp.Body.Close()
-					}
-				}()
-				<-held
-			},
-			hook: `closing postgres "db"`,
-		},
-		{
 			name: "cache loader ignores ctx",
 			values: func(t *testing.T) map[string]string {
 				rs := testserver.NewRedis(t)

@@ -19,6 +19,7 @@ import (
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/examples/internal/httpapi"
+	"github.com/goaspire/goaspire/integrations/aspirepostgres"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS orders (
 );`
 
 func newService(ctx context.Context, app *servicedefaults.App) (*service, error) {
-	db, err := app.DB("db")
+	db, err := aspirepostgres.DB(ctx, app, "db")
 	if err != nil {
 		return nil, err
 	}

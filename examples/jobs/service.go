@@ -16,6 +16,7 @@ import (
 
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/examples/internal/httpapi"
+	"github.com/goaspire/goaspire/integrations/aspirepostgres"
 	"github.com/goaspire/goaspire/integrations/aspirerabbitmq"
 	"github.com/goaspire/goaspire/messaging/rabbitmq"
 	"github.com/goaspire/goaspire/servicedefaults"
@@ -68,7 +69,7 @@ type service struct {
 }
 
 func newService(ctx context.Context, app *servicedefaults.App) (*service, error) {
-	db, err := app.Postgres("db")
+	db, err := aspirepostgres.Pool(ctx, app, "db")
 	if err != nil {
 		return nil, err
 	}
