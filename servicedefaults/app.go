@@ -85,6 +85,7 @@ type App struct {
 	pipelines  []*resilience.Transport          // closed by Shutdown
 	byClient   map[string]*resilience.Transport // the pipelines by client name, for CircuitState
 	hooks      []hook
+	sides      []SideServer // served beside HTTP (side.go)
 	serving    bool
 	serverDone chan struct{} // closed when Serve has drained; nil until Serve starts
 	shutDown   bool          // the hooks were taken: no more are registered

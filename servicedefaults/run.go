@@ -69,6 +69,7 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.Join(ErrClosed, a.workerFailure())
 	}
 	a.serving = true
+	sides := a.sides
 	done := make(chan struct{})
 	a.serverDone = done
 	a.mu.Unlock()
@@ -76,6 +77,13 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	srv := a.httpServer() // kestrel.go
 	// The gRPC server of App.GRPCServer, if any (grpc.go).
 	gsrv, err := a.startGRPC(srv, ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		close(done)
+		return err
+	}
+	// The servers added by AddSideServer (side.go).
+	sides, err = a.startSides(sides, srv, ln.Addr().String())
 	if err != nil {
 		ln.Close()
 		close(done)
@@ -133,12 +141,18 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
 	waitGRPC := gsrv.beginStop(drainCtx, a.shutdownTimeout)
+	httpDone := make(chan struct{})
+	waitSides := stopSides(drainCtx, sides, httpDone)
 	err = srv.Shutdown(drainCtx)
 	if err != nil {
 		_ = srv.Close()
 		errs = append(errs, fmt.Errorf("servicedefaults: requests still in flight after the %v grace period were cut off: %w", a.shutdownTimeout, err))
 	}
+	close(httpDone)
 	if err := waitGRPC(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := waitSides(); err != nil {
 		errs = append(errs, err)
 	}
 	cancel()

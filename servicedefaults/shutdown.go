@@ -252,10 +252,11 @@ func WithShutdownDelay(d time.Duration) Option {
 }
 
 // beginDraining makes /health answer 503, and the gRPC health service
-// NOT_SERVING, from now on.
+// NOT_SERVING, from now on, and tells the side servers.
 func (a *App) beginDraining() {
 	a.draining.Store(true)
 	a.beginGRPCDrain()
+	a.drainSides()
 }
 
 // readiness wraps the /health handler: once shutdown has begun it answers
