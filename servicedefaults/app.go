@@ -69,9 +69,6 @@ type App struct {
 
 	// res holds the databases, caches and Redis clients opened by name.
 	res resources
-	// grpc holds the gRPC clients by name and the gRPC server (grpc.go).
-	grpc grpcState
-
 	// wrapTransport stacks the HTTP client middleware (outermost first)
 	// over the discovery-aware, instrumented transport of a named client.
 	// The resilience pipeline plugs in here.

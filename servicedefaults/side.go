@@ -93,7 +93,7 @@ func (a *App) startSides(sides []SideServer, srv *http.Server, addr string) ([]S
 			for _, started := range sides[:i] {
 				_ = started.Stop(ctx, done)
 			}
-			return nil, fmt.Errorf("servicedefaults: %w", err)
+			return nil, err
 		}
 	}
 	return sides, nil

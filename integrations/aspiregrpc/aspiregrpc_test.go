@@ -31,7 +31,7 @@ import (
 	"github.com/goaspire/goaspire/servicedefaults/servicedefaultstest"
 )
 
-// TestGRPCClientRoundRobinAndFailover: App.GRPCClient spreads calls over
+// TestGRPCClientRoundRobinAndFailover: Client spreads calls over
 // three instances; when one is killed while calls run, none fails and the
 // calls after it go to the two survivors.
 func TestGRPCClientRoundRobinAndFailover(t *testing.T) {
@@ -122,7 +122,7 @@ func TestGRPCClientRoundRobinAndFailover(t *testing.T) {
 	}
 }
 
-// TestGRPCClientRetries: what App.GRPCClient retries.
+// TestGRPCClientRetries: what Client retries.
 func TestGRPCClientRetries(t *testing.T) {
 	const (
 		get = iota
@@ -298,9 +298,9 @@ func TestGRPCClientHealthCheck(t *testing.T) {
 	otlptest.Wait(t, 20*time.Second, "grpc:echo Degraded", func() bool { return entry().Status == health.Degraded })
 }
 
-// TestGRPCServerListeners: Run serves App.GRPCServer on the HTTP port
-// through h2c (HTTP still answering there), or on its own port when
-// GRPC_PORT or Aspire:ServiceDefaults:Grpc:Port names one.
+// TestGRPCServerListeners: Run serves the App's gRPC server (Server) on
+// the HTTP port through h2c (HTTP still answering there), or on its own
+// port when GRPC_PORT or Aspire:ServiceDefaults:Grpc:Port names one.
 func TestGRPCServerListeners(t *testing.T) {
 	tests := []struct {
 		name    string
