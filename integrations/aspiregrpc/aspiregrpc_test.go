@@ -456,7 +456,8 @@ func TestGRPCDrainsInFlightCalls(t *testing.T) {
 			c := echopb.NewEchoClient(plainClient(t, addr))
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			w, err := c.Watch(ctx, &echopb.EchoRequest{})
+			// Serve opens the gRPC port in its own goroutine: wait for it.
+			w, err := c.Watch(ctx, &echopb.EchoRequest{}, grpc.WaitForReady(true))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -665,7 +666,8 @@ func TestGRPCPropagatesWithTelemetryOff(t *testing.T) {
 			}))
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			rep, err := c.Get(ctx, &echopb.EchoRequest{})
+			// Serve opens the gRPC port in its own goroutine: wait for it.
+			rep, err := c.Get(ctx, &echopb.EchoRequest{}, grpc.WaitForReady(true))
 			if err != nil {
 				t.Fatal(err)
 			}

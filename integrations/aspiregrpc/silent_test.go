@@ -196,7 +196,10 @@ func TestGRPCClientKeepaliveDetectsSilence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := getInstance(echopb.NewEchoClient(cc)); err != nil {
+	// Serve opens the gRPC port in its own goroutine: wait for it.
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if _, err := echopb.NewEchoClient(cc).Get(wctx, &echopb.EchoRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Fatal(err)
 	}
 	if s := cc.GetState(); s != connectivity.Ready {
@@ -204,8 +207,9 @@ func TestGRPCClientKeepaliveDetectsSilence(t *testing.T) {
 	}
 	silentAt := time.Now()
 	proxy.Set(testserver.Silent)
-	// 10 s + 1 s, and a margin for a loaded machine.
-	limit := 15 * time.Second
+	// 10 s + 1 s, and a generous margin for a loaded machine: without
+	// the pings the connection would stay READY for good.
+	limit := 30 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	for s := cc.GetState(); s == connectivity.Ready; s = cc.GetState() {
