@@ -69,9 +69,6 @@ type App struct {
 
 	// res holds the databases, caches and Redis clients opened by name.
 	res resources
-	// grpc holds the gRPC clients by name and the gRPC server (grpc.go).
-	grpc grpcState
-
 	// wrapTransport stacks the HTTP client middleware (outermost first)
 	// over the discovery-aware, instrumented transport of a named client.
 	// The resilience pipeline plugs in here.
@@ -85,6 +82,7 @@ type App struct {
 	pipelines  []*resilience.Transport          // closed by Shutdown
 	byClient   map[string]*resilience.Transport // the pipelines by client name, for CircuitState
 	hooks      []hook
+	sides      []SideServer // served beside HTTP (side.go)
 	serving    bool
 	serverDone chan struct{} // closed when Serve has drained; nil until Serve starts
 	shutDown   bool          // the hooks were taken: no more are registered

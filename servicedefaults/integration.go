@@ -14,8 +14,9 @@ import (
 )
 
 // Host is what a client integration needs of an App to open its client:
-// the configuration, the telemetry providers, a logger per component, the
-// health registry, shutdown hooks, the trusted roots and open-once-per-name.
+// the configuration, service discovery, the telemetry providers, a logger
+// per component, the health registry, shutdown hooks, the trusted roots
+// and open-once-per-name.
 // *App implements it; the integration packages (integrations/aspirepostgres,
 // integrations/aspireredis, integrations/aspirerabbitmq,
 // integrations/aspirenats, integrations/aspiregrpc) take a Host, so a
@@ -26,6 +27,9 @@ import (
 type Host interface {
 	// Config returns the configuration the App was made with.
 	Config() *discovery.Config
+	// Resolver returns the App's service-endpoint resolver, which
+	// Shutdown closes.
+	Resolver() *discovery.Resolver
 	// TracerProvider, MeterProvider and Propagator are the App's
 	// telemetry, to hand to the client.
 	TracerProvider() trace.TracerProvider

@@ -17,11 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
 	"github.com/goaspire/goaspire/discovery"
-	"github.com/goaspire/goaspire/internal/grpctest/echopb"
 	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
@@ -373,37 +369,4 @@ func TestServerSettingsErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestServerGRPCShared serves gRPC on the HTTPS port (HTTP/2 by ALPN) and
-// refuses to share a port whose Protocols exclude HTTP/2.
-func TestServerGRPCShared(t *testing.T) {
-	t.Run("https", func(t *testing.T) {
-		certFile, keyFile, pool := writeCert(t)
-		app, _ := newApp(t, map[string]string{
-			"ASPNETCORE_URLS":                         "https://127.0.0.1:0",
-			"Kestrel__Certificates__Default__Path":    certFile,
-			"Kestrel__Certificates__Default__KeyPath": keyFile,
-		}, nil)
-		addr, _ := serveGRPC(t, app, "secure")
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool})))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		if inst, err := getInstance(echopb.NewEchoClient(cc)); err != nil || inst != "secure" {
-			t.Fatalf("gRPC over TLS = %q, %v", inst, err)
-		}
-	})
-	t.Run("Http1 only", func(t *testing.T) {
-		app, _ := newApp(t, map[string]string{"Kestrel:EndpointDefaults:Protocols": "Http1"}, nil)
-		app.GRPCServer()
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := app.Serve(context.Background(), ln); err == nil || !strings.Contains(err.Error(), "Kestrel:EndpointDefaults:Protocols") {
-			t.Fatalf("Serve error = %v, want one naming Kestrel:EndpointDefaults:Protocols", err)
-		}
-	})
 }

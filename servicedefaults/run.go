@@ -21,12 +21,9 @@ var ErrClosed = errors.New("servicedefaults: app is shut down or already serving
 // done, SIGINT or SIGTERM arrives, or Shutdown is called. See Serve for
 // what happens then. It returns nil after a clean shutdown.
 //
-// When App.GRPCServer made a gRPC server, Serve serves it too: on its own
-// listener when Aspire:ServiceDefaults:Grpc:Port or GRPC_PORT names a port
-// (other than the HTTP one), else on the HTTP listener, which then also
-// speaks HTTP/2 without TLS (h2c) and hands requests of content type
-// application/grpc to it. It stops within the same grace period as HTTP:
-// gracefully, then by force.
+// Serve also runs the servers added by AddSideServer (the gRPC server of
+// package integrations/aspiregrpc): beside HTTP, on the HTTP listener or
+// their own, stopped within the same grace period as HTTP.
 func (a *App) Run(ctx context.Context) error {
 	addr := a.server.endpoint.Addr // validated by Add
 	ln, err := net.Listen("tcp", addr)
@@ -69,13 +66,14 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		return errors.Join(ErrClosed, a.workerFailure())
 	}
 	a.serving = true
+	sides := a.sides
 	done := make(chan struct{})
 	a.serverDone = done
 	a.mu.Unlock()
 
 	srv := a.httpServer() // kestrel.go
-	// The gRPC server of App.GRPCServer, if any (grpc.go).
-	gsrv, err := a.startGRPC(srv, ln.Addr().String())
+	// The servers added by AddSideServer (side.go).
+	sides, err := a.startSides(sides, srv, ln.Addr().String())
 	if err != nil {
 		ln.Close()
 		close(done)
@@ -132,13 +130,15 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.logger.Info("shutting down", "reason", reason, "grace", a.shutdownTimeout.String())
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), a.shutdownTimeout)
-	waitGRPC := gsrv.beginStop(drainCtx, a.shutdownTimeout)
+	httpDone := make(chan struct{})
+	waitSides := stopSides(drainCtx, sides, httpDone)
 	err = srv.Shutdown(drainCtx)
 	if err != nil {
 		_ = srv.Close()
 		errs = append(errs, fmt.Errorf("servicedefaults: requests still in flight after the %v grace period were cut off: %w", a.shutdownTimeout, err))
 	}
-	if err := waitGRPC(); err != nil {
+	close(httpDone)
+	if err := waitSides(); err != nil {
 		errs = append(errs, err)
 	}
 	cancel()

@@ -251,11 +251,11 @@ func WithShutdownDelay(d time.Duration) Option {
 	return func(o *options) { o.shutdownDelay = &d }
 }
 
-// beginDraining makes /health answer 503, and the gRPC health service
-// NOT_SERVING, from now on.
+// beginDraining makes /health answer 503 from now on, and tells the side
+// servers (a gRPC server's health service turns NOT_SERVING).
 func (a *App) beginDraining() {
 	a.draining.Store(true)
-	a.beginGRPCDrain()
+	a.drainSides()
 }
 
 // readiness wraps the /health handler: once shutdown has begun it answers

@@ -58,7 +58,7 @@ func run(ctx context.Context) error {
 	mux.HandleFunc("PUT /api/products/{id}", g.proxy("/products/"))
 	mux.HandleFunc("POST /api/orders", g.proxy("/orders"))
 	mux.HandleFunc("GET /stats", g.stats)
-	users, err := newUsersAPI(app)
+	users, err := newUsersAPI(ctx, app)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 
@@ -11,11 +12,12 @@ import (
 
 	"github.com/goaspire/goaspire/examples/internal/httpapi"
 	"github.com/goaspire/goaspire/examples/users/userspb"
+	"github.com/goaspire/goaspire/integrations/aspiregrpc"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
 // usersAPI answers GET /api/users/{id} by calling the users service over
-// gRPC, found by its logical name through App.GRPCClient: every instance
+// gRPC, found by its logical name through aspiregrpc.Client: every instance
 // the AppHost injected (services__users__grpc__N), round-robin, with
 // GetUser retried on another instance when one goes away (the proto
 // declares it free of side effects).
@@ -24,8 +26,8 @@ type usersAPI struct {
 	users userspb.UserServiceClient
 }
 
-func newUsersAPI(app *servicedefaults.App) (*usersAPI, error) {
-	conn, err := app.GRPCClient("users")
+func newUsersAPI(ctx context.Context, app *servicedefaults.App) (*usersAPI, error) {
+	conn, err := aspiregrpc.Client(ctx, app, "users")
 	if err != nil {
 		return nil, err
 	}

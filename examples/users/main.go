@@ -1,5 +1,5 @@
 // Command users is the example users service, the Go gRPC server of Aspire's production patterns:
-// UserService.GetUser served by App.GRPCServer, so it gets tracing,
+// UserService.GetUser served by aspiregrpc.Server, so it gets tracing,
 // panic recovery, grpc.health.v1 and a graceful stop. App.Run serves it
 // on its own port when the AppHost injects one (GRPC_PORT, or
 // Aspire__ServiceDefaults__Grpc__Port), else on the HTTP port (PORT)
@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/goaspire/goaspire/examples/users/userspb"
+	"github.com/goaspire/goaspire/integrations/aspiregrpc"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
@@ -42,7 +43,11 @@ func run(ctx context.Context) error {
 	}
 	defer app.Shutdown(context.Background())
 
-	userspb.RegisterUserServiceServer(app.GRPCServer(), &server{instance: instanceName(app)})
+	gs, err := aspiregrpc.Server(app)
+	if err != nil {
+		return err
+	}
+	userspb.RegisterUserServiceServer(gs, &server{instance: instanceName(app)})
 	return app.Run(ctx)
 }
 

@@ -1,4 +1,4 @@
-package servicedefaults_test
+package aspiregrpc_test
 
 import (
 	"context"
@@ -96,7 +96,7 @@ func startScripted(t *testing.T, script ...step) (*scriptedEcho, string) {
 	return e, ln.Addr().String()
 }
 
-// TestGRPCClientRetryRules: what App.GRPCClient retries, on a server
+// TestGRPCClientRetryRules: what Client retries, on a server
 // answering each call as scripted: RESOURCE_EXHAUSTED only with the
 // server's pushback and after it, UNAVAILABLE on idempotent methods even
 // after response headers, attempts cut by the attempt timeout, and more
@@ -147,7 +147,7 @@ func TestGRPCClientRetryRules(t *testing.T) {
 			for k, v := range tt.env {
 				env[k] = v
 			}
-			app, _ := newApp(t, env, nil)
+			app := newApp(t, env)
 			c := echoClient(t, app, "echo")
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -179,10 +179,10 @@ func TestGRPCClientDeadlines(t *testing.T) {
 	hang := step{hang: true}
 	t.Run("total timeout across attempts", func(t *testing.T) {
 		e, addr := startScripted(t, hang, hang, hang, hang, hang, hang)
-		app, _ := newApp(t, with(fastRetries, "services__echo__grpc__0", "http://"+addr,
+		app := newApp(t, with(fastRetries, "services__echo__grpc__0", "http://"+addr,
 			"Aspire__Resilience__Grpc__Retry__MaxRetryAttempts", "10",
 			"Aspire__Resilience__Grpc__AttemptTimeout__Timeout", "00:00:00.2",
-			"Aspire__Resilience__Grpc__Clients__echo__TotalRequestTimeout__Timeout", "00:00:01"), nil)
+			"Aspire__Resilience__Grpc__Clients__echo__TotalRequestTimeout__Timeout", "00:00:01"))
 		c := echoClient(t, app, "echo")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -199,8 +199,8 @@ func TestGRPCClientDeadlines(t *testing.T) {
 	})
 	t.Run("a side-effecting call is bounded by the total timeout", func(t *testing.T) {
 		e, addr := startScripted(t, hang)
-		app, _ := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + addr,
-			"Aspire__Resilience__Grpc__TotalRequestTimeout__Timeout": "00:00:00.2"}, nil)
+		app := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + addr,
+			"Aspire__Resilience__Grpc__TotalRequestTimeout__Timeout": "00:00:00.2"})
 		c := echoClient(t, app, "echo")
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -214,7 +214,7 @@ func TestGRPCClientDeadlines(t *testing.T) {
 	})
 	t.Run("the caller's earlier deadline wins", func(t *testing.T) {
 		e, addr := startScripted(t, hang)
-		app, _ := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + addr}, nil)
+		app := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + addr})
 		c := echoClient(t, app, "echo")
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()

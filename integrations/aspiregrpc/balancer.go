@@ -1,4 +1,4 @@
-package servicedefaults
+package aspiregrpc
 
 import (
 	"math/rand/v2"
@@ -15,12 +15,11 @@ import (
 	"github.com/goaspire/goaspire/internal/outlier"
 )
 
-// grpcBalancerName is the load-balancing policy of App.GRPCClient's
-// connections: round robin over the instances whose connection is ready,
+// balancerName is the load-balancing policy of Client's connections: round robin over the instances whose connection is ready,
 // as grpc's round_robin, that skips the instances the outlier detector
 // ejected and, for a retried call, the instances the call already tried,
 // while another ready instance is left.
-const grpcBalancerName = "goaspire_round_robin"
+const balancerName = "goaspire_round_robin"
 
 // grpc-go's balancer registry is a plain map that must only be written
 // before any ClientConn reads it, that is at program initialization: the
@@ -30,7 +29,7 @@ func init() { balancer.Register(grpcBalancerBuilder{}) }
 
 type grpcBalancerBuilder struct{}
 
-func (grpcBalancerBuilder) Name() string { return grpcBalancerName }
+func (grpcBalancerBuilder) Name() string { return balancerName }
 
 func (grpcBalancerBuilder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
 	b := &grpcBalancer{}
@@ -139,8 +138,8 @@ func (p *grpcPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 // state's attributes.
 type grpcInstancesKey struct{}
 
-// grpcInstancesResolver is the resolver of one App.GRPCClient connection:
-// the App's grpcresolver.Builder, whose states carry the connection's
+// grpcInstancesResolver is the resolver of one Client connection: a
+// grpcresolver.Builder over the App's resolver, whose states carry the connection's
 // grpcInstances to its balancer.
 type grpcInstancesResolver struct {
 	resolver.Builder

@@ -1,4 +1,4 @@
-package servicedefaults_test
+package aspiregrpc_test
 
 import (
 	"context"
@@ -18,37 +18,20 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/integrations/aspiregrpc"
 	"github.com/goaspire/goaspire/internal/grpctest"
 	"github.com/goaspire/goaspire/internal/grpctest/echopb"
 	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/servicedefaults/servicedefaultstest"
 )
 
-// fastRetries makes gRPC retries wait milliseconds instead of seconds.
-var fastRetries = map[string]string{"Aspire__Resilience__Grpc__Retry__Delay": "00:00:00.01"}
-
-func echoClient(t testing.TB, app *servicedefaults.App, name string) echopb.EchoClient {
-	t.Helper()
-	cc, err := app.GRPCClient(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return echopb.NewEchoClient(cc)
-}
-
-func getInstance(c echopb.EchoClient) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	rep, err := c.Get(ctx, &echopb.EchoRequest{Message: "hi"})
-	return rep.GetInstance(), err
-}
-
-// TestGRPCClientRoundRobinAndFailover: App.GRPCClient spreads calls over
+// TestGRPCClientRoundRobinAndFailover: Client spreads calls over
 // three instances; when one is killed while calls run, none fails and the
 // calls after it go to the two survivors.
 func TestGRPCClientRoundRobinAndFailover(t *testing.T) {
@@ -59,7 +42,7 @@ func TestGRPCClientRoundRobinAndFailover(t *testing.T) {
 		servers = append(servers, s)
 		env["services__echo__grpc__"+strconv.Itoa(i)] = "http://" + s.Addr
 	}
-	app, _ := newApp(t, env, nil)
+	app := newApp(t, env)
 	c := echoClient(t, app, "echo")
 
 	seen := map[string]int{}
@@ -139,7 +122,7 @@ func TestGRPCClientRoundRobinAndFailover(t *testing.T) {
 	}
 }
 
-// TestGRPCClientRetries: what App.GRPCClient retries.
+// TestGRPCClientRetries: what Client retries.
 func TestGRPCClientRetries(t *testing.T) {
 	const (
 		get = iota
@@ -176,7 +159,7 @@ func TestGRPCClientRetries(t *testing.T) {
 			for k, v := range tt.env {
 				env[k] = v
 			}
-			app, _ := newApp(t, env, nil)
+			app := newApp(t, env)
 			c := echoClient(t, app, "echo")
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -218,28 +201,34 @@ func TestGRPCClientConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			app, _ := newApp(t, tt.env, nil)
-			_, err := app.GRPCClient("users")
+			app := newApp(t, tt.env)
+			_, err := aspiregrpc.Client(context.Background(), app, "users")
 			if err == nil || !strings.Contains(err.Error(), tt.key) {
-				t.Fatalf("GRPCClient error = %v, want one naming %s", err, tt.key)
+				t.Fatalf("Client error = %v, want one naming %s", err, tt.key)
 			}
 		})
 	}
 }
 
-// TestGRPCClientSharedByName: one connection per name; options on a
-// second call are refused.
+// TestGRPCClientSharedByName: one connection per name, made once: the
+// configure functions of a later call are not run.
 func TestGRPCClientSharedByName(t *testing.T) {
-	app, _ := newApp(t, nil, nil)
-	a, err := app.GRPCClient("users")
+	app := newApp(t, nil)
+	configured := 0
+	count := func(*aspiregrpc.ClientSettings) { configured++ }
+	a, err := aspiregrpc.Client(context.Background(), app, "users", count)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, err := app.GRPCClient("users"); err != nil || b != a {
-		t.Fatalf("second GRPCClient = %p, %v; want the first %p", b, err, a)
+	b, err := aspiregrpc.Client(context.Background(), app, "users", count)
+	if err != nil || b != a {
+		t.Fatalf("second Client = %p, %v; want the first %p", b, err, a)
 	}
-	if _, err := app.GRPCClient("users", grpc.WithUserAgent("x")); err == nil {
-		t.Fatal("a second GRPCClient with options was accepted")
+	if configured != 1 {
+		t.Fatalf("configure ran %d times, want 1", configured)
+	}
+	if c, err := aspiregrpc.Client(context.Background(), app, "orders"); err != nil || c == a {
+		t.Fatalf("Client(orders) = %p, %v; want another connection than users' %p", c, err, a)
 	}
 }
 
@@ -265,7 +254,7 @@ func TestGRPCClientTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			app, _ := newApp(t, tt.env, nil)
+			app := newApp(t, tt.env)
 			name := "echo"
 			if _, ok := tt.env["USERS_GRPC"]; ok {
 				name = "users"
@@ -293,8 +282,8 @@ func TestGRPCClientHealthCheck(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	app, _ := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + dead}, nil)
-	if _, err := app.GRPCClient("echo"); err != nil {
+	app := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + dead})
+	if _, err := aspiregrpc.Client(context.Background(), app, "echo"); err != nil {
 		t.Fatal(err)
 	}
 	entry := func() health.Entry {
@@ -309,39 +298,9 @@ func TestGRPCClientHealthCheck(t *testing.T) {
 	otlptest.Wait(t, 20*time.Second, "grpc:echo Degraded", func() bool { return entry().Status == health.Degraded })
 }
 
-// serveGRPC runs app.Serve with an Echo registered on App.GRPCServer, and
-// returns the HTTP listener's address.
-func serveGRPC(t *testing.T, app *servicedefaults.App, instance string) (string, *grpctest.Echo) {
-	t.Helper()
-	e := &grpctest.Echo{Instance: instance}
-	echopb.RegisterEchoServer(app.GRPCServer(), e)
-	return strings.TrimPrefix(serve(t, app), "http://"), e
-}
-
-func plainClient(t *testing.T, addr string) *grpc.ClientConn {
-	t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
-}
-
-// TestGRPCServerListeners: Run serves App.GRPCServer on the HTTP port
-// through h2c (HTTP still answering there), or on its own port when
-// GRPC_PORT or Aspire:ServiceDefaults:Grpc:Port names one.
+// TestGRPCServerListeners: Run serves the App's gRPC server (Server) on
+// the HTTP port through h2c (HTTP still answering there), or on its own
+// port when GRPC_PORT or Aspire:ServiceDefaults:Grpc:Port names one.
 func TestGRPCServerListeners(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -359,7 +318,7 @@ func TestGRPCServerListeners(t *testing.T) {
 				port = freePort(t)
 				env[tt.portKey] = port
 			}
-			app, _ := newApp(t, env, nil)
+			app := newApp(t, env)
 			httpAddr, _ := serveGRPC(t, app, "server")
 			grpcAddr := httpAddr
 			if port != "" {
@@ -377,7 +336,7 @@ func TestGRPCServerListeners(t *testing.T) {
 			if err != nil || inst != "server" {
 				t.Fatalf("gRPC call on %s = %q, %v", grpcAddr, inst, err)
 			}
-			if code, body := get(t, nil, "http://"+httpAddr+"/health"); code != 200 || body != "Healthy" {
+			if code, body := get(t, "http://"+httpAddr+"/health"); code != 200 || body != "Healthy" {
 				t.Fatalf("GET /health = %d %q", code, body)
 			}
 		})
@@ -385,21 +344,20 @@ func TestGRPCServerListeners(t *testing.T) {
 }
 
 func TestGRPCPortErrors(t *testing.T) {
-	app, _ := newApp(t, map[string]string{"GRPC_PORT": "http"}, nil)
-	app.GRPCServer()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := app.Serve(context.Background(), ln); err == nil || !strings.Contains(err.Error(), "GRPC_PORT") {
-		t.Fatalf("Serve error = %v, want one naming GRPC_PORT", err)
+	for _, key := range []string{"GRPC_PORT", "Aspire:ServiceDefaults:Grpc:Port"} {
+		app := newApp(t, map[string]string{key: "http"})
+		_, err := aspiregrpc.Server(app.App)
+		var ke *discovery.KeyError
+		if !errors.As(err, &ke) || ke.Key != key {
+			t.Fatalf("Server error = %v, want a KeyError naming %s", err, key)
+		}
 	}
 }
 
 // TestGRPCHealth: grpc.health.v1 follows the App's health registry, and
 // turns NOT_SERVING (ending Watch streams) once shutdown begins.
 func TestGRPCHealth(t *testing.T) {
-	app, _ := newApp(t, map[string]string{"Aspire:ServiceDefaults:HealthChecks:CacheDuration": "0"}, nil)
+	app := newApp(t, map[string]string{"Aspire:ServiceDefaults:HealthChecks:CacheDuration": "0"})
 	var sick atomic.Bool
 	if err := app.Health().Register(health.Check{Name: "dependency", Check: func(context.Context) error {
 		if sick.Load() {
@@ -456,7 +414,7 @@ func TestGRPCHealth(t *testing.T) {
 // TestGRPCHealthCached: outside Development a run of the checks is reused
 // for the cache duration, as /health does.
 func TestGRPCHealthCached(t *testing.T) {
-	app, _ := newApp(t, map[string]string{"Aspire:ServiceDefaults:HealthChecks:CacheDuration": "1h"}, nil)
+	app := newApp(t, map[string]string{"Aspire:ServiceDefaults:HealthChecks:CacheDuration": "1h"})
 	var sick atomic.Bool
 	if err := app.Health().Register(health.Check{Name: "dependency", Check: func(context.Context) error {
 		if sick.Load() {
@@ -490,7 +448,7 @@ func TestGRPCDrainsInFlightCalls(t *testing.T) {
 				port = freePort(t)
 				env["GRPC_PORT"] = port
 			}
-			app, _ := newApp(t, env, nil)
+			app := newApp(t, env)
 			addr, _ := serveGRPC(t, app, "server")
 			if own {
 				addr = "127.0.0.1:" + port
@@ -498,7 +456,8 @@ func TestGRPCDrainsInFlightCalls(t *testing.T) {
 			c := echopb.NewEchoClient(plainClient(t, addr))
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			w, err := c.Watch(ctx, &echopb.EchoRequest{})
+			// Serve opens the gRPC port in its own goroutine: wait for it.
+			w, err := c.Watch(ctx, &echopb.EchoRequest{}, grpc.WaitForReady(true))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -527,9 +486,10 @@ func TestGRPCDrainsInFlightCalls(t *testing.T) {
 func TestGRPCTelemetry(t *testing.T) {
 	rcv := otlptest.Start(t)
 	common := with(slowExport, "OTEL_EXPORTER_OTLP_ENDPOINT", rcv.GRPCEndpoint, "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-	server, serverLogs := newApp(t, with(common, "OTEL_SERVICE_NAME", "users"), nil)
+	server := newApp(t, with(common, "OTEL_SERVICE_NAME", "users"))
+	serverLogs := server.Logs
 	addr, _ := serveGRPC(t, server, "users-0")
-	client, _ := newApp(t, with(common, "OTEL_SERVICE_NAME", "gateway", "services__echo__grpc__0", "http://"+addr), nil)
+	client := newApp(t, with(common, "OTEL_SERVICE_NAME", "gateway", "services__echo__grpc__0", "http://"+addr))
 	c := echoClient(t, client, "echo")
 
 	if _, err := getInstance(c); err != nil {
@@ -544,7 +504,7 @@ func TestGRPCTelemetry(t *testing.T) {
 	if _, err := getInstance(c); err != nil {
 		t.Fatalf("the server did not survive the panic: %v", err)
 	}
-	for _, app := range []*servicedefaults.App{client, server} {
+	for _, app := range []*servicedefaultstest.App{client, server} {
 		if err := app.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -602,19 +562,11 @@ func TestGRPCTelemetry(t *testing.T) {
 	}
 }
 
-func hexID(b []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(b))
-	for _, c := range b {
-		out = append(out, digits[c>>4], digits[c&15])
-	}
-	return string(out)
-}
-
 // TestGRPCServerRecovers: a panicking unary or streaming handler answers
 // Internal and is logged with its stack; the server keeps serving.
 func TestGRPCServerRecovers(t *testing.T) {
-	app, logs := newApp(t, nil, nil)
+	app := newApp(t, nil)
+	logs := app.Logs
 	addr, _ := serveGRPC(t, app, "server")
 	c := echopb.NewEchoClient(plainClient(t, addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -646,7 +598,7 @@ func TestGRPCServerRecovers(t *testing.T) {
 			}
 		})
 	}
-	for _, want := range []string{"goaspire.test.v1.Echo/Get", "goaspire.test.v1.Echo/Watch", "echo: asked to panic", "grpc.go"} {
+	for _, want := range []string{"goaspire.test.v1.Echo/Get", "goaspire.test.v1.Echo/Watch", "echo: asked to panic", "aspiregrpc/server.go"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs)
 		}
@@ -657,8 +609,8 @@ func TestGRPCServerRecovers(t *testing.T) {
 func TestGRPCReflection(t *testing.T) {
 	for _, env := range []string{"Development", "Production"} {
 		t.Run(env, func(t *testing.T) {
-			app, _ := newApp(t, map[string]string{"DOTNET_ENVIRONMENT": env}, nil)
-			_, has := app.GRPCServer().GetServiceInfo()["grpc.reflection.v1.ServerReflection"]
+			app := newApp(t, map[string]string{"DOTNET_ENVIRONMENT": env})
+			_, has := grpcServer(t, app).GetServiceInfo()["grpc.reflection.v1.ServerReflection"]
 			if has != (env == "Development") {
 				t.Errorf("reflection registered = %v in %s", has, env)
 			}
@@ -668,8 +620,8 @@ func TestGRPCReflection(t *testing.T) {
 
 // TestGRPCClientClosedByShutdown: Shutdown closes the App's connections.
 func TestGRPCClientClosedByShutdown(t *testing.T) {
-	app, _ := newApp(t, nil, nil)
-	cc, err := app.GRPCClient("users")
+	app := newApp(t, nil)
+	cc, err := aspiregrpc.Client(context.Background(), app, "users")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -698,13 +650,14 @@ func TestGRPCPropagatesWithTelemetryOff(t *testing.T) {
 				port = freePort(t)
 				env["GRPC_PORT"] = port
 			}
-			server, _ := newApp(t, env, nil)
-			echopb.RegisterEchoServer(server.GRPCServer(), traceEcho{})
-			addr := strings.TrimPrefix(serve(t, server), "http://")
+			server := newApp(t, env)
+			echopb.RegisterEchoServer(grpcServer(t, server), traceEcho{})
+			server.Start()
+			addr := strings.TrimPrefix(server.URL, "http://")
 			if port != "" {
 				addr = "127.0.0.1:" + port
 			}
-			client, _ := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + addr}, nil)
+			client := newApp(t, map[string]string{"services__echo__grpc__0": "http://" + addr})
 			c := echoClient(t, client, "echo")
 			tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
 			sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
@@ -713,7 +666,8 @@ func TestGRPCPropagatesWithTelemetryOff(t *testing.T) {
 			}))
 			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
-			rep, err := c.Get(ctx, &echopb.EchoRequest{})
+			// Serve opens the gRPC port in its own goroutine: wait for it.
+			rep, err := c.Get(ctx, &echopb.EchoRequest{}, grpc.WaitForReady(true))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -735,8 +689,8 @@ func TestGRPCGraceBounded(t *testing.T) {
 				port = freePort(t)
 				env["GRPC_PORT"] = port
 			}
-			app, _ := newApp(t, env, nil, servicedefaults.WithShutdownTimeout(100*time.Millisecond))
-			echopb.RegisterEchoServer(app.GRPCServer(), &grpctest.Echo{})
+			app := newApp(t, env, servicedefaults.WithShutdownTimeout(100*time.Millisecond))
+			echopb.RegisterEchoServer(grpcServer(t, app), &grpctest.Echo{})
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)

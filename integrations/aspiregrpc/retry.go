@@ -1,4 +1,4 @@
-package servicedefaults
+package aspiregrpc
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/resilience"
 )
 
@@ -22,7 +21,7 @@ import (
 // after some milliseconds, or (negative or malformed) not to retry.
 const grpcPushbackKey = "grpc-retry-pushback-ms"
 
-// grpcUnary is the unary interceptor of an App's gRPC client: it passes
+// grpcUnary is the unary interceptor of a Client connection: it passes
 // the trace context on when otelgrpc does not, bounds every call by the
 // total timeout, and retries the calls of idempotent methods, each
 // attempt bounded by the attempt timeout. It tells the outlier detector
@@ -111,17 +110,17 @@ func (c *grpcCall) observe(ctx context.Context, err error, timedOut bool) {
 	}
 }
 
-// newGRPCUnary reads the timeouts and retries of the client called name;
-// idempotent are the unary methods to retry.
-func newGRPCUnary(cfg *discovery.Config, name string, o resilience.Options, idempotent map[string]struct{}) *grpcUnary {
+// newGRPCUnary makes the interceptor of a client with settings s, whose
+// timeouts come from keys; idempotent are the unary methods to retry.
+func newGRPCUnary(s ClientSettings, keys timeoutKeys, idempotent map[string]struct{}) *grpcUnary {
 	u := &grpcUnary{
 		standard:   true,
-		total:      o.TotalRequestTimeout,
-		attempt:    o.AttemptTimeout,
-		retry:      o.Retry,
-		outliers:   o.OutlierDetection,
-		totalKey:   grpcResilienceKey(cfg, name, "TotalRequestTimeout:Timeout"),
-		attemptKey: grpcResilienceKey(cfg, name, "AttemptTimeout:Timeout"),
+		total:      s.TotalRequestTimeout,
+		attempt:    s.AttemptTimeout,
+		retry:      s.Retry,
+		outliers:   s.OutlierDetection,
+		totalKey:   keys.total,
+		attemptKey: keys.attempt,
 		idempotent: idempotent,
 	}
 	u.calls.New = func() any {
@@ -185,27 +184,6 @@ func (u *grpcUnary) unbound(cancel context.CancelFunc, t *grpcTimer) (fired bool
 	}
 	cancel()
 	return fired
-}
-
-// grpcResilienceKey names the key of field for the client called name:
-// the client's own when it is set, else the shared one.
-func grpcResilienceKey(cfg *discovery.Config, name, field string) string {
-	return layeredKey(cfg, SectionGRPCResilience, SectionGRPCResilience+":Clients:"+name, field)
-}
-
-// layeredKey names the key of field in section named when it is set
-// there, else in section general: the key a value read through both
-// sections came from.
-func layeredKey(cfg *discovery.Config, general, named, field string) string {
-	if key := named + ":" + field; hasKey(cfg, key) {
-		return key
-	}
-	return general + ":" + field
-}
-
-func hasKey(cfg *discovery.Config, key string) bool {
-	_, ok := cfg.Lookup(key)
-	return ok
 }
 
 func (u *grpcUnary) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -348,7 +326,7 @@ func grpcPushback(v []string, maxDelay time.Duration) (time.Duration, bool) {
 // exceeded is the error of a call or attempt that ran out of the time
 // key gives it.
 func (u *grpcUnary) exceeded(method, key string, d time.Duration) error {
-	return status.Errorf(grpccodes.DeadlineExceeded, "servicedefaults: gRPC call %s ran out of time: %v (%s)", method, d, key)
+	return status.Errorf(grpccodes.DeadlineExceeded, "aspiregrpc: gRPC call %s ran out of time: %v (%s)", method, d, key)
 }
 
 // sleep waits d, or until ctx is done.

@@ -1,4 +1,4 @@
-package servicedefaults
+package aspiregrpc_test
 
 import (
 	"context"
@@ -7,15 +7,19 @@ import (
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/integrations/aspiregrpc"
 	"github.com/goaspire/goaspire/internal/benchratio"
 	"github.com/goaspire/goaspire/internal/grpctest"
 	"github.com/goaspire/goaspire/internal/grpctest/echopb"
+	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/servicedefaults/servicedefaultstest"
 )
 
 // BenchmarkGRPCClientRatio runs the sides of BenchmarkGRPCClient in
@@ -28,7 +32,7 @@ import (
 // "sdk/app" to "sdk/otelgrpc" (a recording SDK). The figures are logged,
 // so run it with -v:
 //
-//	go test -run '^$' -bench BenchmarkGRPCClientRatio -benchtime 3000x -v ./servicedefaults
+//	go test -run '^$' -bench BenchmarkGRPCClientRatio -benchtime 3000x -v ./integrations/aspiregrpc
 func BenchmarkGRPCClientRatio(b *testing.B) {
 	srv := grpctest.Start(b, "bench", nil)
 	req := &echopb.EchoRequest{Message: "hello"}
@@ -41,18 +45,14 @@ func BenchmarkGRPCClientRatio(b *testing.B) {
 		return echopb.NewEchoClient(cc)
 	}
 	app := func(sdk bool) echopb.EchoClient {
-		a, err := Add(context.Background(), nil,
-			WithConfig(discovery.FromMap(map[string]string{"services__echo__grpc__0": "http://" + srv.Addr})),
-			WithLogWriter(io.Discard))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = a.Shutdown(context.Background()) })
+		a := servicedefaultstest.NewUnstarted(b, nil, map[string]string{"services__echo__grpc__0": "http://" + srv.Addr},
+			servicedefaults.WithLogWriter(io.Discard))
+		var h servicedefaults.Host = a.App
 		if sdk {
 			tp, mp := benchSDK(b)
-			a.tel.tp, a.tel.mp, a.tel.tracing, a.tel.metering = tp, mp, true, true
+			h = sdkHost{a.App, tp, mp}
 		}
-		cc, err := a.GRPCClient("echo")
+		cc, err := aspiregrpc.Client(context.Background(), h, "echo")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -87,6 +87,22 @@ func BenchmarkGRPCClientRatio(b *testing.B) {
 		benchratio.Side{Name: "sdk/app", Op: call(app(true), 0)},
 	)
 }
+
+// sdkHost is an App whose telemetry is a recording SDK.
+type sdkHost struct {
+	*servicedefaults.App
+	tp *sdktrace.TracerProvider
+	mp *sdkmetric.MeterProvider
+}
+
+func (h sdkHost) TracerProvider() trace.TracerProvider { return h.tp }
+func (h sdkHost) MeterProvider() metric.MeterProvider  { return h.mp }
+
+// discardExporter drops the spans it is given.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
 
 // benchSDK is a recording SDK: spans into a batch processor with a
 // discarding exporter, metrics into a reader never collected.

@@ -1,4 +1,4 @@
-package servicedefaults
+package aspiregrpc
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/goaspire/goaspire/discovery"
+	_ "github.com/goaspire/goaspire/internal/grpctest/echopb" // the Echo service's idempotent methods
 	"github.com/goaspire/goaspire/resilience"
 )
 
@@ -58,7 +59,14 @@ func TestGRPCClientPolicy(t *testing.T) {
 		"Aspire:Resilience:Grpc:Clients:echo:TotalRequestTimeout:Timeout": "00:00:05",
 		"Aspire:Resilience:Grpc:AttemptTimeout:Timeout":                   "00:00:02",
 	})
-	sc, u, err := grpcClientPolicy(cfg, "echo")
+	policy := func(cfg *discovery.Config) (string, *grpcUnary, error) {
+		s, keys, err := readClientSettings(cfg, "echo")
+		if err != nil {
+			return "", nil, err
+		}
+		return clientPolicy(s, keys)
+	}
+	sc, u, err := policy(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +74,8 @@ func TestGRPCClientPolicy(t *testing.T) {
 	if err := json.Unmarshal([]byte(sc), &c); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := c.LoadBalancingConfig[0][grpcBalancerName]; !ok {
-		t.Errorf("balancing = %v, want %s", c.LoadBalancingConfig, grpcBalancerName)
+	if _, ok := c.LoadBalancingConfig[0][balancerName]; !ok {
+		t.Errorf("balancing = %v, want %s", c.LoadBalancingConfig, balancerName)
 	}
 	for _, mc := range c.MethodConfig {
 		for _, n := range mc.Name {
@@ -82,7 +90,7 @@ func TestGRPCClientPolicy(t *testing.T) {
 	if u.totalKey != "Aspire:Resilience:Grpc:Clients:echo:TotalRequestTimeout:Timeout" || u.attemptKey != "Aspire:Resilience:Grpc:AttemptTimeout:Timeout" {
 		t.Errorf("keys = %s, %s", u.totalKey, u.attemptKey)
 	}
-	// The Echo service is linked in by the benchmark's import.
+	// The Echo service is linked in by the import below.
 	for m, want := range map[string]bool{
 		"/goaspire.test.v1.Echo/Get": true, "/goaspire.test.v1.Echo/Put": true, "/goaspire.test.v1.Echo/Post": false,
 		"/goaspire.test.v1.Echo/Watch": false, "/grpc.health.v1.Health/Check": false,
@@ -91,7 +99,7 @@ func TestGRPCClientPolicy(t *testing.T) {
 			t.Errorf("%s retried = %v, want %v", m, got, want)
 		}
 	}
-	_, u, err = grpcClientPolicy(discovery.FromMap(map[string]string{"Aspire:Resilience:Grpc:Retry:MaxRetryAttempts": "0"}), "echo")
+	_, u, err = policy(discovery.FromMap(map[string]string{"Aspire:Resilience:Grpc:Retry:MaxRetryAttempts": "0"}))
 	if err != nil || len(u.idempotent) != 0 {
 		t.Errorf("with MaxRetryAttempts 0: %d methods retried (%v)", len(u.idempotent), err)
 	}

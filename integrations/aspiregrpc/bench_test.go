@@ -1,4 +1,4 @@
-package servicedefaults
+package aspiregrpc_test
 
 import (
 	"context"
@@ -10,22 +10,24 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/integrations/aspiregrpc"
 	"github.com/goaspire/goaspire/internal/grpctest"
 	"github.com/goaspire/goaspire/internal/grpctest/echopb"
+	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/servicedefaults/servicedefaultstest"
 )
 
 // BenchmarkGRPCClient measures one unary call on loopback to a plain
 // grpc-go server: "off/bare" is grpc.NewClient with no options but
 // plaintext, "off/bare-deadline" the same with a 30 s deadline on each
-// call (what a caller's deadline costs client and server: App.GRPCClient's
-// own timeouts are not sent to the server), "off/app" is App.GRPCClient
-// with telemetry off (discovery, round_robin, the retries and timeouts,
+// call (what a caller's deadline costs client and server: Client's own
+// timeouts are not sent to the server), "off/app" is Client with
+// telemetry off (discovery, round_robin, the retries and timeouts,
 // keepalive, trace-context propagation); "sdk/otelgrpc" is the bare
 // client with plain otelgrpc over a recording SDK (benchSDK), "sdk/app"
-// is App.GRPCClient over the same SDK.
+// is Client over the same SDK.
 //
-//	go test -run '^$' -bench 'BenchmarkGRPCClient$' -benchmem ./servicedefaults
+//	go test -run '^$' -bench 'BenchmarkGRPCClient$' -benchmem ./integrations/aspiregrpc
 //
 // BenchmarkGRPCClientRatio runs the same sides in interleaved rounds.
 func BenchmarkGRPCClient(b *testing.B) {
@@ -59,18 +61,12 @@ func BenchmarkGRPCClient(b *testing.B) {
 		b.Cleanup(func() { cc.Close() })
 		return cc
 	}
-	newApp := func(b *testing.B) *App {
-		app, err := Add(context.Background(), nil,
-			WithConfig(discovery.FromMap(map[string]string{"services__echo__grpc__0": "http://" + srv.Addr})),
-			WithLogWriter(io.Discard))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = app.Shutdown(context.Background()) })
-		return app
+	newApp := func(b *testing.B) *servicedefaultstest.App {
+		return servicedefaultstest.NewUnstarted(b, nil, map[string]string{"services__echo__grpc__0": "http://" + srv.Addr},
+			servicedefaults.WithLogWriter(io.Discard))
 	}
-	client := func(b *testing.B, app *App) *grpc.ClientConn {
-		cc, err := app.GRPCClient("echo")
+	client := func(b *testing.B, h servicedefaults.Host) *grpc.ClientConn {
+		cc, err := aspiregrpc.Client(context.Background(), h, "echo")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -85,9 +81,7 @@ func BenchmarkGRPCClient(b *testing.B) {
 		run(b, bare(b, grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp)))))
 	})
 	b.Run("sdk/app", func(b *testing.B) {
-		app := newApp(b)
 		tp, mp := benchSDK(b)
-		app.tel.tp, app.tel.mp, app.tel.tracing, app.tel.metering = tp, mp, true, true
-		run(b, client(b, app))
+		run(b, client(b, sdkHost{newApp(b).App, tp, mp}))
 	})
 }

@@ -1,4 +1,4 @@
-package servicedefaults
+package aspiregrpc
 
 import (
 	"errors"
@@ -41,7 +41,7 @@ func TestGRPCKeepalive(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			kp, err := grpcKeepalive(discovery.FromMap(tt.values), "echo")
+			kp, err := readKeepalive(discovery.FromMap(tt.values), "echo")
 			if tt.badKey != "" {
 				var ke *discovery.KeyError
 				if !errors.As(err, &ke) || ke.Key != tt.badKey {
@@ -55,10 +55,10 @@ func TestGRPCKeepalive(t *testing.T) {
 			if kp.Time == 0 {
 				return
 			}
-			if grpcServerKeepalive.MinTime > kp.Time/2 {
-				t.Errorf("server MinTime %v: a client ping every %v arriving a little early is a strike", grpcServerKeepalive.MinTime, kp.Time)
+			if serverKeepalive.MinTime > kp.Time/2 {
+				t.Errorf("server MinTime %v: a client ping every %v arriving a little early is a strike", serverKeepalive.MinTime, kp.Time)
 			}
-			if kp.PermitWithoutStream && !grpcServerKeepalive.PermitWithoutStream {
+			if kp.PermitWithoutStream && !serverKeepalive.PermitWithoutStream {
 				t.Error("the server refuses the pings of a connection without calls, which the client sends")
 			}
 		})
@@ -91,7 +91,7 @@ func TestGRPCOutlierConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o, err := grpcRetryOptions(discovery.FromMap(tt.values), "echo")
+			o, err := retryOptions(discovery.FromMap(tt.values), "echo")
 			if tt.badKey != "" {
 				var ke *discovery.KeyError
 				if !errors.As(err, &ke) || ke.Key != tt.badKey {
