@@ -601,13 +601,14 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 		c.observe(ctx, key, &cl.scratch)
 	}
 
-	var lctx context.Context = loadContext{values: ctx, closing: c.closeCtx}
+	lc := &loadContext{values: ctx, closing: c.closeCtx}
 	if pos := max(cl.scratch.pos, c.positions.lookup(key, clock.now())); pos != 0 {
 		// The key was invalidated after a database write: the loader's
 		// reads through cqrs go only to a server that has replayed it.
 		c.stats.positionLoads.Add(1)
-		lctx = loadContext{values: ctx, closing: c.closeCtx, floor: loadFloor(ctx, pos)}
+		lc.floor = walpos.Floor{Inner: ctx.Value(walpos.Key{}), Position: pos}
 	}
+	var lctx context.Context = lc
 	if c.hardTimeout > 0 {
 		var cancelHard context.CancelFunc
 		lctx, cancelHard = context.WithTimeout(lctx, c.hardTimeout)
@@ -647,21 +648,22 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 // loadContext is the context of a load: the values of the caller's
 // context, ended only by the cache's Close. It costs one allocation, where
 // deriving it (WithoutCancel, WithCancel, AfterFunc) costs several on every
-// miss. A load that must see a write's WAL position holds it as a
-// *walpos.Floor (floor), which cqrs reads.
+// miss. A load that must see a write's WAL position holds it in floor
+// (Position not 0), which cqrs reads under walpos.Key: in the same
+// allocation.
 type loadContext struct {
 	values  context.Context
 	closing context.Context
-	floor   *walpos.Floor
+	floor   walpos.Floor
 }
 
-func (c loadContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c loadContext) Done() <-chan struct{}       { return c.closing.Done() }
-func (c loadContext) Err() error                  { return c.closing.Err() }
-func (c loadContext) Value(key any) any {
-	if c.floor != nil {
+func (c *loadContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *loadContext) Done() <-chan struct{}       { return c.closing.Done() }
+func (c *loadContext) Err() error                  { return c.closing.Err() }
+func (c *loadContext) Value(key any) any {
+	if c.floor.Position != 0 {
 		if _, ok := key.(walpos.Key); ok {
-			return c.floor
+			return &c.floor
 		}
 	}
 	return c.values.Value(key)

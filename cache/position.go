@@ -125,12 +125,6 @@ func (p *positions) lookup(key string, now int64) uint64 {
 // read-your-writes session, 0 for none.
 func writePosition(ctx context.Context) uint64 { return walpos.Written(ctx) }
 
-// loadFloor returns the value a load's context holds under walpos.Key
-// for a load that must see pos: the caller's value, wrapped.
-func loadFloor(ctx context.Context, pos uint64) *walpos.Floor {
-	return &walpos.Floor{Inner: ctx.Value(walpos.Key{}), Position: pos}
-}
-
 // The position travels in invalidation messages after the instance id,
 // "2|{instance}@{position, hex}|k|{key}": an older instance reads the
 // whole as an instance id (not its own) and applies the message as before.

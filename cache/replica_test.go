@@ -19,50 +19,9 @@ import (
 // write's WAL position; once replay resumes and the replica has it, loads
 // of the key go to the replica again.
 func TestInvalidationOverLaggingReplica(t *testing.T) {
-	primary := testserver.NewPostgres(t)
-	replica := primary.NewReplica(t)
+	db, replica := newReplicaDB(t)
 	ctx := context.Background()
-
-	cfg, err := cqrs.LoadConfig(discovery.FromMap(map[string]string{
-		"ConnectionStrings__db-primary":               primary.ConnectionString(),
-		"ConnectionStrings__db-replica-east":          replica.ConnectionString(),
-		"Aspire__Npgsql__db__Replicas__CheckInterval": "100ms",
-	}), "db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Logger = quietLogger()
-	// No lag bound: the paused replica stays in rotation however slow
-	// the machine, so that only the write's position can keep the load
-	// off it.
-	cfg.MaxLag = -1
-	db, err := cqrs.New(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(db.Close)
-	if _, err := db.Exec(ctx, `CREATE TABLE products (id bigint PRIMARY KEY, price numeric(12,2) NOT NULL);
-		INSERT INTO products VALUES (1, 10)`); err != nil {
-		t.Fatal(err)
-	}
-	if err := replica.WaitCaughtUp(ctx); err != nil {
-		t.Fatal(err)
-	}
-	caughtUp := func(l cqrs.LSN) func() bool {
-		return func() bool {
-			rs := db.Replicas()
-			return len(rs) == 1 && rs[0].InRotation && rs[0].ReplayLSN >= l
-		}
-	}
-	var text string
-	if err := db.Primary().QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err != nil {
-		t.Fatal(err)
-	}
-	created, err := cqrs.ParseLSN(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 30*time.Second, "the replica in rotation with the table", caughtUp(created))
+	caughtUp := func(l cqrs.LSN) func() bool { return func() bool { return replayed(db, l) } }
 
 	srv := testserver.NewRedis(t)
 	rdbA, rdbB := openClient(t, srv), openClient(t, srv)
@@ -161,4 +120,52 @@ func TestInvalidationOverLaggingReplica(t *testing.T) {
 	if after.Replica != before.Replica+1 || after.Primary() != before.Primary() || after.MinLSNReplica != before.MinLSNReplica+1 {
 		t.Errorf("the load after replay resumed did not go to the replica: before %+v, after %+v", before, after)
 	}
+}
+
+// newReplicaDB opens a DB over a new primary and streaming replica, with a
+// products table (product 1 at price 10) that the replica has replayed
+// and the replica in rotation. The replica checker runs every 100 ms, and
+// there is no lag bound: a paused replica stays in rotation however slow
+// the machine, so that only a position can keep a read off it.
+func newReplicaDB(tb testing.TB) (*cqrs.DB, *testserver.Postgres) {
+	tb.Helper()
+	primary := testserver.NewPostgres(tb)
+	replica := primary.NewReplica(tb)
+	ctx := context.Background()
+	cfg, err := cqrs.LoadConfig(discovery.FromMap(map[string]string{
+		"ConnectionStrings__db-primary":               primary.ConnectionString(),
+		"ConnectionStrings__db-replica-east":          replica.ConnectionString(),
+		"Aspire__Npgsql__db__Replicas__CheckInterval": "100ms",
+	}), "db")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.Logger = quietLogger()
+	cfg.MaxLag = -1
+	db, err := cqrs.New(ctx, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(db.Close)
+	if _, err := db.Exec(ctx, `CREATE TABLE products (id bigint PRIMARY KEY, price numeric(12,2) NOT NULL);
+		INSERT INTO products VALUES (1, 10)`); err != nil {
+		tb.Fatal(err)
+	}
+	var text string
+	if err := db.Primary().QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&text); err != nil {
+		tb.Fatal(err)
+	}
+	created, err := cqrs.ParseLSN(text)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	eventually(tb, 30*time.Second, "the replica in rotation with the table", func() bool { return replayed(db, created) })
+	return db, replica
+}
+
+// replayed reports whether db's one replica is in rotation and its checker
+// has seen it replay l.
+func replayed(db *cqrs.DB, l cqrs.LSN) bool {
+	rs := db.Replicas()
+	return len(rs) == 1 && rs[0].InRotation && rs[0].ReplayLSN >= l
 }
