@@ -248,10 +248,11 @@
 // through Redis; and a key whose tombstone another instance replaced by
 // a value loaded with the position keeps the position on the instances
 // that received the message. Positions are remembered for up to 10,000
-// keys per instance; past that they are folded into one position that
-// applies to every key, which sends more loads to the primary, never
-// fewer. Without replicas, without a session, or for a write that
-// recorded no position, a load reads as it did before.
+// keys per instance; past that the older half is folded into one position
+// that applies to every key, as a tag removal's or a Clear's does: that
+// may send more loads to the primary, never fewer. Without replicas,
+// without a session, or for a write that recorded no position, a load
+// reads as it did before.
 //
 // The one clock comparison left is between writes, in replays: each
 // value records when it was created (its writer's wall clock, in Unix

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,16 +19,18 @@ import (
 const positionTTL = tombstoneTTL
 
 // maxPositions bounds the keys whose position an instance remembers; past
-// it they are folded into one position for every key of the cache (see
-// positions).
+// it the older half is folded into one position for every key of the
+// cache (see positions).
 const maxPositions = 10_000
 
 // positions remembers, per key, the WAL position of the latest write that
 // invalidated it (Set, Remove, here or on another instance), for
 // positionTTL. Tag removals and Clear, which invalidate many keys, raise
-// one position that applies to every key (all), as do keys dropped when
-// the map is full: a load then asks more of replicas than it must, never
-// less.
+// one position that applies to every key (all). When the map is full, the
+// older half of its keys (those noted first) is folded into all: a load
+// then asks more of replicas than it must, never less, and since
+// positions grow with time, the folded ones are those replicas are the
+// likeliest to have replayed already.
 type positions struct {
 	live atomic.Bool // anything noted: loads look positions up only then
 	mu   sync.Mutex
@@ -65,10 +68,7 @@ func (p *positions) note(key string, pos uint64, now int64) {
 	if !ok && len(p.m) >= maxPositions {
 		p.sweepLocked(now)
 		if len(p.m) >= maxPositions {
-			for _, e := range p.m {
-				p.all.raise(e.pos, e.until)
-			}
-			clear(p.m)
+			p.foldOlderLocked()
 		}
 	}
 	if cur.at(now) == 0 {
@@ -87,6 +87,23 @@ func (p *positions) noteAll(pos uint64, now int64) {
 		p.all = posEntry{}
 	}
 	p.all.raise(pos, now+int64(positionTTL))
+}
+
+// foldOlderLocked moves the older half of the keys' positions (by when
+// they expire, which is when they were noted) into all.
+func (p *positions) foldOlderLocked() {
+	untils := make([]int64, 0, len(p.m))
+	for _, e := range p.m {
+		untils = append(untils, e.until)
+	}
+	slices.Sort(untils)
+	median := untils[len(untils)/2]
+	for k, e := range p.m {
+		if e.until <= median {
+			p.all.raise(e.pos, e.until)
+			delete(p.m, k)
+		}
+	}
 }
 
 // sweepLocked drops the positions that have expired.

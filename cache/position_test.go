@@ -67,23 +67,32 @@ func TestPositionsStore(t *testing.T) {
 		t.Errorf("a new position after expiry = %d, want 3", got)
 	}
 
-	// Past maxPositions the positions fold into one for every key.
+	// Past maxPositions the older half folds into one position for
+	// every key: the highest of the folded ones.
 	var q positions
 	for i := range maxPositions {
-		q.note(fmt.Sprint("k", i), uint64(100+i), 0)
+		q.note(fmt.Sprint("k", i), uint64(100+i), int64(i))
 	}
-	q.note("last", 5, 1)
-	if got := q.lookup("k1", 2); got != 100+maxPositions-1 {
-		t.Errorf("after folding, k1 needs %d, want %d (the highest dropped)", got, 100+maxPositions-1)
+	q.note("last", 5, maxPositions)
+	const half = maxPositions / 2
+	now := int64(maxPositions + 1)
+	if got := q.lookup("k1", now); got != 100+half {
+		t.Errorf("after folding, k1 needs %d, want %d (the highest folded)", got, 100+half)
 	}
-	if got := q.lookup("never-noted", 2); got != 100+maxPositions-1 {
-		t.Errorf("after folding, an unrelated key needs %d", got)
+	if got := q.lookup("never-noted", now); got != 100+half {
+		t.Errorf("after folding, an unrelated key needs %d, want %d", got, 100+half)
 	}
-	if len(q.m) != 1 {
-		t.Errorf("%d keys kept after folding, want 1", len(q.m))
+	if got := q.lookup(fmt.Sprint("k", maxPositions-1), now); got != 100+maxPositions-1 {
+		t.Errorf("a newer key kept its own position: %d", got)
 	}
-	q.noteAll(1<<40, 3)
-	if got := q.lookup("last", 4); got != 1<<40 {
+	if got := q.lookup("last", now); got != 100+half {
+		t.Errorf("a key noted lower than the fold needs %d", got)
+	}
+	if len(q.m) != maxPositions-half {
+		t.Errorf("%d keys kept after folding, want %d", len(q.m), maxPositions-half)
+	}
+	q.noteAll(1<<40, now)
+	if got := q.lookup("last", now+1); got != 1<<40 {
 		t.Errorf("noteAll: %d", got)
 	}
 }
