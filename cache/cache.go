@@ -21,6 +21,7 @@ import (
 
 	"github.com/goaspire/goaspire/internal/deadline"
 	"github.com/goaspire/goaspire/internal/fallback"
+	"github.com/goaspire/goaspire/internal/walpos"
 )
 
 // ErrNotFound says a key has no value. A loader returns it (possibly
@@ -150,7 +151,10 @@ type Options struct {
 // Loader loads the value for a key on a miss. Its context carries the
 // caller's values (trace, deadline-free) but is not canceled when the
 // caller gives up, since other callers may be waiting for the same load; it
-// ends at Options.HardTimeout or when the cache is closed.
+// ends at Options.HardTimeout or when the cache is closed. After an
+// invalidation that carried a database write's position, it also requires
+// that position of cqrs reads made with it (see the package doc, Over read
+// replicas).
 type Loader[T any] func(ctx context.Context) (T, error)
 
 // EntryOption adjusts one Set or GetOrLoad.
@@ -214,6 +218,7 @@ type Cache[T any] struct {
 	replaying     atomic.Bool
 	flight        flight[T]
 	tags          tagTimes
+	positions     positions // WAL positions of the writes behind recent invalidations
 	waiters       lockWaiters
 	renewer       lockRenewer
 	args          scriptArgs
@@ -596,7 +601,14 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 		c.observe(ctx, key, &cl.scratch)
 	}
 
-	var lctx context.Context = loadContext{values: ctx, closing: c.closeCtx}
+	lc := &loadContext{values: ctx, closing: c.closeCtx}
+	if pos := max(cl.scratch.pos, c.positions.lookup(key, clock.now())); pos != 0 {
+		// The key was invalidated after a database write: the loader's
+		// reads through cqrs go only to a server that has replayed it.
+		c.stats.positionLoads.Add(1)
+		lc.floor = walpos.Floor{Inner: ctx.Value(walpos.Key{}), Position: pos}
+	}
+	var lctx context.Context = lc
 	if c.hardTimeout > 0 {
 		var cancelHard context.CancelFunc
 		lctx, cancelHard = context.WithTimeout(lctx, c.hardTimeout)
@@ -636,16 +648,26 @@ func (c *Cache[T]) load(ctx context.Context, key string, load Loader[T], eo entr
 // loadContext is the context of a load: the values of the caller's
 // context, ended only by the cache's Close. It costs one allocation, where
 // deriving it (WithoutCancel, WithCancel, AfterFunc) costs several on every
-// miss.
+// miss. A load that must see a write's WAL position holds it in floor
+// (Position not 0), which cqrs reads under walpos.Key: in the same
+// allocation.
 type loadContext struct {
 	values  context.Context
 	closing context.Context
+	floor   walpos.Floor
 }
 
-func (c loadContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c loadContext) Done() <-chan struct{}       { return c.closing.Done() }
-func (c loadContext) Err() error                  { return c.closing.Err() }
-func (c loadContext) Value(key any) any           { return c.values.Value(key) }
+func (c *loadContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *loadContext) Done() <-chan struct{}       { return c.closing.Done() }
+func (c *loadContext) Err() error                  { return c.closing.Err() }
+func (c *loadContext) Value(key any) any {
+	if c.floor.Position != 0 {
+		if _, ok := key.(walpos.Key); ok {
+			return &c.floor
+		}
+	}
+	return c.values.Value(key)
+}
 
 // runLoader calls load, turning a panic into an error: the loader may run
 // on a goroutine of the cache, where a panic would take the process down
@@ -861,7 +883,10 @@ func (c *Cache[T]) Get(ctx context.Context, key string) (T, bool) {
 // started before, on any instance, does not overwrite it, whatever the
 // instances' clocks say (see the package doc). When Redis is unreachable the value is kept in L1 and the
 // Redis write is replayed when Redis returns; Set returns an error only
-// when v cannot be encoded or the cache is closed.
+// when v cannot be encoded or the cache is closed. When ctx records a
+// database write's position (a cqrs read-your-writes session that has
+// written), the invalidation carries it, so that later loads of key on
+// any instance read a server that has the write (see the package doc).
 func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -873,14 +898,18 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 	if c.rdb != nil && env == nil {
 		return fmt.Errorf("cache %q: encoding the value for key failed", c.name)
 	}
+	pos := writePosition(ctx)
+	if pos != 0 {
+		c.positions.note(key, pos, now)
+	}
 	c.flight.supersede(key)
 	c.storeL1(e, now, false)
 	if c.rdb == nil {
 		return nil
 	}
 	ttl := c.physicalTTL(eo)
-	if err := c.writeL2(ctx, key, env, ttl); err != nil {
-		c.queue(pendingOp{kind: opSet, id: key, env: env, at: e.created, expires: wallNow.Add(ttl)})
+	if err := c.writeL2(ctx, key, env, ttl, pos); err != nil {
+		c.queue(pendingOp{kind: opSet, id: key, env: env, at: e.created, expires: wallNow.Add(ttl), pos: pos})
 	}
 	return nil
 }
@@ -889,12 +918,20 @@ func (c *Cache[T]) Set(ctx context.Context, key string, v T, opts ...EntryOption
 // instance. Once it has reached Redis, a load of key that started before,
 // on any instance, does not bring the old value back, whatever the
 // instances' clocks say. When Redis is unreachable the removal is replayed when it
-// returns.
+// returns. When ctx records a database write's position (a cqrs
+// read-your-writes session that has written), the removal carries it, in
+// Redis and to every instance, so that the next load of key, on any
+// instance, reads a server that has the write, never a lagging replica's
+// older row (see the package doc, Over read replicas).
 func (c *Cache[T]) Remove(ctx context.Context, key string) error {
 	if c.closed.Load() {
 		return ErrClosed
 	}
 	at := c.stamp(time.Now())
+	pos := writePosition(ctx)
+	if pos != 0 {
+		c.positions.note(key, pos, clock.now())
+	}
 	c.flight.supersede(key)
 	c.removals.Add(1)
 	if c.l1 != nil {
@@ -903,8 +940,8 @@ func (c *Cache[T]) Remove(ctx context.Context, key string) error {
 	if c.rdb == nil {
 		return nil
 	}
-	if err := c.removeL2(ctx, key, at, false); err != nil {
-		c.queue(pendingOp{kind: opRemove, id: key, at: at})
+	if err := c.removeL2(ctx, key, at, false, pos); err != nil {
+		c.queue(pendingOp{kind: opRemove, id: key, at: at, pos: pos})
 	}
 	return nil
 }
@@ -914,7 +951,8 @@ func (c *Cache[T]) Remove(ctx context.Context, key string) error {
 // the removal under the tag and tells the other instances, which drop
 // matching L1 entries; an entry read from Redis is treated as expired when
 // one of its tags was removed at or after it was written (it may still be
-// served by fail-safe while its loader fails).
+// served by fail-safe while its loader fails). A database write's position
+// recorded in ctx is carried as by Remove, for every key of the cache.
 func (c *Cache[T]) RemoveByTag(ctx context.Context, tag string) error {
 	return c.invalidate(ctx, opRemoveTag, tag)
 }
@@ -931,12 +969,16 @@ func (c *Cache[T]) invalidate(ctx context.Context, kind int, tag string) error {
 		return ErrClosed
 	}
 	at := time.Now().UnixMilli()
+	pos := writePosition(ctx)
+	if pos != 0 {
+		c.positions.noteAll(pos, clock.now())
+	}
 	c.applyInvalidation(kind, tag, at)
 	if c.rdb == nil {
 		return nil
 	}
-	if err := c.invalidateL2(ctx, kind, tag, at); err != nil {
-		c.queue(pendingOp{kind: kind, id: tag, at: at})
+	if err := c.invalidateL2(ctx, kind, tag, at, pos); err != nil {
+		c.queue(pendingOp{kind: kind, id: tag, at: at, pos: pos})
 	}
 	return nil
 }

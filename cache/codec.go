@@ -120,7 +120,8 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 //	            started, Unix milliseconds; a load never replaces a value
 //	            created later, and a tag removed at or after it expires it
 //	uvarint     number of tags, then each tag as uvarint length + bytes
-//	rest        the value as the codec encoded it
+//	rest        the value as the codec encoded it (a tombstone's: nothing,
+//	            or the WAL position of the write that removed the key)
 const (
 	envelopeVersion = 2
 	flagNegative    = 1
@@ -173,12 +174,21 @@ func appendLock(dst []byte, token string) []byte {
 }
 
 // appendTombstone writes the envelope that marks a key removed at created.
-func appendTombstone(dst []byte, created int64) []byte {
+// A removal that followed a database write carries the write's WAL
+// position (pos, not 0) as its payload, 8 bytes big endian, so that a load
+// over the tombstone, on any instance, reads a server that has the write
+// (see tombstonePos). Readers that know no positions ignore a tombstone's
+// payload.
+func appendTombstone(dst []byte, created int64, pos uint64) []byte {
 	dst = append(dst, envelopeVersion, flagTombstone)
 	dst = binary.BigEndian.AppendUint64(dst, 0)
 	dst = binary.BigEndian.AppendUint64(dst, 0)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(created))
-	return binary.AppendUvarint(dst, 0)
+	dst = binary.AppendUvarint(dst, 0)
+	if pos != 0 {
+		dst = binary.BigEndian.AppendUint64(dst, pos)
+	}
+	return dst
 }
 
 func envelopeSize(tags []string, payload int) int {

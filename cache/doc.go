@@ -269,12 +269,18 @@
 // "goaspire:cache:n:w:{key}"), tag removal times at
 // "goaspire:cache:n:t:{tag}", the Clear time at "goaspire:cache:n:clear",
 // invalidations on "goaspire:cache:n:invalidate" as
-// "2|{instance}|{k|l|t|c}|{argument}". On a cluster client every script
-// touches one key, so the layout works on Redis Cluster.
+// "2|{instance}|{k|l|t|c}|{argument}", where an invalidation that follows
+// a database write has "{instance}@{WAL position, hex}" in place of
+// "{instance}": releases that know no positions read it as another
+// instance's id and apply the message as before. A Remove's tombstone
+// carries the position as its payload, which they ignore. On a cluster
+// client every script touches one key, so the layout works on Redis
+// Cluster.
 //
 // Metrics (meter "github.com/goaspire/goaspire/cache", all with cache.name):
 // goaspire.cache.hits and goaspire.cache.misses {cache.tier=l1|l2},
 // goaspire.cache.loads {cache.outcome=success|error|not_found},
+// goaspire.cache.position_loads,
 // goaspire.cache.stale_served {cache.reason=error|timeout},
 // goaspire.cache.invalidations_received, goaspire.cache.reconnects,
 // goaspire.cache.errors {cache.tier=l2|codec}, goaspire.cache.l1.entries
@@ -289,4 +295,54 @@
 // store the removed key's older value; a RemoveByTag is remembered in
 // Redis for the longest TTL plus FailSafeMaxAge this instance has written;
 // values are shared between callers, so treat them as immutable.
+//
+// # Over read replicas
+//
+// When the loader reads from streaming replicas (package cqrs's DB), a
+// replica that has not yet replayed a write still has the old row: a load
+// after the write's invalidation would put the old value back, on every
+// instance, for the whole TTL. So an invalidation that follows a database
+// write carries the write's position in the write-ahead log, and the
+// loads it causes read only from a server that has replayed it:
+//
+//   - A Set, Remove, RemoveByTag or Clear made with a context that
+//     records a write's position (a cqrs read-your-writes session that has
+//     written: cqrs.Middleware, cqrs.WithSession, cqrs.WithSessionLSN)
+//     carries the session's latest write's position. Set and Remove
+//     remember it for the key on this instance, a Remove's tombstone keeps
+//     it in Redis, and the invalidation message gives it to every other
+//     instance, which remembers it for the key before dropping the key
+//     from L1. RemoveByTag and Clear give theirs to every key of the cache.
+//   - A load of the key within a minute of the write (the tombstone's
+//     life), on any instance, whether it follows the message or finds the
+//     tombstone first, runs its loader with a context that requires the
+//     position: cqrs's DB.QueryRow (Query, Reader) with that context reads
+//     a replica only once its checker has seen the replica replay the
+//     write, else the primary. The cache does not import cqrs, nor cqrs
+//     the cache: the position travels in the contexts. Stats.PositionLoads
+//     (goaspire.cache.position_loads) counts such loads, and cqrs's
+//     ReadStats.MinLSN and MinLSNReplica (goaspire.cqrs.reads,
+//     reason=min_lsn) where they read.
+//
+// The guarantee: after an invalidation that carried a write's position
+// has reached Redis (when Set or Remove returns, or when it is
+// replayed), no instance caches, in L1 or Redis, a value loaded from a
+// replica that had not replayed the write, for a minute after it; past
+// that, a replica still behind is out of cqrs's rotation under its
+// default Replicas:MaxLag (10 s), so the guarantee holds as long as
+// MaxLag is set below a minute. A load that started before the
+// invalidation does not store its value either (see above). What the
+// guarantee does not cover: an instance serves the key from its L1 until
+// the message reaches it (milliseconds; L1TTL when a message is lost), as
+// after any write; and an instance that missed the message (started
+// later, or reconnecting) knows the position only from a Remove's
+// tombstone, so there a load after a tag removal or a Clear (Redis keeps
+// no position for them), or after a Set whose value left Redis early
+// (evicted, or a TTL shorter than the replica's lag), may read a lagging
+// replica. Positions are remembered for up to 10,000
+// keys per instance; past that the older half is folded into one position
+// that applies to every key, as a tag removal's or a Clear's does: that
+// may send more loads to the primary, never fewer. Without replicas,
+// without a session, or for a write that recorded no position, a load
+// reads as it did before.
 package cache

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9/logging"
 
 	"github.com/goaspire/goaspire/cache"
+	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/discovery"
 )
 
@@ -162,4 +163,60 @@ func ExampleRedisLogger() {
 		"redis: connection pool: failed to dial after %d attempts: %v", 5, "connection refused")
 	// Output:
 	// level=WARN msg="redis: connection pool: failed to dial after 5 attempts: connection refused" component=go-redis
+}
+
+// A cache over read replicas: the write's position travels with the
+// invalidation, so no instance reloads the old row from a replica that
+// has not replayed the write.
+func ExampleCache_Remove() {
+	ctx := context.Background()
+	cfg, err := discovery.Load()
+	if err != nil {
+		log.Fatal(err)
+	}
+	dc, err := cqrs.LoadConfig(cfg, "db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := cqrs.New(ctx, dc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	rc, err := cache.LoadRedisConfig(cfg, "cache")
+	if err != nil {
+		log.Fatal(err)
+	}
+	rdb, err := cache.NewRedis(ctx, rc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rdb.Close()
+	prices, err := cache.New[float64](rdb, "price", cache.Options{TTL: 10 * time.Minute})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer prices.Close()
+
+	// A PUT: the write, in a read-your-writes session (cqrs.Middleware
+	// makes one per request), records its position; Remove carries it.
+	put := cqrs.WithSession(ctx)
+	if _, err := db.Exec(put, "update products set price = $2 where id = $1", 7, 19.5); err != nil {
+		log.Fatal(err)
+	}
+	if err := prices.Remove(put, "7"); err != nil {
+		log.Fatal(err)
+	}
+
+	// A GET, on this instance or any other: the load reads a replica only
+	// once it has replayed the write, else the primary.
+	price, err := prices.GetOrLoad(ctx, "7", func(ctx context.Context) (float64, error) {
+		var p float64
+		err := db.QueryRow(ctx, "select price::float8 from products where id = $1", 7).Scan(&p)
+		return p, err
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(price)
 }

@@ -141,7 +141,9 @@ return 1`)
 // load that started before it does not store the removed value again.
 const tombstoneTTL = time.Minute
 
-// Invalidation messages: "2|{instance}|{op}|{argument}".
+// Invalidation messages: "2|{instance}|{op}|{argument}", where a message
+// that follows a database write has "{instance}@{position}" (see
+// parseSender).
 const (
 	msgKey    = 'k' // argument: a key written or removed
 	msgLoaded = 'l' // argument: a key loaded under the lock (or its lock released)
@@ -151,6 +153,15 @@ const (
 
 func (c *Cache[T]) message(op byte, arg string) string {
 	return "2|" + c.id + "|" + string(op) + "|" + arg
+}
+
+// messageAt is message for an invalidation that carries the WAL position
+// pos of the write it follows (none when 0).
+func (c *Cache[T]) messageAt(op byte, arg string, pos uint64) string {
+	if pos == 0 {
+		return c.message(op, arg)
+	}
+	return "2|" + c.id + string(posSep) + formatPos(pos) + "|" + string(op) + "|" + arg
 }
 
 // scriptArgs are command and script arguments that do not change, boxed
@@ -313,8 +324,12 @@ func (c *Cache[T]) readL2(ctx context.Context, key string, now int64, wallNow ti
 	// keeps, and a Codec neither keeps nor modifies its input.
 	e := c.decodeL2(ctx, key, unsafe.Slice(unsafe.StringData(s), len(s)), now, wallNow, into)
 	if sc != nil && (e == nil || now >= e.fresh) {
-		// A load follows: it is stored only over what this read found.
+		// A load follows: it is stored only over what this read found,
+		// and reads what a removal's tombstone says it must see.
 		sc.seen = sha1hex(s)
+		if e == nil {
+			sc.notePos(tombstonePos(s))
+		}
 	}
 	return e
 }
@@ -351,7 +366,12 @@ type readScratch[T any] struct {
 	// without the lock envelope may store its value over (storeIfSeen).
 	read bool
 	seen string
+	// pos is the WAL position of the write that removed the key, from a
+	// tombstone a read found (0: none): the load must see it.
+	pos uint64
 }
+
+func (sc *readScratch[T]) notePos(pos uint64) { sc.pos = max(sc.pos, pos) }
 
 // sha1hex is the SHA-1 of s in hex, as Redis's redis.sha1hex gives it.
 func sha1hex(s string) string {
@@ -399,14 +419,15 @@ func (c *Cache[T]) decodeL2(ctx context.Context, key string, data []byte, now in
 }
 
 // writeL2 stores an envelope written by Set and tells the other instances
-// to drop the key from their L1.
-func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time.Duration) error {
+// to drop the key from their L1 (and, pos not 0, that it follows a write
+// at that WAL position).
+func (c *Cache[T]) writeL2(ctx context.Context, key string, env []byte, ttl time.Duration, pos uint64) error {
 	c.notePhysicalTTL(ttl)
 	dk := c.dataKey(key)
 	return c.l2write(ctx, func(lctx context.Context) error {
 		_, err := c.rdb.Pipelined(lctx, func(p redis.Pipeliner) error {
 			p.Set(lctx, dk, env, ttl)
-			p.Publish(lctx, c.channel, c.message(msgKey, key))
+			p.Publish(lctx, c.channel, c.messageAt(msgKey, key, pos))
 			return nil
 		})
 		return err
@@ -524,11 +545,12 @@ func (c *Cache[T]) storeLockedL2(ctx context.Context, key, dk string, env []byte
 	return stored
 }
 
-// removeL2 replaces key by a tombstone created at (Unix ms) and publishes
-// its invalidation. With ifNotNewer (a replay) it leaves a value created
-// later in place.
-func (c *Cache[T]) removeL2(ctx context.Context, key string, at int64, ifNotNewer bool) error {
-	tomb := appendTombstone(make([]byte, 0, envelopeHeader+1), at)
+// removeL2 replaces key by a tombstone created at (Unix ms), carrying the
+// WAL position pos of the write the removal follows (none when 0), and
+// publishes its invalidation. With ifNotNewer (a replay) it leaves a value
+// created later in place.
+func (c *Cache[T]) removeL2(ctx context.Context, key string, at int64, ifNotNewer bool, pos uint64) error {
+	tomb := appendTombstone(make([]byte, 0, envelopeHeader+1+8), at, pos)
 	dk := c.dataKey(key)
 	return c.l2write(ctx, func(lctx context.Context) error {
 		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
@@ -537,17 +559,18 @@ func (c *Cache[T]) removeL2(ctx context.Context, key string, at int64, ifNotNewe
 			} else {
 				p.Set(lctx, dk, tomb, tombstoneTTL)
 			}
-			p.Publish(lctx, c.channel, c.message(msgKey, key))
+			p.Publish(lctx, c.channel, c.messageAt(msgKey, key, pos))
 		})
 	})
 }
 
 // invalidateL2 records a tag removal or a clear made at (Unix ms) and
-// tells the other instances: two commands, whatever the number of entries.
-func (c *Cache[T]) invalidateL2(ctx context.Context, kind int, tag string, at int64) error {
-	key, msg := c.clearKey, c.message(msgClear, strconv.FormatInt(at, 10))
+// tells the other instances (with the WAL position pos of the write it
+// follows, if not 0): two commands, whatever the number of entries.
+func (c *Cache[T]) invalidateL2(ctx context.Context, kind int, tag string, at int64, pos uint64) error {
+	key, msg := c.clearKey, c.messageAt(msgClear, strconv.FormatInt(at, 10), pos)
 	if kind == opRemoveTag {
-		key, msg = c.tagKey(tag), c.message(msgTag, strconv.FormatInt(at, 10)+"|"+tag)
+		key, msg = c.tagKey(tag), c.messageAt(msgTag, strconv.FormatInt(at, 10)+"|"+tag, pos)
 	}
 	// A removal time must outlive every entry written before it.
 	ttl := max(time.Duration(c.maxPhys.Load()), c.physicalTTL(entryOptions{}))
@@ -611,13 +634,27 @@ func (c *Cache[T]) onMessage(payload string) {
 	if !ok {
 		return // another format; ignore
 	}
-	id, rest, ok := strings.Cut(rest, "|")
-	if !ok || id == c.id || len(rest) < 2 || rest[1] != '|' {
+	sender, rest, ok := strings.Cut(rest, "|")
+	if !ok || len(rest) < 2 || rest[1] != '|' {
+		return
+	}
+	id, pos := parseSender(sender)
+	if id == c.id {
 		return
 	}
 	op, arg := rest[0], rest[2:]
 	if op != msgLoaded {
 		c.stats.invalidations.Add(1)
+	}
+	if pos != 0 {
+		// Before the key is dropped from L1, so that no load of it
+		// misses the position.
+		switch op {
+		case msgKey:
+			c.positions.note(arg, pos, clock.now())
+		case msgTag, msgClear:
+			c.positions.noteAll(pos, clock.now())
+		}
 	}
 	switch op {
 	case msgKey:
@@ -1113,6 +1150,7 @@ func (c *Cache[T]) waitLock(ctx context.Context, key string, holder string, sc *
 				if e != nil && now < e.fresh {
 					return nil, e, false
 				}
+				sc.notePos(tombstonePos(s))
 				// Removed, or expired by a tag meanwhile: load without
 				// the lock.
 				return nil, nil, false
@@ -1134,6 +1172,7 @@ func (c *Cache[T]) waitLock(ctx context.Context, key string, holder string, sc *
 			locked := set.Val()
 			if s, err := get.Result(); err == nil {
 				sc.seen = sha1hex(s)
+				sc.notePos(tombstonePos(s))
 			} else {
 				sc.seen = ""
 			}
@@ -1161,7 +1200,7 @@ func (c *Cache[T]) replaySet(ctx context.Context, op pendingOp, ttl time.Duratio
 	return c.l2write(ctx, func(lctx context.Context) error {
 		return c.pipelineScripts(lctx, func(p redis.Pipeliner) {
 			setIfNotNewer.EvalSha(lctx, p, []string{dk}, op.env, ttl.Milliseconds(), op.at)
-			p.Publish(lctx, c.channel, c.message(msgKey, op.id))
+			p.Publish(lctx, c.channel, c.messageAt(msgKey, op.id, op.pos))
 		})
 	})
 }

@@ -42,6 +42,7 @@ type counters struct {
 	l1Hits         atomic.Int64 // hits found by the slow path only
 	lockWaits      atomic.Int64
 	eagerRefreshes atomic.Int64
+	positionLoads  atomic.Int64
 }
 
 // Stats is a snapshot of a cache's counters since it was made.
@@ -59,6 +60,10 @@ type Stats struct {
 	// LockWaits counts misses that found another instance holding the
 	// distributed lock and waited for its value.
 	LockWaits int64
+	// PositionLoads counts the loads (of Loads) that followed an
+	// invalidation carrying a database write's WAL position, whose
+	// loader context required it (see the package doc).
+	PositionLoads int64
 	// StaleServed counts stale values served by fail-safe, because the
 	// loader failed or outlasted SoftTimeout.
 	StaleServed int64
@@ -101,6 +106,7 @@ func (c *Cache[T]) Stats() Stats {
 		L2Errors:              c.stats.l2Errors.Load(),
 		EagerRefreshes:        c.stats.eagerRefreshes.Load(),
 		LockWaits:             c.stats.lockWaits.Load(),
+		PositionLoads:         c.stats.positionLoads.Load(),
 		BreakerTrips:          c.brk.Trips(),
 		BreakerOpen:           c.brk.Open(),
 		CodecErrors:           c.stats.codecErrors.Load(),
@@ -126,6 +132,7 @@ func (c *Cache[T]) Stats() Stats {
 //	goaspire.cache.hits                    {cache.name, cache.tier=l1|l2}
 //	goaspire.cache.misses                  {cache.name, cache.tier=l1|l2}
 //	goaspire.cache.loads                   {cache.name, cache.outcome=success|error|not_found}
+//	goaspire.cache.position_loads          {cache.name}
 //	goaspire.cache.stale_served            {cache.name, cache.reason=error|timeout}
 //	goaspire.cache.invalidations_received  {cache.name}
 //	goaspire.cache.reconnects              {cache.name}
@@ -152,7 +159,7 @@ func (c *Cache[T]) registerMetrics(mp metric.MeterProvider) error {
 			staleTimeout: set(attribute.String("cache.reason", "timeout")),
 		}
 	)
-	var hits, misses, loads, stale, inval, reconn, errs, evictions metric.Int64ObservableCounter
+	var hits, misses, loads, posLoads, stale, inval, reconn, errs, evictions metric.Int64ObservableCounter
 	for _, in := range []struct {
 		dst        *metric.Int64ObservableCounter
 		name, desc string
@@ -160,6 +167,7 @@ func (c *Cache[T]) registerMetrics(mp metric.MeterProvider) error {
 		{&hits, "goaspire.cache.hits", "Reads answered by a cache tier."},
 		{&misses, "goaspire.cache.misses", "Reads a cache tier could not answer."},
 		{&loads, "goaspire.cache.loads", "Loader calls."},
+		{&posLoads, "goaspire.cache.position_loads", "Loader calls that followed an invalidation carrying a database write's position, which their reads had to see."},
 		{&stale, "goaspire.cache.stale_served", "Stale values served by fail-safe."},
 		{&inval, "goaspire.cache.invalidations_received", "Invalidation messages received from other instances."},
 		{&reconn, "goaspire.cache.reconnects", "L1 flushes after the invalidation subscription was restored."},
@@ -185,6 +193,7 @@ func (c *Cache[T]) registerMetrics(mp metric.MeterProvider) error {
 		o.ObserveInt64(loads, s.Loads-s.LoadErrors-s.LoadNotFound, success)
 		o.ObserveInt64(loads, s.LoadErrors, failed)
 		o.ObserveInt64(loads, s.LoadNotFound, missing)
+		o.ObserveInt64(posLoads, s.PositionLoads, plain)
 		for i := range reasons {
 			o.ObserveInt64(stale, c.stats.staleServed[i].Load(), reasons[i])
 		}
@@ -195,6 +204,6 @@ func (c *Cache[T]) registerMetrics(mp metric.MeterProvider) error {
 		o.ObserveInt64(evictions, s.L1Evictions, plain)
 		o.ObserveInt64(entries, int64(s.L1Entries), plain)
 		return nil
-	}, hits, misses, loads, stale, inval, reconn, errs, evictions, entries)
+	}, hits, misses, loads, posLoads, stale, inval, reconn, errs, evictions, entries)
 	return err
 }

@@ -24,6 +24,7 @@ type pendingOp struct {
 	env     []byte
 	at      int64     // Unix ms: when the write was made (the entry's created time)
 	expires time.Time // when Redis should drop the value (opSet)
+	pos     uint64    // WAL position of the database write it follows (0: none)
 }
 
 // pendingOverhead is the fixed cost, in bytes, counted per queued
@@ -40,15 +41,16 @@ func (op pendingOp) cost() int64 { return int64(len(op.id) + len(op.env) + pendi
 // fit the count is dropped, and the replay then ends with a Clear as of
 // the first dropped write, so that no value older than it is served.
 type recoveryQueue struct {
-	mu         sync.Mutex
-	max        int
-	maxBytes   int64 // 0: no bound
-	bytes      int64
-	seq        uint64
-	ops        map[string]pendingOp // "k"+key, "t"+tag or "c"
-	overflowAt int64                // Unix ms of the first dropped write; 0: none
-	inflight   int                  // taken by the replay in progress
-	warned     bool
+	mu          sync.Mutex
+	max         int
+	maxBytes    int64 // 0: no bound
+	bytes       int64
+	seq         uint64
+	ops         map[string]pendingOp // "k"+key, "t"+tag or "c"
+	overflowAt  int64                // Unix ms of the first dropped write; 0: none
+	overflowPos uint64               // the highest WAL position of the dropped writes
+	inflight    int                  // taken by the replay in progress
+	warned      bool
 }
 
 func opID(op pendingOp) string {
@@ -74,19 +76,22 @@ func (q *recoveryQueue) add(op pendingOp, logger *slog.Logger) {
 	old, replace := q.ops[id]
 	if replace {
 		q.bytes -= old.cost()
+		// The replay carries the position of every write it stands for.
+		op.pos = max(op.pos, old.pos)
 	}
 	if op.kind == opSet && q.maxBytes > 0 && q.bytes+op.cost() > q.maxBytes {
 		if !q.warned {
 			logger.Warn("cache: recovery queue over its byte bound; further Sets are replayed as Removes", "max_bytes", q.maxBytes)
 			q.warned = true
 		}
-		op = pendingOp{kind: opRemove, id: op.id, at: op.at}
+		op = pendingOp{kind: opRemove, id: op.id, at: op.at, pos: op.pos}
 	}
 	if !replace && len(q.ops) >= q.max {
 		if q.overflowAt == 0 {
 			logger.Warn("cache: recovery queue full; the replay will clear the cache as of now", "max", q.max)
 			q.overflowAt = op.at
 		}
+		q.overflowPos = max(q.overflowPos, op.pos)
 		return
 	}
 	q.seq++
@@ -95,8 +100,10 @@ func (q *recoveryQueue) add(op pendingOp, logger *slog.Logger) {
 	q.bytes += op.cost()
 }
 
-// take returns the pending operations in order and empties the queue.
-func (q *recoveryQueue) take() ([]pendingOp, int64) {
+// take returns the pending operations in order and empties the queue;
+// with them the Clear that stands for the operations dropped, if any (its
+// kind is 0 when there is none).
+func (q *recoveryQueue) take() ([]pendingOp, pendingOp) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	ops := make([]pendingOp, 0, len(q.ops))
@@ -105,19 +112,23 @@ func (q *recoveryQueue) take() ([]pendingOp, int64) {
 	}
 	clear(q.ops)
 	q.bytes = 0
-	overflowAt := q.overflowAt
-	q.overflowAt = 0
+	var overflow pendingOp
+	if q.overflowAt != 0 {
+		overflow = pendingOp{kind: opClear, at: q.overflowAt, pos: q.overflowPos}
+	}
+	q.overflowAt, q.overflowPos = 0, 0
 	q.inflight = len(ops)
-	if overflowAt != 0 {
+	if overflow.kind != 0 {
 		q.inflight++
 	}
 	slices.SortFunc(ops, func(a, b pendingOp) int { return cmp.Compare(a.seq, b.seq) })
-	return ops, overflowAt
+	return ops, overflow
 }
 
 // putBack re-queues operations that could not be replayed, unless a newer
-// operation for the same key arrived meanwhile.
-func (q *recoveryQueue) putBack(ops []pendingOp, overflowAt int64) {
+// operation for the same key arrived meanwhile, and the Clear of dropped
+// ones (overflow, when its kind is not 0).
+func (q *recoveryQueue) putBack(ops []pendingOp, overflow pendingOp) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.inflight = 0
@@ -130,8 +141,11 @@ func (q *recoveryQueue) putBack(ops []pendingOp, overflowAt int64) {
 			q.bytes += op.cost()
 		}
 	}
-	if overflowAt != 0 && (q.overflowAt == 0 || overflowAt < q.overflowAt) {
-		q.overflowAt = overflowAt
+	if overflow.kind != 0 {
+		if q.overflowAt == 0 || overflow.at < q.overflowAt {
+			q.overflowAt = overflow.at
+		}
+		q.overflowPos = max(q.overflowPos, overflow.pos)
 	}
 }
 
@@ -226,7 +240,7 @@ func (c *Cache[T]) replayLoop() {
 // replay sends the queued operations once; it reports whether all went
 // through.
 func (c *Cache[T]) replay() bool {
-	ops, overflowAt := c.recovery.take()
+	ops, overflow := c.recovery.take()
 	ctx := c.closeCtx
 	for i, op := range ops {
 		var err error
@@ -237,22 +251,22 @@ func (c *Cache[T]) replay() bool {
 			} else {
 				// Expired while Redis was away: make sure no older value
 				// survives instead.
-				err = c.removeL2(ctx, op.id, op.at, true)
+				err = c.removeL2(ctx, op.id, op.at, true, op.pos)
 			}
 		case opRemove:
-			err = c.removeL2(ctx, op.id, op.at, true)
+			err = c.removeL2(ctx, op.id, op.at, true, op.pos)
 		case opRemoveTag, opClear:
-			err = c.invalidateL2(ctx, op.kind, op.id, op.at)
+			err = c.invalidateL2(ctx, op.kind, op.id, op.at, op.pos)
 		}
 		if err != nil {
-			c.recovery.putBack(ops[i:], overflowAt)
+			c.recovery.putBack(ops[i:], overflow)
 			return false
 		}
 		c.stats.replayed.Add(1)
 	}
-	if overflowAt != 0 {
-		if err := c.invalidateL2(ctx, opClear, "", overflowAt); err != nil {
-			c.recovery.putBack(nil, overflowAt)
+	if overflow.kind != 0 {
+		if err := c.invalidateL2(ctx, opClear, "", overflow.at, overflow.pos); err != nil {
+			c.recovery.putBack(nil, overflow)
 			return false
 		}
 		c.logger.Warn("cache: some Redis writes were lost while Redis was down; cleared the cache as of the first one")

@@ -119,6 +119,8 @@ const (
 	readReadYourWrites        // no replica has replayed the session's writes: primary
 	readNoReplicas            // no replicas configured: primary
 	readRefused               // a replica refused it as a write: primary
+	readMinLSN                // no replica has replayed the position the context requires: primary
+	readReplicaMinLSN         // served by a replica that has replayed the position the context requires
 	readKinds
 )
 
@@ -267,11 +269,12 @@ func (db *DB) Replica() *pgxpool.Pool {
 }
 
 // ReplicaFor is Replica for a read made with ctx: when ctx is a
-// read-your-writes session (or ReadYourWrites is on) it returns only a
-// replica known to have replayed the session's latest write, else the
+// read-your-writes session (or ReadYourWrites is on, or ctx requires a
+// position: WithMinLSN, a cache's loader) it returns only a replica known
+// to have replayed the session's latest write (or that position), else the
 // primary.
 func (db *DB) ReplicaFor(ctx context.Context) *pgxpool.Pool {
-	return db.choose(db.minLSN(ctx), 0).pool.Pool
+	return db.pick(db.needOf(routeFrom(ctx)), 0).pool.Pool
 }
 
 // Keyed returns the pool for key: "primary" (Primary), "replica" (Replica,
@@ -381,9 +384,13 @@ func (db *DB) closePools() {
 	}
 }
 
-// choose picks the server for a read that must see WAL position min,
-// skipping the replicas in tried.
-func (db *DB) choose(min LSN, tried uint64) *node {
+// choose picks the server for a read that must see WAL position min for
+// read-your-writes, skipping the replicas in tried.
+func (db *DB) choose(min LSN, tried uint64) *node { return db.pick(need{lsn: min}, tried) }
+
+// pick picks the server for a read that must see min, skipping the
+// replicas in tried.
+func (db *DB) pick(min need, tried uint64) *node {
 	rs := *db.rotation.Load()
 	if n := uint64(len(rs)); n > 0 {
 		start := db.rr.Add(1)
@@ -393,17 +400,25 @@ func (db *DB) choose(min LSN, tried uint64) *node {
 			if tried&c.bit != 0 {
 				continue
 			}
-			if min != 0 && LSN(c.replay.Load()) < min {
+			if min.lsn != 0 && LSN(c.replay.Load()) < min.lsn {
 				behind = true
 				continue
 			}
-			db.reads[readReplica].Add(1)
+			if min.given {
+				db.reads[readReplicaMinLSN].Add(1)
+			} else {
+				db.reads[readReplica].Add(1)
+			}
 			return c
 		}
 		if behind {
 			// A fresh check may show a replica has caught up.
 			db.kickCheck()
-			db.reads[readReadYourWrites].Add(1)
+			if min.given {
+				db.reads[readMinLSN].Add(1)
+			} else {
+				db.reads[readReadYourWrites].Add(1)
+			}
 			return db.primary
 		}
 	}
@@ -647,6 +662,8 @@ func (db *DB) initMetrics(m metric.Meter) error {
 	readAttrs[readReadYourWrites] = mk("primary", false, "read_your_writes")
 	readAttrs[readNoReplicas] = mk("primary", false, "no_replicas")
 	readAttrs[readRefused] = mk("primary", false, "replica_refused_write")
+	readAttrs[readMinLSN] = mk("primary", false, "min_lsn")
+	readAttrs[readReplicaMinLSN] = mk("replica", false, "min_lsn")
 	instruments := []metric.Observable{reads}
 
 	var healthy, lagBytes metric.Int64ObservableGauge
@@ -707,10 +724,20 @@ type ReadStats struct {
 	// SELECT of a function that writes) and that then ran on the primary.
 	// Such a read also counts in Replica, for its first routing.
 	Refused int64 `json:"refused"`
+	// MinLSN counts reads sent to the primary because no replica had
+	// replayed the position their context required (WithMinLSN, or a
+	// cache load that followed an invalidation carrying a write's
+	// position) beyond its read-your-writes session's.
+	MinLSN int64 `json:"minLSN"`
+	// MinLSNReplica counts the reads with such a position that a replica
+	// which had replayed it served; they are also counted in Replica.
+	MinLSNReplica int64 `json:"minLSNReplica"`
 }
 
 // Primary returns the reads the primary served, for whatever reason.
-func (s ReadStats) Primary() int64 { return s.Fallback + s.ReadYourWrites + s.NoReplicas + s.Refused }
+func (s ReadStats) Primary() int64 {
+	return s.Fallback + s.ReadYourWrites + s.NoReplicas + s.Refused + s.MinLSN
+}
 
 // ReadStats returns how the DB has routed its reads so far: Replica and
 // ReplicaFor count one per call; a read through Query, QueryRow or the
@@ -718,10 +745,12 @@ func (s ReadStats) Primary() int64 { return s.Fallback + s.ReadYourWrites + s.No
 // as writes are not reads and are not counted.
 func (db *DB) ReadStats() ReadStats {
 	return ReadStats{
-		Replica:        db.reads[readReplica].Load(),
+		Replica:        db.reads[readReplica].Load() + db.reads[readReplicaMinLSN].Load(),
 		Fallback:       db.reads[readFallback].Load(),
 		ReadYourWrites: db.reads[readReadYourWrites].Load(),
 		NoReplicas:     db.reads[readNoReplicas].Load(),
 		Refused:        db.reads[readRefused].Load(),
+		MinLSN:         db.reads[readMinLSN].Load(),
+		MinLSNReplica:  db.reads[readReplicaMinLSN].Load(),
 	}
 }

@@ -31,7 +31,10 @@
 //     [DB.CopyFrom], [DB.SendBatch], [DB.Begin]), the explicit handles
 //     [DB.Reader] and [DB.Writer], [DB.HealthChecks] and [DB.Close].
 //   - [WithSession] and [Middleware] make read-your-writes sessions;
-//     [WithPrimary] sends a context's statements to the primary.
+//     [WithMinLSN] makes reads wait for a position learned elsewhere
+//     (a cache.Cache does it for loads after an invalidation; see Caches
+//     over replicas); [WithPrimary] sends a context's statements to the
+//     primary.
 //
 // Package integrations/aspirepostgres builds aspirepostgres.DB(ctx, app,
 // name) on LoadConfig and New and aspirepostgres.Pool(ctx, app, name) on
@@ -276,6 +279,42 @@
 // primary. Outside sessions, with ReadYourWrites off, writes cost nothing
 // extra.
 //
+// Read-your-writes covers the writes made through one DB in one process.
+// For a position learned elsewhere (another instance's write),
+// [WithMinLSN] makes a context whose reads go only to a replica that has
+// replayed it, else to the primary, without starting a session.
+//
+// # Caches over replicas
+//
+// A cache.Cache (package github.com/goaspire/goaspire/cache) carries these
+// positions between instances, so that an invalidated entry is never
+// reloaded from a replica that has not replayed the write behind the
+// invalidation. A Set or Remove (or RemoveByTag, Clear) made with a
+// session's context carries the session's latest write's position: in
+// Redis with the removal's tombstone, and in the invalidation message to
+// every instance. The next load of the key, on any instance, within a
+// minute, runs its loader with a context that requires that position, as
+// WithMinLSN does: the loader's DB.QueryRow (Query, Reader) reads a
+// replica only once the replica checker has seen it replay the write,
+// else the primary, counted as reason=min_lsn. Nothing else is needed:
+//
+//	mux.Handle("PUT /products/{id}", cqrs.Middleware(put)) // each request a session
+//	// in put: the write records its position in the request's session ...
+//	err := db.QueryRow(ctx, "UPDATE products SET price = $2 WHERE id = $1 RETURNING ...", id, price).Scan(...)
+//	// ... which the invalidation carries to every instance.
+//	err = products.Remove(ctx, key)
+//	// in get, on any instance: the loader's context requires the position.
+//	p, err := products.GetOrLoad(ctx, key, func(ctx context.Context) (Product, error) {
+//		return loadProduct(ctx, db, id) // db.QueryRow(ctx, "SELECT ...")
+//	})
+//
+// A write made outside a session (through Primary(), or with
+// ReadYourWrites alone) has no position in its context: record it with
+// [DB.RecordWrite] in a session, or pass [WithSessionLSN] a position read
+// on the primary (pg_current_wal_insert_lsn() after the commit) to the
+// cache's call. Without replicas, without a session or without a write,
+// nothing changes.
+//
 // # Time limits
 //
 // A server that goes silent (a partition: no answer, no reset) must not
@@ -335,6 +374,7 @@
 // pgxpool.new_connections, labelled db.client.connection.pool.name; these
 // are ours rather than otelpgx.RecordStats because its registration cannot
 // be removed when a pool closes. A DB reports goaspire.cqrs.reads (target,
-// fallback, reason), goaspire.cqrs.replica.healthy,
+// fallback, reason: no_replica_in_rotation, read_your_writes, no_replicas,
+// replica_refused_write, min_lsn; see [ReadStats]), goaspire.cqrs.replica.healthy,
 // goaspire.cqrs.replica.lag (s) and goaspire.cqrs.replica.lag_bytes.
 package cqrs

@@ -224,3 +224,34 @@ func ExampleMiddleware() {
 	// Every request is a read-your-writes session.
 	log.Fatal(http.ListenAndServe(":8080", cqrs.Middleware(mux)))
 }
+
+func ExampleWithMinLSN() {
+	ctx := context.Background()
+	cfg, err := discovery.Load()
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := cqrs.LoadConfig(cfg, "db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	db, err := cqrs.New(ctx, c)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+
+	// Another service wrote, and sent along the position of its write
+	// (cqrs.SessionLSN after the write, or pg_current_wal_insert_lsn()).
+	lsn, err := cqrs.ParseLSN("16/B374D848")
+	if err != nil {
+		log.Fatal(err)
+	}
+	// The read goes to a replica that has replayed it, else to the
+	// primary. (A cache.Cache does this by itself for a load that follows
+	// an invalidation carrying a write's position.)
+	var total int
+	if err := db.QueryRow(cqrs.WithMinLSN(ctx, lsn), "select total from carts where id = $1", 7).Scan(&total); err != nil {
+		log.Fatal(err)
+	}
+}

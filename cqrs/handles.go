@@ -52,7 +52,7 @@ func (h Reader) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comma
 		return h.db.Exec(ctx, sql, args...)
 	}
 	var tag pgconn.CommandTag
-	err := h.db.read(ctx, h.db.minLSNOf(r), attemptFunc(func(ctx context.Context, n *node) error {
+	err := h.db.read(ctx, h.db.needOf(r), attemptFunc(func(ctx context.Context, n *node) error {
 		var err error
 		tag, err = n.pool.Exec(ctx, sql, args...)
 		return err
@@ -96,7 +96,7 @@ func (h Reader) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if r.primary {
 		return h.db.SendBatch(ctx, b)
 	}
-	p := h.db.choose(h.db.minLSNOf(r), 0).pool
+	p := h.db.pick(h.db.needOf(r), 0).pool
 	bctx, cancel := withCommandTimeout(ctx, p.commandTimeout, p.cmdSlots)
 	br := p.SendBatch(bctx, b)
 	if cancel == nil {

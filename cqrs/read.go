@@ -39,11 +39,20 @@ func (f *floor) observe(l LSN) {
 	}
 }
 
-// minLSN is the WAL position a read with ctx must see.
-func (db *DB) minLSN(ctx context.Context) LSN { return db.minLSNOf(routeFrom(ctx)) }
+// need is what a read must see: a WAL position, and whether it was
+// required by WithMinLSN (or a cache's loader) rather than by
+// read-your-writes, which says how a read sent to the primary for it is
+// counted.
+type need struct {
+	lsn   LSN
+	given bool
+}
 
-// minLSNOf is minLSN for a context's route.
-func (db *DB) minLSNOf(r route) LSN {
+// minLSN is the WAL position a read with ctx must see.
+func (db *DB) minLSN(ctx context.Context) LSN { return db.needOf(routeFrom(ctx)).lsn }
+
+// needOf is what a read with a context's route must see.
+func (db *DB) needOf(r route) need {
 	var l LSN
 	if r.session != nil {
 		l = LSN(r.session.lsn.Load())
@@ -53,7 +62,10 @@ func (db *DB) minLSNOf(r route) LSN {
 			l = f
 		}
 	}
-	return l
+	if r.min > l {
+		return need{lsn: r.min, given: true}
+	}
+	return need{lsn: l}
 }
 
 // records reports whether a write with route r must record its WAL
@@ -264,13 +276,13 @@ func (db *DB) writeQuery(ctx context.Context, r route, sql string, args []any) (
 
 // readQueryRow runs QueryRow on a replica, lazily, with failover.
 func (db *DB) readQueryRow(ctx context.Context, r route, sql string, args []any) pgx.Row {
-	return &row{db: db, ctx: ctx, min: db.minLSNOf(r), sql: sql, args: args}
+	return &row{db: db, ctx: ctx, min: db.needOf(r), sql: sql, args: args}
 }
 
 type row struct {
 	db   *DB
 	ctx  context.Context
-	min  LSN
+	min  need
 	sql  string
 	args []any
 	dest []any            // of Scan
@@ -293,10 +305,10 @@ func (r *row) run(ctx context.Context, n *node) error {
 // not tried (see choose). final says that no other server may take over;
 // cmd is the server's command timeout, none when the caller's context has
 // a deadline of its own.
-func (db *DB) next(min LSN, tried uint64, refused bool, attempt int, hasDeadline bool) (n *node, final bool, cmd time.Duration) {
+func (db *DB) next(min need, tried uint64, refused bool, attempt int, hasDeadline bool) (n *node, final bool, cmd time.Duration) {
 	n = db.primary
 	if !refused {
-		n = db.choose(min, tried)
+		n = db.pick(min, tried)
 	}
 	if !hasDeadline {
 		cmd = n.pool.commandTimeout
@@ -308,7 +320,7 @@ func (db *DB) next(min LSN, tried uint64, refused bool, attempt int, hasDeadline
 // ReadAttemptTimeout bounds an attempt until then, the command timeout
 // (when ctx has no deadline) the whole statement.
 func (db *DB) readQuery(ctx context.Context, r route, sql string, args []any) (pgx.Rows, error) {
-	min := db.minLSNOf(r)
+	min := db.needOf(r)
 	_, hasDeadline := ctx.Deadline()
 	var tried uint64
 	refused := false // a replica refused the read as a write: on the primary now
@@ -388,7 +400,7 @@ func (db *DB) final(n *node, attempt int) bool {
 // scratch, when not nil, is memory for the first attempt's bound (see
 // commandContext); later attempts allocate theirs, so that nothing of an
 // attempt that ended shares memory with the next.
-func (db *DB) read(ctx context.Context, min LSN, a attempt, scratch *deadline.Context) error {
+func (db *DB) read(ctx context.Context, min need, a attempt, scratch *deadline.Context) error {
 	var tried uint64
 	_, hasDeadline := ctx.Deadline()
 	refused := false // a replica refused the read as a write: on the primary now

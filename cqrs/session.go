@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/goaspire/goaspire/internal/walpos"
 )
 
 // LSN is a PostgreSQL write-ahead log position (pg_lsn).
@@ -45,21 +47,40 @@ func (s *session) observe(l LSN) {
 	}
 }
 
-// routeKey is the context key of a *route.
-type routeKey struct{}
-
 // route is what a context says about where its statements go: its
-// read-your-writes session, and whether WithPrimary sends everything to
-// the primary. One value holds both, so that routing a statement looks the
-// context up once.
+// read-your-writes session, whether WithPrimary sends everything to the
+// primary, and the position reads must see besides the session's (from
+// WithMinLSN, or a cache's loader). One value, under walpos.Key, holds
+// them all, so that routing a statement looks the context up once.
 type route struct {
 	session *session
 	primary bool
+	min     LSN
+}
+
+// WrittenPosition implements walpos.Writer, so that a cache's Set or
+// Remove made with a session's context carries the session's latest
+// write.
+func (r *route) WrittenPosition() uint64 {
+	if r.session != nil {
+		return r.session.lsn.Load()
+	}
+	return 0
 }
 
 func routeFrom(ctx context.Context) route {
-	if r, ok := ctx.Value(routeKey{}).(*route); ok {
-		return *r
+	switch v := ctx.Value(walpos.Key{}).(type) {
+	case *route:
+		return *v
+	case *walpos.Floor:
+		// A cache's loader context: the caller's route, and the position
+		// of the write that invalidated the entry.
+		var r route
+		if in, ok := v.Inner.(*route); ok {
+			r = *in
+		}
+		r.min = max(r.min, LSN(v.Position))
+		return r
 	}
 	return route{}
 }
@@ -75,7 +96,7 @@ func WithSession(ctx context.Context) context.Context {
 		return ctx
 	}
 	r.session = &session{}
-	return context.WithValue(ctx, routeKey{}, &r)
+	return context.WithValue(ctx, walpos.Key{}, &r)
 }
 
 // WithSessionLSN returns a new session that starts at position l, so that a
@@ -86,7 +107,7 @@ func WithSessionLSN(ctx context.Context, l LSN) context.Context {
 	r := routeFrom(ctx)
 	r.session = &session{}
 	r.session.lsn.Store(uint64(l))
-	return context.WithValue(ctx, routeKey{}, &r)
+	return context.WithValue(ctx, walpos.Key{}, &r)
 }
 
 // SessionLSN returns the WAL position of the latest write in ctx's
@@ -102,6 +123,23 @@ func sessionFrom(ctx context.Context) *session {
 	return routeFrom(ctx).session
 }
 
+// WithMinLSN returns a context whose reads through a DB (or its Reader)
+// go only to a replica known to have replayed position l, else to the
+// primary: for a position learned elsewhere than in a session, such as
+// another instance's write. Unlike WithSessionLSN it starts no session
+// and records no writes. A cache.Cache does this by itself for a load
+// that follows an invalidation carrying a write's position (see the
+// package doc). If ctx already requires l or later, it is returned
+// unchanged.
+func WithMinLSN(ctx context.Context, l LSN) context.Context {
+	r := routeFrom(ctx)
+	if l <= r.min {
+		return ctx
+	}
+	r.min = l
+	return context.WithValue(ctx, walpos.Key{}, &r)
+}
+
 // WithPrimary returns a context that sends every statement made through a
 // DB, its Reader or its Writer with it (or a context derived from it) to
 // the primary, as a write: for a SELECT of a function that writes, which
@@ -115,7 +153,7 @@ func WithPrimary(ctx context.Context) context.Context {
 		return ctx
 	}
 	r.primary = true
-	return context.WithValue(ctx, routeKey{}, &r)
+	return context.WithValue(ctx, walpos.Key{}, &r)
 }
 
 // Middleware makes each HTTP request a read-your-writes session (see

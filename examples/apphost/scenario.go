@@ -47,6 +47,7 @@ type cacheStats struct {
 	L1Hits, L1Misses, L2Hits, L2Misses int64
 	Loads, LoadErrors, LoadNotFound    int64
 	StaleServed, InvalidationsReceived int64
+	PositionLoads                      int64
 	Reconnects, L2Errors, BreakerTrips int64
 	BreakerOpen                        bool
 }
@@ -58,10 +59,15 @@ type replicaStatus struct {
 }
 
 type readStats struct {
-	Replica, Fallback, ReadYourWrites, NoReplicas int64
+	Replica, Fallback, ReadYourWrites, NoReplicas, Refused int64
+	// MinLSN counts reads sent to the primary because no replica had
+	// replayed the write behind a cache invalidation.
+	MinLSN int64 `json:"minLSN"`
 }
 
-func (r readStats) primary() int64 { return r.Fallback + r.ReadYourWrites + r.NoReplicas }
+func (r readStats) primary() int64 {
+	return r.Fallback + r.ReadYourWrites + r.NoReplicas + r.Refused + r.MinLSN
+}
 
 type catalogStats struct {
 	Instance string          `json:"instance"`
@@ -195,8 +201,8 @@ func runScenario(ctx context.Context, out io.Writer, st *stack) error {
 	}
 	c.step("PUT  /api/products/1 on the gateway → https+http://catalog resolved by discovery → 200, price %.2f", p.Price)
 
-	// 2. Reads: written through to L2 by whichever instance took the PUT;
-	// the first read on each instance comes from L2, the next from L1.
+	// 2. Reads: the PUT invalidated the product; the first read loads it
+	// into L2 (or finds it there), the next come from L1.
 	for _, s := range []*service{cat0, cat1} {
 		before, err := c.stats(ctx, s)
 		if err != nil {
@@ -288,6 +294,9 @@ func runScenario(ctx context.Context, out io.Writer, st *stack) error {
 		if err := redisOutage(ctx, c, st); err != nil {
 			return err
 		}
+		if err := replicaLag(ctx, c, st); err != nil {
+			return err
+		}
 		if err := replicaOutage(ctx, c, st); err != nil {
 			return err
 		}
@@ -341,6 +350,67 @@ func redisOutage(ctx context.Context, c *client, st *stack) error {
 	s0, _ := c.stats(ctx, st.catalogs[0])
 	c.step("Redis restarted → the cache healed by itself (breaker open: %v, L1 flushes after reconnect: %d) and invalidations flow again",
 		s0.Cache.BreakerOpen, s0.Cache.Reconnects)
+	return nil
+}
+
+// replicaLag pauses the replica's replay: a PUT on one instance is then
+// on the primary only, and a GET on the other, whose load follows the
+// PUT's invalidation, must read the new price from the primary rather
+// than put the replica's old row back into the cache.
+func replicaLag(ctx context.Context, c *client, st *stack) error {
+	cat0, cat1 := st.catalogs[0], st.catalogs[1]
+	if _, _, err := c.getProduct(ctx, cat1.url(), 1); err != nil { // cached on catalog-1
+		return err
+	}
+	if err := st.res.replica.PauseReplay(ctx); err != nil {
+		return err
+	}
+	defer func() { _ = st.res.replica.ResumeReplay(context.WithoutCancel(ctx)) }()
+	before, err := c.stats(ctx, cat1)
+	if err != nil {
+		return err
+	}
+	code, err := c.do(ctx, http.MethodPut, cat0.url()+"/products/1", map[string]any{
+		"name": "Espresso machine", "description": "15 bar", "price": 169.0, "stock": 8,
+	}, nil, nil)
+	if err != nil || code != http.StatusOK {
+		return fmt.Errorf("PUT product 1 on catalog-0 with replay paused: status %d, %v", code, err)
+	}
+	// catalog-1 serves its L1 copy until the invalidation reaches it (a
+	// few milliseconds); then it loads: the new price, or the replica's
+	// old row cached for the TTL.
+	var got product
+	if err := eventually(ctx, 5*time.Second, "catalog-1 sees the new price with the replica behind", func() (bool, error) {
+		var err error
+		got, _, err = c.getProduct(ctx, cat1.url(), 1)
+		return got.Price == 169, err
+	}); err != nil {
+		return fmt.Errorf("%w (it serves %.2f)", err, got.Price)
+	}
+	after, err := c.stats(ctx, cat1)
+	if err != nil {
+		return err
+	}
+	if after.Cache.PositionLoads <= before.Cache.PositionLoads {
+		return fmt.Errorf("catalog-1's load did not carry the write's position: cache %s", delta(before.Cache, after.Cache))
+	}
+	c.step("replica replay paused → PUT price 169 on catalog-0 → catalog-1 serves 169: its load required the write's position and %s (%d because no replica had replayed it)",
+		reads(before, after), after.Reads.MinLSN-before.Reads.MinLSN)
+	if err := st.res.replica.ResumeReplay(ctx); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := st.res.replica.WaitCaughtUp(wctx); err != nil {
+		return err
+	}
+	if err := eventually(ctx, 30*time.Second, "the replica is in rotation again", func() (bool, error) {
+		s, err := c.stats(ctx, cat1)
+		return err == nil && len(s.Replicas) > 0 && s.Replicas[0].InRotation, err
+	}); err != nil {
+		return err
+	}
+	c.step("replay resumed → the replica caught up and is in rotation")
 	return nil
 }
 

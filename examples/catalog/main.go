@@ -13,7 +13,7 @@
 // Endpoints:
 //
 //	GET  /products/{id}   through the cache, then a read replica
-//	PUT  /products/{id}   write-through: primary, then both cache tiers and every instance's L1
+//	PUT  /products/{id}   the primary, then invalidates both cache tiers and every instance's L1
 //	POST /orders          a transaction on the primary; honours Idempotency-Key
 //	GET  /stats           cache tiers and replica rotation, for the demo
 //	GET  /health, /alive  probes

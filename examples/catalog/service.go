@@ -174,7 +174,8 @@ func (s *service) getProduct(w http.ResponseWriter, r *http.Request) {
 }
 
 // loadProduct reads from a replica (the DB routes reads, falling back to
-// the primary when no replica is in rotation or the session just wrote).
+// the primary when no replica is in rotation, the session just wrote, or
+// the load follows an invalidation whose write no replica has replayed).
 func (s *service) loadProduct(ctx context.Context, id int64) (Product, error) {
 	var p Product
 	err := s.db.QueryRow(ctx,
@@ -223,19 +224,24 @@ func (s *service) putProduct(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the catalog cannot save products right now")
 		return
 	}
-	s.refresh(ctx, p)
+	s.invalidate(ctx, p.ID)
 	s.app.Logger().InfoContext(ctx, "product saved", "product.id", p.ID, "product.price", p.Price, "product.stock", p.Stock)
 	httpapi.WriteJSON(w, http.StatusOK, p)
 }
 
-// refresh writes a product through to both cache tiers, which also clears
-// it from every other instance's L1. Writing the new value, rather than
-// only removing the old one, keeps a lagging replica from putting the old
-// row back into the cache. A cache failure is logged, not returned: the
-// database has the truth, and the entry expires.
-func (s *service) refresh(ctx context.Context, p Product) {
-	if err := s.products.Set(ctx, strconv.FormatInt(p.ID, 10), p); err != nil {
-		s.app.Logger().WarnContext(ctx, "refreshing cached product failed", "product.id", p.ID, "error", err)
+// invalidate removes a product just written from both cache tiers and
+// from every instance's L1; the next GET, on any instance, loads it again.
+// The request is a read-your-writes session (cqrs.Middleware), so the
+// removal carries the WAL position of the write: that load reads a
+// replica only once it has replayed the write, else the primary, and a
+// lagging replica never puts the old row back into the cache. (Writing
+// the value through instead would race with concurrent writes of the same
+// product, such as two orders committing in one order and setting the
+// cache in the other.) A cache failure is logged, not returned: the
+// database has the truth, and the removal is replayed when Redis returns.
+func (s *service) invalidate(ctx context.Context, id int64) {
+	if err := s.products.Remove(ctx, strconv.FormatInt(id, 10)); err != nil {
+		s.app.Logger().WarnContext(ctx, "invalidating cached product failed", "product.id", id, "error", err)
 	}
 }
 
@@ -283,8 +289,7 @@ func (s *service) createOrder(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteJSON(w, http.StatusOK, order)
 		return
 	}
-	s.db.RecordWrite(ctx)
-	s.refresh(ctx, product)
+	s.invalidate(ctx, product.ID)
 	attrs := metric.WithAttributes(attribute.Int64("product.id", order.ProductID))
 	s.created.Add(ctx, 1, attrs)
 	s.value.Record(ctx, order.Total, attrs)
