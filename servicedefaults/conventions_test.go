@@ -17,7 +17,7 @@ import (
 )
 
 // TestLogScopes logs from user code (slog's default and App.Logger) and
-// from three goaspire packages, through an App exporting to an OTLP
+// from two goaspire packages, through an App exporting to an OTLP
 // receiver: user records carry the service's name as their scope (the
 // dashboard's Category), each package's its import path. A duration
 // arrives readably ("5s"), in OTLP and on the JSON console.
@@ -33,8 +33,6 @@ func TestLogScopes(t *testing.T) {
 		"Logging__Console__FormatterName", "json",
 		// An unreachable database: the pool warns that it retries.
 		"ConnectionStrings__db", "Host=127.0.0.1;Port=1;Username=u;Database=d;Timeout=1",
-		// A Redis option go-redis cannot honour exactly: a warning.
-		"ConnectionStrings__cache", "127.0.0.1:1,proxy=twemproxy",
 		// A breaker that opens after two failed calls: a warning with
 		// its break duration.
 		"Aspire__Resilience__Http__Retry__MaxRetryAttempts", "0",
@@ -44,9 +42,6 @@ func TestLogScopes(t *testing.T) {
 	app.Logger().Info("from App.Logger")
 	ctx := context.Background()
 	if _, err := app.Postgres("db"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := app.Redis("cache"); err != nil {
 		t.Fatal(err)
 	}
 	client := app.HTTPClient("failing")
@@ -71,7 +66,6 @@ func TestLogScopes(t *testing.T) {
 		{"from App.Logger", "orders"},
 		{"from slog.Default", "orders"},
 		{"cqrs: postgres not reachable yet; retrying in the background", "github.com/goaspire/goaspire/cqrs"},
-		{"redis option has no exact go-redis equivalent", "github.com/goaspire/goaspire/cache"},
 		{"resilience: circuit breaker opened", "github.com/goaspire/goaspire/resilience"},
 	}
 	scopes := map[string]string{}
@@ -152,30 +146,24 @@ func TestHTTPJSONProtocol(t *testing.T) {
 	}
 }
 
-// TestDatabaseSpans serves a request that queries a real Postgres and a
-// real Redis through the App's clients, exporting to an OTLP receiver:
-// the request is one trace; every database span in it has db.system and
-// db.system.name; a statement run for the first time on a connection is
-// one span (its prepare an event); nothing else makes a trace (no Redis
-// dial, handshake or health-probe trace); nothing is in Error; and the
-// Redis metrics are in seconds with the pool name.
+// TestDatabaseSpans serves a request that queries a real Postgres
+// through the App's pool, exporting to an OTLP receiver: the request is
+// one trace; every database span in it has db.system and db.system.name;
+// a statement run for the first time on a connection is one span (its
+// prepare an event); nothing else makes a trace (no health-probe trace);
+// nothing is in Error. (The Redis half is integrations/aspireredis's
+// TestRedisSpans.)
 func TestDatabaseSpans(t *testing.T) {
 	pg := testserver.NewPostgres(t)
-	rd := testserver.NewRedis(t)
 	rcv := otlptest.Start(t)
 	mux := http.NewServeMux()
 	app, _ := newApp(t, with(slowExport,
 		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.GRPCEndpoint,
 		"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
 		"ConnectionStrings__db", pg.ConnectionString(),
-		"ConnectionStrings__cache", rd.ConnectionString(),
 		"Aspire__Npgsql__ConnectRetry__WaitOnOpen", "10s",
 	), mux)
 	pool, err := app.Postgres("db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb, err := app.Redis("cache")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,10 +174,6 @@ func TestDatabaseSpans(t *testing.T) {
 				http.Error(w, err.Error(), 500)
 				return
 			}
-		}
-		if err := rdb.Set(r.Context(), "answer", n, 0).Err(); err != nil {
-			http.Error(w, err.Error(), 500)
-			return
 		}
 	})
 	base := serve(t, app)
@@ -209,7 +193,7 @@ func TestDatabaseSpans(t *testing.T) {
 	if !ok {
 		t.Fatalf("no server span: %v", spanNames(rcv))
 	}
-	var selects, sets int
+	var selects int
 	for _, s := range rcv.Spans() {
 		if string(s.Span.TraceId) != string(server.Span.TraceId) {
 			t.Errorf("span %q is a trace of its own", s.Span.Name)
@@ -226,29 +210,11 @@ func TestDatabaseSpans(t *testing.T) {
 		switch {
 		case sys == "postgresql" && name == "postgresql":
 			selects++
-		case sys == "redis" && name == "redis":
-			sets++
 		default:
 			t.Errorf("span %q: db.system %q, db.system.name %q", s.Span.Name, sys, name)
 		}
 	}
-	if selects != 2 || sets != 1 {
-		t.Errorf("%d Postgres and %d Redis spans, want 2 and 1: %v", selects, sets, spanNames(rcv))
-	}
-	found := false
-	for _, m := range rcv.Metrics() {
-		if m.Scope.GetName() != "github.com/goaspire/goaspire/cache" || m.Metric.Name != "db.client.operation.duration" {
-			continue
-		}
-		if m.Metric.Unit != "s" {
-			t.Errorf("Redis db.client.operation.duration unit %q", m.Metric.Unit)
-		}
-		for _, dp := range m.Metric.GetHistogram().GetDataPoints() {
-			pool, _ := otlptest.Attr(dp.Attributes, "db.client.connection.pool.name")
-			found = found || pool == "cache"
-		}
-	}
-	if !found {
-		t.Error("no Redis db.client.operation.duration point for pool cache")
+	if selects != 2 {
+		t.Errorf("%d Postgres spans, want 2: %v", selects, spanNames(rcv))
 	}
 }

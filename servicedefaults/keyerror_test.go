@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/discovery"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
@@ -21,11 +20,10 @@ import (
 func TestBadKeysAreKeyErrors(t *testing.T) {
 	const secret = "KeyErrS3cret"
 	load := map[string]func(*discovery.Config) error{
-		"cqrs.LoadConfig":       func(c *discovery.Config) error { _, err := cqrs.LoadConfig(c, "db"); return err },
-		"cqrs.LoadPoolConfig":   func(c *discovery.Config) error { _, err := cqrs.LoadPoolConfig(c, "db"); return err },
-		"cache.LoadRedisConfig": func(c *discovery.Config) error { _, err := cache.LoadRedisConfig(c, "cache"); return err },
-		"rabbitmq.LoadConfig":   func(c *discovery.Config) error { _, err := rabbitmq.LoadConfig(c, "mq"); return err },
-		"natsmsg.LoadConfig":    func(c *discovery.Config) error { _, err := natsmsg.LoadConfig(c, "events"); return err },
+		"cqrs.LoadConfig":     func(c *discovery.Config) error { _, err := cqrs.LoadConfig(c, "db"); return err },
+		"cqrs.LoadPoolConfig": func(c *discovery.Config) error { _, err := cqrs.LoadPoolConfig(c, "db"); return err },
+		"rabbitmq.LoadConfig": func(c *discovery.Config) error { _, err := rabbitmq.LoadConfig(c, "mq"); return err },
+		"natsmsg.LoadConfig":  func(c *discovery.Config) error { _, err := natsmsg.LoadConfig(c, "events"); return err },
 		"discovery.ListenAddress": func(c *discovery.Config) error {
 			_, err := c.ListenAddress()
 			return err
@@ -33,11 +31,10 @@ func TestBadKeysAreKeyErrors(t *testing.T) {
 	}
 	// The same clients through the App, which wraps their errors.
 	app := map[string]func(*servicedefaults.App) error{
-		"cqrs.LoadConfig":       func(a *servicedefaults.App) error { _, err := a.DB("db"); return err },
-		"cqrs.LoadPoolConfig":   func(a *servicedefaults.App) error { _, err := a.Postgres("db"); return err },
-		"cache.LoadRedisConfig": func(a *servicedefaults.App) error { _, err := a.Redis("cache"); return err },
-		"rabbitmq.LoadConfig":   func(a *servicedefaults.App) error { _, err := a.RabbitMQ("mq"); return err },
-		"natsmsg.LoadConfig":    func(a *servicedefaults.App) error { _, err := a.NATS("events"); return err },
+		"cqrs.LoadConfig":     func(a *servicedefaults.App) error { _, err := a.DB("db"); return err },
+		"cqrs.LoadPoolConfig": func(a *servicedefaults.App) error { _, err := a.Postgres("db"); return err },
+		"rabbitmq.LoadConfig": func(a *servicedefaults.App) error { _, err := a.RabbitMQ("mq"); return err },
+		"natsmsg.LoadConfig":  func(a *servicedefaults.App) error { _, err := a.NATS("events"); return err },
 	}
 	tests := []struct {
 		client string
@@ -53,12 +50,6 @@ func TestBadKeysAreKeyErrors(t *testing.T) {
 		{"cqrs.LoadConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret, "Aspire__Npgsql__db__ReadYourWrites": "sometimes"}, "Aspire:Npgsql:db:ReadYourWrites"},
 		{"cqrs.LoadPoolConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret + ";SSL Mode=Sometimes"}, "ConnectionStrings:db"},
 		{"cqrs.LoadPoolConfig", map[string]string{"ConnectionStrings__db": "Host=h;Password=" + secret, "Aspire__Npgsql__ConnectTimeout": "soon"}, "Aspire:Npgsql:ConnectTimeout"},
-		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1,password=" + secret + ",frob=1"}, "ConnectionStrings:cache"},
-		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:port,password=" + secret}, "ConnectionStrings:cache"},
-		{"cache.LoadRedisConfig", map[string]string{"CACHE_URI": "http://:" + secret + "@h"}, "CACHE_URI"},
-		{"cache.LoadRedisConfig", map[string]string{"CACHE_HOST": "h", "CACHE_PORT": secret, "CACHE_PASSWORD": secret}, "CACHE_PORT"},
-		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1", "Aspire__StackExchange__Redis__PoolSize": "-1"}, "Aspire:StackExchange:Redis:PoolSize"},
-		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1", "Aspire__StackExchange__Redis__cache__ConfigurationOptions__Frobnicate": "1"}, "Aspire:StackExchange:Redis:cache:ConfigurationOptions:Frobnicate"},
 		{"rabbitmq.LoadConfig", map[string]string{"ConnectionStrings__mq": "http://u:" + secret + "@h:5672/"}, "ConnectionStrings:mq"},
 		{"rabbitmq.LoadConfig", map[string]string{"MQ_URI": "amqp://u:" + secret + "@h:99999/"}, "MQ_URI"},
 		{"rabbitmq.LoadConfig", map[string]string{"ConnectionStrings__mq": "amqp://h/", "Aspire__RabbitMQ__Client__mq__MaxConnectRetryCount": "-1"}, "Aspire:RabbitMQ:Client:mq:MaxConnectRetryCount"},

@@ -16,13 +16,11 @@ import (
 func TestBadValuesNameTheirKey(t *testing.T) {
 	const secret = "KeyTestS3cret"
 	pg := "Host=127.0.0.1;Port=1;Username=u;Password=" + secret + ";Database=d"
-	rd := "127.0.0.1:1,password=" + secret
 	type call int
 	const (
 		add call = iota
 		db
 		postgres
-		redis
 	)
 	tests := []struct {
 		name   string
@@ -46,15 +44,6 @@ func TestBadValuesNameTheirKey(t *testing.T) {
 		{"npgsql ssl mode keyword", postgres, map[string]string{"ConnectionStrings__db": "Host=h;SSL Mode=Sometimes;Password=" + secret}, "SSL Mode"},
 		{"npgsql url", postgres, map[string]string{"ConnectionStrings__db": "postgres://u:" + secret + "@h:port/d"}, "ConnectionStrings:db"},
 		{"npgsql aspire 13 port", postgres, map[string]string{"DB_HOST": "h", "DB_PORT": "x", "DB_PASSWORD": secret}, "DB_PORT"},
-
-		// Aspire:StackExchange:Redis:*
-		{"redis pool size", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__PoolSize": "many"}, "PoolSize"},
-		{"redis named tracing", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__cache__DisableTracing": "2"}, "DisableTracing"},
-		{"redis configuration option", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__ConfigurationOptions__ConnectTimeout": "soon"}, "ConnectTimeout"},
-		{"redis unknown configuration option", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__ConfigurationOptions__Frobnicate": "1"}, "Frobnicate"},
-		{"redis option value", redis, map[string]string{"ConnectionStrings__cache": "h:1,connectTimeout=later,password=" + secret}, "connectTimeout"},
-		{"redis port", redis, map[string]string{"ConnectionStrings__cache": "h:port,password=" + secret}, "ConnectionStrings:cache"},
-		{"redis uri", redis, map[string]string{"CACHE_URI": "redis://:" + secret + "@h:port"}, "CACHE_URI"},
 
 		// Aspire:Resilience:*
 		{"resilience retry delay", add, map[string]string{"Aspire__Resilience__Http__Retry__Delay": "soon"}, "Delay"},
@@ -105,8 +94,6 @@ func TestBadValuesNameTheirKey(t *testing.T) {
 					_, err = app.DB("db")
 				case postgres:
 					_, err = app.Postgres("db")
-				case redis:
-					_, err = app.Redis("cache")
 				}
 			}()
 			if err == nil {

@@ -168,56 +168,6 @@ func TestSecretsPostgresDown(t *testing.T) {
 	s.check(healthOut, secret)
 }
 
-func TestSecretsRedisRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	const secret = "RedisPassw0rdLeak"
-	for _, tt := range []struct{ name, cs string }{
-		{"stackexchange", addr + ",user=app,password=" + secret},
-		{"url", "redis://app:" + secret + "@" + addr + "/0"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newLeakApp(t, map[string]string{"ConnectionStrings__cache": tt.cs})
-			rdb, err := s.app.Redis("cache")
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, span := s.app.Tracer("test").Start(context.Background(), "request")
-			s.err(rdb.Ping(ctx).Err())
-			span.End()
-			var healthOut string
-			waitFor(t, "the Redis check to fail", func() bool {
-				healthOut = s.health()
-				return strings.Contains(healthOut, "Unhealthy")
-			})
-			s.check(healthOut, secret)
-		})
-	}
-}
-
-func TestSecretsRedisWrongPassword(t *testing.T) {
-	srv := testserver.NewRedis(t)
-	const wrong = "RedisWr0ngLeak"
-	s := newLeakApp(t, map[string]string{"ConnectionStrings__cache": srv.Addr() + ",password=" + wrong})
-	rdb, err := s.app.Redis("cache")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, span := s.app.Tracer("test").Start(context.Background(), "request")
-	s.err(rdb.Set(ctx, "k", "v", 0).Err())
-	span.End()
-	var healthOut string
-	waitFor(t, "the Redis check to fail", func() bool {
-		healthOut = s.health()
-		return strings.Contains(healthOut, "Unhealthy")
-	})
-	s.check(healthOut, wrong, srv.Password())
-}
-
 // TestSecretsHealthDetail registers checks whose errors embed connection
 // strings and URLs the way drivers' errors do.
 func TestSecretsHealthDetail(t *testing.T) {

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/servicedefaults"
@@ -97,29 +96,6 @@ func TestShutdownBoundedByStuckHooks(t *testing.T) {
 				<-held
 			},
 			hook: `closing postgres "db"`,
-		},
-		{
-			name: "cache loader ignores ctx",
-			values: func(t *testing.T) map[string]string {
-				rs := testserver.NewRedis(t)
-				return map[string]string{"ConnectionStrings__cache": rs.ConnectionString()}
-			},
-			stick: func(t *testing.T, app *servicedefaults.App, _ *http.ServeMux, _ string, release <-chan struct{}) {
-				products, err := servicedefaults.NewCache[product](app, "cache", "product", cache.Options{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				loading := make(chan struct{})
-				go func() {
-					_, _ = products.GetOrLoad(context.Background(), "1", func(context.Context) (product, error) {
-						close(loading)
-						<-release
-						return product{Name: "late"}, nil
-					})
-				}()
-				<-loading
-			},
-			hook: `closing cache "product"`,
 		},
 	}
 	for _, tt := range tests {
