@@ -78,10 +78,10 @@ func pingUntilAnswered(c *cache.RedisConfig) {
 
 // TestOpenDoesNotBlockOtherOpens: while a Redis that never answers is
 // being opened with abortConnect, the App still opens another Redis and
-// makes a cache on it; a second caller of the silent Redis waits for the
-// first open but only as long as its own context; the first caller's
-// context bounds the open itself; Shutdown ends an open still in
-// progress, and later opens fail, with ErrClosed.
+// makes a cache on it; a second caller of the silent Redis, or a NewCache
+// on it, waits for the first open but only as long as its own context;
+// the first caller's context bounds the open itself; Shutdown ends an
+// open still in progress, and later opens fail, with ErrClosed.
 func TestOpenDoesNotBlockOtherOpens(t *testing.T) {
 	hole, stuckHole := newBlackHole(t), newBlackHole(t)
 	rs := testserver.NewRedis(t)
@@ -145,11 +145,18 @@ func TestOpenDoesNotBlockOtherOpens(t *testing.T) {
 		})
 		waiter <- err
 	}()
+	cctx, ccancel := context.WithCancel(bg)
+	cacheWaiter := make(chan error, 1)
+	go func() {
+		_, err := aspireredis.NewCache[product](cctx, app, "silent", "product")
+		cacheWaiter <- err
+	}()
 	wcancel()
+	ccancel()
 	for _, c := range []struct {
 		what string
 		ch   chan error
-	}{{"waiting caller", waiter}, {"opening caller", leader}} {
+	}{{"waiting caller", waiter}, {"waiting NewCache", cacheWaiter}, {"opening caller", leader}} {
 		select {
 		case err := <-c.ch:
 			if !errors.Is(err, context.Canceled) {
