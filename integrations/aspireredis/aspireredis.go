@@ -25,8 +25,9 @@
 // App's telemetry and logger, and before the client or cache is made. They
 // set what configuration cannot express: go-redis options
 // (RedisConfig.Options: pool sizes, OnConnect, a Dialer ...), the cache's
-// codec, a logger of your own. Later calls for the same name share the first
-// client whatever they pass.
+// codec, a logger of your own. Later Client calls for the same name share
+// the first client whatever they pass; a cache is made once (see
+// NewCache).
 //
 // # go-redis's own logger
 //
@@ -38,8 +39,10 @@
 // its logger without synchronization, so it is replaced once per process,
 // by the first such open, before that client exists; later opens only
 // change where it forwards to (the App that opened a client last, as the
-// OpenTelemetry globals follow the last App). Replace it with
-// redis.SetLogger yourself only before opening any client.
+// OpenTelemetry globals follow the last App). An App made WithoutGlobals
+// leaves it alone: to route it then, call
+// redis.SetLogger(cache.RedisLogger{Logger: ...}) yourself, before any
+// Redis client exists.
 package aspireredis
 
 import (
