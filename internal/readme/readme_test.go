@@ -42,7 +42,6 @@ var imports = map[string]string{
 	"rabbitmq":        "github.com/goaspire/goaspire/messaging/rabbitmq",
 	"natsmsg":         "github.com/goaspire/goaspire/messaging/nats",
 	"redisevents":     "github.com/goaspire/goaspire/messaging/redisevents",
-	"aspireredis":     "github.com/goaspire/goaspire/integrations/aspireredis",
 	"userspb":         "github.com/goaspire/goaspire/examples/users/userspb",
 	"chi":             "github.com/go-chi/chi/v5",
 	"nats":            "github.com/nats-io/nats.go",
