@@ -14,8 +14,8 @@ import (
 // Breaker is the circuit breaker that every cache on one Redis client
 // shares: a failure seen by one cache makes all of them skip Redis for a
 // break, and one successful call closes it for all. Code using the client
-// directly (servicedefaults' App.Redis, for one) can read its state with
-// ClientBreaker and feed it with Report.
+// directly (integrations/aspireredis's Client, for one) can read its state
+// with ClientBreaker and feed it with Report.
 //
 // One L2 failure opens it for a break (the BreakDuration of the cache that
 // saw it). While open, the caches skip L2: reads count as misses, writes

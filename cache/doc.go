@@ -235,9 +235,9 @@
 // warning. One failure opens a breaker that skips Redis for
 // BreakDuration, after which one call probes it. The breaker belongs to
 // the Redis client: every cache on it shares it, and ClientBreaker returns
-// it to other code using the client (servicedefaults' App.Redis callers,
-// say), which can read its state and feed it. Meanwhile reads use L1 and
-// the loader, and writes are queued (last one per key wins, up to
+// it to other code using the client (callers of integrations/aspireredis's
+// Client, say), which can read its state and feed it. Meanwhile reads use
+// L1 and the loader, and writes are queued (last one per key wins, up to
 // RecoveryQueue operations and RecoveryQueueBytes of values) and replayed
 // until they go through, with backoff, without waiting for more traffic.
 // A replayed Set or Remove leaves a value written later by another

@@ -62,8 +62,9 @@ type RedisConfig struct {
 	// by Options.DialTimeout.
 	ConnectRetry int
 
-	// DisableHealthChecks tells the caller (servicedefaults) to leave the
-	// client's HealthCheck out; NewRedis itself registers nothing.
+	// DisableHealthChecks tells the caller (integrations/aspireredis) to
+	// leave the client's HealthCheck out; NewRedis itself registers
+	// nothing.
 	DisableHealthChecks bool
 	// DisableTracing turns off command spans.
 	DisableTracing bool

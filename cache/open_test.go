@@ -233,7 +233,7 @@ func TestOpenRedisTLS(t *testing.T) {
 func TestHealthCheck(t *testing.T) {
 	srv := testserver.NewRedis(t)
 	var checks []health.Check
-	// What servicedefaults does: the client's check unless configuration
+	// What integrations/aspireredis does: the client's check unless configuration
 	// disables it.
 	register := func(values map[string]string) {
 		t.Helper()

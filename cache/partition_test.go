@@ -248,7 +248,7 @@ func TestSilentRedisBareClient(t *testing.T) {
 }
 
 // TestSilentRedisDirectClient measures what a silent Redis costs a call
-// on the client NewRedis makes (App.Redis), with short timeouts: a call
+// on the client NewRedis makes (aspireredis.Client's), with short timeouts: a call
 // with a deadline ends at its deadline, dials and retries included,
 // because go-redis returns when the caller's context is done (it goes on
 // dialing in the background, each dial bounded by connectTimeout); a call

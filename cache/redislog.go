@@ -17,8 +17,8 @@ import (
 //
 //	redis.SetLogger(cache.RedisLogger{Logger: logger})
 //
-// servicedefaults.Add does so with the App's logger unless it is made
-// WithoutGlobals. A line is logged at Info when it reports a Sentinel
+// integrations/aspireredis does so with the App's logger when an App that
+// is not made WithoutGlobals opens a Redis client. A line is logged at Info when it reports a Sentinel
 // choosing or finding a server ("sentinel: new master=..."), else at Warn,
 // with the attribute component=go-redis; URL passwords and secret
 // key=value pairs in it are masked. A nil Logger means slog.Default().

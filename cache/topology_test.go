@@ -21,7 +21,7 @@ import (
 const topologyBound = 30 * time.Second
 
 // openConnectionString connects with a connection string the way a service
-// under Aspire would (ConnectionStrings:cache), as App.Redis does.
+// under Aspire would (ConnectionStrings:cache), as aspireredis.Client does.
 func openConnectionString(t testing.TB, cs string) redis.UniversalClient {
 	t.Helper()
 	rdb, err := openRedis(context.Background(), discovery.FromMap(map[string]string{"ConnectionStrings__cache": cs}), "cache")
@@ -76,9 +76,10 @@ func serverPort(ctx context.Context, rdb redis.UniversalClient) (string, error) 
 
 // TestSentinelFailover: a connection string with serviceName reaches the
 // primary through a Sentinel; when the primary is killed and the Sentinel
-// promotes the replica, the client (what App.Redis returns) and two caches
-// on it keep working: writes reach the new primary, invalidations still
-// travel, and values written before the failover are still served.
+// promotes the replica, the client (what aspireredis.Client returns) and
+// two caches on it keep working: writes reach the new primary,
+// invalidations still travel, and values written before the failover are
+// still served.
 func TestSentinelFailover(t *testing.T) {
 	ctx := context.Background()
 	primary := testserver.NewRedis(t)

@@ -161,8 +161,8 @@ func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundT
 //  3. replaces slog's default logger (slog.SetDefault, which also routes
 //     the log package; not with WithoutGlobals) with App.Logger: stderr
 //     (text in Development, JSON otherwise) with trace_id/span_id from the
-//     context, plus the OTel log pipeline; go-redis's own logger goes to
-//     App.Logger too (cache.RedisLogger);
+//     context, plus the OTel log pipeline (integrations/aspireredis
+//     routes go-redis's own logger there too, once it opens a client);
 //  4. creates the health registry with its "self" live check, served at
 //     GET /health and GET /alive in front of h;
 //  5. wraps h in server instrumentation (App.Handler).

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/health"
 )
 
@@ -15,7 +12,6 @@ import (
 type resources struct {
 	mu     sync.Mutex
 	opened map[string]*opening // "{kind}/{name}"
-	caches map[string]bool     // "{redis}/{cache}" names made by NewCache
 
 	checksMu sync.Mutex // serializes registerChecks
 }
@@ -163,94 +159,4 @@ func (a *App) registerChecks(checks []health.Check) error {
 		}
 	}
 	return a.health.Register(add...)
-}
-
-// Redis is RedisContext with a background context.
-func (a *App) Redis(name string) (redis.UniversalClient, error) {
-	return a.RedisContext(context.Background(), name)
-}
-
-// RedisContext returns the go-redis client of the connection called name
-// (ConnectionStrings:name in StackExchange.Redis form or a redis:// URL,
-// or Aspire 13's NAME_URI / NAME_HOST ...; settings from
-// Aspire:StackExchange:Redis and Aspire:StackExchange:Redis:{name}),
-// opened on first use and shared afterwards, so every cache on it shares
-// one pub/sub connection. Redis need not be up: the client reconnects with
-// backoff, unless abortConnect=true makes the open ping it first. It
-// reports through the App's telemetry, registers its health check (off
-// with Aspire:StackExchange:Redis:DisableHealthChecks) and is closed by
-// Shutdown, after the caches made on it. ctx bounds the open as for
-// DBContext.
-func (a *App) RedisContext(ctx context.Context, name string) (redis.UniversalClient, error) {
-	return openOnce(ctx, a, "redis", name, func(ctx context.Context) (opened[redis.UniversalClient], error) {
-		c, err := cache.LoadRedisConfig(a.cfg, name)
-		if err != nil {
-			return opened[redis.UniversalClient]{}, err
-		}
-		c.TracerProvider, c.MeterProvider, c.Logger = a.tel.tp, a.tel.mp, a.componentLogger(scopeCache)
-		rdb, err := cache.NewRedis(ctx, c)
-		if err != nil {
-			return opened[redis.UniversalClient]{}, err
-		}
-		var checks []health.Check
-		if !c.DisableHealthChecks {
-			checks = append(checks, cache.HealthCheck(c.Name, rdb))
-		}
-		return opened[redis.UniversalClient]{client: rdb, checks: checks, close: rdb.Close}, nil
-	})
-}
-
-// NewCache is NewCacheContext with a background context.
-func NewCache[T any](app *App, redisName, cacheName string, opts cache.Options) (*cache.Cache[T], error) {
-	return NewCacheContext[T](context.Background(), app, redisName, cacheName, opts)
-}
-
-// NewCacheContext makes a two-tier cache of T values called cacheName over
-// the App's Redis client redisName (see App.RedisContext; ctx bounds
-// opening it), reporting through the App's telemetry and logger unless
-// opts names its own, and closed by Shutdown before the client.
-//
-// It is a function, not a method, because Go methods cannot have type
-// parameters. Each cacheName may be made once per Redis connection.
-func NewCacheContext[T any](ctx context.Context, app *App, redisName, cacheName string, opts cache.Options) (*cache.Cache[T], error) {
-	rdb, err := app.RedisContext(ctx, redisName)
-	if err != nil {
-		return nil, err
-	}
-	id := redisName + "/" + cacheName
-	app.res.mu.Lock()
-	if app.res.caches[id] {
-		app.res.mu.Unlock()
-		return nil, fmt.Errorf("servicedefaults: cache %q on redis %q already made: make it once and share it", cacheName, redisName)
-	}
-	if app.res.caches == nil {
-		app.res.caches = map[string]bool{}
-	}
-	app.res.caches[id] = true
-	app.res.mu.Unlock()
-	forget := func() {
-		app.res.mu.Lock()
-		delete(app.res.caches, id)
-		app.res.mu.Unlock()
-	}
-
-	if opts.TracerProvider == nil {
-		opts.TracerProvider = app.tel.tp
-	}
-	if opts.MeterProvider == nil {
-		opts.MeterProvider = app.tel.mp
-	}
-	if opts.Logger == nil {
-		opts.Logger = app.componentLogger(scopeCache)
-	}
-	c, err := cache.New[T](rdb, cacheName, opts)
-	if err != nil {
-		forget()
-		return nil, fmt.Errorf("servicedefaults: cache %q: %w", cacheName, err)
-	}
-	if !app.addHook(fmt.Sprintf("closing cache %q", cacheName), func(context.Context) error { return c.Close() }) {
-		_ = c.Close()
-		return nil, fmt.Errorf("servicedefaults: cache %q: %w", cacheName, errShutDown{})
-	}
-	return c, nil
 }

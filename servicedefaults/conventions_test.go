@@ -10,14 +10,11 @@ import (
 	"testing"
 	"time"
 
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/testserver"
 )
 
 // TestLogScopes logs from user code (slog's default and App.Logger) and
-// from two goaspire packages, through an App exporting to an OTLP
+// from a goaspire package (resilience), through an App exporting to an OTLP
 // receiver: user records carry the service's name as their scope (the
 // dashboard's Category), each package's its import path. A duration
 // arrives readably ("5s"), in OTLP and on the JSON console.
@@ -31,8 +28,6 @@ func TestLogScopes(t *testing.T) {
 		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.HTTPEndpoint,
 		"OTEL_SERVICE_NAME", "orders",
 		"Logging__Console__FormatterName", "json",
-		// A Redis option go-redis cannot honour exactly: a warning.
-		"ConnectionStrings__cache", "127.0.0.1:1,proxy=twemproxy",
 		// A breaker that opens after two failed calls: a warning with
 		// its break duration.
 		"Aspire__Resilience__Http__Retry__MaxRetryAttempts", "0",
@@ -41,9 +36,6 @@ func TestLogScopes(t *testing.T) {
 
 	app.Logger().Info("from App.Logger")
 	ctx := context.Background()
-	if _, err := app.Redis("cache"); err != nil {
-		t.Fatal(err)
-	}
 	client := app.HTTPClient("failing")
 	for range 3 {
 		req, _ := http.NewRequestWithContext(ctx, "GET", failing.URL, nil)
@@ -64,7 +56,6 @@ func TestLogScopes(t *testing.T) {
 	}{
 		{"from App.Logger", "orders"},
 		{"from slog.Default", "orders"},
-		{"redis option has no exact go-redis equivalent", "github.com/goaspire/goaspire/cache"},
 		{"resilience: circuit breaker opened", "github.com/goaspire/goaspire/resilience"},
 	}
 	scopes := map[string]string{}
@@ -142,88 +133,5 @@ func TestHTTPJSONProtocol(t *testing.T) {
 				t.Errorf("%d log lines name %s, want one warning:\n%s", n, key, console.String())
 			}
 		})
-	}
-}
-
-// TestDatabaseSpans serves a request that queries a real Redis through
-// the App's client, exporting to an OTLP receiver: the request is one
-// trace; every database span in it has db.system and db.system.name;
-// nothing else makes a trace (no Redis dial, handshake or health-probe
-// trace); nothing is in Error; and the Redis metrics are in seconds with
-// the pool name. (integrations/aspirepostgres tests Postgres's spans.)
-func TestDatabaseSpans(t *testing.T) {
-	rd := testserver.NewRedis(t)
-	rcv := otlptest.Start(t)
-	mux := http.NewServeMux()
-	app, _ := newApp(t, with(slowExport,
-		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.GRPCEndpoint,
-		"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
-		"ConnectionStrings__cache", rd.ConnectionString(),
-	), mux)
-	rdb, err := app.Redis("cache")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux.HandleFunc("GET /work", func(w http.ResponseWriter, r *http.Request) {
-		if err := rdb.Set(r.Context(), "answer", 42, 0).Err(); err != nil {
-			http.Error(w, err.Error(), 500)
-			return
-		}
-	})
-	base := serve(t, app)
-	if code, body := get(t, nil, base+"/work"); code != 200 {
-		t.Fatalf("GET /work = %d %s", code, body)
-	}
-	if code, _ := get(t, nil, base+"/health"); code != 200 {
-		t.Fatalf("GET /health = %d", code)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := app.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-
-	server, ok := rcv.SpanNamed("GET /work")
-	if !ok {
-		t.Fatalf("no server span: %v", spanNames(rcv))
-	}
-	var sets int
-	for _, s := range rcv.Spans() {
-		if string(s.Span.TraceId) != string(server.Span.TraceId) {
-			t.Errorf("span %q is a trace of its own", s.Span.Name)
-			continue
-		}
-		if s.Span.GetStatus().GetCode() == tracepb.Status_STATUS_CODE_ERROR {
-			t.Errorf("span %q in Error: %s", s.Span.Name, s.Span.GetStatus().GetMessage())
-		}
-		if string(s.Span.SpanId) == string(server.Span.SpanId) {
-			continue
-		}
-		sys, _ := otlptest.Attr(s.Span.Attributes, "db.system")
-		name, _ := otlptest.Attr(s.Span.Attributes, "db.system.name")
-		if sys == "redis" && name == "redis" {
-			sets++
-		} else {
-			t.Errorf("span %q: db.system %q, db.system.name %q", s.Span.Name, sys, name)
-		}
-	}
-	if sets != 1 {
-		t.Errorf("%d Redis spans, want 1: %v", sets, spanNames(rcv))
-	}
-	found := false
-	for _, m := range rcv.Metrics() {
-		if m.Scope.GetName() != "github.com/goaspire/goaspire/cache" || m.Metric.Name != "db.client.operation.duration" {
-			continue
-		}
-		if m.Metric.Unit != "s" {
-			t.Errorf("Redis db.client.operation.duration unit %q", m.Metric.Unit)
-		}
-		for _, dp := range m.Metric.GetHistogram().GetDataPoints() {
-			pool, _ := otlptest.Attr(dp.Attributes, "db.client.connection.pool.name")
-			found = found || pool == "cache"
-		}
-	}
-	if !found {
-		t.Error("no Redis db.client.operation.duration point for pool cache")
 	}
 }

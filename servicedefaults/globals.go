@@ -1,29 +1,23 @@
 package servicedefaults
 
 import (
-	"context"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	otellog "go.opentelemetry.io/otel/log"
 	"go.opentelemetry.io/otel/log/global"
 	lognoop "go.opentelemetry.io/otel/log/noop"
 	"go.opentelemetry.io/otel/propagation"
-
-	"github.com/redis/go-redis/v9"
-
-	"github.com/goaspire/goaspire/cache"
 )
 
 // WithoutGlobals makes Add leave process-wide state alone: it does not
 // install the App's providers and propagator as the OpenTelemetry globals
 // (otel.SetTracerProvider, otel.SetMeterProvider, otel.SetTextMapPropagator,
 // global.SetLoggerProvider, otel.SetErrorHandler) and does not replace
-// slog's default logger nor go-redis's (redis.SetLogger; see
-// cache.RedisLogger). Several Apps can then live in one process, each
-// exporting to its own receivers.
+// slog's default logger; integrations that route a library's process-wide
+// logger to the App's (integrations/aspireredis, go-redis's) leave it alone
+// too (see Host.UsesGlobals). Several Apps can then live in one process,
+// each exporting to its own receivers.
 //
 // Everything the App makes (its handler, HTTP, gRPC, database, Redis,
 // cache, RabbitMQ and NATS clients) reports through the App's own
@@ -53,26 +47,6 @@ func (a *App) installGlobals() {
 		consoleLogger.Warn("OpenTelemetry error", "error", a.tel.scrub(err.Error()))
 	}))
 	slog.SetDefault(a.user)
-	// go-redis logs failed dials and Sentinel failovers through a
-	// process-wide logger of its own, to stderr: route it to the App's.
-	redisLogTarget.Store(a.componentLogger(scopeCache))
-	redisLogOnce.Do(func() { redis.SetLogger(redisLogForwarder{}) })
-}
-
-// go-redis reads its process-wide logger without synchronization, so it
-// is set once, by the first Add that installs the globals (in a service,
-// before any Redis client exists); later ones only change where it
-// forwards to: the last such App's logger, as with the otel globals.
-var (
-	redisLogOnce   sync.Once
-	redisLogTarget atomic.Pointer[slog.Logger]
-)
-
-// redisLogForwarder is the go-redis logger Add installs.
-type redisLogForwarder struct{}
-
-func (redisLogForwarder) Printf(ctx context.Context, format string, v ...any) {
-	cache.RedisLogger{Logger: redisLogTarget.Load()}.Printf(ctx, format, v...)
 }
 
 // Propagator returns the App's text map propagator (W3C trace context and

@@ -2,11 +2,8 @@ package servicedefaults_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,14 +17,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/internal/syncbuf"
 	"github.com/goaspire/goaspire/servicedefaults"
-	"github.com/goaspire/goaspire/testserver"
 )
 
 // Sentinels the test installs as the globals, so it can tell whether Add
@@ -81,11 +74,11 @@ func installSentinels(t *testing.T) globalsSnapshot {
 
 // TestWithoutGlobals runs two Apps in one process, each exporting to its
 // own OTLP receiver, and checks that every signal (server and client
-// spans, Redis and cache spans, metrics, logs) reaches only its App's
-// receiver while the OTel globals and slog's default stay as they were.
+// spans, metrics, logs) reaches only its App's receiver while the OTel
+// globals and slog's default stay as they were. (The clients of the
+// integration packages: their own TestWithoutGlobals.)
 func TestWithoutGlobals(t *testing.T) {
 	sentinels := installSentinels(t)
-	rd := testserver.NewRedis(t)
 
 	type service struct {
 		name string
@@ -104,7 +97,6 @@ func TestWithoutGlobals(t *testing.T) {
 				"OTEL_EXPORTER_OTLP_ENDPOINT", s.rcv.GRPCEndpoint,
 				"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
 				"OTEL_SERVICE_NAME", s.name,
-				"ConnectionStrings__cache", rd.ConnectionString(),
 			))))
 		if err != nil {
 			t.Fatalf("Add(%s): %v", s.name, err)
@@ -136,20 +128,6 @@ func TestWithoutGlobals(t *testing.T) {
 		if code, body := get(t, s.app.HTTPClient("self"), url+"/hello"); code != http.StatusNoContent {
 			t.Fatalf("%s: GET /hello = %d %s", s.name, code, body)
 		}
-		rdb, err := s.app.Redis("cache")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := rdb.Set(ctx, "key-"+s.name, s.name, time.Minute).Err(); err != nil {
-			t.Fatal(err)
-		}
-		c, err := servicedefaults.NewCache[string](s.app, "cache", "c-"+s.name, cache.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.GetOrLoad(ctx, "k", func(context.Context) (string, error) { return "v", nil }); err != nil {
-			t.Fatal(err)
-		}
 	}
 	for _, s := range services {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -164,7 +142,7 @@ func TestWithoutGlobals(t *testing.T) {
 
 	for _, s := range services {
 		spans := s.rcv.Spans()
-		var server, client, redis, cacheSpan bool
+		var server, client bool
 		for _, sp := range spans {
 			if got := otlptest.ResourceAttr(sp.Resource, "service.name"); got != s.name {
 				t.Errorf("receiver of %s got a span %q of %s", s.name, sp.Span.Name, got)
@@ -173,19 +151,14 @@ func TestWithoutGlobals(t *testing.T) {
 			case sp.Span.Name == "GET /hello" && sp.Span.Kind == 2: // SERVER
 				server = true
 			case sp.Span.Kind == 3: // CLIENT
-				if v, _ := otlptest.Attr(sp.Span.Attributes, "db.system"); v == "redis" {
-					redis = true
-				} else if v, _ := otlptest.Attr(sp.Span.Attributes, "http.request.method"); v == "GET" {
+				if v, _ := otlptest.Attr(sp.Span.Attributes, "http.request.method"); v == "GET" {
 					client = true
 				}
 			}
-			if sp.Scope.GetName() == "github.com/goaspire/goaspire/cache" {
-				cacheSpan = true
-			}
 		}
-		if !server || !client || !redis || !cacheSpan {
-			t.Errorf("%s's receiver: server span %t, HTTP client span %t, Redis span %t, cache span %t; want all (got %d spans)",
-				s.name, server, client, redis, cacheSpan, len(spans))
+		if !server || !client {
+			t.Errorf("%s's receiver: server span %t, HTTP client span %t; want both (got %d spans)",
+				s.name, server, client, len(spans))
 		}
 		logged := false
 		for _, l := range s.rcv.Logs() {
@@ -207,58 +180,5 @@ func TestWithoutGlobals(t *testing.T) {
 		if !counted {
 			t.Errorf("%s's receiver did not get its counter", s.name)
 		}
-	}
-}
-
-// TestRedisLogsThroughApp: go-redis's own log lines (a failed dial here)
-// reach the App's logger when Add installs the globals, and not the
-// App's logger when it is made WithoutGlobals.
-func TestRedisLogsThroughApp(t *testing.T) {
-	installSentinels(t)
-	for _, withoutGlobals := range []bool{false, true} {
-		t.Run(fmt.Sprintf("WithoutGlobals=%t", withoutGlobals), func(t *testing.T) {
-			var appLog syncbuf.Buffer
-			opts := []servicedefaults.Option{
-				servicedefaults.WithLogWriter(&appLog),
-				servicedefaults.WithConfig(discovery.FromMap(map[string]string{"OTEL_SERVICE_NAME": "redis-logs"})),
-			}
-			if withoutGlobals {
-				opts = append(opts, servicedefaults.WithoutGlobals())
-			}
-			app, err := servicedefaults.Add(context.Background(), nil, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer app.Shutdown(context.Background())
-
-			// Nothing listens there: the dial fails and go-redis logs it.
-			rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + freePort(t), DialerRetries: 1, MaxRetries: -1})
-			defer rdb.Close()
-			if err := rdb.Ping(context.Background()).Err(); err == nil {
-				t.Fatal("Ping succeeded with nothing listening")
-			}
-			const line = "failed to dial"
-			inApp := strings.Contains(appLog.String(), line)
-			if withoutGlobals {
-				if inApp {
-					t.Errorf("WithoutGlobals: go-redis's line reached the App's log: %s", appLog.String())
-				}
-				return
-			}
-			if !inApp {
-				t.Fatalf("go-redis's line did not reach the App's log: %q", appLog.String())
-			}
-			var rec map[string]any
-			for l := range strings.SplitSeq(strings.TrimSpace(appLog.String()), "\n") {
-				if strings.Contains(l, line) {
-					if err := json.Unmarshal([]byte(l), &rec); err != nil {
-						t.Fatalf("%v: %s", err, l)
-					}
-				}
-			}
-			if rec["level"] != "WARN" || rec["component"] != "go-redis" {
-				t.Errorf("record %v; want level WARN, component go-redis", rec)
-			}
-		})
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
@@ -18,27 +17,18 @@ import (
 func TestBadKeysAreKeyErrors(t *testing.T) {
 	const secret = "KeyErrS3cret"
 	load := map[string]func(*discovery.Config) error{
-		"cache.LoadRedisConfig": func(c *discovery.Config) error { _, err := cache.LoadRedisConfig(c, "cache"); return err },
 		"discovery.ListenAddress": func(c *discovery.Config) error {
 			_, err := c.ListenAddress()
 			return err
 		},
 	}
 	// The same clients through the App, which wraps their errors.
-	app := map[string]func(*servicedefaults.App) error{
-		"cache.LoadRedisConfig": func(a *servicedefaults.App) error { _, err := a.Redis("cache"); return err },
-	}
+	app := map[string]func(*servicedefaults.App) error{}
 	tests := []struct {
 		client string
 		values map[string]string
 		key    string
 	}{
-		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1,password=" + secret + ",frob=1"}, "ConnectionStrings:cache"},
-		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:port,password=" + secret}, "ConnectionStrings:cache"},
-		{"cache.LoadRedisConfig", map[string]string{"CACHE_URI": "http://:" + secret + "@h"}, "CACHE_URI"},
-		{"cache.LoadRedisConfig", map[string]string{"CACHE_HOST": "h", "CACHE_PORT": secret, "CACHE_PASSWORD": secret}, "CACHE_PORT"},
-		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1", "Aspire__StackExchange__Redis__PoolSize": "-1"}, "Aspire:StackExchange:Redis:PoolSize"},
-		{"cache.LoadRedisConfig", map[string]string{"ConnectionStrings__cache": "h:1", "Aspire__StackExchange__Redis__cache__ConfigurationOptions__Frobnicate": "1"}, "Aspire:StackExchange:Redis:cache:ConfigurationOptions:Frobnicate"},
 		{"discovery.ListenAddress", map[string]string{"PORT": "70000"}, "PORT"},
 		{"discovery.ListenAddress", map[string]string{"ASPNETCORE_URLS": "http://[::1"}, "ASPNETCORE_URLS"},
 	}

@@ -15,11 +15,9 @@ import (
 // password.
 func TestBadValuesNameTheirKey(t *testing.T) {
 	const secret = "KeyTestS3cret"
-	rd := "127.0.0.1:1,password=" + secret
 	type call int
 	const (
 		add call = iota
-		redis
 	)
 	tests := []struct {
 		name   string
@@ -27,15 +25,6 @@ func TestBadValuesNameTheirKey(t *testing.T) {
 		values map[string]string
 		want   string
 	}{
-		// Aspire:StackExchange:Redis:*
-		{"redis pool size", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__PoolSize": "many"}, "PoolSize"},
-		{"redis named tracing", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__cache__DisableTracing": "2"}, "DisableTracing"},
-		{"redis configuration option", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__ConfigurationOptions__ConnectTimeout": "soon"}, "ConnectTimeout"},
-		{"redis unknown configuration option", redis, map[string]string{"ConnectionStrings__cache": rd, "Aspire__StackExchange__Redis__ConfigurationOptions__Frobnicate": "1"}, "Frobnicate"},
-		{"redis option value", redis, map[string]string{"ConnectionStrings__cache": "h:1,connectTimeout=later,password=" + secret}, "connectTimeout"},
-		{"redis port", redis, map[string]string{"ConnectionStrings__cache": "h:port,password=" + secret}, "ConnectionStrings:cache"},
-		{"redis uri", redis, map[string]string{"CACHE_URI": "redis://:" + secret + "@h:port"}, "CACHE_URI"},
-
 		// Aspire:Resilience:*
 		{"resilience retry delay", add, map[string]string{"Aspire__Resilience__Http__Retry__Delay": "soon"}, "Delay"},
 		{"resilience backoff", add, map[string]string{"Aspire__Resilience__Http__Retry__BackoffType": "Fibonacci"}, "BackoffType"},
@@ -81,8 +70,6 @@ func TestBadValuesNameTheirKey(t *testing.T) {
 				switch tt.call {
 				case add:
 					t.Fatal("Add succeeded")
-				case redis:
-					_, err = app.Redis("cache")
 				}
 			}()
 			if err == nil {

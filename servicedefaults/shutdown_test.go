@@ -18,11 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/otlptest"
 	"github.com/goaspire/goaspire/servicedefaults"
-	"github.com/goaspire/goaspire/testserver"
 )
 
 // hangGuard bounds waits for something that must happen on its own; it is
@@ -65,29 +63,6 @@ func TestShutdownBoundedByStuckHooks(t *testing.T) {
 				app.OnShutdown(func(context.Context) error { <-release; return nil }) // ignores its ctx
 			},
 			hook: "OnShutdown hook 1",
-		},
-		{
-			name: "cache loader ignores ctx",
-			values: func(t *testing.T) map[string]string {
-				rs := testserver.NewRedis(t)
-				return map[string]string{"ConnectionStrings__cache": rs.ConnectionString()}
-			},
-			stick: func(t *testing.T, app *servicedefaults.App, _ *http.ServeMux, _ string, release <-chan struct{}) {
-				products, err := servicedefaults.NewCache[product](app, "cache", "product", cache.Options{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				loading := make(chan struct{})
-				go func() {
-					_, _ = products.GetOrLoad(context.Background(), "1", func(context.Context) (product, error) {
-						close(loading)
-						<-release
-						return product{Name: "late"}, nil
-					})
-				}()
-				<-loading
-			},
-			hook: `closing cache "product"`,
 		},
 	}
 	for _, tt := range tests {

@@ -20,6 +20,7 @@ import (
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/examples/internal/httpapi"
 	"github.com/goaspire/goaspire/integrations/aspirepostgres"
+	"github.com/goaspire/goaspire/integrations/aspireredis"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
@@ -76,11 +77,11 @@ func newService(ctx context.Context, app *servicedefaults.App) (*service, error)
 	if err != nil {
 		return nil, err
 	}
-	products, err := servicedefaults.NewCache[Product](app, "cache", "product", cache.Options{
-		TTL:         10 * time.Minute,
-		L1TTL:       time.Minute,
-		NegativeTTL: 5 * time.Second,
-		SoftTimeout: 200 * time.Millisecond,
+	products, err := aspireredis.NewCache[Product](ctx, app, "cache", "product", func(o *cache.Options) {
+		o.TTL = 10 * time.Minute
+		o.L1TTL = time.Minute
+		o.NegativeTTL = 5 * time.Second
+		o.SoftTimeout = 200 * time.Millisecond
 	})
 	if err != nil {
 		return nil, err

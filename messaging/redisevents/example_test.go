@@ -15,8 +15,9 @@ import (
 
 func ExampleSubscribe() {
 	ctx := context.Background()
-	// In a service: rdb, err := app.Redis("cache"). Alone: the cache
-	// package's client from the connection an AppHost injects.
+	// In a service: rdb, err := aspireredis.Client(ctx, app, "cache").
+	// Alone: the cache package's client from the connection an AppHost
+	// injects.
 	cfg, err := discovery.Load()
 	if err != nil {
 		log.Fatal(err)

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // syncBuffer is a goroutine-safe log sink.
 type syncBuffer = syncbuf.Buffer
 
-// client opens the server as servicedefaults' App.Redis does.
+// client opens the server as integrations/aspireredis's Client does.
 func client(t testing.TB, srv *testserver.Redis) redis.UniversalClient {
 	t.Helper()
 	c, err := cache.LoadRedisConfig(discovery.FromMap(map[string]string{"ConnectionStrings:cache": srv.ConnectionString()}), "cache")

@@ -1,4 +1,4 @@
-package servicedefaults_test
+package aspireredis_test
 
 import (
 	"context"
@@ -9,15 +9,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/goaspire/goaspire/cache"
-	"github.com/goaspire/goaspire/servicedefaults"
+	"github.com/goaspire/goaspire/integrations/aspireredis"
+	"github.com/goaspire/goaspire/servicedefaults/servicedefaultstest"
 	"github.com/goaspire/goaspire/testserver"
 )
 
-// TestRedisTopologies: App.Redis and NewCache work over a Sentinel-managed
+// TestTopologies: Client and NewCache work over a Sentinel-managed
 // primary (also after the Sentinel has promoted the replica of a killed
 // primary) and over a Redis Cluster, and the readiness check follows.
-func TestRedisTopologies(t *testing.T) {
+func TestTopologies(t *testing.T) {
 	tests := []struct {
 		name string
 		// start returns the connection string and, for a topology that can
@@ -53,19 +53,19 @@ func TestRedisTopologies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs, failover := tt.start(t)
-			app, _ := newApp(t, map[string]string{"ConnectionStrings__cache": cs}, http.NewServeMux())
-			rdb, err := app.Redis("cache")
+			ctx := context.Background()
+			app := servicedefaultstest.NewUnstarted(t, http.NewServeMux(), map[string]string{"ConnectionStrings:cache": cs})
+			rdb, err := aspireredis.Client(ctx, app, "cache")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got := typeName(rdb); got != tt.want {
-				t.Errorf("App.Redis made a %s, want %s", got, tt.want)
+				t.Errorf("Client made a %s, want %s", got, tt.want)
 			}
-			products, err := servicedefaults.NewCache[product](app, "cache", "product", cache.Options{})
+			products, err := aspireredis.NewCache[product](ctx, app, "cache", "product")
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx := context.Background()
 			if err := products.Set(ctx, "1", product{Name: "espresso"}); err != nil {
 				t.Fatal(err)
 			}
@@ -80,15 +80,15 @@ func TestRedisTopologies(t *testing.T) {
 					t.Fatal(err)
 				}
 				failover()
-				waitFor(t, "App.Redis writes after the failover", func() bool {
+				waitFor(t, "the client writes after the failover", func() bool {
 					return rdb.Set(ctx, "probe", "x", 0).Err() == nil
 				})
 				waitFor(t, "/health is healthy after the failover", healthy)
 			}
 			// A second App (another instance of the service) reads the
 			// value from Redis without loading it.
-			other, _ := newApp(t, map[string]string{"ConnectionStrings__cache": cs}, http.NewServeMux())
-			fromOther, err := servicedefaults.NewCache[product](other, "cache", "product", cache.Options{})
+			other := servicedefaultstest.NewUnstarted(t, http.NewServeMux(), map[string]string{"ConnectionStrings:cache": cs})
+			fromOther, err := aspireredis.NewCache[product](ctx, other, "cache", "product")
 			if err != nil {
 				t.Fatal(err)
 			}

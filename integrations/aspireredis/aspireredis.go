@@ -1,0 +1,162 @@
+// Package aspireredis is goaspire's Redis client integration, the
+// counterpart of .NET Aspire's Aspire.StackExchange.Redis: it opens go-redis
+// clients and two-tier caches (package cache) on a servicedefaults App,
+// from the App's configuration, reporting through the App's telemetry and
+// logger, checked by its health endpoints and closed by its Shutdown.
+//
+//	app, err := servicedefaults.Add(ctx, mux)
+//	...
+//	rdb, err := aspireredis.Client(ctx, app, "cache")
+//	products, err := aspireredis.NewCache[Product](ctx, app, "cache", "product", func(o *cache.Options) {
+//		o.TTL = 10 * time.Minute
+//	})
+//
+// The connection called "cache" is ConnectionStrings:cache (a
+// StackExchange.Redis string or a redis:// URL), or Aspire 13's CACHE_URI or
+// CACHE_HOST, CACHE_PORT ...; the settings are read from
+// Aspire:StackExchange:Redis and Aspire:StackExchange:Redis:cache (see
+// cache.LoadRedisConfig).
+//
+// # Configuring in code
+//
+// Client and NewCache take optional configure functions, as .NET's
+// AddRedisClient takes configureSettings: they run once, when the name is
+// first opened, on the configuration already read and already carrying the
+// App's telemetry and logger, and before the client or cache is made. They
+// set what configuration cannot express: go-redis options
+// (RedisConfig.Options: pool sizes, OnConnect, a Dialer ...), the cache's
+// codec, a logger of your own. Later Client calls for the same name share
+// the first client whatever they pass; a cache is made once (see
+// NewCache).
+//
+// # go-redis's own logger
+//
+// go-redis logs failed dials and Sentinel failovers through one
+// process-wide logger, to stderr. When an App that installs the globals
+// (not made WithoutGlobals) opens a Redis client through this package, that
+// logger is pointed at the App's logger (see cache.RedisLogger), under the
+// instrumentation scope github.com/goaspire/goaspire/cache. go-redis reads
+// its logger without synchronization, so it is replaced once per process,
+// by the first such open, before that client exists; later opens only
+// change where it forwards to (the App that opened a client last, as the
+// OpenTelemetry globals follow the last App). An App made WithoutGlobals
+// leaves it alone: to route it then, call
+// redis.SetLogger(cache.RedisLogger{Logger: ...}) yourself, before any
+// Redis client exists.
+package aspireredis
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/goaspire/goaspire/cache"
+	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/servicedefaults"
+)
+
+// scope is the instrumentation scope (the dashboard's Category) of the
+// records of the clients and caches this package opens: package cache's.
+const scope = "github.com/goaspire/goaspire/cache"
+
+// Client returns the go-redis client of the connection called name on h,
+// opened on first use and shared afterwards, so every cache made on it
+// shares one pub/sub connection.
+//
+// The first call reads the connection with cache.LoadRedisConfig from
+// h.Config(), sets the App's tracer and meter providers and its logger (scope
+// github.com/goaspire/goaspire/cache) on it, runs configure in order, and
+// opens the client with cache.NewRedis. Redis need not be up: the client
+// reconnects with backoff, unless abortConnect=true (or
+// RedisConfig.AbortConnect) makes the open ping it first. The client
+// reports through the App's telemetry, registers its readiness check
+// ("redis:{name}"; none with Aspire:StackExchange:Redis:DisableHealthChecks
+// or RedisConfig.DisableHealthChecks) and is closed by the App's Shutdown,
+// after the caches made on it.
+//
+// Later calls, concurrent ones included, return that client and ignore
+// their configure. ctx bounds the open, or the wait for another caller's
+// open of the same name; opening one name never holds up opening another.
+// Errors name the configuration key at fault (errors.As finds a
+// *discovery.KeyError) and never hold the password; once Shutdown has
+// closed the clients they match servicedefaults.ErrClosed.
+func Client(ctx context.Context, h servicedefaults.Host, name string, configure ...func(*cache.RedisConfig)) (redis.UniversalClient, error) {
+	return servicedefaults.OpenClient(ctx, h, "redis", name, func(ctx context.Context) (servicedefaults.Opened[redis.UniversalClient], error) {
+		c, err := cache.LoadRedisConfig(h.Config(), name)
+		if err != nil {
+			return servicedefaults.Opened[redis.UniversalClient]{}, err
+		}
+		c.TracerProvider, c.MeterProvider, c.Logger = h.TracerProvider(), h.MeterProvider(), h.ComponentLogger(scope)
+		for _, f := range configure {
+			if f != nil {
+				f(c)
+			}
+		}
+		routeRedisLogger(h)
+		rdb, err := cache.NewRedis(ctx, c)
+		if err != nil {
+			return servicedefaults.Opened[redis.UniversalClient]{}, err
+		}
+		var checks []health.Check
+		if !c.DisableHealthChecks {
+			checks = append(checks, cache.HealthCheck(c.Name, rdb))
+		}
+		return servicedefaults.Opened[redis.UniversalClient]{
+			Client: rdb,
+			Checks: checks,
+			Close:  func(context.Context) error { return rdb.Close() },
+		}, nil
+	})
+}
+
+// NewCache makes the two-tier cache of T values called cacheName over the
+// client of the Redis connection redisName (see Client, which opens it with
+// no configure: to configure the client, call Client first), and has the
+// App's Shutdown close it before that client.
+//
+// configure runs on Options already holding the App's tracer and meter
+// providers and its logger (scope github.com/goaspire/goaspire/cache), so
+// what it sets wins, those included; leave a field alone to keep the App's
+// or the cache's default. Set the TTLs, L1 bounds, KeyPrefix or Codec there.
+//
+// Each cacheName may be made once per Redis connection: make the cache at
+// startup and share it. A second call for the same pair, even with another
+// T, returns an error; a call that failed may be made again. ctx bounds
+// opening the Redis client; errors match servicedefaults.ErrClosed once
+// Shutdown has closed the clients.
+//
+// NewCache is a function, not a method, because Go methods cannot have
+// type parameters.
+func NewCache[T any](ctx context.Context, h servicedefaults.Host, redisName, cacheName string, configure ...func(*cache.Options)) (*cache.Cache[T], error) {
+	rdb, err := Client(ctx, h, redisName)
+	if err != nil {
+		return nil, err
+	}
+	// The cache is a client of its own, once per name, closed at Shutdown
+	// before rdb (opened after it). Being handed a cache another call made
+	// means this one is a second call; typed as any, since that cache may
+	// hold another T.
+	made := false
+	c, err := servicedefaults.OpenClient(ctx, h, "cache", redisName+"/"+cacheName, func(context.Context) (servicedefaults.Opened[any], error) {
+		opts := cache.Options{TracerProvider: h.TracerProvider(), MeterProvider: h.MeterProvider(), Logger: h.ComponentLogger(scope)}
+		for _, f := range configure {
+			if f != nil {
+				f(&opts)
+			}
+		}
+		c, err := cache.New[T](rdb, cacheName, opts)
+		if err != nil {
+			return servicedefaults.Opened[any]{}, err
+		}
+		made = true
+		return servicedefaults.Opened[any]{Client: c, Close: func(context.Context) error { return c.Close() }}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !made {
+		return nil, fmt.Errorf("aspireredis: cache %q on redis %q already made: make it once and share it", cacheName, redisName)
+	}
+	return c.(*cache.Cache[T]), nil
+}
