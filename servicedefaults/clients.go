@@ -20,7 +20,7 @@ type resources struct {
 // client or err is set.
 type opening struct {
 	done   chan struct{}
-	client any // *cqrs.DB, *cqrs.Pool or redis.UniversalClient
+	client any // what an integration's open returned (see OpenClient)
 	err    error
 	// retry is set when the open failed because the opener's context
 	// ended: a caller still waiting with a live context tries again.

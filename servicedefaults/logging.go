@@ -80,12 +80,8 @@ func readLogSettings(cfg *discovery.Config) (logSettings, error) {
 // Instrumentation scopes of the goaspire packages the App logs for. The
 // Aspire dashboard shows a record's scope as its Category.
 const (
-	scopeCache      = "github.com/goaspire/goaspire/cache"
-	scopeCQRS       = "github.com/goaspire/goaspire/cqrs"
 	scopeResilience = "github.com/goaspire/goaspire/resilience"
 	scopeHealth     = "github.com/goaspire/goaspire/health"
-	scopeNATS       = "github.com/goaspire/goaspire/messaging/nats"
-	scopeRabbitMQ   = "github.com/goaspire/goaspire/messaging/rabbitmq"
 )
 
 // logHandlers builds the App's slog handlers: one console handler shared

@@ -99,7 +99,7 @@ func (w *workers) init() {
 // that ends when the App's shutdown begins (a signal, Run's context done,
 // Shutdown called, or a WorkerFatal worker failing). Shutdown waits, within
 // its bound, for every worker to return before it closes the clients the
-// App opened (App.DB, App.Redis, App.NATS ...), so workers may use them
+// App opened (through the integration packages), so workers may use them
 // until their context ends.
 //
 // When run returns nil the worker has finished and is not restarted. When

@@ -190,7 +190,7 @@ func TestShutdownWaitsForWorkersBeforeClosingClients(t *testing.T) {
 	app, _ := newApp(t, nil, nil)
 	hookRan := make(chan struct{})
 	var workerReturned atomic.Bool
-	// Stands for a client's Close, registered as App.Redis does.
+	// Stands for a client's Close, registered as an integration's client is.
 	app.OnShutdown(func(context.Context) error {
 		if !workerReturned.Load() {
 			t.Error("a client was closed while the worker still ran")
