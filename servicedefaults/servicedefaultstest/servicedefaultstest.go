@@ -6,21 +6,35 @@
 //
 // With package testserver, which starts throwaway Postgres, Redis,
 // RabbitMQ and NATS servers as processes, a test exercises a handler
-// against the same clients the service opens in production:
+// against the same clients the service opens in production (the whole
+// test, with its handler, is this package's handler_test.go):
 //
 //	func TestGetProduct(t *testing.T) {
 //		pg := testserver.NewPostgres(t)
 //		rd := testserver.NewRedis(t)
+//		ctx := context.Background()
+//		if err := pg.Exec(ctx, "CREATE TABLE products (id text PRIMARY KEY, name text NOT NULL)"); err != nil {
+//			t.Fatal(err)
+//		}
+//
 //		mux := http.NewServeMux()
 //		app := servicedefaultstest.NewUnstarted(t, mux, map[string]string{
 //			"ConnectionStrings:db":    pg.ConnectionString(),
 //			"ConnectionStrings:cache": rd.ConnectionString(),
 //		})
-//		db, err := aspirepostgres.DB(context.Background(), app, "db")
-//		...
+//		db, err := aspirepostgres.DB(ctx, app, "db")
+//		if err != nil {
+//			t.Fatal(err)
+//		}
+//		products, err := aspireredis.NewCache[Product](ctx, app, "cache", "product")
+//		if err != nil {
+//			t.Fatal(err)
+//		}
+//		mux.Handle("/", newHandler(db, products))
 //		app.Start()
+//
 //		resp, err := http.Get(app.URL + "/products/1")
-//		...
+//		// ...
 //	}
 //
 // The package imports testing: use it from _test.go files only.
