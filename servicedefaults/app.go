@@ -170,7 +170,8 @@ func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundT
 // h is any http.Handler: an *http.ServeMux, or another router such as
 // chi's. Span and metric routes come from the ServeMux pattern that
 // matched, or from WithRouteFunc. h may be nil for a worker: the App then
-// serves only the health endpoints. Errors name the variable or key at
+// serves only the health endpoints, and only when the configuration names
+// an endpoint (see Run). Errors name the variable or key at
 // fault. If Add fails, nothing needs closing.
 func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	var o options
@@ -241,6 +242,7 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	}
 	if h == nil {
 		h = http.NotFoundHandler()
+		a.server.worker = true // listens only on a configured endpoint (kestrel.go)
 	}
 	if mux, ok := h.(*http.ServeMux); ok {
 		if err := checkProbePatterns(mux); err != nil {

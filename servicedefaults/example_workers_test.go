@@ -36,8 +36,10 @@ func ExampleApp_Go() {
 		}
 	}, servicedefaults.WorkerBackoff(time.Second, time.Minute))
 
-	// app.Run(ctx) would serve /health and /alive until SIGTERM. Shutdown
-	// ends the worker's context and waits for it before closing clients.
+	// app.Run(ctx) would run the workers until SIGTERM, serving /health
+	// and /alive only when the configuration names a port (PORT, ...): a
+	// worker has none by default. Shutdown ends the worker's context and
+	// waits for it before closing clients.
 	if err := app.Shutdown(ctx); err != nil {
 		log.Fatal(err)
 	}

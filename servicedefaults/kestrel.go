@@ -9,9 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,7 +65,46 @@ type serverSettings struct {
 	http1, http2On bool        // the endpoint's Protocols
 	protocolsKey   string      // the key Protocols came from, "" for the default
 	tls            *tls.Config // nil for plain HTTP
+	worker         bool        // Add was given no handler
 }
+
+// listens reports whether Run listens: a service with a handler always
+// (on ":8080" when nothing names an endpoint); a worker, Add given a nil
+// handler, only on an endpoint the configuration names (PORT,
+// HTTP_PORTS, ASPNETCORE_URLS, Kestrel:Endpoints ...), as Aspire gives a
+// worker without endpoints no port, and two such workers on one host
+// must not collide on ":8080".
+func (s *serverSettings) listens() bool { return !s.worker || s.endpoint.Key != "" }
+
+// noListener is the listener Serve is given for a worker that listens
+// nowhere: it accepts no connection, and Accept returns net.ErrClosed
+// once it is closed (when the server shuts down).
+type noListener struct {
+	once sync.Once
+	done chan struct{}
+}
+
+func newNoListener() *noListener { return &noListener{done: make(chan struct{})} }
+
+// Accept waits for Close.
+func (l *noListener) Accept() (net.Conn, error) {
+	<-l.done
+	return nil, net.ErrClosed
+}
+
+// Close ends Accept.
+func (l *noListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+// Addr returns an address that names no endpoint.
+func (l *noListener) Addr() net.Addr { return noAddr{} }
+
+type noAddr struct{}
+
+func (noAddr) Network() string { return "none" }
+func (noAddr) String() string  { return "none" }
 
 // readServerSettings reads the listening endpoint, Kestrel's limits, the
 // endpoint's protocols and, for https, its certificate. Errors name the

@@ -80,3 +80,32 @@ func TestServerSettingsMapping(t *testing.T) {
 		})
 	}
 }
+
+// TestListens: a service with a handler listens, on ":8080" by default; a
+// worker only on an endpoint the configuration names.
+func TestListens(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		h      http.Handler
+		values map[string]string
+		want   bool
+	}{
+		{"service, no port", http.NewServeMux(), nil, true},
+		{"worker, no port", nil, nil, false},
+		{"worker, PORT", nil, map[string]string{"PORT": "9000"}, true},
+		{"worker, HTTP_PORTS", nil, map[string]string{"HTTP_PORTS": "9000"}, true},
+		{"worker, ASPNETCORE_URLS", nil, map[string]string{"ASPNETCORE_URLS": "http://+:9000"}, true},
+		{"worker, Kestrel endpoint", nil, map[string]string{"Kestrel:Endpoints:http:Url": "http://localhost:9000"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := Add(context.Background(), tc.h, WithConfig(discovery.FromMap(tc.values)), WithoutGlobals(), WithLogWriter(io.Discard))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Shutdown(context.Background())
+			if got := a.server.listens(); got != tc.want {
+				t.Errorf("listens() = %t, want %t", got, tc.want)
+			}
+		})
+	}
+}

@@ -21,10 +21,22 @@ var ErrClosed = errors.New("servicedefaults: app is shut down or already serving
 // done, SIGINT or SIGTERM arrives, or Shutdown is called. See Serve for
 // what happens then. It returns nil after a clean shutdown.
 //
+// A worker (Add given a nil handler) listens only on an endpoint the
+// configuration names, to serve /health and /alive there; with none, and
+// no side server, it listens nowhere (not on ":8080", which two workers
+// on one host would both claim): Run runs its workers and waits for the
+// same signals, and shuts down the same way.
+//
 // Serve also runs the servers added by AddSideServer (the gRPC server of
 // package integrations/aspiregrpc): beside HTTP, on the HTTP listener or
 // their own, stopped within the same grace period as HTTP.
 func (a *App) Run(ctx context.Context) error {
+	a.mu.Lock()
+	sides := len(a.sides)
+	a.mu.Unlock()
+	if !a.server.listens() && sides == 0 {
+		return a.Serve(ctx, newNoListener()) // kestrel.go
+	}
 	addr := a.server.endpoint.Addr // validated by Add
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -90,7 +102,11 @@ func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		serveErr <- srv.Serve(ln)
 	}()
-	a.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "scheme", a.server.schemeName())
+	if _, none := ln.(*noListener); none {
+		a.logger.InfoContext(ctx, "worker without an endpoint: not listening (set PORT to serve /health and /alive)")
+	} else {
+		a.logger.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "scheme", a.server.schemeName())
+	}
 
 	var errs []error
 	reason := ""

@@ -120,8 +120,9 @@ func (s *service) process(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Publish waits for the broker's confirm, across a broker restart
-	// if need be; the request's deadline bounds it.
-	if err := rabbitmq.PublishJSON(r.Context(), s.mq, "", queue, j, rabbitmq.Message{MessageID: j.ID}); err != nil {
+	// if need be; the request's deadline bounds it. Mandatory: a job the
+	// queue did not take fails the request rather than vanish.
+	if err := rabbitmq.PublishJSON(r.Context(), s.mq, "", queue, j, rabbitmq.Message{MessageID: j.ID, Mandatory: true}); err != nil {
 		s.app.Logger().ErrorContext(r.Context(), "publishing a job failed", "job", j.ID, "error", err)
 		_, _ = s.db.Exec(context.WithoutCancel(r.Context()), `UPDATE jobs SET status = 'failed' WHERE id = $1 AND status = 'queued'`, j.ID)
 		httpapi.WriteError(w, http.StatusServiceUnavailable, "unavailable", "could not queue the job")

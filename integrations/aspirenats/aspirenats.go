@@ -36,8 +36,9 @@ const scope = "github.com/goaspire/goaspire/messaging/nats"
 // separated by commas; or Aspire 13's NAME_URI / NAME_HOST ...; settings
 // from Aspire:NATS:Net and Aspire:NATS:Net:{name}, see
 // [natsmsg.LoadConfig]), opened on first use and shared afterwards. NATS
-// need not be up: the connection retries and reconnects forever, logging
-// through the App's logger (instrumentation scope
+// need not be up: Conn returns at once and the connection connects in the
+// background (its health check is Unhealthy, "connecting", until then),
+// then reconnects forever, logging through the App's logger (instrumentation scope
 // github.com/goaspire/goaspire/messaging/nats). TLS servers (tls://, or a
 // server that requires TLS) are trusted through the App's roots: the
 // system roots plus SSL_CERT_FILE and SSL_CERT_DIR, where Aspire puts its
@@ -51,9 +52,12 @@ const scope = "github.com/goaspire/goaspire/messaging/nats"
 // calls for the same name return the first connection, whatever configure
 // they pass.
 //
+// Set Aspire:NATS:Net[:{name}]:WaitOnOpen (a duration) to make Conn wait
+// for the first connection instead, and fail when it does not come.
+//
 // Its health check "nats:{name}" (off with
-// Aspire:NATS:Net:DisableHealthChecks) is Degraded while reconnecting and
-// Unhealthy once closed. Shutdown drains the connection (pending
+// Aspire:NATS:Net:DisableHealthChecks) is Unhealthy until the first
+// connection, Degraded while reconnecting and Unhealthy once closed. Shutdown drains the connection (pending
 // publishes are sent, subscriptions finish the messages they hold) within
 // its bound, after the App's workers have returned, then closes it. Errors
 // name the key at fault and never contain the password; once Shutdown has

@@ -316,3 +316,67 @@ func TestConnTrustsSSLCertFile(t *testing.T) {
 		})
 	}
 }
+
+// natsCheck returns the nats:events entry of app's readiness report.
+func natsCheck(t *testing.T, app *servicedefaultstest.App) health.Entry {
+	t.Helper()
+	for _, e := range app.Health().Run(context.Background(), nil).Entries {
+		if e.Name == "nats:events" {
+			return e
+		}
+	}
+	t.Fatal("no nats:events check")
+	return health.Entry{}
+}
+
+// TestConnServerDownAtOpen: with the server down, Conn returns a
+// connection (the server is started only after it returned) whose check
+// is Unhealthy, connecting, and on which a JetStream publish with a
+// deadline fails by it; once the server is up it connects by itself and
+// publishes. With WaitOnOpen, Conn waits for the server and fails.
+func TestConnServerDownAtOpen(t *testing.T) {
+	srv := testserver.NewNATS(t)
+	if err := srv.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	eager := servicedefaultstest.NewUnstarted(t, nil, map[string]string{
+		"ConnectionStrings:events":          srv.URL(),
+		"Aspire:NATS:Net:events:WaitOnOpen": "00:00:00.3",
+	})
+	if _, err := aspirenats.Conn(t.Context(), eager, "events"); !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "WaitOnOpen") || strings.Contains(err.Error(), srv.Password()) {
+		t.Errorf("Conn with WaitOnOpen and the server down = %v, want context.DeadlineExceeded naming WaitOnOpen, without the password", err)
+	}
+
+	app := servicedefaultstest.NewUnstarted(t, nil, map[string]string{"ConnectionStrings:events": srv.URL()})
+	nc, err := aspirenats.Conn(t.Context(), app, "events")
+	if err != nil {
+		t.Fatalf("Conn with the server down: %v", err)
+	}
+	if e := natsCheck(t, app); e.Status != health.Unhealthy || !strings.Contains(e.Error, "connecting") {
+		t.Errorf("nats:events with the server down: %s %q, want Unhealthy, connecting", e.Status, e.Error)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	_, err = nc.RequestWithContext(ctx, "service.echo", []byte("lost"))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("request with the server down = %v, want context.DeadlineExceeded", err)
+	}
+	echo, err := nc.Subscribe("service.echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	if err != nil {
+		t.Fatalf("Subscribe with the server down: %v", err)
+	}
+	defer echo.Unsubscribe()
+
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "connected once the server came", nc.IsConnected)
+	ctx, cancel = context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if msg, err := nc.RequestWithContext(ctx, "service.echo", []byte("hello")); err != nil || string(msg.Data) != "hello" {
+		t.Errorf("request once the server is up = %v, %v; want the echo of the subscription made before", msg, err)
+	}
+	if e := natsCheck(t, app); e.Status != health.Healthy {
+		t.Errorf("nats:events once connected: %s %q", e.Status, e.Error)
+	}
+}

@@ -28,16 +28,26 @@ const scope = "github.com/goaspire/goaspire/messaging/rabbitmq"
 // (ConnectionStrings:name as amqp:// or amqps://, or Aspire 13's NAME_URI /
 // NAME_HOST ...; settings from Aspire:RabbitMQ:Client and
 // Aspire:RabbitMQ:Client:{name}, see [rabbitmq.LoadConfig]), opened on
-// first use and shared afterwards. The first connection is retried
-// MaxConnectRetryCount times (default 5) with backoff, bounded by ctx;
-// after that the client reconnects by itself, declaring its topology
-// again and resuming its consumers.
+// first use and shared afterwards.
+//
+// Client does not wait for the broker: it returns at once and the client
+// connects in the background, so a broker that is down or still starting
+// never fails the service's startup. Until connected, publishes wait
+// within their ctx (or PublishConfirmTimeout) and fail by it, consumers
+// start once connected, and the readiness check is Unhealthy
+// ("connecting"). Set Aspire:RabbitMQ:Client[:{name}]:WaitOnOpen (a
+// duration) to make Client wait for the first connection instead,
+// retrying MaxConnectRetryCount times (default 5) within it and ctx, and
+// fail when it does not come. Once connected, the client reconnects by
+// itself, declaring its topology again and resuming its consumers.
+// Messages are published non-mandatory unless the message (Mandatory) or
+// Aspire:RabbitMQ:Client[:{name}]:Mandatory says otherwise.
 //
 // configure, if given, runs once, when the name is first opened: after
 // the configuration was read and the App's telemetry and logger were set
 // on it, before the client connects. It is where code sets what the
 // configuration does not, or overrides it: publish defaults
-// (PublishConfirmTimeout), the heartbeat, a TLSConfig, the reconnect
+// (PublishConfirmTimeout, Mandatory), WaitOnOpen, the heartbeat, a TLSConfig, the reconnect
 // backoff. Later calls for the same name return the first client, whatever
 // configure they pass.
 //

@@ -13,6 +13,7 @@ import (
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/integrations/aspirerabbitmq"
 	"github.com/goaspire/goaspire/internal/otlptest"
+	"github.com/goaspire/goaspire/internal/poll"
 	"github.com/goaspire/goaspire/messaging/rabbitmq"
 	"github.com/goaspire/goaspire/servicedefaults"
 	"github.com/goaspire/goaspire/servicedefaults/servicedefaultstest"
@@ -62,6 +63,8 @@ func TestClient(t *testing.T) {
 			if got := strings.Contains(checkNames(app.Health().Checks()), "rabbitmq:messaging"); got != tc.wantCheck {
 				t.Errorf("health checks %q: rabbitmq check registered = %v, want %v", checkNames(app.Health().Checks()), got, tc.wantCheck)
 			}
+			// The client connects in the background.
+			poll.Until(t, 30*time.Second, "client connected", mq.Connected)
 			if tc.wantCheck {
 				rep := app.Health().Run(ctx, nil)
 				for _, e := range rep.Entries {
@@ -289,5 +292,104 @@ func TestClientTelemetry(t *testing.T) {
 	}
 	if len(rcv.Metrics()) == 0 {
 		t.Error("no metrics exported")
+	}
+}
+
+// rabbitmqCheck returns the rabbitmq:messaging entry of app's readiness
+// report.
+func rabbitmqCheck(ctx context.Context, t *testing.T, app *servicedefaultstest.App) health.Entry {
+	t.Helper()
+	for _, e := range app.Health().Run(ctx, nil).Entries {
+		if e.Name == "rabbitmq:messaging" {
+			return e
+		}
+	}
+	t.Fatal("no rabbitmq:messaging check")
+	return health.Entry{}
+}
+
+// TestClientBrokerDownAtOpen: with the broker down, Client returns a
+// client (the broker is started only after it returned) whose readiness
+// check says it is connecting, and a Publish with a deadline fails by it;
+// once the broker is up, the client connects by itself, and declares,
+// publishes and consumes. With WaitOnOpen, Client waits for the broker
+// and fails as it used to.
+func TestClientBrokerDownAtOpen(t *testing.T) {
+	srv := needBroker(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	up := false
+	defer func() {
+		if !up { // leave the shared node running for the other tests
+			if err := srv.Start(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+
+	// WaitOnOpen: the eager open, failing after its retries.
+	eager := servicedefaultstest.NewUnstarted(t, nil, map[string]string{
+		"ConnectionStrings__messaging":                              srv.URL(),
+		"Aspire__RabbitMQ__Client__messaging__WaitOnOpen":           "00:01:00",
+		"Aspire__RabbitMQ__Client__messaging__MaxConnectRetryCount": "1",
+	})
+	if _, err := aspirerabbitmq.Client(ctx, eager, "messaging"); err == nil || !strings.Contains(err.Error(), srv.Addr()) || strings.Contains(err.Error(), srv.Password()) {
+		t.Errorf("Client with WaitOnOpen and the broker down = %v, want an error naming the broker without the password", err)
+	}
+
+	app := servicedefaultstest.NewUnstarted(t, nil, map[string]string{"ConnectionStrings__messaging": srv.URL()})
+	mq, err := aspirerabbitmq.Client(ctx, app, "messaging")
+	if err != nil {
+		t.Fatalf("Client with the broker down: %v", err)
+	}
+	if e := rabbitmqCheck(ctx, t, app); e.Status != health.Unhealthy || !strings.Contains(e.Error, "connecting") {
+		t.Errorf("rabbitmq:messaging with the broker down: %s %q, want Unhealthy, connecting", e.Status, e.Error)
+	}
+	q := queueName(t)
+	pctx, pcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err = mq.Publish(pctx, "", q, rabbitmq.Message{Body: []byte("lost")})
+	pcancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Publish with the broker down = %v, want context.DeadlineExceeded", err)
+	}
+	// A consumer started before the broker: it starts consuming once
+	// connected and the queue exists.
+	got := make(chan string, 1)
+	app.Go("consumer", func(ctx context.Context) error {
+		if err := mq.DeclareQueue(ctx, rabbitmq.Queue{Name: q, Transient: true}); err != nil {
+			return err
+		}
+		return mq.Consume(ctx, q, rabbitmq.ConsumeOptions{}, func(_ context.Context, d rabbitmq.Delivery) error {
+			got <- string(d.Body)
+			return nil
+		})
+	})
+
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	up = true
+	if err := mq.DeclareQueue(ctx, rabbitmq.Queue{Name: q, Transient: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mq.Publish(ctx, "", q, rabbitmq.Message{Body: []byte("after"), Mandatory: true}); err != nil {
+		t.Fatalf("Publish once the broker is up: %v", err)
+	}
+	select {
+	case body := <-got:
+		if body != "after" {
+			t.Errorf("consumed %q, want the message published once up", body)
+		}
+	case <-ctx.Done():
+		t.Fatal("the consumer started before the broker got nothing")
+	}
+	if e := rabbitmqCheck(ctx, t, app); e.Status != health.Healthy {
+		t.Errorf("rabbitmq:messaging once connected: %s %q", e.Status, e.Error)
+	}
+	if err := app.Shutdown(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -64,6 +64,11 @@ type Config struct {
 	ReconnectWait time.Duration
 	// DisableHealthChecks turns off the connection's health check.
 	DisableHealthChecks bool
+	// WaitOnOpen, when positive, makes New wait up to that long for the
+	// first connection, and fail (closing the connection) when it does
+	// not come. Zero (the default) does not wait: New returns at once and
+	// the connection connects in the background.
+	WaitOnOpen time.Duration
 	// PingInterval is how often the client pings the server, and
 	// MaxPingOut how many pings may be unanswered before the connection
 	// is declared stale and reconnects (NATS.Net's NatsOpts names); zero
@@ -88,10 +93,10 @@ type Config struct {
 //     nats://[user:password@]host[:port] or nats://token@host[:port]
 //     (schemes nats, tls, ws, wss; port 4222 when none is given), every
 //     URL with the same credentials or none;
-//   - DisableHealthChecks, PingInterval and MaxPingOut from
+//   - DisableHealthChecks, PingInterval, MaxPingOut and WaitOnOpen from
 //     Aspire:NATS:Net, overridden by Aspire:NATS:Net:{name} (Aspire 8's
-//     HealthChecks=false is accepted too); PingInterval must be positive
-//     and MaxPingOut at least 1.
+//     HealthChecks=false is accepted too); PingInterval must be positive,
+//     MaxPingOut at least 1, WaitOnOpen not negative.
 //
 // Aspire's DisableTracing has no equivalent here: nats.go makes no spans,
 // and the traced helpers of this package take their TracerProvider as an
@@ -125,6 +130,14 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 			}
 			errs = append(errs, err)
 			c.PingInterval = d
+		}
+		if set(sec, "WaitOnOpen") {
+			d, err := sec.Duration("WaitOnOpen", 0)
+			if err == nil && d < 0 {
+				err = &discovery.KeyError{Key: sec.Path() + ":WaitOnOpen", Err: errors.New("must not be negative")}
+			}
+			errs = append(errs, err)
+			c.WaitOnOpen = d
 		}
 		if set(sec, "MaxPingOut") {
 			n, err := sec.Int("MaxPingOut", 0)

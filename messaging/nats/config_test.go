@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/goaspire/goaspire/discovery"
 	natsmsg "github.com/goaspire/goaspire/messaging/nats"
@@ -55,6 +56,11 @@ func TestLoadConfig(t *testing.T) {
 			"Aspire:NATS:Net:DisableHealthChecks":        "true",
 			"Aspire:NATS:Net:events:DisableHealthChecks": "false",
 		}, natsmsg.Config{Name: "events", Servers: []string{"nats://a:1"}}},
+		{"WaitOnOpen named overrides general", map[string]string{
+			"ConnectionStrings:events":          "nats://a:1",
+			"Aspire:NATS:Net:WaitOnOpen":        "00:01:00",
+			"Aspire:NATS:Net:events:WaitOnOpen": "10s",
+		}, natsmsg.Config{Name: "events", Servers: []string{"nats://a:1"}, WaitOnOpen: 10 * time.Second}},
 		{"Aspire 8 HealthChecks=false", map[string]string{
 			"ConnectionStrings:events": "nats://a:1", "Aspire:NATS:Net:HealthChecks": "false",
 		}, natsmsg.Config{Name: "events", Servers: []string{"nats://a:1"}, DisableHealthChecks: true}},
@@ -95,6 +101,10 @@ func TestLoadConfigErrors(t *testing.T) {
 			[]string{"no path"}},
 		{"bad setting", map[string]string{"ConnectionStrings:events": "nats://a:1", "Aspire:NATS:Net:events:DisableHealthChecks": "maybe"},
 			[]string{"Aspire:NATS:Net:events:DisableHealthChecks"}},
+		{"bad WaitOnOpen", map[string]string{"ConnectionStrings:events": "nats://a:1", "Aspire:NATS:Net:WaitOnOpen": "soon"},
+			[]string{"Aspire:NATS:Net:WaitOnOpen"}},
+		{"negative WaitOnOpen", map[string]string{"ConnectionStrings:events": "nats://a:1", "Aspire:NATS:Net:events:WaitOnOpen": "-1s"},
+			[]string{"Aspire:NATS:Net:events:WaitOnOpen", "negative"}},
 		{"bad Aspire 13 port", map[string]string{"EVENTS_HOST": "h", "EVENTS_PORT": "x", "EVENTS_PASSWORD": secret},
 			[]string{"EVENTS_PORT"}},
 		{"properties without host", map[string]string{"EVENTS_PASSWORD": secret},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
@@ -114,8 +115,14 @@ func WithPropagator(p propagation.TextMapPropagator) Option { return propagatorO
 // c.MaxPingOut unanswered pings (defaults 2 s and 2), so a silent server is
 // noticed within 6 s.
 //
-// New fails only on an invalid Config or when ctx is done. The caller
-// closes the connection (Drain, then Close, for a graceful stop).
+// New does not wait for a server unless c.WaitOnOpen says so: then it
+// waits up to that long (and within ctx) for the first connection, and
+// fails, closing the connection, when it does not come. Otherwise New
+// fails only on an invalid Config or when ctx is done. Until the first
+// connection, HealthCheck reports Unhealthy ("connecting"), publishes are
+// buffered (a request, or PublishJetStream, waits for its answer within
+// its ctx), and subscriptions are made once connected. The caller closes
+// the connection (Drain, then Close, for a graceful stop).
 func New(ctx context.Context, c *Config) (*nats.Conn, error) {
 	if c == nil || len(c.Servers) == 0 {
 		return nil, errors.New("natsmsg: New: no servers in the Config")
@@ -199,7 +206,37 @@ func New(ctx context.Context, c *Config) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsmsg: connect %q: %s", c.Name, scrub(err, c))
 	}
+	if c.WaitOnOpen > 0 {
+		if err := waitOnOpen(ctx, nc, c); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
 	return nc, nil
+}
+
+// waitOnOpen waits for nc's first connection within c.WaitOnOpen and ctx.
+func waitOnOpen(ctx context.Context, nc *nats.Conn, c *Config) error {
+	connected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(connected)
+	if nc.IsConnected() {
+		return nil
+	}
+	t := time.NewTimer(c.WaitOnOpen)
+	defer t.Stop()
+	var err error
+	select {
+	case <-connected:
+		return nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-t.C:
+		err = fmt.Errorf("not connected within %v (%s:WaitOnOpen): %w", c.WaitOnOpen, ConfigSection, context.DeadlineExceeded)
+	}
+	if last := nc.LastError(); last != nil {
+		return fmt.Errorf("natsmsg: connect %q: %w (last error: %s)", c.Name, err, scrub(last, c))
+	}
+	return fmt.Errorf("natsmsg: connect %q: %w", c.Name, err)
 }
 
 // scrub returns err's text without c's password or token.
@@ -214,13 +251,21 @@ func scrub(err error, c *Config) string {
 }
 
 // HealthCheck returns the connection's health check, called
-// "nats:{name}" and tagged health.TagReady, as Aspire's NATS check: Healthy
-// while connected, Degraded while connecting, reconnecting or draining,
-// and Unhealthy once the connection is closed. It reads the connection's
+// "nats:{name}" and tagged health.TagReady: Healthy while connected,
+// Unhealthy until the first connection ("connecting", with the last
+// error) and once the connection is closed, and, as Aspire's NATS check,
+// Degraded while reconnecting or draining. It reads the connection's
 // state and sends nothing: a server gone silent is noticed by the pings of
 // New's connection (Config.PingInterval, Config.MaxPingOut), within 6 s
 // with the defaults, and the check then reports Degraded (reconnecting).
 func HealthCheck(name string, nc *nats.Conn) health.Check {
+	// Whether the connection was ever up, as far as the check saw: when
+	// it was made, or at a probe. (nats.go's counters cannot tell: its
+	// Reconnects counts TCP connections, refused credentials included.)
+	var wasUp atomic.Bool
+	if nc != nil && nc.IsConnected() {
+		wasUp.Store(true)
+	}
 	return health.Check{
 		Name: "nats:" + name,
 		Tags: []string{health.TagReady},
@@ -228,18 +273,22 @@ func HealthCheck(name string, nc *nats.Conn) health.Check {
 			if nc == nil {
 				return errors.New("no connection")
 			}
-			switch st := nc.Status(); st {
+			st := nc.Status()
+			switch st {
 			case nats.CONNECTED:
+				wasUp.Store(true)
 				return nil
 			case nats.CLOSED:
 				return health.WithStatus(health.Unhealthy, errors.New("connection closed"))
-			default:
-				err := fmt.Errorf("connection %s", strings.ToLower(st.String()))
-				if last := nc.LastError(); last != nil {
-					err = fmt.Errorf("%w: %s", err, last.Error())
-				}
-				return health.WithStatus(health.Degraded, err)
 			}
+			status, err := health.Degraded, fmt.Errorf("connection %s", strings.ToLower(st.String()))
+			if !wasUp.Load() {
+				status, err = health.Unhealthy, errors.New("connecting, never connected yet")
+			}
+			if last := nc.LastError(); last != nil {
+				err = fmt.Errorf("%w: %s", err, last.Error())
+			}
+			return health.WithStatus(status, err)
 		},
 	}
 }

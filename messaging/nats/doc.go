@@ -46,6 +46,19 @@
 // SubscribeOption; WithTracerProvider and WithPropagator return an Option,
 // which is both, so one value can be passed to either side.
 //
+// # Startup
+//
+// Opening never fails because the server is down or still starting: New
+// returns at once and the connection connects in the background, as it
+// reconnects after a loss, without limit. Until then HealthCheck reports
+// Unhealthy ("connecting", with the last error), core publishes are
+// buffered by nats.go, a request or PublishJetStream waits for its answer
+// within its ctx and fails by it, and subscriptions start once connected.
+// Set WaitOnOpen to make New wait for the first connection instead, and
+// fail when it does not come:
+//
+//	Aspire:NATS:Net[:{name}]:WaitOnOpen     make New wait this long for a server (default 0: no wait)
+//
 // # Under a partition
 //
 // nats.go pings the server every 2 minutes by default, so a server gone

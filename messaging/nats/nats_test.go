@@ -263,17 +263,82 @@ func TestReconnectAndHealth(t *testing.T) {
 	}
 }
 
+// TestNewBeforeServerIsUp: New returns a connection with the server down
+// (the server is started only after it returned); the check is Unhealthy,
+// connecting; a JetStream publish with a deadline fails by it; a
+// subscription made before the server came works once connected. With
+// WaitOnOpen, New waits for the server and fails when it does not come.
 func TestNewBeforeServerIsUp(t *testing.T) {
 	srv := testserver.NewNATS(t)
 	if err := srv.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+
+	cfg, err := natsmsg.LoadConfig(discovery.FromMap(map[string]string{
+		"ConnectionStrings:events":          srv.URL(),
+		"Aspire:NATS:Net:events:WaitOnOpen": "300ms",
+	}), "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ReconnectWait = 20 * time.Millisecond
+	if nc, err := natsmsg.New(context.Background(), cfg); err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "WaitOnOpen") || strings.Contains(err.Error(), srv.Password()) {
+		if nc != nil {
+			nc.Close()
+		}
+		t.Errorf("New with WaitOnOpen and the server down = %v, want context.DeadlineExceeded naming WaitOnOpen, without the password", err)
+	}
+
 	nc, cfg, _ := connect(t, srv)
-	checkStatus(t, natsmsg.HealthCheck(cfg.Name, nc), health.Degraded)
+	check := natsmsg.HealthCheck(cfg.Name, nc)
+	checkStatus(t, check, health.Unhealthy)
+	r := health.NewRegistry()
+	_ = r.Register(check)
+	if e := r.Run(context.Background(), nil).Entries[0]; !strings.Contains(e.Error, "connecting") {
+		t.Errorf("health error %q, want it to say connecting", e.Error)
+	}
+	received := make(chan string, 1)
+	if _, err := natsmsg.Subscribe(context.Background(), nc, "early", func(_ context.Context, m *nats.Msg) error {
+		received <- string(m.Data)
+		return nil
+	}); err != nil {
+		t.Fatalf("Subscribe before the server is up: %v", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	_, err = natsmsg.PublishJetStream(ctx, js, "orders.1", []byte("lost"))
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("PublishJetStream with the server down = %v, want context.DeadlineExceeded", err)
+	}
+
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "connected once the server came", nc.IsConnected)
+	checkStatus(t, check, health.Healthy)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "LAZY", Subjects: []string{"orders.>"}, Storage: jetstream.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsmsg.PublishJetStream(ctx, js, "orders.1", []byte("kept")); err != nil {
+		t.Errorf("PublishJetStream once the server is up: %v", err)
+	}
+	if err := natsmsg.Publish(ctx, nc, "early", []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-received:
+		if got != "hello" {
+			t.Errorf("received %q", got)
+		}
+	case <-ctx.Done():
+		t.Error("the subscription made before the server came received nothing")
+	}
 }
 
 func TestWrongPasswordIsNotShown(t *testing.T) {
@@ -298,8 +363,8 @@ func TestWrongPasswordIsNotShown(t *testing.T) {
 	_ = r.Register(natsmsg.HealthCheck("events", nc))
 	waitFor(t, "the health check to name the authorization error", func() bool {
 		e := r.Run(context.Background(), nil).Entries[0]
-		if e.Status != health.Degraded || strings.Contains(e.Error, secret) {
-			t.Fatalf("health %s %q, want Degraded without the password", e.Status, e.Error)
+		if e.Status != health.Unhealthy || strings.Contains(e.Error, secret) {
+			t.Fatalf("health %s %q, want Unhealthy (never connected) without the password", e.Status, e.Error)
 		}
 		return strings.Contains(strings.ToLower(e.Error), "authorization")
 	})

@@ -45,6 +45,9 @@ type Client struct {
 	closed   bool
 	topology []declaration
 
+	everConnected bool  // a connection was up once; guarded by mu
+	lastErr       error // the last failed connection attempt; guarded by mu
+
 	done chan struct{} // closed by Close
 	wg   sync.WaitGroup
 }
@@ -56,10 +59,22 @@ type declaration struct {
 	declare func(ch *amqp.Channel) error
 }
 
-// New connects to the broker of cfg (retrying the first connection
-// cfg.MaxConnectRetryCount times with backoff, bounded by ctx) and returns
-// a Client that keeps the connection up from then on. A nil cfg is the zero
-// Config. Errors name the setting at fault and never contain the password.
+// New returns a Client for the broker of cfg, which keeps a connection
+// up until Close. A nil cfg is the zero Config. Errors name the setting at
+// fault and never contain the password.
+//
+// By default New does not wait for the broker: it returns at once and
+// connects in the background, retrying with backoff without limit, as it
+// does after a lost connection. Until the first connection, Publish,
+// the Declare methods and Consume wait for it within their ctx (Publish
+// within Config.PublishConfirmTimeout when its ctx has no deadline), and
+// HealthCheck reports Unhealthy ("connecting"). A broker that is down or
+// still starting therefore never fails the open, and a service that only
+// publishes to it starts and serves the rest of its work.
+//
+// With cfg.WaitOnOpen set, New waits for the first connection as it used
+// to: it retries cfg.MaxConnectRetryCount times with backoff, within
+// WaitOnOpen and ctx, and fails with the last error when none succeeds.
 func New(ctx context.Context, cfg *Config) (*Client, error) {
 	if cfg == nil {
 		cfg = &Config{}
@@ -110,26 +125,17 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 	}
 	c.pub = newPublisher(c)
 
-	bo := c.backoff()
-	var conn *amqp.Connection
-	for attempt := 0; ; attempt++ {
-		conn, err = c.dial()
-		if err == nil {
-			break
-		}
-		if attempt >= c.cfg.MaxConnectRetryCount {
-			stopDial()
-			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w", c.name, uri.Host, err)
-		}
-		c.log.Debug("rabbitmq connect failed; retrying", "attempt", attempt+1, "error", err)
-		t := time.NewTimer(bo.Next())
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			stopDial()
-			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w (last error: %v)", c.name, uri.Host, ctx.Err(), err)
-		case <-t.C:
-		}
+	if c.cfg.WaitOnOpen <= 0 {
+		// Lazy: connect in the background; publishes, declarations and
+		// consumers wait for the connection within their ctx.
+		c.wg.Add(1)
+		go c.supervise(nil)
+		return c, nil
+	}
+	conn, err := c.connectFirst(ctx, uri.Host)
+	if err != nil {
+		stopDial()
+		return nil, err
 	}
 	if err := c.setConn(conn); err != nil {
 		conn.Close()
@@ -139,6 +145,40 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 	c.wg.Add(1)
 	go c.supervise(conn)
 	return c, nil
+}
+
+// errWaitOnOpen is the cause of connectFirst's context when
+// Config.WaitOnOpen runs out.
+var errWaitOnOpen = errors.New("not connected within WaitOnOpen")
+
+// connectFirst is New's wait for the first connection (Config.WaitOnOpen):
+// it retries cfg.MaxConnectRetryCount times with backoff, within
+// WaitOnOpen and ctx, and returns the last error when it gives up.
+func (c *Client) connectFirst(ctx context.Context, host string) (*amqp.Connection, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.WaitOnOpen, errWaitOnOpen)
+	defer cancel()
+	bo := c.backoff()
+	for attempt := 0; ; attempt++ {
+		conn, err := c.dial()
+		if err == nil {
+			return conn, nil
+		}
+		if attempt >= c.cfg.MaxConnectRetryCount {
+			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w", c.name, host, err)
+		}
+		c.log.Debug("rabbitmq connect failed; retrying", "attempt", attempt+1, "error", err)
+		t := time.NewTimer(bo.Next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if errors.Is(context.Cause(ctx), errWaitOnOpen) {
+				return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w %v (%s:WaitOnOpen): %w (last error: %v)",
+					c.name, host, errWaitOnOpen, c.cfg.WaitOnOpen, ConfigSection, ctx.Err(), err)
+			}
+			return nil, fmt.Errorf("rabbitmq %q: connect to %s: %w (last error: %v)", c.name, host, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
 }
 
 // dialer bounds the TCP connect and the handshakes to 30 s, as amqp091-go
@@ -272,6 +312,8 @@ func (c *Client) setConn(conn *amqp.Connection) error {
 		return ErrClosed
 	}
 	c.conn = conn
+	c.everConnected = true
+	c.lastErr = nil
 	close(c.changed)
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
@@ -289,9 +331,16 @@ func (c *Client) current() (*amqp.Connection, <-chan struct{}, error) {
 	return c.conn, c.changed, nil
 }
 
-// supervise waits for the connection to close and reconnects, until Close.
+// supervise connects (when conn is nil: New did not wait for it) and
+// reconnects whenever the connection is lost, until Close.
 func (c *Client) supervise(conn *amqp.Connection) {
 	defer c.wg.Done()
+	if conn == nil {
+		if conn = c.reconnect(true); conn == nil {
+			return
+		}
+		c.log.Info("rabbitmq connected")
+	}
 	for {
 		lost := conn.NotifyClose(make(chan *amqp.Error, 1))
 		var reason *amqp.Error
@@ -307,28 +356,49 @@ func (c *Client) supervise(conn *amqp.Connection) {
 		c.mu.Unlock()
 		c.log.Warn("rabbitmq connection lost; reconnecting", "error", reasonText(reason))
 		start := time.Now()
-		bo := c.backoff()
-		for attempt := 0; ; attempt++ {
+		if conn = c.reconnect(false); conn == nil {
+			return
+		}
+		c.tel.reconnects.Add(context.Background(), 1)
+		c.log.Info("rabbitmq connection recovered", "after", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// reconnect dials with backoff, without limit, until a connection is up
+// and current; it returns nil when Close comes first. first is the
+// client's first connection: tried at once, and its first failure is
+// logged as a warning.
+func (c *Client) reconnect(first bool) *amqp.Connection {
+	bo := c.backoff()
+	for attempt := 0; ; attempt++ {
+		if !first || attempt > 0 {
 			t := time.NewTimer(bo.Next())
 			select {
 			case <-c.done:
 				t.Stop()
-				return
+				return nil
 			case <-t.C:
 			}
-			var err error
-			if conn, err = c.dial(); err == nil {
-				if err = c.setConn(conn); err == nil {
-					break
-				}
-				conn.Close()
-			}
-			if attempt == 0 || attempt%20 == 19 {
-				c.log.Debug("rabbitmq reconnect failed; retrying", "attempt", attempt+1, "error", err)
-			}
 		}
-		c.tel.reconnects.Add(context.Background(), 1)
-		c.log.Info("rabbitmq connection recovered", "after", time.Since(start).Round(time.Millisecond))
+		conn, err := c.dial()
+		if err == nil {
+			if err = c.setConn(conn); err == nil {
+				return conn
+			}
+			conn.Close()
+		}
+		c.mu.Lock()
+		c.lastErr = err
+		closed := c.closed
+		c.mu.Unlock()
+		switch {
+		case closed:
+			return nil
+		case first && attempt == 0:
+			c.log.Warn("rabbitmq not reachable; connecting in the background", "error", err)
+		case attempt == 0 || attempt%20 == 19:
+			c.log.Debug("rabbitmq reconnect failed; retrying", "attempt", attempt+1, "error", err)
+		}
 	}
 }
 
@@ -483,20 +553,31 @@ func (c *Client) Connected() bool {
 }
 
 // HealthCheck is the readiness check of the connection, named
-// "rabbitmq:{name}": Unhealthy while the client is reconnecting, so the
-// instance leaves rotation without being restarted. It reads the
-// connection's state and sends nothing: a broker gone silent is noticed by
-// the heartbeat, within 1.5 × Config.Heartbeat (6 s with
+// "rabbitmq:{name}": Unhealthy until the first connection ("connecting",
+// with the last error) and while the client is reconnecting, so the
+// instance stays out of rotation without being restarted. It reads the
+// connection's state and sends nothing: a broker gone silent is noticed
+// by the heartbeat, within 1.5 × Config.Heartbeat (6 s with
 // DefaultHeartbeat), and the check turns Unhealthy then.
 func (c *Client) HealthCheck() health.Check {
 	return health.Check{
 		Name: "rabbitmq:" + c.name,
 		Tags: []string{health.TagReady},
 		Check: func(context.Context) error {
-			if !c.Connected() {
-				return fmt.Errorf("rabbitmq %q: not connected (reconnecting)", c.name)
+			if c.Connected() {
+				return nil
 			}
-			return nil
+			c.mu.Lock()
+			ever, last := c.everConnected, c.lastErr
+			c.mu.Unlock()
+			state := "reconnecting"
+			if !ever {
+				state = "connecting, never connected yet"
+			}
+			if last != nil {
+				return fmt.Errorf("rabbitmq %q: not connected (%s; last attempt: %v)", c.name, state, last)
+			}
+			return fmt.Errorf("rabbitmq %q: not connected (%s)", c.name, state)
 		},
 	}
 }

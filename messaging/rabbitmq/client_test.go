@@ -401,8 +401,8 @@ func TestPublishErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	c := newClient(t)
-	if err := c.Publish(ctx, "", queueName(t, "nowhere"), Message{Body: []byte("x")}); !errors.Is(err, ErrUnroutable) {
-		t.Errorf("publish to a missing queue: %v, want ErrUnroutable", err)
+	if err := c.Publish(ctx, "", queueName(t, "nowhere"), Message{Body: []byte("x"), Mandatory: true}); !errors.Is(err, ErrUnroutable) {
+		t.Errorf("mandatory publish to a missing queue: %v, want ErrUnroutable", err)
 	}
 	err := c.Publish(ctx, queueName(t, "no-exchange"), "k", Message{Body: []byte("x")})
 	var ae *amqp.Error

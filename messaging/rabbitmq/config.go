@@ -49,8 +49,9 @@ const DefaultPublishConfirmTimeout = 20 * time.Second
 var ErrConnectionString = errors.New("invalid RabbitMQ connection string")
 
 // Config configures a [Client]. Build one by hand or with [LoadConfig].
-// The zero value connects to amqp://localhost:5672/ as guest, with no retry
-// of the first connection.
+// The zero value connects to amqp://localhost:5672/ as guest, in the
+// background (New does not wait for the broker), publishing non-mandatory
+// messages.
 //
 // URL holds the password: String, GoString, LogValue and MarshalJSON show
 // it masked, so a Config can be logged or printed in any format.
@@ -62,10 +63,22 @@ type Config struct {
 	// Name names the connection in health checks, logs and telemetry;
 	// LoadConfig sets the connection name. Empty means "rabbitmq".
 	Name string
+	// WaitOnOpen, when positive, makes New wait up to that long for the
+	// first connection, retrying it MaxConnectRetryCount times, and fail
+	// when it does not come. Zero (the default) does not wait: New
+	// returns at once and the client connects in the background.
+	WaitOnOpen time.Duration
 	// MaxConnectRetryCount is how many times New retries the first
-	// connection before failing (Aspire's default is 5; 0 tries once).
-	// Once connected, the client reconnects without limit.
+	// connection before failing when it waits for it (WaitOnOpen); 0
+	// tries once. LoadConfig's default is Aspire's, 5. Without
+	// WaitOnOpen it is not used: the client retries in the background
+	// without limit. Once connected, the client reconnects without limit.
 	MaxConnectRetryCount int
+	// Mandatory publishes every message as mandatory (see
+	// Message.Mandatory): Publish fails with ErrUnroutable for a message
+	// no queue takes. The default, as in RabbitMQ's clients, lets the
+	// broker drop such a message and Publish succeed.
+	Mandatory bool
 	// DisableHealthChecks leaves HealthCheck's check out of
 	// Client.HealthChecks, what integrations/aspirerabbitmq registers
 	// with an App.
@@ -143,7 +156,7 @@ func (c Config) MarshalJSON() ([]byte, error) {
 // LoadConfig reads the configuration of the connection called name, as
 // Aspire.RabbitMQ.Client does: the settings ConnectionString,
 // MaxConnectRetryCount, DisableHealthChecks, DisableTracing,
-// PublishConfirmTimeout and ConnectionFactory:RequestedHeartbeat (the
+// PublishConfirmTimeout, WaitOnOpen, Mandatory and ConnectionFactory:RequestedHeartbeat (the
 // RabbitMQ.Client ConnectionFactory property Aspire binds from that
 // subsection) from [ConfigSection], then from ConfigSection:{name}; then the connection
 // string ConnectionStrings:{name} (with the other forms discovery knows,
@@ -185,6 +198,17 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 			if c.PublishConfirmTimeout <= 0 {
 				return nil, fmt.Errorf("rabbitmq: %w", &discovery.KeyError{Key: sec.Path() + ":PublishConfirmTimeout", Err: errors.New("must be positive")})
 			}
+		}
+		if set(sec, "WaitOnOpen") {
+			if c.WaitOnOpen, err = sec.Duration("WaitOnOpen", 0); err != nil {
+				return nil, fmt.Errorf("rabbitmq: %w", err)
+			}
+			if c.WaitOnOpen < 0 {
+				return nil, fmt.Errorf("rabbitmq: %w", &discovery.KeyError{Key: sec.Path() + ":WaitOnOpen", Err: errors.New("must not be negative")})
+			}
+		}
+		if c.Mandatory, err = sec.Bool("Mandatory", c.Mandatory); err != nil {
+			return nil, fmt.Errorf("rabbitmq: %w", err)
 		}
 		if set(sec, "ConnectionFactory:RequestedHeartbeat") {
 			if c.Heartbeat, err = sec.Duration("ConnectionFactory:RequestedHeartbeat", 0); err != nil {

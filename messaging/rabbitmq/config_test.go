@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/goaspire/goaspire/discovery"
 )
@@ -27,7 +28,7 @@ func TestLoadConfig(t *testing.T) {
 			values:  map[string]string{"ConnectionStrings:messaging": "amqp://guest:" + secret + "@rabbit:5672/"},
 			wantURL: "amqp://guest:" + secret + "@rabbit:5672/",
 			check: func(t *testing.T, c *Config) {
-				if c.MaxConnectRetryCount != DefaultMaxConnectRetryCount || c.DisableHealthChecks || c.DisableTracing || c.Name != "messaging" {
+				if c.MaxConnectRetryCount != DefaultMaxConnectRetryCount || c.DisableHealthChecks || c.DisableTracing || c.Name != "messaging" || c.WaitOnOpen != 0 || c.Mandatory {
 					t.Errorf("defaults not applied: %v", c)
 				}
 			},
@@ -55,6 +56,21 @@ func TestLoadConfig(t *testing.T) {
 			check: func(t *testing.T, c *Config) {
 				if c.MaxConnectRetryCount != 0 || !c.DisableHealthChecks || !c.DisableTracing {
 					t.Errorf("settings not layered: %v", c)
+				}
+			},
+		},
+		{
+			name: "WaitOnOpen and Mandatory, named section after the general one",
+			values: map[string]string{
+				"ConnectionStrings:messaging":                 "amqp://rabbit:5672",
+				"Aspire:RabbitMQ:Client:WaitOnOpen":           "00:00:30",
+				"Aspire:RabbitMQ:Client:messaging:WaitOnOpen": "5s",
+				"Aspire:RabbitMQ:Client:messaging:Mandatory":  "true",
+			},
+			wantURL: "amqp://rabbit:5672",
+			check: func(t *testing.T, c *Config) {
+				if c.WaitOnOpen != 5*time.Second || !c.Mandatory {
+					t.Errorf("WaitOnOpen = %v, Mandatory = %t; want 5s, true", c.WaitOnOpen, c.Mandatory)
 				}
 			},
 		},
@@ -102,6 +118,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad retry count", map[string]string{"ConnectionStrings:messaging": "amqp://rabbit", "Aspire:RabbitMQ:Client:messaging:MaxConnectRetryCount": "many"}, "Aspire:RabbitMQ:Client:messaging:MaxConnectRetryCount", nil},
 		{"negative retry count", map[string]string{"ConnectionStrings:messaging": "amqp://rabbit", "Aspire:RabbitMQ:Client:MaxConnectRetryCount": "-1"}, "Aspire:RabbitMQ:Client:MaxConnectRetryCount", nil},
 		{"bad bool", map[string]string{"ConnectionStrings:messaging": "amqp://rabbit", "Aspire:RabbitMQ:Client:DisableTracing": "yes please"}, "Aspire:RabbitMQ:Client:DisableTracing", nil},
+		{"bad WaitOnOpen", map[string]string{"ConnectionStrings:messaging": "amqp://rabbit", "Aspire:RabbitMQ:Client:messaging:WaitOnOpen": "soon"}, "Aspire:RabbitMQ:Client:messaging:WaitOnOpen", nil},
+		{"negative WaitOnOpen", map[string]string{"ConnectionStrings:messaging": "amqp://rabbit", "Aspire:RabbitMQ:Client:WaitOnOpen": "-1s"}, "Aspire:RabbitMQ:Client:WaitOnOpen", nil},
+		{"bad Mandatory", map[string]string{"ConnectionStrings:messaging": "amqp://rabbit", "Aspire:RabbitMQ:Client:Mandatory": "always"}, "Aspire:RabbitMQ:Client:Mandatory", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConfig(discovery.FromMap(tc.values), "messaging")
@@ -140,8 +159,9 @@ func TestNewBadURL(t *testing.T) {
 }
 
 func TestNewUnreachableNamesHostNotPassword(t *testing.T) {
-	// A port nothing listens on: the connect fails at once, no retries.
-	_, err := New(context.Background(), &Config{URL: "amqp://guest:" + secret + "@127.0.0.1:1/"})
+	// A port nothing listens on, and New waiting for it: the connect
+	// fails at once, no retries.
+	_, err := New(context.Background(), &Config{URL: "amqp://guest:" + secret + "@127.0.0.1:1/", WaitOnOpen: time.Minute})
 	if err == nil {
 		t.Fatal("connected to port 1")
 	}

@@ -11,7 +11,10 @@
 //     message. A message unconfirmed when the connection drops is published
 //     again on the next connection (at-least-once: deduplicate by
 //     MessageID); Publish fails only when ctx ends first, the message is
-//     unroutable, or the broker refuses it. A ctx without a deadline gets
+//     mandatory and unroutable, or the broker refuses it. Messages are
+//     not mandatory by default, as in RabbitMQ's clients: one that no
+//     queue takes is dropped by the broker; set Message.Mandatory, or
+//     Config.Mandatory for the whole client, to get [ErrUnroutable]. A ctx without a deadline gets
 //     PublishConfirmTimeout (default 20 s), after which Publish fails with
 //     ErrConfirmTimeout: a silent broker cannot hold a caller forever.
 //   - Consuming: [Client.Consume] runs a [Handler] per message with a
@@ -45,9 +48,14 @@
 // _PASSWORD work too) and the settings of Aspire.RabbitMQ.Client under
 // Aspire:RabbitMQ:Client, then Aspire:RabbitMQ:Client:{name}
 // (ConnectionString, MaxConnectRetryCount, DisableHealthChecks,
-// DisableTracing, and the two below); [New] connects. A [Config] can also
-// be built by hand.
+// DisableTracing, and those below); [New] opens the client. A [Config] can
+// also be built by hand.
 //
+//	Aspire:RabbitMQ:Client[:{name}]:WaitOnOpen                             make New wait this long for the
+//	                                                                       broker (default 0: connect in
+//	                                                                       the background)
+//	Aspire:RabbitMQ:Client[:{name}]:Mandatory                              publish every message mandatory
+//	                                                                       (default false)
 //	Aspire:RabbitMQ:Client[:{name}]:PublishConfirmTimeout                  bound of a Publish whose
 //	                                                                       ctx has no deadline (default 20s)
 //	Aspire:RabbitMQ:Client[:{name}]:ConnectionFactory:RequestedHeartbeat   AMQP heartbeat, whole seconds
@@ -56,6 +64,21 @@
 // On a servicedefaults App, package integrations/aspirerabbitmq does both
 // with the App's configuration, telemetry, logger and health registry, and
 // closes the Client at the App's shutdown.
+//
+// # Startup
+//
+// Opening never fails because the broker is down or still starting: New
+// returns at once and the client connects in the background, with the
+// backoff of its reconnects and without limit. Until it is connected,
+// Publish waits within its ctx (or PublishConfirmTimeout) and fails by it,
+// the Declare methods wait within theirs, Consume starts once connected,
+// and [Client.HealthCheck] reports Unhealthy with the reason
+// ("connecting", and the last error), so the instance stays out of
+// rotation without crash-looping. Set WaitOnOpen (Config.WaitOnOpen) to
+// make New wait for the broker instead, retrying MaxConnectRetryCount
+// times (Aspire's default 5), and fail when it does not come: that is
+// the only use of MaxConnectRetryCount. Declare topology at startup with
+// a ctx that can wait for the broker (or in a worker, before consuming).
 //
 // # Under a partition
 //

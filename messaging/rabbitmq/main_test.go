@@ -56,10 +56,13 @@ func needBroker(tb testing.TB) *testserver.RabbitMQ {
 }
 
 // newClient connects a Client to the shared node, with quick reconnects.
+// New waits for the connection (WaitOnOpen), so that the client is
+// connected when it returns.
 func newClient(tb testing.TB, modify ...func(*Config)) *Client {
 	tb.Helper()
 	b := needBroker(tb)
-	cfg := &Config{URL: b.URL(), Name: "test", ReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 300 * time.Millisecond, Heartbeat: 2 * time.Second}
+	cfg := &Config{URL: b.URL(), Name: "test", ReconnectDelay: 20 * time.Millisecond, MaxReconnectDelay: 300 * time.Millisecond, Heartbeat: 2 * time.Second,
+		WaitOnOpen: time.Minute}
 	for _, f := range modify {
 		f(cfg)
 	}

@@ -13,8 +13,9 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
-// ErrUnroutable is returned by Publish when the broker confirmed a message
-// it could not route to any queue (it was returned, not stored).
+// ErrUnroutable is returned by Publish for a mandatory message (see
+// Message.Mandatory and Config.Mandatory) that the broker confirmed but
+// could not route to any queue (it was returned, not stored).
 var ErrUnroutable = errors.New("rabbitmq: message unroutable")
 
 // ErrNacked is wrapped by the error Publish returns when the broker kept
@@ -49,6 +50,14 @@ type Message struct {
 	Headers map[string]any
 	// Expiration, when positive, is the message TTL.
 	Expiration time.Duration
+	// Mandatory has Publish fail with ErrUnroutable when no queue takes
+	// the message (an exchange without a matching binding, a default
+	// exchange's key naming no queue). Without it (the default, unless
+	// Config.Mandatory is set), the broker drops such a message and
+	// Publish succeeds, as RabbitMQ's clients do: a publisher deployed
+	// before its consumers' queues exist loses those messages rather
+	// than failing.
+	Mandatory bool
 }
 
 // pending is one Publish waiting for its confirm. Only its own Publish
@@ -56,6 +65,7 @@ type Message struct {
 // connection drops before the confirm.
 type pending struct {
 	exchange, key string
+	mandatory     bool
 	msg           amqp.Publishing
 	returned      bool // guarded by publisher.pmu
 }
@@ -256,7 +266,7 @@ func (p *publisher) send(ctx context.Context, pd *pending) (*pubChan, uint64, *a
 			pd.returned = false
 			pc.pending[seq] = pd
 			p.pmu.Unlock()
-			dc, err := pc.ch.PublishWithDeferredConfirm(pd.exchange, pd.key, true, false, pd.msg)
+			dc, err := pc.ch.PublishWithDeferredConfirm(pd.exchange, pd.key, pd.mandatory, false, pd.msg)
 			p.mu.Unlock()
 			if err == nil {
 				return pc, seq, dc, nil
@@ -318,8 +328,10 @@ func (p *publisher) close() {
 // Publish sends a persistent message to exchange with routing key key (to
 // the queue named key when exchange is "") and waits until the broker
 // confirms it. It returns nil only for a confirmed message; it returns an
-// error when the message is not confirmed before ctx ends, is unroutable
-// (ErrUnroutable), or is refused on a channel error (a missing exchange).
+// error when the message is not confirmed before ctx ends, is mandatory
+// and unroutable (ErrUnroutable), or is refused on a channel error (a
+// missing exchange). Until the client has a connection (the first one,
+// or after a loss), Publish waits for it within ctx.
 //
 // A connection lost while waiting does not fail the call: the message is
 // published again on the next connection, so a message may reach the broker
@@ -339,8 +351,9 @@ func (c *Client) Publish(ctx context.Context, exchange, key string, m Message) e
 		headers[k] = v
 	}
 	pd := &pending{
-		exchange: exchange,
-		key:      key,
+		exchange:  exchange,
+		key:       key,
+		mandatory: m.Mandatory || c.cfg.Mandatory,
 		msg: amqp.Publishing{
 			Headers:       headers,
 			ContentType:   m.ContentType,

@@ -24,7 +24,7 @@ import (
 func TestAbandonedUnroutablePublishesDoNotStall(t *testing.T) {
 	// A long heartbeat: the silence must not drop the connection, whose
 	// returns are what the test is about.
-	c, p := proxied(t, func(cfg *Config) { cfg.Heartbeat = 60 * time.Second })
+	c, p := proxied(t, func(cfg *Config) { cfg.Heartbeat = 60 * time.Second; cfg.Mandatory = true })
 	q := queueName(t, "q")
 	if err := c.DeclareQueue(t.Context(), Queue{Name: q, Transient: true}); err != nil {
 		t.Fatal(err)
