@@ -75,6 +75,8 @@
 //	Key (under Aspire:Npgsql[:{name}])   Default         Meaning
 //	ConnectionString                     -               connection string, when ConnectionStrings:{name} is not set
 //	DisableHealthChecks                  false           leave the pool's (or replica's) health check out
+//	HealthCheckFailureStatus             see right       status of a failed check: Unhealthy or Degraded (any case);
+//	                                                     default Unhealthy for a primary, Degraded for a replica
 //	DisableTracing                       false           no query spans
 //	DisableMetrics                       false           no pool or routing metrics
 //	MaxConnections                       string or 100   pool size (overrides Maximum Pool Size)

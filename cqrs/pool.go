@@ -262,14 +262,23 @@ func (p *Pool) connectLoop(ctx context.Context) {
 }
 
 // HealthCheck returns the pool's health check, "postgres:{name}": it pings
-// the database through the pool and reports Unhealthy when that fails.
+// the database through the pool and reports its HealthCheckFailureStatus
+// (Unhealthy unless set) when that fails.
 func (p *Pool) HealthCheck() health.Check {
 	return health.Check{
 		Name:          "postgres:" + p.name,
 		Tags:          []string{health.TagReady},
-		FailureStatus: health.Unhealthy,
+		FailureStatus: failureStatus(p.settings.HealthCheckFailureStatus, health.Unhealthy),
 		Check:         p.healthCheck,
 	}
+}
+
+// failureStatus returns s, or def when s is empty.
+func failureStatus(s, def health.Status) health.Status {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // HealthChecks returns the pool's health check, or none when

@@ -53,7 +53,8 @@ const scope = "github.com/goaspire/goaspire/messaging/nats"
 //
 // Its health check "nats:{name}" (off with
 // Aspire:NATS:Net:DisableHealthChecks) is Degraded while reconnecting and
-// Unhealthy once closed. Shutdown drains the connection (pending
+// Unhealthy once closed; Aspire:NATS:Net[:{name}]:HealthCheckFailureStatus
+// (Config.HealthCheckFailureStatus), Unhealthy or Degraded, replaces both. Shutdown drains the connection (pending
 // publishes are sent, subscriptions finish the messages they hold) within
 // its bound, after the App's workers have returned, then closes it. Errors
 // name the key at fault and never contain the password; once Shutdown has
@@ -90,7 +91,7 @@ func Conn(ctx context.Context, h servicedefaults.Host, name string, configure ..
 		}
 		var checks []health.Check
 		if !c.DisableHealthChecks {
-			checks = append(checks, natsmsg.HealthCheck(name, nc))
+			checks = append(checks, health.WithFailureStatus(natsmsg.HealthCheck(name, nc), c.HealthCheckFailureStatus))
 		}
 		return servicedefaults.Opened[*nats.Conn]{
 			Client: nc,

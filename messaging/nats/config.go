@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/redact"
 )
 
@@ -64,6 +65,12 @@ type Config struct {
 	ReconnectWait time.Duration
 	// DisableHealthChecks turns off the connection's health check.
 	DisableHealthChecks bool
+	// HealthCheckFailureStatus, when set (health.Unhealthy or
+	// health.Degraded), is the status of every failure of the health
+	// check; empty keeps HealthCheck's own: Degraded while reconnecting,
+	// Unhealthy once closed. LoadConfig reads it from
+	// HealthCheckFailureStatus.
+	HealthCheckFailureStatus health.Status
 	// PingInterval is how often the client pings the server, and
 	// MaxPingOut how many pings may be unanswered before the connection
 	// is declared stale and reconnects (NATS.Net's NatsOpts names); zero
@@ -88,7 +95,7 @@ type Config struct {
 //     nats://[user:password@]host[:port] or nats://token@host[:port]
 //     (schemes nats, tls, ws, wss; port 4222 when none is given), every
 //     URL with the same credentials or none;
-//   - DisableHealthChecks, PingInterval and MaxPingOut from
+//   - DisableHealthChecks, HealthCheckFailureStatus, PingInterval and MaxPingOut from
 //     Aspire:NATS:Net, overridden by Aspire:NATS:Net:{name} (Aspire 8's
 //     HealthChecks=false is accepted too); PingInterval must be positive
 //     and MaxPingOut at least 1.
@@ -117,6 +124,14 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 			off, err := sec.Bool("DisableHealthChecks", false)
 			errs = append(errs, err)
 			c.DisableHealthChecks = off
+		}
+		if v := strings.TrimSpace(sec.String("HealthCheckFailureStatus")); v != "" {
+			st, err := health.ParseFailureStatus(v)
+			if err != nil {
+				err = &discovery.KeyError{Key: sec.Path() + ":HealthCheckFailureStatus", Err: err}
+			}
+			errs = append(errs, err)
+			c.HealthCheckFailureStatus = st
 		}
 		if set(sec, "PingInterval") {
 			d, err := sec.Duration("PingInterval", 0)
