@@ -130,4 +130,3 @@ func TestHealthCheckFailureStatusBadValue(t *testing.T) {
 		t.Fatalf("NewCache with %s=Healthy: %v, want an error naming the key", key, err)
 	}
 }
-
