@@ -184,6 +184,14 @@
 // ConnectRetry:WaitOnOpen (Config.WaitOnOpen) to make the open wait for the
 // database instead.
 //
+// A server that answers but refuses the connection (a wrong password or
+// unknown user, SQLSTATE 28P01 or 28000; an unknown database, 3D000; no
+// CONNECT privilege, 42501) is a configuration error, not an outage: the
+// loop logs it once at Error, naming the connection and the SQLSTATE
+// (never the password), retries only every ConnectRetry:MaxInterval, and
+// the health check reports Unhealthy with the server's reason
+// ("refused by the server: password authentication failed for user ...").
+//
 // # Read routing
 //
 // [DB.Query] and [DB.QueryRow] send a statement to a replica only when its
