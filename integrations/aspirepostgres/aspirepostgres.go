@@ -52,8 +52,9 @@ import (
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
-// The kinds under which the App keeps the clients, named by errors
-// ("servicedefaults: postgres \"db\": ...") and by the Shutdown hooks that
+// The kinds under which the App keeps the clients, named by errors that
+// do not name the connection already ("servicedefaults: postgres \"db\":
+// ...") and by the Shutdown hooks that
 // close them ("closing postgres-db \"db\"").
 const (
 	kindDB   = "postgres-db"
