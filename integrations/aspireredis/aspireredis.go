@@ -29,6 +29,16 @@
 // the first client whatever they pass; a cache is made once (see
 // NewCache).
 //
+// # Health
+//
+// Each connection registers the readiness check "redis:{name}". When Redis
+// does not answer it fails Degraded (/health still answers 200) while the
+// connection is used only by caches made with NewCache, which keep serving
+// from L1, fail-safe values and their loaders, and Unhealthy (503) once
+// Client has returned it. Aspire:StackExchange:Redis[:{name}]:HealthCheckFailureStatus
+// (Unhealthy or Degraded, any case) or RedisConfig.HealthCheckFailureStatus
+// set in configure fixes the status whatever the uses.
+//
 // # go-redis's own logger
 //
 // go-redis logs failed dials and Sentinel failovers through one
