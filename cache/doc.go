@@ -36,6 +36,10 @@
 //	                                                     DefaultDatabase, Ssl, ...); an unknown one
 //	                                                     is an error naming its key
 //	Aspire:StackExchange:Redis[:cache]:DisableHealthChecks  no readiness check (default false)
+//	Aspire:StackExchange:Redis[:cache]:HealthCheckFailureStatus
+//	                                                     status of a failed readiness check: Unhealthy
+//	                                                     or Degraded, any case (default: see
+//	                                                     RedisConfig.HealthCheckFailureStatus)
 //	Aspire:StackExchange:Redis[:cache]:DisableTracing       no command spans (default false)
 //	Aspire:StackExchange:Redis[:cache]:DisableMetrics       no pool/command metrics (goaspire; default false)
 //	Aspire:StackExchange:Redis[:cache]:PoolSize             go-redis pool size (goaspire; default 10 per CPU)

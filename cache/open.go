@@ -66,6 +66,13 @@ type RedisConfig struct {
 	// leave the client's HealthCheck out; NewRedis itself registers
 	// nothing.
 	DisableHealthChecks bool
+	// HealthCheckFailureStatus is the status the caller's readiness
+	// check reports when Redis does not answer: health.Unhealthy or
+	// health.Degraded. Empty lets the caller decide: integrations/aspireredis
+	// reports Degraded while the connection is used only by caches (they
+	// keep serving from L1 and their loaders) and Unhealthy once it is used
+	// directly. LoadRedisConfig reads it from HealthCheckFailureStatus.
+	HealthCheckFailureStatus health.Status
 	// DisableTracing turns off command spans.
 	DisableTracing bool
 	// DisableMetrics turns off connection-pool and command metrics.
@@ -156,15 +163,16 @@ func LoadRedisConfig(cfg *discovery.Config, name string) (*RedisConfig, error) {
 		uo.TLSConfig.RootCAs = pool
 	}
 	c := &RedisConfig{
-		Name:                name,
-		Options:             uo,
-		AbortConnect:        rc.abortConnect,
-		ConnectRetry:        rc.connectRetry,
-		DisableHealthChecks: settings.disableHealthChecks,
-		DisableTracing:      settings.disableTracing,
-		DisableMetrics:      settings.disableMetrics,
-		warnings:            rc.warnings,
-		ignored:             rc.ignored,
+		Name:                     name,
+		Options:                  uo,
+		AbortConnect:             rc.abortConnect,
+		ConnectRetry:             rc.connectRetry,
+		DisableHealthChecks:      settings.disableHealthChecks,
+		HealthCheckFailureStatus: settings.failureStatus,
+		DisableTracing:           settings.disableTracing,
+		DisableMetrics:           settings.disableMetrics,
+		warnings:                 rc.warnings,
+		ignored:                  rc.ignored,
 	}
 	if c.ConnectRetry == 0 {
 		c.ConnectRetry = -1 // connectRetry=0: no retry
@@ -237,6 +245,7 @@ func NewRedis(ctx context.Context, c *RedisConfig) (redis.UniversalClient, error
 // redisSettings are the Aspire-level settings for one client.
 type redisSettings struct {
 	disableHealthChecks bool
+	failureStatus       health.Status
 	disableTracing      bool
 	disableMetrics      bool
 }
@@ -316,6 +325,11 @@ func readRedisConfig(cfg *discovery.Config, name string) (*redisConfig, redisSet
 		var err error
 		if s.disableHealthChecks, err = sec.Bool("DisableHealthChecks", s.disableHealthChecks); err != nil {
 			return nil, s, from, err
+		}
+		if v := strings.TrimSpace(sec.String("HealthCheckFailureStatus")); v != "" {
+			if s.failureStatus, err = health.ParseFailureStatus(v); err != nil {
+				return nil, s, from, &discovery.KeyError{Key: sec.Path() + ":HealthCheckFailureStatus", Err: err}
+			}
 		}
 		if s.disableTracing, err = sec.Bool("DisableTracing", s.disableTracing); err != nil {
 			return nil, s, from, err

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
 )
 
 // Defaults of the DB settings, applied by New to the zero fields of a
@@ -117,6 +118,12 @@ type PoolConfig struct {
 
 	// DisableHealthChecks leaves the pool's check out of HealthChecks.
 	DisableHealthChecks bool
+	// HealthCheckFailureStatus is the status the pool's check reports
+	// when the server cannot be reached: health.Unhealthy or
+	// health.Degraded. Empty means Unhealthy for a primary (or a lone
+	// pool) and Degraded for a read replica. LoadPoolConfig and
+	// LoadConfig read it from HealthCheckFailureStatus.
+	HealthCheckFailureStatus health.Status
 	// DisableTracing turns off query spans.
 	DisableTracing bool
 	// DisableMetrics turns off the pool's metrics.

@@ -339,7 +339,8 @@ func (db *DB) Replicas() []ReplicaStatus {
 // HealthChecks returns one check per server, named "postgres:{connection}":
 // the primary's reports Unhealthy when it cannot be reached; a replica's
 // reports Degraded when it is down, not in recovery, or lagging beyond the
-// bound. Servers whose DisableHealthChecks is set are left out.
+// bound. A server's HealthCheckFailureStatus, when set, replaces that
+// status. Servers whose DisableHealthChecks is set are left out.
 func (db *DB) HealthChecks() []health.Check {
 	var cs []health.Check
 	cs = append(cs, db.primary.pool.HealthChecks()...)
@@ -351,7 +352,7 @@ func (db *DB) HealthChecks() []health.Check {
 		cs = append(cs, health.Check{
 			Name:          "postgres:" + n.name,
 			Tags:          []string{health.TagReady},
-			FailureStatus: health.Degraded,
+			FailureStatus: failureStatus(n.pool.settings.HealthCheckFailureStatus, health.Degraded),
 			Check:         func(ctx context.Context) error { return db.checkReplica(ctx, n) },
 		})
 	}

@@ -75,6 +75,8 @@
 //	Key (under Aspire:Npgsql[:{name}])   Default         Meaning
 //	ConnectionString                     -               connection string, when ConnectionStrings:{name} is not set
 //	DisableHealthChecks                  false           leave the pool's (or replica's) health check out
+//	HealthCheckFailureStatus             see right       status of a failed check: Unhealthy or Degraded (any case);
+//	                                                     default Unhealthy for a primary, Degraded for a replica
 //	DisableTracing                       false           no query spans
 //	DisableMetrics                       false           no pool or routing metrics
 //	MaxConnections                       string or 100   pool size (overrides Maximum Pool Size)
@@ -181,6 +183,14 @@
 // Until then queries fail and the health check reports Unhealthy. Set
 // ConnectRetry:WaitOnOpen (Config.WaitOnOpen) to make the open wait for the
 // database instead.
+//
+// A server that answers but refuses the connection (a wrong password or
+// unknown user, SQLSTATE 28P01 or 28000; an unknown database, 3D000; no
+// CONNECT privilege, 42501) is a configuration error, not an outage: the
+// loop logs it once at Error, naming the connection and the SQLSTATE
+// (never the password), retries only every ConnectRetry:MaxInterval, and
+// the health check reports Unhealthy with the server's reason
+// ("refused by the server: password authentication failed for user ...").
 //
 // # Read routing
 //

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -217,6 +218,10 @@ func (p *Pool) waitOnOpen(ctx context.Context, wait time.Duration) error {
 
 // connectLoop pings until the first success, with exponential backoff (each
 // wait drawn from [interval/2, 3·interval/2)), giving up after ConnectRetry:MaxElapsed when that is set.
+// A server that refuses the connection (see refusalCode) is logged once at
+// Error and retried at ConnectRetry:MaxInterval: a wrong password is not
+// an outage, and hammering the server would not fix it.
+
 func (p *Pool) connectLoop(ctx context.Context) {
 	defer p.wg.Done()
 	start := time.Now()
@@ -225,6 +230,7 @@ func (p *Pool) connectLoop(ctx context.Context) {
 	if timeout <= 0 {
 		timeout = defaultConnectTimeout
 	}
+	refused := false // a refusal was logged
 	for attempt := 1; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		err := p.Ping(pctx)
@@ -239,7 +245,16 @@ func (p *Pool) connectLoop(ctx context.Context) {
 			p.markReady()
 			return
 		}
-		if attempt == 1 {
+		if code := refusalCode(err); code != "" {
+			// The server answered and refused: retrying soon cannot help
+			// until someone fixes the configuration or the server's roles.
+			if !refused {
+				refused = true
+				p.log.Error("cqrs: postgres refused the connection: check its user, password and database; retrying every "+p.settings.ConnectRetry.MaxInterval.String(),
+					"source", p.source, "sqlstate", code, "error", err)
+			}
+			interval = p.settings.ConnectRetry.MaxInterval
+		} else if attempt == 1 {
 			p.log.Warn("cqrs: postgres not reachable yet; retrying in the background", "error", err)
 		}
 		if max := p.settings.ConnectRetry.MaxElapsed; max > 0 && time.Since(start) >= max {
@@ -261,15 +276,48 @@ func (p *Pool) connectLoop(ctx context.Context) {
 	}
 }
 
+// refusalCode returns the SQLSTATE of err when the server refused the
+// connection for a reason of configuration that waiting will not fix: a
+// wrong password or an unknown user (28P01, 28000), an unknown database
+// (3D000), no CONNECT privilege (42501). Else it returns "".
+func refusalCode(err error) string {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return ""
+	}
+	switch pgErr.Code {
+	case "28P01", "28000", "3D000", "42501":
+		return pgErr.Code
+	}
+	return ""
+}
+
+// sourceOrName names where the connection came from, for a hint.
+func (p *Pool) sourceOrName() string {
+	if p.source != "" {
+		return p.source
+	}
+	return "the connection string of " + strconv.Quote(p.name)
+}
+
 // HealthCheck returns the pool's health check, "postgres:{name}": it pings
-// the database through the pool and reports Unhealthy when that fails.
+// the database through the pool and reports its HealthCheckFailureStatus
+// (Unhealthy unless set) when that fails.
 func (p *Pool) HealthCheck() health.Check {
 	return health.Check{
 		Name:          "postgres:" + p.name,
 		Tags:          []string{health.TagReady},
-		FailureStatus: health.Unhealthy,
+		FailureStatus: failureStatus(p.settings.HealthCheckFailureStatus, health.Unhealthy),
 		Check:         p.healthCheck,
 	}
+}
+
+// failureStatus returns s, or def when s is empty.
+func failureStatus(s, def health.Status) health.Status {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 // HealthChecks returns the pool's health check, or none when
@@ -283,6 +331,11 @@ func (p *Pool) HealthChecks() []health.Check {
 
 func (p *Pool) healthCheck(ctx context.Context) error {
 	if err := p.Ping(ctx); err != nil {
+		var pgErr *pgconn.PgError
+		if refusalCode(err) != "" && errors.As(err, &pgErr) {
+			// The server's reason first, not buried in pgx's dial text.
+			return fmt.Errorf("postgres %q: refused by the server: %s (SQLSTATE %s); check %s: %w", p.name, pgErr.Message, pgErr.Code, p.sourceOrName(), err)
+		}
 		return fmt.Errorf("postgres %q: %w", p.name, err)
 	}
 	p.markReady()

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/connstr"
 )
 
@@ -119,6 +120,12 @@ func readPoolSettings(l layers, p *PoolConfig) error {
 	var err error
 	if p.DisableHealthChecks, err = l.bool("DisableHealthChecks", false); err != nil {
 		return err
+	}
+	if sec, ok := l.find("HealthCheckFailureStatus"); ok {
+		v, _ := sec.Lookup("HealthCheckFailureStatus")
+		if p.HealthCheckFailureStatus, err = health.ParseFailureStatus(v); err != nil {
+			return &discovery.KeyError{Key: sec.Path() + ":HealthCheckFailureStatus", Err: err}
+		}
 	}
 	if p.DisableTracing, err = l.bool("DisableTracing", false); err != nil {
 		return err

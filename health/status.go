@@ -1,6 +1,11 @@
 package health
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
 
 // StatusError is a check failure that carries its own status, overriding
 // the check's FailureStatus for this run: a client that is reconnecting is
@@ -36,4 +41,31 @@ func statusOf(err error, def Status) Status {
 		return se.Status
 	}
 	return def
+}
+
+// ParseFailureStatus parses the value of a HealthCheckFailureStatus
+// setting: "Unhealthy" or "Degraded", in any case, surrounding spaces
+// ignored. Any other value is an error; the caller names the key.
+func ParseFailureStatus(s string) (Status, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "unhealthy":
+		return Unhealthy, nil
+	case "degraded":
+		return Degraded, nil
+	}
+	return "", fmt.Errorf("%q is not a failure status (want Unhealthy or Degraded)", s)
+}
+
+// WithFailureStatus returns c reporting every failure with s (Degraded or
+// Unhealthy), the status its error may carry (see StatusError) included:
+// it is how a setting such as HealthCheckFailureStatus overrides a check's
+// own statuses. An empty s returns c unchanged.
+func WithFailureStatus(c Check, s Status) Check {
+	if s == "" {
+		return c
+	}
+	check := c.Check
+	c.FailureStatus = s
+	c.Check = func(ctx context.Context) error { return WithStatus(s, check(ctx)) }
+	return c
 }

@@ -42,3 +42,41 @@ func TestStatusErrorOverridesFailureStatus(t *testing.T) {
 }
 
 func errorsJoin(err error) error { return errors.Join(err) }
+
+func TestParseFailureStatus(t *testing.T) {
+	for in, want := range map[string]health.Status{
+		"Unhealthy": health.Unhealthy, "unhealthy": health.Unhealthy, " DEGRADED ": health.Degraded, "Degraded": health.Degraded,
+	} {
+		if got, err := health.ParseFailureStatus(in); err != nil || got != want {
+			t.Errorf("ParseFailureStatus(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "Healthy", "down", "0"} {
+		if got, err := health.ParseFailureStatus(in); err == nil {
+			t.Errorf("ParseFailureStatus(%q) = %q, want an error", in, got)
+		}
+	}
+}
+
+// TestWithFailureStatus: the status set wins over the check's own
+// StatusError, and a passing check still passes.
+func TestWithFailureStatus(t *testing.T) {
+	fail := true
+	c := health.WithFailureStatus(health.Check{Name: "c", Check: func(context.Context) error {
+		if fail {
+			return health.WithStatus(health.Degraded, errors.New("reconnecting"))
+		}
+		return nil
+	}}, health.Unhealthy)
+	r := health.NewRegistry()
+	if err := r.Register(c); err != nil {
+		t.Fatal(err)
+	}
+	if rep := r.Run(context.Background(), nil); rep.Status != health.Unhealthy || rep.Entries[0].Error != "reconnecting" {
+		t.Errorf("failing = %s %q, want Unhealthy \"reconnecting\"", rep.Status, rep.Entries[0].Error)
+	}
+	fail = false
+	if rep := r.Run(context.Background(), nil); rep.Status != health.Healthy {
+		t.Errorf("passing = %s, want Healthy", rep.Status)
+	}
+}

@@ -3,6 +3,8 @@ package servicedefaults
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/goaspire/goaspire/health"
@@ -53,10 +55,18 @@ func (errShutDown) Is(target error) bool { return target == ErrClosed }
 // remembered: the next call tries again.
 //
 // The opener's context ends with ctx or when Shutdown closes the clients.
+// Errors are prefixed with kind and name, unless they name the connection
+// (quoted) already, as the client packages' own errors do: a name appears
+// once in an error.
 func openOnce[T any](ctx context.Context, a *App, kind, name string, open func(context.Context) (opened[T], error)) (T, error) {
 	id := kind + "/" + name
 	var zero T
-	wrap := func(err error) error { return fmt.Errorf("servicedefaults: %s %q: %w", kind, name, err) }
+	wrap := func(err error) error {
+		if strings.Contains(err.Error(), strconv.Quote(name)) {
+			return err // the client's package named the connection already
+		}
+		return fmt.Errorf("servicedefaults: %s %q: %w", kind, name, err)
+	}
 	for {
 		if a.opening.Err() != nil {
 			return zero, wrap(errShutDown{})

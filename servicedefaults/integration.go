@@ -79,8 +79,9 @@ type Opened[T any] struct {
 // failed open is not remembered: the next call tries again.
 //
 // open's context ends with ctx or when Shutdown closes the clients. Errors
-// are prefixed with kind and name ("postgres \"db\": ..."); once Shutdown
-// has closed the clients they match ErrClosed.
+// are prefixed with kind and name ("postgres \"db\": ...") unless they
+// name the connection (quoted) already, so that the name appears once;
+// once Shutdown has closed the clients they match ErrClosed.
 func OpenClient[T any](ctx context.Context, h Host, kind, name string, open func(context.Context) (Opened[T], error)) (T, error) {
 	var zero T
 	c, err := h.OpenClient(ctx, kind, name, func(ctx context.Context) (Opened[any], error) {

@@ -57,7 +57,10 @@ const scope = "github.com/goaspire/goaspire/messaging/nats"
 //
 // Its health check "nats:{name}" (off with
 // Aspire:NATS:Net:DisableHealthChecks) is Unhealthy until the first
-// connection, Degraded while reconnecting and Unhealthy once closed. Shutdown drains the connection (pending
+// connection, while reconnecting and once closed;
+// Aspire:NATS:Net[:{name}]:HealthCheckFailureStatus
+// (Config.HealthCheckFailureStatus) = Degraded keeps a service that
+// survives NATS being away in rotation. Shutdown drains the connection (pending
 // publishes are sent, subscriptions finish the messages they hold) within
 // its bound, after the App's workers have returned, then closes it. Errors
 // name the key at fault and never contain the password; once Shutdown has
@@ -94,7 +97,7 @@ func Conn(ctx context.Context, h servicedefaults.Host, name string, configure ..
 		}
 		var checks []health.Check
 		if !c.DisableHealthChecks {
-			checks = append(checks, natsmsg.HealthCheck(name, nc))
+			checks = append(checks, health.WithFailureStatus(natsmsg.HealthCheck(name, nc), c.HealthCheckFailureStatus))
 		}
 		return servicedefaults.Opened[*nats.Conn]{
 			Client: nc,

@@ -123,7 +123,7 @@ func TestConnSettingsAndErrors(t *testing.T) {
 			[]string{`nats "events"`, "EVENTS_PORT"}, "EVENTS_PORT", false},
 		{"bad setting", map[string]string{"ConnectionStrings__events": "nats://h:4222", "Aspire__NATS__Net__DisableHealthChecks": "maybe"},
 			[]string{`nats "events"`, "Aspire:NATS:Net:DisableHealthChecks"}, "Aspire:NATS:Net:DisableHealthChecks", false},
-		{"missing", nil, []string{`nats "events"`, "ConnectionStrings__events"}, "", false},
+		{"missing", nil, []string{`natsmsg: discovery: connection "events"`, "ConnectionStrings__events"}, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

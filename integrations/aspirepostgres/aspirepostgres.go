@@ -52,8 +52,9 @@ import (
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
-// The kinds under which the App keeps the clients, named by errors
-// ("servicedefaults: postgres \"db\": ...") and by the Shutdown hooks that
+// The kinds under which the App keeps the clients, named by errors that
+// do not name the connection already ("servicedefaults: postgres \"db\":
+// ...") and by the Shutdown hooks that
 // close them ("closing postgres-db \"db\"").
 const (
 	kindDB   = "postgres-db"
@@ -72,7 +73,9 @@ const scope = "github.com/goaspire/goaspire/cqrs"
 //
 // The DB reports through the App's telemetry and logs under the cqrs
 // package's scope, registers a health check per node (primary down is
-// Unhealthy, a replica down is Degraded; off with
+// Unhealthy, a replica down is Degraded, unless
+// Aspire:Npgsql[:{connection}]:HealthCheckFailureStatus or the node's
+// PoolConfig.HealthCheckFailureStatus says otherwise; off with
 // Aspire:Npgsql:DisableHealthChecks) and is closed by the App's Shutdown.
 // The database need not be up yet: the pools connect lazily and retry,
 // unless Aspire:Npgsql:ConnectRetry:WaitOnOpen (c.WaitOnOpen in

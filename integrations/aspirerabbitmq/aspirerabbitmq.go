@@ -54,7 +54,9 @@ const scope = "github.com/goaspire/goaspire/messaging/rabbitmq"
 // The client reports through the App's telemetry (publish and process
 // spans in one trace, messaging metrics) and logger (instrumentation scope
 // github.com/goaspire/goaspire/messaging/rabbitmq), registers its readiness
-// check "rabbitmq:{name}" (off with DisableHealthChecks) and is closed by
+// check "rabbitmq:{name}" (off with DisableHealthChecks; Unhealthy while
+// reconnecting, or what Aspire:RabbitMQ:Client[:{name}]:HealthCheckFailureStatus
+// or Config.HealthCheckFailureStatus says: Unhealthy or Degraded) and is closed by
 // Shutdown, after the App's workers have returned. Consume from a worker
 // (App.Go), or cancel the consumers' context in an OnShutdown hook
 // registered after this call, so their in-flight messages are acknowledged

@@ -141,8 +141,8 @@ func TestClientErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.key) || strings.Contains(err.Error(), secret) {
 				t.Fatalf("Client error = %v, want one naming %s and not the password", err, tc.key)
 			}
-			if !strings.Contains(err.Error(), `rabbitmq "messaging"`) {
-				t.Errorf("Client error = %v, want one naming the connection", err)
+			if !strings.Contains(err.Error(), "rabbitmq") || strings.Count(err.Error(), `"messaging"`) != 1 {
+				t.Errorf("Client error = %v, want one naming the package and the connection once", err)
 			}
 			if tc.keyErr {
 				var keyErr *discovery.KeyError

@@ -29,6 +29,16 @@
 // the first client whatever they pass; a cache is made once (see
 // NewCache).
 //
+// # Health
+//
+// Each connection registers the readiness check "redis:{name}". When Redis
+// does not answer it fails Degraded (/health still answers 200) while the
+// connection is used only by caches made with NewCache, which keep serving
+// from L1, fail-safe values and their loaders, and Unhealthy (503) once
+// Client has returned it. Aspire:StackExchange:Redis[:{name}]:HealthCheckFailureStatus
+// (Unhealthy or Degraded, any case) or RedisConfig.HealthCheckFailureStatus
+// set in configure fixes the status whatever the uses.
+//
 // # go-redis's own logger
 //
 // go-redis logs failed dials and Sentinel failovers through one
@@ -48,6 +58,7 @@ package aspireredis
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 
@@ -75,6 +86,18 @@ const scope = "github.com/goaspire/goaspire/cache"
 // or RedisConfig.DisableHealthChecks) and is closed by the App's Shutdown,
 // after the caches made on it.
 //
+// The check's status when Redis does not answer is
+// Aspire:StackExchange:Redis[:{name}]:HealthCheckFailureStatus
+// (RedisConfig.HealthCheckFailureStatus in configure): Unhealthy (/health
+// answers 503) or Degraded (200). Unset, it is Unhealthy once Client has
+// returned the connection, as a service that uses Redis directly cannot
+// serve without it, and Degraded while the connection is used only by
+// caches made with NewCache, which keep serving from their L1, their
+// fail-safe values and their loaders: a Redis outage then does not take
+// every instance out of rotation. Calling Client counts as a direct use,
+// even to configure a client used only by caches: set the status to
+// Degraded in configure then.
+//
 // Later calls, concurrent ones included, return that client and ignore
 // their configure. ctx bounds the open, or the wait for another caller's
 // open of the same name; opening one name never holds up opening another.
@@ -82,10 +105,29 @@ const scope = "github.com/goaspire/goaspire/cache"
 // *discovery.KeyError) and never hold the password; once Shutdown has
 // closed the clients they match servicedefaults.ErrClosed.
 func Client(ctx context.Context, h servicedefaults.Host, name string, configure ...func(*cache.RedisConfig)) (redis.UniversalClient, error) {
-	return servicedefaults.OpenClient(ctx, h, "redis", name, func(ctx context.Context) (servicedefaults.Opened[redis.UniversalClient], error) {
+	c, err := open(ctx, h, name, configure)
+	if err != nil {
+		return nil, err
+	}
+	c.direct.Store(true)
+	return c.rdb, nil
+}
+
+// conn is the client of one Redis connection of an App, with what its
+// readiness check needs to know of its uses.
+type conn struct {
+	rdb redis.UniversalClient
+	// direct is set once Client returned rdb: the service uses Redis
+	// itself, not only through caches that survive its outage.
+	direct atomic.Bool
+}
+
+// open opens the connection called name once per App (see Client).
+func open(ctx context.Context, h servicedefaults.Host, name string, configure []func(*cache.RedisConfig)) (*conn, error) {
+	return servicedefaults.OpenClient(ctx, h, "redis", name, func(ctx context.Context) (servicedefaults.Opened[*conn], error) {
 		c, err := cache.LoadRedisConfig(h.Config(), name)
 		if err != nil {
-			return servicedefaults.Opened[redis.UniversalClient]{}, err
+			return servicedefaults.Opened[*conn]{}, err
 		}
 		c.TracerProvider, c.MeterProvider, c.Logger = h.TracerProvider(), h.MeterProvider(), h.ComponentLogger(scope)
 		for _, f := range configure {
@@ -96,18 +138,39 @@ func Client(ctx context.Context, h servicedefaults.Host, name string, configure 
 		routeRedisLogger(h)
 		rdb, err := cache.NewRedis(ctx, c)
 		if err != nil {
-			return servicedefaults.Opened[redis.UniversalClient]{}, err
+			return servicedefaults.Opened[*conn]{}, err
 		}
+		cn := &conn{rdb: rdb}
 		var checks []health.Check
 		if !c.DisableHealthChecks {
-			checks = append(checks, cache.HealthCheck(c.Name, rdb))
+			checks = append(checks, cn.healthCheck(c.Name, c.HealthCheckFailureStatus))
 		}
-		return servicedefaults.Opened[redis.UniversalClient]{
-			Client: rdb,
+		return servicedefaults.Opened[*conn]{
+			Client: cn,
 			Checks: checks,
 			Close:  func(context.Context) error { return rdb.Close() },
 		}, nil
 	})
+}
+
+// healthCheck is cache.HealthCheck reporting status when it fails, or,
+// when status is empty, Degraded while only caches use the connection and
+// Unhealthy once Client has returned it.
+func (cn *conn) healthCheck(name string, status health.Status) health.Check {
+	chk := cache.HealthCheck(name, cn.rdb)
+	if status != "" {
+		return health.WithFailureStatus(chk, status)
+	}
+	ping := chk.Check
+	chk.FailureStatus = health.Unhealthy // also while no run has completed yet
+	chk.Check = func(ctx context.Context) error {
+		err := ping(ctx)
+		if err != nil && !cn.direct.Load() {
+			return health.WithStatus(health.Degraded, err)
+		}
+		return err
+	}
+	return chk
 }
 
 // NewCache makes the two-tier cache of T values called cacheName over the
@@ -129,10 +192,11 @@ func Client(ctx context.Context, h servicedefaults.Host, name string, configure 
 // NewCache is a function, not a method, because Go methods cannot have
 // type parameters.
 func NewCache[T any](ctx context.Context, h servicedefaults.Host, redisName, cacheName string, configure ...func(*cache.Options)) (*cache.Cache[T], error) {
-	rdb, err := Client(ctx, h, redisName)
+	cn, err := open(ctx, h, redisName, nil)
 	if err != nil {
 		return nil, err
 	}
+	rdb := cn.rdb
 	// The cache is a client of its own, once per name, closed at Shutdown
 	// before rdb (opened after it). Being handed a cache another call made
 	// means this one is a second call; typed as any, since that cache may

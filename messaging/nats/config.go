@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/redact"
 )
 
@@ -35,7 +36,7 @@ const DefaultReconnectWait = 2 * time.Second
 // connection stale at the tick after MaxPingOut unanswered pings, so a
 // server gone silent (a partition: no RST, no FIN) is noticed within
 // (DefaultMaxPingOut+1) × DefaultPingInterval = 6 s; the connection then
-// reconnects and HealthCheck reports it Degraded. nats.go's own defaults
+// reconnects and HealthCheck reports it Unhealthy. nats.go's own defaults
 // (2 min, 2), which NATS.Net shares, take 6 minutes.
 const (
 	DefaultPingInterval = 2 * time.Second
@@ -69,6 +70,11 @@ type Config struct {
 	// not come. Zero (the default) does not wait: New returns at once and
 	// the connection connects in the background.
 	WaitOnOpen time.Duration
+	// HealthCheckFailureStatus, when set (health.Unhealthy or
+	// health.Degraded), is the status of every failure of the health
+	// check; empty keeps HealthCheck's own: Unhealthy. LoadConfig reads it from
+	// HealthCheckFailureStatus.
+	HealthCheckFailureStatus health.Status
 	// PingInterval is how often the client pings the server, and
 	// MaxPingOut how many pings may be unanswered before the connection
 	// is declared stale and reconnects (NATS.Net's NatsOpts names); zero
@@ -93,7 +99,8 @@ type Config struct {
 //     nats://[user:password@]host[:port] or nats://token@host[:port]
 //     (schemes nats, tls, ws, wss; port 4222 when none is given), every
 //     URL with the same credentials or none;
-//   - DisableHealthChecks, PingInterval, MaxPingOut and WaitOnOpen from
+//   - DisableHealthChecks, HealthCheckFailureStatus, PingInterval,
+//     MaxPingOut and WaitOnOpen from
 //     Aspire:NATS:Net, overridden by Aspire:NATS:Net:{name} (Aspire 8's
 //     HealthChecks=false is accepted too); PingInterval must be positive,
 //     MaxPingOut at least 1, WaitOnOpen not negative.
@@ -122,6 +129,14 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 			off, err := sec.Bool("DisableHealthChecks", false)
 			errs = append(errs, err)
 			c.DisableHealthChecks = off
+		}
+		if v := strings.TrimSpace(sec.String("HealthCheckFailureStatus")); v != "" {
+			st, err := health.ParseFailureStatus(v)
+			if err != nil {
+				err = &discovery.KeyError{Key: sec.Path() + ":HealthCheckFailureStatus", Err: err}
+			}
+			errs = append(errs, err)
+			c.HealthCheckFailureStatus = st
 		}
 		if set(sec, "PingInterval") {
 			d, err := sec.Duration("PingInterval", 0)

@@ -252,12 +252,15 @@ func scrub(err error, c *Config) string {
 
 // HealthCheck returns the connection's health check, called
 // "nats:{name}" and tagged health.TagReady: Healthy while connected,
-// Unhealthy until the first connection ("connecting", with the last
-// error) and once the connection is closed, and, as Aspire's NATS check,
-// Degraded while reconnecting or draining. It reads the connection's
-// state and sends nothing: a server gone silent is noticed by the pings of
-// New's connection (Config.PingInterval, Config.MaxPingOut), within 6 s
-// with the defaults, and the check then reports Degraded (reconnecting).
+// Unhealthy otherwise: until the first connection ("connecting", with the
+// last error), while reconnecting or draining, and once the connection is
+// closed. (Aspire's NATS check reports a reconnecting connection
+// Degraded; a service that keeps serving without NATS sets
+// Config.HealthCheckFailureStatus, or HealthCheckFailureStatus in the
+// configuration, to Degraded.) It reads the connection's state and sends
+// nothing: a server gone silent is noticed by the pings of New's
+// connection (Config.PingInterval, Config.MaxPingOut), within 6 s with the
+// defaults, and the check then reports the connection reconnecting.
 func HealthCheck(name string, nc *nats.Conn) health.Check {
 	// Whether the connection was ever up, as far as the check saw: when
 	// it was made, or at a probe. (nats.go's counters cannot tell: its
@@ -281,7 +284,7 @@ func HealthCheck(name string, nc *nats.Conn) health.Check {
 			case nats.CLOSED:
 				return health.WithStatus(health.Unhealthy, errors.New("connection closed"))
 			}
-			status, err := health.Degraded, fmt.Errorf("connection %s", strings.ToLower(st.String()))
+			status, err := health.Unhealthy, fmt.Errorf("connection %s", strings.ToLower(st.String()))
 			if !wasUp.Load() {
 				status, err = health.Unhealthy, errors.New("connecting, never connected yet")
 			}

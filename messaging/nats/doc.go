@@ -66,8 +66,9 @@
 // looking fine for minutes. New pings every PingInterval (default 2 s) and
 // declares the connection stale after MaxPingOut (default 2) unanswered
 // pings: within (MaxPingOut+1) × PingInterval = 6 s the connection starts
-// reconnecting and HealthCheck reports Degraded, as Aspire's NATS check
-// does for a reconnecting connection. The keys, in Aspire:NATS:Net and
+// reconnecting and HealthCheck reports Unhealthy (Degraded with
+// HealthCheckFailureStatus=Degraded, as Aspire's NATS check reports a
+// reconnecting connection). The keys, in Aspire:NATS:Net and
 // Aspire:NATS:Net:{name}, take NATS.Net's NatsOpts names:
 //
 //	Aspire:NATS:Net[:{name}]:PingInterval   client ping interval (default 2s)

@@ -237,7 +237,7 @@ func TestReconnectAndHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "reconnecting", func() bool { return !nc.IsConnected() })
-	checkStatus(t, check, health.Degraded)
+	checkStatus(t, check, health.Unhealthy)
 
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)

@@ -70,9 +70,9 @@ func TestHealthNotHealthyWithinTenSecondsOfSilence(t *testing.T) {
 	if took > 10*time.Second {
 		t.Fatalf("/health left Healthy after %v, want within 10s", took)
 	}
-	// Aspire's NATS check: a reconnecting connection is Degraded.
-	if got != string(health.Degraded) {
-		t.Errorf("/health = %s, want Degraded (reconnecting)", got)
+	// A reconnecting connection is Unhealthy by default.
+	if got != string(health.Unhealthy) {
+		t.Errorf("/health = %s, want Unhealthy (reconnecting)", got)
 	}
 }
 

@@ -558,11 +558,13 @@ func (c *Client) Connected() bool {
 // instance stays out of rotation without being restarted. It reads the
 // connection's state and sends nothing: a broker gone silent is noticed
 // by the heartbeat, within 1.5 × Config.Heartbeat (6 s with
-// DefaultHeartbeat), and the check turns Unhealthy then.
+// DefaultHeartbeat), and the check turns Unhealthy then. Config's
+// HealthCheckFailureStatus replaces Unhealthy when set.
 func (c *Client) HealthCheck() health.Check {
 	return health.Check{
-		Name: "rabbitmq:" + c.name,
-		Tags: []string{health.TagReady},
+		Name:          "rabbitmq:" + c.name,
+		Tags:          []string{health.TagReady},
+		FailureStatus: c.cfg.HealthCheckFailureStatus,
 		Check: func(context.Context) error {
 			if c.Connected() {
 				return nil

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/goaspire/goaspire/discovery"
+	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/redact"
 )
 
@@ -83,6 +84,11 @@ type Config struct {
 	// Client.HealthChecks, what integrations/aspirerabbitmq registers
 	// with an App.
 	DisableHealthChecks bool
+	// HealthCheckFailureStatus is the status HealthCheck reports while
+	// the client is not connected: health.Unhealthy (also when empty) or
+	// health.Degraded, for a service that keeps serving without the
+	// broker. LoadConfig reads it from HealthCheckFailureStatus.
+	HealthCheckFailureStatus health.Status
 	// DisableTracing turns off the publish and process spans; trace
 	// context is still carried in message headers.
 	DisableTracing bool
@@ -155,8 +161,9 @@ func (c Config) MarshalJSON() ([]byte, error) {
 
 // LoadConfig reads the configuration of the connection called name, as
 // Aspire.RabbitMQ.Client does: the settings ConnectionString,
-// MaxConnectRetryCount, DisableHealthChecks, DisableTracing,
-// PublishConfirmTimeout, WaitOnOpen, Mandatory and ConnectionFactory:RequestedHeartbeat (the
+// MaxConnectRetryCount, DisableHealthChecks, HealthCheckFailureStatus,
+// DisableTracing, PublishConfirmTimeout, WaitOnOpen, Mandatory and
+// ConnectionFactory:RequestedHeartbeat (the
 // RabbitMQ.Client ConnectionFactory property Aspire binds from that
 // subsection) from [ConfigSection], then from ConfigSection:{name}; then the connection
 // string ConnectionStrings:{name} (with the other forms discovery knows,
@@ -187,6 +194,11 @@ func LoadConfig(cfg *discovery.Config, name string) (*Config, error) {
 		}
 		if c.DisableHealthChecks, err = sec.Bool("DisableHealthChecks", c.DisableHealthChecks); err != nil {
 			return nil, fmt.Errorf("rabbitmq: %w", err)
+		}
+		if v := strings.TrimSpace(sec.String("HealthCheckFailureStatus")); v != "" {
+			if c.HealthCheckFailureStatus, err = health.ParseFailureStatus(v); err != nil {
+				return nil, fmt.Errorf("rabbitmq: %w", &discovery.KeyError{Key: sec.Path() + ":HealthCheckFailureStatus", Err: err})
+			}
 		}
 		if c.DisableTracing, err = sec.Bool("DisableTracing", c.DisableTracing); err != nil {
 			return nil, fmt.Errorf("rabbitmq: %w", err)
