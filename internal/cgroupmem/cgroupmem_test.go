@@ -45,7 +45,7 @@ func TestLimit(t *testing.T) {
 			"sys/fs/cgroup/memory/memory.limit_in_bytes":            file("9223372036854771712\n"),
 		}, 1 << 30, "sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes", true},
 		{"v1 inside the container: only the mount root exists", fstest.MapFS{
-			"proc/self/cgroup": file("3:memory,hugetlb:/docker/abc\n"),
+			"proc/self/cgroup":                           file("3:memory,hugetlb:/docker/abc\n"),
 			"sys/fs/cgroup/memory/memory.limit_in_bytes": file("2147483648\n"),
 		}, 2 << 30, "sys/fs/cgroup/memory/memory.limit_in_bytes", true},
 		{"v1 unlimited", fstest.MapFS{
