@@ -55,7 +55,10 @@ func TestUnresolvedServiceIsNotRetried(t *testing.T) {
 	}
 	c.Resolver = discovery.NewResolver(discovery.FromMap(map[string]string{"services__pricing__http__0": "http://127.0.0.1:1"}))
 	c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	c.TimeScale = 0.01
+	// Quick retries, generous timeouts: the temporary failure below must
+	// be retried however loaded the machine.
+	c.Options.Retry.Delay = time.Millisecond
+	c.Options.TotalRequestTimeout = time.Minute
 	rt, err := resilience.NewTransport(base, c)
 	if err != nil {
 		t.Fatal(err)
