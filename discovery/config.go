@@ -7,7 +7,8 @@
 //
 // It gives:
 //   - Config: layered configuration (appsettings.json, then
-//     appsettings.{Environment}.json, then environment variables; later
+//     appsettings.{Environment}.json, then key-per-file directories such
+//     as Kubernetes secret volumes, then environment variables; later
 //     wins), with case-insensitive keys, "__" read as ":", and typed getters
 //     whose errors name the key at fault;
 //   - the environment name (DOTNET_ENVIRONMENT, ASPNETCORE_ENVIRONMENT,
@@ -105,6 +106,8 @@ type loadOptions struct {
 	haveEnv  bool
 	fsys     fs.FS
 	overlays []map[string]string
+	// keyPerFile are the key-per-file directories, in order (Load only).
+	keyPerFile []string
 }
 
 // WithDir makes Load read appsettings files from dir instead of the working
@@ -128,9 +131,20 @@ func WithValues(values map[string]string) Option {
 }
 
 // Load builds the configuration the way a .NET host does: appsettings.json,
-// then appsettings.{Environment}.json, then environment variables, each
-// layer overriding the one before. Missing files are fine; a file that is
-// not valid JSON is an error naming the file.
+// then appsettings.{Environment}.json, then the key-per-file directories,
+// then environment variables, each layer overriding the one before.
+// Missing files are fine; a file that is not valid JSON is an error naming
+// the file.
+//
+// Key-per-file directories (KeyPerFileVariable, WithKeyPerFile) hold one
+// value per file, as Kubernetes mounts a Secret or ConfigMap and .NET's
+// AddKeyPerFile reads it: the file name is the key, with "__" read as ':'
+// (a file ConnectionStrings__db sets ConnectionStrings:db), and the
+// content is the value, one trailing newline removed. Subdirectories and
+// names starting with '.' (Kubernetes' ..data links) or "ignore." are
+// skipped; symbolic links are followed. A directory that cannot be read is
+// an error naming the variable. Values from files are treated as values
+// from the environment: error messages mask those of secret keys alike.
 //
 // Environment variables named like Azure App Service connection strings
 // (CUSTOMCONNSTR_x, SQLCONNSTR_x, SQLAZURECONNSTR_x, MYSQLCONNSTR_x) are
@@ -143,7 +157,9 @@ func Load(opts ...Option) (*Config, error) {
 	if !o.haveEnv {
 		o.environ = os.Environ()
 	}
-	return loadConfig(o, parseEnviron(o.environ))
+	env := parseEnviron(o.environ)
+	o.keyPerFile = append(keyPerFileDirs(env), o.keyPerFile...)
+	return loadConfig(o, env)
 }
 
 // loadConfig builds a configuration from the options' files and overlays and
@@ -170,6 +186,11 @@ func loadConfig(o loadOptions, envVars [][2]string) (*Config, error) {
 			return nil, fmt.Errorf("discovery: reading %s: %w", name, err)
 		}
 		if err := d.loadJSON(name, raw); err != nil {
+			return nil, err
+		}
+	}
+	for _, dir := range o.keyPerFile {
+		if err := d.loadKeyPerFile(dir); err != nil {
 			return nil, err
 		}
 	}

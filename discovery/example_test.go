@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -150,4 +151,20 @@ func ExampleKeyError() {
 	// Output:
 	// Aspire:Npgsql:db:MaxConnections
 	// PORT
+}
+
+// Kubernetes mounts a Secret as a directory of files; setting
+// GOASPIRE_KEY_PER_FILE_DIRECTORY (or passing WithKeyPerFile) makes Load
+// read it, a file ConnectionStrings__db becoming ConnectionStrings:db.
+// Environment variables still win over the files.
+func ExampleWithKeyPerFile() {
+	cfg, err := discovery.Load(discovery.WithKeyPerFile("/run/secrets/shop"))
+	if err != nil {
+		log.Fatal(err) // names GOASPIRE_KEY_PER_FILE_DIRECTORY and the path
+	}
+	dsn, err := cfg.ConnectionString("db")
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = dsn
 }

@@ -95,7 +95,15 @@ func (e *ResolveError) Error() string {
 // kept, so https+http:// returns no http endpoints when an https one
 // exists. Several endpoints are several instances, handed out round-robin.
 // Nothing found means pass-through: the host is used as a DNS name with the
-// first scheme, unless DNS discovery is enabled (see below).
+// first scheme, unless DNS discovery is enabled (see below). A pass-through
+// name that DNS does not know either fails the request with an
+// *UnresolvedError naming the variables that would configure it (see
+// Unresolved), which resilience does not retry.
+//
+// Of form 3, a more preferred scheme wins over a form 1 or 2 endpoint:
+// https+http://api takes API_HTTPS over services__api__http__0, since
+// aspire publish and deploy (Docker Compose, Kubernetes) drop the
+// services__ variables of https endpoints but may keep API_HTTPS.
 //
 // Configuration does not change after Load, so results are computed once
 // per logical host and cached. A Resolver is safe for concurrent use.
@@ -143,6 +151,7 @@ type Resolver struct {
 	cache  sync.Map // cacheKey -> *resolution
 	cached atomic.Int64
 	dns    *dnsDiscovery // nil when DNS discovery is off
+	warned sync.Map      // lower-case host -> struct{}: reported by Unresolved
 }
 
 // maxCached bounds the resolution cache, so a client that calls many
@@ -377,6 +386,21 @@ func (r *Resolver) lookup(q Query) ([]Endpoint, error) {
 		names = append([]string{"default"}, q.Schemes...)
 		// Forms 1 and 2 share the services section; then form 3.
 		if eps, found, err := r.fromSection(q, names); found || err != nil {
+			if err == nil && len(eps) > 0 {
+				// A deployment (aspire publish/deploy) may drop the
+				// services__ variables of https endpoints and keep the
+				// {SERVICE}_HTTPS form: a more preferred scheme there
+				// wins over what the section has.
+				if best := indexOf(q.Schemes, eps[0].Scheme); best > 0 {
+					better, err := r.fromEndpointVars(q, q.Schemes[:best])
+					if err != nil {
+						return nil, err
+					}
+					if len(better) > 0 && indexOf(q.Schemes, better[0].Scheme) < best {
+						return better, nil
+					}
+				}
+			}
 			return eps, err
 		}
 		return r.fromEndpointVars(q, names)
@@ -548,7 +572,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if u == req.URL {
-		return base.RoundTrip(req)
+		resp, err := base.RoundTrip(req)
+		return t.unresolved(req.URL, resp, err)
 	}
 	out := new(http.Request)
 	*out = *req
@@ -556,5 +581,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Host == "" || req.Host == req.URL.Host {
 		out.Host = ""
 	}
-	return base.RoundTrip(out)
+	resp, err := base.RoundTrip(out)
+	return t.unresolved(req.URL, resp, err)
+}
+
+// unresolved turns a failure to find the pass-through host of the
+// logical URL u in DNS into an *UnresolvedError.
+func (t *Transport) unresolved(u *url.URL, resp *http.Response, err error) (*http.Response, error) {
+	if err != nil {
+		if uerr, _ := t.Resolver.Unresolved(u, err); uerr != nil {
+			return nil, uerr
+		}
+	}
+	return resp, err
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/fallback"
 )
 
@@ -215,4 +217,11 @@ func outcomeOf(status int, err error) string {
 		return outcomeTransportError
 	}
 	return strconv.Itoa(status)
+}
+
+// unresolved logs, once per service name (the Resolver keeps count), a
+// request to a service that is neither configured nor in DNS.
+func (t *telemetry) unresolved(err *discovery.UnresolvedError) {
+	t.logger.Warn("resilience: service is not configured and DNS does not know it; its requests fail without retries",
+		"pipeline", t.pipeline, "service", err.Service, "variables", strings.Join(err.Variables, ", "))
 }

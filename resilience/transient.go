@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/goaspire/goaspire/discovery"
 )
 
 // IsTransientHTTP reports whether an HTTP attempt's outcome is a transient
@@ -19,8 +21,9 @@ import (
 // 408 Request Timeout, 429 Too Many Requests or any 5xx, or an error from
 // the base http.RoundTripper. Every such error is, except the caller's
 // context being canceled, bad TLS certificates, an unsupported scheme or
-// a malformed request, which would fail the same way again, and this
-// package's own refusals (open breaker, rejection, body not replayable).
+// a malformed request, which would fail the same way again, a
+// *discovery.UnresolvedError (a service name neither configured nor in
+// DNS), and this package's own refusals (open breaker, rejection, body not replayable).
 // It is the HTTP pipelines' default.
 func IsTransientHTTP(resp *http.Response, err error) bool {
 	if err != nil {
@@ -40,7 +43,7 @@ func transientTransportError(err error) bool {
 		return false
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, ErrCircuitOpen) ||
-		errors.Is(err, ErrRejected) || errors.Is(err, ErrBodyNotReplayable) {
+		errors.Is(err, ErrRejected) || errors.Is(err, ErrBodyNotReplayable) || unresolved(err) {
 		return false
 	}
 	var (
@@ -82,13 +85,15 @@ func transientTransportError(err error) bool {
 //     TRYAGAIN, MASTERDOWN, NOREPLICAS, max clients reached) and go-redis
 //     pool timeouts.
 //
+// A *discovery.UnresolvedError is never transient.
+//
 // It does not import pgx or go-redis: it matches their error methods and
 // texts.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, ErrCircuitOpen) || errors.Is(err, ErrRejected) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, ErrCircuitOpen) || errors.Is(err, ErrRejected) || unresolved(err) {
 		return false
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrAttemptTimeout) {
@@ -127,6 +132,14 @@ func IsTransient(err error) bool {
 		return true
 	}
 	return transientRedis(err)
+}
+
+// unresolved reports whether err is a *discovery.UnresolvedError: a
+// service name nothing configures and DNS does not know, which fails the
+// same way every time.
+func unresolved(err error) bool {
+	var u *discovery.UnresolvedError
+	return errors.As(err, &u)
 }
 
 func transientSQLState(code string) bool {

@@ -905,6 +905,16 @@ func (t *Transport) send(ctx context.Context, a *attempt) (*http.Response, error
 		if ctx.Err() != nil {
 			return nil, err
 		}
+		if t.resolver != nil {
+			// A service nothing configures and DNS does not know: another
+			// attempt would fail the same way.
+			if uerr, first := t.resolver.Unresolved(c.url, err); uerr != nil {
+				if first {
+					t.tel.unresolved(uerr)
+				}
+				return nil, uerr
+			}
+		}
 		// No answer: a dial error, a reset, EOF before the response
 		// headers (not an error that would fail the same way anywhere,
 		// such as a malformed request).

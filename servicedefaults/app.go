@@ -209,6 +209,7 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	ots, err := readOTelSettings(cfg)
 	errs = append(errs, err)
 	errs = append(errs, readResilienceSettings(cfg, o.hedged))
+	errs = append(errs, readMemoryLimitSettings(cfg))
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("servicedefaults: %w", err)
 	}

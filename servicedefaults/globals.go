@@ -13,8 +13,9 @@ import (
 // WithoutGlobals makes Add leave process-wide state alone: it does not
 // install the App's providers and propagator as the OpenTelemetry globals
 // (otel.SetTracerProvider, otel.SetMeterProvider, otel.SetTextMapPropagator,
-// global.SetLoggerProvider, otel.SetErrorHandler) and does not replace
-// slog's default logger; integrations that route a library's process-wide
+// global.SetLoggerProvider, otel.SetErrorHandler), does not replace
+// slog's default logger and does not set the Go memory limit from the
+// container's (MemoryLimitKey); integrations that route a library's process-wide
 // logger to the App's (integrations/aspireredis, go-redis's) leave it alone
 // too (see Host.UsesGlobals). Several Apps can then live in one process,
 // each exporting to its own receivers.
@@ -30,7 +31,7 @@ import (
 func WithoutGlobals() Option { return func(o *options) { o.noGlobals = true } }
 
 // installGlobals makes the App's telemetry and logger the process-wide
-// defaults. Add calls it last, once nothing can fail, unless
+// defaults and sets the Go memory limit from the container's. Add calls it last, once nothing can fail, unless
 // WithoutGlobals.
 func (a *App) installGlobals() {
 	otel.SetTracerProvider(a.tel.tp)
@@ -47,6 +48,7 @@ func (a *App) installGlobals() {
 		consoleLogger.Warn("OpenTelemetry error", "error", a.tel.scrub(err.Error()))
 	}))
 	slog.SetDefault(a.user)
+	a.applyMemoryLimit()
 }
 
 // Propagator returns the App's text map propagator (W3C trace context and
