@@ -165,7 +165,10 @@ func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundT
 //     routes go-redis's own logger there too, once it opens a client);
 //  4. creates the health registry with its "self" live check, served at
 //     GET /health and GET /alive in front of h;
-//  5. wraps h in server instrumentation (App.Handler).
+//  5. wraps h in server instrumentation (App.Handler);
+//  6. in a container with a memory limit and no GOMEMLIMIT, sets Go's
+//     soft memory limit to 90 % of it (MemoryLimitKey; not with
+//     WithoutGlobals).
 //
 // h is any http.Handler: an *http.ServeMux, or another router such as
 // chi's. Span and metric routes come from the ServeMux pattern that

@@ -31,8 +31,8 @@ import (
 func WithoutGlobals() Option { return func(o *options) { o.noGlobals = true } }
 
 // installGlobals makes the App's telemetry and logger the process-wide
-// defaults and sets the Go memory limit from the container's. Add calls it last, once nothing can fail, unless
-// WithoutGlobals.
+// defaults and sets the Go memory limit from the container's. Add calls
+// it last, once nothing can fail, unless WithoutGlobals.
 func (a *App) installGlobals() {
 	otel.SetTracerProvider(a.tel.tp)
 	otel.SetMeterProvider(a.tel.mp)
