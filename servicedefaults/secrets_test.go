@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/goaspire/goaspire/health"
+	"github.com/goaspire/goaspire/internal/leaktest"
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/servicedefaults"
 )
 
 // These tests try to make a secret leave the process through every way
@@ -20,14 +20,8 @@ import (
 // and logs, and the detailed health JSON. Each secret is a distinctive
 // string so a leak anywhere is found by substring.
 
-// leakSink gathers everything that left an App.
-type leakSink struct {
-	t    *testing.T
-	rcv  *otlptest.Receiver
-	logs *syncBuffer
-	app  *servicedefaults.App
-	errs []string
-}
+// leakSink gathers everything that left an App (see package leaktest).
+type leakSink struct{ *leaktest.Sink }
 
 // newLeakApp starts an App in Development (detailed health JSON) that
 // exports every signal to an OTLP receiver, with values added to the
@@ -45,50 +39,7 @@ func newLeakApp(t *testing.T, values map[string]string) *leakSink {
 		cfg[k] = v
 	}
 	app, logs := newApp(t, cfg, http.NewServeMux())
-	return &leakSink{t: t, rcv: rcv, logs: logs, app: app}
-}
-
-// health records the detailed /health and /alive answers.
-func (s *leakSink) health() string {
-	var out strings.Builder
-	for _, p := range []string{servicedefaults.HealthPath, servicedefaults.AlivePath} {
-		rec := httptest.NewRecorder()
-		s.app.Handler().ServeHTTP(rec, httptest.NewRequest("GET", p, nil))
-		out.WriteString(rec.Body.String())
-	}
-	return out.String()
-}
-
-// check shuts the App down (flushing telemetry) and fails the test if any
-// secret appears in what left it.
-func (s *leakSink) check(healthOut string, secrets ...string) {
-	s.t.Helper()
-	if err := s.app.Shutdown(context.Background()); err != nil {
-		s.errs = append(s.errs, err.Error())
-	}
-	var exported strings.Builder
-	for _, sp := range s.rcv.Spans() {
-		exported.WriteString(sp.Span.String())
-	}
-	for _, m := range s.rcv.Metrics() {
-		exported.WriteString(m.Metric.String())
-	}
-	for _, l := range s.rcv.Logs() {
-		exported.WriteString(l.Record.String())
-	}
-	outs := map[string]string{
-		"errors":         strings.Join(s.errs, "\n"),
-		"console logs":   s.logs.String(),
-		"exported OTLP":  exported.String(),
-		"health reports": healthOut,
-	}
-	for _, secret := range secrets {
-		for where, text := range outs {
-			if strings.Contains(text, secret) {
-				s.t.Errorf("%s leak %q:\n%s", where, secret, text)
-			}
-		}
-	}
+	return &leakSink{leaktest.New(t, app, logs, rcv)}
 }
 
 // TestSecretsHealthDetail registers checks whose errors embed connection
@@ -108,7 +59,7 @@ func TestSecretsHealthDetail(t *testing.T) {
 	}
 	for i, e := range errs {
 		msg := e
-		if err := s.app.Health().Register(health.Check{
+		if err := s.App.Health().Register(health.Check{
 			Name:  "dep" + strconv.Itoa(i),
 			Tags:  []string{health.TagLive},
 			Check: func(context.Context) error { return stringError(msg) },
@@ -116,11 +67,11 @@ func TestSecretsHealthDetail(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	healthOut := s.health()
+	healthOut := s.Health()
 	if !strings.Contains(healthOut, "Unhealthy") {
 		t.Fatalf("health = %s", healthOut)
 	}
-	s.check(healthOut, secret)
+	s.Check(healthOut, secret)
 }
 
 type stringError string
@@ -157,7 +108,7 @@ func TestSecretsHTTPClient(t *testing.T) {
 		"Aspire:ServiceDefaults:HealthChecks:Timeout":             "5s",
 		"OTEL_EXPORTER_OTLP_HEADERS":                              "x-otlp-api-key=" + secret,
 	})
-	client := s.app.HTTPClient("backend")
+	client := s.App.HTTPClient("backend")
 	host := strings.TrimPrefix(backend.URL, "http://")
 	urls := []string{
 		"http://user:" + secret + "@" + host + "/items?api_key=" + secret,
@@ -165,7 +116,7 @@ func TestSecretsHTTPClient(t *testing.T) {
 		"http://user:" + secret + "@" + refused + "/items?apikey=" + secret,
 	}
 	for _, u := range urls {
-		ctx, span := s.app.Tracer("test").Start(context.Background(), "request")
+		ctx, span := s.App.Tracer("test").Start(context.Background(), "request")
 		req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -177,18 +128,18 @@ func TestSecretsHTTPClient(t *testing.T) {
 			// The query string is the caller's own URL, which net/http
 			// quotes in its *url.Error; what we add must be clean.
 			_, query, _ := strings.Cut(u, "?")
-			s.errs = append(s.errs, strings.ReplaceAll(err.Error(), query, ""))
+			s.ErrText(strings.ReplaceAll(err.Error(), query, ""))
 		}
 		span.End()
 	}
 	if calls.Load() == 0 {
 		t.Fatal("the backend was never called")
 	}
-	healthOut := s.health()
-	s.check(healthOut, secret)
+	healthOut := s.Health()
+	s.Check(healthOut, secret)
 	// The spans still say which URL was called.
 	var masked bool
-	for _, sp := range s.rcv.Spans() {
+	for _, sp := range s.Receiver.Spans() {
 		if full, _ := otlptest.Attr(sp.Span.Attributes, "url.full"); strings.Contains(full, "/items?") && strings.Contains(full, "api_key=") {
 			masked = true
 		}

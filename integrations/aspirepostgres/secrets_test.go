@@ -3,14 +3,13 @@ package aspirepostgres_test
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/goaspire/goaspire/integrations/aspirepostgres"
+	"github.com/goaspire/goaspire/internal/leaktest"
 	"github.com/goaspire/goaspire/internal/otlptest"
-	"github.com/goaspire/goaspire/servicedefaults"
 	"github.com/goaspire/goaspire/servicedefaults/servicedefaultstest"
 	"github.com/goaspire/goaspire/testserver"
 )
@@ -20,13 +19,8 @@ import (
 // spans, metrics and logs, and the detailed health JSON. Each secret is a
 // distinctive string so a leak anywhere is found by substring.
 
-// leakSink gathers everything that left an App.
-type leakSink struct {
-	t    *testing.T
-	rcv  *otlptest.Receiver
-	app  *servicedefaultstest.App
-	errs []string
-}
+// leakSink gathers everything that left an App (see package leaktest).
+type leakSink struct{ *leaktest.Sink }
 
 // newLeakApp starts an App in Development (detailed health JSON) that
 // exports every signal to an OTLP receiver and logs at Debug, with values
@@ -42,57 +36,7 @@ func newLeakApp(t *testing.T, values map[string]string) *leakSink {
 		cfg[k] = v
 	}
 	app := servicedefaultstest.NewUnstarted(t, http.NewServeMux(), cfg)
-	return &leakSink{t: t, rcv: rcv, app: app}
-}
-
-// err records an error text returned to the caller.
-func (s *leakSink) err(err error) {
-	if err != nil {
-		s.errs = append(s.errs, err.Error())
-	}
-}
-
-// health returns the detailed /health and /alive answers.
-func (s *leakSink) health() string {
-	var out strings.Builder
-	for _, p := range []string{servicedefaults.HealthPath, servicedefaults.AlivePath} {
-		rec := httptest.NewRecorder()
-		s.app.Handler().ServeHTTP(rec, httptest.NewRequest("GET", p, nil))
-		out.WriteString(rec.Body.String())
-	}
-	return out.String()
-}
-
-// check shuts the App down (flushing telemetry) and fails the test if any
-// secret appears in what left it.
-func (s *leakSink) check(healthOut string, secrets ...string) {
-	s.t.Helper()
-	if err := s.app.Shutdown(context.Background()); err != nil {
-		s.errs = append(s.errs, err.Error())
-	}
-	var exported strings.Builder
-	for _, sp := range s.rcv.Spans() {
-		exported.WriteString(sp.Span.String())
-	}
-	for _, m := range s.rcv.Metrics() {
-		exported.WriteString(m.Metric.String())
-	}
-	for _, l := range s.rcv.Logs() {
-		exported.WriteString(l.Record.String())
-	}
-	outs := map[string]string{
-		"errors":         strings.Join(s.errs, "\n"),
-		"console logs":   s.app.Logs.String(),
-		"exported OTLP":  exported.String(),
-		"health reports": healthOut,
-	}
-	for _, secret := range secrets {
-		for where, text := range outs {
-			if strings.Contains(text, secret) {
-				s.t.Errorf("%s leak %q:\n%s", where, secret, text)
-			}
-		}
-	}
+	return &leakSink{leaktest.New(t, app.App, app.Logs, rcv)}
 }
 
 func TestSecretsPostgresWrongPassword(t *testing.T) {
@@ -108,29 +52,29 @@ func TestSecretsPostgresWrongPassword(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newLeakApp(t, map[string]string{"ConnectionStrings__db": tt.cs})
-			db, err := aspirepostgres.DB(context.Background(), s.app, "db")
+			db, err := aspirepostgres.DB(context.Background(), s.App, "db")
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, span := s.app.Tracer("test").Start(context.Background(), "request")
+			ctx, span := s.App.Tracer("test").Start(context.Background(), "request")
 			_, err = db.Exec(ctx, "select 1")
 			span.End()
 			if err == nil {
 				t.Fatal("a query with a wrong password succeeded")
 			}
-			s.err(err)
-			p, err := aspirepostgres.Pool(ctx, s.app, "db")
-			s.err(err)
+			s.Err(err)
+			p, err := aspirepostgres.Pool(ctx, s.App, "db")
+			s.Err(err)
 			if p != nil {
-				s.err(p.Ping(ctx))
+				s.Err(p.Ping(ctx))
 			}
 			var healthOut string
 			waitFor(t, "the database check to fail", func() bool {
-				healthOut = s.health()
+				healthOut = s.Health()
 				return strings.Contains(healthOut, "Unhealthy")
 			})
-			s.app.Logger().Error("query failed", "error", err)
-			s.check(healthOut, wrong)
+			s.App.Logger().Error("query failed", "error", err)
+			s.Check(healthOut, wrong)
 		})
 	}
 }
@@ -144,16 +88,16 @@ func TestSecretsPostgresDown(t *testing.T) {
 		"Aspire__Npgsql__ConnectRetry__InitialInterval": "10ms",
 		"Aspire__Npgsql__ConnectRetry__MaxInterval":     "20ms",
 	})
-	db, err := aspirepostgres.DB(context.Background(), s.app, "db")
+	db, err := aspirepostgres.DB(context.Background(), s.App, "db")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = db.Exec(context.Background(), "select 1")
-	s.err(err)
+	s.Err(err)
 	var healthOut string
 	waitFor(t, "the database check to fail", func() bool {
-		healthOut = s.health()
+		healthOut = s.Health()
 		return strings.Contains(healthOut, "Unhealthy")
 	})
-	s.check(healthOut, secret)
+	s.Check(healthOut, secret)
 }
