@@ -1,6 +1,7 @@
 package servicedefaults
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -262,9 +263,17 @@ func readList(e envReader, key, def string, allowed ...string) ([]string, error)
 // service name is OTEL_SERVICE_NAME, else service.name from the
 // attributes, else "unknown_service:" + the executable name, as the
 // specification says.
+//
+// service.instance.id is kept when the attributes set it (an AppHost run
+// sets it to the replica's name); otherwise it is a random UUID, new for
+// each App, as .NET's ResourceBuilder.AddService generates one: a
+// deployment (aspire publish to Docker Compose or Kubernetes) sets only
+// OTEL_SERVICE_NAME, and without the id the dashboard would merge every
+// replica into one.
 func readResource(e envReader) ([]attribute.KeyValue, string, error) {
 	var attrs []attribute.KeyValue
 	name := ""
+	hasInstance := false
 	if v := e.get("OTEL_RESOURCE_ATTRIBUTES"); v != "" {
 		pairs, err := parsePairs(v)
 		if err != nil {
@@ -275,8 +284,16 @@ func readResource(e envReader) ([]attribute.KeyValue, string, error) {
 				name = p[1]
 				continue
 			}
+			hasInstance = hasInstance || (p[0] == "service.instance.id" && p[1] != "")
 			attrs = append(attrs, attribute.String(p[0], p[1]))
 		}
+	}
+	if !hasInstance {
+		id, err := newInstanceID()
+		if err != nil {
+			return nil, "", fmt.Errorf("generating service.instance.id: %w", err)
+		}
+		attrs = append(attrs, attribute.String("service.instance.id", id))
 	}
 	if v := e.get("OTEL_SERVICE_NAME"); v != "" {
 		name = v
@@ -289,6 +306,18 @@ func readResource(e envReader) ([]attribute.KeyValue, string, error) {
 		name = "unknown_service:" + strings.TrimSuffix(filepath.Base(exe), ".exe")
 	}
 	return attrs, name, nil
+}
+
+// newInstanceID returns a random (version 4) UUID in its canonical
+// lower-case form.
+func newInstanceID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 9562 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }
 
 // parsePairs parses the "k1=v1,k2=v2" lists of OTEL_RESOURCE_ATTRIBUTES

@@ -184,10 +184,10 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			return nil, exporterError(s.traces, err)
 		}
 		tp := sdktrace.NewTracerProvider(
-			sdktrace.WithResource(res),
+			sdktrace.WithResource(res), // merged with the process environment: see resourceSpanExporter
 			sdktrace.WithSampler(s.sampler),
 			sdktrace.WithRawSpanLimits(s.spanLimits),
-			sdktrace.WithBatcher(exp,
+			sdktrace.WithBatcher(resourceSpanExporter{exp, res},
 				sdktrace.WithBatchTimeout(s.bsp.delay),
 				sdktrace.WithExportTimeout(s.bsp.timeout),
 				sdktrace.WithMaxQueueSize(s.bsp.maxQueue),
@@ -211,8 +211,8 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			filter = exemplar.AlwaysOffFilter
 		}
 		mp := sdkmetric.NewMeterProvider(
-			sdkmetric.WithResource(res),
-			sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp,
+			sdkmetric.WithResource(res), // merged with the process environment: see resourceMetricExporter
+			sdkmetric.WithReader(sdkmetric.NewPeriodicReader(resourceMetricExporter{exp, res},
 				sdkmetric.WithInterval(s.metricInterval),
 				sdkmetric.WithTimeout(s.metricTimeout),
 				// go.schedule.duration comes from the runtime producer,
@@ -235,15 +235,15 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			return nil, exporterError(s.logs, err)
 		}
 		lp := sdklog.NewLoggerProvider(
-			sdklog.WithResource(res),
+			sdklog.WithResource(res), // merged with the process environment: see resourceLogProcessor
 			sdklog.WithAttributeCountLimit(s.logAttrCount),
 			sdklog.WithAttributeValueLengthLimit(s.logAttrLen),
-			sdklog.WithProcessor(sdklog.NewBatchProcessor(exp,
+			sdklog.WithProcessor(&resourceLogProcessor{Processor: sdklog.NewBatchProcessor(exp,
 				sdklog.WithExportInterval(s.blrp.delay),
 				sdklog.WithExportTimeout(s.blrp.timeout),
 				sdklog.WithMaxQueueSize(s.blrp.maxQueue),
 				sdklog.WithExportMaxBatchSize(s.blrp.maxBatch),
-			)),
+			), res: res}),
 		)
 		t.lp = lp
 		t.providers = append(t.providers, lp.Shutdown)
@@ -269,9 +269,16 @@ func newPropagator(names []string) propagation.TextMapPropagator {
 }
 
 // newResource builds the resource from the settings only (not from the
-// process environment, which resource.Default would read): SDK, host and
-// Go runtime attributes, the main module's version as service.version,
-// then OTEL_RESOURCE_ATTRIBUTES, then service.name; later ones win.
+// process environment, which resource.Default and resource.WithFromEnv
+// would read): SDK, host and Go runtime attributes (detectors that read
+// no environment variable), the main module's version as
+// service.version, then OTEL_RESOURCE_ATTRIBUTES (with service.instance.id
+// generated when missing), then service.name; later ones win.
+//
+// The SDK providers' WithResource merges the process's
+// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME under the resource it is
+// given, so the exporters are handed this resource again: see
+// resourceSpanExporter, resourceMetricExporter and resourceLogProcessor.
 func newResource(ctx context.Context, s *otelSettings) (*resource.Resource, error) {
 	var version []attribute.KeyValue
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
@@ -444,4 +451,65 @@ func aggregationSelector(hist string) sdkmetric.AggregationSelector {
 		}
 		return sdkmetric.DefaultAggregationSelector(k)
 	}
+}
+
+// resourceSpanExporter exports spans under res, the resource built from
+// the App's configuration, rather than the provider's: the SDK's
+// sdktrace.WithResource merges the process's OTEL_RESOURCE_ATTRIBUTES and
+// OTEL_SERVICE_NAME into the provider's resource, which would leak
+// attributes the configuration does not have.
+type resourceSpanExporter struct {
+	sdktrace.SpanExporter
+	res *resource.Resource
+}
+
+func (e resourceSpanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	out := make([]sdktrace.ReadOnlySpan, len(spans))
+	for i, s := range spans {
+		out[i] = resourceSpan{s, e.res}
+	}
+	return e.SpanExporter.ExportSpans(ctx, out)
+}
+
+// resourceSpan is a span reporting another resource.
+type resourceSpan struct {
+	sdktrace.ReadOnlySpan
+	res *resource.Resource
+}
+
+func (s resourceSpan) Resource() *resource.Resource { return s.res }
+
+// resourceMetricExporter exports metrics under res: see
+// resourceSpanExporter.
+type resourceMetricExporter struct {
+	sdkmetric.Exporter
+	res *resource.Resource
+}
+
+func (e resourceMetricExporter) Export(ctx context.Context, rm *metricdata.ResourceMetrics) error {
+	c := *rm
+	c.Resource = e.res
+	return e.Exporter.Export(ctx, &c)
+}
+
+// resourceLogProcessor makes log records carry res: see
+// resourceSpanExporter. A log record has no resource setter, and every
+// record of a provider points at the provider's own resource (a fresh
+// value made by sdklog.WithResource's merge, shared with nothing else),
+// so that value is overwritten with res once, before the first record
+// reaches the batch processor. Records reach the batch processor only
+// through OnEmit, after the once has run, so none is read before.
+type resourceLogProcessor struct {
+	sdklog.Processor
+	res  *resource.Resource
+	once sync.Once
+}
+
+func (p *resourceLogProcessor) OnEmit(ctx context.Context, rec *sdklog.Record) error {
+	p.once.Do(func() {
+		if have := rec.Resource(); have != nil && have != p.res && !have.Equal(p.res) {
+			*have = *p.res
+		}
+	})
+	return p.Processor.OnEmit(ctx, rec)
 }

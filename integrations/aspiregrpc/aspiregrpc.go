@@ -101,18 +101,29 @@ func (t telemetry) otelgrpcOptions() []otelgrpc.Option {
 	}
 }
 
-// rpcAttributes adds to otelgrpc's spans, which follow the new RPC
-// conventions (rpc.system.name, rpc.method "pkg.Service/Method",
-// rpc.response.status_code), the attributes of the older ones that the
-// Aspire dashboard reads: rpc.service and rpc.grpc.status_code (rpc.system
-// is given to otelgrpc as a span attribute).
+// rpcAttributes gives otelgrpc's client and server spans, which follow
+// the new RPC conventions (rpc.system.name, rpc.method
+// "pkg.Service/Method", rpc.response.status_code), the attributes of the
+// older ones that the Aspire dashboard reads: rpc.service, rpc.method as
+// the method name alone, and rpc.grpc.status_code (rpc.system is given to
+// otelgrpc as a span attribute). The dashboard titles a gRPC span
+// "RPC {rpc.service}/{rpc.method}": with the fully qualified rpc.method it
+// would name the service twice. A span keeps the last value set for a key,
+// so rpc.method set here replaces otelgrpc's; the span's name and
+// otelgrpc's metrics keep the fully qualified method.
+//
+// otelgrpc reads OTEL_SEMCONV_STABILITY_OPT_IN from the process
+// environment (it has no option for it): "rpc/old" or "rpc/dup" there
+// changes its metric names and attributes, whatever the App's
+// configuration says. The span attributes set here are the same in every
+// mode.
 type rpcAttributes struct{ stats.Handler }
 
 func (h rpcAttributes) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
 	ctx = h.Handler.TagRPC(ctx, info)
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		if svc, _, ok := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/"); ok {
-			span.SetAttributes(attribute.String("rpc.service", svc))
+		if svc, method, ok := strings.Cut(strings.TrimPrefix(info.FullMethodName, "/"), "/"); ok {
+			span.SetAttributes(attribute.String("rpc.service", svc), attribute.String("rpc.method", method))
 		}
 	}
 	return ctx
