@@ -58,6 +58,8 @@ type telemetry struct {
 	// a collector may quote them back in an error body, which the
 	// exporters put in their errors.
 	secrets *strings.Replacer
+
+	counts exportCounts // what was produced and exported (dropped.go)
 }
 
 // scrub redacts an SDK error text: URL passwords and secret key=value
@@ -187,12 +189,13 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			sdktrace.WithResource(res),
 			sdktrace.WithSampler(s.sampler),
 			sdktrace.WithRawSpanLimits(s.spanLimits),
-			sdktrace.WithBatcher(exp,
+			sdktrace.WithSpanProcessor(countingSpanProcessor{c: &t.counts, SpanProcessor: sdktrace.NewBatchSpanProcessor(
+				countingSpanExporter{SpanExporter: exp, c: &t.counts},
 				sdktrace.WithBatchTimeout(s.bsp.delay),
 				sdktrace.WithExportTimeout(s.bsp.timeout),
 				sdktrace.WithMaxQueueSize(s.bsp.maxQueue),
 				sdktrace.WithMaxExportBatchSize(s.bsp.maxBatch),
-			),
+			)}),
 		)
 		t.tp, t.tracing = tp, true
 		t.providers = append(t.providers, tp.Shutdown)
@@ -212,7 +215,7 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 		}
 		mp := sdkmetric.NewMeterProvider(
 			sdkmetric.WithResource(res),
-			sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp,
+			sdkmetric.WithReader(sdkmetric.NewPeriodicReader(countingMetricExporter{Exporter: exp, c: &t.counts},
 				sdkmetric.WithInterval(s.metricInterval),
 				sdkmetric.WithTimeout(s.metricTimeout),
 				// go.schedule.duration comes from the runtime producer,
@@ -238,12 +241,13 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			sdklog.WithResource(res),
 			sdklog.WithAttributeCountLimit(s.logAttrCount),
 			sdklog.WithAttributeValueLengthLimit(s.logAttrLen),
-			sdklog.WithProcessor(sdklog.NewBatchProcessor(exp,
+			sdklog.WithProcessor(countingLogProcessor{c: &t.counts, Processor: sdklog.NewBatchProcessor(
+				countingLogExporter{Exporter: exp, c: &t.counts},
 				sdklog.WithExportInterval(s.blrp.delay),
 				sdklog.WithExportTimeout(s.blrp.timeout),
 				sdklog.WithMaxQueueSize(s.blrp.maxQueue),
 				sdklog.WithExportMaxBatchSize(s.blrp.maxBatch),
-			)),
+			)}),
 		)
 		t.lp = lp
 		t.providers = append(t.providers, lp.Shutdown)
