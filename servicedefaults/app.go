@@ -491,6 +491,14 @@ func (a *App) newBaseTransport() *http.Transport {
 // running near the deadline, closes idle HTTP client connections, then
 // flushes and stops telemetry with the time reserved for it.
 //
+// Its error reports hooks that failed or were abandoned, workers that
+// did not stop and a server that did not drain in time. Telemetry that
+// could not be exported (the collector is down, slow or refusing) is not
+// an error: Shutdown logs one warning on the console with the spans, log
+// records and metric data points lost, and, once the first flush has
+// failed, gives the providers only a moment to stop rather than the rest
+// of ctx.
+//
 // It is idempotent: later calls wait for the first, or for their own ctx,
 // and return its result. Run calls it after draining, so a deferred
 // Shutdown after Run is harmless.

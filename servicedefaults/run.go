@@ -68,8 +68,10 @@ func (a *App) Run(ctx context.Context) error {
 // shutdown logs and exits the process at once with status 128+signal
 // (130 for Ctrl-C, 143 for SIGTERM).
 //
-// Serve closes ln. It returns nil after a clean shutdown, and an error
-// when the listener failed, the grace period ran out, or Shutdown failed.
+// Serve closes ln. It returns nil after a clean shutdown, also when
+// the telemetry could not be exported (Shutdown logs a warning instead),
+// and an error when the listener failed, the grace period ran out, or
+// Shutdown failed (a hook failed or was abandoned).
 func (a *App) Serve(ctx context.Context, ln net.Listener) error {
 	a.mu.Lock()
 	if a.serving || a.isStopping() {

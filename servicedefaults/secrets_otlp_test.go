@@ -2,6 +2,7 @@ package servicedefaults_test
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,7 +16,8 @@ import (
 
 // TestSecretsOTLPHeaders exports to an endpoint that refuses, then to one
 // that rejects the request, with an API key in OTEL_EXPORTER_OTLP_HEADERS:
-// the export errors are logged and returned by Shutdown, without the key.
+// Shutdown succeeds and logs the export errors once, as a warning with
+// what was dropped, without the key.
 func TestSecretsOTLPHeaders(t *testing.T) {
 	const secret = "OtlpApiKeyLeak"
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -44,7 +46,7 @@ func TestSecretsOTLPHeaders(t *testing.T) {
 					"OTEL_EXPORTER_OTLP_HEADERS":  "x-otlp-api-key=" + secret + ",authorization=Bearer%20" + secret,
 					"OTEL_EXPORTER_OTLP_TIMEOUT":  "500",
 					// Nothing is exported before Shutdown flushes, so
-					// the export error is Shutdown's to return.
+					// the export error is Shutdown's to report.
 					"OTEL_BSP_SCHEDULE_DELAY":  "600000",
 					"OTEL_BLRP_SCHEDULE_DELAY": "600000",
 				})))
@@ -56,16 +58,30 @@ func TestSecretsOTLPHeaders(t *testing.T) {
 			app.Logger().Warn("something")
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			err = app.Shutdown(ctx)
-			if err == nil {
+			if err := app.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown = %v, want nil: a failed export is logged, not returned", err)
+			}
+			var warnings []map[string]any
+			for _, l := range strings.Split(logs.String(), "\n") {
+				var rec map[string]any
+				if json.Unmarshal([]byte(l), &rec) == nil && rec["msg"] == "telemetry could not be exported at shutdown" {
+					warnings = append(warnings, rec)
+				}
+			}
+			if len(warnings) != 1 {
 				// Without the failed export there is nothing to check.
-				t.Fatal("Shutdown reported no export error")
+				t.Fatalf("%d shutdown warnings about telemetry, want 1:\n%s", len(warnings), logs)
 			}
-			if !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Shutdown error %q does not report the failed export (%q)", err, tt.want)
+			w := warnings[0]
+			if w["level"] != "WARN" {
+				t.Errorf("warning level = %v", w["level"])
 			}
-			if strings.Contains(err.Error(), secret) {
-				t.Errorf("Shutdown error leaks the key: %v", err)
+			if msg, _ := w["error"].(string); !strings.Contains(msg, tt.want) {
+				t.Errorf("warning error %q does not report the failed export (%q)", msg, tt.want)
+			}
+			// The span and the log record never reached the collector.
+			if w["dropped_spans"] != 1.0 || w["dropped_log_records"] != 1.0 {
+				t.Errorf("warning counts dropped_spans=%v dropped_log_records=%v, want 1 and 1", w["dropped_spans"], w["dropped_log_records"])
 			}
 			if strings.Contains(logs.String(), secret) {
 				t.Errorf("logs leak the key:\n%s", logs)

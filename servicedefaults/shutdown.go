@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -182,9 +185,7 @@ func (a *App) shutdown(ctx context.Context) error {
 	cancel()
 
 	fctx, cancel := share(ctx, 1, 2)
-	if err := a.flushTelemetry(fctx); err != nil {
-		errs = append(errs, fmt.Errorf("servicedefaults: flushing telemetry: %w", err))
-	}
+	flushErr := a.flushTelemetry(fctx)
 	cancel()
 
 	a.mu.Lock()
@@ -208,10 +209,58 @@ func (a *App) shutdown(ctx context.Context) error {
 		base.CloseIdleConnections()
 	}
 	a.resolver.Close() // stops DNS discovery's refreshes
-	if err := a.tel.shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("servicedefaults: stopping telemetry: %w", err))
+	sctx := ctx
+	if flushErr != nil {
+		// The collector did not take the flush: it is down, slow or
+		// refusing. Waiting for it again would spend the rest of the
+		// budget for nothing; the providers get just enough to stop.
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, stopAfterFailedFlush)
+		defer cancel()
 	}
+	stopErr := a.tel.shutdown(sctx)
+	a.warnTelemetryLost(flushErr, stopErr)
 	return errors.Join(errs...)
+}
+
+// uniqueLines joins the distinct lines of msg (each provider reports the
+// same refused connection) with "; ".
+func uniqueLines(msg string) string {
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l != "" && !slices.Contains(lines, l) {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
+}
+
+// stopAfterFailedFlush bounds stopping the telemetry providers once the
+// flush before the hooks failed.
+const stopAfterFailedFlush = 250 * time.Millisecond
+
+// warnTelemetryLost logs, once, on the console only (not through the
+// OTel pipeline that failed), that telemetry could not be exported at
+// shutdown, with how much was lost over the App's life: the sampled spans
+// ended and the log records emitted that were never exported (failed
+// exports, full queues, or still queued when the shutdown's time ran
+// out), and the metric data points of the failed exports. It logs nothing
+// when the flush and the stop succeeded and nothing was lost. A telemetry
+// failure is not Shutdown's error: the service itself stopped cleanly.
+func (a *App) warnTelemetryLost(flushErr, stopErr error) {
+	spans, records, points := a.tel.counts.dropped()
+	err := errors.Join(flushErr, stopErr)
+	if err == nil && spans == 0 && records == 0 && points == 0 {
+		return
+	}
+	if err == nil {
+		err = a.tel.scrubError(a.tel.counts.firstError())
+	}
+	attrs := []any{"dropped_spans", spans, "dropped_log_records", records, "failed_metric_points", points}
+	if err != nil {
+		attrs = append(attrs, "error", uniqueLines(err.Error()))
+	}
+	slog.New(a.logs.console).Warn("telemetry could not be exported at shutdown", attrs...)
 }
 
 // readShutdownSettings reads the shutdown durations from the

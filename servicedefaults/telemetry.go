@@ -58,6 +58,8 @@ type telemetry struct {
 	// a collector may quote them back in an error body, which the
 	// exporters put in their errors.
 	secrets *strings.Replacer
+
+	counts exportCounts // what was produced and exported (dropped.go)
 }
 
 // scrub redacts an SDK error text: URL passwords and secret key=value
@@ -187,12 +189,13 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			sdktrace.WithResource(res), // merged with the process environment: see resourceSpanExporter
 			sdktrace.WithSampler(s.sampler),
 			sdktrace.WithRawSpanLimits(s.spanLimits),
-			sdktrace.WithBatcher(resourceSpanExporter{exp, res},
+			sdktrace.WithSpanProcessor(countingSpanProcessor{c: &t.counts, SpanProcessor: sdktrace.NewBatchSpanProcessor(
+				countingSpanExporter{SpanExporter: resourceSpanExporter{exp, res}, c: &t.counts},
 				sdktrace.WithBatchTimeout(s.bsp.delay),
 				sdktrace.WithExportTimeout(s.bsp.timeout),
 				sdktrace.WithMaxQueueSize(s.bsp.maxQueue),
 				sdktrace.WithMaxExportBatchSize(s.bsp.maxBatch),
-			),
+			)}),
 		)
 		t.tp, t.tracing = tp, true
 		t.providers = append(t.providers, tp.Shutdown)
@@ -212,7 +215,7 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 		}
 		mp := sdkmetric.NewMeterProvider(
 			sdkmetric.WithResource(res), // merged with the process environment: see resourceMetricExporter
-			sdkmetric.WithReader(sdkmetric.NewPeriodicReader(resourceMetricExporter{exp, res},
+			sdkmetric.WithReader(sdkmetric.NewPeriodicReader(countingMetricExporter{Exporter: resourceMetricExporter{exp, res}, c: &t.counts},
 				sdkmetric.WithInterval(s.metricInterval),
 				sdkmetric.WithTimeout(s.metricTimeout),
 				// go.schedule.duration comes from the runtime producer,
@@ -238,12 +241,13 @@ func newTelemetry(ctx context.Context, s *otelSettings) (_ *telemetry, err error
 			sdklog.WithResource(res), // merged with the process environment: see resourceLogProcessor
 			sdklog.WithAttributeCountLimit(s.logAttrCount),
 			sdklog.WithAttributeValueLengthLimit(s.logAttrLen),
-			sdklog.WithProcessor(&resourceLogProcessor{Processor: sdklog.NewBatchProcessor(exp,
+			sdklog.WithProcessor(&resourceLogProcessor{Processor: countingLogProcessor{c: &t.counts, Processor: sdklog.NewBatchProcessor(
+				countingLogExporter{Exporter: exp, c: &t.counts},
 				sdklog.WithExportInterval(s.blrp.delay),
 				sdklog.WithExportTimeout(s.blrp.timeout),
 				sdklog.WithMaxQueueSize(s.blrp.maxQueue),
 				sdklog.WithExportMaxBatchSize(s.blrp.maxBatch),
-			), res: res}),
+			)}, res: res}),
 		)
 		t.lp = lp
 		t.providers = append(t.providers, lp.Shutdown)
