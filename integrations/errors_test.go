@@ -33,6 +33,7 @@ func TestErrorsNameOnce(t *testing.T) {
 		"ConnectionStrings:badmq":                            "http://x",
 		"ConnectionStrings:downmq":                           "amqp://guest:guest@" + down + "/",
 		"Aspire:RabbitMQ:Client:downmq:MaxConnectRetryCount": "0",
+		"Aspire:RabbitMQ:Client:downmq:WaitOnOpen":           "300ms", // else Client connects in the background, without an error
 		"ConnectionStrings:badnats":                          "http://x",
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

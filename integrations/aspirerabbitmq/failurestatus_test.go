@@ -37,6 +37,8 @@ func TestHealthCheckFailureStatus(t *testing.T) {
 			proxy := testserver.NewFaultProxy(t, srv.Addr())
 			values := map[string]string{
 				"ConnectionStrings__messaging": strings.Replace(srv.URL(), srv.Addr(), proxy.Addr(), 1),
+				// Connected when Client returns, so the check starts Healthy.
+				"Aspire:RabbitMQ:Client:messaging:WaitOnOpen": "00:00:30",
 			}
 			for k, v := range tc.settings {
 				values[k] = v
