@@ -236,8 +236,8 @@ func (a *App) GRPCClient(name string, opts ...grpc.DialOption) (*grpc.ClientConn
 		a.grpc.builder = grpcresolver.NewBuilder(a.resolver)
 	}
 	var tlsCfg *tls.Config
-	if a.certPool != nil {
-		tlsCfg = &tls.Config{RootCAs: a.certPool, MinVersion: tls.VersionTLS12}
+	if pool := a.RootCAs(); pool != nil {
+		tlsCfg = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	dopts := []grpc.DialOption{
 		grpc.WithResolvers(grpcInstancesResolver{a.grpc.builder, insts}),

@@ -45,10 +45,9 @@ func (a *App) NATSContext(ctx context.Context, name string) (*nats.Conn, error) 
 			return opened[*nats.Conn]{}, err
 		}
 		c.Logger = a.componentLogger(scopeNATS)
-		if a.certPool != nil {
+		if pool := a.RootCAs(); pool != nil {
 			// Used for tls:// servers and servers that require TLS; a
 			// plain nats:// server is still reached in the clear.
-			pool := a.certPool
 			c.Options = append(c.Options, func(o *nats.Options) error {
 				o.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 				return nil
