@@ -23,9 +23,11 @@
 //	GOASPIRE_FOOTPRINT=1 go test ./internal/footprint -run Footprint -v -timeout 60m
 //
 // GOASPIRE_FOOTPRINT=strict also fails the test when a goal is missed.
-// GOASPIRE_FOOTPRINT_BUILDS (default 3), GOASPIRE_FOOTPRINT_STARTS
-// (default 41) and GOASPIRE_FOOTPRINT_RSS (default 9) set the number of
-// runs of each side.
+// GOASPIRE_FOOTPRINT_BUILDS (default 3; 0 skips the cold builds, the
+// longest part), GOASPIRE_FOOTPRINT_STARTS (default 41) and
+// GOASPIRE_FOOTPRINT_RSS (default 9) set the number of runs of each side.
+// The load average is logged: on a machine busy with other work the
+// figures, the cold builds' above all, say little.
 //
 // TestCoreDependencies, which always runs, fails when
 // github.com/goaspire/goaspire/servicedefaults links a client library
