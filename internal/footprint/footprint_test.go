@@ -30,6 +30,7 @@ type side struct {
 	size, strip  int64           // bytes
 	bin          string          // the stripped binary
 	starts       []time.Duration // start to first /health 200
+	cpu          []time.Duration // CPU time the process used until then
 	rss          []int64         // kB
 	startFailure error
 }
@@ -104,16 +105,17 @@ func TestFootprint(t *testing.T) {
 				continue
 			}
 			withRSS := r >= starts
-			d, rss, err := startOnce(s.bin, work, withRSS)
+			run, err := startOnce(s.bin, work, withRSS)
 			if err != nil {
 				s.startFailure = err
 				t.Errorf("%s: %v", s.name, err)
 				continue
 			}
 			if withRSS {
-				s.rss = append(s.rss, rss)
+				s.rss = append(s.rss, run.rss)
 			} else {
-				s.starts = append(s.starts, d)
+				s.starts = append(s.starts, run.took)
+				s.cpu = append(s.cpu, run.cpu)
 			}
 		}
 	}
@@ -147,6 +149,7 @@ func TestFootprint(t *testing.T) {
 	row("binary -s -w", float64(a.strip), float64(b.strip), mib, goalSize)
 	row(fmt.Sprintf("start→/health (median/%d)", starts), median(a.starts), median(b.starts), ms, goalStart)
 	row("start→/health (p90)", p90(a.starts), p90(b.starts), ms, 0)
+	row("CPU until then (median)", median(a.cpu), median(b.cpu), ms, 0)
 	row(fmt.Sprintf("idle RSS (median/%d)", rssRuns), median(a.rss), median(b.rss), kb, goalRSS)
 	if len(missed) > 0 && mode == "strict" {
 		t.Errorf("goals missed: %s", strings.Join(missed, ", "))
@@ -242,13 +245,20 @@ func fileSize(t *testing.T, path string) int64 {
 	return fi.Size()
 }
 
-// startOnce starts bin on a free port and returns the time from starting
-// the process to its first GET /health answered 200 and, when withRSS,
-// its VmRSS in kB after a second idle. It stops the process with SIGTERM.
-func startOnce(bin, dir string, withRSS bool) (time.Duration, int64, error) {
+// startRun is what startOnce measured of one process.
+type startRun struct {
+	took time.Duration // from starting the process to its first /health 200
+	cpu  time.Duration // the CPU time its threads had used then (less noisy on a busy machine)
+	rss  int64         // VmRSS in kB after a second idle, when asked
+}
+
+// startOnce starts bin on a free port and measures it (see startRun). It
+// stops the process with SIGTERM.
+func startOnce(bin, dir string, withRSS bool) (startRun, error) {
+	var run startRun
 	port, err := freePort()
 	if err != nil {
-		return 0, 0, err
+		return run, err
 	}
 	cmd := exec.Command(bin)
 	cmd.Dir = dir
@@ -267,7 +277,7 @@ func startOnce(bin, dir string, withRSS bool) (time.Duration, int64, error) {
 
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, 0, err
+		return run, err
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -283,42 +293,43 @@ func startOnce(bin, dir string, withRSS bool) (time.Duration, int64, error) {
 		}
 	}
 
-	var took time.Duration
 	for {
 		resp, err := client.Get(url)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				took = time.Since(start)
+				run.took = time.Since(start)
 				break
 			}
 		}
 		select {
 		case err := <-exited:
-			return 0, 0, fmt.Errorf("exited before answering /health (%v):\n%s", err, output.String())
+			return run, fmt.Errorf("exited before answering /health (%v):\n%s", err, output.String())
 		default:
 		}
 		if time.Since(start) > 60*time.Second {
 			_ = stop()
-			return 0, 0, fmt.Errorf("no /health 200 within 60 s:\n%s", output.String())
+			return run, fmt.Errorf("no /health 200 within 60 s:\n%s", output.String())
 		}
 		time.Sleep(250 * time.Microsecond)
 	}
 
-	var rss int64
+	if run.cpu, err = cpuTime(cmd.Process.Pid); err != nil {
+		_ = stop()
+		return run, err
+	}
 	if withRSS {
 		time.Sleep(time.Second)
-		rss, err = vmRSS(cmd.Process.Pid)
-		if err != nil {
+		if run.rss, err = vmRSS(cmd.Process.Pid); err != nil {
 			_ = stop()
-			return 0, 0, err
+			return run, err
 		}
 	}
 	if err := stop(); err != nil {
-		return 0, 0, fmt.Errorf("stopping: %v\n%s", err, output.String())
+		return run, fmt.Errorf("stopping: %v\n%s", err, output.String())
 	}
-	return took, rss, nil
+	return run, nil
 }
 
 func freePort() (int, error) {
@@ -328,6 +339,33 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// cpuTime returns the time the threads of process pid have run on a CPU,
+// from their /proc/pid/task/*/schedstat (in nanoseconds, unlike the clock
+// ticks of /proc/pid/stat).
+func cpuTime(pid int) (time.Duration, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("no /proc/%d/task/*/schedstat: %v", pid, err)
+	}
+	var total time.Duration
+	for _, f := range tasks {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread ended
+		}
+		fields := strings.Fields(string(data))
+		if len(fields) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(fields[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %v", f, err)
+		}
+		total += time.Duration(ns)
+	}
+	return total, nil
 }
 
 // vmRSS reads the resident set size of process pid, in kB.
