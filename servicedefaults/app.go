@@ -3,7 +3,6 @@ package servicedefaults
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -61,7 +60,7 @@ type App struct {
 	health   *health.Registry
 	next     http.Handler // the handler given to Add
 	handler  http.Handler
-	certPool *x509.CertPool
+	roots    *trustedRoots  // SSL_CERT_FILE, SSL_CERT_DIR, read when TLS needs them (roots.go)
 	globals  bool           // Add installed the App's telemetry and logger as the process-wide defaults
 	server   serverSettings // the HTTP server's settings (kestrel.go)
 
@@ -216,7 +215,7 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("servicedefaults: %w", err)
 	}
-	a.certPool = ots.certPool
+	a.roots = ots.roots
 
 	a.tel, err = newTelemetry(ctx, ots)
 	if err != nil {
@@ -477,8 +476,10 @@ func (a *App) newBaseTransport() *http.Transport {
 	}
 	proxy := pc.ProxyFunc()
 	t.Proxy = func(r *http.Request) (*url.URL, error) { return proxy(r.URL) }
-	if a.certPool != nil {
-		t.TLSClientConfig = &tls.Config{RootCAs: a.certPool, MinVersion: tls.VersionTLS12}
+	// The first client reads the trusted roots, unless the system roots
+	// hold them (see trustedRoots).
+	if pool := a.RootCAs(); pool != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return t
 }

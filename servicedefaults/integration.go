@@ -45,7 +45,9 @@ type Host interface {
 	OnShutdown(f func(context.Context) error)
 	// RootCAs returns the roots the App trusts for TLS: nil for the
 	// system roots, or the system roots plus SSL_CERT_FILE and
-	// SSL_CERT_DIR from the configuration.
+	// SSL_CERT_DIR from the configuration. The first call in the process
+	// may parse the CA bundle: call it when the client opens, not ahead.
+	// The pool is shared: Clone it before adding to it.
 	RootCAs() *x509.CertPool
 	// UsesGlobals reports whether the App installs its telemetry and
 	// logger as the process-wide defaults (false under WithoutGlobals):
@@ -119,8 +121,22 @@ func (a *App) OpenClient(ctx context.Context, kind, name string, open func(conte
 func (a *App) ComponentLogger(scope string) *slog.Logger { return a.componentLogger(scope) }
 
 // RootCAs implements Host: the roots the App trusts for TLS, nil meaning
-// the system roots alone.
-func (a *App) RootCAs() *x509.CertPool { return a.certPool }
+// the system roots. Add does not read them: the first call reads the
+// system roots plus the certificates of SSL_CERT_FILE and of the files in
+// SSL_CERT_DIR, once per process for the same values, unless those values
+// are the process environment's, which Go's system roots hold already
+// (nil then). The pool is shared by every App of the process: do not add
+// to it (Clone it). If SSL_CERT_FILE can no longer be read (Add checked
+// it), RootCAs logs a warning naming it and returns the other roots.
+func (a *App) RootCAs() *x509.CertPool {
+	pool, err := a.roots.pool()
+	if err != nil {
+		a.roots.warnOnce.Do(func() {
+			a.logger.Warn("reading the trusted roots failed; trusting the system roots and SSL_CERT_DIR", "variable", "SSL_CERT_FILE", "error", err)
+		})
+	}
+	return pool
+}
 
 // UsesGlobals implements Host: whether Add installed the App's telemetry
 // and logger as the process-wide defaults (not under WithoutGlobals).

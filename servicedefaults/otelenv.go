@@ -3,7 +3,6 @@ package servicedefaults
 import (
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -61,8 +60,8 @@ type batchSettings struct {
 // discovery.Config, following the OpenTelemetry SDK environment variable
 // specification.
 type otelSettings struct {
-	disabled    bool           // OTEL_SDK_DISABLED
-	certPool    *x509.CertPool // system roots + SSL_CERT_FILE/SSL_CERT_DIR; nil when neither is set
+	disabled    bool          // OTEL_SDK_DISABLED
+	roots       *trustedRoots // SSL_CERT_FILE, SSL_CERT_DIR: read when TLS needs them (roots.go)
 	serviceName string
 	resource    []attribute.KeyValue // OTEL_RESOURCE_ATTRIBUTES, service.name applied
 
@@ -181,15 +180,14 @@ func readOTelSettings(cfg *discovery.Config) (*otelSettings, error) {
 		}
 	}
 
-	pool, err := certPool(e)
+	s.roots, err = readRoots(e)
 	add(err)
-	s.certPool = pool
 	tlsCache := map[string]*tls.Config{}
 	for _, x := range []struct {
 		sig otelSignal
 		dst *exporterSettings
 	}{{sigTraces, &s.traces}, {sigMetrics, &s.metrics}, {sigLogs, &s.logs}} {
-		es, w, err := readExporter(e, x.sig, pool, tlsCache)
+		es, w, err := readExporter(e, x.sig, s.roots, tlsCache)
 		add(err)
 		if w != nil {
 			s.warn(*w)
@@ -356,9 +354,10 @@ func (e envReader) lookup(sig otelSignal, suffix string) (string, string) {
 
 // readExporter reads one signal's exporter settings. tlsCache shares one
 // *tls.Config between signals naming the same certificate files, so they
-// can share one gRPC connection. The warning, when not nil, is a setting
-// accepted with a fallback.
-func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map[string]*tls.Config) (exporterSettings, *otelWarning, error) {
+// can share one gRPC connection. An https endpoint needs the trusted
+// roots, so they are read then (once per process). The warning, when not
+// nil, is a setting accepted with a fallback.
+func readExporter(e envReader, sig otelSignal, roots *trustedRoots, tlsCache map[string]*tls.Config) (exporterSettings, *otelWarning, error) {
 	var s exporterSettings
 	var w *otelWarning
 	exporterKey := "OTEL_" + sig.name + "_EXPORTER"
@@ -440,7 +439,7 @@ func readExporter(e envReader, sig otelSignal, pool *x509.CertPool, tlsCache map
 		ck, _ := e.lookup(sig, "CLIENT_KEY")
 		key := ca + "\x00" + cc + "\x00" + ck
 		if s.tls = tlsCache[key]; s.tls == nil {
-			s.tls, err = exporterTLS(e, sig, pool)
+			s.tls, err = exporterTLS(e, sig, roots)
 			if err != nil {
 				return s, w, err
 			}
@@ -457,17 +456,20 @@ func (e envReader) disabled() bool {
 }
 
 // exporterTLS builds the TLS configuration of an https exporter: the
-// system roots plus SSL_CERT_FILE / SSL_CERT_DIR (pool) plus
+// system roots plus SSL_CERT_FILE / SSL_CERT_DIR (roots) plus
 // OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE, and a client certificate from
 // OTEL_EXPORTER_OTLP_[SIGNAL_]CLIENT_CERTIFICATE and _CLIENT_KEY.
-func exporterTLS(e envReader, sig otelSignal, pool *x509.CertPool) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if pool != nil {
-		cfg.RootCAs = pool.Clone()
+func exporterTLS(e envReader, sig otelSignal, roots *trustedRoots) (*tls.Config, error) {
+	pool, err := roots.pool()
+	if err != nil {
+		return nil, err
 	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	if file, key := e.lookup(sig, "CERTIFICATE"); file != "" {
-		if cfg.RootCAs == nil {
+		if pool == nil {
 			cfg.RootCAs = systemPool()
+		} else {
+			cfg.RootCAs = pool.Clone() // the shared pool stays as read
 		}
 		if err := appendCertFile(cfg.RootCAs, file); err != nil {
 			return nil, &discovery.KeyError{Key: key, Err: err}
@@ -488,58 +490,6 @@ func exporterTLS(e envReader, sig otelSignal, pool *x509.CertPool) (*tls.Config,
 		return nil, &discovery.KeyError{Key: certKey, Err: errors.New("not set, but a client key is")}
 	}
 	return cfg, nil
-}
-
-// certPool returns the system roots plus the certificates named by
-// SSL_CERT_FILE and found in the directories of SSL_CERT_DIR (a
-// colon-separated list; missing directories are skipped, as OpenSSL
-// does), read from the configuration rather than the process environment.
-// It returns nil when neither variable is set, meaning "system roots".
-func certPool(e envReader) (*x509.CertPool, error) {
-	file, dirs := e.get("SSL_CERT_FILE"), e.get("SSL_CERT_DIR")
-	if file == "" && dirs == "" {
-		return nil, nil
-	}
-	pool := systemPool()
-	if file != "" {
-		if err := appendCertFile(pool, file); err != nil {
-			return nil, &discovery.KeyError{Key: "SSL_CERT_FILE", Err: err}
-		}
-	}
-	for _, dir := range filepath.SplitList(dirs) {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, ent := range entries {
-			if ent.IsDir() {
-				continue
-			}
-			data, err := os.ReadFile(filepath.Join(dir, ent.Name()))
-			if err == nil {
-				pool.AppendCertsFromPEM(data)
-			}
-		}
-	}
-	return pool, nil
-}
-
-func systemPool() *x509.CertPool {
-	if p, err := x509.SystemCertPool(); err == nil && p != nil {
-		return p
-	}
-	return x509.NewCertPool()
-}
-
-func appendCertFile(pool *x509.CertPool, file string) error {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return err
-	}
-	if !pool.AppendCertsFromPEM(data) {
-		return fmt.Errorf("no PEM certificate in %s", file)
-	}
-	return nil
 }
 
 func readSampler(e envReader) (sdktrace.Sampler, error) {
