@@ -4,14 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +20,7 @@ import (
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/internal/fallback"
+	"github.com/goaspire/goaspire/internal/roots"
 )
 
 // ConfigSection is the configuration section LoadRedisConfig reads, as Aspire's
@@ -429,65 +427,21 @@ func (c *redisConfig) applyConfigurationOptions(sec *discovery.Config) error {
 	return nil
 }
 
-// rootCAs is the system pool plus the certificates in SSL_CERT_FILE and the
-// files of the SSL_CERT_DIR directories, read through cfg. Go's own system
-// pool reads those variables too, but only once per process and from the
-// real environment; reading them here keeps configuration in one place.
+// rootCAs returns the roots a TLS connection to Redis trusts: the system
+// roots plus the certificates in SSL_CERT_FILE and the files of the
+// SSL_CERT_DIR directories, read through cfg (package internal/roots, the
+// one implementation the App uses too: read once per process, and not at
+// all when the values are the process environment's, which Go's system
+// roots hold; nil then means the system roots). An SSL_CERT_FILE that
+// cannot be read or holds no certificate is an error naming it.
 func rootCAs(cfg *discovery.Config) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if f := strings.TrimSpace(cfg.String("SSL_CERT_FILE")); f != "" {
-		data, err := os.ReadFile(f)
-		if err != nil {
+	file, dirs := strings.TrimSpace(cfg.String("SSL_CERT_FILE")), strings.TrimSpace(cfg.String("SSL_CERT_DIR"))
+	if file != "" {
+		if err := roots.CheckFile(file); err != nil {
 			return nil, &discovery.KeyError{Key: "SSL_CERT_FILE", Err: fmt.Errorf("reading the CA file: %w", err)}
 		}
-		if n := appendPEM(pool, data); n == 0 {
-			return nil, &discovery.KeyError{Key: "SSL_CERT_FILE", Err: errors.New("the file holds no PEM certificate")}
-		}
 	}
-	if dirs := strings.TrimSpace(cfg.String("SSL_CERT_DIR")); dirs != "" {
-		for _, dir := range filepath.SplitList(dirs) {
-			entries, err := os.ReadDir(dir)
-			if err != nil {
-				continue // as Go's loader does: a missing directory is not an error
-			}
-			for _, e := range entries {
-				if e.IsDir() {
-					continue
-				}
-				data, err := os.ReadFile(filepath.Join(dir, e.Name()))
-				if err == nil {
-					appendPEM(pool, data)
-				}
-			}
-		}
-	}
-	return pool, nil
-}
-
-// appendPEM adds every certificate in data to pool and returns how many it
-// added.
-func appendPEM(pool *x509.CertPool, data []byte) int {
-	n := 0
-	for len(data) > 0 {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" || len(block.Headers) != 0 {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			continue
-		}
-		pool.AddCert(cert)
-		n++
-	}
-	return n
+	return roots.Pool(file, dirs)
 }
 
 // dialBackoff is the delay before dial attempt n+1: exponential from 50 ms,

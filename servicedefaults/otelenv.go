@@ -17,6 +17,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/redact"
+	"github.com/goaspire/goaspire/internal/roots"
 )
 
 // Protocols an OTLP exporter can speak.
@@ -459,19 +460,19 @@ func (e envReader) disabled() bool {
 // system roots plus SSL_CERT_FILE / SSL_CERT_DIR (roots) plus
 // OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE, and a client certificate from
 // OTEL_EXPORTER_OTLP_[SIGNAL_]CLIENT_CERTIFICATE and _CLIENT_KEY.
-func exporterTLS(e envReader, sig otelSignal, roots *trustedRoots) (*tls.Config, error) {
-	pool, err := roots.pool()
+func exporterTLS(e envReader, sig otelSignal, trusted *trustedRoots) (*tls.Config, error) {
+	pool, err := trusted.pool()
 	if err != nil {
 		return nil, err
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 	if file, key := e.lookup(sig, "CERTIFICATE"); file != "" {
 		if pool == nil {
-			cfg.RootCAs = systemPool()
+			cfg.RootCAs = roots.SystemPool()
 		} else {
 			cfg.RootCAs = pool.Clone() // the shared pool stays as read
 		}
-		if err := appendCertFile(cfg.RootCAs, file); err != nil {
+		if err := roots.AppendCertFile(cfg.RootCAs, file); err != nil {
 			return nil, &discovery.KeyError{Key: key, Err: err}
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/internal/otlptest"
+	"github.com/goaspire/goaspire/internal/roots"
 	"github.com/goaspire/goaspire/internal/syncbuf"
 )
 
@@ -101,7 +102,7 @@ func TestRootsReadOncePerProcess(t *testing.T) {
 // environment's SSL_CERT_FILE and SSL_CERT_DIR (as discovery.Load does):
 // Go's system roots hold them.
 func TestRootsNotReadWithoutTLS(t *testing.T) {
-	if !sslVarsInSystemRoots(runtime.GOOS) {
+	if !roots.SSLVarsInSystemRoots(runtime.GOOS) {
 		t.Skipf("crypto/x509 does not read SSL_CERT_FILE on %s", runtime.GOOS)
 	}
 	file, _ := writeCert(t)
@@ -197,7 +198,7 @@ func TestAddChecksSSLCertFile(t *testing.T) {
 	// The certificate is found wherever it lies, across the reads too.
 	for _, pad := range []int{16<<10 - 300, 16 << 10, 40 << 10} {
 		file := write(fmt.Sprintf("padded-%d.pem", pad), strings.Repeat("# comment\n", pad/10)+string(data))
-		if err := checkCertFile(file); err != nil {
+		if err := roots.CheckFile(file); err != nil {
 			t.Errorf("certificate after %d bytes: %v", pad, err)
 		}
 	}
