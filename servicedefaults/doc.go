@@ -47,8 +47,11 @@
 //	OTEL_EXPORTER_OTLP_[SIGNAL_]CERTIFICATE PEM file of extra trusted roots for an https endpoint
 //	OTEL_EXPORTER_OTLP_[SIGNAL_]CLIENT_CERTIFICATE, _CLIENT_KEY   mTLS client certificate
 //	SSL_CERT_FILE, SSL_CERT_DIR            extra trusted roots (added to the system's) for
-//	                                       https exporters and App.HTTPClient; this is how
-//	                                       Aspire's developer certificate is trusted
+//	                                       https exporters, App.HTTPClient and integrations
+//	                                       (App.RootCAs); this is how Aspire's developer
+//	                                       certificate is trusted. Read when TLS first needs
+//	                                       them, once per process; Add only checks that
+//	                                       SSL_CERT_FILE holds a certificate
 //	OTEL_TRACES_EXPORTER, OTEL_METRICS_EXPORTER, OTEL_LOGS_EXPORTER   otlp (default) or none
 //	OTEL_TRACES_SAMPLER                    always_on, always_off, traceidratio, parentbased_always_on
 //	                                       (default), parentbased_always_off, parentbased_traceidratio
