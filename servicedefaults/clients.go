@@ -29,16 +29,6 @@ type opening struct {
 	retry bool
 }
 
-// opened is what openOnce needs from a freshly opened client.
-type opened[T any] struct {
-	client T
-	checks []health.Check
-	close  func() error
-	// drain, if set, is what Shutdown calls instead of close: a close
-	// that takes Shutdown's context (draining pending work within it).
-	drain func(context.Context) error
-}
-
 // errShutDown is the error of an open asked for or finished once
 // Shutdown has closed the clients.
 type errShutDown struct{}
@@ -58,9 +48,8 @@ func (errShutDown) Is(target error) bool { return target == ErrClosed }
 // Errors are prefixed with kind and name, unless they name the connection
 // (quoted) already, as the client packages' own errors do: a name appears
 // once in an error.
-func openOnce[T any](ctx context.Context, a *App, kind, name string, open func(context.Context) (opened[T], error)) (T, error) {
+func openOnce(ctx context.Context, a *App, kind, name string, open func(context.Context) (Opened[any], error)) (any, error) {
 	id := kind + "/" + name
-	var zero T
 	wrap := func(err error) error {
 		if strings.Contains(err.Error(), strconv.Quote(name)) {
 			return err // the client's package named the connection already
@@ -69,7 +58,7 @@ func openOnce[T any](ctx context.Context, a *App, kind, name string, open func(c
 	}
 	for {
 		if a.opening.Err() != nil {
-			return zero, wrap(errShutDown{})
+			return nil, wrap(errShutDown{})
 		}
 		a.res.mu.Lock()
 		o, ok := a.res.opened[id]
@@ -82,7 +71,7 @@ func openOnce[T any](ctx context.Context, a *App, kind, name string, open func(c
 			a.res.mu.Unlock()
 			c, err := openClient(ctx, a, kind, name, o, open)
 			if err != nil {
-				return zero, wrap(err)
+				return nil, wrap(err)
 			}
 			return c, nil
 		}
@@ -90,21 +79,21 @@ func openOnce[T any](ctx context.Context, a *App, kind, name string, open func(c
 		select {
 		case <-o.done:
 			if o.err == nil {
-				return o.client.(T), nil
+				return o.client, nil
 			}
 			if o.retry && ctx.Err() == nil {
 				continue
 			}
-			return zero, wrap(o.err)
+			return nil, wrap(o.err)
 		case <-ctx.Done():
-			return zero, wrap(ctx.Err())
+			return nil, wrap(ctx.Err())
 		}
 	}
 }
 
 // openClient runs open for the opening o, publishes the outcome to the
 // callers waiting on o, and returns it.
-func openClient[T any](ctx context.Context, a *App, kind, name string, o *opening, open func(context.Context) (opened[T], error)) (client T, err error) {
+func openClient(ctx context.Context, a *App, kind, name string, o *opening, open func(context.Context) (Opened[any], error)) (client any, err error) {
 	octx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(a.opening, cancel)
 	finished := false
@@ -135,22 +124,24 @@ func openClient[T any](ctx context.Context, a *App, kind, name string, o *openin
 		if a.opening.Err() != nil {
 			err = errShutDown{}
 		}
-		return client, err
+		return nil, err
 	}
-	if err := a.registerChecks(res.checks); err != nil {
-		_ = res.close()
-		return client, err
+	// Shutdown runs Close with its own context; an open that cannot be
+	// kept (its checks refused, or Shutdown already past the hooks)
+	// closes the client at once.
+	hook := func(context.Context) error { return nil }
+	if res.Close != nil {
+		hook = res.Close
 	}
-	closeName := fmt.Sprintf("closing %s %q", kind, name)
-	hook := func(context.Context) error { return res.close() }
-	if res.drain != nil {
-		hook = res.drain
+	if err := a.registerChecks(res.Checks); err != nil {
+		_ = hook(context.Background())
+		return nil, err
 	}
-	if !a.addHook(closeName, hook) {
-		_ = res.close()
-		return client, errShutDown{}
+	if !a.addHook(fmt.Sprintf("closing %s %q", kind, name), hook) {
+		_ = hook(context.Background())
+		return nil, errShutDown{}
 	}
-	return res.client, nil
+	return res.Client, nil
 }
 
 // registerChecks registers the checks whose names are not registered yet:

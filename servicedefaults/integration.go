@@ -101,18 +101,7 @@ func OpenClient[T any](ctx context.Context, h Host, kind, name string, open func
 
 // OpenClient implements Host: see the function OpenClient.
 func (a *App) OpenClient(ctx context.Context, kind, name string, open func(context.Context) (Opened[any], error)) (any, error) {
-	return openOnce(ctx, a, kind, name, func(ctx context.Context) (opened[any], error) {
-		o, err := open(ctx)
-		if err != nil {
-			return opened[any]{}, err
-		}
-		res := opened[any]{client: o.Client, checks: o.Checks, close: func() error { return nil }}
-		if o.Close != nil {
-			res.close = func() error { return o.Close(context.Background()) }
-			res.drain = o.Close
-		}
-		return res, nil
-	})
+	return openOnce(ctx, a, kind, name, open)
 }
 
 // ComponentLogger implements Host: a logger for the records of the
