@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 }
 
 // rabbit returns the shared node, skipping the test when rabbitmq-server
-// is not installed (failing it under CI=true).
+// is not installed (failing it under CI).
 func rabbit(tb testing.TB) *testserver.RabbitMQ {
 	tb.Helper()
 	brokerOnce.Do(func() {
@@ -43,7 +43,7 @@ func rabbit(tb testing.TB) *testserver.RabbitMQ {
 		broker, brokerErr = testserver.StartRabbitMQ(ctx)
 	})
 	if brokerErr != nil {
-		if errors.Is(brokerErr, testserver.ErrBinaryNotFound) && os.Getenv("CI") != "true" {
+		if errors.Is(brokerErr, testserver.ErrBinaryNotFound) && !inCI() {
 			tb.Skipf("rabbitmq-server not available: %v", brokerErr)
 		}
 		tb.Fatal(brokerErr)
