@@ -15,6 +15,7 @@ package aspirerabbitmq
 
 import (
 	"context"
+	"strings"
 
 	"github.com/goaspire/goaspire/messaging/rabbitmq"
 	"github.com/goaspire/goaspire/servicedefaults"
@@ -40,6 +41,9 @@ const scope = "github.com/goaspire/goaspire/messaging/rabbitmq"
 // retrying MaxConnectRetryCount times (default 5) within it and ctx, and
 // fail when it does not come. Once connected, the client reconnects by
 // itself, declaring its topology again and resuming its consumers.
+// An amqps:// broker is verified against the App's trusted roots (the
+// system roots plus SSL_CERT_FILE and SSL_CERT_DIR) unless configure sets
+// a TLSConfig.
 // Messages are published non-mandatory unless the message (Mandatory) or
 // Aspire:RabbitMQ:Client[:{name}]:Mandatory says otherwise.
 //
@@ -73,6 +77,10 @@ func Client(ctx context.Context, h servicedefaults.Host, name string, configure 
 		cfg.MeterProvider = h.MeterProvider()
 		cfg.Propagator = h.Propagator()
 		cfg.Logger = h.ComponentLogger(scope)
+		if strings.HasPrefix(strings.ToLower(cfg.URL), "amqps:") {
+			// Read only for TLS: the roots cost a bundle parse.
+			cfg.RootCAs = h.RootCAs()
+		}
 		for _, f := range configure {
 			if f != nil {
 				f(cfg)

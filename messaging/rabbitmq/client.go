@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg *Config) (*Client, error) {
 		Dial:            dialer(dialCtx, heartbeat*3/2),
 	}
 	if uri.Scheme == "amqps" && c.amqp.TLSClientConfig == nil {
-		c.amqp.TLSClientConfig = &tls.Config{ServerName: uri.Host, MinVersion: tls.VersionTLS12}
+		c.amqp.TLSClientConfig = &tls.Config{ServerName: uri.Host, RootCAs: c.cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	}
 	if c.tel, err = newTelemetry(&c.cfg, uri.Host, uri.Port); err != nil {
 		stopDial()

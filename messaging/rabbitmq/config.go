@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,9 +93,14 @@ type Config struct {
 	// DisableTracing turns off the publish and process spans; trace
 	// context is still carried in message headers.
 	DisableTracing bool
-	// TLSConfig is used for amqps://; nil means the system roots and the
-	// URL's host name.
+	// TLSConfig is used for amqps://; nil means RootCAs (else the system
+	// roots) and the URL's host name.
 	TLSConfig *tls.Config
+	// RootCAs are the certificate authorities an amqps:// broker is
+	// verified against when TLSConfig is nil; nil means the system roots.
+	// aspirerabbitmq sets the App's roots (the system roots plus
+	// SSL_CERT_FILE and SSL_CERT_DIR).
+	RootCAs *x509.CertPool
 	// Heartbeat is the AMQP heartbeat interval requested from the broker
 	// (in whole seconds, at least 1 s; the broker may lower it); zero means
 	// DefaultHeartbeat. A silent connection is noticed within 1.5
