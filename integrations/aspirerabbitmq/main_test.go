@@ -1,39 +1,24 @@
 package aspirerabbitmq_test
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/goaspire/goaspire/testserver"
 )
 
-// broker is the one RabbitMQ node the package's tests share (a node takes
-// seconds to start).
-var (
-	broker    *testserver.RabbitMQ
-	brokerErr error
-)
+// broker is the one RabbitMQ node the package's tests share, started by
+// the first test that needs it (a node takes seconds to start).
+var broker testserver.SharedRabbitMQ
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	broker, brokerErr = testserver.StartRabbitMQ(ctx)
-	cancel()
-	if brokerErr != nil && !errors.Is(brokerErr, testserver.ErrBinaryNotFound) {
-		fmt.Fprintln(os.Stderr, brokerErr)
-		os.Exit(1)
-	}
 	code := m.Run()
-	if broker != nil {
-		if err := broker.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
+	if err := broker.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
 	}
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -49,9 +34,5 @@ func TestMain(m *testing.M) {
 // testserver.SkipIfMissing).
 func needBroker(tb testing.TB) *testserver.RabbitMQ {
 	tb.Helper()
-	if broker == nil {
-		testserver.SkipIfMissing(tb, brokerErr)
-		tb.Fatal(brokerErr)
-	}
-	return broker
+	return broker.Get(tb)
 }

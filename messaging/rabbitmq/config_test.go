@@ -173,16 +173,10 @@ func TestNewUnreachableNamesHostNotPassword(t *testing.T) {
 // TestRedaction checks every way a Config or a Client can be printed,
 // logged or marshalled.
 func TestRedaction(t *testing.T) {
-	cfg := Config{URL: "amqp://guest:" + secret + "@127.0.0.1:1/", Name: "messaging"}
-	var client any = cfg
-	if broker != nil {
-		client = newClient(t)
-		cfg.URL = broker.URL()
-	}
-	pw := secret
-	if broker != nil {
-		pw = broker.Password()
-	}
+	b := needBroker(t)
+	client := newClient(t)
+	cfg := Config{URL: b.URL(), Name: "messaging"}
+	pw := b.Password()
 	for _, v := range []any{cfg, &cfg, client} {
 		outputs := map[string]string{}
 		for _, f := range []string{"%v", "%+v", "%#v", "%s"} {

@@ -1,8 +1,6 @@
 package rabbitmq
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -14,27 +12,16 @@ import (
 	"github.com/goaspire/goaspire/testserver"
 )
 
-// broker is the one RabbitMQ node the package's tests share (a node takes
-// seconds to start). Tests that restart it do not run in parallel.
-var (
-	broker    *testserver.RabbitMQ
-	brokerErr error
-)
+// broker is the one RabbitMQ node the package's tests share, started by
+// the first test that needs it (a node takes seconds to start). Tests
+// that restart it do not run in parallel.
+var broker testserver.SharedRabbitMQ
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	broker, brokerErr = testserver.StartRabbitMQ(ctx)
-	cancel()
-	if brokerErr != nil && (!errors.Is(brokerErr, testserver.ErrBinaryNotFound) || os.Getenv("CI") != "") {
-		fmt.Fprintln(os.Stderr, brokerErr)
-		os.Exit(1)
-	}
 	code := m.Run()
-	if broker != nil {
-		if err := broker.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
+	if err := broker.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
 	}
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -45,14 +32,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// needBroker returns the shared node, skipping the test when
-// rabbitmq-server is not installed (never under CI: TestMain fails then).
+// needBroker returns the shared node. When rabbitmq-server is not
+// installed it skips the test, or fails it under CI (see
+// testserver.SkipIfMissing).
 func needBroker(tb testing.TB) *testserver.RabbitMQ {
 	tb.Helper()
-	if broker == nil {
-		tb.Skipf("rabbitmq-server not available: %v", brokerErr)
-	}
-	return broker
+	return broker.Get(tb)
 }
 
 // newClient connects a Client to the shared node, with quick reconnects.
