@@ -214,6 +214,10 @@ func WithValues(values map[string]string) Option {
 // an error naming the variable. Values from files are treated as values
 // from the environment: error messages mask those of secret keys alike.
 //
+// Sources added afterwards with Config.AddSource (a secret vault such as
+// Azure Key Vault) sit between the key-per-file directories and the
+// environment variables; see Source.
+//
 // Environment variables named like Azure App Service connection strings
 // (CUSTOMCONNSTR_x, SQLCONNSTR_x, SQLAZURECONNSTR_x, MYSQLCONNSTR_x) are
 // also read as ConnectionStrings:x, as .NET does.
