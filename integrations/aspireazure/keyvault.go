@@ -113,6 +113,9 @@ type loadedSecret struct {
 // readKeyVaultSettings reads the settings of the vault connected as name.
 func readKeyVaultSettings(cfg *discovery.Config, name string, configure []func(*KeyVaultSettings)) (KeyVaultSettings, error) {
 	var s KeyVaultSettings
+	if strings.TrimSpace(name) == "" {
+		return s, errors.New("empty connection name")
+	}
 	var errs []error
 	for _, sec := range []*discovery.Config{cfg.Section(KeyVaultSection), cfg.Section(KeyVaultSection + ":" + name)} {
 		if v, ok := sec.Lookup("VaultUri"); ok && strings.TrimSpace(v) != "" {

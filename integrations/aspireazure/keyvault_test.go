@@ -228,6 +228,10 @@ func TestKeyVaultSettings(t *testing.T) {
 		{"challenge verified", noConn("Aspire:Azure:Security:KeyVault:ClientOptions:DisableChallengeResourceVerification", "false",
 			"Aspire:Azure:Security:KeyVault:VaultUri", kv.URL()), "DisableChallengeResourceVerification"},
 	}
+	if _, err := discovery.FromMap(vaultValues(kv)).AddSource(context.Background(), aspireazure.KeyVaultSecrets(" ", cred)); err == nil ||
+		!strings.Contains(err.Error(), "empty connection name") {
+		t.Errorf("an empty name: %v", err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, err := discovery.FromMap(tt.values).AddSource(context.Background(), aspireazure.KeyVaultSecrets("secrets", cred))
