@@ -1,5 +1,3 @@
-// Package aspireazure connects goaspire services to Azure without
-// passwords: Azure Key Vault secrets as configuration (KeyVaultSecrets).
 package aspireazure
 
 import (
@@ -41,9 +39,9 @@ const keyVaultGets = 8
 type KeyVaultSettings struct {
 	// VaultURI is the vault's URI, "https://{vault}.vault.azure.net/".
 	VaultURI string
-	// Credential gets the tokens. Nil: a credential chosen from the
-	// configuration (AZURE_TOKEN_CREDENTIALS, AZURE_CLIENT_ID, the managed
-	// identity), see NewCredential.
+	// Credential gets the tokens. Nil: NewCredential of the configuration
+	// (AZURE_TOKEN_CREDENTIALS, AZURE_CLIENT_ID: the managed identity in an
+	// Aspire Azure deployment).
 	Credential azcore.TokenCredential
 	// RootCAs are the roots trusted for the vault's TLS certificate. Nil:
 	// the system roots plus SSL_CERT_FILE and SSL_CERT_DIR as the
@@ -156,7 +154,7 @@ func (s *vaultSource) open(cfg *discovery.Config) (*azsecrets.Client, error) {
 	}
 	cred := set.Credential
 	if cred == nil {
-		if cred, err = defaultCredential(cfg); err != nil {
+		if cred, err = NewCredential(cfg); err != nil {
 			return nil, err
 		}
 	}

@@ -310,3 +310,53 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestKeyVaultManagedIdentity is the passwordless path end to end: no
+// credential in code; the App's configuration selects the managed
+// identity (AZURE_TOKEN_CREDENTIALS, AZURE_CLIENT_ID), azidentity gets a
+// token for the vault from the managed identity stand-in, and the vault
+// stand-in accepts only tokens that stand-in issued for its resource.
+func TestKeyVaultManagedIdentity(t *testing.T) {
+	var issued sync.Map // token -> resource
+	mi := startIdentity(t, testserver.ManagedIdentityConfig{
+		OnToken: func(tok testserver.ManagedIdentityToken) error {
+			issued.Store(tok.AccessToken, tok.Resource)
+			return nil
+		},
+	})
+	kv := testserver.NewKeyVault(t, testserver.KeyVaultOptions{ValidateToken: func(tok string) error {
+		res, ok := issued.Load(tok)
+		if !ok {
+			return errors.New("not issued by the managed identity")
+		}
+		if res != testserver.KeyVaultResource {
+			return fmt.Errorf("audience %v", res)
+		}
+		return nil
+	}})
+	const secret = "MiKvSecretLeak"
+	kv.SetSecret("ApiKeys--External", secret)
+
+	values := vaultValues(kv,
+		"AZURE_TOKEN_CREDENTIALS", "ManagedIdentityCredential",
+		"AZURE_CLIENT_ID", mi.ClientID())
+	app := servicedefaultstest.NewUnstarted(t, nil, values, servicedefaults.WithConfigSource(aspireazure.KeyVaultSecrets("secrets")))
+	if got := app.Config().String("ApiKeys:External"); got != secret {
+		t.Fatalf("ApiKeys:External = %q", got)
+	}
+	var vaultTokens int
+	for _, r := range mi.Requests() {
+		if r.Resource == testserver.KeyVaultResource && r.ClientID == mi.ClientID() && r.Status == http.StatusOK {
+			vaultTokens++
+		}
+	}
+	if vaultTokens == 0 {
+		t.Errorf("no vault token was issued to the identity: %+v", mi.Requests())
+	}
+	if st := kv.Stats(); st.Refused != 0 || st.Gets != 1 {
+		t.Errorf("vault stats %+v; want every token accepted and one get", st)
+	}
+	if strings.Contains(app.Logs.String(), secret) {
+		t.Error("the App logged the secret")
+	}
+}

@@ -39,6 +39,14 @@
 //     ([Client.HealthCheck]) complete it.
 //   - [PublishJSON] and [ConsumeJSON] cover the common case of typed JSON
 //     messages; Publish and Consume take raw bytes.
+//   - Queues shared with services in other languages: every side must
+//     declare a queue alike, or the broker refuses the second declaration
+//     (PRECONDITION_FAILED; pika's queue_declare is non-durable by
+//     default, amqplib's assertQueue and a zero [Queue] durable). Declare
+//     it as its owner does ([Queue].Transient for pika's), or set
+//     [Queue].Passive to use it as it exists: a missing one is
+//     [ErrQueueNotFound], and Consume waits for its owner to declare it
+//     again after a broker restart.
 //
 // # Configuration
 //
