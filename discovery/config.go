@@ -8,9 +8,10 @@
 // It gives:
 //   - Config: layered configuration (appsettings.json, then
 //     appsettings.{Environment}.json, then key-per-file directories such
-//     as Kubernetes secret volumes, then environment variables; later
-//     wins), with case-insensitive keys, "__" read as ":", and typed getters
-//     whose errors name the key at fault;
+//     as Kubernetes secret volumes, then the sources added with
+//     Config.AddSource such as a secret vault, then environment variables;
+//     later wins), with case-insensitive keys, "__" read as ":", and typed
+//     getters whose errors name the key at fault;
 //   - the environment name (DOTNET_ENVIRONMENT, ASPNETCORE_ENVIRONMENT,
 //     else Production);
 //   - connection strings (ConnectionStrings__name, then the Aspire 13.6
@@ -35,6 +36,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/goaspire/goaspire/internal/redact"
@@ -59,9 +62,15 @@ func (e *KeyError) Error() string { return fmt.Sprintf("config key %q: %v", e.Ke
 // Unwrap returns the underlying error.
 func (e *KeyError) Unwrap() error { return e.Err }
 
-// Config is an immutable, layered view of the service's configuration.
-// Keys are paths whose segments are separated by ':' and compared without
-// regard to case. The zero value is an empty configuration.
+// Config is a layered view of the service's configuration. Keys are paths
+// whose segments are separated by ':' and compared without regard to case.
+// The zero value is an empty configuration.
+//
+// The files, directories and environment a Config was loaded from are read
+// once; a Config never changes except through Reload (or Watch), which
+// loads again the sources added with AddSource and swaps the new values in
+// at once for the Config and every Section of it. A Config without
+// sources is immutable.
 //
 // A Config is safe for concurrent use.
 type Config struct {
@@ -78,7 +87,7 @@ func (c Config) Format(f fmt.State, verb rune) {
 	n := 0
 	if c.data != nil {
 		lp := strings.ToLower(c.prefix)
-		for lk := range c.data.values {
+		for lk := range c.data.state.Load().values {
 			if strings.HasPrefix(lk, lp) {
 				n++
 			}
@@ -91,10 +100,69 @@ func (c Config) Format(f fmt.State, verb rune) {
 	_, _ = fmt.Fprintf(f, "discovery.Config(%s, %d keys)", path, n)
 }
 
+// configData is shared by every section of one configuration: the
+// layers it was built from and, behind an atomic pointer, the merged
+// values a reload replaces whole.
 type configData struct {
-	values      map[string]string // lower-cased full key -> value
-	keys        map[string]string // lower-cased full key -> key as first spelled
-	environment string
+	// below are the pairs of the appsettings files and key-per-file
+	// directories, above those of the environment and WithValues, in
+	// order, keys with ':'. They never change.
+	below, above [][2]string
+	environment  string
+	// sources are the layers AddSource added, in order; their values are
+	// in state.
+	sources []Source
+	// reload serializes Reload, so two never merge from the same state.
+	reload sync.Mutex
+	state  atomic.Pointer[configState]
+}
+
+// configState is one merged version of the configuration. It is never
+// modified once stored.
+type configState struct {
+	values map[string]string // lower-cased full key -> value
+	keys   map[string]string // lower-cased full key -> key as first spelled
+	// secret holds the lower-cased keys a Secret source sets.
+	secret map[string]bool
+	// sourceValues are the values of each of configData.sources.
+	sourceValues [][][2]string
+}
+
+// merge builds a state from the fixed layers and the sources' values.
+func (d *configData) merge(sourceValues [][][2]string) *configState {
+	n := len(d.below) + len(d.above)
+	for _, sv := range sourceValues {
+		n += len(sv)
+	}
+	st := &configState{
+		values:       make(map[string]string, n),
+		keys:         make(map[string]string, n),
+		sourceValues: sourceValues,
+	}
+	st.setAll(d.below)
+	for i, sv := range sourceValues {
+		st.setAll(sv)
+		if d.sources[i].Secret {
+			if st.secret == nil {
+				st.secret = map[string]bool{}
+			}
+			for _, kv := range sv {
+				st.secret[strings.ToLower(kv[0])] = true
+			}
+		}
+	}
+	st.setAll(d.above)
+	return st
+}
+
+func (st *configState) setAll(pairs [][2]string) {
+	for _, kv := range pairs {
+		lk := strings.ToLower(kv[0])
+		if _, ok := st.keys[lk]; !ok {
+			st.keys[lk] = kv[0]
+		}
+		st.values[lk] = kv[1]
+	}
 }
 
 // Option configures Load.
@@ -146,6 +214,10 @@ func WithValues(values map[string]string) Option {
 // an error naming the variable. Values from files are treated as values
 // from the environment: error messages mask those of secret keys alike.
 //
+// Sources added afterwards with Config.AddSource (a secret vault such as
+// Azure Key Vault) sit between the key-per-file directories and the
+// environment variables; see Source.
+//
 // Environment variables named like Azure App Service connection strings
 // (CUSTOMCONNSTR_x, SQLCONNSTR_x, SQLAZURECONNSTR_x, MYSQLCONNSTR_x) are
 // also read as ConnectionStrings:x, as .NET does.
@@ -174,8 +246,7 @@ func loadConfig(o loadOptions, envVars [][2]string) (*Config, error) {
 		fsys = os.DirFS(dir)
 	}
 
-	d := &configData{values: map[string]string{}, keys: map[string]string{}}
-	d.environment = environmentName(envVars)
+	d := &configData{environment: environmentName(envVars)}
 
 	for _, name := range []string{"appsettings.json", "appsettings." + d.environment + ".json"} {
 		raw, err := fs.ReadFile(fsys, name)
@@ -195,13 +266,14 @@ func loadConfig(o loadOptions, envVars [][2]string) (*Config, error) {
 		}
 	}
 	for _, kv := range envVars {
-		d.set(envKey(kv[0]), kv[1])
+		d.above = append(d.above, [2]string{envKey(kv[0]), kv[1]})
 	}
 	for _, m := range o.overlays {
 		for k, v := range m {
-			d.set(strings.ReplaceAll(k, "__", ":"), v)
+			d.above = append(d.above, [2]string{strings.ReplaceAll(k, "__", ":"), v})
 		}
 	}
+	d.state.Store(d.merge(nil))
 	return &Config{data: d}, nil
 }
 
@@ -257,12 +329,9 @@ func envKey(name string) string {
 	return strings.ReplaceAll(name, "__", ":")
 }
 
+// set adds a pair to the layers below the sources (files, directories).
 func (d *configData) set(key, value string) {
-	lk := strings.ToLower(key)
-	if _, ok := d.keys[lk]; !ok {
-		d.keys[lk] = key
-	}
-	d.values[lk] = value
+	d.below = append(d.below, [2]string{key, value})
 }
 
 // loadJSON flattens a JSON document into ':'-separated keys: objects by
@@ -322,7 +391,7 @@ func (c *Config) Lookup(key string) (string, bool) {
 	if c == nil || c.data == nil {
 		return "", false
 	}
-	v, ok := c.data.values[strings.ToLower(c.full(key))]
+	v, ok := c.data.state.Load().values[strings.ToLower(c.full(key))]
 	return v, ok
 }
 
@@ -345,10 +414,30 @@ func (c *Config) keyError(key string, err error) error {
 }
 
 // invalid reports a value of key that is not a want. The value is quoted
-// through redact.Value: masked when the key names a secret, scrubbed and
-// shortened otherwise.
+// through quote: masked when the key names a secret or a secret source
+// sets it, scrubbed and shortened otherwise.
 func (c *Config) invalid(key, value, want string) error {
-	return c.keyError(key, fmt.Errorf("invalid %s %q", want, redact.Value(c.full(key), value)))
+	return c.keyError(key, fmt.Errorf("invalid %s %q", want, c.quote(key, value)))
+}
+
+// quote returns value, read from key, as an error may quote it.
+func (c *Config) quote(key, value string) string {
+	if c.IsSecret(key) {
+		return redact.Mask
+	}
+	return redact.Value(c.full(key), value)
+}
+
+// IsSecret reports whether the value of key must never be shown: the key
+// names a secret ("Password", "ApiKey"), or
+// a source marked Secret sets it, whatever its name. Errors of Config's
+// getters quote such a value as "***".
+func (c *Config) IsSecret(key string) bool {
+	full := c.full(key)
+	if redact.IsSecretKey(full) {
+		return true
+	}
+	return c != nil && c.data != nil && c.data.state.Load().secret[strings.ToLower(full)]
 }
 
 // Int returns key as an int, or def when it is not set or empty.
@@ -409,7 +498,7 @@ func (c *Config) Duration(key string, def time.Duration) (time.Duration, error) 
 	}
 	d, err := parseDuration(v)
 	if err != nil {
-		return def, c.keyError(key, fmt.Errorf("invalid duration %q: %w", redact.Value(c.full(key), v), err))
+		return def, c.keyError(key, fmt.Errorf("invalid duration %q: %w", c.quote(key, v), err))
 	}
 	return d, nil
 }
@@ -447,7 +536,7 @@ func (c *Config) Children() []string {
 	}
 	lp := strings.ToLower(c.prefix)
 	seen := map[string]string{}
-	for lk, orig := range c.data.keys {
+	for lk, orig := range c.data.state.Load().keys {
 		if !strings.HasPrefix(lk, lp) || len(lk) == len(lp) {
 			continue
 		}

@@ -113,6 +113,7 @@ type options struct {
 	hedged          map[string]bool
 	routeFunc       func(*http.Request) string
 	noGlobals       bool
+	sources         []discovery.Source
 }
 
 // WithConfig makes Add use cfg instead of calling discovery.Load. Tests
@@ -151,7 +152,8 @@ func WithHTTPMiddleware(mw func(name string, next http.RoundTripper) http.RoundT
 // Add sets up a service the way .NET Aspire's AddServiceDefaults and
 // MapDefaultEndpoints do, and returns the App to run it. In order, it:
 //
-//  1. loads configuration (discovery.Load, unless WithConfig);
+//  1. loads configuration (discovery.Load, unless WithConfig), adding
+//     the WithConfigSource sources;
 //  2. sets up OpenTelemetry traces, metrics and logs from the OTEL_*
 //     variables, each exported over OTLP only when an endpoint is set
 //     (otherwise a no-op provider), and installs them, with W3C trace
@@ -187,6 +189,10 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 			return nil, fmt.Errorf("servicedefaults: %w", err)
 		}
 	}
+	cfg, watch, err := addSources(ctx, cfg, o.sources)
+	if err != nil {
+		return nil, err
+	}
 	a := &App{
 		cfg:           cfg,
 		resolver:      discovery.NewResolver(cfg),
@@ -199,7 +205,6 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	// Read every setting before building anything, so a bad value fails
 	// Add without side effects.
 	var errs []error
-	var err error
 	a.shutdownTimeout, a.flushTimeout, a.shutdownDelay, err = readShutdownSettings(cfg, &o)
 	errs = append(errs, err)
 	hs, err := readHealthSettings(cfg)
@@ -268,6 +273,9 @@ func Add(ctx context.Context, h http.Handler, opts ...Option) (*App, error) {
 	if !o.noGlobals {
 		a.globals = true
 		a.installGlobals()
+	}
+	if watch {
+		a.watchConfig()
 	}
 	return a, nil
 }

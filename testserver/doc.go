@@ -5,7 +5,8 @@
 // go silent, black-hole new connections or add latency, the failures a
 // network partition causes. [ManagedIdentity] stands in for the managed
 // identity endpoint of Azure App Service and Container Apps, issuing
-// JWT-shaped tokens to azidentity.
+// JWT-shaped tokens to azidentity; [KeyVault] for an Azure Key Vault's
+// secrets API over TLS, read by the real azsecrets client.
 //
 // It is a test helper, not a way to run databases in production. Every
 // server gets a fresh temporary directory, a free port, and a random

@@ -13,9 +13,18 @@
 // [PostgresScope] with the user name [Claims.PostgresUser] gives, for Azure
 // Cache for Redis a token for [RedisScope] with [Claims.RedisUser].
 //
+// [KeyVaultSecrets] reads the secrets of the Azure Key Vault an AppHost
+// references (WithReference(keyVault): ConnectionStrings__{name} is the
+// vault URI) as configuration, the Go form of .NET's
+// builder.Configuration.AddAzureKeyVaultSecrets: the secret
+// ApiKeys--External is the key ApiKeys:External. Give it to the App with
+// servicedefaults.WithConfigSource, or add it to a discovery.Config with
+// AddSource.
+//
 // The core package servicedefaults does not link the Azure SDK: only a
 // service that imports this package does.
 //
 // In tests, testserver.ManagedIdentity stands in for the App Service and
-// Container Apps managed identity endpoint.
+// Container Apps managed identity endpoint, and testserver.KeyVault for a
+// Key Vault.
 package aspireazure

@@ -136,6 +136,20 @@ func TestNoSecretInAnyFormat(t *testing.T) {
 	}
 	add("discovery.Connection from Config", gotConn)
 
+	// A vault's values are secrets whatever their keys' names.
+	vault, err := cfg.AddSource(ctx, discovery.Source{Name: "vault", Secret: true,
+		Load: func(context.Context, *discovery.Config) (map[string]string, error) {
+			return map[string]string{"Limits:Count": secret, "Limits:Wait": "x" + secret}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	add("*discovery.Config with a secret source", vault)
+	_, err = vault.Int("Limits:Count", 0)
+	addErr("discovery.KeyError from Int of a secret source's value", err)
+	_, err = vault.Section("Limits").Duration("Wait", 0)
+	addErr("discovery.KeyError from Duration of a secret source's value", err)
+
 	_, err = cfg.Section("Aspire:Npgsql:db").Duration("Password", 0)
 	addErr("discovery.KeyError from Duration", err)
 	_, err = cfg.Section("Aspire:Npgsql:db").Int("Password", 0)
