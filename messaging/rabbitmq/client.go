@@ -22,6 +22,11 @@ import (
 // ErrClosed is returned by operations on a closed Client.
 var ErrClosed = errors.New("rabbitmq: client closed")
 
+// ErrQueueNotFound is wrapped by the error DeclareQueue returns for a
+// Passive queue that does not exist (the broker's NOT_FOUND, 404, which
+// the error wraps too as an *amqp.Error).
+var ErrQueueNotFound = errors.New("rabbitmq: queue not found")
+
 // Client is a RabbitMQ connection that recovers by itself. When the
 // connection is lost it reconnects with exponential backoff, declares again
 // the exchanges, queues and bindings declared through it, re-publishes the
@@ -57,6 +62,10 @@ type Client struct {
 type declaration struct {
 	id      string
 	declare func(ch *amqp.Channel) error
+	// passive is the name of a queue declared passively (Queue.Passive),
+	// which another service owns: after a reconnect it may be missing
+	// until its owner declares it again, and Consume waits for it.
+	passive string
 }
 
 // New returns a Client for the broker of cfg, which keeps a connection
@@ -273,14 +282,23 @@ func (c *Client) dial() (*amqp.Connection, error) {
 		}
 		for _, d := range topology {
 			if err := d.declare(ch); err != nil {
-				// A declaration the broker refuses (a queue that
-				// now exists with other arguments) closes the channel;
-				// report it and carry on with the others.
-				c.log.Error("rabbitmq: declaring topology again after reconnect failed", "entity", d.id, "error", err)
+				if d.passive != "" && errors.Is(err, ErrQueueNotFound) {
+					// A non-durable queue of another service does not
+					// survive a broker restart; its owner declares it
+					// again when it reconnects, and Consume waits.
+					c.log.Warn("rabbitmq: queue used passively does not exist after reconnect; waiting for the service that owns it to declare it again",
+						"queue", d.passive, "error", err)
+				} else {
+					// A declaration the broker refuses (a queue that
+					// now exists with other arguments) closes the channel;
+					// report it and carry on with the others.
+					c.log.Error("rabbitmq: declaring topology again after reconnect failed", "entity", d.id, "error", err)
+				}
 				if ch, err = conn.Channel(); err != nil {
 					conn.Close()
 					return nil, err
 				}
+				continue
 			}
 		}
 		ch.Close()
@@ -495,6 +513,15 @@ func (c *Client) DeclareExchange(ctx context.Context, e Exchange) error {
 }
 
 // Queue describes a queue to declare.
+//
+// A queue shared with services in other languages must be declared with
+// the same properties on every side, or the broker refuses the second
+// declaration with PRECONDITION_FAILED (406): Python's pika declares
+// queue_declare('tasks') non-durable (Transient here), Node's amqplib
+// assertQueue('tasks') durable (the zero value here), and a dead-letter
+// queue or a quorum type set on one side is an argument the others must
+// repeat. A service that joins a queue another one owns sets Passive and
+// uses the queue as it is.
 type Queue struct {
 	// Name is the queue's name.
 	Name string
@@ -509,12 +536,35 @@ type Queue struct {
 	DeadLetterQueue string
 	// Args are extra arguments.
 	Args amqp.Table
+	// Passive uses the queue as it exists, whatever its durability and
+	// arguments, without declaring it (queue.declare with the passive
+	// flag): for a queue another service owns, such as the non-durable
+	// queue of a Python service's pika queue_declare('tasks'), which a
+	// durable declaration here would have the broker refuse. DeclareQueue
+	// then only checks that the queue exists, and fails with an error
+	// wrapping ErrQueueNotFound when it does not (start its owner first,
+	// or retry). Transient, Quorum, DeadLetterQueue and Args must be left
+	// unset: the owner decides them; a message the handler rejects for
+	// good goes to the queue's own dead-letter exchange, if it has one.
+	//
+	// The queue stays recorded: after a reconnect it is checked again,
+	// and when it is missing (a non-durable queue does not survive a
+	// broker restart) the client logs a warning and Consume on it waits,
+	// retrying with backoff, until its owner declares it again, instead
+	// of failing as it does for a queue that was never declared.
+	Passive bool
 }
 
 // DeclareQueue declares a queue (and its dead-letter queue) and records it,
 // so that it is declared again after every reconnect. It waits for a
-// connection until ctx ends.
+// connection until ctx ends. With Queue.Passive set it only checks that
+// the queue exists (see Passive). A queue that exists with other
+// properties is refused by the broker with PRECONDITION_FAILED; the
+// error, an *amqp.Error with Code 406, says which property differs.
 func (c *Client) DeclareQueue(ctx context.Context, q Queue) error {
+	if q.Passive {
+		return c.declarePassive(ctx, q)
+	}
 	args := amqp.Table{}
 	for k, v := range q.Args {
 		args[k] = v
@@ -527,15 +577,68 @@ func (c *Client) DeclareQueue(ctx context.Context, q Queue) error {
 		args["x-dead-letter-routing-key"] = q.DeadLetterQueue
 		if err := c.declare(ctx, declaration{id: "queue " + q.DeadLetterQueue, declare: func(ch *amqp.Channel) error {
 			_, err := ch.QueueDeclare(q.DeadLetterQueue, true, false, false, false, nil)
-			return err
+			return mismatch(err)
 		}}); err != nil {
 			return err
 		}
 	}
 	return c.declare(ctx, declaration{id: "queue " + q.Name, declare: func(ch *amqp.Channel) error {
 		_, err := ch.QueueDeclare(q.Name, !q.Transient, false, false, false, args)
+		return mismatch(err)
+	}})
+}
+
+// mismatch adds to a PRECONDITION_FAILED refusal of a queue declaration
+// what to do about it.
+func mismatch(err error) error {
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Code == amqp.PreconditionFailed {
+		return fmt.Errorf("%w (the queue exists with other properties: declare it as the service that owns it does, e.g. Transient for the non-durable queue of pika's queue_declare, or set Queue.Passive to use it as it is)", err)
+	}
+	return err
+}
+
+// declarePassive checks that q exists and records it (see Queue.Passive).
+func (c *Client) declarePassive(ctx context.Context, q Queue) error {
+	var set []string
+	if q.Transient {
+		set = append(set, "Transient")
+	}
+	if q.Quorum {
+		set = append(set, "Quorum")
+	}
+	if q.DeadLetterQueue != "" {
+		set = append(set, "DeadLetterQueue")
+	}
+	if len(q.Args) > 0 {
+		set = append(set, "Args")
+	}
+	switch {
+	case q.Name == "":
+		return fmt.Errorf("rabbitmq %q: declare queue: Passive needs the Name of an existing queue", c.name)
+	case len(set) > 0:
+		return fmt.Errorf("rabbitmq %q: declare queue %q: Passive uses the queue as it exists, so %s must be left unset", c.name, q.Name, strings.Join(set, ", "))
+	}
+	return c.declare(ctx, declaration{id: "queue " + q.Name + " (passive)", passive: q.Name, declare: func(ch *amqp.Channel) error {
+		_, err := ch.QueueDeclarePassive(q.Name, false, false, false, false, nil)
+		var ae *amqp.Error
+		if errors.As(err, &ae) && ae.Code == amqp.NotFound {
+			return fmt.Errorf("%w: %q does not exist (Queue.Passive uses a queue another service declares: start that service first, or retry): %w", ErrQueueNotFound, q.Name, err)
+		}
 		return err
 	}})
+}
+
+// passive reports whether queue was declared passively through c.
+func (c *Client) passive(queue string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range c.topology {
+		if d.passive == queue {
+			return true
+		}
+	}
+	return false
 }
 
 // BindQueue binds a queue to an exchange with a routing key and records

@@ -129,6 +129,9 @@ type ConsumeOptions struct {
 // messages that were prefetched but not started to another consumer. It
 // returns nil then; it returns an error only when the client is closed or
 // the queue cannot be consumed (it does not exist, or options are invalid).
+// A queue declared through the client with Queue.Passive is not its own:
+// while it does not exist, Consume waits for its owner to declare it
+// (again), retrying with backoff, rather than failing.
 //
 // Each delivery is traced as a consumer span "process {queue}" in the trace
 // of the publish that sent it.
@@ -149,6 +152,7 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
 	bo := c.backoff()
+	missing := false // waiting for a passive queue to be declared again
 	for {
 		conn, changed, err := c.current()
 		if err != nil {
@@ -168,10 +172,19 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 		}
 		if err != nil {
 			var ae *amqp.Error
-			if errors.As(err, &ae) && ae.Code == amqp.NotFound && !conn.IsClosed() {
+			switch {
+			case errors.As(err, &ae) && ae.Code == amqp.NotFound && !conn.IsClosed() && c.passive(queue):
+				// Another service's queue, gone with a broker restart
+				// or deleted: wait for its owner to declare it again.
+				if !missing {
+					c.log.Warn("rabbitmq consumer waits for the queue it uses passively to be declared again by the service that owns it", "queue", queue, "error", err)
+				}
+				missing = true
+			case errors.As(err, &ae) && ae.Code == amqp.NotFound && !conn.IsClosed():
 				return fmt.Errorf("rabbitmq %q: consume %q: %w", c.name, queue, err)
+			default:
+				c.log.Debug("rabbitmq consumer could not start; retrying", "queue", queue, "error", err)
 			}
-			c.log.Debug("rabbitmq consumer could not start; retrying", "queue", queue, "error", err)
 			t := time.NewTimer(bo.Next())
 			select {
 			case <-ctx.Done():
@@ -182,6 +195,7 @@ func (c *Client) Consume(ctx context.Context, queue string, opts ConsumeOptions,
 			continue
 		}
 		bo.Reset()
+		missing = false
 		c.log.Info("rabbitmq consumer lost its channel; resuming", "queue", queue)
 	}
 }

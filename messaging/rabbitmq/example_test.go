@@ -125,3 +125,32 @@ func ExampleIsPermanent() {
 	// cause: empty job
 	// false
 }
+
+// A Go worker consumes the "tasks" queue a Python producer declares with
+// pika's channel.queue_declare('tasks'), non-durable: declaring it durable
+// (the zero Queue) would be refused with PRECONDITION_FAILED, so the worker
+// uses it as it is.
+func ExampleClient_DeclareQueue_passive() {
+	ctx := context.Background()
+	mq, err := rabbitmq.New(ctx, &rabbitmq.Config{URL: "amqp://guest:guest@localhost:5672/"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer mq.Close()
+
+	err = mq.DeclareQueue(ctx, rabbitmq.Queue{Name: "tasks", Passive: true})
+	if errors.Is(err, rabbitmq.ErrQueueNotFound) {
+		log.Print("the producer has not declared tasks yet; retry later")
+		return
+	}
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = mq.Consume(ctx, "tasks", rabbitmq.ConsumeOptions{}, func(ctx context.Context, d rabbitmq.Delivery) error {
+		log.Printf("task %s", d.Body)
+		return nil
+	})
+	if err != nil {
+		log.Print(err)
+	}
+}

@@ -76,3 +76,30 @@ func ExampleEncode() {
 	// user.created:123 true 4bf92f3577b34da6a3ce929d0e0e4736
 	// user.deleted:7 false
 }
+
+// A subscriber in another language (a Python service's
+// redis.from_url(os.environ["ConnectionStrings__cache"]).pubsub()) reads
+// the payload as it is published: send it raw. A message such a service
+// publishes reaches a Subscribe handler exactly as sent, with
+// Event.Enveloped false.
+func ExampleWithRawPayload() {
+	ctx := context.Background()
+	cfg, err := discovery.Load()
+	if err != nil {
+		log.Fatal(err)
+	}
+	rc, err := cache.LoadRedisConfig(cfg, "cache")
+	if err != nil {
+		log.Fatal(err)
+	}
+	rdb, err := cache.NewRedis(ctx, rc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rdb.Close()
+
+	// The Python subscriber's get_message()["data"] is b"user.created:123".
+	if _, err := redisevents.Publish(ctx, rdb, "events", []byte("user.created:123"), redisevents.WithRawPayload()); err != nil {
+		log.Print(err)
+	}
+}

@@ -14,6 +14,7 @@ var (
 	_ redisevents.PublishOption   = redisevents.WithPropagator(nil)
 	_ redisevents.SubscribeOption = redisevents.WithPropagator(nil)
 	_ redisevents.CodecOption     = redisevents.WithPropagator(nil)
+	_ redisevents.PublishOption   = redisevents.WithRawPayload()
 	_ redisevents.SubscribeOption = redisevents.WithLogger(nil)
 	_ redisevents.SubscribeOption = redisevents.WithHealthCheckInterval(0)
 )
@@ -38,6 +39,7 @@ func TestOptionsCompileOnlyWhereTheyApply(t *testing.T) {
 	}{
 		{"WithTracerProvider", redisevents.WithTracerProvider, []string{"Publish", "PublishJSON", "Subscribe", "PSubscribe"}},
 		{"WithPropagator", redisevents.WithPropagator, []string{"Publish", "PublishJSON", "Subscribe", "PSubscribe", "Encode", "Decode"}},
+		{"WithRawPayload", redisevents.WithRawPayload, []string{"Publish", "PublishJSON"}},
 		{"WithLogger", redisevents.WithLogger, []string{"Subscribe", "PSubscribe"}},
 		{"WithHealthCheckInterval", redisevents.WithHealthCheckInterval, []string{"Subscribe", "PSubscribe"}},
 	}

@@ -2,7 +2,7 @@
 // Pub/Sub (the "events" channel of the Aspire samples), with the trace
 // context carried from publisher to subscriber.
 //
-// Publish wraps the payload in a small JSON envelope,
+// By default Publish wraps the payload in a small JSON envelope,
 //
 //	{"envelope":"goaspire.v1","headers":{"traceparent":"00-…"},"data":"user.created:123"}
 //
@@ -12,7 +12,12 @@
 // message that is not an envelope (published by redis-cli, a Python
 // service's r.publish('events', 'user.created:123') ...) is handed to the
 // handler as is, in a span of its own, so both kinds of publisher can share
-// a channel.
+// a channel: its bytes reach the handler exactly as published (Enveloped
+// false); only a message that is exactly an envelope, as Publish writes
+// it, is unwrapped. In the other direction, Publish with WithRawPayload
+// sends the payload as it is, for subscribers in other languages, which
+// would otherwise receive the envelope: the producer span is recorded, but
+// no trace context travels with a raw payload.
 //
 // Redis Pub/Sub delivers at most once, to the subscribers connected at
 // that moment: a message published while a subscriber is disconnected is
@@ -26,6 +31,7 @@
 //
 //	option                   Publish, PublishJSON  Subscribe, PSubscribe  Encode, Decode
 //	WithTracerProvider       yes                   yes                    -
+//	WithRawPayload           yes                   -                      -
 //	WithPropagator           yes                   yes                    yes
 //	WithLogger               -                     yes                    -
 //	WithHealthCheckInterval  -                     yes                    -
@@ -127,6 +133,7 @@ type codecSettings struct {
 type publishSettings struct {
 	tp   trace.TracerProvider
 	prop propagation.TextMapPropagator
+	raw  bool
 }
 
 type subscribeSettings struct {
@@ -199,6 +206,20 @@ func WithPropagator(p propagation.TextMapPropagator) PropagatorOption {
 	return propagatorOption{p}
 }
 
+type publishFunc func(*publishSettings)
+
+func (f publishFunc) applyPublish(s *publishSettings) { f(s) }
+
+// WithRawPayload makes Publish and PublishJSON send the data exactly as
+// given, without the envelope, for subscribers in other languages (a
+// Python service's pubsub.get_message() or a Node service's
+// subscriber.on('message') then receive "user.created:123", not a JSON
+// envelope). The producer span is still recorded, but no trace context
+// travels: the subscriber's process span starts a trace of its own.
+func WithRawPayload() PublishOption {
+	return publishFunc(func(s *publishSettings) { s.raw = true })
+}
+
 type subscribeFunc func(*subscribeSettings)
 
 func (f subscribeFunc) applySubscribe(s *subscribeSettings) { f(s) }
@@ -254,20 +275,15 @@ func Decode(parent context.Context, channel, payload string, opts ...CodecOption
 
 func decode(parent context.Context, prop propagation.TextMapPropagator, channel, payload string) (context.Context, Event) {
 	ev := Event{Channel: channel, Data: []byte(payload)}
-	if !strings.HasPrefix(payload, "{") || !strings.Contains(payload, EnvelopeVersion) {
-		return parent, ev
-	}
-	var env envelope
-	if err := json.Unmarshal([]byte(payload), &env); err != nil || env.Envelope != EnvelopeVersion {
+	env, ok := parseEnvelope(payload)
+	if !ok {
 		return parent, ev
 	}
 	switch {
 	case env.Data != nil:
 		ev.Data = []byte(*env.Data)
-	case env.DataBase64 != nil:
-		ev.Data = env.DataBase64
 	default:
-		ev.Data = nil
+		ev.Data = env.DataBase64
 	}
 	ev.Enveloped = true
 	if len(env.Headers) > 0 {
@@ -276,9 +292,60 @@ func decode(parent context.Context, prop propagation.TextMapPropagator, channel,
 	return parent, ev
 }
 
+// parseEnvelope reads payload as an envelope, exactly as encode writes
+// one: a JSON object with the members "envelope" (EnvelopeVersion),
+// "headers" (optional, an object of strings) and one of "data" and
+// "data_base64", spelled in that case and nothing else. Anything else (a
+// JSON object of another service that happens to have an "envelope" or a
+// "data" member, a member spelled "Data", which encoding/json would match
+// case-insensitively) is not an envelope, and Subscribe hands it over
+// untouched.
+func parseEnvelope(payload string) (envelope, bool) {
+	var env envelope
+	if !strings.HasPrefix(payload, "{") || !strings.Contains(payload, EnvelopeVersion) {
+		return env, false
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(payload), &members); err != nil {
+		return env, false
+	}
+	for k := range members {
+		switch k {
+		case "envelope", "headers", "data", "data_base64":
+		default:
+			return env, false
+		}
+	}
+	if err := json.Unmarshal(members["envelope"], &env.Envelope); err != nil || env.Envelope != EnvelopeVersion {
+		return env, false
+	}
+	if h, ok := members["headers"]; ok {
+		if err := json.Unmarshal(h, &env.Headers); err != nil || env.Headers == nil {
+			return env, false
+		}
+	}
+	data, hasData := members["data"]
+	b64, hasB64 := members["data_base64"]
+	switch {
+	case hasData == hasB64:
+		return env, false // encode writes exactly one
+	case hasData:
+		if err := json.Unmarshal(data, &env.Data); err != nil || env.Data == nil {
+			return env, false
+		}
+	default:
+		if err := json.Unmarshal(b64, &env.DataBase64); err != nil || env.DataBase64 == nil {
+			return env, false
+		}
+	}
+	return env, true
+}
+
 // Publish sends data on channel in an envelope carrying ctx's trace
 // context, inside a producer span "publish {channel}", and returns how many
-// subscribers received it (0 is not an error: Pub/Sub has no queue).
+// subscribers received it (0 is not an error: Pub/Sub has no queue). With
+// WithRawPayload it sends data as it is, without envelope nor trace
+// context, for subscribers that are not goaspire's.
 func Publish(ctx context.Context, rdb redis.UniversalClient, channel string, data []byte, opts ...PublishOption) (int64, error) {
 	s := newPublishSettings(opts)
 	ctx, span := s.tp.Tracer(scope).Start(ctx, "publish "+channel, trace.WithSpanKind(trace.SpanKindProducer))
@@ -286,7 +353,13 @@ func Publish(ctx context.Context, rdb redis.UniversalClient, channel string, dat
 	if span.IsRecording() {
 		span.SetAttributes(attrs("publish", "send", channel, len(data))...)
 	}
-	msg, err := encode(ctx, s.prop, data)
+	var msg []byte
+	var err error
+	if s.raw {
+		msg = data
+	} else {
+		msg, err = encode(ctx, s.prop, data)
+	}
 	if err == nil {
 		var n int64
 		n, err = rdb.Publish(ctx, channel, msg).Result()

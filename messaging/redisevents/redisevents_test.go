@@ -152,7 +152,7 @@ func TestPlainMessagesAreDelivered(t *testing.T) {
 	}
 	defer sub.Close()
 	// As the Aspire sample's Python publisher sends them.
-	for _, payload := range []string{"user.created:123", `{"data":"not an envelope"}`, `{"envelope":"goaspire.v1",broken`} {
+	for _, payload := range append([]string{"user.created:123", `{"data":"not an envelope"}`, `{"envelope":"goaspire.v1",broken`}, almostEnvelopes...) {
 		if err := rdb.Publish(context.Background(), "events", payload).Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -161,6 +161,88 @@ func TestPlainMessagesAreDelivered(t *testing.T) {
 			t.Errorf("event %+v, want %q as is, from pattern ev*", r.ev, payload)
 		}
 	}
+}
+
+// almostEnvelopes are JSON objects of other services that look like an
+// envelope but are not one as Publish writes it: Subscribe and Decode must
+// hand them over untouched.
+var almostEnvelopes = []string{
+	`{"envelope":"goaspire.v1","data":"x","user":123}`,                  // a member of its own
+	`{"Envelope":"goaspire.v1","Data":"x"}`,                             // other case (encoding/json would match it)
+	`{"envelope":"goaspire.v1"}`,                                        // no data
+	`{"envelope":"goaspire.v1","data":"x","data_base64":"eA=="}`,        // both data forms
+	`{"envelope":"goaspire.v1","data":null}`,                            // null data
+	`{"envelope":"goaspire.v1","data":7}`,                               // data not a string
+	`{"envelope":"goaspire.v1","headers":{"traceparent":1},"data":"x"}`, // headers not strings
+	`{"envelope":"goaspire.v1","headers":null,"data":"x"}`,              // null headers
+	`{"envelope":"goaspire.v1","data":"x"} trailing`,                    // not one JSON value
+	`{"kind":"goaspire.v1","payload":{"envelope":"goaspire.v1","data":"x"}}`,
+}
+
+// TestRawPayloadReachesOtherSubscribersAsIs checks that WithRawPayload
+// publishes the bytes exactly as given (what a subscriber in another
+// language receives), still with a producer span, and that a goaspire
+// subscriber hands them over unchanged, not enveloped, in a trace of its
+// own.
+func TestRawPayloadReachesOtherSubscribersAsIs(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	rdb := client(t, srv)
+	rec, tp, prop := recorder()
+	plain := rdb.Subscribe(context.Background(), "events")
+	defer plain.Close()
+	if _, err := plain.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan received, 4)
+	sub, err := redisevents.Subscribe(context.Background(), rdb, collect(got), []string{"events"}, tp, prop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for _, payload := range append([]string{"user.created:123", "", "\xff\x00", `{"envelope":"goaspire.v1","data":"x"}`}, almostEnvelopes...) {
+		rec.Reset()
+		n, err := redisevents.Publish(context.Background(), rdb, "events", []byte(payload), tp, prop, redisevents.WithRawPayload())
+		if err != nil || n != 2 {
+			t.Fatalf("Publish = %d, %v; want 2 receivers", n, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		msg, err := plain.ReceiveMessage(ctx)
+		cancel()
+		if err != nil || msg.Payload != payload {
+			t.Fatalf("plain subscriber got %q, %v; want %q", msg.Payload, err, payload)
+		}
+		r := next(t, got)
+		wantEnveloped := payload == `{"envelope":"goaspire.v1","data":"x"}` // a raw payload that is an envelope stays one
+		if !wantEnveloped && (string(r.ev.Data) != payload || r.ev.Enveloped) {
+			t.Errorf("subscriber got %+v, want %q as is", r.ev, payload)
+		}
+		waitFor(t, "both spans", func() bool { return len(rec.Ended()) == 2 })
+		var pub, proc sdktrace.ReadOnlySpan
+		for _, s := range rec.Ended() {
+			switch s.SpanKind() {
+			case trace.SpanKindProducer:
+				pub = s
+			case trace.SpanKindConsumer:
+				proc = s
+			}
+		}
+		if pub == nil || proc == nil || pub.Name() != "publish events" {
+			t.Fatalf("spans %v", rec.Ended())
+		}
+		if proc.SpanContext().TraceID() == pub.SpanContext().TraceID() {
+			t.Error("a raw payload carried the trace context")
+		}
+	}
+	typed := map[string]int{"user": 123}
+	if _, err := redisevents.PublishJSON(context.Background(), rdb, "events", typed, redisevents.WithRawPayload()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if msg, err := plain.ReceiveMessage(ctx); err != nil || msg.Payload != `{"user":123}` {
+		t.Errorf("PublishJSON raw: plain subscriber got %v, %v", msg, err)
+	}
+	next(t, got)
 }
 
 func TestHandlerFailureIsLoggedAndSubscriptionGoesOn(t *testing.T) {
@@ -327,6 +409,16 @@ func TestDecode(t *testing.T) {
 		{`{"envelope":"goaspire.v1","data_base64":"/w=="}`, "\xff", true, false},
 		{`{"envelope":"other","data":"x"}`, `{"envelope":"other","data":"x"}`, false, false},
 		{`{"envelope":"goaspire.v1"`, `{"envelope":"goaspire.v1"`, false, false},
+		{`{"envelope":"goaspire.v1","data":""}`, "", true, false},
+		{`{"headers":{"traceparent":"` + tp + `"},"data_base64":"","envelope":"goaspire.v1"}`, "", true, true},
+	}
+	for _, p := range almostEnvelopes {
+		tests = append(tests, struct {
+			payload   string
+			data      string
+			enveloped bool
+			traced    bool
+		}{p, p, false, false})
 	}
 	for _, tt := range tests {
 		ctx, ev := redisevents.Decode(context.Background(), "c", tt.payload, prop)
