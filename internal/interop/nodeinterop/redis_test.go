@@ -51,7 +51,7 @@ func TestGoPublishNodeSubscribe(t *testing.T) {
 	sub := startNode(t, []string{"REDIS_URL=" + srv.URL()}, "redis-sub", "events")
 	var ready struct{ Ready bool }
 	sub.next(&ready)
-	publish := func(data []byte, more ...redisevents.PublishOption) {
+	publish := func(ctx context.Context, data []byte, more ...redisevents.PublishOption) {
 		t.Helper()
 		n, err := redisevents.Publish(ctx, rdb, "events", data, append(opts, more...)...)
 		if err != nil || n != 1 {
@@ -59,10 +59,13 @@ func TestGoPublishNodeSubscribe(t *testing.T) {
 		}
 	}
 	for _, p := range payloads {
-		publish(p, redisevents.WithRawPayload())
+		publish(ctx, p, redisevents.WithRawPayload())
 	}
-	publish([]byte("user.created:123")) // enveloped
-	publish([]byte("END"), redisevents.WithRawPayload())
+	// Enveloped, in a span of the test's whose child is the producer span.
+	pctx, parent := tp.Tracer("test").Start(ctx, "user created")
+	publish(pctx, []byte("user.created:123"))
+	parent.End()
+	publish(ctx, []byte("END"), redisevents.WithRawPayload())
 
 	var got [][]byte
 	for {
@@ -96,8 +99,8 @@ func TestGoPublishNodeSubscribe(t *testing.T) {
 	}
 	var producer sdktrace.ReadOnlySpan
 	for _, s := range rec.Ended() {
-		if s.SpanKind() == trace.SpanKindProducer && s.Name() == "publish events" {
-			producer = s // the last one is the enveloped publish's
+		if s.SpanKind() == trace.SpanKindProducer && s.Parent().SpanID() == parent.SpanContext().SpanID() {
+			producer = s
 		}
 	}
 	if producer == nil {
