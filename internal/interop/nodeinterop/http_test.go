@@ -17,7 +17,8 @@ import (
 
 // TestHTTPClientToExpress: a Go App calls an express service by name
 // through App.HTTPClient, the address coming from the variable an AppHost
-// injects for a Node resource named node_api (either form), and the
+// injects for a Node resource (services__{name}__http__0 or the Aspire 13
+// {NAME}_HTTP, where node-api and node_api are both NODE_API), and the
 // traceparent express receives is the Go client span's: same trace id,
 // the client span as parent.
 func TestHTTPClientToExpress(t *testing.T) {
@@ -28,11 +29,14 @@ func TestHTTPClientToExpress(t *testing.T) {
 	base := fmt.Sprintf("http://127.0.0.1:%d", listening.Port)
 
 	for _, tc := range []struct {
-		name, key, url string
+		name, key, client, url string
 	}{
-		{"Aspire 8-13.1 form", "services__node_api__http__0", "http://node_api/echo?from=go"},
-		{"Aspire 13 form", "NODE_API_HTTP", "http://node_api/echo?from=go"},
-		{"Aspire 13 form, scheme picked by discovery", "NODE_API_HTTP", "https+http://node_api/echo?from=go"},
+		{"Aspire 8-13.1 form", "services__node_api__http__0", "node_api", "http://node_api/echo?from=go"},
+		{"Aspire 13 form", "NODE_API_HTTP", "node_api", "http://node_api/echo?from=go"},
+		{"Aspire 13 form, scheme picked by discovery", "NODE_API_HTTP", "node_api", "https+http://node_api/echo?from=go"},
+		{"resource named node-api", "services__node-api__http__0", "node-api", "http://node-api/echo?from=go"},
+		{"resource named node-api, Aspire 13 form", "NODE_API_HTTP", "node-api", "http://node-api/echo?from=go"},
+		{"base address of the client", "services__node_api__http__0", "node_api", "/echo?from=go"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rcv := otlptest.Start(t)
@@ -48,7 +52,7 @@ func TestHTTPClientToExpress(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp, err := app.HTTPClient("node_api").Do(req)
+			resp, err := app.HTTPClient(tc.client).Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
