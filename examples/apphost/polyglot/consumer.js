@@ -64,7 +64,9 @@ process.on('SIGTERM', async () => {
   ready = false;
   try {
     if (conn) await conn.close();
-  } finally {
-    server.close(() => process.exit(0));
+  } catch (err) {
+    console.error('closing the connection:', err.message); // already closed by the broker
   }
+  server.close(() => process.exit(0));
+  server.closeIdleConnections(); // Node 18 leaves them to time out
 });
