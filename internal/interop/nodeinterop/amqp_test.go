@@ -41,7 +41,7 @@ func newRabbit(t *testing.T) (*rabbitmq.Client, *tracetest.SpanRecorder) {
 func attr(s sdktrace.ReadOnlySpan, key attribute.Key) string {
 	for _, kv := range s.Attributes() {
 		if kv.Key == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
