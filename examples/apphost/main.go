@@ -6,6 +6,18 @@
 // their /health, runs a short scripted scenario that prints what happened,
 // then stops everything.
 //
+// Beside the Go services it runs services in other languages, as an
+// AppHost with AddNpmApp and AddPythonApp would, from
+// examples/apphost/polyglot: a Python producer (pika) sends tasks to a
+// Node.js consumer (amqplib, express for /health) through the jobs
+// example's RabbitMQ (ConnectionStrings__messaging), and a Python publisher
+// (redis-py) broadcasts raw events ("user.created:…") on the Redis channel
+// "events", which the catalogs receive with redisevents.Subscribe. It needs
+// python3 with pika and redis (Debian: python3-pika python3-redis) and node
+// with npm; it runs `npm ci` in examples/apphost/polyglot when its
+// node_modules is missing. Without them that part is skipped, with a line
+// saying what is missing.
+//
 //	go run ./examples/apphost            # run the scenario and exit
 //	go run ./examples/apphost -keep      # then keep everything running until Ctrl-C
 //

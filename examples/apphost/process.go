@@ -19,6 +19,7 @@ import (
 type service struct {
 	name    string // "catalog-0"
 	binary  string
+	args    []string // after the binary: a script, for node
 	env     []string
 	port    int
 	logPath string
@@ -76,7 +77,7 @@ func (s *service) start() error {
 	if err != nil {
 		return err
 	}
-	s.cmd = exec.Command(s.binary)
+	s.cmd = exec.Command(s.binary, s.args...)
 	s.cmd.Env = s.env
 	s.cmd.Stdout = logFile
 	s.cmd.Stderr = logFile

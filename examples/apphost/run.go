@@ -35,6 +35,7 @@ type stack struct {
 	users    []*service // users.go
 	gateway  *service
 	jobs     *jobsStack // nil without RabbitMQ
+	polyglot *polyglotStack
 	dir      string
 	faults   []fault
 }
@@ -105,9 +106,16 @@ func run(ctx context.Context, out io.Writer, cfg config) (err error) {
 	if st.jobs, err = startJobs(ctx, out, cfg, st, bins["jobs"]); err != nil {
 		return err
 	}
+	if st.polyglot, err = startPolyglot(ctx, out, cfg, st); err != nil {
+		return err
+	}
 
-	fmt.Fprintln(out, "\nscenario")
-	scenarioErr := runScenario(ctx, out, st)
+	fmt.Fprintln(out, "\npolyglot scenario")
+	scenarioErr := runPolyglotScenario(ctx, out, st)
+	if scenarioErr == nil {
+		fmt.Fprintln(out, "\nscenario")
+		scenarioErr = runScenario(ctx, out, st)
+	}
 	if scenarioErr == nil {
 		scenarioErr = usersOutage(ctx, out, st)
 	}
@@ -157,7 +165,8 @@ func (st *stack) all() []*service {
 	if st.gateway != nil {
 		all = append(all, st.gateway)
 	}
-	return append(all, st.jobs.services()...)
+	all = append(all, st.jobs.services()...)
+	return append(all, st.polyglot.services()...)
 }
 
 // stop stops every service still running; it is safe to call twice.

@@ -74,6 +74,10 @@ type catalogStats struct {
 	Cache    cacheStats      `json:"cache"`
 	Replicas []replicaStatus `json:"replicas"`
 	Reads    readStats       `json:"reads"`
+	Events   struct {
+		Received int64    `json:"received"`
+		Recent   []string `json:"recent"`
+	} `json:"events"`
 }
 
 // reads says where the database reads between two snapshots went.

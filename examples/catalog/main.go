@@ -15,8 +15,12 @@
 //	GET  /products/{id}   through the cache, then a read replica
 //	PUT  /products/{id}   the primary, then invalidates both cache tiers and every instance's L1
 //	POST /orders          a transaction on the primary; honours Idempotency-Key
-//	GET  /stats           cache tiers and replica rotation, for the demo
+//	GET  /stats           cache tiers, replica rotation and the events received, for the demo
 //	GET  /health, /alive  probes
+//
+// It subscribes to the Redis channel "events" and counts what is published
+// there, by Go services (goaspire's envelope) or others (a Python
+// service's r.publish('events', 'user.created:123'), received as is).
 package main
 
 import (

@@ -19,6 +19,7 @@ import (
 	"github.com/goaspire/goaspire/cache"
 	"github.com/goaspire/goaspire/cqrs"
 	"github.com/goaspire/goaspire/examples/internal/httpapi"
+	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/integrations/aspirepostgres"
 	"github.com/goaspire/goaspire/integrations/aspireredis"
 	"github.com/goaspire/goaspire/servicedefaults"
@@ -51,6 +52,7 @@ type service struct {
 	created  metric.Int64Counter
 	value    metric.Float64Histogram
 	instance string
+	events   events
 }
 
 const schema = `
@@ -74,6 +76,16 @@ CREATE TABLE IF NOT EXISTS orders (
 
 func newService(ctx context.Context, app *servicedefaults.App) (*service, error) {
 	db, err := aspirepostgres.DB(ctx, app, "db")
+	if err != nil {
+		return nil, err
+	}
+	// The service also subscribes to Redis itself (the "events" channel),
+	// which makes Redis a dependency of its readiness: Degraded keeps an
+	// instance in rotation through a Redis outage, served by the cache's
+	// L1 and the database.
+	rdb, err := aspireredis.Client(ctx, app, "cache", func(c *cache.RedisConfig) {
+		c.HealthCheckFailureStatus = health.Degraded
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +115,7 @@ func newService(ctx context.Context, app *servicedefaults.App) (*service, error)
 	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
+	s.events.subscribe(app, rdb)
 	return s, nil
 }
 
@@ -355,6 +368,7 @@ type Stats struct {
 	Cache    cache.Stats          `json:"cache"`
 	Replicas []cqrs.ReplicaStatus `json:"replicas"`
 	Reads    cqrs.ReadStats       `json:"reads"`
+	Events   EventStats           `json:"events"`
 }
 
 func (s *service) stats(w http.ResponseWriter, r *http.Request) {
@@ -363,5 +377,6 @@ func (s *service) stats(w http.ResponseWriter, r *http.Request) {
 		Cache:    s.products.Stats(),
 		Replicas: s.db.Replicas(),
 		Reads:    s.db.ReadStats(),
+		Events:   s.events.stats(),
 	})
 }
