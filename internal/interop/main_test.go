@@ -1,34 +1,25 @@
 package interop_test
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/goaspire/goaspire/testserver"
 )
 
-// The RabbitMQ node the tests share, started by the first test that needs
-// one (a node takes seconds to start) and stopped by TestMain.
-var (
-	brokerOnce sync.Once
-	broker     *testserver.RabbitMQ
-	brokerErr  error
-)
+// broker is the RabbitMQ node the tests share, started by the first test
+// that needs one (a node takes seconds to start) and stopped by TestMain.
+var broker testserver.SharedRabbitMQ
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if broker != nil {
-		if err := broker.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
+	if err := broker.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
 	}
 	os.Exit(code)
 }
@@ -37,18 +28,7 @@ func TestMain(m *testing.M) {
 // is not installed (failing it under CI).
 func rabbit(tb testing.TB) *testserver.RabbitMQ {
 	tb.Helper()
-	brokerOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		broker, brokerErr = testserver.StartRabbitMQ(ctx)
-	})
-	if brokerErr != nil {
-		if errors.Is(brokerErr, testserver.ErrBinaryNotFound) && !inCI() {
-			tb.Skipf("rabbitmq-server not available: %v", brokerErr)
-		}
-		tb.Fatal(brokerErr)
-	}
-	return broker
+	return broker.Get(tb)
 }
 
 // freePort returns a loopback port free at the moment, for a server in

@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
+	"github.com/goaspire/goaspire/internal/polyglot"
 	"io"
 	"os"
 	"os/exec"
@@ -16,62 +16,26 @@ import (
 )
 
 // pythonModules are the modules every script may import.
-const pythonModules = "pika, redis, httpx, grpc, fastapi, uvicorn"
+var pythonModules = []string{"pika", "redis", "httpx", "grpc", "fastapi", "uvicorn"}
 
 var (
 	pythonOnce sync.Once
 	pythonPath string
-	pythonWhy  string
+	pythonErr  error
 )
 
-// python returns an interpreter that imports pythonModules: GOASPIRE_PYTHON,
-// then /usr/bin/python3 (Debian's, where apt installs python3-pika and the
-// others), then python3 on PATH (often a pyenv one without them). It skips
-// the test when there is none, and fails it under CI (see inCI).
+// python returns an interpreter that imports pythonModules (see
+// polyglot.Python), skipping the test when there is none, and failing it
+// under CI.
 func python(tb testing.TB) string {
 	tb.Helper()
 	pythonOnce.Do(func() {
-		var tried []string
-		candidates := []string{os.Getenv("GOASPIRE_PYTHON"), "/usr/bin/python3"}
-		if p, err := exec.LookPath("python3"); err == nil {
-			candidates = append(candidates, p)
-		}
-		for _, c := range candidates {
-			if c == "" {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			out, err := exec.CommandContext(ctx, c, "-c", "import "+pythonModules).CombinedOutput()
-			cancel()
-			if err == nil {
-				pythonPath = c
-				return
-			}
-			tried = append(tried, fmt.Sprintf("%s: %v: %s", c, err, lastLine(out)))
-		}
-		pythonWhy = fmt.Sprintf("no Python interpreter imports %s (apt-get install python3-pika python3-redis python3-httpx python3-grpcio python3-fastapi python3-uvicorn; or set GOASPIRE_PYTHON); tried: %s",
-			pythonModules, strings.Join(tried, "; "))
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		pythonPath, pythonErr = polyglot.Python(ctx, pythonModules...)
 	})
-	if pythonPath == "" {
-		if inCI() {
-			tb.Fatal(pythonWhy)
-		}
-		tb.Skip(pythonWhy)
-	}
+	polyglot.Need(tb, pythonErr)
 	return pythonPath
-}
-
-// inCI reports whether the CI environment variable is set (and not
-// "false" or "0"), as testserver reads it: a missing interpreter or server
-// then fails the test instead of skipping it.
-func inCI() bool {
-	v := os.Getenv("CI")
-	return v != "" && !strings.EqualFold(v, "false") && v != "0"
-}
-
-func lastLine(b []byte) string {
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return lines[len(lines)-1]
 }
 
 // script is a Python script of testdata running as a process. Its stdout

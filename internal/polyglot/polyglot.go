@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"testing"
 )
 
 // ErrMissing is wrapped by the errors of a runtime, tool or module that is
@@ -40,6 +41,27 @@ func (e *MissingError) Error() string {
 
 // Unwrap returns ErrMissing.
 func (e *MissingError) Unwrap() error { return ErrMissing }
+
+// InCI reports whether the CI environment variable is set (and not
+// "false" or "0"), as testserver reads it: a missing runtime then fails a
+// test instead of skipping it.
+func InCI() bool {
+	v := os.Getenv("CI")
+	return v != "" && !strings.EqualFold(v, "false") && v != "0"
+}
+
+// Need fails the test on err, except that a missing runtime or module
+// (ErrMissing) skips it on a developer's machine; under CI it fails too.
+func Need(tb testing.TB, err error) {
+	tb.Helper()
+	if err == nil {
+		return
+	}
+	if errors.Is(err, ErrMissing) && !InCI() {
+		tb.Skip(err)
+	}
+	tb.Fatal(err)
+}
 
 // DirName is the npm project's directory, relative to the module root.
 const DirName = "examples/apphost/polyglot"
@@ -100,11 +122,15 @@ func current(dir string) bool {
 	return err == nil && !installed.ModTime().Before(lockfile.ModTime())
 }
 
-// Python returns a python3 that can import every module in modules: the
-// one on PATH, else Debian's /usr/bin/python3 (where apt's python3-pika
-// and python3-redis install, when PATH leads to another Python first).
+// Python returns a python3 that can import every module in modules:
+// GOASPIRE_PYTHON when set, the one on PATH, else Debian's /usr/bin/python3
+// (where apt's python3-pika and python3-redis install, when PATH leads to
+// another Python first, such as a pyenv one).
 func Python(ctx context.Context, modules ...string) (string, error) {
 	var candidates []string
+	if p := os.Getenv("GOASPIRE_PYTHON"); p != "" {
+		candidates = append(candidates, p)
+	}
 	if p, err := exec.LookPath("python3"); err == nil {
 		candidates = append(candidates, p)
 	}
@@ -121,6 +147,9 @@ func Python(ctx context.Context, modules ...string) (string, error) {
 	}
 	debs := make([]string, len(modules))
 	for i, m := range modules {
+		if m == "grpc" {
+			m = "grpcio" // Debian names the package after the project
+		}
 		debs[i] = "python3-" + m
 	}
 	return "", &MissingError{What: what, Hint: "apt-get install " + strings.Join(append([]string{"python3"}, debs...), " ")}

@@ -62,7 +62,7 @@ func TestGoPublishNodeConsume(t *testing.T) {
 	if err := c.DeclareQueue(ctx, rabbitmq.Queue{Name: queue}); err != nil {
 		t.Fatal(err)
 	}
-	consumer := startNode(t, []string{"AMQP_URL=" + broker.URL()}, "amqp-consume", queue)
+	consumer := startNode(t, []string{"AMQP_URL=" + needBroker(t).URL()}, "amqp-consume", queue)
 	var ready struct{ Ready bool }
 	consumer.next(&ready)
 	if !ready.Ready {
@@ -172,7 +172,7 @@ func TestNodePublishGoConsume(t *testing.T) {
 		{"id": "traced", "body": `{"task":"resize","id":7}`, "traceparent": "00-" + traceID + "-" + parentID + "-01"},
 		{"id": "untraced", "body": "user.created:123"},
 	})
-	startNode(t, []string{"AMQP_URL=" + broker.URL()}, "amqp-publish", queue, string(msgs)).wait()
+	startNode(t, []string{"AMQP_URL=" + needBroker(t).URL()}, "amqp-publish", queue, string(msgs)).wait()
 	select {
 	case <-all:
 	case <-time.After(lineTimeout):

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -28,17 +27,11 @@ var (
 	node string
 	// nodePath is the node_modules of the repository's npm project.
 	nodePath string
-	// broker is the RabbitMQ node the package's tests share; nil when
-	// rabbitmq-server is not installed.
-	broker    *testserver.RabbitMQ
-	brokerErr error
-	nodeErr   error
+	nodeErr  error
+	// broker is the RabbitMQ node the package's tests share, started by
+	// the first test that needs it.
+	broker testserver.SharedRabbitMQ
 )
-
-func inCI() bool {
-	v := os.Getenv("CI")
-	return v != "" && !strings.EqualFold(v, "false") && v != "0"
-}
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -48,25 +41,14 @@ func runMain(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	node, nodeErr = setupNode(ctx)
-	if nodeErr != nil && (!errors.Is(nodeErr, polyglot.ErrMissing) || inCI()) {
+	if nodeErr != nil && (!errors.Is(nodeErr, polyglot.ErrMissing) || polyglot.InCI()) {
 		fmt.Fprintln(os.Stderr, nodeErr)
 		return 1
 	}
-	if node == "" {
-		brokerErr = nodeErr // every test needs node: no broker to start
-		return m.Run()
-	}
-	broker, brokerErr = testserver.StartRabbitMQ(ctx)
-	if brokerErr != nil && (!errors.Is(brokerErr, testserver.ErrBinaryNotFound) || inCI()) {
-		fmt.Fprintln(os.Stderr, brokerErr)
-		return 1
-	}
 	code := m.Run()
-	if broker != nil {
-		if err := broker.Close(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
+	if err := broker.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
 	}
 	return code
 }
@@ -100,13 +82,10 @@ func needNode(tb testing.TB) {
 }
 
 // needBroker returns the shared RabbitMQ node, skipping the test when
-// rabbitmq-server is not installed (never under CI: TestMain fails then).
+// rabbitmq-server is not installed (failing it under CI).
 func needBroker(tb testing.TB) *testserver.RabbitMQ {
 	tb.Helper()
-	if broker == nil {
-		tb.Skipf("rabbitmq-server not available: %v", brokerErr)
-	}
-	return broker
+	return broker.Get(tb)
 }
 
 // nodeProc is a running testdata/interop.js command.
