@@ -215,7 +215,15 @@ func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.C
 // connection string's Command Timeout as a PoolConfig.CommandTimeout: 0
 // when it sets none, negative for its 0 (no limit).
 func resolveConnectionTimeout(cfg *discovery.Config, name string, l layers) (*pgxpool.Config, string, time.Duration, error) {
+	c, source, cmd, _, err := resolveConnectionUser(cfg, name, l)
+	return c, source, cmd, err
+}
+
+// resolveConnectionUser is resolveConnectionTimeout that also reports
+// whether the connection string named a user.
+func resolveConnectionUser(cfg *discovery.Config, name string, l layers) (*pgxpool.Config, string, time.Duration, bool, error) {
 	var cmd time.Duration
+	named := true
 	c, source, err := resolveConnectionWith(cfg, name, l, func(s string) {
 		if d, ok := commandTimeoutKeyword(s); ok {
 			cmd = d
@@ -223,8 +231,9 @@ func resolveConnectionTimeout(cfg *discovery.Config, name string, l layers) (*pg
 				cmd = -1
 			}
 		}
+		named = namesUser(s)
 	})
-	return c, source, cmd, err
+	return c, source, cmd, named, err
 }
 
 func resolveConnectionWith(cfg *discovery.Config, name string, l layers, parsed func(string)) (*pgxpool.Config, string, error) {
