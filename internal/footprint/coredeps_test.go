@@ -20,6 +20,8 @@ var forbidden = []string{
 	"github.com/redis/go-redis",
 	"github.com/rabbitmq/amqp091-go",
 	"github.com/nats-io/nats.go",
+	"github.com/aws/aws-sdk-go-v2",
+	"github.com/aws/smithy-go",
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc",
 	"google.golang.org/grpc/health",
 	"google.golang.org/grpc/reflection",
