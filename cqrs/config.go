@@ -129,6 +129,16 @@ type PoolConfig struct {
 	// DisableMetrics turns off the pool's metrics.
 	DisableMetrics bool
 
+	// Authentication is how the connection proves who it is: empty (the
+	// default) for the connection string's password, or a Credentials
+	// hook an integration installs when the string has none;
+	// AuthenticationPassword for the password only;
+	// AuthenticationAwsIam or AuthenticationEntraID for the tokens of
+	// integrations/aspireaws or integrations/aspireazure, whose configure
+	// functions install the hook (NewPool fails when none did).
+	// LoadPoolConfig and LoadConfig read it from the Authentication
+	// setting (Aspire:Npgsql[:{name}]:Authentication), case-insensitively.
+	Authentication string
 	// Credentials, when set, gives the user and password of each new
 	// physical connection of the pool, replacing the connection string's
 	// password: a short-lived token of AWS RDS IAM or Microsoft Entra ID

@@ -9,6 +9,33 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// Values of PoolConfig.Authentication and of the Authentication setting.
+const (
+	// AuthenticationPassword uses the connection string's password (or
+	// PGPASSWORD, ~/.pgpass), and no Credentials hook.
+	AuthenticationPassword = "Password"
+	// AuthenticationAwsIam signs an AWS RDS IAM token for each new
+	// connection (integrations/aspireaws).
+	AuthenticationAwsIam = "AwsIam"
+	// AuthenticationEntraID gets a Microsoft Entra ID token for each new
+	// connection (integrations/aspireazure).
+	AuthenticationEntraID = "EntraId"
+)
+
+// ParseAuthentication returns the canonical spelling of an
+// Authentication setting (case and surrounding spaces ignored): "",
+// AuthenticationPassword, AuthenticationAwsIam or AuthenticationEntraID.
+// Any other value is an error wrapping ErrInvalidValue.
+func ParseAuthentication(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	for _, v := range []string{"", AuthenticationPassword, AuthenticationAwsIam, AuthenticationEntraID} {
+		if strings.EqualFold(s, v) {
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %q: want %s, %s or %s", ErrInvalidValue, s, AuthenticationPassword, AuthenticationAwsIam, AuthenticationEntraID)
+}
+
 // ConnTarget is the physical connection a pool is about to open, as a
 // [PoolConfig.Credentials] hook sees it: a token-based password (AWS RDS
 // IAM, Microsoft Entra ID) is issued for one host, port, user and

@@ -307,3 +307,79 @@ func TestNamesUser(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthenticationSetting: the Authentication setting is read like the
+// other settings (connection, then DB, then global), case-insensitively;
+// an unknown value is an error naming the key; AwsIam or EntraId without
+// a hook fails the open with an error naming the configure function to
+// add; Password drops a hook.
+func TestAuthenticationSetting(t *testing.T) {
+	const cs = "Host=127.0.0.1;Port=1;Username=u;Database=db"
+	base := map[string]string{"ConnectionStrings:db-primary": cs, "ConnectionStrings:db-replica-a": cs}
+	with := func(kv ...string) *discovery.Config {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return discovery.FromMap(m)
+	}
+	for _, tc := range []struct {
+		name             string
+		cfg              *discovery.Config
+		primary, replica string
+		errKey           string
+	}{
+		{"unset", with(), "", "", ""},
+		{"global", with("Aspire:Npgsql:Authentication", " awsIAM "), AuthenticationAwsIam, AuthenticationAwsIam, ""},
+		{"DB over global", with("Aspire:Npgsql:Authentication", "AwsIam", "Aspire:Npgsql:db:Authentication", "entraid"), AuthenticationEntraID, AuthenticationEntraID, ""},
+		{"connection over DB", with("Aspire:Npgsql:db:Authentication", "EntraId", "Aspire:Npgsql:db-replica-a:Authentication", "password"), AuthenticationEntraID, AuthenticationPassword, ""},
+		{"unknown", with("Aspire:Npgsql:db-primary:Authentication", "Kerberos"), "", "", "Aspire:Npgsql:db-primary:Authentication"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := LoadConfig(tc.cfg, "db")
+			if tc.errKey != "" {
+				var ke *discovery.KeyError
+				if !errors.As(err, &ke) || ke.Key != tc.errKey || !errors.Is(err, ErrInvalidValue) {
+					t.Fatalf("LoadConfig = %v; want a KeyError for %s", err, tc.errKey)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Primary.Authentication != tc.primary || c.Replicas[0].Authentication != tc.replica {
+				t.Errorf("Authentication = %q, %q; want %q, %q", c.Primary.Authentication, c.Replicas[0].Authentication, tc.primary, tc.replica)
+			}
+		})
+	}
+
+	ctx := context.Background()
+	pc, err := ParseConnectionString(cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for auth, want := range map[string]string{
+		AuthenticationAwsIam:  "pass aspireaws.RDSIAMAuth(app)",
+		AuthenticationEntraID: "pass aspireazure.PostgresAuth(app)",
+		"Kerberos":            "PoolConfig.Authentication",
+	} {
+		_, err := NewPool(ctx, &PoolConfig{Name: "jobs", Config: pc, Authentication: auth, Logger: quietLogger})
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), `"jobs"`) {
+			t.Errorf("NewPool with Authentication %s and no hook = %v; want an error naming the connection and %q", auth, err, want)
+		}
+	}
+	called := false
+	p, err := NewPool(ctx, &PoolConfig{Name: "jobs", Config: pc, Authentication: "password", Logger: quietLogger,
+		Credentials: func(context.Context, ConnTarget) (string, string, error) { called = true; return "", "x", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = p.Ping(ctx) // nothing listens on port 1
+	p.Close()
+	if called {
+		t.Error("Authentication=Password still called the Credentials hook")
+	}
+}

@@ -95,6 +95,21 @@ func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metr
 	if c.Config == nil {
 		return nil, &ConnectionError{Name: name, Source: c.Source, Err: errors.New("PoolConfig.Config is nil: make it with ParseConnectionString or pgxpool.ParseConfig")}
 	}
+	auth, err := ParseAuthentication(c.Authentication)
+	if err != nil {
+		return nil, &ConnectionError{Name: name, Source: c.Source, Err: fmt.Errorf("PoolConfig.Authentication: %w", err)}
+	}
+	switch {
+	case auth == AuthenticationPassword:
+		c.Credentials = nil
+	case auth != "" && c.Credentials == nil:
+		pkg := "aspireaws.RDSIAMAuth"
+		if auth == AuthenticationEntraID {
+			pkg = "aspireazure.PostgresAuth"
+		}
+		return nil, &ConnectionError{Name: name, Source: c.Source, Err: fmt.Errorf(
+			"Authentication is %s but no credentials hook is installed: pass %s(app) to aspirepostgres.DB or Pool, or set PoolConfig.Credentials", auth, pkg)}
+	}
 	pc := c.Config.Copy()
 	c.Config = pc
 	if c.Credentials != nil {

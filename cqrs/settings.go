@@ -127,6 +127,12 @@ func readPoolSettings(l layers, p *PoolConfig) error {
 			return &discovery.KeyError{Key: sec.Path() + ":HealthCheckFailureStatus", Err: err}
 		}
 	}
+	if sec, ok := l.find("Authentication"); ok {
+		v, _ := sec.Lookup("Authentication")
+		if p.Authentication, err = ParseAuthentication(v); err != nil {
+			return &discovery.KeyError{Key: sec.Path() + ":Authentication", Err: err}
+		}
+	}
 	if p.DisableTracing, err = l.bool("DisableTracing", false); err != nil {
 		return err
 	}

@@ -11,17 +11,17 @@
 //
 // # Configuration
 //
-// Whether a connection uses IAM authentication is read from
+// Whether a connection uses IAM authentication is its Authentication
+// setting (cqrs.PoolConfig.Authentication), read from
 // Aspire:Npgsql:{connection}:Authentication, then
 // Aspire:Npgsql:{db}:Authentication, then Aspire:Npgsql:Authentication:
 //
 //   - "AwsIam": a token signed for the connection's host, port and user
 //     (the connection string must name the user: Username=...);
-//   - "Password": the connection string's password, as without this
-//     package;
+//   - "Password" (or "EntraId"): not this package's;
 //   - unset: AwsIam when the connection string has no password (what a
-//     deploy to AWS gives), else Password (what the AppHost gives when
-//     running locally).
+//     deploy to AWS gives) and no other credentials hook is installed,
+//     else the password (what the AppHost gives when running locally).
 //
 // The AWS region and credentials come from the AWS SDK's standard chain
 // (AWS_REGION, AWS_PROFILE, the shared config and credentials files, web
@@ -54,16 +54,6 @@ import (
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
-// Values of the Authentication setting of a connection
-// (Aspire:Npgsql[:{name}]:Authentication).
-const (
-	// AuthenticationAwsIam signs an RDS IAM authentication token for each
-	// new connection.
-	AuthenticationAwsIam = "AwsIam"
-	// AuthenticationPassword uses the connection string's password.
-	AuthenticationPassword = "Password"
-)
-
 // Configuration keys read by LoadRDSAuth.
 const (
 	// RegionKey overrides the AWS region of the standard chain.
@@ -72,9 +62,6 @@ const (
 	// chain.
 	ProfileKey = "AWS:Profile"
 )
-
-// settingsSection is the section of the Authentication setting.
-const settingsSection = "Aspire:Npgsql"
 
 // RDSAuth signs the IAM authentication tokens of Amazon RDS and Aurora
 // PostgreSQL. Its zero value is not usable: set Region and Credentials, or
@@ -153,7 +140,7 @@ func appAuth(ctx context.Context, h servicedefaults.Host) (*RDSAuth, error) {
 // RDSIAMAuth returns a configure function for aspirepostgres.DB that
 // gives each connection of the DB (primary and replicas) whose
 // Authentication setting is AwsIam, or unset with no password in its
-// connection string, an RDS IAM token as the password of each new
+// connection string (see the package documentation), an RDS IAM token as the password of each new
 // physical connection (see the package documentation). The region and
 // credentials are h's (LoadRDSAuth), loaded once per App at the first
 // connection: a failure to load them fails that connection with an
@@ -161,28 +148,29 @@ func appAuth(ctx context.Context, h servicedefaults.Host) (*RDSAuth, error) {
 // tries again.
 func RDSIAMAuth(h servicedefaults.Host) func(*cqrs.Config) {
 	return func(c *cqrs.Config) {
-		db := c.Name
-		install(h, db, &c.Primary)
+		install(h, &c.Primary)
 		for i := range c.Replicas {
-			install(h, db, &c.Replicas[i])
+			install(h, &c.Replicas[i])
 		}
 	}
 }
 
 // RDSIAMAuthPool is RDSIAMAuth for aspirepostgres.Pool.
 func RDSIAMAuthPool(h servicedefaults.Host) func(*cqrs.PoolConfig) {
-	return func(c *cqrs.PoolConfig) { install(h, "", c) }
+	return func(c *cqrs.PoolConfig) { install(h, c) }
 }
 
-// install sets p's Credentials hook when its Authentication setting asks
-// for IAM authentication.
-func install(h servicedefaults.Host, db string, p *cqrs.PoolConfig) {
-	on, err := enabled(h.Config(), db, p)
-	if err != nil {
-		p.Credentials = func(context.Context, cqrs.ConnTarget) (string, string, error) { return "", "", err }
-		return
-	}
-	if !on {
+// install sets p's Credentials hook when its Authentication asks for IAM
+// authentication, or is unset while the connection string has no
+// password and no other hook is installed.
+func install(h servicedefaults.Host, p *cqrs.PoolConfig) {
+	switch p.Authentication {
+	case cqrs.AuthenticationAwsIam:
+	case "":
+		if p.Credentials != nil || p.Config == nil || p.Config.ConnConfig.Password != "" {
+			return
+		}
+	default:
 		return
 	}
 	p.Credentials = func(ctx context.Context, t cqrs.ConnTarget) (string, string, error) {
@@ -192,31 +180,4 @@ func install(h servicedefaults.Host, db string, p *cqrs.PoolConfig) {
 		}
 		return a.ConnCredentials(ctx, t)
 	}
-}
-
-// enabled reads the Authentication setting of connection p of DB db.
-func enabled(cfg *discovery.Config, db string, p *cqrs.PoolConfig) (bool, error) {
-	var keys []string
-	if p.Name != "" {
-		keys = append(keys, settingsSection+":"+p.Name+":Authentication")
-	}
-	if db != "" && !strings.EqualFold(db, p.Name) {
-		keys = append(keys, settingsSection+":"+db+":Authentication")
-	}
-	keys = append(keys, settingsSection+":Authentication")
-	for _, k := range keys {
-		v, ok := cfg.Lookup(k)
-		v = strings.TrimSpace(v)
-		if !ok || v == "" {
-			continue
-		}
-		switch {
-		case strings.EqualFold(v, AuthenticationAwsIam):
-			return true, nil
-		case strings.EqualFold(v, AuthenticationPassword):
-			return false, nil
-		}
-		return false, &discovery.KeyError{Key: k, Err: fmt.Errorf("%q is not an authentication of this package: want %s or %s", v, AuthenticationAwsIam, AuthenticationPassword)}
-	}
-	return p.Config != nil && p.Config.ConnConfig.Password == "", nil
 }
