@@ -13,6 +13,10 @@
 // [PostgresScope] with the user name [Claims.PostgresUser] gives, for Azure
 // Cache for Redis a token for [RedisScope] with [Claims.RedisUser].
 //
+// [PostgresAuth] does that for the connections of package aspirepostgres:
+//
+//	db, err := aspirepostgres.DB(ctx, app, "db", aspireazure.PostgresAuth(app))
+//
 // The core package servicedefaults does not link the Azure SDK: only a
 // service that imports this package does.
 //
