@@ -52,7 +52,7 @@ func setPassword(ctx context.Context, srv *testserver.Postgres, role, password s
 
 // TestPostgresEntraAuth: a service configured exactly as Aspire's Azure
 // deployment configures it (connection strings with host, port and
-// database only; AZURE_CLIENT_ID, AZURE_TOKEN_CREDENTIALS, IDENTITY_ENDPOINT
+// database only, in keyword and URI form; AZURE_CLIENT_ID, AZURE_TOKEN_CREDENTIALS, IDENTITY_ENDPOINT
 // and IDENTITY_HEADER in its environment) reaches a Postgres primary and
 // replica whose role, named like the managed identity, has each token the
 // identity endpoint issues as its password (the stand-in sets it before
@@ -102,7 +102,7 @@ func TestPostgresEntraAuth(t *testing.T) {
 	env := []string{
 		// What Aspire's Azure deployment sets.
 		fmt.Sprintf("ConnectionStrings__db=Host=127.0.0.1;Port=%d;Database=%s", primary.Port(), primary.Database()),
-		fmt.Sprintf("ConnectionStrings__db-replica-east=Host=127.0.0.1;Port=%d;Database=%s", replica.Port(), replica.Database()),
+		fmt.Sprintf("DB_REPLICA_EAST_URI=postgresql://127.0.0.1:%d/%s", replica.Port(), replica.Database()), // Aspire 13's form
 		"AZURE_CLIENT_ID=" + mi.ClientID(),
 		"AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential",
 		"IDENTITY_ENDPOINT=" + mi.Endpoint(),
@@ -130,7 +130,7 @@ func TestPostgresEntraAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	replicaPool, err := db.Keyed("db-replica-east")
+	replicaPool, err := db.Keyed(db.Replicas()[0].Name)
 	if err != nil {
 		t.Fatal(err)
 	}
