@@ -108,7 +108,7 @@ func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metr
 			pkg = "aspireazure.PostgresAuth"
 		}
 		return nil, &ConnectionError{Name: name, Source: c.Source, Err: fmt.Errorf(
-			"Authentication is %s but no credentials hook is installed: pass %s(app) to aspirepostgres.DB or Pool, or set PoolConfig.Credentials", auth, pkg)}
+			"the Authentication setting is %s but no credentials hook is installed: pass %s(app) to aspirepostgres.DB or Pool, or set PoolConfig.Credentials", auth, pkg)}
 	}
 	pc := c.Config.Copy()
 	c.Config = pc
