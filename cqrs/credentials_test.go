@@ -383,3 +383,39 @@ func TestAuthenticationSetting(t *testing.T) {
 		t.Error("Authentication=Password still called the Credentials hook")
 	}
 }
+
+// TestCredentialsFailureReplica: a replica whose hook fails leaves the
+// rotation; its check reports the credentials error naming it, Degraded,
+// and reads go to the primary.
+func TestCredentialsFailureReplica(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	db, err := openDB(ctx, c.config(nil), "db", func(cfg *Config) {
+		cfg.Replicas[0].Credentials = func(context.Context, ConnTarget) (string, string, error) {
+			return "", "", errors.New("no token for the replica")
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var found bool
+	for _, chk := range db.HealthChecks() {
+		if chk.Name != "postgres:db-replica-east" {
+			continue
+		}
+		found = true
+		err := chk.Check(ctx)
+		if err == nil || !strings.Contains(err.Error(), `postgres "db-replica-east": credentials: no token for the replica`) || chk.FailureStatus != health.Degraded {
+			t.Errorf("replica check = %v (%s); want Degraded with the credentials error", err, chk.FailureStatus)
+		}
+	}
+	if !found {
+		t.Fatal("no check for the replica")
+	}
+	var inRecovery bool
+	if err := db.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil || inRecovery {
+		t.Errorf("a read with the replica's credentials failing: recovery %v, %v; want it served by the primary", inRecovery, err)
+	}
+}
