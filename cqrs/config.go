@@ -129,6 +129,26 @@ type PoolConfig struct {
 	// DisableMetrics turns off the pool's metrics.
 	DisableMetrics bool
 
+	// Authentication is how the connection proves who it is: empty (the
+	// default) for the connection string's password, or a Credentials
+	// hook an integration installs when the string has none;
+	// AuthenticationPassword for the password only;
+	// AuthenticationAwsIam or AuthenticationEntraID for the tokens of
+	// integrations/aspireaws or integrations/aspireazure, whose configure
+	// functions install the hook (NewPool fails when none did).
+	// LoadPoolConfig and LoadConfig read it from the Authentication
+	// setting (Aspire:Npgsql[:{name}]:Authentication), case-insensitively.
+	Authentication string
+	// Credentials, when set, gives the user and password of each new
+	// physical connection of the pool, replacing the connection string's
+	// password: a short-lived token of AWS RDS IAM or Microsoft Entra ID
+	// (see integrations/aspireaws and integrations/aspireazure). The pool
+	// calls it from pgx's BeforeConnect, after any BeforeConnect set on
+	// Config, with the host, port, database and user of that connection.
+	// Its error makes the connection fail with a *CredentialsError, which
+	// Ping, queries and the pool's health check return.
+	Credentials CredentialsFunc
+
 	// ConnectRetry shapes the background retry of the first connection.
 	ConnectRetry ConnectRetry
 	// WaitOnOpen, when positive, makes NewPool wait up to that long for
@@ -140,6 +160,10 @@ type PoolConfig struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	Logger         *slog.Logger
+
+	// userDefault is the user pgx filled in because the connection string
+	// named none; "" when it named one.
+	userDefault string
 }
 
 // ConnectRetry is the exponential backoff of a pool's first connection.
@@ -230,11 +254,14 @@ func LoadPoolConfig(cfg *discovery.Config, name string) (*PoolConfig, error) {
 }
 
 func loadPool(cfg *discovery.Config, name string, l layers) (PoolConfig, error) {
-	pc, source, cmd, err := resolveConnectionTimeout(cfg, name, l)
+	pc, source, cmd, named, err := resolveConnectionUser(cfg, name, l)
 	if err != nil {
 		return PoolConfig{}, err
 	}
 	p := PoolConfig{Name: name, Source: source, Config: pc, CommandTimeout: cmd}
+	if !named {
+		p.userDefault = pc.ConnConfig.User
+	}
 	if err := readPoolSettings(l, &p); err != nil {
 		return PoolConfig{}, &ConnectionError{Name: name, Source: source, Err: err}
 	}

@@ -93,6 +93,7 @@
 //	ConnectRetry:MaxInterval             10s             longest wait between startup attempts
 //	ConnectRetry:MaxElapsed              0 (no limit)    stop the startup retry (not the pool) after this long
 //	ConnectRetry:WaitOnOpen              0 (no wait)     make the open wait this long for the database, failing with ErrNotReady
+//	Authentication                       unset           Password, AwsIam or EntraId (any case); see Token authentication
 //
 //	Key (under Aspire:Npgsql[:{db}])     Default         Meaning
 //	Primary                              see LoadConfig  the primary's connection name
@@ -191,6 +192,23 @@
 // (never the password), retries only every ConnectRetry:MaxInterval, and
 // the health check reports Unhealthy with the server's reason
 // ("refused by the server: password authentication failed for user ...").
+//
+// # Token authentication
+//
+// In production on Azure or AWS the password of a connection is a token
+// that lives minutes: PoolConfig.Credentials is called for each new
+// physical connection of the pool (from pgx's BeforeConnect, after any
+// BeforeConnect of the pool's own), with the host, port, database and
+// user of that connection ([ConnTarget]; the user is empty when the
+// connection string names none), and returns the user and password to
+// log in with. Set it on the primary and on each replica: a token is
+// issued for one host. Packages integrations/aspireaws (RDS IAM) and
+// integrations/aspireazure (Microsoft Entra ID) install it according to
+// the Authentication setting. A hook that fails makes the connection
+// fail with a *CredentialsError naming it, which Ping, queries and the
+// health check return; the startup loop logs it once and retries with
+// backoff. A token the server refuses is a refusal as above. Errors
+// never contain the token.
 //
 // # Read routing
 //

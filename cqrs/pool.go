@@ -95,8 +95,26 @@ func newPool(ctx context.Context, c PoolConfig, tp trace.TracerProvider, mp metr
 	if c.Config == nil {
 		return nil, &ConnectionError{Name: name, Source: c.Source, Err: errors.New("PoolConfig.Config is nil: make it with ParseConnectionString or pgxpool.ParseConfig")}
 	}
+	auth, err := ParseAuthentication(c.Authentication)
+	if err != nil {
+		return nil, &ConnectionError{Name: name, Source: c.Source, Err: fmt.Errorf("PoolConfig.Authentication: %w", err)}
+	}
+	switch {
+	case auth == AuthenticationPassword:
+		c.Credentials = nil
+	case auth != "" && c.Credentials == nil:
+		pkg := "aspireaws.RDSIAMAuth"
+		if auth == AuthenticationEntraID {
+			pkg = "aspireazure.PostgresAuth"
+		}
+		return nil, &ConnectionError{Name: name, Source: c.Source, Err: fmt.Errorf(
+			"the Authentication setting is %s but no credentials hook is installed: pass %s(app) to aspirepostgres.DB or Pool, or set PoolConfig.Credentials", auth, pkg)}
+	}
 	pc := c.Config.Copy()
 	c.Config = pc
+	if c.Credentials != nil {
+		pc.BeforeConnect = withCredentials(name, c.Credentials, c.userDefault, pc.BeforeConnect)
+	}
 	if c.TracerProvider != nil {
 		tp = c.TracerProvider
 	}
@@ -255,7 +273,12 @@ func (p *Pool) connectLoop(ctx context.Context) {
 			}
 			interval = p.settings.ConnectRetry.MaxInterval
 		} else if attempt == 1 {
-			p.log.Warn("cqrs: postgres not reachable yet; retrying in the background", "error", err)
+			var ce *CredentialsError
+			if errors.As(err, &ce) {
+				p.log.Warn("cqrs: no postgres credentials yet; retrying in the background", "source", p.source, "error", err)
+			} else {
+				p.log.Warn("cqrs: postgres not reachable yet; retrying in the background", "error", err)
+			}
 		}
 		if max := p.settings.ConnectRetry.MaxElapsed; max > 0 && time.Since(start) >= max {
 			p.log.Error("cqrs: postgres still not reachable; giving up the startup retry (queries keep trying)", "attempts", attempt, "error", err)
@@ -294,10 +317,14 @@ func refusalCode(err error) string {
 
 // sourceOrName names where the connection came from, for a hint.
 func (p *Pool) sourceOrName() string {
+	s := "the connection string of " + strconv.Quote(p.name)
 	if p.source != "" {
-		return p.source
+		s = p.source
 	}
-	return "the connection string of " + strconv.Quote(p.name)
+	if p.settings.Credentials != nil {
+		s += " and the identity its credentials are issued for"
+	}
+	return s
 }
 
 // HealthCheck returns the pool's health check, "postgres:{name}": it pings
@@ -335,6 +362,9 @@ func (p *Pool) healthCheck(ctx context.Context) error {
 		if refusalCode(err) != "" && errors.As(err, &pgErr) {
 			// The server's reason first, not buried in pgx's dial text.
 			return fmt.Errorf("postgres %q: refused by the server: %s (SQLSTATE %s); check %s: %w", p.name, pgErr.Message, pgErr.Code, p.sourceOrName(), err)
+		}
+		if errors.As(err, new(*CredentialsError)) {
+			return err // names the connection already
 		}
 		return fmt.Errorf("postgres %q: %w", p.name, err)
 	}

@@ -127,6 +127,12 @@ func readPoolSettings(l layers, p *PoolConfig) error {
 			return &discovery.KeyError{Key: sec.Path() + ":HealthCheckFailureStatus", Err: err}
 		}
 	}
+	if sec, ok := l.find("Authentication"); ok {
+		v, _ := sec.Lookup("Authentication")
+		if p.Authentication, err = ParseAuthentication(v); err != nil {
+			return &discovery.KeyError{Key: sec.Path() + ":Authentication", Err: err}
+		}
+	}
 	if p.DisableTracing, err = l.bool("DisableTracing", false); err != nil {
 		return err
 	}
@@ -215,7 +221,15 @@ func resolveConnection(cfg *discovery.Config, name string, l layers) (*pgxpool.C
 // connection string's Command Timeout as a PoolConfig.CommandTimeout: 0
 // when it sets none, negative for its 0 (no limit).
 func resolveConnectionTimeout(cfg *discovery.Config, name string, l layers) (*pgxpool.Config, string, time.Duration, error) {
+	c, source, cmd, _, err := resolveConnectionUser(cfg, name, l)
+	return c, source, cmd, err
+}
+
+// resolveConnectionUser is resolveConnectionTimeout that also reports
+// whether the connection string named a user.
+func resolveConnectionUser(cfg *discovery.Config, name string, l layers) (*pgxpool.Config, string, time.Duration, bool, error) {
 	var cmd time.Duration
+	named := true
 	c, source, err := resolveConnectionWith(cfg, name, l, func(s string) {
 		if d, ok := commandTimeoutKeyword(s); ok {
 			cmd = d
@@ -223,8 +237,9 @@ func resolveConnectionTimeout(cfg *discovery.Config, name string, l layers) (*pg
 				cmd = -1
 			}
 		}
+		named = namesUser(s)
 	})
-	return c, source, cmd, err
+	return c, source, cmd, named, err
 }
 
 func resolveConnectionWith(cfg *discovery.Config, name string, l layers, parsed func(string)) (*pgxpool.Config, string, error) {

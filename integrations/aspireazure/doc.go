@@ -13,6 +13,10 @@
 // [PostgresScope] with the user name [Claims.PostgresUser] gives, for Azure
 // Cache for Redis a token for [RedisScope] with [Claims.RedisUser].
 //
+// [PostgresAuth] does that for the connections of package aspirepostgres:
+//
+//	db, err := aspirepostgres.DB(ctx, app, "db", aspireazure.PostgresAuth(app))
+//
 // [KeyVaultSecrets] reads the secrets of the Azure Key Vault an AppHost
 // references (WithReference(keyVault): ConnectionStrings__{name} is the
 // vault URI) as configuration, the Go form of .NET's

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/integrations/aspireazure"
@@ -24,20 +23,6 @@ import (
 	"github.com/goaspire/goaspire/servicedefaults/servicedefaultstest"
 	"github.com/goaspire/goaspire/testserver"
 )
-
-// staticCredential hands out one token and records the scopes asked.
-type staticCredential struct {
-	token  string
-	mu     sync.Mutex
-	scopes []string
-}
-
-func (c *staticCredential) GetToken(_ context.Context, o policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.scopes = append(c.scopes, o.Scopes...)
-	return azcore.AccessToken{Token: c.token, ExpiresOn: time.Now().Add(time.Hour)}, nil
-}
 
 // vaultValues is the configuration an AppHost gives a service that
 // references the vault as "secrets", plus the test CA as SSL_CERT_FILE

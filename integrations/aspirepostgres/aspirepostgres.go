@@ -39,6 +39,13 @@
 //		c.ReadYourWrites = true
 //	})
 //
+// A token instead of a password (Azure Database for PostgreSQL with
+// Microsoft Entra ID, Amazon RDS with IAM) comes from a configure
+// function of integrations/aspireazure or integrations/aspireaws, which
+// set cqrs.PoolConfig.Credentials on the primary and every replica:
+//
+//	db, err := aspirepostgres.DB(ctx, app, "db", aspireazure.PostgresAuth(app))
+//
 // The pool sets pgx's ConnConfig.Tracer itself unless both tracing and
 // metrics are disabled, so a tracer set there is replaced. Later calls for
 // the same name share the first client, whatever configure functions they

@@ -13,14 +13,17 @@ const core = "github.com/goaspire/goaspire/servicedefaults"
 
 // forbidden are the import paths (and everything under them) the core
 // must not link: the client libraries live in the integration packages,
-// which a service links only when it imports them, and so does the Azure
-// SDK (azidentity, azcore, MSAL), which only aspireazure links. grpc itself
-// stays, for the OTLP gRPC exporters.
+// which a service links only when it imports them, and so do the Azure
+// SDK (azidentity, azcore, MSAL), which only aspireazure links, and the AWS
+// SDK, which only aspireaws links. grpc itself stays, for the OTLP gRPC
+// exporters.
 var forbidden = []string{
 	"github.com/jackc/pgx",
 	"github.com/redis/go-redis",
 	"github.com/rabbitmq/amqp091-go",
 	"github.com/nats-io/nats.go",
+	"github.com/aws/aws-sdk-go-v2",
+	"github.com/aws/smithy-go",
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc",
 	"google.golang.org/grpc/health",
 	"google.golang.org/grpc/reflection",

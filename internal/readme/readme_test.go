@@ -49,6 +49,7 @@ var imports = map[string]string{
 	"aspirenats":          "github.com/goaspire/goaspire/integrations/aspirenats",
 	"aspiregrpc":          "github.com/goaspire/goaspire/integrations/aspiregrpc",
 	"aspireazure":         "github.com/goaspire/goaspire/integrations/aspireazure",
+	"aspireaws":           "github.com/goaspire/goaspire/integrations/aspireaws",
 	"azcore":              "github.com/Azure/azure-sdk-for-go/sdk/azcore",
 	"policy":              "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy",
 	"testserver":          "github.com/goaspire/goaspire/testserver",
