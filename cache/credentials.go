@@ -85,10 +85,22 @@ type CredentialsProviderOptions struct {
 // ones to every live connection, which go-redis re-authenticates in place
 // (AUTH on the same connection, without dropping the pool).
 //
-// It refreshes only while connections are subscribed: once the client is
-// closed, and its connections with it, its goroutine stops. Set it in
+// It refreshes only while connections are subscribed: go-redis unsubscribes
+// a connection when it closes it. go-redis (v9.22) does not unsubscribe a
+// connection whose handshake failed after it subscribed (credentials the
+// server refused), so close the provider after its client: Close stops the
+// refresher whatever is subscribed. Set it in
 // redis.Options.StreamingCredentialsProvider, or set
-// RedisConfig.Credentials and let NewRedis make it.
+// RedisConfig.Credentials and let NewRedis make it ([CredentialsProviderOf]
+// returns it then).
+//
+// go-redis re-authenticates a pooled connection when the pool takes it
+// back or skips it while handing out connections; it does not
+// re-authenticate pub/sub connections (they are not pooled): a server that
+// enforces the expiry (Azure Managed Redis closes connections not
+// re-authenticated in time) closes them, and go-redis's PubSub reconnects
+// with the credentials held and subscribes again, losing what was
+// published in between.
 type CredentialsProvider struct {
 	fetch CredentialsFunc
 	opt   CredentialsProviderOptions
@@ -359,9 +371,9 @@ func (p *CredentialsProvider) notify(c RedisCredentials) {
 	}
 }
 
-// Close stops the refresher, if running, and waits for it. go-redis
-// unsubscribes each connection as it closes it, which stops the refresher
-// too; Close is for a provider whose client is gone without closing.
+// Close stops the refresher, if running, waits for it, and forgets the
+// subscribed connections (see CredentialsProvider on why go-redis may not
+// have unsubscribed them all). The provider may be used again after Close.
 func (p *CredentialsProvider) Close() error {
 	p.mu.Lock()
 	stop, done := p.stop, p.done
@@ -377,9 +389,10 @@ func (p *CredentialsProvider) Close() error {
 	return nil
 }
 
-// credentialsProvider returns the CredentialsProvider of rdb's options, if
-// NewRedis (or the caller) set one.
-func credentialsProvider(rdb redis.UniversalClient) *CredentialsProvider {
+// CredentialsProviderOf returns the CredentialsProvider of rdb's options:
+// the one NewRedis made for RedisConfig.Credentials, or one the caller set;
+// nil when there is none. Close it after closing rdb.
+func CredentialsProviderOf(rdb redis.UniversalClient) *CredentialsProvider {
 	var sp auth.StreamingCredentialsProvider
 	switch c := rdb.(type) {
 	case *redis.Client:

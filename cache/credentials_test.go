@@ -136,7 +136,10 @@ func newCredentialedClient(t *testing.T, srv *testserver.Redis, fetch Credential
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = rdb.Close() })
+	t.Cleanup(func() {
+		_ = rdb.Close()
+		_ = CredentialsProviderOf(rdb).Close()
+	})
 	return rdb
 }
 

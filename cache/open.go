@@ -200,7 +200,8 @@ func LoadRedisConfig(cfg *discovery.Config, name string) (*RedisConfig, error) {
 // starts without Redis and recovers when it comes. Only c.AbortConnect
 // makes NewRedis ping first and fail.
 //
-// The caller closes the client; [HealthCheck] makes its readiness check.
+// The caller closes the client, then, with RedisConfig.Credentials, its
+// [CredentialsProviderOf]; [HealthCheck] makes its readiness check.
 func NewRedis(ctx context.Context, c *RedisConfig) (redis.UniversalClient, error) {
 	if c == nil {
 		return nil, errors.New("cache: NewRedis: nil RedisConfig")
@@ -567,7 +568,7 @@ func HealthCheck(name string, rdb redis.UniversalClient) health.Check {
 		Tags: []string{health.TagReady},
 		Check: func(ctx context.Context) error {
 			var credErr error
-			if p := credentialsProvider(rdb); p != nil {
+			if p := CredentialsProviderOf(rdb); p != nil {
 				credErr = p.Err()
 			}
 			if err := rdb.Do(ctx, "ping", healthPing).Err(); err != nil {

@@ -148,7 +148,13 @@ func open(ctx context.Context, h servicedefaults.Host, name string, configure []
 		return servicedefaults.Opened[*conn]{
 			Client: cn,
 			Checks: checks,
-			Close:  func(context.Context) error { return rdb.Close() },
+			Close: func(context.Context) error {
+				err := rdb.Close()
+				if p := cache.CredentialsProviderOf(rdb); p != nil {
+					_ = p.Close()
+				}
+				return err
+			},
 		}, nil
 	})
 }
