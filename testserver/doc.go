@@ -3,7 +3,9 @@
 // NATS servers on 127.0.0.1, as processes (no Docker), for tests: yours
 // and goaspire's own. [FaultProxy] sits in front of any of them to make it
 // go silent, black-hole new connections or add latency, the failures a
-// network partition causes.
+// network partition causes. [ManagedIdentity] stands in for the managed
+// identity endpoint of Azure App Service and Container Apps, issuing
+// JWT-shaped tokens to azidentity.
 //
 // It is a test helper, not a way to run databases in production. Every
 // server gets a fresh temporary directory, a free port, and a random

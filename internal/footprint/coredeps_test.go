@@ -13,8 +13,9 @@ const core = "github.com/goaspire/goaspire/servicedefaults"
 
 // forbidden are the import paths (and everything under them) the core
 // must not link: the client libraries live in the integration packages,
-// which a service links only when it imports them. grpc itself stays, for
-// the OTLP gRPC exporters.
+// which a service links only when it imports them, and so does the Azure
+// SDK (azidentity, azcore, MSAL), which only aspireazure links. grpc itself
+// stays, for the OTLP gRPC exporters.
 var forbidden = []string{
 	"github.com/jackc/pgx",
 	"github.com/redis/go-redis",
@@ -23,6 +24,8 @@ var forbidden = []string{
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc",
 	"google.golang.org/grpc/health",
 	"google.golang.org/grpc/reflection",
+	"github.com/Azure/azure-sdk-for-go",
+	"github.com/AzureAD/microsoft-authentication-library-for-go",
 }
 
 // tolerated are forbidden packages the core may link through the given
