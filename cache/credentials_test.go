@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/auth"
 
 	"github.com/goaspire/goaspire/health"
 	"github.com/goaspire/goaspire/testserver"
@@ -359,5 +362,102 @@ func TestCredentialsRefreshFailure(t *testing.T) {
 	eventually(t, time.Minute, "the health check to recover", func() bool { return chk.Check(ctx) == nil })
 	if g := src.generation(); g < 2 {
 		t.Fatalf("generation %d after recovery, want 2 or more", g)
+	}
+}
+
+// recordingListener is an auth.CredentialsListener recording what it is given.
+type recordingListener struct {
+	mu   sync.Mutex
+	next []string
+}
+
+func (l *recordingListener) OnNext(c auth.Credentials) {
+	_, pw := c.BasicAuth()
+	l.mu.Lock()
+	l.next = append(l.next, pw)
+	l.mu.Unlock()
+}
+
+func (l *recordingListener) OnError(error) {}
+
+func (l *recordingListener) received() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.next...)
+}
+
+// TestCredentialsProviderCachingSource stands for azidentity, which returns
+// the token it holds until the token is within a margin of its expiry:
+// the provider asks again (after half the time left) until it gets a new
+// token, hands each new token to its listeners once, and stops when the
+// last one unsubscribes.
+func TestCredentialsProviderCachingSource(t *testing.T) {
+	const lifetime, margin = 3 * time.Second, time.Second
+	var mu sync.Mutex
+	var calls, issued int
+	var cur RedisCredentials
+	source := func(context.Context) (RedisCredentials, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if issued == 0 || time.Until(cur.ExpiresOn) < margin {
+			issued++
+			cur = RedisCredentials{Username: "app", Password: "tok" + strconv.Itoa(issued), ExpiresOn: time.Now().Add(lifetime)}
+		}
+		return cur, nil
+	}
+	p := NewCredentialsProvider(source, CredentialsProviderOptions{MinRetry: 50 * time.Millisecond, RefreshRatio: 0.5})
+	defer p.Close()
+	l := &recordingListener{}
+	first, unsubscribe, err := p.Subscribe(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, pw := first.BasicAuth(); u != "app" || pw != "tok1" {
+		t.Fatalf("first credentials %s/%s, want app/tok1", u, pw)
+	}
+	eventually(t, time.Minute, "three new tokens", func() bool { return len(l.received()) >= 3 })
+	got := l.received()
+	for i, pw := range got[:3] {
+		if want := "tok" + strconv.Itoa(i+2); pw != want {
+			t.Fatalf("listener got %v, want tok2, tok3, tok4 in order, each once", got)
+		}
+	}
+	mu.Lock()
+	c, n := calls, issued
+	mu.Unlock()
+	if c <= n {
+		t.Errorf("%d calls for %d tokens: the provider never asked again after getting the token it held", c, n)
+	}
+	t.Logf("%d source calls for %d tokens", c, n)
+	if err := unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unsubscribe(); err != nil { // a no-op
+		t.Fatal(err)
+	}
+	mu.Lock()
+	c = calls
+	mu.Unlock()
+	// goleak (TestMain) checks that the refresher stopped; the source is
+	// not called once nothing is subscribed.
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	if calls > c+1 { // one fetch may have been under way
+		t.Errorf("source called %d times after the last unsubscribe", calls-c)
+	}
+}
+
+// TestRedisCredentialsRedacted: the password never shows in String,
+// GoString, %v, %+v or slog.
+func TestRedisCredentialsRedacted(t *testing.T) {
+	c := RedisCredentials{Username: "app", Password: "S3cretTok3n", ExpiresOn: time.Unix(1700000000, 0)}
+	var buf strings.Builder
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "c", c)
+	for _, s := range []string{c.String(), c.GoString(), fmt.Sprintf("%v %+v %#v %s", c, c, c, c), buf.String()} {
+		if strings.Contains(s, c.Password) || !strings.Contains(s, "app") {
+			t.Errorf("%q shows the password or lacks the user", s)
+		}
 	}
 }
