@@ -461,3 +461,76 @@ func TestRedisCredentialsRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestCredentialsCluster: a cluster client authenticates with the
+// credentials on every node and re-authenticates there after a rotation.
+func TestCredentialsCluster(t *testing.T) {
+	cl := testserver.NewRedisCluster(t, 3)
+	var admins []*redis.Client
+	var addrs []string
+	for _, n := range cl.Nodes() {
+		a := redis.NewClient(&redis.Options{Addr: n.Addr(), Password: cl.Password()})
+		t.Cleanup(func() { _ = a.Close() })
+		admins = append(admins, a)
+		addrs = append(addrs, n.Addr())
+	}
+	var mu sync.Mutex
+	gen := 0
+	fetch := func(ctx context.Context) (RedisCredentials, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		pw := "tok-" + rand.Text()
+		for _, a := range admins {
+			if err := a.Do(ctx, "ACL", "SETUSER", "app", "on", ">"+pw, "~*", "&*", "+@all").Err(); err != nil {
+				return RedisCredentials{}, err
+			}
+		}
+		gen++
+		return RedisCredentials{Username: "app", Password: pw, ExpiresOn: time.Now().Add(3 * time.Second)}, nil
+	}
+	generation := func() int { mu.Lock(); defer mu.Unlock(); return gen }
+	rdb, err := NewRedis(context.Background(), &RedisConfig{
+		Name:        "cluster",
+		Options:     &redis.UniversalOptions{Addrs: addrs},
+		Credentials: fetch,
+		Logger:      quietLogger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = rdb.Close()
+		_ = CredentialsProviderOf(rdb).Close()
+	})
+	if _, ok := rdb.(*redis.ClusterClient); !ok {
+		t.Fatalf("client %T, want a cluster client", rdb)
+	}
+	ctx := context.Background()
+	authCalls := func() (calls, failed int) {
+		for _, a := range admins {
+			src := &rotatingUsers{admin: a}
+			c, f := src.authStats(t)
+			calls, failed = calls+c, failed+f
+		}
+		return calls, failed
+	}
+	before, _ := authCalls()
+	deadline := time.Now().Add(2 * time.Minute)
+	for i := 0; ; i++ {
+		if err := rdb.Set(ctx, "k"+strconv.Itoa(i%30), "v", 0).Err(); err != nil { // keys on every node
+			t.Fatalf("SET after %d generations: %v", generation(), err)
+		}
+		if calls, _ := authCalls(); generation() >= 3 && calls > before {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d generations and no AUTH after 2 minutes", generation())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	calls, failed := authCalls()
+	t.Logf("generations %d; AUTH calls over the nodes %d -> %d, failed %d", generation(), before, calls, failed)
+	if failed != 0 {
+		t.Errorf("%d AUTH calls failed", failed)
+	}
+}
