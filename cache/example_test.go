@@ -220,3 +220,32 @@ func ExampleCache_Remove() {
 	}
 	fmt.Println(price)
 }
+
+func ExampleRedisConfig_credentials() {
+	ctx := context.Background()
+	rc := &cache.RedisConfig{
+		Name:    "cache",
+		Options: &redis.UniversalOptions{Addrs: []string{"cache.internal:6380"}},
+		// Called before the first connection and again before the
+		// credentials expire; live connections are re-authenticated.
+		Credentials: func(ctx context.Context) (cache.RedisCredentials, error) {
+			token, expires, err := fetchToken(ctx) // your identity provider
+			if err != nil {
+				return cache.RedisCredentials{}, err
+			}
+			return cache.RedisCredentials{Username: "app", Password: token, ExpiresOn: expires}, nil
+		},
+	}
+	rdb, err := cache.NewRedis(ctx, rc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cache.CredentialsProviderOf(rdb).Close()
+	defer rdb.Close()
+	// cache.HealthCheck("cache", rdb) also reports failing refreshes.
+}
+
+// fetchToken stands for an identity provider's client.
+func fetchToken(context.Context) (string, time.Time, error) {
+	return "token", time.Now().Add(time.Hour), nil
+}

@@ -60,6 +60,20 @@ type RedisConfig struct {
 	// by Options.DialTimeout.
 	ConnectRetry int
 
+	// Credentials, when not nil, authenticates every connection of the
+	// client with what it returns instead of Options' user name and
+	// password: the pooled connections, the pub/sub ones (cache
+	// invalidation, messaging/redisevents), each node of a cluster, the
+	// master and replicas of a Sentinel set (Sentinel itself keeps
+	// SentinelUsername/SentinelPassword). NewRedis wraps it in a
+	// [CredentialsProvider], which fetches before the first connection,
+	// refreshes before the credentials expire, and has go-redis
+	// re-authenticate the live connections in place (AUTH on the same
+	// connection; the pool is not dropped). HealthCheck then reports a
+	// failing refresh. A StreamingCredentialsProvider already set in
+	// Options wins over it.
+	Credentials CredentialsFunc
+
 	// DisableHealthChecks tells the caller (integrations/aspireredis) to
 	// leave the client's HealthCheck out; NewRedis itself registers
 	// nothing.
@@ -186,7 +200,8 @@ func LoadRedisConfig(cfg *discovery.Config, name string) (*RedisConfig, error) {
 // starts without Redis and recovers when it comes. Only c.AbortConnect
 // makes NewRedis ping first and fail.
 //
-// The caller closes the client; [HealthCheck] makes its readiness check.
+// The caller closes the client, then, with RedisConfig.Credentials, its
+// [CredentialsProviderOf]; [HealthCheck] makes its readiness check.
 func NewRedis(ctx context.Context, c *RedisConfig) (redis.UniversalClient, error) {
 	if c == nil {
 		return nil, errors.New("cache: NewRedis: nil RedisConfig")
@@ -208,6 +223,9 @@ func NewRedis(ctx context.Context, c *RedisConfig) (redis.UniversalClient, error
 		log.Debug("redis options accepted without effect in go-redis", "options", c.ignored)
 	}
 
+	if c.Credentials != nil && uo.StreamingCredentialsProvider == nil {
+		uo.StreamingCredentialsProvider = NewCredentialsProvider(c.Credentials, CredentialsProviderOptions{Name: name, Logger: logger})
+	}
 	rdb := newUniversalClient(&uo, dialBackoff(uo.DialTimeout))
 	if !c.DisableTracing {
 		if err := instrumentTracing(rdb, tp); err != nil {
@@ -535,7 +553,11 @@ func connectOrAbort(ctx context.Context, rdb redis.UniversalClient, retries int,
 }
 
 // HealthCheck is the readiness check for a Redis client: a PING through
-// the client's own pool. It is tagged ready, not live, so that a Redis
+// the client's own pool. When the client authenticates with a
+// [CredentialsProvider] (RedisConfig.Credentials) whose last refresh
+// failed, the check fails too, with an error matching ErrCredentials:
+// Degraded while the PING answers, with the check's failure status when
+// it does not. It is tagged ready, not live, so that a Redis
 // outage takes the instance out of rotation without restarting it. The
 // probe's PING is neither traced nor measured by the client's
 // instrumentation: probes run outside any request, and each would
@@ -545,8 +567,21 @@ func HealthCheck(name string, rdb redis.UniversalClient) health.Check {
 		Name: "redis:" + name,
 		Tags: []string{health.TagReady},
 		Check: func(ctx context.Context) error {
+			var credErr error
+			if p := CredentialsProviderOf(rdb); p != nil {
+				credErr = p.Err()
+			}
 			if err := rdb.Do(ctx, "ping", healthPing).Err(); err != nil {
+				if errors.Is(err, ErrCredentials) {
+					return err // names the client already
+				}
+				if credErr != nil {
+					return fmt.Errorf("redis %q: %w; last credentials refresh: %w", name, err, credErr)
+				}
 				return fmt.Errorf("redis %q: %w", name, err)
+			}
+			if credErr != nil {
+				return health.WithStatus(health.Degraded, credErr)
 			}
 			return nil
 		},

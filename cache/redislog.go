@@ -34,8 +34,11 @@ func (l RedisLogger) Printf(ctx context.Context, format string, v ...any) {
 	}
 	msg := fmt.Sprintf(format, v...)
 	level := slog.LevelWarn
-	if isRedisInfo(msg) {
+	switch {
+	case isRedisInfo(msg):
 		level = slog.LevelInfo
+	case isRedisDebug(msg):
+		level = slog.LevelDebug
 	}
 	if !logger.Enabled(ctx, level) {
 		return
@@ -58,4 +61,11 @@ func isRedisInfo(msg string) bool {
 		}
 	}
 	return false
+}
+
+// isRedisDebug reports whether msg is one go-redis logs in normal
+// operation: the pool skipping a connection that waits for its
+// re-authentication after a credentials refresh (several per refresh).
+func isRedisDebug(msg string) bool {
+	return strings.HasPrefix(msg, "redis: connection pool: conn[") && strings.HasSuffix(msg, "] rejected by hook, returning to pool")
 }

@@ -28,6 +28,13 @@ func TestRedisLogger(t *testing.T) {
 			wantMsg:   "redis: connection pool: failed to dial after 3 attempts: dial tcp 127.0.0.1:1: connect: connection refused",
 		},
 		{
+			name:      "connection waiting for re-authentication",
+			format:    "redis: connection pool: conn[%d] rejected by hook, returning to pool",
+			args:      []any{7},
+			wantLevel: "DEBUG",
+			wantMsg:   "redis: connection pool: conn[7] rejected by hook, returning to pool",
+		},
+		{
 			name:      "sentinel failover",
 			format:    "sentinel: new master=%q addr=%q",
 			args:      []any{"cache", "10.0.0.2:6379"},
@@ -60,9 +67,10 @@ func TestRedisLogger(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, format := range []string{"json", "text"} {
 				var buf bytes.Buffer
-				var h slog.Handler = slog.NewJSONHandler(&buf, nil)
+				debug := &slog.HandlerOptions{Level: slog.LevelDebug}
+				var h slog.Handler = slog.NewJSONHandler(&buf, debug)
 				if format == "text" {
-					h = slog.NewTextHandler(&buf, nil)
+					h = slog.NewTextHandler(&buf, debug)
 				}
 				cache.RedisLogger{Logger: slog.New(h)}.Printf(context.Background(), tt.format, tt.args...)
 				out := buf.String()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/goaspire/goaspire/discovery"
 	"github.com/goaspire/goaspire/integrations/aspireazure"
+	"github.com/goaspire/goaspire/integrations/aspireredis"
 	"github.com/goaspire/goaspire/servicedefaults"
 )
 
@@ -65,4 +66,33 @@ func ExampleParseClaims() {
 	redis, _ := claims.RedisUser()
 	fmt.Println(pg, redis)
 	// Output: orders-api b2c4
+}
+
+func ExampleRedisAuth() {
+	ctx := context.Background()
+	// As Aspire's Azure deployment configures a service referencing Azure
+	// Managed Redis in Entra mode: no password, the managed identity's
+	// client ID (the platform adds IDENTITY_ENDPOINT and IDENTITY_HEADER).
+	cfg := discovery.FromMap(map[string]string{
+		"ConnectionStrings:cache": "mycache.westeurope.redis.azure.net:10000,ssl=true",
+		"AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential",
+		"AZURE_CLIENT_ID":         "9f2c4a8e-0000-0000-0000-000000000000",
+	})
+	app, err := servicedefaults.Add(ctx, nil, servicedefaults.WithConfig(cfg), servicedefaults.WithLogWriter(io.Discard))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer app.Shutdown(ctx)
+
+	// Open the connection with RedisAuth before making caches on it: they
+	// share its client.
+	rdb, err := aspireredis.Client(ctx, app, "cache", aspireazure.RedisAuth(app))
+	if err != nil {
+		log.Fatal(err)
+	}
+	products, err := aspireredis.NewCache[string](ctx, app, "cache", "product")
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, _ = rdb, products
 }

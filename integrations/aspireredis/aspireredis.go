@@ -29,6 +29,18 @@
 // the first client whatever they pass; a cache is made once (see
 // NewCache).
 //
+// # Tokens instead of a password
+//
+// Set RedisConfig.Credentials in configure to authenticate with
+// credentials that expire, such as Microsoft Entra ID tokens
+// (integrations/aspireazure's RedisAuth sets it for Azure Managed Redis):
+// the client fetches them before its first connection, refreshes them
+// before they expire and re-authenticates its live connections with AUTH,
+// without dropping them; the readiness check reports a failing refresh
+// (Degraded while the credentials held are valid). The client, the caches
+// made on it and the redisevents subscriptions on it all use them. The
+// App's Shutdown stops the refresh.
+//
 // # Health
 //
 // Each connection registers the readiness check "redis:{name}". When Redis
@@ -148,7 +160,13 @@ func open(ctx context.Context, h servicedefaults.Host, name string, configure []
 		return servicedefaults.Opened[*conn]{
 			Client: cn,
 			Checks: checks,
-			Close:  func(context.Context) error { return rdb.Close() },
+			Close: func(context.Context) error {
+				err := rdb.Close()
+				if p := cache.CredentialsProviderOf(rdb); p != nil {
+					_ = p.Close()
+				}
+				return err
+			},
 		}, nil
 	})
 }
