@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/goaspire/goaspire/cqrs"
@@ -240,6 +241,61 @@ type standIn struct {
 	tokens []string
 	ports  map[uint16]int
 	reject bool // sign, but do not set the password: the server refuses
+
+	// Postgres keeps one password per role, so two connections that set
+	// it at once would race: one connection at a time goes from setting
+	// the password to being authenticated (AfterConnect), or, when its
+	// login fails, until a while later.
+	connecting chan struct{}
+	generation int
+}
+
+// hold takes the connect slot until release, or until a while later for
+// a connection that never gets to AfterConnect.
+func (s *standIn) hold(ctx context.Context) error {
+	select {
+	case s.connecting <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.mu.Lock()
+	s.generation++
+	g := s.generation
+	s.mu.Unlock()
+	time.AfterFunc(10*time.Second, func() { s.releaseGeneration(g) })
+	return nil
+}
+
+// release frees the slot held by the connection now authenticated.
+func (s *standIn) release() {
+	s.mu.Lock()
+	g := s.generation
+	s.mu.Unlock()
+	s.releaseGeneration(g)
+}
+
+func (s *standIn) releaseGeneration(g int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if g != s.generation {
+		return
+	}
+	s.generation++ // a late timer or AfterConnect of g releases nothing
+	select {
+	case <-s.connecting:
+	default:
+	}
+}
+
+// afterConnect releases the connect slot once a connection is in.
+func (s *standIn) afterConnect(next func(context.Context, *pgx.Conn) error) func(context.Context, *pgx.Conn) error {
+	return func(ctx context.Context, c *pgx.Conn) error {
+		s.release()
+		if next != nil {
+			return next(ctx, c)
+		}
+		return nil
+	}
 }
 
 func (s *standIn) wrap(next cqrs.CredentialsFunc) cqrs.CredentialsFunc {
@@ -258,11 +314,16 @@ func (s *standIn) wrap(next cqrs.CredentialsFunc) cqrs.CredentialsFunc {
 			s.mu.Unlock()
 			return user, token, nil
 		}
+		if err := s.hold(ctx); err != nil {
+			return "", "", err
+		}
 		if err := setPassword(ctx, s.primary, s.role, token); err != nil {
+			s.release()
 			return "", "", err
 		}
 		if s.replica != nil && int(tg.Port) == s.replica.Port() {
 			if err := s.replica.WaitCaughtUp(ctx); err != nil {
+				s.release()
 				return "", "", err
 			}
 		}
@@ -338,13 +399,15 @@ func TestRDSIAMAuthPostgres(t *testing.T) {
 		"Logging:LogLevel:Default":                "Debug",
 	})
 	sink := leaktest.New(t, app.App, app.Logs, rcv)
-	s := &standIn{t: t, primary: primary, replica: replica, role: role, ports: map[uint16]int{}}
+	s := &standIn{t: t, primary: primary, replica: replica, role: role, ports: map[uint16]int{}, connecting: make(chan struct{}, 1)}
 	db, err := aspirepostgres.DB(ctx, app, "db", aspireaws.RDSIAMAuth(app), func(c *cqrs.Config) {
 		if c.Primary.Credentials == nil || c.Replicas[0].Credentials == nil {
 			t.Fatal("RDSIAMAuth installed no hook on a connection without a password")
 		}
 		c.Primary.Credentials = s.wrap(c.Primary.Credentials)
 		c.Replicas[0].Credentials = s.wrap(c.Replicas[0].Credentials)
+		c.Primary.Config.AfterConnect = s.afterConnect(c.Primary.Config.AfterConnect)
+		c.Replicas[0].Config.AfterConnect = s.afterConnect(c.Replicas[0].Config.AfterConnect)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -392,7 +455,12 @@ func TestRDSIAMAuthPostgres(t *testing.T) {
 	s.mu.Lock()
 	s.reject = true
 	s.mu.Unlock()
-	if err := setPassword(ctx, primary, role, "rotated-away"); err != nil {
+	if err := s.hold(ctx); err != nil { // no connection is setting it now
+		t.Fatal(err)
+	}
+	err = setPassword(ctx, primary, role, "rotated-away")
+	s.release()
+	if err != nil {
 		t.Fatal(err)
 	}
 	db.Primary().Reset()
