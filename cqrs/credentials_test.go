@@ -25,29 +25,11 @@ import (
 // every connection), so a wrong password is refused.
 const credentialsRole = "app_user"
 
-// setRolePassword creates role (or changes its password) on srv, passing
-// the password as a parameter so that it appears in no statement text.
+// setRolePassword creates role (or changes its password) on srv.
 func setRolePassword(t *testing.T, ctx context.Context, srv *testserver.Postgres, role, password string) {
 	t.Helper()
-	conn, err := srv.Connect(ctx)
-	if err != nil {
+	if err := srv.SetPassword(ctx, role, password); err != nil {
 		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role).Scan(&exists); err != nil {
-		t.Fatal(err)
-	}
-	verb := "CREATE ROLE %I LOGIN SUPERUSER PASSWORD %L"
-	if exists {
-		verb = "ALTER ROLE %I PASSWORD %L"
-	}
-	var sql string
-	if err := conn.QueryRow(ctx, "SELECT format('"+strings.ReplaceAll(verb, "'", "''")+"', $1::text, $2::text)", role, password).Scan(&sql); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		t.Fatalf("set the password of %s: %v", role, err)
 	}
 }
 

@@ -347,6 +347,31 @@ func (p *Postgres) Exec(ctx context.Context, sql string, args ...any) error {
 	return nil
 }
 
+// SetPassword creates role as a superuser that may log in with password,
+// or sets the password of the role if it exists: a stand-in for a server
+// that takes tokens as passwords (set the role's password to each token
+// issued). The server's log shows the statement, password included, only
+// when it fails. Postgres keeps one password per role: two calls at once
+// may fail with "tuple concurrently updated".
+func (p *Postgres) SetPassword(ctx context.Context, role, password string) error {
+	conn, err := p.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	var sql string
+	err = conn.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
+		THEN format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)
+		ELSE format('CREATE ROLE %I LOGIN SUPERUSER PASSWORD %L', $1::text, $2::text) END`, role, password).Scan(&sql)
+	if err == nil {
+		_, err = conn.Exec(ctx, sql)
+	}
+	if err != nil {
+		return fmt.Errorf("testserver: set the password of role %q on %s: %w", role, p, err)
+	}
+	return nil
+}
+
 // Stop shuts the server down cleanly ("fast" shutdown: sessions are ended,
 // a checkpoint is written) and waits for it to exit. If ctx ends first, the
 // server is killed. Stopping a stopped server does nothing; if the server had

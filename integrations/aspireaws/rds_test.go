@@ -317,7 +317,7 @@ func (s *standIn) wrap(next cqrs.CredentialsFunc) cqrs.CredentialsFunc {
 		if err := s.hold(ctx); err != nil {
 			return "", "", err
 		}
-		if err := setPassword(ctx, s.primary, s.role, token); err != nil {
+		if err := s.primary.SetPassword(ctx, s.role, token); err != nil {
 			s.release()
 			return "", "", err
 		}
@@ -345,25 +345,6 @@ func (s *standIn) secrets() []string {
 	return out
 }
 
-// setPassword creates role or sets its password, passed as a parameter so
-// that it is in no statement text.
-func setPassword(ctx context.Context, srv *testserver.Postgres, role, password string) error {
-	conn, err := srv.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	var sql string
-	err = conn.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
-		THEN format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)
-		ELSE format('CREATE ROLE %I LOGIN SUPERUSER PASSWORD %L', $1::text, $2::text) END`, role, password).Scan(&sql)
-	if err != nil {
-		return err
-	}
-	_, err = conn.Exec(ctx, sql)
-	return err
-}
-
 // TestRDSIAMAuthPostgres: configured as a deploy to AWS gives it (the
 // connection strings name the user and no password; the region from
 // AWS:Region, the keys from the standard chain), aspirepostgres.DB signs a
@@ -379,7 +360,7 @@ func TestRDSIAMAuthPostgres(t *testing.T) {
 	const role = "iam_user"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := setPassword(ctx, primary, role, "not-a-token-yet"); err != nil {
+	if err := primary.SetPassword(ctx, role, "not-a-token-yet"); err != nil {
 		t.Fatal(err)
 	}
 	cs := func(p *testserver.Postgres) string {
@@ -458,7 +439,7 @@ func TestRDSIAMAuthPostgres(t *testing.T) {
 	if err := s.hold(ctx); err != nil { // no connection is setting it now
 		t.Fatal(err)
 	}
-	err = setPassword(ctx, primary, role, "rotated-away")
+	err = primary.SetPassword(ctx, role, "rotated-away")
 	s.release()
 	if err != nil {
 		t.Fatal(err)

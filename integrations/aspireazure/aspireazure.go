@@ -155,6 +155,12 @@ func NewCredential(cfg *discovery.Config) (azcore.TokenCredential, error) {
 				ErrUnknownCredential, selected)}
 		}
 	}
+	return b.chain(names)
+}
+
+// chain builds the credentials called names, in order: the one
+// credential, or a chain of them.
+func (b builder) chain(names []string) (azcore.TokenCredential, error) {
 	creds := make([]azcore.TokenCredential, 0, len(names))
 	for _, n := range names {
 		c, err := b.build(n)
@@ -163,11 +169,7 @@ func NewCredential(cfg *discovery.Config) (azcore.TokenCredential, error) {
 		}
 		creds = append(creds, c)
 	}
-	return chain(strings.Join(names, ", "), creds)
-}
-
-// chain returns the one credential of creds, or a chain of them.
-func chain(name string, creds []azcore.TokenCredential) (azcore.TokenCredential, error) {
+	name := strings.Join(names, ", ")
 	if len(creds) == 1 {
 		return &credential{name: name, cred: creds[0]}, nil
 	}
@@ -195,15 +197,7 @@ func (b builder) prod() (azcore.TokenCredential, error) {
 		names = append(names, WorkloadIdentityCredential)
 	}
 	names = append(names, ManagedIdentityCredential)
-	creds := make([]azcore.TokenCredential, 0, len(names))
-	for _, n := range names {
-		c, err := b.build(n)
-		if err != nil {
-			return nil, fmt.Errorf("aspireazure: %s: %w", n, err)
-		}
-		creds = append(creds, c)
-	}
-	return chain(strings.Join(names, ", "), creds)
+	return b.chain(names)
 }
 
 // build makes the credential called name.

@@ -29,25 +29,6 @@ import (
 // postgresResource is PostgresScope as the token endpoint sees it.
 const postgresResource = "https://ossrdbms-aad.database.windows.net"
 
-// setPassword creates role or sets its password, passed as a parameter so
-// that it is in no statement text.
-func setPassword(ctx context.Context, srv *testserver.Postgres, role, password string) error {
-	conn, err := srv.Connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	var sql string
-	err = conn.QueryRow(ctx, `SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
-		THEN format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)
-		ELSE format('CREATE ROLE %I LOGIN SUPERUSER PASSWORD %L', $1::text, $2::text) END`, role, password).Scan(&sql)
-	if err != nil {
-		return err
-	}
-	_, err = conn.Exec(ctx, sql)
-	return err
-}
-
 // TestPostgresEntraAuth: a service configured exactly as Aspire's Azure
 // deployment configures it (connection strings with host, port and
 // database only, in keyword and URI form; AZURE_CLIENT_ID, AZURE_TOKEN_CREDENTIALS, IDENTITY_ENDPOINT
@@ -77,7 +58,7 @@ func TestPostgresEntraAuth(t *testing.T) {
 			if tok.Resource != postgresResource {
 				return fmt.Errorf("token for %q, want %q", tok.Resource, postgresResource)
 			}
-			if err := setPassword(ctx, primary, tok.Name, tok.AccessToken); err != nil {
+			if err := primary.SetPassword(ctx, tok.Name, tok.AccessToken); err != nil {
 				return err
 			}
 			if err := replica.WaitCaughtUp(ctx); err != nil {
