@@ -288,6 +288,35 @@ func (r *Redis) command(ctx context.Context, args ...string) (string, error) {
 	return readReply(br)
 }
 
+// CommandCalls returns how many times the server has run command (for
+// example "auth") since it started or its statistics were reset, and how
+// many of those failed, from INFO commandstats: a test counts the AUTHs
+// a client sent to re-authenticate, say.
+func (r *Redis) CommandCalls(ctx context.Context, command string) (calls, failed int, err error) {
+	info, err := r.command(ctx, "INFO", "commandstats")
+	if err != nil {
+		return 0, 0, fmt.Errorf("testserver: INFO commandstats on %s: %w", r, err)
+	}
+	prefix := "cmdstat_" + strings.ToLower(command) + ":"
+	for _, line := range strings.Split(info, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), prefix)
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.Atoi(v)
+			switch k {
+			case "calls":
+				calls = n
+			case "failed_calls":
+				failed = n
+			}
+		}
+	}
+	return calls, failed, nil
+}
+
 // readReply reads one RESP reply that is not an array.
 func readReply(br *bufio.Reader) (string, error) {
 	line, err := br.ReadString('\n')
