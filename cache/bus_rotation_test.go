@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,6 +33,12 @@ func TestBusAcrossRotations(t *testing.T) {
 	// reader on a must see every update through its L1.
 	var written atomic.Int64
 	stop, done := make(chan struct{}), make(chan struct{})
+	var stopOnce sync.Once
+	halt := func() {
+		stopOnce.Do(func() { close(stop) })
+		<-done
+	}
+	t.Cleanup(halt)
 	go func() {
 		defer close(done)
 		for i := 1; ; i++ {
@@ -60,10 +67,14 @@ func TestBusAcrossRotations(t *testing.T) {
 	for gen := 2; gen <= 4; gen++ {
 		eventually(t, 30*time.Second, "credentials generation "+strconv.Itoa(gen), func() bool { return src.generation() >= gen })
 		want := "app" + strconv.Itoa(gen)
-		eventually(t, 15*time.Second, "the invalidation subscription on "+want, func() bool {
+		moved := false
+		for deadline := time.Now().Add(15 * time.Second); !moved && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 			users := pubsubUsers()
-			return len(users) == 1 && users[0] == want
-		})
+			moved = len(users) == 1 && users[0] == want
+		}
+		if !moved {
+			t.Errorf("rotation to %s: the invalidation subscription is on %v", want, pubsubUsers())
+		}
 		if err := src.admin.Do(ctx, "CLIENT", "KILL", "USER", "app"+strconv.Itoa(gen-1)).Err(); err != nil && !strings.Contains(err.Error(), "No such user") {
 			t.Fatal(err)
 		}
@@ -74,8 +85,7 @@ func TestBusAcrossRotations(t *testing.T) {
 			return int64(v.ID) > seen
 		})
 	}
-	close(stop)
-	<-done
+	halt()
 	last := written.Load()
 	eventually(t, 15*time.Second, "the last write", func() bool {
 		v, _ := a.Get(ctx, "k")

@@ -98,7 +98,8 @@ type CredentialsProviderOptions struct {
 // back or skips it while handing out connections. It does not
 // re-authenticate pub/sub connections (they are not pooled); the
 // subscriptions of this module (redisevents.Subscribe and PSubscribe, the
-// caches' invalidation bus) watch [CredentialsProvider.Rotated] instead
+// caches' invalidation bus; not on a cluster client, whose new connection
+// could land on another node) watch [CredentialsProvider.Rotated] instead
 // and, at each rotation, move to a new connection authenticated with the
 // new credentials before closing the old one, without losing or
 // repeating a message (see redisevents.Subscribe). A PubSub of one's own

@@ -26,6 +26,17 @@
 // health-check PING finding connections that died silently. For messages
 // that must not be lost use a queue (RabbitMQ, NATS JetStream) instead.
 //
+// On a client whose credentials expire (cache.RedisConfig.Credentials,
+// Entra ID tokens), a subscription moves to a new connection,
+// authenticated with the new credentials, each time they are refreshed,
+// before the server closes the old one: the new connection subscribes to
+// the same channels, one marker message is published to a private channel
+// both connections listen to, and events are delivered from the old
+// connection up to the marker and from the new one after it, so none is
+// lost or delivered twice. go-redis does not re-authenticate pub/sub
+// connections itself. A cluster client (redis.ClusterClient) does not
+// move: its subscriptions reconnect when the server closes them.
+//
 // Each function takes only the options that configure it, so an option
 // that would be ignored does not compile:
 //
@@ -396,7 +407,9 @@ type Subscription struct {
 // servicedefaults App.Go worker, which retries with backoff). From then on
 // the subscription survives Redis restarts and network failures: go-redis
 // reconnects and subscribes again by itself (events published meanwhile
-// are missed, as Pub/Sub has no queue).
+// are missed, as Pub/Sub has no queue). When the client's credentials
+// rotate, the subscription moves to a connection with the new ones
+// without missing an event (see the package documentation).
 //
 // The subscription ends when ctx is done or Close is called. The handler's
 // ctx has ctx's values but not its cancellation.
