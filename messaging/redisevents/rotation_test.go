@@ -27,13 +27,21 @@ type tokenUsers struct {
 	lifetime time.Duration
 	mu       sync.Mutex
 	expires  []time.Time // by generation - 1
+	// noChannels are the generations whose user may not use channels:
+	// its connections cannot subscribe.
+	noChannels map[int]bool
 }
 
 func (u *tokenUsers) fetch(ctx context.Context) (cache.RedisCredentials, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	user, pw := "app"+strconv.Itoa(len(u.expires)+1), "tok-"+rand.Text()
-	if err := u.admin.Do(ctx, "ACL", "SETUSER", user, "on", ">"+pw, "~*", "&*", "+@all").Err(); err != nil {
+	gen := len(u.expires) + 1
+	user, pw := "app"+strconv.Itoa(gen), "tok-"+rand.Text()
+	channels := "&*"
+	if u.noChannels[gen] {
+		channels = "resetchannels"
+	}
+	if err := u.admin.Do(ctx, "ACL", "SETUSER", user, "reset", "on", ">"+pw, "~*", channels, "+@all").Err(); err != nil {
 		return cache.RedisCredentials{}, err
 	}
 	exp := time.Now().Add(u.lifetime)
@@ -204,6 +212,89 @@ func TestSubscribeAcrossRotations(t *testing.T) {
 			}
 			t.Logf("%d messages across 3 rotations", n)
 		})
+	}
+	if strings.Contains(logs.String(), "tok-") {
+		t.Errorf("a token is in the logs:\n%s", logs.String())
+	}
+}
+
+// TestSubscribeHandoverFails: when the connection made with new
+// credentials cannot subscribe (here a user without channel permissions),
+// the subscription stays on its old connection, delivering every event,
+// logs the failure once without the token, and moves once the
+// credentials allow it.
+func TestSubscribeHandoverFails(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr(), Password: srv.Password()})
+	t.Cleanup(func() { _ = admin.Close() })
+	src := &tokenUsers{admin: admin, lifetime: 6 * time.Second, noChannels: map[int]bool{2: true}}
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	rdb, err := cache.NewRedis(context.Background(), &cache.RedisConfig{
+		Name:        "events",
+		Options:     &redis.UniversalOptions{Addrs: []string{srv.Addr()}},
+		Credentials: src.fetch,
+		Logger:      logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = rdb.Close()
+		_ = cache.CredentialsProviderOf(rdb).Close()
+	})
+	ctx := context.Background()
+	var mu sync.Mutex
+	var got []int
+	sub, err := redisevents.Subscribe(ctx, rdb, func(_ context.Context, ev redisevents.Event) error {
+		n, _ := strconv.Atoi(string(ev.Data))
+		mu.Lock()
+		got = append(got, n)
+		mu.Unlock()
+		return nil
+	}, []string{"seq"}, redisevents.WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	sent := 0
+	publish := func() {
+		t.Helper()
+		if _, err := redisevents.Publish(ctx, admin, "seq", []byte(strconv.Itoa(sent)), redisevents.WithRawPayload()); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+	}
+	received := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0 && got[len(got)-1] == sent-1
+	}
+	const warning = "could not move to a connection with the new credentials"
+	poll.Until(t, 30*time.Second, "a failed handover", func() bool {
+		publish()
+		return strings.Contains(logs.String(), warning)
+	})
+	if users := src.subscribers(t); len(users) != 1 || users[0] != "app1" {
+		t.Errorf("after the failed handover the subscription is on %v, want [app1]", users)
+	}
+	poll.Until(t, 30*time.Second, "the events published while the handover fails", received)
+	poll.Until(t, 60*time.Second, "the move to app3", func() bool {
+		publish()
+		users := src.subscribers(t)
+		return len(users) == 1 && users[0] == "app3"
+	})
+	publish()
+	poll.Until(t, 30*time.Second, "the last event", received)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, v := range got {
+		if v != i {
+			t.Fatalf("event %d is %d (of %d sent)", i, v, sent)
+		}
+	}
+	if n := strings.Count(logs.String(), warning); n != 1 {
+		t.Errorf("the failure was logged %d times, want once:\n%s", n, logs.String())
 	}
 	if strings.Contains(logs.String(), "tok-") {
 		t.Errorf("a token is in the logs:\n%s", logs.String())
