@@ -166,8 +166,12 @@ func Watch(ctx context.Context, rdb redis.UniversalClient, r Rotator, opt Option
 		for attempt := 1; ; attempt++ {
 			err := handover(ctx, rdb, current(), open, install)
 			if err == nil || ctx.Err() != nil {
-				if attempt > 1 && err == nil {
+				switch {
+				case err != nil:
+				case attempt > 1:
 					opt.Logger.Info(opt.What+": moved to a connection with the new credentials", "attempts", attempt)
+				default:
+					opt.Logger.Debug(opt.What + ": moved to a connection with the new credentials")
 				}
 				break
 			}
