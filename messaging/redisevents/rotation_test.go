@@ -173,7 +173,9 @@ func TestSubscribeAcrossRotations(t *testing.T) {
 				moved := false
 				deadline := time.Now().Add(10 * time.Second)
 				for time.Now().Before(deadline) {
-					if users := src.subscribers(t); len(users) == 1 && users[0] == want {
+					// A later generation counts too: the next rotation
+					// may come first on a loaded machine.
+					if users := src.subscribers(t); len(users) == 1 && userGen(users[0]) >= gen {
 						moved = true
 						break
 					}
@@ -299,4 +301,9 @@ func TestSubscribeHandoverFails(t *testing.T) {
 	if strings.Contains(logs.String(), "tok-") {
 		t.Errorf("a token is in the logs:\n%s", logs.String())
 	}
+}
+
+func userGen(user string) int {
+	n, _ := strconv.Atoi(strings.TrimPrefix(user, "app"))
+	return n
 }
