@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/goaspire/goaspire/internal/pubsubswap"
 )
 
 // subscriber is what a cache gives the bus.
@@ -29,6 +31,11 @@ type subscriber interface {
 // with Receive so it sees the subscription confirmations that follow a
 // reconnection. It also pings when idle, and replaces a connection that
 // stops answering (a half-open TCP connection never errors by itself).
+//
+// When the client's credentials rotate (a CredentialsProvider), the bus
+// moves its subscription to a connection authenticated with the new
+// credentials before the old ones expire (package pubsubswap): no
+// reconnection, so the caches keep their L1.
 type bus struct {
 	rdb    redis.UniversalClient
 	logger *slog.Logger
@@ -37,10 +44,15 @@ type bus struct {
 	refs int
 	subs map[string]map[subscriber]struct{} // channel -> caches
 	ps   *redis.PubSub
-	ioMu sync.Mutex // serializes (un)subscribing, which does I/O
+	// next is the handover to a new connection in progress, if any, and
+	// moved is closed once run has moved to it (or dropped it).
+	next  *pubsubswap.Handover
+	moved chan struct{}
+	ioMu  sync.Mutex // serializes (un)subscribing, which does I/O
 	// syncs are the (un)subscriptions still running after their caller
 	// stopped waiting (see sync).
 	syncs sync.WaitGroup
+	watch sync.WaitGroup // the handover watcher
 
 	idle time.Duration // busIdle when the bus started
 
@@ -84,6 +96,14 @@ func joinBus(rdb redis.UniversalClient, channel string, s subscriber, logger *sl
 		}
 		buses.m[rdb] = b
 		go b.run()
+		if r := pubsubswap.RotatorOf(rdb); r != nil {
+			b.watch.Add(1)
+			go func() {
+				defer b.watch.Done()
+				pubsubswap.Watch(ctx, rdb, r, pubsubswap.Options{Logger: logger, What: "cache: invalidation subscription"},
+					b.current, b.open, b.install)
+			}()
+		}
 	}
 	b.mu.Lock()
 	b.refs++
@@ -135,15 +155,82 @@ func (b *bus) syncNow(channel string) {
 	defer b.ioMu.Unlock()
 	b.mu.Lock()
 	want := b.subs[channel] != nil
-	ps := b.ps
+	pss := []*redis.PubSub{b.ps}
+	if b.next != nil {
+		pss = append(pss, b.next.New)
+	}
 	b.mu.Unlock()
 	ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
 	defer cancel()
-	if want {
-		_ = ps.Subscribe(ctx, channel)
-	} else {
-		_ = ps.Unsubscribe(ctx, channel)
+	for _, ps := range pss {
+		if want {
+			_ = ps.Subscribe(ctx, channel)
+		} else {
+			_ = ps.Unsubscribe(ctx, channel)
+		}
 	}
+}
+
+func (b *bus) current() *redis.PubSub {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ps
+}
+
+// channels returns the channels the caches want.
+func (b *bus) channels() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	channels := make([]string, 0, len(b.subs))
+	for ch := range b.subs {
+		channels = append(channels, ch)
+	}
+	return channels
+}
+
+// open makes the PubSub a handover moves to.
+func (b *bus) open(ctx context.Context) (*redis.PubSub, int) {
+	channels := b.channels()
+	return b.rdb.Subscribe(ctx, channels...), len(channels)
+}
+
+// install hands h to run, which moves to h.New when it reads h's marker
+// on the current PubSub. Caches that joined or left while h was prepared
+// are subscribed or unsubscribed on h.New here; from now on sync does
+// both PubSubs.
+func (b *bus) install(h *pubsubswap.Handover) <-chan struct{} {
+	b.ioMu.Lock()
+	defer b.ioMu.Unlock()
+	moved := make(chan struct{})
+	b.mu.Lock()
+	b.next, b.moved = h, moved
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
+	defer cancel()
+	if channels := b.channels(); len(channels) > 0 {
+		_ = h.New.Subscribe(ctx, channels...)
+	}
+	return moved
+}
+
+// takeNext returns the handover in progress, if any, and forgets it.
+func (b *bus) takeNext() *pubsubswap.Handover {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	h := b.next
+	if h != nil {
+		b.next = nil
+		close(b.moved)
+	}
+	return h
+}
+
+// moveTo makes h.New the bus's PubSub and closes old.
+func (b *bus) moveTo(h *pubsubswap.Handover, old *redis.PubSub) {
+	b.mu.Lock()
+	b.ps = h.New
+	b.mu.Unlock()
+	_ = old.Close()
 }
 
 // leave unsubscribes s and stops the bus after its last user.
@@ -176,10 +263,14 @@ func (b *bus) leave(channel string, s subscriber) {
 	_ = ps.Close()
 	<-b.done
 	b.syncs.Wait()
+	b.watch.Wait()
 	// run may have replaced the PubSub meanwhile.
 	b.mu.Lock()
 	_ = b.ps.Close()
 	b.mu.Unlock()
+	if h := b.takeNext(); h != nil {
+		_ = h.New.Close()
+	}
 }
 
 // run reads the subscription until the bus stops.
@@ -188,6 +279,9 @@ func (b *bus) run() {
 	backoff := busMinBackoff
 	broken := false      // the connection failed since the last subscription
 	pingPending := false // a ping is unanswered
+	// draining is the handover run moved to: its marker is still to come
+	// on the new PubSub, and what comes before it was read on the old one.
+	var draining *pubsubswap.Handover
 	for {
 		b.mu.Lock()
 		ps := b.ps
@@ -196,8 +290,22 @@ func (b *bus) run() {
 		if b.ctx.Err() != nil {
 			return
 		}
+		var ne net.Error
+		if err != nil && !errors.Is(err, redis.ErrClosed) && !(errors.As(err, &ne) && ne.Timeout()) {
+			draining = nil // the marker may be lost with the connection
+			if h := b.takeNext(); h != nil {
+				// The old connection broke during a handover: the new
+				// one was subscribed before, so move to it and read it
+				// all (an invalidation read twice is harmless).
+				b.moveTo(h, ps)
+				pingPending, broken = false, false
+				ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
+				h.Finish(ctx)
+				cancel()
+				continue
+			}
+		}
 		if err != nil {
-			var ne net.Error
 			switch {
 			case errors.As(err, &ne) && ne.Timeout() && !pingPending:
 				pingPending = true
@@ -238,7 +346,25 @@ func (b *bus) run() {
 				b.reconnected()
 			}
 		case *redis.Message:
-			b.dispatch(m.Channel, m.Payload)
+			b.mu.Lock()
+			next := b.next
+			b.mu.Unlock()
+			switch {
+			case next != nil && next.IsOwnMarker(m):
+				b.takeNext()
+				b.moveTo(next, ps)
+				draining = next
+			case draining != nil:
+				if draining.IsOwnMarker(m) {
+					ctx, cancel := context.WithTimeout(b.ctx, subscribeTimeout)
+					draining.Finish(ctx)
+					cancel()
+					draining = nil
+				}
+			case pubsubswap.IsMarker(m):
+			default:
+				b.dispatch(m.Channel, m.Payload)
+			}
 		}
 	}
 }
@@ -250,6 +376,11 @@ func (b *bus) run() {
 func (b *bus) replace() {
 	b.ioMu.Lock()
 	defer b.ioMu.Unlock()
+	if h := b.takeNext(); h != nil {
+		// The connection replacing the silent one dials with the
+		// current credentials: drop the handover.
+		h.Abort()
+	}
 	ps := b.rdb.Subscribe(b.ctx)
 	b.mu.Lock()
 	old := b.ps

@@ -95,12 +95,17 @@ type CredentialsProviderOptions struct {
 // returns it then).
 //
 // go-redis re-authenticates a pooled connection when the pool takes it
-// back or skips it while handing out connections; it does not
-// re-authenticate pub/sub connections (they are not pooled): a server that
-// enforces the expiry (Azure Managed Redis closes connections not
-// re-authenticated in time) closes them, and go-redis's PubSub reconnects
-// with the credentials held and subscribes again, losing what was
-// published in between.
+// back or skips it while handing out connections. It does not
+// re-authenticate pub/sub connections (they are not pooled); the
+// subscriptions of this module (redisevents.Subscribe and PSubscribe, the
+// caches' invalidation bus; not on a cluster client, whose new connection
+// could land on another node) watch [CredentialsProvider.Rotated] instead
+// and, at each rotation, move to a new connection authenticated with the
+// new credentials before closing the old one, without losing or
+// repeating a message (see redisevents.Subscribe). A PubSub of one's own
+// keeps its first credentials: a server that enforces the expiry (Azure
+// Managed Redis closes connections not re-authenticated in time) closes
+// it, and go-redis reconnects it, losing what was published in between.
 type CredentialsProvider struct {
 	fetch CredentialsFunc
 	opt   CredentialsProviderOptions
@@ -114,6 +119,7 @@ type CredentialsProvider struct {
 	obtained  time.Time // when cur was fetched
 	lastErr   error     // the last fetch's error, nil after a success
 	listeners map[auth.CredentialsListener]struct{}
+	rotated   chan struct{} // closed at the next rotation; nil until asked for
 	stop      chan struct{} // closed to stop the refresher; nil while none runs
 	done      chan struct{} // closed when the refresher has returned
 }
@@ -369,6 +375,28 @@ func (p *CredentialsProvider) notify(c RedisCredentials) {
 	for _, l := range ls {
 		l.OnNext(creds)
 	}
+	p.mu.Lock()
+	if p.rotated != nil {
+		close(p.rotated)
+		p.rotated = nil
+	}
+	p.mu.Unlock()
+}
+
+// Rotated returns a channel closed when the provider next hands new
+// credentials to the connections (after a refresh that changed them), for
+// connections go-redis does not re-authenticate: Subscribe and PSubscribe
+// of package redisevents and the invalidation subscription of the caches
+// watch it and move their subscriptions to a connection authenticated
+// with the new credentials before the old ones expire. Call it again
+// after it fired for the next rotation.
+func (p *CredentialsProvider) Rotated() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rotated == nil {
+		p.rotated = make(chan struct{})
+	}
+	return p.rotated
 }
 
 // Close stops the refresher, if running, waits for it, and forgets the

@@ -191,7 +191,10 @@
 // client share one Pub/Sub connection. When that subscription is lost and
 // comes back (Redis restarted, network cut, or a connection that went
 // silent, detected by pinging), the instance empties its L1, since it may
-// have missed messages.
+// have missed messages. When the client's credentials rotate
+// (RedisConfig.Credentials), the subscription moves to a connection
+// authenticated with the new ones before the old ones expire, without
+// missing a message, so L1 is kept.
 //
 // A load never overwrites a newer write, and no clock decides it: once a
 // Set or Remove has reached Redis (when it returns, or when it is

@@ -24,7 +24,9 @@ import (
 // authenticates every connection with a token of the App's credential
 // ([Credential]) for [RedisScope] and the identity's object ID as user
 // name, and re-authenticates its connections before the token expires
-// (see cache.CredentialsProvider).
+// (see cache.CredentialsProvider); the subscriptions of the caches and of
+// redisevents move to a connection with the new token before the old one
+// expires, so Azure closing expired connections loses no message.
 //
 // Caches made with aspireredis.NewCache share the client of their
 // connection: call Client with RedisAuth first (with

@@ -221,9 +221,9 @@ func TestRedisAuthEndToEnd(t *testing.T) {
 		t.Errorf("health after rotations: %+v", r)
 	}
 
-	// go-redis does not re-authenticate pub/sub connections; Azure closes
-	// them when their token expires. The subscriber then reconnects with
-	// the current token and receives again.
+	// A pub/sub connection closed by the server (a network failure, a
+	// token that expired on a cluster client) reconnects with the current
+	// token and receives again.
 	if err := e.admin.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,12 @@
 // without dropping them; the readiness check reports a failing refresh
 // (Degraded while the credentials held are valid). The client, the caches
 // made on it and the redisevents subscriptions on it all use them. The
-// App's Shutdown stops the refresh.
+// pub/sub connections (the caches' invalidation subscription,
+// redisevents.Subscribe and PSubscribe), which go-redis does not
+// re-authenticate, move at each refresh to a new connection made with the
+// new credentials before the old one is closed, without losing or
+// repeating a message (on a cluster client they reconnect when the server
+// closes them instead). The App's Shutdown stops the refresh.
 //
 // # Health
 //

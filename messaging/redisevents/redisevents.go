@@ -26,6 +26,17 @@
 // health-check PING finding connections that died silently. For messages
 // that must not be lost use a queue (RabbitMQ, NATS JetStream) instead.
 //
+// On a client whose credentials expire (cache.RedisConfig.Credentials,
+// Entra ID tokens), a subscription moves to a new connection,
+// authenticated with the new credentials, each time they are refreshed,
+// before the server closes the old one: the new connection subscribes to
+// the same channels, one marker message is published to a private channel
+// both connections listen to, and events are delivered from the old
+// connection up to the marker and from the new one after it, so none is
+// lost or delivered twice. go-redis does not re-authenticate pub/sub
+// connections itself. A cluster client (redis.ClusterClient) does not
+// move: its subscriptions reconnect when the server closes them.
+//
 // Each function takes only the options that configure it, so an option
 // that would be ignored does not compile:
 //
@@ -67,6 +78,7 @@ import (
 
 	"github.com/goaspire/goaspire/internal/fallback"
 	"github.com/goaspire/goaspire/internal/msgconv"
+	"github.com/goaspire/goaspire/internal/pubsubswap"
 )
 
 // EnvelopeVersion marks a message as a goaspire envelope.
@@ -383,7 +395,6 @@ func PublishJSON(ctx context.Context, rdb redis.UniversalClient, channel string,
 
 // Subscription is a running subscription made by Subscribe or PSubscribe.
 type Subscription struct {
-	ps     *redis.PubSub
 	cancel context.CancelFunc
 	done   chan struct{}
 	once   sync.Once
@@ -396,7 +407,9 @@ type Subscription struct {
 // servicedefaults App.Go worker, which retries with backoff). From then on
 // the subscription survives Redis restarts and network failures: go-redis
 // reconnects and subscribes again by itself (events published meanwhile
-// are missed, as Pub/Sub has no queue).
+// are missed, as Pub/Sub has no queue). When the client's credentials
+// rotate, the subscription moves to a connection with the new ones
+// without missing an event (see the package documentation).
 //
 // The subscription ends when ctx is done or Close is called. The handler's
 // ctx has ctx's values but not its cancellation.
@@ -436,26 +449,146 @@ func subscribe(ctx context.Context, rdb redis.UniversalClient, h Handler, names 
 			return nil, fmt.Errorf("redisevents: subscribe to %q: %w", names, err)
 		}
 	}
-	ch := ps.Channel(redis.WithChannelHealthCheckInterval(s.healthCheck))
 	runCtx, cancel := context.WithCancel(ctx)
-	sub := &Subscription{ps: ps, cancel: cancel, done: make(chan struct{})}
-	hctx := context.WithoutCancel(ctx)
-	go func() {
-		defer close(sub.done)
-		for {
-			select {
-			case <-runCtx.Done():
-				_ = ps.Close()
+	sub := &Subscription{cancel: cancel, done: make(chan struct{})}
+	r := &reader{
+		rdb: rdb, s: &s, h: h, names: names, pattern: pattern,
+		hctx: context.WithoutCancel(ctx), cur: ps,
+		installs: make(chan install),
+	}
+	go r.run(runCtx, sub.done)
+	return sub, nil
+}
+
+// handoverTimeout is how long the reader waits for the marker on the old
+// connection before moving to the new one anyway (the old connection
+// broke and missed it); a variable so tests can shorten it.
+var handoverTimeout = 10 * time.Second
+
+type install struct {
+	h    *pubsubswap.Handover
+	done chan struct{}
+}
+
+// reader delivers the messages of a subscription and, when the client's
+// credentials rotate, moves it to a connection authenticated with the new
+// ones (package pubsubswap): it delivers from the old connection until it
+// reads the marker, then from the new one what follows the marker there.
+type reader struct {
+	rdb     redis.UniversalClient
+	s       *subscribeSettings
+	h       Handler
+	names   []string
+	pattern bool
+	hctx    context.Context
+
+	mu  sync.Mutex
+	cur *redis.PubSub
+
+	installs chan install
+}
+
+func (r *reader) current() *redis.PubSub {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur
+}
+
+func (r *reader) open(ctx context.Context) (*redis.PubSub, int) {
+	if r.pattern {
+		return r.rdb.PSubscribe(ctx, r.names...), len(r.names)
+	}
+	return r.rdb.Subscribe(ctx, r.names...), len(r.names)
+}
+
+func (r *reader) run(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	var watchers sync.WaitGroup
+	defer watchers.Wait()
+	if rot := pubsubswap.RotatorOf(r.rdb); rot != nil {
+		watchers.Add(1)
+		go func() {
+			defer watchers.Done()
+			what := fmt.Sprintf("redisevents: subscription to %q", r.names)
+			pubsubswap.Watch(ctx, r.rdb, rot, pubsubswap.Options{Logger: r.s.logger, What: what}, r.current, r.open,
+				func(h *pubsubswap.Handover) <-chan struct{} {
+					done := make(chan struct{})
+					select {
+					case r.installs <- install{h, done}:
+					case <-ctx.Done():
+						h.Abort()
+						close(done)
+					}
+					return done
+				})
+		}()
+	}
+	ps := r.current()
+	ch := ps.Channel(redis.WithChannelHealthCheckInterval(r.s.healthCheck))
+	var (
+		pending  *install             // a handover waiting for its marker on ps
+		timeout  *time.Timer          // bounds that wait
+		draining *pubsubswap.Handover // moved: drop until its marker
+		timeoutC <-chan time.Time
+	)
+	move := func() {
+		old := ps
+		ps = pending.h.New
+		r.mu.Lock()
+		r.cur = ps
+		r.mu.Unlock()
+		ch = ps.Channel(redis.WithChannelHealthCheckInterval(r.s.healthCheck))
+		_ = old.Close()
+		draining = pending.h
+		close(pending.done)
+		pending = nil
+		// The new connection may break and miss its marker too.
+		timeout.Reset(handoverTimeout)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			_ = ps.Close()
+			if pending != nil {
+				_ = pending.h.New.Close()
+				close(pending.done)
+			}
+			return
+		case in := <-r.installs:
+			pending = &in
+			timeout = time.NewTimer(handoverTimeout)
+			timeoutC = timeout.C
+		case <-timeoutC:
+			if pending != nil {
+				r.s.logger.Warn("redisevents: the old connection missed the handover marker; moved to the new connection", "channels", r.names)
+				move()
+			} else {
+				r.s.logger.Warn("redisevents: the new connection missed the handover marker", "channels", r.names)
+				draining = nil
+				timeoutC = nil
+			}
+		case msg, ok := <-ch:
+			if !ok {
 				return
-			case msg, ok := <-ch:
-				if !ok {
-					return
+			}
+			switch {
+			case pending != nil && pending.h.IsOwnMarker(msg):
+				move()
+			case draining != nil:
+				if draining.IsOwnMarker(msg) {
+					fctx, cancel := context.WithTimeout(ctx, time.Second)
+					draining.Finish(fctx)
+					cancel()
+					draining = nil
+					timeout.Stop()
+					timeoutC = nil
 				}
-				handle(hctx, &s, h, msg)
+			case pubsubswap.IsMarker(msg):
+			default:
+				handle(r.hctx, r.s, r.h, msg)
 			}
 		}
-	}()
-	return sub, nil
+	}
 }
 
 func handle(parent context.Context, s *subscribeSettings, h Handler, msg *redis.Message) {

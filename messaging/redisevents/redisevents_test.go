@@ -25,7 +25,11 @@ import (
 	"github.com/goaspire/goaspire/testserver"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// go-redis's re-authentication workers (clients with expiring credentials)
+// outlive Close by up to PoolTimeout.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/redis/go-redis/v9/internal/auth/streaming.(*ReAuthPoolHook).OnPut.func1"))
+}
 
 // syncBuffer is a goroutine-safe log sink.
 type syncBuffer = syncbuf.Buffer
