@@ -202,8 +202,12 @@ func TestGRPCClientKeepaliveDetectsSilence(t *testing.T) {
 	if _, err := echopb.NewEchoClient(cc).Get(wctx, &echopb.EchoRequest{}, grpc.WaitForReady(true)); err != nil {
 		t.Fatal(err)
 	}
-	if s := cc.GetState(); s != connectivity.Ready {
-		t.Fatalf("state after a call = %v, want READY", s)
+	// A call has gone through; the balancer may still report another
+	// state for a moment (seen on a loaded machine): wait for READY.
+	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(wctx, s) {
+			t.Fatalf("state after a call = %v, want READY", s)
+		}
 	}
 	silentAt := time.Now()
 	proxy.Set(testserver.Silent)
