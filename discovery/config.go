@@ -504,10 +504,14 @@ func (c *Config) Duration(key string, def time.Duration) (time.Duration, error) 
 }
 
 // Section returns the view of the configuration below key: in the section
-// "Aspire:Npgsql", key "Timeout" is "Aspire:Npgsql:Timeout".
+// "Aspire:Npgsql", key "Timeout" is "Aspire:Npgsql:Timeout". Section("")
+// is the same view as c.
 func (c *Config) Section(key string) *Config {
 	if c == nil || c.data == nil {
 		return &Config{}
+	}
+	if key == "" {
+		return &Config{prefix: c.prefix, data: c.data}
 	}
 	return &Config{prefix: c.full(key) + ":", data: c.data}
 }

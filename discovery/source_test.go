@@ -193,37 +193,48 @@ func TestReloadSwapsEveryView(t *testing.T) {
 // reloaded (run with -race): every read sees a whole state, and a reader
 // never goes back to an older one.
 func TestReloadWhileReading(t *testing.T) {
-	s := &store{values: map[string]string{"A": "0"}}
+	s := &store{values: map[string]string{"S:A": "0"}}
 	ctx := context.Background()
 	cfg, err := discovery.FromMap(nil).AddSource(ctx, s.source("s", false, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var bad atomic.Int32
+	var (
+		started, wg sync.WaitGroup
+		bad, reads  atomic.Int32
+		done        = make(chan struct{})
+	)
 	for range 2 {
+		started.Add(1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sec := cfg.Section("")
+			sec := cfg.Section("S") // taken before the reloads
 			last := "0"
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
+			for first := true; ; first = false {
 				a := sec.String("A")
+				reads.Add(1)
 				if len(a) != 1 || a < last {
 					bad.Add(1)
 				}
 				last = a
+				if first {
+					started.Done()
+				}
+				select {
+				case <-done: // after the last reload: its value
+					if a := sec.String("A"); a != "9" {
+						t.Errorf("a reader read %q after the last reload; want 9", a)
+					}
+					return
+				default:
+				}
 			}
 		}()
 	}
+	started.Wait() // both read before the first reload
 	for i := 1; i <= 9; i++ {
-		s.set(map[string]string{"A": fmt.Sprint(i)}, nil)
+		s.set(map[string]string{"S:A": fmt.Sprint(i)}, nil)
 		if err := cfg.Reload(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -231,10 +242,13 @@ func TestReloadWhileReading(t *testing.T) {
 	close(done)
 	wg.Wait()
 	if bad.Load() != 0 {
-		t.Errorf("%d reads saw a missing or older value", bad.Load())
+		t.Errorf("%d of %d reads saw a missing or older value", bad.Load(), reads.Load())
 	}
-	if cfg.String("A") != "9" {
-		t.Errorf("A = %q; want 9", cfg.String("A"))
+	if got := cfg.String("S:A"); got != "9" {
+		t.Errorf("S:A = %q; want 9", got)
+	}
+	if got := cfg.Section("").String("S:A"); got != "9" {
+		t.Errorf("Section(\"\").S:A = %q; want 9, the root's", got)
 	}
 }
 
