@@ -34,6 +34,17 @@ func (c *exportCounts) fail(err error) {
 	c.mu.Unlock()
 }
 
+// exported records the outcome of an export of n items: on success n is
+// added to delivered, a failure is remembered. It returns err.
+func (c *exportCounts) exported(err error, n int, delivered *atomic.Int64) error {
+	if err != nil {
+		c.fail(err)
+	} else {
+		delivered.Add(int64(n))
+	}
+	return err
+}
+
 // firstError returns the first export error, or nil.
 func (c *exportCounts) firstError() error {
 	c.mu.Lock()
@@ -70,13 +81,7 @@ type countingSpanExporter struct {
 }
 
 func (e countingSpanExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
-	err := e.SpanExporter.ExportSpans(ctx, spans)
-	if err != nil {
-		e.c.fail(err)
-	} else {
-		e.c.spansExported.Add(int64(len(spans)))
-	}
-	return err
+	return e.c.exported(e.SpanExporter.ExportSpans(ctx, spans), len(spans), &e.c.spansExported)
 }
 
 // countingLogProcessor counts the log records handed to the batch log
@@ -98,13 +103,7 @@ type countingLogExporter struct {
 }
 
 func (e countingLogExporter) Export(ctx context.Context, records []sdklog.Record) error {
-	err := e.Exporter.Export(ctx, records)
-	if err != nil {
-		e.c.fail(err)
-	} else {
-		e.c.recordsExported.Add(int64(len(records)))
-	}
-	return err
+	return e.c.exported(e.Exporter.Export(ctx, records), len(records), &e.c.recordsExported)
 }
 
 // countingMetricExporter counts the data points of the failed exports.
