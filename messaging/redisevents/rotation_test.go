@@ -88,19 +88,10 @@ func (u *tokenUsers) subscribers(t *testing.T) []string {
 	return users
 }
 
-// TestSubscribeAcrossRotations publishes numbered messages without pause
-// while the subscriber's credentials rotate three times, and after each
-// rotation kills every connection of the previous token's user, as Azure
-// does when a token expires. The subscription must have moved to a
-// connection of the new user before the old token expired, and the
-// handler must receive every message once and in order: a subscription
-// left on its first connection would be killed, and go-redis's
-// reconnection would lose what was published meanwhile.
-func TestSubscribeAcrossRotations(t *testing.T) {
-	srv := testserver.NewRedis(t)
-	admin := redis.NewClient(&redis.Options{Addr: srv.Addr(), Password: srv.Password()})
-	t.Cleanup(func() { _ = admin.Close() })
-	src := &tokenUsers{admin: admin, lifetime: 6 * time.Second} // refreshed after 4.5 s
+// credentialedClient opens a client of srv whose credentials src
+// issues, logging at Debug level into logs.
+func credentialedClient(t *testing.T, srv *testserver.Redis, src *tokenUsers) (redis.UniversalClient, *syncBuffer, *slog.Logger) {
+	t.Helper()
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rdb, err := cache.NewRedis(context.Background(), &cache.RedisConfig{
@@ -116,6 +107,23 @@ func TestSubscribeAcrossRotations(t *testing.T) {
 		_ = rdb.Close()
 		_ = cache.CredentialsProviderOf(rdb).Close()
 	})
+	return rdb, logs, logger
+}
+
+// TestSubscribeAcrossRotations publishes numbered messages without pause
+// while the subscriber's credentials rotate three times, and after each
+// rotation kills every connection of the previous token's user, as Azure
+// does when a token expires. The subscription must have moved to a
+// connection of the new user before the old token expired, and the
+// handler must receive every message once and in order: a subscription
+// left on its first connection would be killed, and go-redis's
+// reconnection would lose what was published meanwhile.
+func TestSubscribeAcrossRotations(t *testing.T) {
+	srv := testserver.NewRedis(t)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr(), Password: srv.Password()})
+	t.Cleanup(func() { _ = admin.Close() })
+	src := &tokenUsers{admin: admin, lifetime: 6 * time.Second} // refreshed after 4.5 s
+	rdb, logs, logger := credentialedClient(t, srv, src)
 
 	for _, kind := range []string{"subscribe", "psubscribe"} {
 		t.Run(kind, func(t *testing.T) {
@@ -134,6 +142,7 @@ func TestSubscribeAcrossRotations(t *testing.T) {
 				return nil
 			}
 			var sub *redisevents.Subscription
+			var err error
 			if kind == "subscribe" {
 				sub, err = redisevents.Subscribe(ctx, rdb, h, []string{channel}, redisevents.WithLogger(logger))
 			} else {
@@ -230,21 +239,7 @@ func TestSubscribeHandoverFails(t *testing.T) {
 	admin := redis.NewClient(&redis.Options{Addr: srv.Addr(), Password: srv.Password()})
 	t.Cleanup(func() { _ = admin.Close() })
 	src := &tokenUsers{admin: admin, lifetime: 6 * time.Second, noChannels: map[int]bool{2: true}}
-	logs := &syncBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	rdb, err := cache.NewRedis(context.Background(), &cache.RedisConfig{
-		Name:        "events",
-		Options:     &redis.UniversalOptions{Addrs: []string{srv.Addr()}},
-		Credentials: src.fetch,
-		Logger:      logger,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = rdb.Close()
-		_ = cache.CredentialsProviderOf(rdb).Close()
-	})
+	rdb, logs, logger := credentialedClient(t, srv, src)
 	ctx := context.Background()
 	var mu sync.Mutex
 	var got []int
